@@ -1,0 +1,240 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Start a discover agent from a Deno program: for embedding, and for
+ * tests. `agent.ts` is the command line (discoverd) on top of it.
+ *
+ * ```ts ignore
+ * import { startAgent } from "@discover/discover/agent";
+ * await using agent = await startAgent({ port: 0 });
+ * console.log(agent.url); // ws://127.0.0.1:PORT/
+ * ```
+ *
+ * @module
+ */
+
+import type { Backend } from "../backends/backend.ts";
+import { MemoryBackend } from "../backends/memory.ts";
+import type { Limits } from "../protocol/types.ts";
+import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
+import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import { Registry } from "./registry.ts";
+import { SessionServer } from "./server.ts";
+import { View } from "./view.ts";
+
+export type { Logger, LogLevel } from "./log.ts";
+export type { Backend } from "../backends/backend.ts";
+
+/** Default limits of an agent. */
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxFrameBytes: 1024 * 1024,
+  maxBatch: 1000,
+  maxRegistrations: 1000,
+  maxSubscriptions: 1000,
+  maxSessions: 50_000,
+});
+
+/** Options of {@linkcode startAgent}. */
+export interface AgentOptions {
+  /**
+   * Address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * Port to listen on; 0 picks a free one.
+   *
+   * @default {1111}
+   */
+  port?: number;
+  /**
+   * Host used for registrations that give only a port.
+   *
+   * @default {the host's most public non-loopback address, else 127.0.0.1}
+   */
+  advertiseHost?: string;
+  /**
+   * Where registrations are kept. The agent opens it, and closes it on shutdown.
+   *
+   * @default {a new MemoryBackend}
+   */
+  backend?: Backend;
+  /**
+   * Grace period, in seconds, before the instances of a lost session go down.
+   *
+   * @default {10}
+   */
+  ttl?: number;
+  /**
+   * Seconds without a frame from a peer before it is pinged, and dropped if it does not answer.
+   *
+   * @default {5}
+   */
+  idleTimeout?: number;
+  /**
+   * Changes kept for `since` replays.
+   *
+   * @default {50000}
+   */
+  historySize?: number;
+  /**
+   * Limits; unset fields keep {@linkcode DEFAULT_LIMITS}.
+   *
+   * @default {DEFAULT_LIMITS}
+   */
+  limits?: Partial<Limits>;
+  /**
+   * Log level of the default logger.
+   *
+   * @default {"info"}
+   */
+  logLevel?: LogLevel;
+  /**
+   * Logger; overrides `logLevel`.
+   *
+   * @default {a logger writing to standard error}
+   */
+  logger?: Logger;
+  /** Shuts the agent down when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A running agent. */
+export interface Agent extends AsyncDisposable {
+  /** WebSocket URL clients connect to, e.g. `ws://127.0.0.1:1111/`. */
+  readonly url: string;
+  /** Address the agent listens on. */
+  readonly hostname: string;
+  /** Port the agent listens on. */
+  readonly port: number;
+  /** Host used for registrations that give only a port. */
+  readonly advertiseHost: string;
+  /** Number of open sessions. */
+  readonly sessions: number;
+  /** Current revision of the agent's view. */
+  readonly revision: number;
+  /** Closes every session with 1001, stops listening and closes the backend. */
+  shutdown(): Promise<void>;
+  /** Resolves once the agent has shut down. */
+  readonly finished: Promise<void>;
+}
+
+function positive(name: string, value: number | undefined, fallback: number) {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RangeError(
+      `'${name}' must be a positive number: current value is ${value}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Starts an agent and resolves once it listens.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { startAgent } from "./mod.ts";
+ * const agent = await startAgent({ port: 0, logLevel: "warn" });
+ * console.log(agent.url);
+ * await agent.shutdown();
+ * ```
+ *
+ * @param options Where to listen, the backend, timings and limits.
+ * @returns The running agent.
+ */
+export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
+  const ttl = positive("ttl", options.ttl, 10);
+  const idleTimeout = positive("idleTimeout", options.idleTimeout, 5);
+  const historySize = positive("historySize", options.historySize, 50_000);
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(options.limits ?? {})) {
+    if (value === undefined) continue;
+    if (!(key in DEFAULT_LIMITS)) {
+      throw new TypeError(
+        `'limits.${key}' is not a known limit; known: ${
+          Object.keys(DEFAULT_LIMITS).join(", ")
+        }`,
+      );
+    }
+    limits[key as keyof Limits] = Math.floor(
+      positive(`limits.${key}`, value, 0),
+    );
+  }
+  const log = options.logger ?? createLogger(options.logLevel ?? "info");
+  const advertiseHost = options.advertiseHost ?? defaultAdvertiseHost();
+  const backend = options.backend ?? new MemoryBackend();
+  const view = new View({ historySize });
+  await backend.open(view);
+  const registry = new Registry(backend, view, {
+    ttlMs: ttl * 1000,
+    maxRegistrations: limits.maxRegistrations,
+    log,
+  });
+  let shuttingDown = false;
+  const sessions = new SessionServer({
+    view,
+    registry,
+    backendName: backend.name,
+    advertiseHost,
+    ttl,
+    limits,
+    log,
+    shuttingDown: () => shuttingDown,
+  }, { idleTimeout, agentId: crypto.randomUUID().slice(0, 8) });
+
+  const { promise: listening, resolve: onListen } = Promise.withResolvers<
+    Deno.NetAddr
+  >();
+  const server = Deno.serve({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 1111,
+    onListen: (addr) => onListen(addr as Deno.NetAddr),
+  }, sessions.handle);
+  const addr = await Promise.race([
+    listening,
+    server.finished.then(() => {
+      throw new Error("the agent's server stopped before it listened");
+    }),
+  ]);
+  const url = `ws://${joinHostPort(addr.hostname, addr.port)}/`;
+
+  const { promise: done, resolve: markDone } = Promise.withResolvers<void>();
+  let finished: Promise<void> | undefined;
+  const shutdown = () =>
+    finished ??= (async () => {
+      shuttingDown = true;
+      log.info("shutting down", { sessions: sessions.sessions });
+      registry.close();
+      sessions.closeAll();
+      await server.shutdown();
+      await backend.close();
+      log.info("stopped");
+      markDone();
+    })();
+  options.signal?.addEventListener("abort", () => void shutdown(), {
+    once: true,
+  });
+  log.info("listening", {
+    url,
+    backend: backend.name,
+    advertiseHost,
+    ttl,
+  });
+  return {
+    url,
+    hostname: addr.hostname,
+    port: addr.port,
+    advertiseHost,
+    get sessions() {
+      return sessions.sessions;
+    },
+    get revision() {
+      return view.revision;
+    },
+    shutdown,
+    finished: done,
+    [Symbol.asyncDispose]: shutdown,
+  };
+}

@@ -1,0 +1,166 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The agent's HTTP side: WebSocket upgrades at `/` become sessions;
+ * `/healthz` and `/openrpc.json` answer plain HTTP.
+ *
+ * @module
+ */
+
+import { openrpcDocument } from "../protocol/openrpc.ts";
+import type { Logger } from "./log.ts";
+import type { Registry } from "./registry.ts";
+import { Session, type SessionContext } from "./session.ts";
+
+/** Client ids named in `?client=`: 1 to 64 characters of `A-Z a-z 0-9 _ -`. */
+export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Options of {@linkcode SessionServer}. */
+export interface SessionServerOptions {
+  /** Seconds without a frame after which the peer is pinged, and dropped when it does not answer. */
+  idleTimeout: number;
+  /** Identifies this agent in owner ids of anonymous sessions. */
+  agentId: string;
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** Accepts connections and keeps the open sessions. */
+export class SessionServer {
+  readonly #context: SessionContext;
+  readonly #registry: Registry;
+  readonly #options: SessionServerOptions;
+  readonly #sockets = new Map<WebSocket, Session>();
+  #nextSession = 1;
+  #closing = false;
+
+  /**
+   * Creates the server's request handler state.
+   *
+   * @param context What the sessions share.
+   * @param options Idle timeout and agent id.
+   */
+  constructor(context: SessionContext, options: SessionServerOptions) {
+    this.#context = context;
+    this.#registry = context.registry;
+    this.#options = options;
+  }
+
+  /** Number of open sessions. */
+  get sessions(): number {
+    return this.#sockets.size;
+  }
+
+  get #log(): Logger {
+    return this.#context.log;
+  }
+
+  /**
+   * Answers one HTTP request.
+   *
+   * @param request The request.
+   * @returns The response.
+   */
+  handle = (request: Request): Response => {
+    const url = new URL(request.url);
+    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+    if (url.pathname === "/" && upgrade) return this.#upgrade(request, url);
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      return new Response("method not allowed: use GET\n", { status: 405 });
+    }
+    switch (url.pathname) {
+      case "/":
+        return new Response(
+          "discoverd: connect a WebSocket to this URL and speak JSON-RPC 2.0; " +
+            "the methods are described at /openrpc.json\n",
+          { headers: { "content-type": "text/plain; charset=utf-8" } },
+        );
+      case "/healthz":
+        return json({
+          status: "ok",
+          backend: this.#context.backendName,
+          connected: this.#context.view.connected,
+          revision: this.#context.view.revision,
+          sessions: this.sessions,
+        });
+      case "/openrpc.json":
+        return json(openrpcDocument);
+      default:
+        return new Response(`not found: ${url.pathname}\n`, { status: 404 });
+    }
+  };
+
+  /**
+   * Closes every session with 1001 (going away). Their registrations are
+   * left to the backend: a restarted agent's clients re-register.
+   */
+  closeAll(): void {
+    this.#closing = true;
+    for (const [socket, session] of this.#sockets) {
+      try {
+        socket.close(1001, "agent shutting down");
+      } catch { /* already closing */ }
+      session.closed(false);
+    }
+    this.#sockets.clear();
+  }
+
+  #upgrade(request: Request, url: URL): Response {
+    const { limits } = this.#context;
+    if (this.#closing) {
+      return new Response("the agent is shutting down\n", { status: 503 });
+    }
+    if (this.#sockets.size >= limits.maxSessions) {
+      this.#log.warn("session refused: maxSessions reached", {
+        maxSessions: limits.maxSessions,
+      });
+      return new Response(
+        `too many sessions: this agent holds its limit of ${limits.maxSessions}; retry later or use another agent\n`,
+        { status: 503, headers: { "retry-after": "1" } },
+      );
+    }
+    const clientId = url.searchParams.get("client");
+    if (clientId !== null && !CLIENT_ID_PATTERN.test(clientId)) {
+      return new Response(
+        "bad request: 'client' must be 1 to 64 characters of A-Z a-z 0-9 _ -\n",
+        { status: 400 },
+      );
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      idleTimeout: this.#options.idleTimeout,
+    });
+    const sessionId = String(this.#nextSession++);
+    const ownerId = clientId === null
+      ? `s:${this.#options.agentId}:${sessionId}`
+      : `c:${clientId}`;
+    let session: Session | undefined;
+    socket.addEventListener("open", () => {
+      session = new Session(
+        this.#context,
+        socket,
+        this.#registry.attach(ownerId),
+        sessionId,
+      );
+      this.#sockets.set(socket, session);
+      this.#log.debug("session opened", { session: sessionId, owner: ownerId });
+    });
+    socket.addEventListener("message", (event) => session?.receive(event.data));
+    socket.addEventListener("close", (event) => {
+      if (!session || !this.#sockets.delete(socket)) return;
+      const clean = event.code === 1000 || event.code === 1001;
+      this.#log.debug("session closed", {
+        session: sessionId,
+        code: event.code,
+        clean,
+      });
+      session.closed(clean);
+    });
+    socket.addEventListener("error", () => {/* a close event follows */});
+    return response;
+  }
+}

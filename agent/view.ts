@@ -1,0 +1,381 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The agent's view of every service: the current instances, a bounded
+ * history of changes for `since` replays, and the fan-out of each change
+ * to the subscribers of its service. It is fed by one backend stream.
+ *
+ * @module
+ */
+
+import type {
+  BackendChange,
+  BackendState,
+  BackendWatcher,
+  StoredRecord,
+} from "../backends/backend.ts";
+import type {
+  EventKind,
+  Filter,
+  Instance,
+  ServiceEvent,
+} from "../protocol/types.ts";
+import { matches } from "../protocol/validate.ts";
+
+/** A current instance and the owner that registered it. */
+export interface Entry {
+  /** The instance as sent on the wire. */
+  instance: Instance;
+  /** The owner (agent-internal, never sent). */
+  owner: string;
+}
+
+/** One change of the view. */
+export interface Change {
+  /** Revision of the change. */
+  revision: number;
+  /** The instance before the change (absent when it was created). */
+  before?: Instance;
+  /** The instance after the change (absent when it was removed). */
+  after?: Instance;
+}
+
+/** Receives the changes of one service, already filtered and serialized. */
+export interface Subscriber {
+  /** The service. */
+  readonly service: string;
+  /** The filter. */
+  readonly filter?: Filter;
+  /**
+   * Called for every change that concerns this subscriber.
+   *
+   * @param resultJson The serialized `ServiceEvent`.
+   */
+  deliver(resultJson: string): void;
+}
+
+/** Options of {@linkcode View}. */
+export interface ViewOptions {
+  /**
+   * Most changes kept for `since` replays.
+   *
+   * @default {50000}
+   */
+  historySize?: number;
+}
+
+/**
+ * Which event, if any, a change means to a subscriber with `filter`.
+ *
+ * @param change The change.
+ * @param filter The subscriber's filter.
+ * @returns The event kind and instance, or `undefined` for none.
+ */
+export function eventFor(
+  change: Change,
+  filter: Filter | undefined,
+): { kind: EventKind; instance: Instance } | undefined {
+  const { before, after } = change;
+  const was = before !== undefined && matches(before.attrs, filter);
+  const is = after !== undefined && matches(after.attrs, filter);
+  if (is) return { kind: was ? "update" : "up", instance: after! };
+  if (was) return { kind: "down", instance: after ?? before! };
+  return undefined;
+}
+
+/** A change with its serialized events, made once and shared by every subscriber. */
+class Fanned {
+  #json: Partial<Record<EventKind, string>> = {};
+  constructor(readonly change: Change) {}
+  json(kind: EventKind, instance: Instance): string {
+    return this.#json[kind] ??= JSON.stringify(
+      { kind, revision: this.change.revision, instance } satisfies ServiceEvent,
+    );
+  }
+}
+
+function instanceOf(record: StoredRecord, revision: number): Instance {
+  return {
+    id: `${record.service}/${record.addr}`,
+    service: record.service,
+    addr: record.addr,
+    attrs: record.attrs,
+    revision,
+    registeredAt: record.registeredAt,
+  };
+}
+
+function sameAttrs(a: Record<string, string>, b: Record<string, string>) {
+  const ak = Object.keys(a);
+  if (ak.length !== Object.keys(b).length) return false;
+  return ak.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
+/**
+ * The view. It is the {@linkcode BackendWatcher} of the agent's backend.
+ *
+ * @example Usage
+ * ```ts
+ * import { View } from "./view.ts";
+ * const view = new View();
+ * view.reset({ revision: 0, records: [] });
+ * view.changes([{
+ *   type: "put",
+ *   revision: 1,
+ *   record: { service: "db", addr: "h:1", attrs: {}, owner: "o", registeredAt: 0 },
+ * }]);
+ * console.log(view.list("db").length); // 1
+ * ```
+ */
+export class View implements BackendWatcher {
+  #services = new Map<string, Map<string, Entry>>();
+  #subscribers = new Map<string, Set<Subscriber>>();
+  #history: Change[] = [];
+  #historyStart = 0;
+  #historySize: number;
+  #floor = 0;
+  #revision = 0;
+  #connected = false;
+  #waiters: { revision: number; resolve: () => void }[] = [];
+  #size = 0;
+
+  /**
+   * Creates an empty view.
+   *
+   * @param options History size.
+   */
+  constructor(options: ViewOptions = {}) {
+    this.#historySize = options.historySize ?? 50_000;
+  }
+
+  /** Revision of the latest change applied. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** Whether the backend is reachable, as it last said. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** Number of instances across all services. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * The current entry of (service, addr).
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns The entry, if any.
+   */
+  get(service: string, addr: string): Entry | undefined {
+    return this.#services.get(service)?.get(addr);
+  }
+
+  /**
+   * The current instances of a service that match a filter.
+   *
+   * @param service The service.
+   * @param filter The filter.
+   * @returns The instances.
+   */
+  list(service: string, filter?: Filter): Instance[] {
+    const out: Instance[] = [];
+    for (const { instance } of this.#services.get(service)?.values() ?? []) {
+      if (matches(instance.attrs, filter)) out.push(instance);
+    }
+    return out;
+  }
+
+  /** Names of the services that have instances. */
+  services(): string[] {
+    return [...this.#services.keys()];
+  }
+
+  /**
+   * Adds a subscriber: it gets every later change of its service.
+   *
+   * @param subscriber The subscriber.
+   */
+  subscribe(subscriber: Subscriber): void {
+    let set = this.#subscribers.get(subscriber.service);
+    if (!set) this.#subscribers.set(subscriber.service, set = new Set());
+    set.add(subscriber);
+  }
+
+  /**
+   * Removes a subscriber.
+   *
+   * @param subscriber The subscriber.
+   */
+  unsubscribe(subscriber: Subscriber): void {
+    const set = this.#subscribers.get(subscriber.service);
+    if (!set) return;
+    set.delete(subscriber);
+    if (set.size === 0) this.#subscribers.delete(subscriber.service);
+  }
+
+  /**
+   * The events a subscriber missed after `since`, when the history still
+   * holds all of them.
+   *
+   * @param service The service.
+   * @param filter The filter.
+   * @param since The last revision the subscriber saw.
+   * @returns The events in order, or `undefined` when a snapshot is needed.
+   */
+  replay(
+    service: string,
+    filter: Filter | undefined,
+    since: number,
+  ): ServiceEvent[] | undefined {
+    if (since < this.#floor || since > this.#revision) return undefined;
+    const h = this.#history;
+    let lo = this.#historyStart, hi = h.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (h[mid].revision <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: ServiceEvent[] = [];
+    for (let i = lo; i < h.length; i++) {
+      const change = h[i];
+      const subject = change.after ?? change.before!;
+      if (subject.service !== service) continue;
+      const event = eventFor(change, filter);
+      if (event) out.push({ revision: change.revision, ...event });
+    }
+    return out;
+  }
+
+  /**
+   * Resolves once the view has applied `revision`.
+   *
+   * @param revision The revision to wait for.
+   * @returns A promise that resolves then.
+   */
+  waitFor(revision: number): Promise<void> {
+    if (this.#revision >= revision) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ revision, resolve }));
+  }
+
+  /**
+   * Applies backend changes (part of {@linkcode BackendWatcher}).
+   *
+   * @param changes The changes in revision order.
+   */
+  changes(changes: BackendChange[]): void {
+    for (const change of changes) {
+      if (change.revision <= this.#revision) continue;
+      if (change.type === "put") {
+        this.#put(change.record, change.revision);
+      } else {
+        this.#delete(change.service, change.addr, change.revision);
+      }
+      this.#revision = change.revision;
+    }
+    this.#wake();
+  }
+
+  /**
+   * Replaces the view with a complete state, emitting only the real
+   * differences (part of {@linkcode BackendWatcher}).
+   *
+   * @param state The complete state.
+   */
+  reset(state: BackendState): void {
+    const seen = new Set<string>();
+    const revision = state.revision;
+    if (revision < this.#revision) {
+      // The store went back in time (restored from a backup, say): the
+      // history no longer leads to the new state, so resumes get snapshots.
+      this.#history = [];
+      this.#historyStart = 0;
+      this.#floor = revision;
+    }
+    for (const record of state.records) {
+      seen.add(`${record.service}/${record.addr}`);
+      const entry = this.get(record.service, record.addr);
+      if (
+        entry && entry.owner === record.owner &&
+        entry.instance.registeredAt === record.registeredAt &&
+        sameAttrs(entry.instance.attrs, record.attrs)
+      ) continue;
+      this.#put(record, revision);
+    }
+    for (const [service, entries] of [...this.#services]) {
+      for (const addr of [...entries.keys()]) {
+        if (!seen.has(`${service}/${addr}`)) {
+          this.#delete(service, addr, revision);
+        }
+      }
+    }
+    // The differences just recorded at `revision` stand for whatever the
+    // stream skipped, so the history still replays correctly across it.
+    this.#revision = revision;
+    this.#wake();
+  }
+
+  /**
+   * Records whether the backend is reachable (part of {@linkcode BackendWatcher}).
+   *
+   * @param connected Whether it is.
+   */
+  status(connected: boolean): void {
+    this.#connected = connected;
+  }
+
+  #put(record: StoredRecord, revision: number) {
+    let entries = this.#services.get(record.service);
+    if (!entries) this.#services.set(record.service, entries = new Map());
+    const before = entries.get(record.addr)?.instance;
+    if (before && sameAttrs(before.attrs, record.attrs)) {
+      // An owner change alone (a takeover) is invisible to subscribers.
+      entries.set(record.addr, { instance: before, owner: record.owner });
+      return;
+    }
+    if (!before) this.#size++;
+    const after = instanceOf(record, revision);
+    entries.set(record.addr, { instance: after, owner: record.owner });
+    this.#record({ revision, before, after });
+  }
+
+  #delete(service: string, addr: string, revision: number) {
+    const entries = this.#services.get(service);
+    const before = entries?.get(addr)?.instance;
+    if (!entries || !before) return;
+    entries.delete(addr);
+    this.#size--;
+    if (entries.size === 0) this.#services.delete(service);
+    this.#record({ revision, before });
+  }
+
+  #record(change: Change) {
+    this.#history.push(change);
+    if (this.#history.length - this.#historyStart > this.#historySize) {
+      this.#floor = this.#history[this.#historyStart].revision;
+      this.#historyStart++;
+      if (this.#historyStart > 1024 && this.#historyStart * 2 > this.#history.length) {
+        this.#history = this.#history.slice(this.#historyStart);
+        this.#historyStart = 0;
+      }
+    }
+    const service = (change.after ?? change.before!).service;
+    const subscribers = this.#subscribers.get(service);
+    if (!subscribers) return;
+    const fanned = new Fanned(change);
+    for (const subscriber of subscribers) {
+      const event = eventFor(change, subscriber.filter);
+      if (event) subscriber.deliver(fanned.json(event.kind, event.instance));
+    }
+  }
+
+  #wake() {
+    if (this.#waiters.length === 0) return;
+    const ready = this.#waiters.filter((w) => w.revision <= this.#revision);
+    this.#waiters = this.#waiters.filter((w) => w.revision > this.#revision);
+    for (const w of ready) w.resolve();
+  }
+}

@@ -1,0 +1,183 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The backend interface: where an agent keeps registrations.
+ *
+ * A backend stores records keyed by (service, addr), gives every change a
+ * revision from one strictly increasing counter, and streams the changes
+ * to the agent that opened it. The agent keeps its own view of every
+ * service from that stream (one stream per agent, however many
+ * subscribers it has), answers reads from the view, and fans changes out.
+ *
+ * ## What a backend must guarantee
+ *
+ * 1. **One order.** Every change has a revision; revisions strictly
+ *    increase across all services. {@linkcode BackendWatcher.changes} is
+ *    called with changes in revision order, each exactly once, and never
+ *    with a revision at or below one already delivered (a
+ *    {@linkcode BackendWatcher.reset} restarts the sequence at its
+ *    revision).
+ * 2. **Read your writes.** The revision that {@linkcode Backend.put} or
+ *    {@linkcode Backend.delete} resolves with is eventually delivered to
+ *    the watcher (or covered by a reset at or above it); the agent waits
+ *    for it before it answers the client, so a client that registered can
+ *    read its own registration at once.
+ * 3. **Conditional writes.** `ifOwner` is checked atomically with the
+ *    write: when the stored owner differs, nothing is written and the call
+ *    rejects with {@linkcode OwnerConflictError}. This is what stops two
+ *    sessions (possibly on two agents) from clobbering each other.
+ * 4. **Liveness of the agent itself.** Records written through a backend
+ *    opened by an agent must disappear when that agent dies and does not
+ *    come back within the backend's own lease (for a shared store such as
+ *    etcd: one lease per agent, every record attached to it). Liveness of
+ *    individual client sessions is the agent's job, not the backend's: the
+ *    agent deletes a lost session's records after the grace TTL.
+ * 5. **Cheap when idle.** Keeping an agent's records alive must cost the
+ *    store the same whatever the number of records (one lease keep-alive,
+ *    not one write per record).
+ * 6. **Resync.** When the backend cannot deliver a gap-free change stream
+ *    (a compacted revision, a lost watch), it calls
+ *    {@linkcode BackendWatcher.reset} with the complete current state; the
+ *    agent diffs it against its view and emits only the real differences.
+ * 7. **Status.** It reports whether the store is reachable through
+ *    {@linkcode BackendWatcher.status}; while it is not, the agent keeps
+ *    serving its last known view and says so.
+ *
+ * The memory backend (`backends/memory.ts`) is the smallest complete
+ * implementation; `backends/backend_suite.ts` is the shared test suite a
+ * new backend must pass.
+ *
+ * @module
+ */
+
+import type { Attrs } from "../protocol/types.ts";
+
+/** A stored registration. */
+export interface StoredRecord {
+  /** Service name (validated: never contains `/`). */
+  service: string;
+  /** Canonical `host:port` address. */
+  addr: string;
+  /** Attributes. */
+  attrs: Attrs;
+  /** Owner of the record: an opaque string chosen by the agent. */
+  owner: string;
+  /** Time of first registration, in milliseconds since the epoch. */
+  registeredAt: number;
+}
+
+/** One change delivered by a backend. */
+export type BackendChange =
+  | {
+    /** A record was created or replaced. */
+    type: "put";
+    /** Revision of the change. */
+    revision: number;
+    /** The record as stored. */
+    record: StoredRecord;
+  }
+  | {
+    /** A record was removed. */
+    type: "delete";
+    /** Revision of the change. */
+    revision: number;
+    /** Service of the removed record. */
+    service: string;
+    /** Address of the removed record. */
+    addr: string;
+  };
+
+/** A full copy of a backend's state at one revision. */
+export interface BackendState {
+  /** Revision of the state. */
+  revision: number;
+  /** Every record. */
+  records: StoredRecord[];
+}
+
+/** Receives what a backend has to tell its agent. */
+export interface BackendWatcher {
+  /** Changes, in revision order, each delivered once. */
+  changes(changes: BackendChange[]): void;
+  /** The complete state, replacing everything delivered before. */
+  reset(state: BackendState): void;
+  /** Whether the store is reachable. */
+  status(connected: boolean): void;
+}
+
+/** Options of {@linkcode Backend.put} and {@linkcode Backend.delete}. */
+export interface WriteOptions {
+  /**
+   * Write only if the stored record's owner is this value; `null` means
+   * "only if there is no record". Omit it for an unconditional write.
+   */
+  ifOwner?: string | null;
+}
+
+/** A store of registrations. See the module documentation for its contract. */
+export interface Backend {
+  /** Short name shown in status (`memory`, `etcd`, ...). */
+  readonly name: string;
+  /**
+   * Connects, delivers the current state to `watcher.reset`, then streams
+   * changes to `watcher.changes` until {@linkcode Backend.close}.
+   *
+   * @param watcher Where to deliver state and changes.
+   */
+  open(watcher: BackendWatcher): Promise<void>;
+  /**
+   * Creates or replaces a record.
+   *
+   * @param record The record.
+   * @param options The owner condition.
+   * @returns The revision of the write.
+   */
+  put(record: StoredRecord, options?: WriteOptions): Promise<number>;
+  /**
+   * Removes a record.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @param options The owner condition.
+   * @returns The revision of the removal, or `undefined` when there was no record.
+   */
+  delete(
+    service: string,
+    addr: string,
+    options?: WriteOptions,
+  ): Promise<number | undefined>;
+  /** Stops the stream and releases the store (and with it this agent's records, where the store keeps them per agent). */
+  close(): Promise<void>;
+}
+
+/**
+ * A conditional write found another owner.
+ *
+ * @example Usage
+ * ```ts
+ * import { OwnerConflictError } from "./backend.ts";
+ * const err = new OwnerConflictError("cache", "10.0.0.1:80", "agent-b/7");
+ * console.log(err.owner); // "agent-b/7"
+ * ```
+ */
+export class OwnerConflictError extends Error {
+  /** The owner found, or `null` when there was no record. */
+  readonly owner: string | null;
+
+  /**
+   * Creates the error.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @param owner The owner found (`null` for none).
+   */
+  constructor(service: string, addr: string, owner: string | null) {
+    super(
+      owner === null
+        ? `'${service}/${addr}' is not registered`
+        : `'${service}/${addr}' is owned by '${owner}'`,
+    );
+    this.name = "OwnerConflictError";
+    this.owner = owner;
+  }
+}

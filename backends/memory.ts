@@ -1,0 +1,126 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The in-memory backend: the embedded default for a single host. State
+ * lives in the agent process; an agent restart starts from empty at
+ * revision 0 (clients re-register when they reconnect).
+ *
+ * @module
+ */
+
+import {
+  type Backend,
+  type BackendChange,
+  type BackendWatcher,
+  OwnerConflictError,
+  type StoredRecord,
+  type WriteOptions,
+} from "./backend.ts";
+
+/**
+ * A {@linkcode Backend} that keeps records in a map. Changes reach the
+ * watcher synchronously, before `put` and `delete` resolve.
+ *
+ * @example Usage
+ * ```ts
+ * import { MemoryBackend } from "./memory.ts";
+ * const backend = new MemoryBackend();
+ * await backend.open({ changes() {}, reset() {}, status() {} });
+ * const revision = await backend.put({
+ *   service: "cache",
+ *   addr: "127.0.0.1:6379",
+ *   attrs: {},
+ *   owner: "me",
+ *   registeredAt: Date.now(),
+ * });
+ * console.log(revision); // 1
+ * await backend.close();
+ * ```
+ */
+export class MemoryBackend implements Backend {
+  /** Always `"memory"`. */
+  readonly name = "memory";
+  #records = new Map<string, StoredRecord>();
+  #revision = 0;
+  #watcher?: BackendWatcher;
+
+  /**
+   * Starts delivering to `watcher`.
+   *
+   * @param watcher Where to deliver state and changes.
+   */
+  open(watcher: BackendWatcher): Promise<void> {
+    this.#watcher = watcher;
+    watcher.status(true);
+    watcher.reset({
+      revision: this.#revision,
+      records: [...this.#records.values()],
+    });
+    return Promise.resolve();
+  }
+
+  /**
+   * Creates or replaces a record.
+   *
+   * @param record The record.
+   * @param options The owner condition.
+   * @returns The revision of the write.
+   */
+  put(record: StoredRecord, options: WriteOptions = {}): Promise<number> {
+    const key = `${record.service}/${record.addr}`;
+    const conflict = this.#check(key, record.service, record.addr, options);
+    if (conflict) return Promise.reject(conflict);
+    const stored = { ...record, attrs: { ...record.attrs } };
+    this.#records.set(key, stored);
+    return Promise.resolve(
+      this.#emit({ type: "put", revision: ++this.#revision, record: stored }),
+    );
+  }
+
+  /**
+   * Removes a record.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @param options The owner condition.
+   * @returns The revision of the removal, or `undefined` when there was no record.
+   */
+  delete(
+    service: string,
+    addr: string,
+    options: WriteOptions = {},
+  ): Promise<number | undefined> {
+    const key = `${service}/${addr}`;
+    if (!this.#records.has(key)) return Promise.resolve(undefined);
+    const conflict = this.#check(key, service, addr, options);
+    if (conflict) return Promise.reject(conflict);
+    this.#records.delete(key);
+    return Promise.resolve(
+      this.#emit({ type: "delete", revision: ++this.#revision, service, addr }),
+    );
+  }
+
+  /** Stops delivering changes; the records stay for a later `open`. */
+  close(): Promise<void> {
+    this.#watcher = undefined;
+    return Promise.resolve();
+  }
+
+  #check(
+    key: string,
+    service: string,
+    addr: string,
+    options: WriteOptions,
+  ): OwnerConflictError | undefined {
+    if (options.ifOwner === undefined) return undefined;
+    const owner = this.#records.get(key)?.owner ?? null;
+    return owner === options.ifOwner
+      ? undefined
+      : new OwnerConflictError(service, addr, owner);
+  }
+
+  #emit(change: BackendChange): number {
+    this.#watcher?.changes([change]);
+    return change.revision;
+  }
+}

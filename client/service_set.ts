@@ -1,0 +1,364 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * A live set of the instances of one service, kept current by a
+ * subscription.
+ *
+ * @module
+ */
+
+import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import type { Instance, ServiceEvent } from "../protocol/types.ts";
+
+/** A change of a {@linkcode ServiceSet}. */
+export interface ServiceUpdate {
+  /** `up`: joined the set; `update`: attributes changed; `down`: left the set. */
+  kind: "up" | "update" | "down";
+  /** The instance (for `down`, as it was last seen). */
+  instance: Instance;
+  /** Revision of the change. */
+  revision: number;
+}
+
+/**
+ * The DOM event a {@linkcode ServiceSet} dispatches for each update, with
+ * type `"update"`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * set.addEventListener("update", (e) => console.log(e.kind, e.instance.addr));
+ * ```
+ */
+export class ServiceUpdateEvent extends Event implements ServiceUpdate {
+  /** What happened. */
+  readonly kind: ServiceUpdate["kind"];
+  /** The instance. */
+  readonly instance: Instance;
+  /** Revision of the change. */
+  readonly revision: number;
+
+  /**
+   * Creates the event.
+   *
+   * @param update The update it carries.
+   */
+  constructor(update: ServiceUpdate) {
+    super("update");
+    this.kind = update.kind;
+    this.instance = update.instance;
+    this.revision = update.revision;
+  }
+}
+
+/** Options of {@linkcode ServiceSet.updates}. */
+export interface UpdatesOptions {
+  /** Ends the iteration when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Event map of {@linkcode ServiceSet}, for typed listeners. */
+export interface ServiceSetEventMap {
+  /** One update. */
+  update: ServiceUpdateEvent;
+  /** The set stopped receiving updates (closed, or its connection ended). */
+  close: Event;
+}
+
+/** How a set unsubscribes; provided by the client. */
+export type Unsubscribe = () => Promise<void>;
+
+/** Most instances remembered by {@linkcode ServiceSet.offline}. */
+export const MAX_OFFLINE = 10_000;
+
+interface Waiter {
+  queue: ServiceUpdate[];
+  wake?: () => void;
+  done: boolean;
+}
+
+/**
+ * A live set of the instances of one service that match a filter (the
+ * agent applies the filter). Get one from `Client.services()`; it holds
+ * the complete current state when that promise resolves.
+ *
+ * Updates are available three ways: {@linkcode ServiceSet.updates} (an
+ * async iterator), `for await` over the set itself, and `"update"` events.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const set = await client.services("cache");
+ * for (const instance of set.online()) console.log(instance.addr);
+ * for await (const update of set) console.log(update.kind, update.instance.addr);
+ * ```
+ */
+export class ServiceSet extends EventTarget
+  implements AsyncIterable<ServiceUpdate>, AsyncDisposable {
+  /** The service. */
+  readonly service: string;
+  /** The attribute filter the agent applies. */
+  readonly filter: Readonly<Record<string, string>> | undefined;
+  #online = new Map<string, Instance>();
+  #offline = new Map<string, Instance>();
+  #staging?: Map<string, Instance>;
+  #revision = 0;
+  #waiters = new Set<Waiter>();
+  #unsubscribe: Unsubscribe;
+  #closed = false;
+  #ready = false;
+  #initial = Promise.withResolvers<void>();
+
+  /**
+   * Creates an empty set; the client feeds it.
+   *
+   * @param service The service.
+   * @param filter The attribute filter.
+   * @param unsubscribe Ends the subscription at the agent.
+   */
+  constructor(
+    service: string,
+    filter: Record<string, string> | undefined,
+    unsubscribe: Unsubscribe,
+  ) {
+    super();
+    this.service = service;
+    this.filter = filter ? Object.freeze({ ...filter }) : undefined;
+    this.#unsubscribe = unsubscribe;
+  }
+
+  /**
+   * Settles once the set holds its initial state; rejects if the set ends
+   * before that.
+   */
+  get initialized(): Promise<void> {
+    return this.#initial.promise;
+  }
+
+  /** Revision of the latest event applied. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** Whether the set has been closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * The instances currently in the set.
+   *
+   * @returns A fresh array, in the order the instances joined.
+   */
+  online(): Instance[] {
+    return [...this.#online.values()];
+  }
+
+  /**
+   * The instances seen leaving the set since it was opened and not back
+   * since (the latest {@linkcode MAX_OFFLINE}).
+   *
+   * @returns A fresh array, oldest departure first.
+   */
+  offline(): Instance[] {
+    return [...this.#offline.values()];
+  }
+
+  /**
+   * The instance at `addr`, if it is in the set.
+   *
+   * @param addr The `host:port` address.
+   * @returns The instance, if any.
+   */
+  get(addr: string): Instance | undefined {
+    return this.#online.get(addr);
+  }
+
+  /**
+   * Iterates over the updates from now on, until the set closes or the
+   * signal aborts. Each call gets its own iterator and its own queue.
+   *
+   * @param options A signal to stop iterating.
+   * @returns The iterator.
+   */
+  updates(options: UpdatesOptions = {}): AsyncIterableIterator<ServiceUpdate> {
+    const waiter: Waiter = { queue: [], done: this.#closed };
+    this.#waiters.add(waiter);
+    const signal = options.signal;
+    const finish = () => {
+      waiter.done = true;
+      this.#waiters.delete(waiter);
+      waiter.wake?.();
+    };
+    signal?.addEventListener("abort", finish, { once: true });
+    if (signal?.aborted) finish();
+    const iterator: AsyncIterableIterator<ServiceUpdate> = {
+      next: async () => {
+        while (waiter.queue.length === 0 && !waiter.done) {
+          await new Promise<void>((resolve) => waiter.wake = resolve);
+          waiter.wake = undefined;
+        }
+        const value = waiter.queue.shift();
+        if (value) return { value, done: false };
+        signal?.removeEventListener("abort", finish);
+        return { value: undefined, done: true };
+      },
+      return: () => {
+        finish();
+        signal?.removeEventListener("abort", finish);
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * Same as {@linkcode ServiceSet.updates} without options.
+   *
+   * @returns The iterator.
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<ServiceUpdate> {
+    return this.updates();
+  }
+
+  /**
+   * Stops the subscription; iterators end and a `"close"` event is dispatched.
+   *
+   * @returns A promise that settles once the agent has been told.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.ended();
+    await this.#unsubscribe().catch(() => {});
+  }
+
+  /** Same as {@linkcode ServiceSet.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Starts receiving a snapshot (called by the client when a subscription
+   * starts in snapshot mode): the events up to `current` are the complete
+   * state, compared with what the set holds.
+   */
+  beginSnapshot(): void {
+    this.#staging = new Map();
+  }
+
+  /**
+   * Applies one event of the subscription (called by the client).
+   *
+   * @param event The event.
+   * @returns `true` once the set has received its initial state.
+   */
+  apply(event: ServiceEvent): boolean {
+    if (this.#closed) return this.#ready;
+    if (event.revision > this.#revision) this.#revision = event.revision;
+    const instance = event.instance;
+    if (event.kind === "current") {
+      if (this.#staging) this.#resync(this.#staging, event.revision);
+      this.#staging = undefined;
+      this.#ready = true;
+      this.#initial.resolve();
+      return true;
+    }
+    if (!instance) return this.#ready;
+    if (this.#staging) {
+      this.#staging.set(instance.addr, instance);
+      return this.#ready;
+    }
+    if (event.kind === "down") {
+      this.#remove(instance, event.revision);
+    } else {
+      this.#add(instance, event.revision);
+    }
+    return this.#ready;
+  }
+
+  /**
+   * Marks the set as ended without telling the agent (called by the client
+   * when the connection is gone).
+   */
+  ended(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#initial.promise.catch(() => {});
+    this.#initial.reject(
+      new RpcError(
+        ErrorCode.ConnectionClosed,
+        `the set of '${this.service}' ended before its initial state arrived`,
+      ),
+    );
+    for (const waiter of this.#waiters) {
+      waiter.done = true;
+      waiter.wake?.();
+    }
+    this.#waiters.clear();
+    this.dispatchEvent(new Event("close"));
+  }
+
+  #resync(state: Map<string, Instance>, revision: number) {
+    for (const instance of [...this.#online.values()]) {
+      if (!state.has(instance.addr)) this.#remove(instance, revision);
+    }
+    for (const instance of state.values()) this.#add(instance, revision);
+  }
+
+  #add(instance: Instance, revision: number) {
+    const before = this.#online.get(instance.addr);
+    if (before && before.revision === instance.revision) return;
+    this.#online.set(instance.addr, instance);
+    this.#offline.delete(instance.addr);
+    this.#emit({ kind: before ? "update" : "up", instance, revision });
+  }
+
+  #remove(instance: Instance, revision: number) {
+    const before = this.#online.get(instance.addr);
+    if (!before) return;
+    this.#online.delete(instance.addr);
+    this.#offline.delete(instance.addr);
+    this.#offline.set(instance.addr, instance);
+    if (this.#offline.size > MAX_OFFLINE) {
+      this.#offline.delete(this.#offline.keys().next().value!);
+    }
+    this.#emit({ kind: "down", instance, revision });
+  }
+
+  #emit(update: ServiceUpdate) {
+    if (!this.#ready) return; // the initial state is not an update
+    for (const waiter of this.#waiters) {
+      waiter.queue.push(update);
+      waiter.wake?.();
+    }
+    this.dispatchEvent(new ServiceUpdateEvent(update));
+  }
+}
+
+/** Typed listener overloads for {@linkcode ServiceSet}. */
+export interface ServiceSet {
+  /**
+   * Adds a typed listener.
+   *
+   * @param type `"update"` or `"close"`.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  addEventListener<K extends keyof ServiceSetEventMap>(
+    type: K,
+    listener: (this: ServiceSet, event: ServiceSetEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /**
+   * Adds a listener.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}

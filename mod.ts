@@ -1,0 +1,48 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * The discover client: register services with a discover agent and watch
+ * them come and go. Runs unchanged in Deno, Node.js and browsers.
+ *
+ * ```ts ignore
+ * import { connect } from "@discover/discover";
+ *
+ * await using client = await connect("ws://127.0.0.1:1111");
+ * await client.register("cache", 9876, { attrs: { id: "cache1" } });
+ *
+ * await using queues = await client.services("queue", { filter: { zone: "b" } });
+ * for (const q of queues.online()) console.log(q.addr, q.attrs);
+ * for await (const u of queues) console.log(u.kind, u.instance.addr);
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type CallOptions,
+  Client,
+  type ClientEventMap,
+  connect,
+  type ConnectOptions,
+  type RegisterOptions,
+  type ServicesOptions,
+  type Target,
+  type WebSocketConstructor,
+} from "./client/client.ts";
+export {
+  MAX_OFFLINE,
+  ServiceSet,
+  type ServiceSetEventMap,
+  type ServiceUpdate,
+  ServiceUpdateEvent,
+  type Unsubscribe,
+  type UpdatesOptions,
+} from "./client/service_set.ts";
+export { ErrorCode, type ErrorObject, RpcError } from "./protocol/errors.ts";
+export type {
+  Attrs,
+  Instance,
+  Limits,
+  StatusResult,
+} from "./protocol/types.ts";

@@ -1,0 +1,129 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * JSON-RPC error codes used by discover, and the error class that carries
+ * them on both sides of a connection.
+ *
+ * @module
+ */
+
+/** Error codes: the JSON-RPC 2.0 standard ones and discover's own (-32000 down). */
+export const ErrorCode = {
+  /** The frame is not valid JSON (or not a text frame of UTF-8). */
+  ParseError: -32700,
+  /** The JSON is not a valid JSON-RPC 2.0 request, or the batch is empty or too large. */
+  InvalidRequest: -32600,
+  /** No such method. */
+  MethodNotFound: -32601,
+  /** A param is missing, of the wrong type, or breaks a rule; the message names it. */
+  InvalidParams: -32602,
+  /** An unexpected failure inside the agent. */
+  InternalError: -32603,
+  /** The backend could not be reached or refused the change; retry later. */
+  BackendUnavailable: -32000,
+  /** The instance is registered by another live session and cannot be changed from this one. */
+  NotOwner: -32001,
+  /** A per-session or per-agent limit was reached; the message names the limit. */
+  LimitExceeded: -32002,
+  /** The subscription is not open on this session. */
+  UnknownSubscription: -32003,
+  /** The agent is shutting down; reconnect to another agent or retry later. */
+  ShuttingDown: -32004,
+  /** The request did not get a response in time (raised by clients, never sent by the agent). */
+  Timeout: -32005,
+  /** The connection closed before the response arrived (raised by clients, never sent by the agent). */
+  ConnectionClosed: -32006,
+} as const;
+
+/** The JSON-RPC 2.0 error object. */
+export interface ErrorObject {
+  /** Error code, see {@linkcode ErrorCode}. */
+  code: number;
+  /** Human-readable message: what was wrong and what to do. */
+  message: string;
+  /** Optional extra data. */
+  data?: unknown;
+}
+
+/**
+ * An error carrying a JSON-RPC error code. The agent turns it into an error
+ * response; the client rejects a request's promise with it.
+ *
+ * @example Usage
+ * ```ts
+ * import { ErrorCode, RpcError } from "./errors.ts";
+ * const err = new RpcError(ErrorCode.InvalidParams, "'service' is required");
+ * console.log(err.code, err.message);
+ * ```
+ */
+export class RpcError extends Error {
+  /** The JSON-RPC error code. */
+  readonly code: number;
+  /** Optional extra data sent with the error. */
+  readonly data?: unknown;
+
+  /**
+   * Creates an error.
+   *
+   * @param code The JSON-RPC error code.
+   * @param message What was wrong and what to do.
+   * @param data Optional extra data.
+   */
+  constructor(code: number, message: string, data?: unknown) {
+    super(message);
+    this.name = "RpcError";
+    this.code = code;
+    this.data = data;
+  }
+
+  /**
+   * The error as a JSON-RPC error object.
+   *
+   * @returns The error object to put in a response.
+   */
+  toJSON(): ErrorObject {
+    return this.data === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, data: this.data };
+  }
+}
+
+/**
+ * Shorthand for an invalid-params error that names the field and the rule.
+ *
+ * @example Usage
+ * ```ts
+ * import { invalidParams } from "./errors.ts";
+ * throw invalidParams("port", "must be an integer from 1 to 65535", 0);
+ * ```
+ *
+ * @param field The offending field, as a path (`attrs.zone`).
+ * @param rule The rule it broke.
+ * @param value The value it had, shown in the message when given.
+ * @returns The error to throw.
+ */
+export function invalidParams(
+  field: string,
+  rule: string,
+  value?: unknown,
+): RpcError {
+  const shown = value === undefined ? "" : `: got ${describe(value)}`;
+  return new RpcError(
+    ErrorCode.InvalidParams,
+    `'${field}' ${rule}${shown}`,
+    { field },
+  );
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") {
+    return value.length > 40
+      ? `a string of ${value.length} characters`
+      : JSON.stringify(value);
+  }
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") return "an object";
+  return `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,378 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * A JSON-RPC 2.0 peer over any text transport: it sends requests and matches
+ * their responses, and answers the requests it receives (single messages and
+ * batches). The client and the agent both use it; it knows nothing of
+ * WebSockets or of discover's methods.
+ *
+ * @module
+ */
+
+import { ErrorCode, type ErrorObject, RpcError } from "./errors.ts";
+
+/** A request id. */
+export type Id = string | number | null;
+
+/** What a request handler is told besides the method and params. */
+export interface CallContext {
+  /** Whether the call is a notification (no response will be sent). */
+  readonly notification: boolean;
+  /**
+   * Runs `fn` once the frame carrying this call's response has been sent
+   * (for a notification: once the handler has finished). Use it for
+   * messages that must follow the response, such as subscription events.
+   */
+  afterResponse(fn: () => void): void;
+}
+
+/**
+ * Handles an incoming request or notification: returns the result (or a
+ * promise of it) or throws an {@linkcode RpcError}.
+ */
+export type RequestHandler = (
+  method: string,
+  params: unknown,
+  context: CallContext,
+) => unknown;
+
+/** Options of {@linkcode JsonRpcPeer}. */
+export interface JsonRpcPeerOptions {
+  /** Sends one text frame. Must not throw. */
+  send: (text: string) => void;
+  /** Answers incoming requests and notifications. Without it every request gets -32601. */
+  onRequest?: RequestHandler;
+  /**
+   * Most messages accepted in one incoming batch.
+   *
+   * @default {1000}
+   */
+  maxBatch?: number;
+  /**
+   * Default time, in milliseconds, an outgoing request waits for its response.
+   *
+   * @default {5000}
+   */
+  timeout?: number;
+  /** Called with errors thrown by a handler that are not {@linkcode RpcError}s. */
+  onInternalError?: (error: unknown, method: string) => void;
+}
+
+/** Options of {@linkcode JsonRpcPeer.request}. */
+export interface RequestOptions {
+  /** Aborts the wait for the response (the request may still take effect). */
+  signal?: AbortSignal;
+  /** Time, in milliseconds, to wait for the response; overrides the peer's default. */
+  timeout?: number;
+}
+
+interface Pending {
+  method: string;
+  resolve: (value: unknown) => void;
+  reject: (reason: unknown) => void;
+  cleanup: () => void;
+}
+
+type Json = Record<string, unknown>;
+
+/**
+ * One side of a JSON-RPC 2.0 connection.
+ *
+ * @example Usage
+ * ```ts
+ * import { JsonRpcPeer } from "./jsonrpc.ts";
+ * // Two peers wired back to back.
+ * const a: JsonRpcPeer = new JsonRpcPeer({ send: (t) => void b.receive(t) });
+ * const b: JsonRpcPeer = new JsonRpcPeer({
+ *   send: (t) => void a.receive(t),
+ *   onRequest: (method) => method === "hello" ? "world" : undefined,
+ * });
+ * console.log(await a.request("hello")); // "world"
+ * ```
+ */
+export class JsonRpcPeer {
+  #send: (text: string) => void;
+  #onRequest?: RequestHandler;
+  #maxBatch: number;
+  #timeout: number;
+  #onInternalError?: (error: unknown, method: string) => void;
+  #nextId = 1;
+  #pending = new Map<number, Pending>();
+  #closed?: Error;
+
+  /**
+   * Creates a peer.
+   *
+   * @param options How to send frames and answer requests.
+   */
+  constructor(options: JsonRpcPeerOptions) {
+    this.#send = options.send;
+    this.#onRequest = options.onRequest;
+    this.#maxBatch = options.maxBatch ?? 1000;
+    this.#timeout = options.timeout ?? 5000;
+    this.#onInternalError = options.onInternalError;
+  }
+
+  /** How many requests are waiting for a response. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /**
+   * Sends a request and waits for its response.
+   *
+   * @param method The method name.
+   * @param params The params (by name).
+   * @param options Signal and timeout.
+   * @returns The result; rejects with an {@linkcode RpcError} on an error response.
+   */
+  request(
+    method: string,
+    params?: unknown,
+    options: RequestOptions = {},
+  ): Promise<unknown> {
+    if (this.#closed) return Promise.reject(this.#closed);
+    const signal = options.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const id = this.#nextId++;
+    const timeout = options.timeout ?? this.#timeout;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.#pending.delete(id);
+        cleanup();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        cleanup();
+        reject(
+          new RpcError(
+            ErrorCode.Timeout,
+            `'${method}' got no response within ${timeout} ms; the agent may be overloaded or unreachable`,
+          ),
+        );
+      }, timeout);
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#pending.set(id, { method, resolve, reject, cleanup });
+      const message: Json = { jsonrpc: "2.0", id, method };
+      if (params !== undefined) message.params = params;
+      this.#send(JSON.stringify(message));
+    });
+  }
+
+  /**
+   * Sends a notification (a request without id, which gets no response).
+   *
+   * @param method The method name.
+   * @param params The params.
+   */
+  notify(method: string, params?: unknown): void {
+    if (this.#closed) return;
+    const message: Json = { jsonrpc: "2.0", method };
+    if (params !== undefined) message.params = params;
+    this.#send(JSON.stringify(message));
+  }
+
+  /**
+   * Fails every pending request with `reason` and refuses new ones.
+   *
+   * @param reason The error the pending requests are rejected with.
+   */
+  close(reason: Error): void {
+    if (this.#closed) return;
+    this.#closed = reason;
+    for (const pending of this.#pending.values()) {
+      pending.cleanup();
+      pending.reject(reason);
+    }
+    this.#pending.clear();
+  }
+
+  /**
+   * Handles one incoming text frame: a request, a notification, a response,
+   * or a batch of them. Never throws; protocol errors are answered.
+   *
+   * @param text The frame's text.
+   * @returns A promise that settles once every response has been sent.
+   */
+  async receive(text: string): Promise<void> {
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch (error) {
+      this.#sendError(
+        null,
+        ErrorCode.ParseError,
+        `parse error: the frame is not valid JSON (${
+          (error as Error).message
+        })`,
+      );
+      return;
+    }
+    if (Array.isArray(message)) {
+      await this.#receiveBatch(message);
+      return;
+    }
+    const hooks: (() => void)[] = [];
+    const response = await this.#receiveOne(message, hooks);
+    if (response !== undefined) this.#send(JSON.stringify(response));
+    for (const hook of hooks) hook();
+  }
+
+  async #receiveBatch(batch: unknown[]): Promise<void> {
+    if (batch.length === 0) {
+      this.#sendError(
+        null,
+        ErrorCode.InvalidRequest,
+        "invalid request: an empty batch; send at least one request",
+      );
+      return;
+    }
+    if (batch.length > this.#maxBatch) {
+      this.#sendError(
+        null,
+        ErrorCode.InvalidRequest,
+        `invalid request: a batch of ${batch.length} messages exceeds the limit of ${this.#maxBatch}; split it`,
+      );
+      return;
+    }
+    const hooks: (() => void)[] = [];
+    const responses = await Promise.all(
+      batch.map((item) => this.#receiveOne(item, hooks)),
+    );
+    const out = responses.filter((r) => r !== undefined);
+    if (out.length > 0) this.#send(JSON.stringify(out));
+    for (const hook of hooks) hook();
+  }
+
+  /** Returns the response to send, if any. */
+  #receiveOne(
+    message: unknown,
+    hooks: (() => void)[],
+  ): Json | undefined | Promise<Json | undefined> {
+    if (message === null || typeof message !== "object" || Array.isArray(message)) {
+      return errorResponse(
+        null,
+        ErrorCode.InvalidRequest,
+        "invalid request: each message must be a JSON object",
+      );
+    }
+    const m = message as Json;
+    const hasId = Object.hasOwn(m, "id");
+    const id = m.id;
+    const validId = id === null || typeof id === "string" ||
+      (typeof id === "number" && Number.isFinite(id));
+    if (!Object.hasOwn(m, "method") && (hasId && validId) &&
+      (Object.hasOwn(m, "result") || Object.hasOwn(m, "error"))) {
+      this.#receiveResponse(m);
+      return undefined;
+    }
+    const responseId = hasId && validId ? id as Id : null;
+    if (m.jsonrpc !== "2.0") {
+      return errorResponse(
+        responseId,
+        ErrorCode.InvalidRequest,
+        `invalid request: 'jsonrpc' must be "2.0"`,
+      );
+    }
+    if (hasId && !validId) {
+      return errorResponse(
+        null,
+        ErrorCode.InvalidRequest,
+        "invalid request: 'id' must be a string, a number or null",
+      );
+    }
+    if (typeof m.method !== "string") {
+      return errorResponse(
+        responseId,
+        ErrorCode.InvalidRequest,
+        "invalid request: 'method' must be a string",
+      );
+    }
+    const params = m.params;
+    if (
+      Object.hasOwn(m, "params") &&
+      (params === null || typeof params !== "object")
+    ) {
+      return errorResponse(
+        responseId,
+        ErrorCode.InvalidRequest,
+        "invalid request: 'params' must be an object or an array when present",
+      );
+    }
+    return this.#call(m.method, params, hasId, id as Id, hooks);
+  }
+
+  async #call(
+    method: string,
+    params: unknown,
+    hasId: boolean,
+    id: Id,
+    hooks: (() => void)[],
+  ): Promise<Json | undefined> {
+    const context: CallContext = {
+      notification: !hasId,
+      afterResponse: (fn) => void hooks.push(fn),
+    };
+    try {
+      if (!this.#onRequest) {
+        throw new RpcError(
+          ErrorCode.MethodNotFound,
+          `method not found: '${method}'`,
+        );
+      }
+      let result = this.#onRequest(method, params, context);
+      if (result instanceof Promise) result = await result;
+      if (!hasId) return undefined;
+      return { jsonrpc: "2.0", id, result: result ?? null };
+    } catch (error) {
+      if (!hasId) return undefined;
+      if (error instanceof RpcError) {
+        return { jsonrpc: "2.0", id, error: error.toJSON() };
+      }
+      this.#onInternalError?.(error, method);
+      return errorResponse(
+        id,
+        ErrorCode.InternalError,
+        `internal error while handling '${method}': ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+      );
+    }
+  }
+
+  #receiveResponse(m: Json): void {
+    if (typeof m.id !== "number") return;
+    const pending = this.#pending.get(m.id);
+    if (!pending) return;
+    this.#pending.delete(m.id);
+    pending.cleanup();
+    if (Object.hasOwn(m, "error")) {
+      const e = m.error as Partial<ErrorObject> | null;
+      pending.reject(
+        new RpcError(
+          typeof e?.code === "number" ? e.code : ErrorCode.InternalError,
+          typeof e?.message === "string"
+            ? e.message
+            : `'${pending.method}' failed with a malformed error`,
+          e?.data,
+        ),
+      );
+    } else {
+      pending.resolve(m.result);
+    }
+  }
+
+  #sendError(id: Id, code: number, message: string): void {
+    this.#send(JSON.stringify(errorResponse(id, code, message)));
+  }
+}
+
+function errorResponse(id: Id, code: number, message: string): Json {
+  return { jsonrpc: "2.0", id, error: { code, message } };
+}

@@ -1,0 +1,168 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * Wire shapes of the discover protocol: the params and results of every
+ * method and the `discover.event` notification. See `protocol/README.md`.
+ *
+ * @module
+ */
+
+/** Attributes of an instance: a flat map of string keys to string values. */
+export type Attrs = Record<string, string>;
+
+/** One registered instance of a service, as the agent reports it. */
+export interface Instance {
+  /** Stable identifier of the instance: `<service>/<addr>`. */
+  id: string;
+  /** Service name. */
+  service: string;
+  /** Address as `host:port` (IPv6 hosts in brackets: `[::1]:80`). */
+  addr: string;
+  /** Attributes given at registration (or the latest re-registration). */
+  attrs: Attrs;
+  /** Revision of the instance's latest change (register or attrs change). */
+  revision: number;
+  /** Time the instance was first registered, in milliseconds since the epoch. */
+  registeredAt: number;
+}
+
+/** Params of `discover.register`: either `port` or `addr` must be given. */
+export interface RegisterParams {
+  /** Service name. */
+  service: string;
+  /** Port on the agent's advertised host. */
+  port?: number;
+  /** Full `host:port` address. */
+  addr?: string;
+  /** Attributes; replaces the previous attributes on re-registration. */
+  attrs?: Attrs;
+}
+
+/** Params of `discover.unregister`: either `port` or `addr` must be given. */
+export interface UnregisterParams {
+  /** Service name. */
+  service: string;
+  /** Port on the agent's advertised host. */
+  port?: number;
+  /** Full `host:port` address. */
+  addr?: string;
+}
+
+/** A filter on instances, applied by the agent. */
+export interface Filter {
+  /** Every listed attribute must be present with exactly this value. */
+  attrs?: Attrs;
+}
+
+/** Params of `discover.services`. */
+export interface ServicesParams {
+  /** Service name. */
+  service: string;
+  /** Optional filter. */
+  filter?: Filter;
+}
+
+/** Result of `discover.services`. */
+export interface ServicesResult {
+  /** Revision of the agent's view when the read was made. */
+  revision: number;
+  /** Instances matching the filter. */
+  instances: Instance[];
+}
+
+/** Params of `discover.subscribe`. */
+export interface SubscribeParams {
+  /** Service name. */
+  service: string;
+  /** Optional filter. */
+  filter?: Filter;
+  /** Last revision the subscriber has seen: asks for a replay of what came after it. */
+  since?: number;
+}
+
+/** Result of `discover.subscribe`. */
+export interface SubscribeResult {
+  /** Subscription identifier, unique within the session. */
+  subscription: string;
+  /** Revision of the agent's view when the subscription started. */
+  revision: number;
+  /**
+   * `"replay"` when the events that follow are the changes after `since`;
+   * `"snapshot"` when they are the full current state (always without
+   * `since`, and with a `since` the agent no longer has history for).
+   */
+  mode: "snapshot" | "replay";
+}
+
+/** Params of `discover.unsubscribe`. */
+export interface UnsubscribeParams {
+  /** Subscription identifier returned by `discover.subscribe`. */
+  subscription: string;
+}
+
+/** Kinds of subscription events. */
+export type EventKind = "up" | "update" | "down" | "current";
+
+/** One subscription event. */
+export interface ServiceEvent {
+  /** What happened. */
+  kind: EventKind;
+  /** Revision at which it happened (the view's revision for `current`). */
+  revision: number;
+  /** The instance (absent on `current`). */
+  instance?: Instance;
+}
+
+/** Params of the `discover.event` notification. */
+export interface EventParams {
+  /** Subscription the event belongs to. */
+  subscription: string;
+  /** The event. */
+  result: ServiceEvent;
+}
+
+/** Result of `discover.status`. */
+export interface StatusResult {
+  /** Agent software version. */
+  version: string;
+  /** Backend name (`memory`, `etcd`, ...). */
+  backend: string;
+  /** Whether the backend is reachable; results are served from the last known state when not. */
+  connected: boolean;
+  /** Current revision of the agent's view. */
+  revision: number;
+  /** Host used for registrations that give only a port. */
+  advertiseHost: string;
+  /** Grace period, in seconds, before a lost session's instances go down. */
+  ttl: number;
+  /** Limits enforced by the agent. */
+  limits: Limits;
+}
+
+/** Limits enforced by the agent on each session. */
+export interface Limits {
+  /** Largest accepted text frame, in bytes (UTF-8). */
+  maxFrameBytes: number;
+  /** Most requests in one batch. */
+  maxBatch: number;
+  /** Most instances one session may hold. */
+  maxRegistrations: number;
+  /** Most subscriptions one session may hold open. */
+  maxSubscriptions: number;
+  /** Most sessions one agent accepts at once. */
+  maxSessions: number;
+}
+
+/** Method names of the protocol. */
+export const Methods = {
+  register: "discover.register",
+  unregister: "discover.unregister",
+  services: "discover.services",
+  subscribe: "discover.subscribe",
+  unsubscribe: "discover.unsubscribe",
+  status: "discover.status",
+  discover: "rpc.discover",
+  ping: "$/ping",
+  event: "discover.event",
+} as const;

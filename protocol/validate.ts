@@ -1,0 +1,380 @@
+// Copyright the discover authors. BSD-3-Clause license.
+// This module is browser-compatible: it uses Web-standard APIs only.
+
+/**
+ * Validation of method params: every rule on names, addresses and
+ * attributes lives here, and both the agent and the client use it.
+ *
+ * @module
+ */
+
+import { invalidParams } from "./errors.ts";
+import type {
+  Attrs,
+  Filter,
+  RegisterParams,
+  ServicesParams,
+  SubscribeParams,
+  UnregisterParams,
+  UnsubscribeParams,
+} from "./types.ts";
+
+/** Service names: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit. */
+export const SERVICE_NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** Attribute keys: 1 to 64 characters of `A-Z a-z 0-9 . _ - :`, starting with a letter or digit. */
+export const ATTR_KEY_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+/** Most attributes on one instance (and in one filter). */
+export const MAX_ATTRS = 64;
+/** Longest attribute value, in UTF-16 code units. */
+export const MAX_ATTR_VALUE_LENGTH = 1024;
+/** Largest attribute map, measured as its JSON text length. */
+export const MAX_ATTRS_JSON_LENGTH = 8192;
+/** Longest address (`host:port`). */
+export const MAX_ADDR_LENGTH = 261;
+
+const HOSTNAME_PATTERN =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+const IPV6_PATTERN = /^[0-9A-Fa-f:.]{2,45}$/;
+
+type Params = Record<string, unknown>;
+
+/** A register or unregister target: exactly one of `port` and `addr`. */
+export type Target = { port: number; addr?: undefined } | {
+  addr: string;
+  port?: undefined;
+};
+
+function asObject(params: unknown): Params {
+  if (params === undefined) {
+    throw invalidParams("params", "is required: send an object");
+  }
+  if (params === null || typeof params !== "object" || Array.isArray(params)) {
+    throw invalidParams("params", "must be an object (by-name params)", params);
+  }
+  return params as Params;
+}
+
+function onlyKeys(params: Params, allowed: readonly string[], where = "") {
+  for (const key of Object.keys(params)) {
+    if (!allowed.includes(key)) {
+      throw invalidParams(
+        where + key,
+        `is not a known field; allowed: ${allowed.join(", ")}`,
+      );
+    }
+  }
+}
+
+/**
+ * Checks a service name.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateServiceName } from "./validate.ts";
+ * validateServiceName("cache"); // returns "cache"
+ * ```
+ *
+ * @param value The value to check.
+ * @param field The field name used in the error message.
+ * @returns The name.
+ */
+export function validateServiceName(value: unknown, field = "service"): string {
+  if (typeof value !== "string") {
+    throw invalidParams(field, "must be a string", value);
+  }
+  if (!SERVICE_NAME_PATTERN.test(value)) {
+    throw invalidParams(
+      field,
+      "must be 1 to 63 characters of A-Z a-z 0-9 . _ - starting with a letter or digit",
+      value,
+    );
+  }
+  return value;
+}
+
+/**
+ * Checks a port number.
+ *
+ * @example Usage
+ * ```ts
+ * import { validatePort } from "./validate.ts";
+ * validatePort(8080); // returns 8080
+ * ```
+ *
+ * @param value The value to check.
+ * @param field The field name used in the error message.
+ * @returns The port.
+ */
+export function validatePort(value: unknown, field = "port"): number {
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < 1 ||
+    value > 65535
+  ) {
+    throw invalidParams(field, "must be an integer from 1 to 65535", value);
+  }
+  return value;
+}
+
+/**
+ * Checks a `host:port` address and returns it in canonical form (IPv6 hosts
+ * in brackets, hostnames in lower case).
+ *
+ * @example Usage
+ * ```ts
+ * import { validateAddr } from "./validate.ts";
+ * validateAddr("Cache-1.example:6379"); // returns "cache-1.example:6379"
+ * ```
+ *
+ * @param value The value to check.
+ * @param field The field name used in the error message.
+ * @returns The canonical address.
+ */
+export function validateAddr(value: unknown, field = "addr"): string {
+  if (typeof value !== "string") {
+    throw invalidParams(field, "must be a string", value);
+  }
+  const rule =
+    "must be host:port with a hostname, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535";
+  if (value.length > MAX_ADDR_LENGTH) {
+    throw invalidParams(field, rule, value);
+  }
+  const colon = value.lastIndexOf(":");
+  if (colon <= 0) throw invalidParams(field, rule, value);
+  const host = value.slice(0, colon);
+  const portText = value.slice(colon + 1);
+  if (!/^[0-9]{1,5}$/.test(portText)) throw invalidParams(field, rule, value);
+  const port = Number(portText);
+  if (port < 1 || port > 65535) throw invalidParams(field, rule, value);
+  if (host.startsWith("[")) {
+    if (!host.endsWith("]") || !IPV6_PATTERN.test(host.slice(1, -1))) {
+      throw invalidParams(field, rule, value);
+    }
+    return `${host.toLowerCase()}:${port}`;
+  }
+  if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
+  return `${host.toLowerCase()}:${port}`;
+}
+
+/**
+ * Checks an attribute map.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateAttrs } from "./validate.ts";
+ * validateAttrs({ zone: "b" }); // returns { zone: "b" }
+ * ```
+ *
+ * @param value The value to check.
+ * @param field The field name used in the error message.
+ * @returns A fresh copy of the attributes.
+ */
+export function validateAttrs(value: unknown, field = "attrs"): Attrs {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParams(
+      field,
+      "must be an object of string keys to string values",
+      value,
+    );
+  }
+  const entries = Object.entries(value);
+  if (entries.length > MAX_ATTRS) {
+    throw invalidParams(
+      field,
+      `must have at most ${MAX_ATTRS} keys: got ${entries.length}`,
+    );
+  }
+  const attrs: Attrs = {};
+  for (const [key, item] of entries) {
+    if (!ATTR_KEY_PATTERN.test(key)) {
+      throw invalidParams(
+        `${field}.${key.length > 40 ? key.slice(0, 40) + "..." : key}`,
+        "is not a valid key: keys are 1 to 64 characters of A-Z a-z 0-9 . _ - : starting with a letter or digit",
+      );
+    }
+    if (typeof item !== "string") {
+      throw invalidParams(`${field}.${key}`, "must be a string", item);
+    }
+    if (item.length > MAX_ATTR_VALUE_LENGTH) {
+      throw invalidParams(
+        `${field}.${key}`,
+        `must be at most ${MAX_ATTR_VALUE_LENGTH} characters`,
+        item,
+      );
+    }
+    attrs[key] = item;
+  }
+  const size = JSON.stringify(attrs).length;
+  if (size > MAX_ATTRS_JSON_LENGTH) {
+    throw invalidParams(
+      field,
+      `must be at most ${MAX_ATTRS_JSON_LENGTH} characters as JSON: got ${size}`,
+    );
+  }
+  return attrs;
+}
+
+function validateFilter(value: unknown): Filter | undefined {
+  if (value === undefined) return undefined;
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParams("filter", "must be an object like {attrs: {...}}", value);
+  }
+  onlyKeys(value as Params, ["attrs"], "filter.");
+  const { attrs } = value as Params;
+  if (attrs === undefined) return {};
+  return { attrs: validateAttrs(attrs, "filter.attrs") };
+}
+
+function validateTarget(params: Params): Target {
+  const { port, addr } = params;
+  if (port !== undefined && addr !== undefined) {
+    throw invalidParams("addr", "cannot be given together with 'port'");
+  }
+  if (port !== undefined) return { port: validatePort(port) };
+  if (addr !== undefined) return { addr: validateAddr(addr) };
+  throw invalidParams("port", "or 'addr' is required");
+}
+
+/**
+ * Checks `discover.register` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateRegister } from "./validate.ts";
+ * validateRegister({ service: "cache", port: 6379, attrs: { zone: "b" } });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateRegister(
+  params: unknown,
+): RegisterParams & Target & { attrs: Attrs } {
+  const p = asObject(params);
+  onlyKeys(p, ["service", "port", "addr", "attrs"]);
+  const service = validateServiceName(p.service);
+  const target = validateTarget(p);
+  const attrs = p.attrs === undefined ? {} : validateAttrs(p.attrs);
+  return { service, ...target, attrs };
+}
+
+/**
+ * Checks `discover.unregister` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateUnregister } from "./validate.ts";
+ * validateUnregister({ service: "cache", addr: "10.0.0.1:6379" });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateUnregister(
+  params: unknown,
+): UnregisterParams & Target {
+  const p = asObject(params);
+  onlyKeys(p, ["service", "port", "addr"]);
+  return { service: validateServiceName(p.service), ...validateTarget(p) };
+}
+
+/**
+ * Checks `discover.services` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateServices } from "./validate.ts";
+ * validateServices({ service: "cache", filter: { attrs: { zone: "b" } } });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateServices(params: unknown): ServicesParams {
+  const p = asObject(params);
+  onlyKeys(p, ["service", "filter"]);
+  return {
+    service: validateServiceName(p.service),
+    filter: validateFilter(p.filter),
+  };
+}
+
+/**
+ * Checks `discover.subscribe` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateSubscribe } from "./validate.ts";
+ * validateSubscribe({ service: "cache", since: 42 });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateSubscribe(params: unknown): SubscribeParams {
+  const p = asObject(params);
+  onlyKeys(p, ["service", "filter", "since"]);
+  const since = p.since;
+  if (
+    since !== undefined &&
+    (typeof since !== "number" || !Number.isSafeInteger(since) || since < 0)
+  ) {
+    throw invalidParams("since", "must be a non-negative integer", since);
+  }
+  return {
+    service: validateServiceName(p.service),
+    filter: validateFilter(p.filter),
+    since: since as number | undefined,
+  };
+}
+
+/**
+ * Checks `discover.unsubscribe` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateUnsubscribe } from "./validate.ts";
+ * validateUnsubscribe({ subscription: "1" });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateUnsubscribe(params: unknown): UnsubscribeParams {
+  const p = asObject(params);
+  onlyKeys(p, ["subscription"]);
+  const { subscription } = p;
+  if (
+    typeof subscription !== "string" || subscription.length === 0 ||
+    subscription.length > 64
+  ) {
+    throw invalidParams(
+      "subscription",
+      "must be a subscription id string returned by discover.subscribe",
+      subscription,
+    );
+  }
+  return { subscription };
+}
+
+/**
+ * Whether an instance's attributes match a filter: every attribute named in
+ * the filter must be present with exactly the same value.
+ *
+ * @example Usage
+ * ```ts
+ * import { matches } from "./validate.ts";
+ * matches({ zone: "b", id: "1" }, { attrs: { zone: "b" } }); // true
+ * ```
+ *
+ * @param attrs The instance's attributes.
+ * @param filter The filter; an absent filter matches everything.
+ * @returns Whether the attributes match.
+ */
+export function matches(attrs: Attrs, filter: Filter | undefined): boolean {
+  const wanted = filter?.attrs;
+  if (!wanted) return true;
+  for (const key in wanted) {
+    if (!Object.hasOwn(attrs, key) || attrs[key] !== wanted[key]) return false;
+  }
+  return true;
+}

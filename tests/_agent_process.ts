@@ -1,0 +1,98 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Test helper: runs discoverd (`agent.ts`) as a separate process on a free
+ * loopback port and stops it.
+ *
+ * @module
+ */
+
+const AGENT = new URL("../agent.ts", import.meta.url);
+
+/** A running agent process. */
+export interface AgentProcess extends AsyncDisposable {
+  /** WebSocket URL of the agent. */
+  readonly url: string;
+  /** HTTP base URL of the agent. */
+  readonly http: string;
+  /** The process. */
+  readonly child: Deno.ChildProcess;
+  /** What the agent wrote on standard error so far. */
+  stderr(): string;
+  /** Sends a signal. */
+  kill(signal?: Deno.Signal): void;
+  /** Stops the agent (SIGTERM) and waits for it to exit. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Starts `agent.ts` with `args` (plus `--listen 127.0.0.1:0` unless given)
+ * and resolves once it listens.
+ *
+ * @param args Extra command-line arguments.
+ * @returns The running process.
+ */
+export async function spawnAgent(args: string[] = []): Promise<AgentProcess> {
+  const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-sys=networkInterfaces",
+      AGENT.pathname,
+      ...listen,
+      "--advertise-host",
+      "127.0.0.1",
+      ...args,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let errText = "";
+  const decoder = new TextDecoder();
+  const errDone = (async () => {
+    for await (const chunk of child.stderr) {
+      errText += decoder.decode(chunk, { stream: true });
+    }
+  })();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  let url: string | undefined;
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  while (url === undefined) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+    url = /listening on (ws:\/\/\S+)/.exec(out)?.[1];
+  }
+  clearTimeout(deadline);
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const outDone = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  if (url === undefined) {
+    await child.status;
+    await errDone;
+    throw new Error(`the agent did not start:\n${out}\n${errText}`);
+  }
+  let status: Promise<Deno.CommandStatus> | undefined;
+  const stop = () =>
+    status ??= (async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already exited */ }
+      const s = await child.status;
+      await Promise.all([errDone, outDone]);
+      return s;
+    })();
+  return {
+    url,
+    http: url.replace(/^ws/, "http"),
+    child,
+    stderr: () => errText,
+    kill: (signal: Deno.Signal = "SIGKILL") => child.kill(signal),
+    stop,
+    [Symbol.asyncDispose]: async () => void await stop(),
+  };
+}
