@@ -42,7 +42,9 @@ export {
 export { ErrorCode, type ErrorObject, RpcError } from "./protocol/errors.ts";
 export type {
   Attrs,
+  EventKind,
   Instance,
   Limits,
+  ServiceEvent,
   StatusResult,
 } from "./protocol/types.ts";

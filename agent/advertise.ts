@@ -28,8 +28,10 @@ function rank({ family, address }: HostAddress): number {
   }
   const lower = address.toLowerCase();
   if (lower === "::1" || lower === "::") return 0;
-  if (lower.startsWith("fe8") || lower.startsWith("fe9") ||
-    lower.startsWith("fea") || lower.startsWith("feb")) return 1; // link-local
+  if (
+    lower.startsWith("fe8") || lower.startsWith("fe9") ||
+    lower.startsWith("fea") || lower.startsWith("feb")
+  ) return 1; // link-local
   if (lower.startsWith("fc") || lower.startsWith("fd")) return 3; // unique local
   return 5; // global
 }

@@ -22,8 +22,15 @@ import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
 import { View } from "./view.ts";
 
-export type { Logger, LogLevel } from "./log.ts";
-export type { Backend } from "../backends/backend.ts";
+export {
+  createLogger,
+  LOG_LEVELS,
+  type LogFields,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+} from "./log.ts";
+export * from "../backends/mod.ts";
 
 /** Default limits of an agent. */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({

@@ -15,10 +15,7 @@
  * @module
  */
 
-import {
-  type Backend,
-  OwnerConflictError,
-} from "../backends/backend.ts";
+import { type Backend, OwnerConflictError } from "../backends/backend.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
 import type { Logger } from "./log.ts";
@@ -189,7 +186,10 @@ export class Registry {
         owner.keys.add(key);
         return entry.instance;
       }
-      if (!owner.keys.has(key) && owner.keys.size >= this.#options.maxRegistrations) {
+      if (
+        !owner.keys.has(key) &&
+        owner.keys.size >= this.#options.maxRegistrations
+      ) {
         throw new RpcError(
           ErrorCode.LimitExceeded,
           `limit reached: this client already holds ${owner.keys.size} registrations (maxRegistrations); unregister some first`,

@@ -68,7 +68,8 @@ export class SessionServer {
    */
   handle = (request: Request): Response => {
     const url = new URL(request.url);
-    const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+    const upgrade =
+      request.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (url.pathname === "/" && upgrade) return this.#upgrade(request, url);
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed: use GET\n", { status: 405 });

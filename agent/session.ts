@@ -204,7 +204,8 @@ export class Session {
   }
 
   #addr(target: { port?: number; addr?: string }): string {
-    return target.addr ?? joinHostPort(this.#context.advertiseHost, target.port!);
+    return target.addr ??
+      joinHostPort(this.#context.advertiseHost, target.port!);
   }
 
   #handle(method: string, params: unknown, call: CallContext): unknown {
@@ -274,7 +275,9 @@ export class Session {
       default:
         throw new RpcError(
           ErrorCode.MethodNotFound,
-          `method not found: '${method.slice(0, 100)}'; see rpc.discover for the methods`,
+          `method not found: '${
+            method.slice(0, 100)
+          }'; see rpc.discover for the methods`,
         );
     }
   }

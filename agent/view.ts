@@ -357,7 +357,10 @@ export class View implements BackendWatcher {
     if (this.#history.length - this.#historyStart > this.#historySize) {
       this.#floor = this.#history[this.#historyStart].revision;
       this.#historyStart++;
-      if (this.#historyStart > 1024 && this.#historyStart * 2 > this.#history.length) {
+      if (
+        this.#historyStart > 1024 &&
+        this.#historyStart * 2 > this.#history.length
+      ) {
         this.#history = this.#history.slice(this.#historyStart);
         this.#historyStart = 0;
       }

@@ -279,7 +279,11 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...target(at),
       attrs: validateAttrs(options.attrs ?? {}),
     };
-    const instance = await this.#request(Methods.register, params, options) as Instance;
+    const instance = await this.#request(
+      Methods.register,
+      params,
+      options,
+    ) as Instance;
     this.#registered.set(instance.id, { service, target: at });
     return instance;
   }
@@ -325,17 +329,16 @@ export class Client extends EventTarget implements AsyncDisposable {
     const filter = options.filter === undefined
       ? undefined
       : validateAttrs(options.filter, "filter");
-    let id: string | undefined;
-    const set = new ServiceSet(service, filter, async () => {
-      if (id === undefined || this.#closed) return;
-      this.#sets.delete(id);
-      await this.#request(Methods.unsubscribe, { subscription: id }, {});
-    });
     const result = await this.#request(Methods.subscribe, {
       service,
       ...(filter ? { filter: { attrs: filter } } : {}),
     }, options) as SubscribeResult;
-    id = result.subscription;
+    const id = result.subscription;
+    const set = new ServiceSet(service, filter, async () => {
+      this.#sets.delete(id);
+      if (this.#closed) return;
+      await this.#request(Methods.unsubscribe, { subscription: id }, {});
+    });
     set.beginSnapshot();
     this.#sets.set(id, set);
     const { signal } = options;

@@ -255,7 +255,9 @@ export class JsonRpcPeer {
     message: unknown,
     hooks: (() => void)[],
   ): Json | undefined | Promise<Json | undefined> {
-    if (message === null || typeof message !== "object" || Array.isArray(message)) {
+    if (
+      message === null || typeof message !== "object" || Array.isArray(message)
+    ) {
       return errorResponse(
         null,
         ErrorCode.InvalidRequest,
@@ -267,8 +269,10 @@ export class JsonRpcPeer {
     const id = m.id;
     const validId = id === null || typeof id === "string" ||
       (typeof id === "number" && Number.isFinite(id));
-    if (!Object.hasOwn(m, "method") && (hasId && validId) &&
-      (Object.hasOwn(m, "result") || Object.hasOwn(m, "error"))) {
+    if (
+      !Object.hasOwn(m, "method") && (hasId && validId) &&
+      (Object.hasOwn(m, "result") || Object.hasOwn(m, "error"))
+    ) {
       this.#receiveResponse(m);
       return undefined;
     }

@@ -216,7 +216,11 @@ export function validateAttrs(value: unknown, field = "attrs"): Attrs {
 function validateFilter(value: unknown): Filter | undefined {
   if (value === undefined) return undefined;
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
-    throw invalidParams("filter", "must be an object like {attrs: {...}}", value);
+    throw invalidParams(
+      "filter",
+      "must be an object like {attrs: {...}}",
+      value,
+    );
   }
   onlyKeys(value as Params, ["attrs"], "filter.");
   const { attrs } = value as Params;

@@ -1,0 +1,165 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import type { StoredRecord, WriteOptions } from "../backends/backend.ts";
+import { MemoryBackend } from "../backends/memory.ts";
+import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import { createLogger } from "./log.ts";
+import { Registry } from "./registry.ts";
+import { View } from "./view.ts";
+
+async function setup(ttlMs = 10_000, backend = new MemoryBackend()) {
+  const view = new View();
+  await backend.open(view);
+  const registry = new Registry(backend, view, {
+    ttlMs,
+    maxRegistrations: 3,
+    log: createLogger("error", { write: () => {} }),
+  });
+  return { view, registry, backend };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(condition: () => boolean, what: string, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
+    await sleep(10);
+  }
+}
+const reg = (addr: string, attrs: Record<string, string> = {}) => ({
+  service: "svc",
+  addr,
+  attrs,
+});
+const isCode = (code: number) => (e: unknown) =>
+  e instanceof RpcError && e.code === code;
+
+Deno.test("an owner registers, re-registers and unregisters its own instances", async () => {
+  const { view, registry } = await setup();
+  const owner = registry.attach("a");
+  const first = await registry.register(owner, reg("h:1", { v: "1" }));
+  assert.equal(view.get("svc", "h:1")?.owner, "a");
+  const same = await registry.register(owner, reg("h:1", { v: "1" }));
+  assert.equal(same.revision, first.revision, "identical attrs write nothing");
+  const changed = await registry.register(owner, reg("h:1", { v: "2" }));
+  assert.ok(changed.revision > first.revision);
+  assert.equal(await registry.unregister(owner, "svc", "h:1"), true);
+  assert.equal(await registry.unregister(owner, "svc", "h:1"), false);
+  assert.equal(view.size, 0);
+});
+
+Deno.test("a live owner's instance cannot be changed or removed by another owner", async () => {
+  const { view, registry } = await setup();
+  const a = registry.attach("a"), b = registry.attach("b");
+  await registry.register(a, reg("h:1", { v: "a" }));
+  await assert.rejects(
+    registry.register(b, reg("h:1")),
+    isCode(ErrorCode.NotOwner),
+  );
+  await assert.rejects(
+    registry.unregister(b, "svc", "h:1"),
+    isCode(ErrorCode.NotOwner),
+  );
+  assert.deepEqual(view.get("svc", "h:1")?.instance.attrs, { v: "a" });
+});
+
+Deno.test("the registration limit counts an owner's instances", async () => {
+  const { registry } = await setup();
+  const a = registry.attach("a");
+  for (const port of [1, 2, 3]) await registry.register(a, reg(`h:${port}`));
+  await assert.rejects(
+    registry.register(a, reg("h:4")),
+    isCode(ErrorCode.LimitExceeded),
+  );
+  await registry.register(a, reg("h:3", { changed: "yes" })); // re-registering is fine
+  await registry.unregister(a, "svc", "h:1");
+  await registry.register(a, reg("h:4"));
+});
+
+Deno.test("a clean detach removes the owner's instances at once", async () => {
+  const { view, registry } = await setup();
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1"));
+  await registry.register(a, reg("h:2"));
+  registry.detach(a, true);
+  await sleep(10);
+  assert.equal(view.size, 0);
+  assert.equal(registry.owners, 0);
+});
+
+Deno.test("a lost owner's instances stay for the TTL, then go", async () => {
+  const { view, registry } = await setup(1000);
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1"));
+  const lostAt = Date.now();
+  registry.detach(a, false);
+  await sleep(50);
+  assert.equal(view.size, 1, "still there within the TTL");
+  await until(() => view.size === 0, "gone after the TTL");
+  assert.ok(Date.now() - lostAt >= 990, "not before the TTL");
+  assert.equal(registry.owners, 0);
+});
+
+Deno.test("an owner that comes back within the TTL keeps its instances", async () => {
+  const { view, registry } = await setup(100);
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1"));
+  registry.detach(a, false);
+  const again = registry.attach("a");
+  assert.equal(again, a);
+  await sleep(250);
+  assert.equal(view.size, 1);
+  // With two sessions open, one clean close leaves the instances alone.
+  registry.attach("a");
+  registry.detach(a, true);
+  await sleep(10);
+  assert.equal(view.size, 1);
+  registry.close();
+});
+
+Deno.test("another owner takes over a lost owner's instance; the expiry spares it", async () => {
+  const { view, registry } = await setup(100);
+  const a = registry.attach("a"), b = registry.attach("b");
+  await registry.register(a, reg("h:1", { v: "1" }));
+  await registry.register(a, reg("h:2"));
+  registry.detach(a, false);
+  await registry.register(b, reg("h:1", { v: "1" }));
+  assert.equal(view.get("svc", "h:1")?.owner, "b");
+  await until(() => view.get("svc", "h:2") === undefined, "expiry of h:2");
+  assert.equal(view.get("svc", "h:1")?.owner, "b", "taken over: kept");
+});
+
+Deno.test("a failing backend gives BackendUnavailable; a stale view is retried", async () => {
+  class Flaky extends MemoryBackend {
+    fail = false;
+    conflicts = 0;
+    override put(record: StoredRecord, options?: WriteOptions) {
+      if (this.fail) return Promise.reject(new Error("connection refused"));
+      if (this.conflicts > 0) {
+        this.conflicts--;
+        return super.put(record, { ifOwner: "someone-else" });
+      }
+      return super.put(record, options);
+    }
+  }
+  const backend = new Flaky();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  backend.fail = true;
+  await assert.rejects(
+    registry.register(a, reg("h:1")),
+    (e: unknown) =>
+      e instanceof RpcError && e.code === ErrorCode.BackendUnavailable &&
+      e.message.includes("connection refused"),
+  );
+  backend.fail = false;
+  backend.conflicts = 1; // one conflict, then it succeeds on the next attempt
+  await registry.register(a, reg("h:1"));
+  assert.equal(view.get("svc", "h:1")?.owner, "a");
+  backend.conflicts = 5; // more conflicts than attempts
+  await assert.rejects(
+    registry.register(a, reg("h:1", { v: "2" })),
+    isCode(ErrorCode.NotOwner),
+  );
+});

@@ -1,0 +1,179 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import type { Instance, ServiceEvent } from "../protocol/types.ts";
+import {
+  ServiceSet,
+  type ServiceUpdate,
+  ServiceUpdateEvent,
+} from "./service_set.ts";
+
+function inst(
+  addr: string,
+  revision: number,
+  attrs: Record<string, string> = {},
+): Instance {
+  return {
+    id: `svc/${addr}`,
+    service: "svc",
+    addr,
+    attrs,
+    revision,
+    registeredAt: 0,
+  };
+}
+const ev = (
+  kind: ServiceEvent["kind"],
+  revision: number,
+  instance?: Instance,
+) => ({
+  kind,
+  revision,
+  instance,
+});
+const show = (u: ServiceUpdate) => `${u.kind} ${u.instance.addr} ${u.revision}`;
+
+function opened() {
+  let unsubscribed = 0;
+  const set = new ServiceSet("svc", { zone: "b" }, () => {
+    unsubscribed++;
+    return Promise.resolve();
+  });
+  return { set, unsubscribed: () => unsubscribed };
+}
+
+Deno.test("the initial snapshot fills the set silently and resolves initialized", async () => {
+  const { set } = opened();
+  const seen: string[] = [];
+  set.addEventListener("update", (e) => seen.push(e.kind));
+  set.beginSnapshot();
+  assert.equal(set.apply(ev("up", 3, inst("h:1", 1))), false);
+  assert.equal(set.apply(ev("up", 3, inst("h:2", 2))), false);
+  assert.equal(set.apply(ev("current", 3)), true);
+  await set.initialized;
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:1", "h:2"]);
+  assert.equal(set.revision, 3);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(set.filter, { zone: "b" });
+});
+
+Deno.test("live events update online and offline, as iterator values and DOM events", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("up", 1, inst("h:1", 1)));
+  set.apply(ev("current", 1));
+  const events: ServiceUpdateEvent[] = [];
+  set.addEventListener("update", (e) => events.push(e));
+  const it = set.updates();
+  set.apply(ev("up", 2, inst("h:2", 2)));
+  set.apply(ev("update", 3, inst("h:1", 3, { v: "2" })));
+  set.apply(ev("down", 4, inst("h:2", 2)));
+  assert.deepEqual(
+    [await it.next(), await it.next(), await it.next()].map((r) =>
+      show(r.value!)
+    ),
+    ["up h:2 2", "update h:1 3", "down h:2 4"],
+  );
+  assert.deepEqual(events.map(show), [
+    "up h:2 2",
+    "update h:1 3",
+    "down h:2 4",
+  ]);
+  assert.ok(events[0] instanceof ServiceUpdateEvent);
+  assert.equal(events[0].type, "update");
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:1"]);
+  assert.deepEqual(set.get("h:1")?.attrs, { v: "2" });
+  assert.deepEqual(set.offline().map((i) => i.addr), ["h:2"]);
+  // Back up: no longer offline.
+  set.apply(ev("up", 5, inst("h:2", 5)));
+  assert.deepEqual(set.offline(), []);
+});
+
+Deno.test("a resync snapshot emits only the real differences", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("up", 3, inst("h:1", 1)));
+  set.apply(ev("up", 3, inst("h:2", 2)));
+  set.apply(ev("up", 3, inst("h:3", 3)));
+  set.apply(ev("current", 3));
+  const it = set.updates();
+  set.beginSnapshot();
+  set.apply(ev("up", 9, inst("h:1", 1))); // same: nothing
+  set.apply(ev("up", 9, inst("h:2", 7, { v: "2" }))); // changed: update
+  set.apply(ev("up", 9, inst("h:4", 8))); // new: up
+  set.apply(ev("current", 9)); // h:3 missing: down
+  const got: string[] = [];
+  for (let i = 0; i < 3; i++) got.push(show((await it.next()).value!));
+  assert.deepEqual(got.sort(), ["down h:3 9", "up h:4 9", "update h:2 9"]);
+  assert.deepEqual(set.online().map((i) => i.addr).sort(), [
+    "h:1",
+    "h:2",
+    "h:4",
+  ]);
+});
+
+Deno.test("duplicate events are ignored", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("current", 1));
+  const seen: string[] = [];
+  set.addEventListener("update", (e) => seen.push(show(e)));
+  set.apply(ev("up", 2, inst("h:1", 2)));
+  set.apply(ev("up", 2, inst("h:1", 2)));
+  set.apply(ev("down", 3, inst("h:9", 1))); // never seen up
+  set.apply(ev("down", 4, inst("h:1", 2)));
+  set.apply(ev("down", 4, inst("h:1", 2)));
+  assert.deepEqual(seen, ["up h:1 2", "down h:1 4"]);
+  await set.close();
+});
+
+Deno.test("close ends iterators, dispatches close, unsubscribes once", async () => {
+  const { set, unsubscribed } = opened();
+  set.beginSnapshot();
+  set.apply(ev("current", 1));
+  let closes = 0;
+  set.addEventListener("close", () => closes++);
+  const it = set.updates();
+  const pending = it.next();
+  await set.close();
+  await set.close();
+  assert.deepEqual(await pending, { value: undefined, done: true });
+  assert.equal(closes, 1);
+  assert.equal(unsubscribed(), 1);
+  assert.equal(set.closed, true);
+  // Events after close change nothing.
+  set.apply(ev("up", 2, inst("h:1", 2)));
+  assert.deepEqual(set.online(), []);
+  const late = set.updates();
+  assert.equal((await late.next()).done, true);
+});
+
+Deno.test("an iterator stops on abort and on return; for await works on the set", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("current", 1));
+  const controller = new AbortController();
+  const it = set.updates({ signal: controller.signal });
+  const pending = it.next();
+  controller.abort();
+  assert.equal((await pending).done, true);
+
+  const seen: string[] = [];
+  const loop = (async () => {
+    for await (const u of set) {
+      seen.push(show(u));
+      if (seen.length === 2) break;
+    }
+  })();
+  set.apply(ev("up", 2, inst("h:1", 2)));
+  set.apply(ev("up", 3, inst("h:2", 3)));
+  await loop;
+  assert.deepEqual(seen, ["up h:1 2", "up h:2 3"]);
+});
+
+Deno.test("a set that ends before its snapshot rejects initialized", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.ended();
+  await assert.rejects(set.initialized, /ended before its initial state/);
+});
