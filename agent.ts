@@ -56,6 +56,16 @@ function number(name: string, text: string | undefined): number | undefined {
   return value;
 }
 
+function count(name: string, text: string | undefined): number | undefined {
+  const value = number(name, text);
+  if (value !== undefined && !Number.isSafeInteger(value)) {
+    throw new UsageError(
+      `--${name} must be a positive whole number: got '${text}'`,
+    );
+  }
+  return value;
+}
+
 function parseListen(text: string): { hostname: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):([0-9]{1,5})$/.exec(
     text,
@@ -116,15 +126,15 @@ async function main(args: string[]): Promise<number> {
     backend: new MemoryBackend(),
     ttl: number("ttl", values.ttl),
     idleTimeout: number("idle-timeout", values["idle-timeout"]),
-    historySize: number("history", values.history),
+    historySize: count("history", values.history),
     limits: {
-      maxFrameBytes: number("max-frame-bytes", values["max-frame-bytes"]),
-      maxSessions: number("max-sessions", values["max-sessions"]),
-      maxRegistrations: number(
+      maxFrameBytes: count("max-frame-bytes", values["max-frame-bytes"]),
+      maxSessions: count("max-sessions", values["max-sessions"]),
+      maxRegistrations: count(
         "max-registrations",
         values["max-registrations"],
       ),
-      maxSubscriptions: number(
+      maxSubscriptions: count(
         "max-subscriptions",
         values["max-subscriptions"],
       ),

@@ -54,7 +54,7 @@ function rank({ family, address }: HostAddress): number {
  */
 export function pickAdvertiseHost(addresses: readonly HostAddress[]): string {
   let best: HostAddress | undefined;
-  let bestRank = 0;
+  let bestRank = 1; // loopback (0) and link-local (1) are never chosen
   for (const candidate of addresses) {
     const r = rank(candidate);
     if (r > bestRank) [best, bestRank] = [candidate, r];

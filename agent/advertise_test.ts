@@ -93,7 +93,8 @@ Deno.test("pickAdvertiseHost() recognises IPv6 classes in any letter case", () =
     PRIVATE_V4.address,
   );
   assert.equal(pickAdvertiseHost([v6("FC00::1"), v6("FE80::1")]), "FC00::1");
-  assert.equal(pickAdvertiseHost([v6("FE80::1")]), "127.0.0.1");
+  // Upper-case link-local is still link-local: it loses to unique-local.
+  assert.equal(pickAdvertiseHost([v6("FE80::1"), v6("FD00::1")]), "FD00::1");
 });
 
 Deno.test("pickAdvertiseHost() keeps the first of equally ranked addresses", () => {

@@ -50,8 +50,8 @@ export function isLogLevel(value: string): value is LogLevel {
 
 function format(value: unknown): string {
   if (value instanceof Error) return JSON.stringify(value.message);
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return /^[^\s"=]+$/.test(text ?? "") ? text : JSON.stringify(text);
+  if (typeof value !== "string") return JSON.stringify(value) ?? "undefined";
+  return /^[^\s"=]+$/.test(value) ? value : JSON.stringify(value);
 }
 
 /**
@@ -81,7 +81,10 @@ export function createLogger(
   const min = LOG_LEVELS.indexOf(level);
   const at = (lvl: LogLevel) => (message: string, fields?: LogFields) => {
     if (LOG_LEVELS.indexOf(lvl) < min) return;
-    let line = `${new Date().toISOString()} ${lvl.toUpperCase()} ${message}`;
+    const text = /[\x00-\x1f]/.test(message)
+      ? JSON.stringify(message)
+      : message;
+    let line = `${new Date().toISOString()} ${lvl.toUpperCase()} ${text}`;
     for (const [key, value] of Object.entries(fields ?? {})) {
       line += ` ${key}=${format(value)}`;
     }

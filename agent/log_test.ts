@@ -17,7 +17,9 @@ function rest(line: string): string {
 Deno.test("isLogLevel() accepts exactly the four levels", () => {
   assert.deepEqual([...LOG_LEVELS], ["debug", "info", "warn", "error"]);
   for (const level of LOG_LEVELS) assert.equal(isLogLevel(level), true, level);
-  for (const value of ["loud", "INFO", "Info", "", "warning", "trace", " info"]) {
+  for (
+    const value of ["loud", "INFO", "Info", "", "warning", "trace", " info"]
+  ) {
     assert.equal(isLogLevel(value), false, value);
   }
 });

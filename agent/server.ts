@@ -81,14 +81,19 @@ export class SessionServer {
             "the methods are described at /openrpc.json\n",
           { headers: { "content-type": "text/plain; charset=utf-8" } },
         );
-      case "/healthz":
+      case "/healthz": {
+        // 503 while the backend is unreachable: the agent still serves its
+        // last known state, but a load balancer should prefer another one.
+        const connected = this.#context.view.connected;
         return json({
-          status: "ok",
+          status: connected ? "ok" : "backend unreachable",
           backend: this.#context.backendName,
-          connected: this.#context.view.connected,
+          connected,
           revision: this.#context.view.revision,
+          epoch: this.#context.view.epoch,
           sessions: this.sessions,
-        });
+        }, connected ? 200 : 503);
+      }
       case "/openrpc.json":
         return json(openrpcDocument);
       default:
@@ -153,7 +158,11 @@ export class SessionServer {
     socket.addEventListener("message", (event) => session?.receive(event.data));
     socket.addEventListener("close", (event) => {
       if (!session || !this.#sockets.delete(socket)) return;
-      const clean = event.code === 1000 || event.code === 1001;
+      // Clean: the client sent a close frame meaning "done" (1000, 1001, or
+      // none, 1005). A dropped TCP connection (1006) or Deno's idle timeout
+      // (1001 but not wasClean) means the session was lost.
+      const clean = event.wasClean &&
+        (event.code === 1000 || event.code === 1001 || event.code === 1005);
       this.#log.debug("session closed", {
         session: sessionId,
         code: event.code,

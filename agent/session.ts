@@ -18,6 +18,7 @@ import {
   type SubscribeResult,
 } from "../protocol/types.ts";
 import {
+  validateNoParams,
   validateRegister,
   validateServices,
   validateSubscribe,
@@ -259,18 +260,22 @@ export class Session {
         return true;
       }
       case Methods.status:
+        validateNoParams(params);
         return {
           version: VERSION,
           backend: ctx.backendName,
           connected: ctx.view.connected,
           revision: ctx.view.revision,
+          epoch: ctx.view.epoch,
           advertiseHost: ctx.advertiseHost,
           ttl: ctx.ttl,
           limits: ctx.limits,
         } satisfies StatusResult;
       case Methods.discover:
+        validateNoParams(params);
         return openrpcDocument;
       case Methods.ping:
+        validateNoParams(params);
         return "pong";
       default:
         throw new RpcError(
@@ -284,7 +289,7 @@ export class Session {
 
   #subscribe(params: unknown, call: CallContext): SubscribeResult {
     const ctx = this.#context;
-    const { service, filter, since } = validateSubscribe(params);
+    const { service, filter, since, epoch } = validateSubscribe(params);
     if (this.#subscriptions.size >= ctx.limits.maxSubscriptions) {
       throw new RpcError(
         ErrorCode.LimitExceeded,
@@ -294,7 +299,7 @@ export class Session {
     const revision = ctx.view.revision;
     const replay = since === undefined
       ? undefined
-      : ctx.view.replay(service, filter, since);
+      : ctx.view.replay(service, filter, since, epoch);
     const initial = replay
       ? replay.map((event) => JSON.stringify(event))
       : ctx.view.list(service, filter).map((instance) =>
@@ -311,6 +316,11 @@ export class Session {
       this.#subscriptions.set(id, subscription);
       call.afterResponse(() => subscription.start(initial));
     }
-    return { subscription: id, revision, mode: replay ? "replay" : "snapshot" };
+    return {
+      subscription: id,
+      revision,
+      epoch: ctx.view.epoch,
+      mode: replay ? "replay" : "snapshot",
+    };
   }
 }

@@ -118,7 +118,7 @@ function sameAttrs(a: Record<string, string>, b: Record<string, string>) {
  * ```ts
  * import { View } from "./view.ts";
  * const view = new View();
- * view.reset({ revision: 0, records: [] });
+ * view.reset({ revision: 0, epoch: "e1", records: [] });
  * view.changes([{
  *   type: "put",
  *   revision: 1,
@@ -135,6 +135,7 @@ export class View implements BackendWatcher {
   #historySize: number;
   #floor = 0;
   #revision = 0;
+  #epoch = "";
   #connected = false;
   #waiters: { revision: number; resolve: () => void }[] = [];
   #size = 0;
@@ -151,6 +152,11 @@ export class View implements BackendWatcher {
   /** Revision of the latest change applied. */
   get revision(): number {
     return this.#revision;
+  }
+
+  /** Epoch of the revisions (see `BackendState.epoch`). */
+  get epoch(): string {
+    return this.#epoch;
   }
 
   /** Whether the backend is reachable, as it last said. */
@@ -224,13 +230,16 @@ export class View implements BackendWatcher {
    * @param service The service.
    * @param filter The filter.
    * @param since The last revision the subscriber saw.
+   * @param epoch The epoch of `since`; another epoch than the view's needs a snapshot.
    * @returns The events in order, or `undefined` when a snapshot is needed.
    */
   replay(
     service: string,
     filter: Filter | undefined,
     since: number,
+    epoch: string = this.#epoch,
   ): ServiceEvent[] | undefined {
+    if (epoch !== this.#epoch) return undefined;
     if (since < this.#floor || since > this.#revision) return undefined;
     const h = this.#history;
     let lo = this.#historyStart, hi = h.length;
@@ -288,12 +297,14 @@ export class View implements BackendWatcher {
   reset(state: BackendState): void {
     const seen = new Set<string>();
     const revision = state.revision;
-    if (revision < this.#revision) {
-      // The store went back in time (restored from a backup, say): the
-      // history no longer leads to the new state, so resumes get snapshots.
+    if (revision < this.#revision || state.epoch !== this.#epoch) {
+      // A new sequence, or a store that went back in time (restored from a
+      // backup, say): the history no longer leads to the new state, so
+      // resumes get snapshots.
       this.#history = [];
       this.#historyStart = 0;
       this.#floor = revision;
+      this.#epoch = state.epoch;
     }
     for (const record of state.records) {
       seen.add(`${record.service}/${record.addr}`);

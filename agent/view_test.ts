@@ -57,7 +57,7 @@ Deno.test("eventFor maps filter transitions to up, update and down", () => {
 
 Deno.test("changes update the view and reach only the subscribers of their service", () => {
   const view = new View();
-  view.reset({ revision: 0, records: [] });
+  view.reset({ revision: 0, epoch: "e", records: [] });
   const all = listener("svc");
   const zoneB = listener("svc", { attrs: { zone: "b" } });
   const other = listener("other");
@@ -174,6 +174,7 @@ Deno.test("reset emits only the real differences and keeps replay working", () =
   view.subscribe(l.sub);
   view.reset({
     revision: 9,
+    epoch: "",
     records: [
       rec("h:1", { v: "1" }), // unchanged: no event
       rec("h:2", { v: "2" }), // changed: update
@@ -189,9 +190,23 @@ Deno.test("reset emits only the real differences and keeps replay working", () =
     ["down h:3", "up h:4", "update h:2"],
   );
   // A store that went back in time: the history is dropped.
-  view.reset({ revision: 2, records: [rec("h:1", { v: "1" })] });
+  view.reset({ revision: 2, epoch: "", records: [rec("h:1", { v: "1" })] });
   assert.equal(view.replay("svc", undefined, 1), undefined);
   assert.equal(view.size, 1);
+});
+
+Deno.test("revisions of another epoch are never replayed", () => {
+  const view = new View();
+  view.reset({ revision: 0, epoch: "first", records: [] });
+  view.changes([{ type: "put", revision: 1, record: rec("h:1") }]);
+  assert.equal(view.epoch, "first");
+  assert.deepEqual(view.replay("svc", undefined, 0, "first")?.length, 1);
+  assert.equal(view.replay("svc", undefined, 0, "second"), undefined);
+  // The backend starts a new sequence: the old history is dropped.
+  view.reset({ revision: 5, epoch: "second", records: [rec("h:1")] });
+  assert.equal(view.epoch, "second");
+  assert.equal(view.replay("svc", undefined, 0, "second"), undefined);
+  assert.deepEqual(view.replay("svc", undefined, 5, "second"), []);
 });
 
 Deno.test("waitFor resolves once the revision is applied", async () => {

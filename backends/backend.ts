@@ -91,6 +91,13 @@ export type BackendChange =
 export interface BackendState {
   /** Revision of the state. */
   revision: number;
+  /**
+   * Names the sequence the revisions belong to. A backend whose revisions
+   * start over (the memory backend, in a new process) uses a new epoch; a
+   * shared store keeps one epoch for all agents (etcd: its cluster id), so
+   * a revision from one agent means the same at another.
+   */
+  epoch: string;
   /** Every record. */
   records: StoredRecord[];
 }

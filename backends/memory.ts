@@ -42,6 +42,7 @@ export class MemoryBackend implements Backend {
   readonly name = "memory";
   #records = new Map<string, StoredRecord>();
   #revision = 0;
+  #epoch = crypto.randomUUID();
   #watcher?: BackendWatcher;
 
   /**
@@ -54,6 +55,7 @@ export class MemoryBackend implements Backend {
     watcher.status(true);
     watcher.reset({
       revision: this.#revision,
+      epoch: this.#epoch,
       records: [...this.#records.values()],
     });
     return Promise.resolve();

@@ -10,9 +10,9 @@
 
 /** Error codes: the JSON-RPC 2.0 standard ones and discover's own (-32000 down). */
 export const ErrorCode = {
-  /** The frame is not valid JSON (or not a text frame of UTF-8). */
+  /** The text frame is not valid JSON. */
   ParseError: -32700,
-  /** The JSON is not a valid JSON-RPC 2.0 request, or the batch is empty or too large. */
+  /** Not a valid JSON-RPC 2.0 request; an empty or too large batch; a binary or oversized frame. */
   InvalidRequest: -32600,
   /** No such method. */
   MethodNotFound: -32601,

@@ -220,8 +220,39 @@ export class JsonRpcPeer {
     }
     const hooks: (() => void)[] = [];
     const response = await this.#receiveOne(message, hooks);
-    if (response !== undefined) this.#send(JSON.stringify(response));
-    for (const hook of hooks) hook();
+    if (response !== undefined) this.#send(this.#serialize(response));
+    this.#runHooks(hooks);
+  }
+
+  /** Serializes a response; a result that cannot be serialized becomes -32603. */
+  #serialize(response: Json | Json[]): string {
+    try {
+      return JSON.stringify(response);
+    } catch (error) {
+      if (Array.isArray(response)) {
+        return `[${response.map((r) => this.#serialize(r)).join(",")}]`;
+      }
+      this.#onInternalError?.(error, "(serializing a response)");
+      return JSON.stringify(
+        errorResponse(
+          response.id as Id,
+          ErrorCode.InternalError,
+          `internal error: the result could not be serialized (${
+            (error as Error).message
+          })`,
+        ),
+      );
+    }
+  }
+
+  #runHooks(hooks: (() => void)[]) {
+    for (const hook of hooks) {
+      try {
+        hook();
+      } catch (error) {
+        this.#onInternalError?.(error, "(after a response)");
+      }
+    }
   }
 
   async #receiveBatch(batch: unknown[]): Promise<void> {
@@ -246,8 +277,8 @@ export class JsonRpcPeer {
       batch.map((item) => this.#receiveOne(item, hooks)),
     );
     const out = responses.filter((r) => r !== undefined);
-    if (out.length > 0) this.#send(JSON.stringify(out));
-    for (const hook of hooks) hook();
+    if (out.length > 0) this.#send(this.#serialize(out));
+    this.#runHooks(hooks);
   }
 
   /** Returns the response to send, if any. */
@@ -335,11 +366,10 @@ export class JsonRpcPeer {
       if (!hasId) return undefined;
       return { jsonrpc: "2.0", id, result: result ?? null };
     } catch (error) {
+      const internal = !(error instanceof RpcError);
+      if (internal) this.#onInternalError?.(error, method);
       if (!hasId) return undefined;
-      if (error instanceof RpcError) {
-        return { jsonrpc: "2.0", id, error: error.toJSON() };
-      }
-      this.#onInternalError?.(error, method);
+      if (!internal) return { jsonrpc: "2.0", id, error: error.toJSON() };
       return errorResponse(
         id,
         ErrorCode.InternalError,

@@ -431,8 +431,8 @@ Deno.test("JsonRpcPeer answers invalid request shapes with -32600", async () => 
   ];
   for (const [message, id] of cases) {
     const r = recorder({ onRequest: () => assert.fail("called") });
-    await r.receive(message);
     const label = JSON.stringify(message);
+    await r.peer.receive(label);
     const frames = r.frames();
     assert.equal(frames.length, 1, label);
     assert.equal(frames[0].id, id, label);

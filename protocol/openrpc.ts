@@ -89,7 +89,7 @@ const limits = {
   maxBatch: 1000,
   maxRegistrations: 1000,
   maxSubscriptions: 1000,
-  maxSessions: 1024,
+  maxSessions: 50000,
 };
 
 const service = {
@@ -141,10 +141,11 @@ export const openrpcDocument: OpenRpcDocument = {
     version: "0.1.0",
     description:
       "Service discovery over JSON-RPC 2.0 on a WebSocket. Clients register instances of services, read them and subscribe to their changes. " +
-      "Params are always by name (an object); unknown params fields are rejected with -32602. " +
-      "Every request may also fail with -32603 (internal error) or -32004 (the agent is shutting down). " +
+      "Params are always by name (an object); a method that takes params rejects unknown fields with -32602. " +
+      "Every request may also fail with -32603 (internal error), and every request but `$/ping` with -32004 (the agent is shutting down). " +
       "Envelope errors (-32700 parse error, -32600 invalid request, -32601 method not found) are listed in `components.errors`. " +
-      "Registrations belong to the WebSocket session that made them; see protocol/README.md for liveness, ordering and limits.",
+      "Registrations belong to an owner: the client id named in the connection URL (`?client=ID`, 1 to 64 characters of A-Z a-z 0-9 _ -), or the WebSocket session when it names none. " +
+      "See protocol/README.md for liveness, ordering and limits.",
     license: {
       name: "BSD-3-Clause",
       url: "https://opensource.org/licenses/BSD-3-Clause",
@@ -154,7 +155,7 @@ export const openrpcDocument: OpenRpcDocument = {
     name: "local agent",
     url: "ws://127.0.0.1:1111/",
     description:
-      "Default address of an agent. JSON-RPC 2.0 messages and batches in UTF-8 text frames.",
+      "Default address of an agent; add `?client=ID` to name the owner of this connection's registrations. JSON-RPC 2.0 messages and batches in UTF-8 text frames.",
   }],
   methods: [
     {
@@ -162,11 +163,11 @@ export const openrpcDocument: OpenRpcDocument = {
       summary:
         "Registers an instance of a service, or replaces its attributes.",
       description:
-        "Give `service` and exactly one of `port` and `addr`. The instance `<service>/<addr>` then belongs to this session. " +
-        "Registering it again from the same session replaces its attributes: an `update` event if they changed, nothing (and the same revision) if they are identical. " +
-        "If it belongs to another session that is still connected: -32001. " +
-        "If it belongs to a lost session (disconnected, within its grace period), this session takes it over without a down/up flap (an `update` if the attributes differ). " +
-        "A session holds at most `maxRegistrations` instances: -32002 beyond.",
+        "Give `service` and exactly one of `port` and `addr`. The instance `<service>/<addr>` then belongs to this session's owner (its client id, or the session itself). " +
+        "Registering it again from the same owner replaces its attributes: an `update` event if they changed, nothing (and the same revision) if they are identical. " +
+        "If it belongs to another owner that is still connected: -32001. " +
+        "If it belongs to a lost owner (disconnected, within its grace period), this session takes it over without a down/up flap (an `update` if the attributes differ). " +
+        "An owner holds at most `maxRegistrations` instances: -32002 beyond.",
       tags: [{ name: "registration" }],
       paramStructure: "by-name",
       params: [
@@ -242,7 +243,7 @@ export const openrpcDocument: OpenRpcDocument = {
       summary: "Removes an instance this session registered.",
       description:
         "Give `service` and exactly one of `port` and `addr`. Returns `true` if the instance was removed (subscribers get a `down` event), `false` if there was no such instance. " +
-        "An instance of another connected session: -32001. An instance of a lost session is removed (taken over).",
+        "An instance of another owner that is still connected: -32001. An instance of a lost owner is removed (taken over).",
       tags: [{ name: "registration" }],
       paramStructure: "by-name",
       params: [service, port, addr],
@@ -411,7 +412,6 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: schema("StatusResult"),
       },
       errors: [
-        error("InvalidParams"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -448,7 +448,6 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: { $ref: "https://meta.open-rpc.org/" },
       },
       errors: [
-        error("InvalidParams"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -472,7 +471,7 @@ export const openrpcDocument: OpenRpcDocument = {
       name: Methods.ping,
       summary: "Answers `pong`.",
       description:
-        "Takes no params. Clients send it periodically (every 2 s) and treat the connection as dead when no response arrives within 5 s.",
+        "Takes no params. Answered even while the agent shuts down. Clients send it periodically (every 2 s) and treat the connection as dead when no response arrives within 5 s.",
       tags: [{ name: "meta" }],
       paramStructure: "by-name",
       params: [],
@@ -482,8 +481,6 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: { type: "string", const: "pong" },
       },
       errors: [
-        error("InvalidParams"),
-        error("ShuttingDown"),
         error("InternalError"),
       ],
       examples: [
@@ -709,7 +706,8 @@ export const openrpcDocument: OpenRpcDocument = {
             minimum: 1,
           },
           maxRegistrations: {
-            description: "Most instances one session may hold.",
+            description:
+              "Most instances one owner (client id, or session without one) may hold.",
             type: "integer",
             minimum: 0,
           },
@@ -756,7 +754,7 @@ export const openrpcDocument: OpenRpcDocument = {
           },
           ttl: {
             description:
-              "Grace period, in seconds, before a lost session's instances go down.",
+              "Grace period, in seconds, before a lost owner's instances go down.",
             type: "number",
             minimum: 0,
           },
@@ -795,12 +793,12 @@ export const openrpcDocument: OpenRpcDocument = {
       NotOwner: {
         code: ErrorCode.NotOwner,
         message:
-          "The instance belongs to another connected session and cannot be changed from this one.",
+          "The instance belongs to another owner that is still connected and cannot be changed from this session.",
       },
       LimitExceeded: {
         code: ErrorCode.LimitExceeded,
         message:
-          "A per-session limit (maxRegistrations or maxSubscriptions) was reached; the message names it.",
+          "maxRegistrations (per owner) or maxSubscriptions (per session) was reached; the message names it.",
       },
       UnknownSubscription: {
         code: ErrorCode.UnknownSubscription,

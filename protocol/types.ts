@@ -79,6 +79,12 @@ export interface SubscribeParams {
   filter?: Filter;
   /** Last revision the subscriber has seen: asks for a replay of what came after it. */
   since?: number;
+  /**
+   * Epoch the `since` revision belongs to (from an earlier subscribe result
+   * or `discover.status`). When it is not the agent's current epoch the
+   * agent sends a snapshot: revisions of different epochs are unrelated.
+   */
+  epoch?: string;
 }
 
 /** Result of `discover.subscribe`. */
@@ -87,6 +93,8 @@ export interface SubscribeResult {
   subscription: string;
   /** Revision of the agent's view when the subscription started. */
   revision: number;
+  /** Epoch of the revisions of this subscription: send it back with `since`. */
+  epoch: string;
   /**
    * `"replay"` when the events that follow are the changes after `since`;
    * `"snapshot"` when they are the full current state (always without
@@ -132,6 +140,12 @@ export interface StatusResult {
   connected: boolean;
   /** Current revision of the agent's view. */
   revision: number;
+  /**
+   * Identifies the sequence the revisions belong to. It changes when the
+   * backend starts a new sequence (a restarted agent on the memory backend);
+   * a `since` from another epoch gets a snapshot.
+   */
+  epoch: string;
   /** Host used for registrations that give only a port. */
   advertiseHost: string;
   /** Grace period, in seconds, before a lost session's instances go down. */
@@ -146,7 +160,7 @@ export interface Limits {
   maxFrameBytes: number;
   /** Most requests in one batch. */
   maxBatch: number;
-  /** Most instances one session may hold. */
+  /** Most instances one owner (client id, or session without one) may hold. */
   maxRegistrations: number;
   /** Most subscriptions one session may hold open. */
   maxSubscriptions: number;

@@ -152,7 +152,15 @@ export function validateAddr(value: unknown, field = "addr"): string {
     return `${host.toLowerCase()}:${port}`;
   }
   if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
-  return `${host.toLowerCase()}:${port}`;
+  if (/^[0-9.]+$/.test(host)) {
+    // Looks like IPv4: four numbers of 0 to 255, nothing else.
+    const parts = host.split(".");
+    if (parts.length !== 4 || parts.some((n) => n === "" || Number(n) > 255)) {
+      throw invalidParams(field, rule, value);
+    }
+  }
+  const bare = host.endsWith(".") ? host.slice(0, -1) : host;
+  return `${bare.toLowerCase()}:${port}`;
 }
 
 /**
@@ -316,8 +324,18 @@ export function validateServices(params: unknown): ServicesParams {
  */
 export function validateSubscribe(params: unknown): SubscribeParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "filter", "since"]);
-  const since = p.since;
+  onlyKeys(p, ["service", "filter", "since", "epoch"]);
+  const { since, epoch } = p;
+  if (
+    epoch !== undefined &&
+    (typeof epoch !== "string" || epoch.length === 0 || epoch.length > 64)
+  ) {
+    throw invalidParams(
+      "epoch",
+      "must be the epoch string from a subscribe result or discover.status",
+      epoch,
+    );
+  }
   if (
     since !== undefined &&
     (typeof since !== "number" || !Number.isSafeInteger(since) || since < 0)
@@ -328,7 +346,27 @@ export function validateSubscribe(params: unknown): SubscribeParams {
     service: validateServiceName(p.service),
     filter: validateFilter(p.filter),
     since: since as number | undefined,
+    epoch: epoch as string | undefined,
   };
+}
+
+/**
+ * Checks the params of a method that takes none: absent, `{}` or `[]`.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateNoParams } from "./validate.ts";
+ * validateNoParams(undefined);
+ * validateNoParams({});
+ * ```
+ *
+ * @param params The raw params.
+ */
+export function validateNoParams(params: unknown): void {
+  if (params === undefined) return;
+  if (Array.isArray(params) ? params.length > 0 : Object.keys(asObject(params)).length > 0) {
+    throw invalidParams("params", "must be omitted or empty: this method takes none");
+  }
 }
 
 /**

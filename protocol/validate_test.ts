@@ -12,6 +12,7 @@ import {
   SERVICE_NAME_PATTERN,
   validateAddr,
   validateAttrs,
+  validateNoParams,
   validatePort,
   validateRegister,
   validateServiceName,
@@ -152,7 +153,6 @@ Deno.test("validateAddr() accepts hostnames, IPv4 and bracketed IPv6", () => {
       "localhost:65535",
       "10.0.0.1:80",
       "192.0.2.10:6379",
-      "example.com.:80",
       "[::1]:80",
       "[::]:80",
       "[2001:db8::7]:6379",
@@ -552,6 +552,42 @@ Deno.test("validateSubscribe() rejects missing and unknown fields and bad filter
     () => validateSubscribe({ service: "cache", filter: { attr: {} } }),
     "filter.attr",
   );
+});
+
+Deno.test("validateSubscribe() takes an epoch string with since", () => {
+  assert.equal(
+    validateSubscribe({ service: "cache", since: 3, epoch: "e-1" }).epoch,
+    "e-1",
+  );
+  assert.equal(validateSubscribe({ service: "cache" }).epoch, undefined);
+  for (const epoch of ["", 7, null, "x".repeat(65)]) {
+    assertInvalid(
+      () => validateSubscribe({ service: "cache", since: 1, epoch }),
+      "epoch",
+      `epoch ${JSON.stringify(epoch)}`,
+    );
+  }
+});
+
+// --- methods without params ------------------------------------------------
+
+Deno.test("validateNoParams() accepts absent or empty params only", () => {
+  validateNoParams(undefined);
+  validateNoParams({});
+  validateNoParams([]);
+  assertInvalid(() => validateNoParams({ x: 1 }), "params");
+  assertInvalid(() => validateNoParams([1]), "params");
+  assertInvalid(() => validateNoParams("x"), "params");
+});
+
+// --- addresses: IPv4 ranges and trailing dots ------------------------------
+
+Deno.test("validateAddr() range-checks dotted IPv4 and drops a trailing dot", () => {
+  assert.equal(validateAddr("255.255.255.255:1"), "255.255.255.255:1");
+  assert.equal(validateAddr("Cache.Example.:80"), "cache.example:80");
+  for (const bad of ["256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "999:80"]) {
+    assertInvalid(() => validateAddr(bad), "addr", bad);
+  }
 });
 
 // --- discover.unsubscribe --------------------------------------------------

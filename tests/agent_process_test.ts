@@ -213,13 +213,23 @@ Deno.test("a subscription resumes with since: replay when history has it, snapsh
     ["current", undefined, 6],
   ]);
 
-  // History holds 4 changes (3..6): since=1 is too old, since=99 is ahead.
-  for (const since of [1, 99]) {
+  // History holds 4 changes (3..6): since=1 is too old, since=99 is ahead,
+  // and since=2 of another epoch (another agent process) means nothing here.
+  const epoch = (resumed.result as Json).epoch;
+  assert.equal(typeof epoch, "string");
+  assert.equal((first.result as Json).epoch, epoch);
+  for (
+    const params of [
+      { since: 1, epoch },
+      { since: 99 },
+      { since: seen, epoch: "another-agent-process" },
+    ]
+  ) {
     const r = await reader.call("discover.subscribe", {
       service: "web",
-      since,
+      ...params,
     });
-    assert.equal((r.result as Json).mode, "snapshot", `since=${since}`);
+    assert.equal((r.result as Json).mode, "snapshot", JSON.stringify(params));
     const snap: Json[] = [];
     for (let i = 0; i < 3; i++) {
       snap.push((await reader.next() as Json).params.result);
