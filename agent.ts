@@ -27,8 +27,8 @@ Options:
   --backend NAME            where registrations are kept: memory (default)
   --ttl SECONDS             grace period before a lost session's instances go
                             down (default 10)
-  --idle-timeout SECONDS    ping a silent peer after this long and drop it if
-                            it does not answer (default 5)
+  --idle-timeout SECONDS    drop a peer that answers no ping for this long; a
+                            silent peer is pinged after half of it (default 5)
   --history N               changes kept for resumes with 'since' (default 50000)
   --max-frame-bytes N       largest accepted frame (default 1048576)
   --max-sessions N          most sessions at once (default 50000)

@@ -81,6 +81,7 @@ export function createLogger(
   const min = LOG_LEVELS.indexOf(level);
   const at = (lvl: LogLevel) => (message: string, fields?: LogFields) => {
     if (LOG_LEVELS.indexOf(lvl) < min) return;
+    // deno-lint-ignore no-control-regex
     const text = /[\x00-\x1f]/.test(message)
       ? JSON.stringify(message)
       : message;

@@ -74,7 +74,8 @@ export interface AgentOptions {
    */
   ttl?: number;
   /**
-   * Seconds without a frame from a peer before it is pinged, and dropped if it does not answer.
+   * Seconds after which a silent peer that answers no ping is dropped (its
+   * session is lost); it is pinged after half of this.
    *
    * @default {5}
    */

@@ -17,7 +17,7 @@ export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Options of {@linkcode SessionServer}. */
 export interface SessionServerOptions {
-  /** Seconds without a frame after which the peer is pinged, and dropped when it does not answer. */
+  /** Seconds after which a silent peer that answers no ping is dropped; it is pinged at half of this. */
   idleTimeout: number;
   /** Identifies this agent in owner ids of anonymous sessions. */
   agentId: string;

@@ -254,7 +254,13 @@ export class View implements BackendWatcher {
       const subject = change.after ?? change.before!;
       if (subject.service !== service) continue;
       const event = eventFor(change, filter);
-      if (event) out.push({ revision: change.revision, ...event });
+      if (event) {
+        out.push({
+          kind: event.kind,
+          revision: change.revision,
+          instance: event.instance,
+        });
+      }
     }
     return out;
   }

@@ -35,11 +35,17 @@ export interface OpenRpcDocument {
   components: Record<string, Record<string, unknown>>;
 }
 
+// One number of a dotted-quad IPv4 address: 0 to 255, leading zeros allowed
+// (validate.ts compares the number, and drops the zeros).
+const IPV4_NUMBER = "0*(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+
 // Pattern of `host:port`, the same rule as `validateAddr` in validate.ts:
-// a bracketed IPv6 address or a hostname (which covers dotted IPv4) of at
-// most 253 characters, then 1 to 5 digits worth 1 to 65535.
-const ADDR_PATTERN = "^(?:\\[[0-9A-Fa-f:.]{2,45}\\]" +
-  "|(?=[^:]{1,253}:)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?" +
+// a bracketed IPv6 address, or a hostname of at most 253 characters that,
+// when made only of digits and dots, must be a dotted-quad IPv4 address with
+// every number from 0 to 255; then 1 to 5 digits worth 1 to 65535.
+const ADDR_PATTERN = "^(?:\\[(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}\\]" +
+  `|(?:(?=(?:${IPV4_NUMBER}\\.){3}${IPV4_NUMBER}:)|(?![0-9.]+:))` +
+  "(?=[^:]{1,253}:)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?" +
   "(?:\\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\\.?)" +
   ":(?=[0-9]{1,5}$)0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}" +
   "|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
@@ -84,6 +90,10 @@ const other17 = {
   revision: 17,
   registeredAt: 1767225000000,
 };
+// Epoch of the example agent (a memory backend: a random UUID per process),
+// and the epoch of some other agent, for the example of a mismatch.
+const EPOCH = "3f1c2a9e-6b1d-4c53-9a51-0f6f3b8e2d47";
+const OTHER_EPOCH = "9b2d7c41-0e5f-4a38-8c16-5d3e7f9a1b20";
 const limits = {
   maxFrameBytes: 1048576,
   maxBatch: 1000,
@@ -107,7 +117,7 @@ const port = {
 const addr = {
   name: "addr",
   description:
-    "Full `host:port` address; the agent canonicalises it (lower case, no leading zeros in the port). Give exactly one of `port` and `addr`.",
+    "Full `host:port` address; the agent canonicalises it (hostnames in lower case without a trailing dot, IPv4 numbers and the port without leading zeros, IPv6 in the WHATWG URL form: lower case, zeros compressed). Give exactly one of `port` and `addr`.",
   schema: schema("Addr"),
 };
 const filter = {
@@ -145,6 +155,8 @@ export const openrpcDocument: OpenRpcDocument = {
       "Every request may also fail with -32603 (internal error), and every request but `$/ping` with -32004 (the agent is shutting down). " +
       "Envelope errors (-32700 parse error, -32600 invalid request, -32601 method not found) are listed in `components.errors`. " +
       "Registrations belong to an owner: the client id named in the connection URL (`?client=ID`, 1 to 64 characters of A-Z a-z 0-9 _ -), or the WebSocket session when it names none. " +
+      "When an owner's last session ends with a clean close (a completed WebSocket closing handshake whose close frame has code 1000, 1001 or no code), its instances go down at once; after any other end (a reset or dropped connection, another close code such as 4000, the agent's idle detection) the owner is lost and its instances stay for the grace period (`ttl` in `discover.status`). " +
+      "The agent pings a peer that has sent nothing for half of its idle timeout (default 5 s) and drops it, as lost, when no pong has come back by the full idle timeout. " +
       "See protocol/README.md for liveness, ordering and limits.",
     license: {
       name: "BSD-3-Clause",
@@ -219,7 +231,8 @@ export const openrpcDocument: OpenRpcDocument = {
         },
         {
           name: "register by address",
-          description: "The address is canonicalised to lower case.",
+          description:
+            "The address is canonicalised: the host in lower case (a trailing dot would also be removed).",
           params: [
             { name: "service", value: "cache" },
             { name: "addr", value: "Cache-2.Example.NET:6379" },
@@ -240,7 +253,7 @@ export const openrpcDocument: OpenRpcDocument = {
     },
     {
       name: Methods.unregister,
-      summary: "Removes an instance this session registered.",
+      summary: "Removes an instance of this session's owner.",
       description:
         "Give `service` and exactly one of `port` and `addr`. Returns `true` if the instance was removed (subscribers get a `down` event), `false` if there was no such instance. " +
         "An instance of another owner that is still connected: -32001. An instance of a lost owner is removed (taken over).",
@@ -315,8 +328,9 @@ export const openrpcDocument: OpenRpcDocument = {
       summary: "Subscribes to the instances of a service.",
       description:
         "The response is always sent before any event of the subscription; events arrive as `discover.event` notifications. " +
-        "Mode `snapshot` (no `since`, or the agent no longer holds the history after `since`, or `since` is ahead of the agent's revision): one `up` event per matching instance, each with the snapshot revision, then `current`, then live events. A snapshot is the complete state: instances the client held that are not in it are gone. " +
-        "Mode `replay` (`since` given and history available): the events after `since` that concern the subscription, in order with their original revisions, then `current`, then live events. An old `since` is never an error. " +
+        "Revisions belong to an epoch, returned in the result: send it back as `epoch` together with `since` when resubscribing (an absent `epoch` is taken to be the agent's current one). " +
+        "Mode `snapshot` (no `since`; or `epoch` differs from the agent's current epoch; or the agent no longer holds the history after `since`; or `since` is ahead of the agent's revision): one `up` event per matching instance, each with the snapshot revision, then `current`, then live events. A snapshot is the complete state: instances the client held that are not in it are gone. " +
+        "Mode `replay` (`since` given, its epoch is the agent's, and the history after it is available): the events after `since` that concern the subscription, in order with their original revisions, then `current`, then live events. An old `since` or a foreign `epoch` is never an error: it gets a snapshot. " +
         "With a filter, an attrs change that makes an instance match gives `up`, one that makes it stop matching gives `down` (with the new attributes), one that keeps it matching gives `update`. " +
         "A session holds at most `maxSubscriptions` subscriptions: -32002 beyond.",
       tags: [{ name: "discovery" }],
@@ -334,10 +348,16 @@ export const openrpcDocument: OpenRpcDocument = {
             maximum: Number.MAX_SAFE_INTEGER,
           },
         },
+        {
+          name: "epoch",
+          description:
+            "Epoch the `since` revision belongs to: the `epoch` of the result of the subscription that `since` comes from. When it is not the agent's current epoch the agent sends a snapshot; when it is absent the agent assumes its own epoch. Has no effect without `since`.",
+          schema: schema("Epoch"),
+        },
       ],
       result: {
         name: "subscribed",
-        description: "Subscription id, revision and mode.",
+        description: "Subscription id, revision, epoch and mode.",
         schema: schema("SubscribeResult"),
       },
       errors: [
@@ -354,20 +374,50 @@ export const openrpcDocument: OpenRpcDocument = {
           params: [{ name: "service", value: "cache" }],
           result: {
             name: "subscribed",
-            value: { subscription: "1", revision: 43, mode: "snapshot" },
+            value: {
+              subscription: "1",
+              revision: 43,
+              epoch: EPOCH,
+              mode: "snapshot",
+            },
           },
         },
         {
           name: "subscribe (replay)",
           description:
-            "Followed by `update` at 44, `down` at 45, then `current` at 45.",
+            "After a reconnect, with the revision and epoch the client last had. Followed by `update` at 44, `down` at 45, then `current` at 45.",
           params: [
             { name: "service", value: "cache" },
             { name: "since", value: 43 },
+            { name: "epoch", value: EPOCH },
           ],
           result: {
             name: "subscribed",
-            value: { subscription: "1", revision: 45, mode: "replay" },
+            value: {
+              subscription: "1",
+              revision: 45,
+              epoch: EPOCH,
+              mode: "replay",
+            },
+          },
+        },
+        {
+          name: "subscribe (another epoch)",
+          description:
+            "The `since` comes from another epoch (for example from this agent before it restarted): a snapshot, followed by one `up` event at 45 for 192.0.2.11:6379, then `current` at 45.",
+          params: [
+            { name: "service", value: "cache" },
+            { name: "since", value: 43 },
+            { name: "epoch", value: OTHER_EPOCH },
+          ],
+          result: {
+            name: "subscribed",
+            value: {
+              subscription: "1",
+              revision: 45,
+              epoch: EPOCH,
+              mode: "snapshot",
+            },
           },
         },
       ],
@@ -401,8 +451,10 @@ export const openrpcDocument: OpenRpcDocument = {
     },
     {
       name: Methods.status,
-      summary: "Reports the agent's version, backend, revision and limits.",
-      description: "Takes no params (omit them or send `{}`).",
+      summary:
+        "Reports the agent's version, backend, revision, epoch and limits.",
+      description:
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602.",
       tags: [{ name: "meta" }],
       paramStructure: "by-name",
       params: [],
@@ -412,6 +464,7 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: schema("StatusResult"),
       },
       errors: [
+        error("InvalidParams"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -426,6 +479,7 @@ export const openrpcDocument: OpenRpcDocument = {
               backend: "memory",
               connected: true,
               revision: 41,
+              epoch: EPOCH,
               advertiseHost: HOST,
               ttl: 10,
               limits,
@@ -438,7 +492,7 @@ export const openrpcDocument: OpenRpcDocument = {
       name: Methods.discover,
       summary: "Returns this OpenRPC document.",
       description:
-        "Takes no params. The same document is served at `GET /openrpc.json`.",
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602. The same document is served at `GET /openrpc.json`.",
       tags: [{ name: "meta" }],
       paramStructure: "by-name",
       params: [],
@@ -448,6 +502,7 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: { $ref: "https://meta.open-rpc.org/" },
       },
       errors: [
+        error("InvalidParams"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -471,7 +526,7 @@ export const openrpcDocument: OpenRpcDocument = {
       name: Methods.ping,
       summary: "Answers `pong`.",
       description:
-        "Takes no params. Answered even while the agent shuts down. Clients send it periodically (every 2 s) and treat the connection as dead when no response arrives within 5 s.",
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602. Answered even while the agent shuts down. Clients send it periodically (every 2 s) and treat the connection as dead when no response arrives within 5 s.",
       tags: [{ name: "meta" }],
       paramStructure: "by-name",
       params: [],
@@ -481,6 +536,7 @@ export const openrpcDocument: OpenRpcDocument = {
         schema: { type: "string", const: "pong" },
       },
       errors: [
+        error("InvalidParams"),
         error("InternalError"),
       ],
       examples: [
@@ -568,7 +624,8 @@ export const openrpcDocument: OpenRpcDocument = {
       Addr: {
         title: "Addr",
         description:
-          "`host:port`: a hostname or dotted IPv4 address (at most 253 characters), or an IPv6 address in brackets, then a port from 1 to 65535.",
+          "`host:port`. The host is a hostname (dot-separated labels of 1 to 63 characters of A-Z a-z 0-9 -, not starting or ending with `-`, an optional trailing dot, at most 253 characters), where a host made only of digits and dots must be a dotted-quad IPv4 address with every number from 0 to 255; or an IPv6 address in brackets (only its characters and length are checked). Then a port from 1 to 65535. " +
+          "The agent canonicalises the address, so one endpoint has one address: hostnames in lower case without a trailing dot, IPv4 numbers and the port without leading zeros, IPv6 addresses as the WHATWG URL standard writes them (lower case, the longest run of zero groups compressed, an embedded IPv4 part in hex; the agent also rejects IPv6 text that standard does not parse).",
         type: "string",
         maxLength: MAX_ADDR_LENGTH,
         pattern: ADDR_PATTERN,
@@ -596,9 +653,17 @@ export const openrpcDocument: OpenRpcDocument = {
       Revision: {
         title: "Revision",
         description:
-          "Position in the agent's view: one counter per agent, strictly increasing with every change.",
+          "Position in the agent's view: one counter for all services, strictly increasing with every change. Meaningful only within its epoch.",
         type: "integer",
         minimum: 0,
+      },
+      Epoch: {
+        title: "Epoch",
+        description:
+          "Names the sequence revisions belong to: a revision means something only within its epoch, and the same thing at every agent of that epoch. The memory backend starts a new epoch (a random UUID) each time the agent process starts, since its revisions start over at 0; a shared backend keeps one epoch for all its agents. Opaque: compare it, do not parse it.",
+        type: "string",
+        minLength: 1,
+        maxLength: 64,
       },
       SubscriptionId: {
         title: "SubscriptionId",
@@ -652,13 +717,18 @@ export const openrpcDocument: OpenRpcDocument = {
       SubscribeResult: {
         title: "SubscribeResult",
         type: "object",
-        required: ["subscription", "revision", "mode"],
+        required: ["subscription", "revision", "epoch", "mode"],
         properties: {
           subscription: schema("SubscriptionId"),
           revision: {
             description:
               "Revision of the agent's view when the subscription started; the `current` event carries it.",
             $ref: "#/components/schemas/Revision",
+          },
+          epoch: {
+            description:
+              "Epoch of this subscription's revisions: keep it and send it back with `since` when resubscribing.",
+            $ref: "#/components/schemas/Epoch",
           },
           mode: {
             description:
@@ -732,6 +802,7 @@ export const openrpcDocument: OpenRpcDocument = {
           "backend",
           "connected",
           "revision",
+          "epoch",
           "advertiseHost",
           "ttl",
           "limits",
@@ -748,6 +819,10 @@ export const openrpcDocument: OpenRpcDocument = {
             type: "boolean",
           },
           revision: schema("Revision"),
+          epoch: {
+            description: "Current epoch of the agent's revisions.",
+            $ref: "#/components/schemas/Epoch",
+          },
           advertiseHost: {
             description: "Host used for registrations that give only a port.",
             type: "string",
@@ -765,12 +840,12 @@ export const openrpcDocument: OpenRpcDocument = {
     errors: {
       ParseError: {
         code: ErrorCode.ParseError,
-        message: "The frame is not valid JSON.",
+        message: "The text frame is not valid JSON.",
       },
       InvalidRequest: {
         code: ErrorCode.InvalidRequest,
         message:
-          "Not a valid JSON-RPC 2.0 request, an empty or too large batch, a binary frame, or a frame over maxFrameBytes.",
+          "Not a valid JSON-RPC 2.0 request; an empty batch or one over maxBatch; a binary frame; or a text frame over maxFrameBytes.",
       },
       MethodNotFound: {
         code: ErrorCode.MethodNotFound,
@@ -779,7 +854,7 @@ export const openrpcDocument: OpenRpcDocument = {
       InvalidParams: {
         code: ErrorCode.InvalidParams,
         message:
-          "A param is missing, unknown, of the wrong type or breaks a rule; the message names it and data.field holds its path.",
+          "A param is missing, unknown, of the wrong type or breaks a rule, or params were given to a method that takes none; the message names it and data.field holds its path.",
       },
       InternalError: {
         code: ErrorCode.InternalError,

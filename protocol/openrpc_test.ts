@@ -3,12 +3,15 @@
 import assert from "node:assert/strict";
 import { Ajv, type ValidateFunction } from "ajv";
 import * as metaSchemaModule from "@open-rpc/meta-schema";
+import type { BackendChange } from "../backends/backend.ts";
+import { View } from "../agent/view.ts";
 import { openrpcDocument } from "./openrpc.ts";
 import { ErrorCode } from "./errors.ts";
-import { Methods } from "./types.ts";
+import { type Filter, Methods } from "./types.ts";
 import {
   validateAddr,
   validateAttrs,
+  validateNoParams,
   validatePort,
   validateRegister,
   validateServiceName,
@@ -29,6 +32,8 @@ const DOC_ID = "urn:discover:openrpc";
 const META_ID = "https://meta.open-rpc.org/";
 /** Codes raised by clients only; the agent never sends them. */
 const CLIENT_ONLY: number[] = [ErrorCode.Timeout, ErrorCode.ConnectionClosed];
+/** Methods that take no params. */
+const NO_PARAMS: string[] = [Methods.status, Methods.discover, Methods.ping];
 
 /**
  * An ajv instance that knows the OpenRPC meta-schema and this document.
@@ -109,6 +114,20 @@ function refs(node: unknown, out: string[] = []): string[] {
     }
   }
   return out;
+}
+
+function examples(name: string): Json[] {
+  return methods()[methodIndex(name)].examples as Json[];
+}
+
+function paramsOf(example: Json): Json {
+  return Object.fromEntries(
+    (example.params as Json[]).map((p) => [p.name, p.value]),
+  );
+}
+
+function resultOf(example: Json): Json {
+  return (example.result as Json).value as Json;
 }
 
 function accepts(check: () => unknown): boolean {
@@ -241,25 +260,167 @@ Deno.test("example params pass the validators of validate.ts", () => {
     [Methods.services]: validateServices,
     [Methods.subscribe]: validateSubscribe,
     [Methods.unsubscribe]: validateUnsubscribe,
+    [Methods.status]: validateNoParams,
+    [Methods.discover]: validateNoParams,
+    [Methods.ping]: validateNoParams,
   };
   for (const method of methods()) {
     for (const example of method.examples as Json[]) {
-      const params = Object.fromEntries(
-        (example.params as Json[]).map((p) => [p.name, p.value]),
-      );
+      const params = paramsOf(example);
       const validator = validators[String(method.name)];
       if (validator) {
         validator(params);
-      } else if (method.name !== Methods.event) {
-        assert.deepEqual(params, {}, `${method.name} takes no params`);
+      } else {
+        assert.equal(method.name, Methods.event, `${method.name} unchecked`);
       }
     }
   }
 });
 
+Deno.test("methods without params list -32602 and the rule", () => {
+  for (const name of NO_PARAMS) {
+    const method = methods()[methodIndex(name)];
+    assert.deepEqual(method.params, [], `${name} has params`);
+    assert.ok(
+      refs(method.errors).includes("#/components/errors/InvalidParams"),
+      `${name} does not list InvalidParams`,
+    );
+    assert.match(String(method.description), /`\{\}` or `\[\]`/, name);
+  }
+  for (const ok of [undefined, {}, []]) {
+    assert.ok(accepts(() => validateNoParams(ok)), JSON.stringify(ok));
+  }
+  for (const bad of [{ x: 1 }, [1], [{}]]) {
+    assert.throws(
+      () => validateNoParams(bad),
+      (e: { code?: number }) => e.code === ErrorCode.InvalidParams,
+      JSON.stringify(bad),
+    );
+  }
+});
+
+Deno.test("result schemas require every field they describe", () => {
+  const schemas = openrpcDocument.components.schemas as Record<string, Json>;
+  const fields = (name: string) => ({
+    required: [...(schemas[name].required as string[])].sort(),
+    properties: Object.keys(schemas[name].properties as Json).sort(),
+  });
+  for (
+    const name of [
+      "Instance",
+      "ServicesResult",
+      "SubscribeResult",
+      "StatusResult",
+    ]
+  ) {
+    const { required, properties } = fields(name);
+    assert.deepEqual(required, properties, `${name}: every field is required`);
+  }
+  assert.ok(fields("SubscribeResult").required.includes("epoch"));
+  assert.ok(fields("StatusResult").required.includes("epoch"));
+});
+
+/**
+ * The agent's view (agent/view.ts) at `revision` of the story the examples
+ * tell: 192.0.2.11:6379 registered at 17; 192.0.2.10:6379 registered at 42,
+ * its attributes changed at 43 and 44, removed at 45.
+ */
+function storyView(epoch: string, revision: number): View {
+  const record = (addr: string, attrs: Record<string, string>) => ({
+    service: "cache",
+    addr,
+    attrs,
+    owner: addr,
+    registeredAt: 0,
+  });
+  const ours = "192.0.2.10:6379";
+  const changes: BackendChange[] = [
+    {
+      type: "put",
+      revision: 17,
+      record: record("192.0.2.11:6379", { zone: "b" }),
+    },
+    { type: "put", revision: 42, record: record(ours, { zone: "b" }) },
+    {
+      type: "put",
+      revision: 43,
+      record: record(ours, { zone: "b", role: "primary" }),
+    },
+    {
+      type: "put",
+      revision: 44,
+      record: record(ours, { zone: "b", role: "replica" }),
+    },
+    { type: "delete", revision: 45, service: "cache", addr: ours },
+  ];
+  const view = new View();
+  view.reset({ revision: 0, epoch, records: [] });
+  view.changes(changes.filter((c) => c.revision <= revision));
+  return view;
+}
+
+Deno.test("subscribe examples use one epoch and the agent's replay rules", () => {
+  const [status] = examples(Methods.status);
+  const epoch = String(resultOf(status).epoch);
+  let foreign = 0;
+  for (const example of examples(Methods.subscribe)) {
+    const where = `subscribe example '${example.name}'`;
+    const params = paramsOf(example);
+    const result = resultOf(example);
+    const description = String(example.description);
+    assert.equal(result.epoch, epoch, `${where}: another epoch`);
+    if (params.epoch !== undefined && params.epoch !== epoch) foreign++;
+    const view = storyView(epoch, Number(result.revision));
+    assert.equal(view.revision, result.revision, `${where}: revision`);
+    const replay = params.since === undefined ? undefined : view.replay(
+      String(params.service),
+      params.filter as Filter | undefined,
+      Number(params.since),
+      params.epoch as string | undefined,
+    );
+    assert.equal(result.mode, replay ? "replay" : "snapshot", where);
+    if (replay) {
+      for (const event of replay) {
+        const said = `\`${event.kind}\` at ${event.revision}`;
+        assert.ok(description.includes(said), `${where}: says no ${said}`);
+      }
+    } else {
+      for (const instance of view.list(String(params.service))) {
+        assert.ok(description.includes(instance.addr), `${where}: no up`);
+      }
+    }
+  }
+  assert.ok(foreign > 0, "no example of a since from another epoch");
+});
+
+Deno.test("address examples are in the canonical form validate.ts gives", () => {
+  for (const example of examples(Methods.register)) {
+    const params = paramsOf(example);
+    if (params.addr === undefined) continue;
+    assert.equal(validateAddr(params.addr), resultOf(example).addr);
+  }
+  // The canonical forms the documents describe.
+  const canonical: [string, string][] = [
+    ["Cache-2.Example.NET:06379", "cache-2.example.net:6379"],
+    ["Cache.Example.:80", "cache.example:80"],
+    ["[2001:DB8::7]:6379", "[2001:db8::7]:6379"],
+    ["[0::1]:80", "[::1]:80"],
+    ["[::FFFF:192.0.2.1]:80", "[::ffff:c000:201]:80"],
+    ["010.000.0.01:80", "10.0.0.1:80"],
+    ["192.0.2.10:6379", "192.0.2.10:6379"],
+  ];
+  for (const [given, expected] of canonical) {
+    assert.equal(validateAddr(given), expected, given);
+  }
+});
+
 Deno.test("schemas accept what validate.ts accepts", () => {
   const s = "/components/schemas";
-  const since = `/methods/${methodIndex(Methods.subscribe)}/params/2/schema`;
+  const subscribe = methods()[methodIndex(Methods.subscribe)];
+  const param = (name: string) =>
+    `/methods/${methodIndex(Methods.subscribe)}/params/${
+      (subscribe.params as Json[]).findIndex((p) => p.name === name)
+    }/schema`;
   const label = (n: number) => "a".repeat(n);
   const host253 = [label(63), label(63), label(63), label(61)].join(".");
   const host254 = [label(63), label(63), label(63), label(62)].join(".");
@@ -317,6 +478,21 @@ Deno.test("schemas accept what validate.ts accepts", () => {
       "host:80 ",
       " host:80",
       "999.1.1.1:80",
+      "256.1.1.1:80",
+      "0.0.0.0:80",
+      "255.255.255.255:80",
+      "192.0.2.255:80",
+      "192.0.2.256:80",
+      "010.0.0.1:80",
+      "0000255.1.1.1:80",
+      "1.2.3:80",
+      "1.2.3.4.5:80",
+      "1.2.3.4.:80",
+      "1..2.3:80",
+      "1.2.3.4a:80",
+      "1:80",
+      "12345:80",
+      "Cache.Example.:80",
       `${label(63)}:80`,
       `${label(64)}:80`,
       `${host253}:80`,
@@ -363,7 +539,16 @@ Deno.test("schemas accept what validate.ts accepts", () => {
       null,
       [],
     ]],
-    [since, (v) => validateSubscribe({ service: "a", since: v }), [
+    [param("epoch"), (v) => validateSubscribe({ service: "a", epoch: v }), [
+      "3f1c2a9e-6b1d-4c53-9a51-0f6f3b8e2d47",
+      "e",
+      "x".repeat(64),
+      "x".repeat(65),
+      "",
+      42,
+      null,
+    ]],
+    [param("since"), (v) => validateSubscribe({ service: "a", since: v }), [
       0,
       43,
       Number.MAX_SAFE_INTEGER,

@@ -146,10 +146,18 @@ export function validateAddr(value: unknown, field = "addr"): string {
   const port = Number(portText);
   if (port < 1 || port > 65535) throw invalidParams(field, rule, value);
   if (host.startsWith("[")) {
-    if (!host.endsWith("]") || !IPV6_PATTERN.test(host.slice(1, -1))) {
+    const inner = host.slice(1, -1);
+    if (
+      !host.endsWith("]") || !IPV6_PATTERN.test(inner) || !inner.includes(":")
+    ) {
       throw invalidParams(field, rule, value);
     }
-    return `${host.toLowerCase()}:${port}`;
+    // The WHATWG URL parser writes IPv6 in its RFC 5952 form.
+    try {
+      return `${new URL(`http://${host}/`).hostname}:${port}`;
+    } catch {
+      throw invalidParams(field, rule, value);
+    }
   }
   if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
   if (/^[0-9.]+$/.test(host)) {
@@ -158,6 +166,8 @@ export function validateAddr(value: unknown, field = "addr"): string {
     if (parts.length !== 4 || parts.some((n) => n === "" || Number(n) > 255)) {
       throw invalidParams(field, rule, value);
     }
+    // Canonical form: no leading zeros, so one address is one instance.
+    return `${parts.map(Number).join(".")}:${port}`;
   }
   const bare = host.endsWith(".") ? host.slice(0, -1) : host;
   return `${bare.toLowerCase()}:${port}`;
@@ -364,8 +374,15 @@ export function validateSubscribe(params: unknown): SubscribeParams {
  */
 export function validateNoParams(params: unknown): void {
   if (params === undefined) return;
-  if (Array.isArray(params) ? params.length > 0 : Object.keys(asObject(params)).length > 0) {
-    throw invalidParams("params", "must be omitted or empty: this method takes none");
+  if (
+    Array.isArray(params)
+      ? params.length > 0
+      : Object.keys(asObject(params)).length > 0
+  ) {
+    throw invalidParams(
+      "params",
+      "must be omitted or empty: this method takes none",
+    );
   }
 }
 

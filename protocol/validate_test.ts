@@ -156,7 +156,6 @@ Deno.test("validateAddr() accepts hostnames, IPv4 and bracketed IPv6", () => {
       "[::1]:80",
       "[::]:80",
       "[2001:db8::7]:6379",
-      "[::ffff:10.0.0.1]:80",
     ]
   ) {
     assert.equal(validateAddr(addr), addr, addr);
@@ -585,6 +584,12 @@ Deno.test("validateNoParams() accepts absent or empty params only", () => {
 Deno.test("validateAddr() range-checks dotted IPv4 and drops a trailing dot", () => {
   assert.equal(validateAddr("255.255.255.255:1"), "255.255.255.255:1");
   assert.equal(validateAddr("Cache.Example.:80"), "cache.example:80");
+  assert.equal(validateAddr("010.000.0.01:80"), "10.0.0.1:80");
+  assert.equal(validateAddr("[0:0::1]:80"), "[::1]:80");
+  assert.equal(validateAddr("[2001:DB8:0:0:0:0:0:7]:80"), "[2001:db8::7]:80");
+  for (const bad of ["[1.2.3.4]:80", "[::1::2]:80", "[12345::]:80"]) {
+    assertInvalid(() => validateAddr(bad), "addr", bad);
+  }
   for (const bad of ["256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "999:80"]) {
     assertInvalid(() => validateAddr(bad), "addr", bad);
   }
