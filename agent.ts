@@ -1,17 +1,21 @@
-#!/usr/bin/env -S deno run --allow-net --allow-sys=networkInterfaces
+#!/usr/bin/env -S deno run --allow-net --allow-sys --allow-read --allow-env
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
  * discoverd, the discover agent: `deno run --allow-net
- * --allow-sys=networkInterfaces agent.ts --help`.
+ * --allow-sys=networkInterfaces agent.ts --help`. The etcd backend also
+ * needs `--allow-read --allow-env --allow-sys` (its gRPC client reads its
+ * protocol files and environment).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { startAgent } from "./agent/mod.ts";
-import { isLogLevel, LOG_LEVELS } from "./agent/log.ts";
+import { createLogger, isLogLevel, LOG_LEVELS } from "./agent/log.ts";
+import type { Backend } from "./backends/backend.ts";
 import { MemoryBackend } from "./backends/memory.ts";
+import type { Logger } from "./agent/log.ts";
 import { VERSION } from "./agent/version.ts";
 
 const HELP = `discoverd ${VERSION}: the discover agent
@@ -24,7 +28,8 @@ Options:
   --advertise-host HOST     host used for registrations that give only a port
                             (default: this host's most public non-loopback
                             address, else 127.0.0.1)
-  --backend NAME            where registrations are kept: memory (default)
+  --backend NAME            where registrations are kept: memory (default, one
+                            host) or etcd (many hosts sharing an etcd cluster)
   --ttl SECONDS             grace period before a lost session's instances go
                             down (default 10)
   --idle-timeout SECONDS    drop a peer that answers no ping for this long; a
@@ -34,6 +39,20 @@ Options:
   --max-sessions N          most sessions at once (default 50000)
   --max-registrations N     most instances per client (default 1000)
   --max-subscriptions N     most subscriptions per session (default 1000)
+
+etcd backend (--backend etcd):
+  --etcd-endpoints URLS     comma-separated client URLs
+                            (default http://127.0.0.1:2379)
+  --etcd-prefix PREFIX      key prefix (default /discover/)
+  --etcd-lease-ttl SECONDS  how long a dead agent's instances outlive it
+                            (default 10)
+  --etcd-timeout MS         deadline of each etcd call (default 3000)
+  --etcd-ca FILE            CA certificate for https endpoints
+  --etcd-cert FILE          client certificate (mutual TLS)
+  --etcd-key FILE           client key (mutual TLS)
+  --etcd-username NAME      etcd user; the password is read from the
+                            environment variable DISCOVER_ETCD_PASSWORD
+
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                show this help
   -V, --version             show the version
@@ -79,6 +98,79 @@ function parseListen(text: string): { hostname: string; port: number } {
   return { hostname: match[1] ?? (match[2] || "0.0.0.0"), port };
 }
 
+type Values = Record<string, string | boolean | undefined>;
+
+async function openBackend(values: Values, log: Logger): Promise<Backend> {
+  const name = values.backend;
+  if (name === "memory") return new MemoryBackend();
+  if (name !== "etcd") {
+    throw new UsageError(
+      `--backend must be 'memory' or 'etcd': got '${name}'`,
+    );
+  }
+  const text = (flag: string) => values[flag] as string | undefined;
+  const endpoints = text("etcd-endpoints")!.split(",").map((e) => e.trim())
+    .filter((e) => e !== "");
+  for (const endpoint of endpoints) {
+    if (!/^https?:\/\/[^/]+\/?$/.test(endpoint)) {
+      throw new UsageError(
+        `--etcd-endpoints must be comma-separated http(s)://host:port URLs: got '${endpoint}'`,
+      );
+    }
+  }
+  const read = async (flag: string) => {
+    const path = text(flag);
+    if (path === undefined) return undefined;
+    try {
+      return await Deno.readFile(path);
+    } catch (error) {
+      throw new UsageError(
+        `--${flag}: cannot read '${path}': ${(error as Error).message}`,
+      );
+    }
+  };
+  const ca = await read("etcd-ca");
+  const cert = await read("etcd-cert");
+  const key = await read("etcd-key");
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new UsageError("--etcd-cert and --etcd-key go together");
+  }
+  if (cert && !ca) {
+    throw new UsageError("--etcd-cert needs --etcd-ca too");
+  }
+  const username = text("etcd-username");
+  const password = username === undefined
+    ? undefined
+    : Deno.env.get("DISCOVER_ETCD_PASSWORD");
+  if (username !== undefined && password === undefined) {
+    throw new UsageError(
+      "--etcd-username needs the password in the environment variable DISCOVER_ETCD_PASSWORD",
+    );
+  }
+  const leaseTtl = count("etcd-lease-ttl", text("etcd-lease-ttl"));
+  if (leaseTtl !== undefined && leaseTtl < 2) {
+    throw new UsageError(
+      `--etcd-lease-ttl must be at least 2: got ${leaseTtl}`,
+    );
+  }
+  const { EtcdBackend } = await import("./backends/etcd.ts");
+  try {
+    return new EtcdBackend({
+      endpoints,
+      prefix: text("etcd-prefix"),
+      leaseTtl,
+      callTimeout: number("etcd-timeout", text("etcd-timeout")),
+      tls: ca ? { ca, cert, key } : undefined,
+      auth: username !== undefined
+        ? { username, password: password! }
+        : undefined,
+      log,
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -94,6 +186,14 @@ async function main(args: string[]): Promise<number> {
       "max-registrations": { type: "string" },
       "max-subscriptions": { type: "string" },
       "log-level": { type: "string", default: "info" },
+      "etcd-endpoints": { type: "string", default: "http://127.0.0.1:2379" },
+      "etcd-prefix": { type: "string" },
+      "etcd-lease-ttl": { type: "string" },
+      "etcd-timeout": { type: "string" },
+      "etcd-ca": { type: "string" },
+      "etcd-cert": { type: "string" },
+      "etcd-key": { type: "string" },
+      "etcd-username": { type: "string" },
       help: { type: "boolean", short: "h" },
       version: { type: "boolean", short: "V" },
     },
@@ -114,16 +214,13 @@ async function main(args: string[]): Promise<number> {
       `--log-level must be one of ${LOG_LEVELS.join(", ")}: got '${level}'`,
     );
   }
-  if (values.backend !== "memory") {
-    throw new UsageError(
-      `--backend must be 'memory': got '${values.backend}'`,
-    );
-  }
+  const log = createLogger(level);
+  const backend = await openBackend(values, log);
   const controller = new AbortController();
   const agent = await startAgent({
     ...parseListen(values.listen),
     advertiseHost: values["advertise-host"],
-    backend: new MemoryBackend(),
+    backend,
     ttl: number("ttl", values.ttl),
     idleTimeout: number("idle-timeout", values["idle-timeout"]),
     historySize: count("history", values.history),
@@ -139,7 +236,7 @@ async function main(args: string[]): Promise<number> {
         values["max-subscriptions"],
       ),
     },
-    logLevel: level,
+    logger: log,
     signal: controller.signal,
   });
   console.log(`discoverd listening on ${agent.url}`);
@@ -154,7 +251,9 @@ if (import.meta.main) {
   try {
     Deno.exit(await main(Deno.args));
   } catch (error) {
+    // Option checks of startAgent throw TypeError/RangeError: a usage error too.
     const usage = error instanceof UsageError ||
+      error instanceof TypeError || error instanceof RangeError ||
       (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
     console.error(
       `discoverd: ${(error as Error).message}${

@@ -21,6 +21,14 @@ const FLAGS = [
   "--max-registrations",
   "--max-subscriptions",
   "--log-level",
+  "--etcd-endpoints",
+  "--etcd-prefix",
+  "--etcd-lease-ttl",
+  "--etcd-timeout",
+  "--etcd-ca",
+  "--etcd-cert",
+  "--etcd-key",
+  "--etcd-username",
   "-h",
   "--help",
   "-V",
@@ -32,7 +40,9 @@ function command(args: string[]): Deno.Command {
     args: [
       "run",
       "--allow-net",
-      "--allow-sys=networkInterfaces",
+      "--allow-sys",
+      "--allow-read",
+      "--allow-env",
       AGENT,
       ...args,
     ],
@@ -119,6 +129,14 @@ Deno.test("agent.ts exits 2 on a bad flag, naming it", async () => {
     [["--log-level", "loud"], "--log-level"],
     [["--nope"], "--nope"],
     [["--ttl"], "--ttl"], // missing value
+    [["--backend", "etcd", "--etcd-endpoints", "nope"], "--etcd-endpoints"],
+    [["--backend", "etcd", "--etcd-lease-ttl", "1"], "--etcd-lease-ttl"],
+    [["--backend", "etcd", "--etcd-ca", "/nonexistent/ca.pem"], "--etcd-ca"],
+    [
+      ["--backend", "etcd", "--etcd-username", "root"],
+      "DISCOVER_ETCD_PASSWORD",
+    ],
+    [["--advertise-host", "not a host!"], "advertiseHost"],
   ];
   for (const [args, flag] of cases) {
     // Listen on a free port so that a missed check cannot clash with 1111.

@@ -16,6 +16,7 @@
 import type { Backend } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import type { Limits } from "../protocol/types.ts";
+import { validateAddr } from "../protocol/validate.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { Registry } from "./registry.ts";
@@ -128,6 +129,18 @@ export interface Agent extends AsyncDisposable {
   readonly finished: Promise<void>;
 }
 
+/** The host in the canonical form addresses have, or a clear error. */
+function canonicalHost(host: string): string {
+  try {
+    const addr = validateAddr(joinHostPort(host, 1), "advertiseHost");
+    return addr.slice(0, addr.lastIndexOf(":")).replace(/^\[(.*)\]$/, "$1");
+  } catch {
+    throw new TypeError(
+      `'advertiseHost' must be a hostname, an IPv4 address or an IPv6 address: current value is '${host}'`,
+    );
+  }
+}
+
 function positive(name: string, value: number | undefined, fallback: number) {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) {
@@ -171,7 +184,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     );
   }
   const log = options.logger ?? createLogger(options.logLevel ?? "info");
-  const advertiseHost = options.advertiseHost ?? defaultAdvertiseHost();
+  const advertiseHost = canonicalHost(
+    options.advertiseHost ?? defaultAdvertiseHost(),
+  );
   const backend = options.backend ?? new MemoryBackend();
   const view = new View({ historySize });
   await backend.open(view);

@@ -29,6 +29,12 @@ export class Owner {
   readonly keys = new Set<string>();
   /** Timer that removes the instances of a lost owner. */
   expiry?: ReturnType<typeof setTimeout>;
+  /** Register/unregister calls of this owner still waiting for the backend. */
+  pending = 0;
+  /** How the owner's last session ended: decides what happens once idle. */
+  lastClose?: "clean" | "lost";
+  /** Whether its instances are being removed. */
+  removing = false;
 
   /**
    * Creates an owner.
@@ -64,6 +70,8 @@ export interface Registration {
 }
 
 const ATTEMPTS = 3;
+/** How long a write may take to come back through the backend's change stream. */
+const WRITE_VISIBLE_MS = 10_000;
 
 function sameAttrs(a: Attrs, b: Attrs): boolean {
   const keys = Object.keys(a);
@@ -129,6 +137,7 @@ export class Registry {
     let owner = this.#owners.get(id);
     if (!owner) this.#owners.set(id, owner = new Owner(id));
     owner.sessions++;
+    owner.lastClose = undefined;
     if (owner.expiry !== undefined) {
       clearTimeout(owner.expiry);
       owner.expiry = undefined;
@@ -146,24 +155,47 @@ export class Registry {
    */
   detach(owner: Owner, clean: boolean): void {
     owner.sessions--;
-    if (owner.live || this.#closed) return;
-    if (clean) {
-      void this.#removeAll(owner);
+    if (owner.live) return;
+    owner.lastClose = clean ? "clean" : "lost";
+    this.#settle(owner);
+  }
+
+  /**
+   * Acts on an owner without sessions once none of its writes is in
+   * flight (a write that lands after the last session ended must not leave
+   * an orphan behind): remove now after a clean close, start the grace
+   * timer after a loss.
+   */
+  #settle(owner: Owner) {
+    if (owner.live || this.#closed || owner.pending > 0 || owner.removing) {
       return;
     }
-    if (owner.keys.size === 0) {
-      this.#owners.delete(owner.id);
-      return;
-    }
-    this.#options.log.debug("owner lost; instances kept for the grace TTL", {
-      id: owner.id,
-      instances: owner.keys.size,
-      ttlMs: this.#options.ttlMs,
-    });
-    owner.expiry = setTimeout(() => {
-      owner.expiry = undefined;
+    if (owner.lastClose === "clean") {
       void this.#removeAll(owner);
-    }, this.#options.ttlMs);
+    } else if (owner.keys.size === 0) {
+      this.#forgetIfEmpty(owner);
+    } else if (owner.expiry === undefined) {
+      this.#options.log.debug("owner lost; instances kept for the grace TTL", {
+        id: owner.id,
+        instances: owner.keys.size,
+        ttlMs: this.#options.ttlMs,
+      });
+      owner.expiry = setTimeout(() => {
+        owner.expiry = undefined;
+        void this.#removeAll(owner);
+      }, this.#options.ttlMs);
+    }
+  }
+
+  /** Runs one write of `owner`, counted as in flight. */
+  async #write<T>(owner: Owner, fn: () => Promise<T>): Promise<T> {
+    owner.pending++;
+    try {
+      return await fn();
+    } finally {
+      owner.pending--;
+      this.#settle(owner);
+    }
   }
 
   /**
@@ -173,7 +205,14 @@ export class Registry {
    * @param registration What to register.
    * @returns The instance as the view holds it afterwards.
    */
-  async register(owner: Owner, registration: Registration): Promise<Instance> {
+  register(owner: Owner, registration: Registration): Promise<Instance> {
+    return this.#write(owner, () => this.#register(owner, registration));
+  }
+
+  async #register(
+    owner: Owner,
+    registration: Registration,
+  ): Promise<Instance> {
     const { service, addr, attrs } = registration;
     const key = `${service}/${addr}`;
     for (let attempt = 1;; attempt++) {
@@ -182,7 +221,10 @@ export class Registry {
       if (entry && entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key);
       }
-      if (entry?.owner === owner.id && sameAttrs(entry.instance.attrs, attrs)) {
+      if (
+        entry?.owner === owner.id && sameAttrs(entry.instance.attrs, attrs) &&
+        (this.#backend.keeps?.(service, addr) ?? true)
+      ) {
         owner.keys.add(key);
         return entry.instance;
       }
@@ -211,7 +253,7 @@ export class Registry {
         }
         throw this.#backendError(error, key);
       }
-      await this.#view.waitFor(revision);
+      await this.#applied(revision, key);
       owner.keys.add(key);
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
@@ -232,7 +274,11 @@ export class Registry {
    * @param addr The address.
    * @returns Whether an instance was removed.
    */
-  async unregister(
+  unregister(owner: Owner, service: string, addr: string): Promise<boolean> {
+    return this.#write(owner, () => this.#unregister(owner, service, addr));
+  }
+
+  async #unregister(
     owner: Owner,
     service: string,
     addr: string,
@@ -264,7 +310,7 @@ export class Registry {
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       if (revision === undefined) return false;
-      await this.#view.waitFor(revision);
+      await this.#applied(revision, key);
       return true;
     }
   }
@@ -278,7 +324,13 @@ export class Registry {
   /** Checks that an instance of `ownerId` may be taken over, and returns that owner. */
   #takeoverFrom(ownerId: string, key: string): Owner | undefined {
     const other = this.#owners.get(ownerId);
-    if (other === undefined || other.live) {
+    if (other === undefined) {
+      throw new RpcError(
+        ErrorCode.NotOwner,
+        `'${key}' is registered by another client (through this or another agent); choose another address, or wait until that client unregisters it or its registration expires`,
+      );
+    }
+    if (other.live) {
       throw new RpcError(
         ErrorCode.NotOwner,
         `'${key}' is registered by another client that is still connected; choose another address or unregister it from that client`,
@@ -287,13 +339,34 @@ export class Registry {
     return other;
   }
 
+  /** Waits until the view has applied a write, within a deadline. */
+  async #applied(revision: number, key: string): Promise<void> {
+    try {
+      await this.#view.waitFor(revision, WRITE_VISIBLE_MS);
+    } catch {
+      throw new RpcError(
+        ErrorCode.BackendUnavailable,
+        `the backend stored '${key}' at revision ${revision} but its change stream did not deliver it within ${WRITE_VISIBLE_MS} ms; retry`,
+      );
+    }
+  }
+
   #forgetIfEmpty(owner: Owner) {
-    if (owner.live || owner.keys.size > 0) return;
+    if (owner.live || owner.keys.size > 0 || owner.pending > 0) return;
     clearTimeout(owner.expiry);
     this.#owners.delete(owner.id);
   }
 
   async #removeAll(owner: Owner): Promise<void> {
+    owner.removing = true;
+    try {
+      await this.#removeAllOnce(owner);
+    } finally {
+      owner.removing = false;
+    }
+  }
+
+  async #removeAllOnce(owner: Owner): Promise<void> {
     const failed: string[] = [];
     for (const key of [...owner.keys]) {
       if (owner.live || this.#closed) return;
@@ -305,7 +378,9 @@ export class Registry {
           const revision = await this.#backend.delete(service, addr, {
             ifOwner: owner.id,
           });
-          if (revision !== undefined) await this.#view.waitFor(revision);
+          if (revision !== undefined) {
+            await this.#view.waitFor(revision, WRITE_VISIBLE_MS);
+          }
         } catch (error) {
           if (!(error instanceof OwnerConflictError)) {
             failed.push(key);

@@ -163,3 +163,24 @@ Deno.test("a failing backend gives BackendUnavailable; a stale view is retried",
     isCode(ErrorCode.NotOwner),
   );
 });
+
+Deno.test("a write that lands after the owner left is not orphaned", async () => {
+  class Slow extends MemoryBackend {
+    override async put(record: StoredRecord, options?: WriteOptions) {
+      await sleep(200);
+      return super.put(record, options);
+    }
+  }
+  const { view, registry } = await setup(300, new Slow());
+  const lost = registry.attach("lost");
+  const inFlight = registry.register(lost, reg("h:1"));
+  registry.detach(lost, false); // lost while its write is in flight
+  const clean = registry.attach("clean");
+  const inFlight2 = registry.register(clean, reg("h:2"));
+  registry.detach(clean, true); // closed while its write is in flight
+  await Promise.all([inFlight, inFlight2]);
+  await until(() => view.get("svc", "h:2") === undefined, "clean: removed");
+  assert.ok(view.get("svc", "h:1"), "lost: kept for the TTL");
+  await until(() => view.get("svc", "h:1") === undefined, "lost: expired");
+  assert.equal(registry.owners, 0);
+});

@@ -137,9 +137,25 @@ export class SessionServer {
         { status: 400 },
       );
     }
-    const { socket, response } = Deno.upgradeWebSocket(request, {
-      idleTimeout: this.#options.idleTimeout,
-    });
+    if (request.method !== "GET") {
+      return new Response("method not allowed: WebSocket upgrades use GET\n", {
+        status: 405,
+      });
+    }
+    let upgraded: Deno.WebSocketUpgrade;
+    try {
+      upgraded = Deno.upgradeWebSocket(request, {
+        idleTimeout: this.#options.idleTimeout,
+      });
+    } catch (error) {
+      return new Response(
+        `bad request: not a valid WebSocket upgrade (${
+          (error as Error).message
+        })\n`,
+        { status: 400 },
+      );
+    }
+    const { socket, response } = upgraded;
     const sessionId = String(this.#nextSession++);
     const ownerId = clientId === null
       ? `s:${this.#options.agentId}:${sessionId}`

@@ -269,11 +269,24 @@ export class View implements BackendWatcher {
    * Resolves once the view has applied `revision`.
    *
    * @param revision The revision to wait for.
+   * @param timeoutMs Rejects after this many milliseconds.
    * @returns A promise that resolves then.
    */
-  waitFor(revision: number): Promise<void> {
+  waitFor(revision: number, timeoutMs = 10_000): Promise<void> {
     if (this.#revision >= revision) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ revision, resolve }));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        revision,
+        resolve: () => (clearTimeout(timer), resolve()),
+      };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(
+          new Error(`revision ${revision} was not applied in ${timeoutMs} ms`),
+        );
+      }, timeoutMs);
+      this.#waiters.push(waiter);
+    });
   }
 
   /**
@@ -283,7 +296,9 @@ export class View implements BackendWatcher {
    */
   changes(changes: BackendChange[]): void {
     for (const change of changes) {
-      if (change.revision <= this.#revision) continue;
+      // Changes of one transaction share a revision (etcd deletes every key
+      // of an expired lease at once), so only older revisions are skipped.
+      if (change.revision < this.#revision) continue;
       if (change.type === "put") {
         this.#put(change.record, change.revision);
       } else {

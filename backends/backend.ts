@@ -4,19 +4,20 @@
  * The backend interface: where an agent keeps registrations.
  *
  * A backend stores records keyed by (service, addr), gives every change a
- * revision from one strictly increasing counter, and streams the changes
+ * revision from one counter that never decreases, and streams the changes
  * to the agent that opened it. The agent keeps its own view of every
  * service from that stream (one stream per agent, however many
  * subscribers it has), answers reads from the view, and fans changes out.
  *
  * ## What a backend must guarantee
  *
- * 1. **One order.** Every change has a revision; revisions strictly
- *    increase across all services. {@linkcode BackendWatcher.changes} is
- *    called with changes in revision order, each exactly once, and never
- *    with a revision at or below one already delivered (a
- *    {@linkcode BackendWatcher.reset} restarts the sequence at its
- *    revision).
+ * 1. **One order.** Every change has a revision; revisions increase
+ *    across all services, except that changes made in one transaction
+ *    share a revision, and then arrive together in one
+ *    {@linkcode BackendWatcher.changes} call. Changes arrive in revision
+ *    order, each exactly once, and never with a revision below one already
+ *    delivered (a {@linkcode BackendWatcher.reset} restarts the sequence at
+ *    its revision).
  * 2. **Read your writes.** The revision that {@linkcode Backend.put} or
  *    {@linkcode Backend.delete} resolves with is eventually delivered to
  *    the watcher (or covered by a reset at or above it); the agent waits
@@ -153,6 +154,19 @@ export interface Backend {
     addr: string,
     options?: WriteOptions,
   ): Promise<number | undefined>;
+  /**
+   * Whether this agent keeps the record alive (in a shared store: whether
+   * it is attached to this agent's lease). When an owner re-registers an
+   * instance with unchanged attributes, the agent writes it again only if
+   * this is false, so an agent restarted within the lease TTL takes over
+   * its predecessor's records. Without this method, every record counts
+   * as kept.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns Whether the record is kept alive by this agent.
+   */
+  keeps?(service: string, addr: string): boolean;
   /** Stops the stream and releases the store (and with it this agent's records, where the store keeps them per agent). */
   close(): Promise<void>;
 }

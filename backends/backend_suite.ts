@@ -71,16 +71,18 @@ function record(
  *
  * @param name The backend's name, used in test names.
  * @param make Creates a fresh, empty backend for each test.
+ * @param options Extra `Deno.test` options (sanitizers, ignore).
  */
 export function testBackend(
   name: string,
   make: () => Backend | Promise<Backend>,
+  options: Omit<Deno.TestDefinition, "name" | "fn"> = {},
 ) {
   const test = (
     title: string,
     fn: (b: Backend, w: Recorder) => Promise<void>,
   ) =>
-    Deno.test(`${name} backend: ${title}`, async () => {
+    Deno.test({ ...options, name: `${name} backend: ${title}` }, async () => {
       const backend = await make();
       const watcher = new Recorder();
       await backend.open(watcher);

@@ -3,7 +3,8 @@
 
 /**
  * The discover client: a connection to an agent that registers instances,
- * keeps them alive, and opens live {@linkcode ServiceSet}s.
+ * keeps them alive, opens live {@linkcode ServiceSet}s, and reconnects by
+ * itself when the connection is lost.
  *
  * @module
  */
@@ -25,14 +26,33 @@ import {
   validatePort,
   validateServiceName,
 } from "../protocol/validate.ts";
+import { deferred } from "./_deferred.ts";
 import { ServiceSet } from "./service_set.ts";
 
 /** A WebSocket constructor: the global one, or one from a library such as npm `ws`. */
 export type WebSocketConstructor = new (url: string) => WebSocket;
 
+/** How the client reconnects after losing its connection. */
+export interface ReconnectOptions {
+  /**
+   * Upper bound of the first delay, in milliseconds. Each attempt waits a
+   * random time from 0 to `min(maxDelay, initialDelay * 2^attempt)` (full
+   * jitter), so restarted agents are not hit by every client at once.
+   *
+   * @default {100}
+   */
+  initialDelay?: number;
+  /**
+   * Largest delay between attempts, in milliseconds.
+   *
+   * @default {5000}
+   */
+  maxDelay?: number;
+}
+
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
-  /** Aborts connecting. */
+  /** Aborts the first connection attempt. */
   signal?: AbortSignal;
   /**
    * The WebSocket implementation, for runtimes without a global one.
@@ -42,29 +62,38 @@ export interface ConnectOptions {
   WebSocket?: WebSocketConstructor;
   /**
    * Identity of this client's registrations across its connections: 1 to 64
-   * characters of `A-Z a-z 0-9 _ -`.
+   * characters of `A-Z a-z 0-9 _ -`. Two processes must not share one.
    *
    * @default {a random id}
    */
   clientId?: string;
   /**
-   * Milliseconds to wait for the connection to open.
+   * Milliseconds to wait for a connection to open.
    *
    * @default {10000}
    */
   connectTimeout?: number;
   /**
-   * Milliseconds a request waits for its response.
+   * Milliseconds a call may take, including waiting for a reconnection.
+   * Keep it below the agent's TTL.
    *
    * @default {5000}
    */
   requestTimeout?: number;
   /**
-   * Milliseconds between `$/ping` requests that check the agent is alive.
+   * Milliseconds between `$/ping` requests; a ping unanswered within
+   * `requestTimeout` ends the connection (and starts a reconnection).
    *
    * @default {2000}
    */
   pingInterval?: number;
+  /**
+   * Reconnection backoff, or `false` to end the client when the connection
+   * is lost.
+   *
+   * @default {{ initialDelay: 100, maxDelay: 5000 }}
+   */
+  reconnect?: ReconnectOptions | false;
 }
 
 /** Options of calls that can wait. */
@@ -89,9 +118,18 @@ export interface ServicesOptions extends CallOptions {
   filter?: Attrs;
 }
 
+/** Connection states of a {@linkcode Client}. */
+export type ConnectionState = "connected" | "disconnected" | "closed";
+
 /** Event map of {@linkcode Client}, for typed listeners. */
 export interface ClientEventMap {
-  /** The connection ended (closed by either side, or found dead by ping). */
+  /** The connection was lost; the client is reconnecting. */
+  disconnect: Event;
+  /** A new connection is up and registrations and sets are restored. */
+  reconnect: Event;
+  /** Something could not be restored after a reconnection (`detail`: the error). */
+  error: CustomEvent<unknown>;
+  /** The client ended: closed, or lost with reconnection disabled. */
   close: Event;
 }
 
@@ -99,6 +137,8 @@ const DEFAULTS = {
   connectTimeout: 10_000,
   requestTimeout: 5_000,
   pingInterval: 2_000,
+  initialDelay: 100,
+  maxDelay: 5_000,
 };
 
 function randomId(): string {
@@ -115,6 +155,70 @@ function target(value: Target): { port: number } | { addr: string } {
     : { addr: validateAddr(value) };
 }
 
+/** One key per endpoint, whatever form the address was given in. */
+function registrationKey(service: string, at: Target): string {
+  const t = target(at);
+  return "port" in t ? `${service}/:${t.port}` : `${service}/${t.addr}`;
+}
+
+function closedError(method: string): RpcError {
+  return new RpcError(
+    ErrorCode.ConnectionClosed,
+    `'${method}' was not sent: the client is closed; connect again`,
+  );
+}
+
+/** Opens one WebSocket and resolves once it is open. */
+function openSocket(
+  url: string,
+  Ctor: WebSocketConstructor,
+  timeout: number,
+  signal?: AbortSignal,
+): Promise<WebSocket> {
+  const origin = new URL(url).origin;
+  return new Promise((resolve, reject) => {
+    const socket = new Ctor(url);
+    const fail = (reason: unknown) => {
+      cleanup();
+      try {
+        socket.close();
+      } catch { /* not open */ }
+      reject(reason);
+    };
+    const onOpen = () => (cleanup(), resolve(socket));
+    const onError = () =>
+      fail(
+        new RpcError(
+          ErrorCode.ConnectionClosed,
+          `could not connect to ${origin}: is the agent running there?`,
+        ),
+      );
+    const onAbort = () => fail(signal!.reason);
+    const timer = setTimeout(
+      () =>
+        fail(
+          new RpcError(
+            ErrorCode.Timeout,
+            `connecting to ${origin} took more than ${timeout} ms`,
+          ),
+        ),
+      timeout,
+    );
+    const cleanup = () => {
+      clearTimeout(timer);
+      socket.removeEventListener("open", onOpen);
+      socket.removeEventListener("error", onError);
+      socket.removeEventListener("close", onError);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    socket.addEventListener("open", onOpen);
+    socket.addEventListener("error", onError);
+    socket.addEventListener("close", onError);
+    signal?.addEventListener("abort", onAbort);
+    if (signal?.aborted) onAbort();
+  });
+}
+
 /**
  * Connects to an agent.
  *
@@ -126,136 +230,127 @@ function target(value: Target): { port: number } | { addr: string } {
  * ```
  *
  * @param url The agent's WebSocket URL, e.g. `ws://127.0.0.1:1111`.
- * @param options Signal, WebSocket implementation, client id and timings.
+ * @param options Signal, WebSocket implementation, client id, timings and reconnection.
  * @returns The connected client.
  */
 export async function connect(
   url: string | URL,
   options: ConnectOptions = {},
 ): Promise<Client> {
-  const Ctor = options.WebSocket ?? globalThis.WebSocket;
-  if (typeof Ctor !== "function") {
-    throw new TypeError(
-      "no WebSocket implementation: pass options.WebSocket (for example the default export of npm 'ws'), or on Node.js 20 run with --experimental-websocket",
-    );
-  }
-  const clientId = options.clientId ?? randomId();
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(clientId)) {
-    throw new TypeError(
-      `'clientId' must be 1 to 64 characters of A-Z a-z 0-9 _ -: current value is ${
-        JSON.stringify(clientId)
-      }`,
-    );
-  }
-  const full = new URL(url);
-  if (full.protocol !== "ws:" && full.protocol !== "wss:") {
-    throw new TypeError(
-      `'url' must be a ws: or wss: URL: current value is '${full.href}'`,
-    );
-  }
-  full.searchParams.set("client", clientId);
-  const socket = new Ctor(full.href);
-  const timeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
-  await new Promise<void>((resolve, reject) => {
-    const fail = (reason: unknown) => {
-      cleanup();
-      try {
-        socket.close();
-      } catch { /* not open */ }
-      reject(reason);
-    };
-    const onOpen = () => (cleanup(), resolve());
-    const onError = () =>
-      fail(
-        new RpcError(
-          ErrorCode.ConnectionClosed,
-          `could not connect to ${full.origin}: is the agent running there?`,
-        ),
-      );
-    const onAbort = () => fail(options.signal!.reason);
-    const timer = setTimeout(
-      () =>
-        fail(
-          new RpcError(
-            ErrorCode.Timeout,
-            `connecting to ${full.origin} took more than ${timeout} ms`,
-          ),
-        ),
-      timeout,
-    );
-    const cleanup = () => {
-      clearTimeout(timer);
-      socket.removeEventListener("open", onOpen);
-      socket.removeEventListener("error", onError);
-      socket.removeEventListener("close", onError);
-      options.signal?.removeEventListener("abort", onAbort);
-    };
-    socket.addEventListener("open", onOpen);
-    socket.addEventListener("error", onError);
-    socket.addEventListener("close", onError);
-    options.signal?.addEventListener("abort", onAbort);
-    if (options.signal?.aborted) onAbort();
-  });
-  return new Client(socket, { ...options, clientId });
+  const client = new Client(url, options);
+  await client.opened(options.signal);
+  return client;
+}
+
+/** What the client knows of one open set. */
+interface SetState {
+  id?: string;
+  epoch?: string;
+  filter?: Attrs;
 }
 
 /**
- * A connection to an agent. Registrations live as long as the connection
- * (plus the agent's grace TTL when it is lost); the client pings the agent
- * in the background to detect a dead connection.
+ * A connection to an agent. Registrations live as long as the client (plus
+ * the agent's grace TTL when the connection is lost). The client pings the
+ * agent in the background; when the connection is lost it reconnects with
+ * backoff, registers everything again and resumes every open set from its
+ * last revision, while the sets keep serving their last known state.
+ *
+ * Every call is idempotent and is retried on the next connection while its
+ * `requestTimeout` lasts; a call that runs out of time fails with an
+ * {@linkcode RpcError} (`Timeout` or `ConnectionClosed`).
  */
 export class Client extends EventTarget implements AsyncDisposable {
   /** The id that owns this client's registrations. */
   readonly clientId: string;
-  #socket: WebSocket;
-  #peer: JsonRpcPeer;
-  #sets = new Map<string, ServiceSet>();
-  #registered = new Map<string, { service: string; target: Target }>();
-  #pinger: ReturnType<typeof setInterval>;
-  #closed = false;
-  #pingTimeout: number;
+  readonly #url: string;
+  readonly #Ctor: WebSocketConstructor;
+  readonly #connectTimeout: number;
+  readonly #requestTimeout: number;
+  readonly #pingInterval: number;
+  readonly #reconnect: Required<ReconnectOptions> | false;
+  #socket?: WebSocket;
+  #peer?: JsonRpcPeer;
+  #state: ConnectionState = "disconnected";
+  #first?: Promise<void>;
+  #pinger?: ReturnType<typeof setInterval>;
+  #up = deferred<void>();
+  #registered = new Map<
+    string,
+    { service: string; at: Target; attrs: Attrs }
+  >();
+  #sets = new Map<ServiceSet, SetState>();
+  #bySubscription = new Map<string, ServiceSet>();
+  #attempt = 0;
 
   /**
-   * Wraps an open socket; use {@linkcode connect} instead.
+   * Creates a client; use {@linkcode connect}, which also waits for the
+   * first connection.
    *
-   * @param socket The open WebSocket.
-   * @param options The options given to {@linkcode connect}, with the client id.
+   * @param url The agent's WebSocket URL.
+   * @param options The options of {@linkcode connect}.
    */
-  constructor(
-    socket: WebSocket,
-    options: ConnectOptions & { clientId: string },
-  ) {
+  constructor(url: string | URL, options: ConnectOptions = {}) {
     super();
-    this.clientId = options.clientId;
-    this.#socket = socket;
-    const requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
-    this.#pingTimeout = requestTimeout;
-    this.#peer = new JsonRpcPeer({
-      send: (text) => {
-        if (socket.readyState === 1) socket.send(text);
-      },
-      onRequest: (method, params) => this.#notification(method, params),
-      timeout: requestTimeout,
-    });
-    socket.addEventListener("message", (event: MessageEvent) => {
-      if (typeof event.data === "string") void this.#peer.receive(event.data);
-    });
-    socket.addEventListener("close", () => this.#ended());
-    this.#pinger = setInterval(
-      () => void this.#ping(),
-      options.pingInterval ?? DEFAULTS.pingInterval,
-    );
+    const Ctor = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof Ctor !== "function") {
+      throw new TypeError(
+        "no WebSocket implementation: pass options.WebSocket (for example the default export of npm 'ws'), or on Node.js 20 run with --experimental-websocket",
+      );
+    }
+    const clientId = options.clientId ?? randomId();
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(clientId)) {
+      throw new TypeError(
+        `'clientId' must be 1 to 64 characters of A-Z a-z 0-9 _ -: current value is ${
+          JSON.stringify(clientId)
+        }`,
+      );
+    }
+    const full = new URL(url);
+    if (full.protocol !== "ws:" && full.protocol !== "wss:") {
+      throw new TypeError(
+        `'url' must be a ws: or wss: URL: current value is '${full.href}'`,
+      );
+    }
+    full.searchParams.set("client", clientId);
+    this.clientId = clientId;
+    this.#url = full.href;
+    this.#Ctor = Ctor;
+    this.#connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
+    this.#requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
+    this.#pingInterval = options.pingInterval ?? DEFAULTS.pingInterval;
+    this.#reconnect = options.reconnect === false ? false : {
+      initialDelay: options.reconnect?.initialDelay ?? DEFAULTS.initialDelay,
+      maxDelay: options.reconnect?.maxDelay ?? DEFAULTS.maxDelay,
+    };
   }
 
-  /** Whether the connection has ended. */
+  /** `connected`, `disconnected` (reconnecting, or not yet connected) or `closed`. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** Whether the client has ended. */
   get closed(): boolean {
-    return this.#closed;
+    return this.#state === "closed";
+  }
+
+  /**
+   * Makes the first connection (once; later calls return the same promise).
+   * {@linkcode connect} calls it.
+   *
+   * @param signal Aborts the attempt.
+   * @returns A promise that resolves once connected.
+   */
+  opened(signal?: AbortSignal): Promise<void> {
+    return this.#first ??= this.#dial(signal);
   }
 
   /**
    * Registers an instance, or changes the attributes of one this client
    * registered. It stays discoverable until it is unregistered, the client
-   * closes, or the connection is lost for longer than the agent's TTL.
+   * closes, or the client is gone for longer than the agent's TTL. After a
+   * reconnection the client registers it again by itself.
    *
    * @example Usage
    * ```ts ignore
@@ -274,17 +369,13 @@ export class Client extends EventTarget implements AsyncDisposable {
     options: RegisterOptions = {},
   ): Promise<Instance> {
     validateServiceName(service);
-    const params = {
-      service,
-      ...target(at),
-      attrs: validateAttrs(options.attrs ?? {}),
-    };
+    const attrs = validateAttrs(options.attrs ?? {});
     const instance = await this.#request(
       Methods.register,
-      params,
-      options,
+      { service, ...target(at), attrs },
+      options.signal,
     ) as Instance;
-    this.#registered.set(instance.id, { service, target: at });
+    this.#registered.set(registrationKey(service, at), { service, at, attrs });
     return instance;
   }
 
@@ -294,7 +385,8 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @param service The service name.
    * @param at The port or `host:port` given to {@linkcode Client.register}.
    * @param options A signal.
-   * @returns Whether an instance was removed.
+   * @returns Whether an instance was removed (`false` also when a retry
+   *   after a reconnection found it already removed).
    */
   async unregister(
     service: string,
@@ -302,15 +394,13 @@ export class Client extends EventTarget implements AsyncDisposable {
     options: CallOptions = {},
   ): Promise<boolean> {
     validateServiceName(service);
-    const removed = await this.#request(
+    const params = { service, ...target(at) };
+    this.#registered.delete(registrationKey(service, at));
+    return await this.#request(
       Methods.unregister,
-      { service, ...target(at) },
-      options,
+      params,
+      options.signal,
     ) as boolean;
-    for (const [id, r] of this.#registered) {
-      if (r.service === service && r.target === at) this.#registered.delete(id);
-    }
-    return removed;
   }
 
   /**
@@ -329,27 +419,27 @@ export class Client extends EventTarget implements AsyncDisposable {
     const filter = options.filter === undefined
       ? undefined
       : validateAttrs(options.filter, "filter");
-    const result = await this.#request(Methods.subscribe, {
+    const set: ServiceSet = new ServiceSet(
       service,
-      ...(filter ? { filter: { attrs: filter } } : {}),
-    }, options) as SubscribeResult;
-    const id = result.subscription;
-    const set = new ServiceSet(service, filter, async () => {
-      this.#sets.delete(id);
-      if (this.#closed) return;
-      await this.#request(Methods.unsubscribe, { subscription: id }, {});
-    });
-    set.beginSnapshot();
-    this.#sets.set(id, set);
+      filter,
+      (): Promise<void> => this.#unsubscribe(set),
+    );
+    const state: SetState = { filter };
+    this.#sets.set(set, state);
     const { signal } = options;
-    const onAbort = () => void set.close();
+    // The caller's signal ends the wait, never the subscribe request itself:
+    // the set is closed instead, which unsubscribes once the id is known.
+    const aborted = deferred<never>();
+    const onAbort = () => aborted.reject(signal!.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
+    aborted.promise.catch(() => {});
     try {
-      await set.initialized;
       signal?.throwIfAborted();
+      await Promise.race([this.#subscribe(set, state), aborted.promise]);
+      await Promise.race([set.initialized, aborted.promise]);
     } catch (error) {
       await set.close();
-      throw signal?.aborted ? signal.reason : error;
+      throw error;
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
@@ -374,7 +464,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     const result = await this.#request(Methods.services, {
       service,
       ...(filter ? { filter: { attrs: filter } } : {}),
-    }, options) as ServicesResult;
+    }, options.signal) as ServicesResult;
     return result.instances;
   }
 
@@ -385,7 +475,7 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @returns The status.
    */
   status(options: CallOptions = {}): Promise<StatusResult> {
-    return this.#request(Methods.status, undefined, options) as Promise<
+    return this.#request(Methods.status, undefined, options.signal) as Promise<
       StatusResult
     >;
   }
@@ -395,15 +485,20 @@ export class Client extends EventTarget implements AsyncDisposable {
    * connection (a clean close: the agent removes anything left at once).
    */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    await Promise.allSettled(
-      [...this.#registered.values()].map(({ service, target: at }) =>
-        this.#request(Methods.unregister, { service, ...target(at) }, {})
-      ),
-    );
+    if (this.#state === "closed") return;
+    if (this.#state === "connected") {
+      await Promise.allSettled(
+        [...this.#registered.values()].map(({ service, at }) =>
+          this.#peer!.request(Methods.unregister, { service, ...target(at) })
+        ),
+      );
+    }
     this.#registered.clear();
-    this.#socket.close(1000, "client closed");
+    const socket = this.#socket;
     this.#ended();
+    try {
+      socket?.close(1000, "client closed");
+    } catch { /* already closing */ }
   }
 
   /** Same as {@linkcode Client.close}. */
@@ -411,57 +506,273 @@ export class Client extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
-  #request(
-    method: string,
-    params: unknown,
-    options: CallOptions,
-  ): Promise<unknown> {
-    if (this.#closed) {
-      return Promise.reject(
-        new RpcError(
-          ErrorCode.ConnectionClosed,
-          `'${method}' was not sent: the connection is closed; connect again`,
-        ),
-      );
+  /** Opens a connection and makes it current. */
+  async #dial(signal?: AbortSignal): Promise<void> {
+    const socket = await openSocket(
+      this.#url,
+      this.#Ctor,
+      this.#connectTimeout,
+      signal,
+    );
+    if (this.#state === "closed") {
+      socket.close(1000);
+      throw closedError("connect");
     }
-    return this.#peer.request(method, params, { signal: options.signal });
+    const peer = new JsonRpcPeer({
+      send: (text) => {
+        if (socket.readyState === 1) socket.send(text);
+      },
+      onRequest: (method, params) => this.#notification(method, params),
+      timeout: this.#requestTimeout,
+    });
+    socket.addEventListener("message", (event: MessageEvent) => {
+      if (typeof event.data === "string") void peer.receive(event.data);
+    });
+    socket.addEventListener("close", () => this.#lost(socket));
+    this.#socket = socket;
+    this.#peer = peer;
+    this.#state = "connected";
+    this.#pinger = setInterval(
+      () => void this.#ping(socket),
+      this.#pingInterval,
+    );
+    this.#up.resolve();
+  }
+
+  /** The current connection ended without close(): reconnect, or end. */
+  #lost(socket: WebSocket) {
+    if (socket !== this.#socket || this.#state !== "connected") return;
+    clearInterval(this.#pinger);
+    this.#peer?.close(
+      new RpcError(
+        ErrorCode.ConnectionClosed,
+        "the connection to the agent was lost before the response arrived",
+      ),
+    );
+    this.#socket = undefined;
+    this.#peer = undefined;
+    this.#bySubscription.clear();
+    if (this.#reconnect === false) {
+      this.#ended();
+      return;
+    }
+    this.#state = "disconnected";
+    this.#up = deferred<void>();
+    for (const set of this.#sets.keys()) set.disconnected();
+    this.dispatchEvent(new Event("disconnect"));
+    void this.#reconnectLoop(this.#reconnect);
+  }
+
+  async #reconnectLoop(backoff: Required<ReconnectOptions>) {
+    while (this.#state === "disconnected") {
+      const ceiling = Math.min(
+        backoff.maxDelay,
+        backoff.initialDelay * 2 ** Math.min(this.#attempt, 30),
+      );
+      this.#attempt++;
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.random() * ceiling)
+      );
+      if (this.#state !== "disconnected") return;
+      try {
+        await this.#dial();
+      } catch {
+        continue;
+      }
+      this.#attempt = 0;
+      await this.#restore();
+      // The connection may have been lost again while restoring.
+      if ((this.#state as ConnectionState) === "connected") {
+        this.dispatchEvent(new Event("reconnect"));
+      }
+      return;
+    }
+  }
+
+  /** After a reconnection: every registration again, every set resumed. */
+  async #restore() {
+    const fail = (error: unknown) =>
+      this.dispatchEvent(new CustomEvent("error", { detail: error }));
+    await Promise.all([
+      ...[...this.#registered].map(async ([id, { service, at, attrs }]) => {
+        try {
+          await this.#request(
+            Methods.register,
+            { service, ...target(at), attrs },
+          );
+        } catch (error) {
+          if (error instanceof RpcError && error.code === ErrorCode.NotOwner) {
+            this.#registered.delete(id); // someone else holds it now
+          }
+          fail(error);
+        }
+      }),
+      ...[...this.#sets].map(async ([set, state]) => {
+        try {
+          await this.#subscribe(set, state);
+        } catch (error) {
+          fail(error);
+        }
+      }),
+    ]);
+  }
+
+  /** Subscribes a set on the current connection, resuming from its revision. */
+  async #subscribe(set: ServiceSet, state: SetState) {
+    // Resume from the revision before the last one applied: the events of
+    // one revision may have been cut off half-way, and the set ignores the
+    // ones it already has.
+    const resume = state.epoch !== undefined && set.revision > 0
+      ? { since: set.revision - 1, epoch: state.epoch }
+      : {};
+    await this.#request(
+      Methods.subscribe,
+      {
+        service: set.service,
+        ...(state.filter ? { filter: { attrs: state.filter } } : {}),
+        ...resume,
+      },
+      undefined,
+      (value) => {
+        // Runs before the frames that follow the response: the set must be
+        // findable by the time its first event arrives.
+        const result = value as SubscribeResult;
+        if (set.closed) {
+          void this.#peer?.request(Methods.unsubscribe, {
+            subscription: result.subscription,
+          }).catch(() => {});
+          return;
+        }
+        state.id = result.subscription;
+        state.epoch = result.epoch;
+        if (result.mode === "snapshot") set.beginSnapshot();
+        this.#bySubscription.set(result.subscription, set);
+      },
+    );
+  }
+
+  async #unsubscribe(set: ServiceSet) {
+    const state = this.#sets.get(set);
+    this.#sets.delete(set);
+    if (state?.id === undefined) return;
+    this.#bySubscription.delete(state.id);
+    if (this.#state !== "connected") return; // the subscription died with its connection
+    await this.#peer!.request(Methods.unsubscribe, { subscription: state.id })
+      .catch(() => {});
+  }
+
+  /**
+   * Sends a request on the current connection, waiting for one while the
+   * client reconnects, and retrying on the next connection when the current
+   * one is lost, all within the request timeout.
+   */
+  async #request(
+    method: string,
+    params?: unknown,
+    signal?: AbortSignal,
+    onResult?: (result: unknown) => void,
+  ): Promise<unknown> {
+    const deadline = Date.now() + this.#requestTimeout;
+    for (;;) {
+      if (this.#state === "closed") throw closedError(method);
+      signal?.throwIfAborted();
+      const left = deadline - Date.now();
+      if (this.#state !== "connected") {
+        if (left <= 0) {
+          throw new RpcError(
+            ErrorCode.Timeout,
+            `'${method}' could not be sent within ${this.#requestTimeout} ms: the client is reconnecting to the agent`,
+          );
+        }
+        await Promise.race([
+          this.#up.promise,
+          new Promise((resolve) => setTimeout(resolve, Math.min(left, 250))),
+        ]);
+        continue;
+      }
+      try {
+        return await this.#peer!.request(method, params, {
+          signal,
+          timeout: Math.max(left, 1),
+          onResult,
+        });
+      } catch (error) {
+        const cut = error instanceof RpcError &&
+          error.code === ErrorCode.ConnectionClosed &&
+          (this.#state as ConnectionState) !== "closed" &&
+          Date.now() < deadline;
+        if (!cut) throw error;
+        // Every method is idempotent: try again on the next connection.
+      }
+    }
   }
 
   #notification(method: string, params: unknown): void {
     if (method !== Methods.event) return;
     const { subscription, result } = params as EventParams;
-    this.#sets.get(subscription)?.apply(result);
+    this.#bySubscription.get(subscription)?.apply(result);
   }
 
-  async #ping() {
+  async #ping(socket: WebSocket) {
+    const peer = this.#peer;
+    if (socket !== this.#socket || !peer) return;
     try {
-      await this.#peer.request(Methods.ping, undefined, {
-        timeout: this.#pingTimeout,
+      await peer.request(Methods.ping, undefined, {
+        timeout: this.#requestTimeout,
       });
     } catch (error) {
-      if (this.#closed) return;
       if (error instanceof RpcError && error.code === ErrorCode.Timeout) {
         // The agent or the path to it is dead: give up on this connection.
         try {
-          this.#socket.close(4000, "ping timeout");
+          socket.close(4000, "ping timeout");
         } catch { /* already closing */ }
-        this.#ended();
+        this.#lost(socket);
       }
     }
   }
 
   #ended() {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.#state === "closed") return;
+    this.#state = "closed";
     clearInterval(this.#pinger);
-    this.#peer.close(
+    this.#peer?.close(
       new RpcError(
         ErrorCode.ConnectionClosed,
-        "the connection to the agent closed before the response arrived",
+        "the client closed before the response arrived",
       ),
     );
-    for (const set of this.#sets.values()) set.ended();
+    this.#up.resolve();
+    for (const set of this.#sets.keys()) set.ended();
     this.#sets.clear();
+    this.#bySubscription.clear();
     this.dispatchEvent(new Event("close"));
   }
+}
+
+/** Typed listener overloads for {@linkcode Client}. */
+export interface Client {
+  /**
+   * Adds a typed listener.
+   *
+   * @param type `"disconnect"`, `"reconnect"`, `"error"` or `"close"`.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  addEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (this: Client, event: ClientEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /**
+   * Adds a listener.
+   *
+   * @param type The event type.
+   * @param listener The listener.
+   * @param options Listener options.
+   */
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
 }

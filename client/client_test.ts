@@ -5,9 +5,19 @@ import { startAgent } from "../agent/mod.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { connect } from "./client.ts";
 
-const quiet = { logger: { debug() {}, info() {}, warn() {}, error() {} } };
+const quiet = {
+  advertiseHost: "127.0.0.1",
+  logger: { debug() {}, info() {}, warn() {}, error() {} },
+};
 const isCode = (code: number) => (e: unknown) =>
   e instanceof RpcError && e.code === code;
+async function until(condition: () => boolean, what: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 Deno.test("connect fails clearly when no agent listens, and honours its signal", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -133,6 +143,7 @@ Deno.test("a silent agent is detected by ping and the connection given up", asyn
   const client = await connect(`ws://127.0.0.1:${server.addr.port}`, {
     pingInterval: 100,
     requestTimeout: 400,
+    reconnect: false,
   });
   const started = performance.now();
   const pending = client.lookup("svc").then(() => "answered", (e) => e);
@@ -148,9 +159,9 @@ Deno.test("a silent agent is detected by ping and the connection given up", asyn
   await server.shutdown();
 });
 
-Deno.test("an agent shutdown ends the client and its sets", async () => {
+Deno.test("without reconnection, an agent shutdown ends the client and its sets", async () => {
   const agent = await startAgent({ port: 0, ...quiet });
-  const client = await connect(agent.url);
+  const client = await connect(agent.url, { reconnect: false });
   const set = await client.services("svc");
   const closed = new Promise<void>((resolve) =>
     client.addEventListener("close", () => resolve())
@@ -159,4 +170,111 @@ Deno.test("an agent shutdown ends the client and its sets", async () => {
   await closed;
   assert.equal(set.closed, true);
   assert.equal((await set.updates().next()).done, true);
+});
+
+Deno.test("after an agent restart the client re-registers and its sets resume", async () => {
+  const first = await startAgent({ port: 0, ...quiet });
+  const port = first.port;
+  await using watcher = await connect(first.url, {
+    reconnect: { maxDelay: 200 },
+  });
+  await using client = await connect(first.url, {
+    reconnect: { maxDelay: 200 },
+  });
+  await client.register("svc", 1, { attrs: { v: "1" } });
+  await client.register("svc", 2);
+  await using set = await watcher.services("svc");
+  assert.equal(set.online().length, 2);
+  const events: string[] = [];
+  set.addEventListener("disconnect", () => events.push("disconnect"));
+  set.addEventListener("sync", () => events.push("sync"));
+  const reconnected = new Promise<void>((resolve) =>
+    client.addEventListener("reconnect", () => resolve(), { once: true })
+  );
+  const disconnected = new Promise<void>((resolve) =>
+    set.addEventListener("disconnect", () => resolve(), { once: true })
+  );
+  await first.shutdown();
+  await disconnected;
+  assert.equal(watcher.state, "disconnected");
+  // Fail-static: the set keeps its last known state while disconnected.
+  assert.equal(set.connected, false);
+  assert.equal(set.online().length, 2);
+  // A call made while disconnected waits for the new connection.
+  const pending = client.lookup("svc");
+  await using second = await startAgent({ port, ...quiet });
+  await reconnected;
+  assert.equal(client.state, "connected");
+  await until(
+    () => set.connected && set.online().length === 2,
+    "the set resumes",
+  );
+  assert.deepEqual(set.online().map((i) => i.addr).sort(), [
+    "127.0.0.1:1",
+    "127.0.0.1:2",
+  ]);
+  assert.deepEqual(set.get("127.0.0.1:1")?.attrs, { v: "1" });
+  assert.ok((await pending).length <= 2);
+  assert.deepEqual(events.slice(0, 1), ["disconnect"]);
+  assert.equal(events.at(-1), "sync");
+  assert.equal(second.revision >= 2, true);
+});
+
+Deno.test("a resumed set receives exactly what it missed", async () => {
+  await using agent = await startAgent({ port: 0, ...quiet });
+  await using writer = await connect(agent.url);
+  // The watcher reaches the agent through a proxy we can cut.
+  const proxy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of proxy) {
+      const upstream = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: agent.port,
+      });
+      conns.push(conn, upstream);
+      conn.readable.pipeTo(upstream.writable).catch(() => {});
+      upstream.readable.pipeTo(conn.writable).catch(() => {});
+    }
+  })().catch(() => {});
+  await writer.register("svc", 1);
+  await writer.register("svc", 2);
+  const watcher = await connect(
+    `ws://127.0.0.1:${(proxy.addr as Deno.NetAddr).port}`,
+    {
+      reconnect: { maxDelay: 100 },
+    },
+  );
+  const set = await watcher.services("svc");
+  const seen: string[] = [];
+  set.addEventListener(
+    "update",
+    (e) => seen.push(`${e.kind} ${e.instance.addr}`),
+  );
+  // Cut every connection: the watcher reconnects through the proxy.
+  for (const c of conns.splice(0)) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+  await until(
+    () => watcher.state === "disconnected" || seen.length > 0,
+    "the cut is seen",
+  );
+  await writer.register("svc", 1, { attrs: { v: "2" } });
+  await writer.unregister("svc", 2);
+  await writer.register("svc", 3);
+  await until(() => set.connected && seen.length >= 3, "the missed changes");
+  assert.deepEqual(seen, [
+    "update 127.0.0.1:1",
+    "down 127.0.0.1:2",
+    "up 127.0.0.1:3",
+  ]);
+  await watcher.close();
+  proxy.close();
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
 });

@@ -9,6 +9,7 @@
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import { deferred } from "./_deferred.ts";
 import type { Instance, ServiceEvent } from "../protocol/types.ts";
 
 /** A change of a {@linkcode ServiceSet}. */
@@ -61,6 +62,10 @@ export interface UpdatesOptions {
 export interface ServiceSetEventMap {
   /** One update. */
   update: ServiceUpdateEvent;
+  /** The connection was lost: the set keeps serving its last known state. */
+  disconnect: Event;
+  /** The set holds the agent's current state (initially, and after each resumption). */
+  sync: Event;
   /** The set stopped receiving updates (closed, or its connection ended). */
   close: Event;
 }
@@ -73,8 +78,13 @@ export const MAX_OFFLINE = 10_000;
 
 interface Waiter {
   queue: ServiceUpdate[];
-  wake?: () => void;
+  /** Pending `next()` calls, oldest first. */
+  readers: (() => void)[];
   done: boolean;
+}
+
+function wakeAll(waiter: Waiter) {
+  for (const read of waiter.readers.splice(0)) read();
 }
 
 /**
@@ -106,7 +116,9 @@ export class ServiceSet extends EventTarget
   #unsubscribe: Unsubscribe;
   #closed = false;
   #ready = false;
-  #initial = Promise.withResolvers<void>();
+  #connected = false;
+  #lastSync?: Date;
+  #initial = deferred<void>();
 
   /**
    * Creates an empty set; the client feeds it.
@@ -132,6 +144,20 @@ export class ServiceSet extends EventTarget
    */
   get initialized(): Promise<void> {
     return this.#initial.promise;
+  }
+
+  /**
+   * Whether the set is in sync with the agent. While `false` (the
+   * connection is lost and the client is reconnecting) the set keeps
+   * serving its last known state.
+   */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** When the set last received the agent's complete current state. */
+  get lastSync(): Date | undefined {
+    return this.#lastSync;
   }
 
   /** Revision of the latest event applied. */
@@ -181,21 +207,20 @@ export class ServiceSet extends EventTarget
    * @returns The iterator.
    */
   updates(options: UpdatesOptions = {}): AsyncIterableIterator<ServiceUpdate> {
-    const waiter: Waiter = { queue: [], done: this.#closed };
+    const waiter: Waiter = { queue: [], readers: [], done: this.#closed };
     this.#waiters.add(waiter);
     const signal = options.signal;
     const finish = () => {
       waiter.done = true;
       this.#waiters.delete(waiter);
-      waiter.wake?.();
+      wakeAll(waiter);
     };
     signal?.addEventListener("abort", finish, { once: true });
     if (signal?.aborted) finish();
     const iterator: AsyncIterableIterator<ServiceUpdate> = {
       next: async () => {
         while (waiter.queue.length === 0 && !waiter.done) {
-          await new Promise<void>((resolve) => waiter.wake = resolve);
-          waiter.wake = undefined;
+          await new Promise<void>((resolve) => waiter.readers.push(resolve));
         }
         const value = waiter.queue.shift();
         if (value) return { value, done: false };
@@ -254,13 +279,21 @@ export class ServiceSet extends EventTarget
    */
   apply(event: ServiceEvent): boolean {
     if (this.#closed) return this.#ready;
-    if (event.revision > this.#revision) this.#revision = event.revision;
+    // A snapshot's revision counts only once it is complete (`current`):
+    // a set cut off half-way through must not resume after it.
+    if (!this.#staging && event.revision > this.#revision) {
+      this.#revision = event.revision;
+    }
     const instance = event.instance;
     if (event.kind === "current") {
       if (this.#staging) this.#resync(this.#staging, event.revision);
+      this.#revision = Math.max(this.#revision, event.revision);
       this.#staging = undefined;
       this.#ready = true;
+      this.#connected = true;
+      this.#lastSync = new Date();
       this.#initial.resolve();
+      this.dispatchEvent(new Event("sync"));
       return true;
     }
     if (!instance) return this.#ready;
@@ -277,12 +310,24 @@ export class ServiceSet extends EventTarget
   }
 
   /**
+   * Marks the set as out of sync (called by the client when the connection
+   * is lost; it resumes the set after reconnecting).
+   */
+  disconnected(): void {
+    if (this.#closed || !this.#connected) return;
+    this.#connected = false;
+    this.#staging = undefined;
+    this.dispatchEvent(new Event("disconnect"));
+  }
+
+  /**
    * Marks the set as ended without telling the agent (called by the client
-   * when the connection is gone).
+   * when it closes).
    */
   ended(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#connected = false;
     this.#initial.promise.catch(() => {});
     this.#initial.reject(
       new RpcError(
@@ -292,7 +337,7 @@ export class ServiceSet extends EventTarget
     );
     for (const waiter of this.#waiters) {
       waiter.done = true;
-      waiter.wake?.();
+      wakeAll(waiter);
     }
     this.#waiters.clear();
     this.dispatchEvent(new Event("close"));
@@ -329,7 +374,8 @@ export class ServiceSet extends EventTarget
     if (!this.#ready) return; // the initial state is not an update
     for (const waiter of this.#waiters) {
       waiter.queue.push(update);
-      waiter.wake?.();
+      // One update is for one reader: the others wait for the next.
+      waiter.readers.shift()?.();
     }
     this.dispatchEvent(new ServiceUpdateEvent(update));
   }
@@ -340,7 +386,7 @@ export interface ServiceSet {
   /**
    * Adds a typed listener.
    *
-   * @param type `"update"` or `"close"`.
+   * @param type `"update"`, `"disconnect"`, `"sync"` or `"close"`.
    * @param listener The listener.
    * @param options Listener options.
    */

@@ -177,3 +177,31 @@ Deno.test("a set that ends before its snapshot rejects initialized", async () =>
   set.ended();
   await assert.rejects(set.initialized, /ended before its initial state/);
 });
+
+Deno.test("concurrent next() calls each get their own update", async () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("current", 1));
+  const it = set.updates();
+  const first = it.next(), second = it.next();
+  set.apply(ev("up", 2, inst("h:1", 2)));
+  set.apply(ev("up", 3, inst("h:2", 3)));
+  assert.deepEqual(
+    [(await first).value!, (await second).value!].map(show),
+    ["up h:1 2", "up h:2 3"],
+  );
+});
+
+Deno.test("a snapshot cut off half-way does not advance the revision", () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("up", 5, inst("h:1", 1)));
+  set.apply(ev("current", 5));
+  assert.equal(set.revision, 5);
+  set.disconnected();
+  assert.equal(set.connected, false);
+  set.beginSnapshot(); // a resync snapshot at revision 9, cut off
+  set.apply(ev("up", 9, inst("h:2", 8)));
+  assert.equal(set.revision, 5, "resume from before the snapshot");
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:1"]);
+});

@@ -65,10 +65,17 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Time, in milliseconds, to wait for the response; overrides the peer's default. */
   timeout?: number;
+  /**
+   * Called with the result while the response frame is being handled,
+   * before any later frame: for state that must be in place before the
+   * messages that follow the response (subscription events).
+   */
+  onResult?: (result: unknown) => void;
 }
 
 interface Pending {
   method: string;
+  onResult?: (result: unknown) => void;
   resolve: (value: unknown) => void;
   reject: (reason: unknown) => void;
   cleanup: () => void;
@@ -158,7 +165,13 @@ export class JsonRpcPeer {
         signal?.removeEventListener("abort", onAbort);
       };
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.#pending.set(id, { method, resolve, reject, cleanup });
+      this.#pending.set(id, {
+        method,
+        resolve,
+        reject,
+        cleanup,
+        onResult: options.onResult,
+      });
       const message: Json = { jsonrpc: "2.0", id, method };
       if (params !== undefined) message.params = params;
       this.#send(JSON.stringify(message));
@@ -398,6 +411,12 @@ export class JsonRpcPeer {
         ),
       );
     } else {
+      try {
+        pending.onResult?.(m.result);
+      } catch (error) {
+        pending.reject(error);
+        return;
+      }
       pending.resolve(m.result);
     }
   }

@@ -38,7 +38,9 @@ export async function spawnAgent(args: string[] = []): Promise<AgentProcess> {
     args: [
       "run",
       "--allow-net",
-      "--allow-sys=networkInterfaces",
+      "--allow-sys",
+      "--allow-read",
+      "--allow-env",
       AGENT.pathname,
       ...listen,
       "--advertise-host",

@@ -1,0 +1,559 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The etcd backend (etcd v3 API, npm `etcd3`): agents on many hosts share
+ * one etcd cluster, and a service registered through any agent is seen by
+ * subscribers on every agent.
+ *
+ * ## Key layout
+ *
+ * Every instance is one key, `<prefix>instances/<service>/<addr>` (the
+ * prefix defaults to `/discover/`), whose value is the JSON object
+ * `{"attrs":{...},"owner":"...","registeredAt":<ms>}`. Service names never
+ * contain `/` and addresses never contain `/`, so a key can never leave its
+ * service's range. Keys under the prefix that do not parse are ignored and
+ * logged.
+ *
+ * ## Liveness without write storms
+ *
+ * Each agent holds one etcd lease (TTL `leaseTtl`, kept alive by the client
+ * library) and attaches every key it writes to it. An idle agent costs etcd
+ * one lease keep-alive per third of the TTL, whatever the number of
+ * instances; only real changes write. When the agent dies, etcd deletes its
+ * keys when the lease expires. When the lease is lost (etcd unreachable for
+ * longer than the TTL), the backend grants a new one and writes back every
+ * record it holds that nobody else took meanwhile; subscribers see only
+ * what really changed.
+ *
+ * ## Watching
+ *
+ * One prefix watch per agent, however many subscribers it has. A broken
+ * stream resumes from the last revision seen; a compacted revision (or any
+ * other watch failure) triggers a full resync: the current state is read
+ * and handed to the agent, which emits only the real differences.
+ *
+ * ## Failures
+ *
+ * Every unary call has a deadline (`callTimeout`), and gRPC keep-alive pings
+ * detect a hung member within seconds, so calls move to another endpoint.
+ * Revisions are etcd's, and the epoch is the etcd cluster id, so a `since`
+ * from one agent means the same at every other.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import {
+  Etcd3,
+  EtcdLeaseInvalidError,
+  type IOptions,
+  type Lease,
+  type Watcher,
+} from "etcd3";
+import {
+  type Backend,
+  type BackendChange,
+  type BackendWatcher,
+  OwnerConflictError,
+  type StoredRecord,
+  type WriteOptions,
+} from "./backend.ts";
+import { SERVICE_NAME_PATTERN, validateAddr } from "../protocol/validate.ts";
+
+/** What the etcd backend logs. */
+export interface EtcdLogger {
+  /** Normal operation. */
+  info(message: string, fields?: Record<string, unknown>): void;
+  /** Something went wrong and was handled. */
+  warn(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** Options of {@linkcode EtcdBackend}. */
+export interface EtcdBackendOptions {
+  /** etcd client URLs, e.g. `["http://127.0.0.1:2379"]`. */
+  endpoints: string[];
+  /**
+   * Key prefix; must start and end with `/`.
+   *
+   * @default {"/discover/"}
+   */
+  prefix?: string;
+  /**
+   * TTL of the agent's lease, in seconds: how long the instances of a dead
+   * agent outlive it.
+   *
+   * @default {10}
+   */
+  leaseTtl?: number;
+  /**
+   * Deadline of every unary etcd call, in milliseconds.
+   *
+   * @default {3000}
+   */
+  callTimeout?: number;
+  /** TLS: the CA certificate, and a client certificate and key for mutual TLS. */
+  tls?: { ca: Uint8Array; cert?: Uint8Array; key?: Uint8Array };
+  /** User name and password, for etcd's authentication. */
+  auth?: { username: string; password: string };
+  /** Where to log; nothing is logged without it. */
+  log?: EtcdLogger;
+}
+
+interface Known {
+  owner: string;
+  modRevision: string;
+  lease: string;
+}
+
+const RESYNC_DELAY_MS = 500;
+
+/**
+ * A {@linkcode Backend} on etcd v3. See the module documentation for the
+ * key layout and failure behaviour.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { EtcdBackend } from "./etcd.ts";
+ * const backend = new EtcdBackend({ endpoints: ["http://127.0.0.1:2379"] });
+ * ```
+ */
+export class EtcdBackend implements Backend {
+  /** Always `"etcd"`. */
+  readonly name = "etcd";
+  readonly #etcdOptions: IOptions;
+  #client!: Etcd3;
+  readonly #prefix: string;
+  readonly #instances: string;
+  readonly #leaseTtl: number;
+  readonly #log?: EtcdLogger;
+  #sink?: BackendWatcher;
+  #lease?: Lease;
+  #leaseId?: string;
+  /** The lease being granted or granted: every write and the restore share it. */
+  #leaseReady?: Promise<string>;
+  #watcher?: Watcher;
+  #epoch = "";
+  /** What the watch told us about each key: for conditional writes and `keeps`. */
+  #known = new Map<string, Known>();
+  /** Records written through this backend and not deleted since: re-written on lease loss. */
+  #mine = new Map<string, StoredRecord>();
+  #closed = false;
+  #resyncing?: Promise<void>;
+  #connected = false;
+
+  /**
+   * Creates the backend; nothing connects before {@linkcode EtcdBackend.open}.
+   *
+   * @param options Endpoints, prefix, lease TTL, deadlines, TLS and auth.
+   */
+  constructor(options: EtcdBackendOptions) {
+    if (options.endpoints.length === 0) {
+      throw new TypeError(
+        "'endpoints' must list at least one etcd URL, e.g. http://127.0.0.1:2379",
+      );
+    }
+    const prefix = options.prefix ?? "/discover/";
+    if (!prefix.startsWith("/") || !prefix.endsWith("/")) {
+      throw new TypeError(
+        `'prefix' must start and end with '/': current value is '${prefix}'`,
+      );
+    }
+    this.#prefix = prefix;
+    this.#instances = `${prefix}instances/`;
+    this.#leaseTtl = options.leaseTtl ?? 10;
+    if (!Number.isInteger(this.#leaseTtl) || this.#leaseTtl < 2) {
+      throw new RangeError(
+        `'leaseTtl' must be a whole number of seconds, at least 2: current value is ${this.#leaseTtl}`,
+      );
+    }
+    this.#log = options.log;
+    const callTimeout = options.callTimeout ?? 3000;
+    const etcdOptions: IOptions = {
+      hosts: options.endpoints,
+      dialTimeout: callTimeout,
+      // Unary calls get a deadline; streams (watch, keep-alive) rely on
+      // gRPC keep-alive pings to notice a hung member. etcd refuses pings
+      // more often than every 5 s by default.
+      defaultCallOptions: (context) =>
+        context.isStream ? {} : { deadline: Date.now() + callTimeout },
+      grpcOptions: {
+        "grpc.keepalive_time_ms": 6000,
+        "grpc.keepalive_timeout_ms": 2000,
+        "grpc.keepalive_permit_without_calls": 1,
+      },
+    };
+    if (options.tls) {
+      etcdOptions.credentials = {
+        rootCertificate: toBuffer(options.tls.ca),
+        certChain: options.tls.cert && toBuffer(options.tls.cert),
+        privateKey: options.tls.key && toBuffer(options.tls.key),
+      };
+    }
+    if (options.auth) etcdOptions.auth = options.auth;
+    this.#etcdOptions = etcdOptions;
+  }
+
+  /** The key prefix. */
+  get prefix(): string {
+    return this.#prefix;
+  }
+
+  /**
+   * Grants the lease, reads the current state, delivers it, and starts the
+   * watch.
+   *
+   * @param watcher Where to deliver state and changes.
+   */
+  async open(watcher: BackendWatcher): Promise<void> {
+    this.#sink = watcher;
+    this.#closed = false;
+    this.#client = new Etcd3(this.#etcdOptions);
+    await this.#currentLease();
+    await this.#resync();
+  }
+
+  /**
+   * Whether this agent keeps the record alive (it is attached to this
+   * agent's lease).
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns Whether the key is attached to this agent's lease.
+   */
+  keeps(service: string, addr: string): boolean {
+    const known = this.#known.get(this.#key(service, addr));
+    return known !== undefined && known.lease === this.#leaseId;
+  }
+
+  /**
+   * Creates or replaces a record, attached to this agent's lease.
+   *
+   * @param record The record.
+   * @param options The owner condition.
+   * @returns The revision of the write.
+   */
+  async put(record: StoredRecord, options: WriteOptions = {}): Promise<number> {
+    const key = this.#key(record.service, record.addr);
+    const value = JSON.stringify({
+      attrs: record.attrs,
+      owner: record.owner,
+      registeredAt: record.registeredAt,
+    });
+    for (let attempt = 1;; attempt++) {
+      const leaseId = await this.#currentLease();
+      try {
+        const revision = await this.#conditional(
+          key,
+          options,
+          (client) => client.put(key).value(value).lease(leaseId),
+        );
+        this.#mine.set(key, { ...record, attrs: { ...record.attrs } });
+        return revision;
+      } catch (error) {
+        if (!(error instanceof EtcdLeaseInvalidError) || attempt > 1) {
+          throw error;
+        }
+        // etcd expired our lease before the keep-alive loop noticed.
+        this.#leaseLost(leaseId, error);
+      }
+    }
+  }
+
+  /**
+   * Removes a record.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @param options The owner condition.
+   * @returns The revision of the removal, or `undefined` when there was no record.
+   */
+  async delete(
+    service: string,
+    addr: string,
+    options: WriteOptions = {},
+  ): Promise<number | undefined> {
+    const key = this.#key(service, addr);
+    if (options.ifOwner === undefined) {
+      const res = await this.#client.delete().key(key).exec();
+      this.#mine.delete(key);
+      return Number(res.deleted) > 0 ? Number(res.header.revision) : undefined;
+    }
+    try {
+      const revision = await this.#conditional(
+        key,
+        options,
+        (client) => client.delete().key(key),
+      );
+      this.#mine.delete(key);
+      return revision;
+    } catch (error) {
+      if (error instanceof OwnerConflictError && error.owner === null) {
+        this.#mine.delete(key);
+        return undefined;
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Stops watching and stops keeping the lease alive, without revoking it:
+   * the records outlive the agent by the lease TTL, so an agent restarted
+   * within it takes them over with no flap at subscribers.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#sink = undefined;
+    const watcher = this.#watcher;
+    this.#watcher = undefined;
+    await watcher?.cancel().catch(() => {});
+    this.#lease?.removeAllListeners();
+    this.#lease?.release();
+    this.#leaseReady = undefined;
+    this.#client.close();
+  }
+
+  #key(service: string, addr: string): string {
+    return `${this.#instances}${service}/${addr}`;
+  }
+
+  /** Runs `op` in a transaction guarded by the owner condition. */
+  async #conditional(
+    key: string,
+    options: WriteOptions,
+    // deno-lint-ignore no-explicit-any
+    op: (client: Etcd3) => any,
+  ): Promise<number> {
+    if (options.ifOwner === undefined) {
+      const res = await op(this.#client).exec();
+      return Number(res.header.revision);
+    }
+    let known = this.#known.get(key);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const owner = known?.owner ?? null;
+      if (owner !== options.ifOwner) {
+        throw new OwnerConflictError(...this.#split(key), owner);
+      }
+      const txn = known === undefined
+        ? this.#client.if(key, "Create", "==", 0)
+        : this.#client.if(key, "Mod", "==", known.modRevision);
+      const res = await txn.then(op(this.#client)).else(this.#client.get(key))
+        .commit();
+      if (res.succeeded) return Number(res.header.revision);
+      // The key changed since the watch told us about it: look again.
+      const kv = res.responses[0]?.response_range?.kvs?.[0];
+      known = kv ? this.#parseKnown(kv) : undefined;
+    }
+    throw new OwnerConflictError(
+      ...this.#split(key),
+      known?.owner ?? null,
+    );
+  }
+
+  #split(key: string): [string, string] {
+    const rest = key.slice(this.#instances.length);
+    const slash = rest.indexOf("/");
+    return [rest.slice(0, slash), rest.slice(slash + 1)];
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #parseKnown(kv: any): Known | undefined {
+    try {
+      const { owner } = JSON.parse(kv.value.toString());
+      return { owner, modRevision: kv.mod_revision, lease: String(kv.lease) };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Parses a key and value into a record, or `undefined` (logged) when they are not ours. */
+  // deno-lint-ignore no-explicit-any
+  #parse(kv: any): StoredRecord | undefined {
+    const key = kv.key.toString();
+    const [service, addr] = this.#split(key);
+    try {
+      if (!SERVICE_NAME_PATTERN.test(service) || validateAddr(addr) !== addr) {
+        throw new Error("not a valid service/addr key");
+      }
+      const value = JSON.parse(kv.value.toString());
+      if (
+        typeof value.owner !== "string" ||
+        typeof value.registeredAt !== "number" ||
+        typeof value.attrs !== "object" || value.attrs === null ||
+        Object.values(value.attrs).some((v) => typeof v !== "string")
+      ) throw new Error("the value is not a discover record");
+      return {
+        service,
+        addr,
+        attrs: value.attrs,
+        owner: value.owner,
+        registeredAt: value.registeredAt,
+      };
+    } catch (error) {
+      this.#log?.warn("ignoring a key that is not a discover record", {
+        key,
+        error,
+      });
+      return undefined;
+    }
+  }
+
+  #currentLease(): Promise<string> {
+    return this.#leaseReady ??= this.#grantLease().catch((error) => {
+      this.#leaseReady = undefined;
+      throw error;
+    });
+  }
+
+  async #grantLease(): Promise<string> {
+    const lease = this.#client.lease(this.#leaseTtl);
+    lease.on("lost", (error) => {
+      if (this.#lease === lease) this.#leaseLost(this.#leaseId!, error);
+    });
+    lease.on("keepaliveSucceeded", () => this.#status(true));
+    const id = await lease.grant();
+    this.#lease = lease;
+    this.#leaseId = id;
+    return id;
+  }
+
+  #leaseLost(leaseId: string, error: unknown) {
+    if (this.#closed || this.#leaseId !== leaseId) return;
+    this.#log?.warn("etcd lease lost; granting a new one", { error });
+    this.#lease?.removeAllListeners();
+    this.#lease?.release();
+    this.#lease = undefined;
+    this.#leaseId = undefined;
+    this.#leaseReady = undefined;
+    this.#status(false);
+    void this.#restoreLease();
+  }
+
+  /** After a lost lease: a new lease, and every record we hold written back. */
+  async #restoreLease(): Promise<void> {
+    for (let delay = 250; !this.#closed; delay = Math.min(delay * 2, 4000)) {
+      try {
+        const leaseId = await this.#currentLease();
+        for (const [key, record] of [...this.#mine]) {
+          const value = JSON.stringify({
+            attrs: record.attrs,
+            owner: record.owner,
+            registeredAt: record.registeredAt,
+          });
+          // Written back only where the key is gone or still ours.
+          const res = await this.#client.if(key, "Create", "==", 0)
+            .then(this.#client.put(key).value(value).lease(leaseId))
+            .else(this.#client.get(key)).commit();
+          if (res.succeeded) continue;
+          const kv = res.responses[0]?.response_range?.kvs?.[0];
+          const current = kv ? this.#parseKnown(kv) : undefined;
+          if (current?.owner !== record.owner) {
+            this.#mine.delete(key); // taken over meanwhile
+            continue;
+          }
+          await this.#client.if(key, "Mod", "==", current.modRevision)
+            .then(this.#client.put(key).value(value).lease(leaseId))
+            .commit();
+        }
+        this.#log?.info("etcd lease restored", { records: this.#mine.size });
+        this.#status(true);
+        return;
+      } catch (error) {
+        this.#log?.warn("could not restore the etcd lease yet", { error });
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+
+  #status(connected: boolean) {
+    if (connected === this.#connected) return;
+    this.#connected = connected;
+    this.#sink?.status(connected);
+  }
+
+  /** Reads everything, delivers it as a reset, and watches from there. */
+  #resync(): Promise<void> {
+    return this.#resyncing ??= (async () => {
+      try {
+        for (
+          let delay = 250;
+          !this.#closed;
+          delay = Math.min(delay * 2, 4000)
+        ) {
+          try {
+            await this.#resyncOnce();
+            return;
+          } catch (error) {
+            this.#status(false);
+            this.#log?.warn("etcd resync failed; retrying", { error, delay });
+            await new Promise((resolve) => setTimeout(resolve, delay));
+          }
+        }
+      } finally {
+        this.#resyncing = undefined;
+      }
+    })();
+  }
+
+  async #resyncOnce(): Promise<void> {
+    const old = this.#watcher;
+    this.#watcher = undefined;
+    await old?.cancel().catch(() => {});
+    const res = await this.#client.getAll().prefix(this.#instances).exec();
+    const revision = Number(res.header.revision);
+    this.#epoch = `etcd-${res.header.cluster_id}`;
+    const records: StoredRecord[] = [];
+    this.#known.clear();
+    for (const kv of res.kvs) {
+      const record = this.#parse(kv);
+      const known = this.#parseKnown(kv);
+      if (!record || !known) continue;
+      records.push(record);
+      this.#known.set(kv.key.toString(), known);
+    }
+    if (this.#closed) return;
+    this.#sink?.reset({ revision, epoch: this.#epoch, records });
+    this.#status(true);
+    const watcher = await this.#client.watch().prefix(this.#instances)
+      .startRevision(String(revision + 1)).create();
+    if (this.#closed) {
+      await watcher.cancel().catch(() => {});
+      return;
+    }
+    this.#watcher = watcher;
+    watcher.on("data", (response) => this.#onData(response));
+    watcher.on("disconnected", () => this.#status(false));
+    watcher.on("connected", () => this.#status(true));
+    watcher.on("error", (error) => {
+      if (this.#closed || this.#watcher !== watcher) return;
+      this.#log?.warn("etcd watch failed (compacted?); resyncing", { error });
+      setTimeout(() => void this.#resync(), RESYNC_DELAY_MS);
+    });
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #onData(response: any) {
+    const changes: BackendChange[] = [];
+    for (const event of response.events) {
+      const kv = event.kv;
+      const key = kv.key.toString();
+      if (!key.startsWith(this.#instances)) continue;
+      const revision = Number(kv.mod_revision);
+      if (event.type === "Put") {
+        const record = this.#parse(kv);
+        const known = this.#parseKnown(kv);
+        if (!record || !known) continue;
+        this.#known.set(key, known);
+        changes.push({ type: "put", revision, record });
+      } else {
+        this.#known.delete(key);
+        const [service, addr] = this.#split(key);
+        changes.push({ type: "delete", revision, service, addr });
+      }
+    }
+    if (changes.length > 0) this.#sink?.changes(changes);
+  }
+}
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes);
+}

@@ -1,0 +1,181 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Test helper: runs real etcd members (the `etcd` binary from PATH, e.g.
+ * Debian's `etcd-server`) on free loopback ports, each with a throwaway
+ * data directory, and removes everything when stopped.
+ *
+ * @module
+ */
+
+/** One etcd member. */
+export interface EtcdMember {
+  /** Member name. */
+  readonly name: string;
+  /** Client URL, e.g. `http://127.0.0.1:41234`. */
+  readonly clientUrl: string;
+  /** Whether the process is running. */
+  readonly running: boolean;
+  /** Sends a signal to the process. */
+  signal(signal: Deno.Signal): void;
+  /** Kills the process (SIGKILL) and waits for it to exit. */
+  kill(): Promise<void>;
+  /** Starts the process again with the same data directory. */
+  restart(): Promise<void>;
+}
+
+/** A running etcd cluster. */
+export interface EtcdCluster extends AsyncDisposable {
+  /** The members. */
+  readonly members: EtcdMember[];
+  /** Every member's client URL. */
+  readonly endpoints: string[];
+  /** Reads a counter from a member's `/metrics` (0 when absent). */
+  metric(name: string, member?: number): Promise<number>;
+  /** Stops every member and removes the data directories. */
+  stop(): Promise<void>;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Fails with an install hint when `etcd` is not on PATH. */
+export async function requireEtcd(): Promise<void> {
+  try {
+    const out = await new Deno.Command("etcd", { args: ["--version"] })
+      .output();
+    if (!out.success) throw new Error("etcd --version failed");
+  } catch {
+    throw new Error(
+      "etcd is not installed: install it (Debian: apt-get install -y etcd-server) and run the tests again",
+    );
+  }
+}
+
+async function waitHealthy(url: string, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/health`, {
+        signal: AbortSignal.timeout(1000),
+      });
+      const body = await res.json();
+      if (body.health === "true") return;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) {
+      throw new Error(`etcd at ${url} did not become healthy in ${ms} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/**
+ * Starts an etcd cluster of `size` members and waits until every member is
+ * healthy.
+ *
+ * @param size Number of members.
+ * @returns The cluster.
+ */
+export async function startEtcd(size = 1): Promise<EtcdCluster> {
+  await requireEtcd();
+  const root = await Deno.makeTempDir({ prefix: "discover-etcd-" });
+  const ports = [];
+  for (let i = 0; i < size; i++) {
+    ports.push({ client: freePort(), peer: freePort() });
+  }
+  const token = `discover-test-${crypto.randomUUID()}`;
+  const initialCluster = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`)
+    .join(",");
+  const members = ports.map((p, i) => {
+    const name = `m${i}`;
+    const clientUrl = `http://127.0.0.1:${p.client}`;
+    const args = [
+      "--name",
+      name,
+      "--data-dir",
+      `${root}/${name}`,
+      "--listen-client-urls",
+      clientUrl,
+      "--advertise-client-urls",
+      clientUrl,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${p.peer}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${p.peer}`,
+      "--initial-cluster",
+      initialCluster,
+      "--initial-cluster-token",
+      token,
+      "--initial-cluster-state",
+      "new",
+      "--log-level",
+      "error",
+    ];
+    let child: Deno.ChildProcess | undefined;
+    let exited: Promise<unknown> = Promise.resolve();
+    const spawn = () => {
+      child = new Deno.Command("etcd", {
+        args,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      exited = child.status;
+    };
+    const member: EtcdMember & { spawn(): void; stopped(): Promise<unknown> } =
+      {
+        name,
+        clientUrl,
+        get running() {
+          return child !== undefined;
+        },
+        signal(signal) {
+          child?.kill(signal);
+        },
+        async kill() {
+          if (!child) return;
+          try {
+            child.kill("SIGCONT");
+            child.kill("SIGKILL");
+          } catch { /* exited */ }
+          await exited;
+          child = undefined;
+        },
+        async restart() {
+          await member.kill();
+          spawn();
+          await waitHealthy(clientUrl);
+        },
+        spawn,
+        stopped: () => exited,
+      };
+    return member;
+  });
+  for (const member of members) member.spawn();
+  const stop = async () => {
+    await Promise.all(members.map((m) => m.kill()));
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  };
+  try {
+    await Promise.all(members.map((m) => waitHealthy(m.clientUrl)));
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    members,
+    endpoints: members.map((m) => m.clientUrl),
+    async metric(name, member = 0) {
+      const text = await (await fetch(`${members[member].clientUrl}/metrics`))
+        .text();
+      const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(" ")[1]) : 0;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
