@@ -1,7 +1,7 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { startEtcd } from "../tests/_etcd.ts";
+import { startEtcd } from "../tools/etcd.ts";
 import { testBackend } from "./backend_suite.ts";
 import { EtcdBackend } from "./etcd.ts";
 import type { BackendChange, BackendState } from "./backend.ts";

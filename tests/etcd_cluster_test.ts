@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
-import { type EtcdCluster, startEtcd } from "./_etcd.ts";
+import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
 
 const etcdTest = { sanitizeOps: false, sanitizeResources: false };
 const LEASE_TTL = 3;

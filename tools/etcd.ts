@@ -1,7 +1,7 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * Test helper: runs real etcd members (the `etcd` binary from PATH, e.g.
+ * Runs real etcd members (the `etcd` binary from PATH, e.g.
  * Debian's `etcd-server`) on free loopback ports, each with a throwaway
  * data directory, and removes everything when stopped.
  *
@@ -51,7 +51,7 @@ export async function requireEtcd(): Promise<void> {
     if (!out.success) throw new Error("etcd --version failed");
   } catch {
     throw new Error(
-      "etcd is not installed: install it (Debian: apt-get install -y etcd-server) and run the tests again",
+      "etcd is not on PATH: install it (Debian/Ubuntu: apt-get install -y etcd-server; macOS: brew install etcd) and try again",
     );
   }
 }
