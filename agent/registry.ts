@@ -373,7 +373,12 @@ export class Registry {
       const slash = key.indexOf("/");
       const service = key.slice(0, slash), addr = key.slice(slash + 1);
       const entry = this.#view.get(service, addr);
-      if (entry?.owner === owner.id) {
+      // Only records this agent keeps alive: a client that moved to another
+      // agent (same owner id) has its records held there now.
+      if (
+        entry?.owner === owner.id &&
+        (this.#backend.keeps?.(service, addr) ?? true)
+      ) {
         try {
           const revision = await this.#backend.delete(service, addr, {
             ifOwner: owner.id,

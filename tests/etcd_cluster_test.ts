@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
+import { openRaw as openRawClient } from "./_raw_socket.ts";
 
 const etcdTest = { sanitizeOps: false, sanitizeResources: false };
 const LEASE_TTL = 3;
@@ -375,5 +376,38 @@ Deno.test({
     );
     assert.equal(withOne, withThousand);
     assert.equal(withThousand, 0, "an idle agent only renews its lease");
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd: a client that moves to another agent keeps its instance, without a flap",
+  async fn() {
+    await using cluster = await startEtcd();
+    const p = prefix();
+    await using a = await etcdAgent(cluster, p);
+    await using b = await etcdAgent(cluster, p);
+    await using reader = await connect(b.url);
+    await using set = await reader.services("mover");
+    const log = record(set);
+    // Through agent A, then the connection is lost (close code 4000).
+    const first = await openRawClient(`${a.url}?client=mover-1`);
+    await first.call("discover.register", {
+      service: "mover",
+      addr: "10.1.1.1:80",
+      attrs: { v: "1" },
+    });
+    await until(() => set.online().length === 1, "up");
+    await first.close(4000);
+    // The same client id reconnects through agent B and registers again.
+    await using moved = await connect(b.url, { clientId: "mover-1" });
+    await moved.register("mover", "10.1.1.1:80", { attrs: { v: "1" } });
+    // A's grace TTL and lease pass: the instance stays, held by B now.
+    await new Promise((resolve) =>
+      setTimeout(resolve, (TTL + LEASE_TTL + 2) * 1000)
+    );
+    assert.equal(set.online().length, 1);
+    assert.deepEqual(log, ['up 10.1.1.1:80 {"v":"1"}']);
   },
 });
