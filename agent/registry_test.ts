@@ -7,6 +7,7 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { createLogger } from "./log.ts";
 import { Registry } from "./registry.ts";
 import { View } from "./view.ts";
+import { until } from "../tests/_wait.ts";
 
 async function setup(ttlMs = 10_000, backend = new MemoryBackend()) {
   const view = new View();
@@ -20,13 +21,6 @@ async function setup(ttlMs = 10_000, backend = new MemoryBackend()) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(condition: () => boolean, what: string, ms = 5000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
-    await sleep(10);
-  }
-}
 const reg = (addr: string, attrs: Record<string, string> = {}) => ({
   service: "svc",
   addr,

@@ -5,6 +5,7 @@ import { startEtcd } from "../tools/etcd.ts";
 import { testBackend } from "./backend_suite.ts";
 import { EtcdBackend } from "./etcd.ts";
 import type { BackendChange, BackendState } from "./backend.ts";
+import { until } from "../tests/_wait.ts";
 
 // One etcd for this module; every test gets its own key prefix.
 const cluster = await startEtcd();
@@ -31,14 +32,6 @@ function recorder() {
       status: (connected: boolean) => statuses.push(connected),
     },
   };
-}
-
-async function until(condition: () => boolean, what: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 const record = (addr: string, owner = "o1") => ({

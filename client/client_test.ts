@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { startAgent } from "../agent/mod.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { connect } from "./client.ts";
+import { until } from "../tests/_wait.ts";
 
 const quiet = {
   advertiseHost: "127.0.0.1",
@@ -11,13 +12,6 @@ const quiet = {
 };
 const isCode = (code: number) => (e: unknown) =>
   e instanceof RpcError && e.code === code;
-async function until(condition: () => boolean, what: string, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 Deno.test("connect fails clearly when no agent listens, and honours its signal", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -277,4 +271,32 @@ Deno.test("a resumed set receives exactly what it missed", async () => {
       c.close();
     } catch { /* closed */ }
   }
+});
+
+Deno.test("catalog() lists services; services('*') follows every service, same addr in two services included", async () => {
+  await using agent = await startAgent({ port: 0, ...quiet });
+  await using client = await connect(agent.url);
+  assert.deepEqual((await client.catalog()).services, []);
+  await client.register("web", 8080, { attrs: { zone: "a" } });
+  await using all = await client.services("*");
+  assert.deepEqual(all.online().map((i) => i.id), ["web/127.0.0.1:8080"]);
+  const updates = all.updates();
+  await client.register("api", 8080);
+  await client.register("web", 8080, { attrs: { zone: "b" } });
+  await client.unregister("web", 8080);
+  const got: string[] = [];
+  for (let n = 0; n < 3; n++) {
+    const { value } = await updates.next();
+    got.push(`${value.kind} ${value.instance.id}`);
+  }
+  assert.deepEqual(got, [
+    "up api/127.0.0.1:8080",
+    "update web/127.0.0.1:8080",
+    "down web/127.0.0.1:8080",
+  ]);
+  assert.equal(all.get("api/127.0.0.1:8080")?.service, "api");
+  const catalog = await client.catalog();
+  assert.deepEqual(catalog.services, [{ service: "api", instances: 1 }]);
+  assert.ok(catalog.revision >= 4);
+  await assert.rejects(client.services("ca*"), isCode(ErrorCode.InvalidParams));
 });

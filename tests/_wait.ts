@@ -59,3 +59,73 @@ export async function collect(
   }
   return out;
 }
+
+/**
+ * Polls `condition` until it holds, failing with `what` after `ms`.
+ *
+ * @param condition The condition.
+ * @param what What is awaited, for the failure message.
+ * @param ms Milliseconds to wait.
+ */
+export async function until(
+  condition: () => boolean,
+  what: string,
+  ms = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A child process that registered one instance and waits to be killed. */
+export interface Registrant {
+  /** The process. */
+  readonly child: Deno.ChildProcess;
+  /** Kills it with SIGKILL and waits for it to exit. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Runs `_register_and_wait.ts` against `url` and resolves once it has
+ * registered `service` on `port`.
+ *
+ * @param url The agent's URL.
+ * @param service The service.
+ * @param port The port.
+ * @returns The running process.
+ */
+export async function spawnRegistrant(
+  url: string,
+  service: string,
+  port: number,
+): Promise<Registrant> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      new URL("./_register_and_wait.ts", import.meta.url).pathname,
+      url,
+      service,
+      String(port),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("registered")) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error(`the registrant exited: ${out}`);
+    out += value;
+  }
+  return {
+    child,
+    async kill() {
+      child.kill("SIGKILL");
+      await child.status;
+      await lines.cancel();
+    },
+  };
+}

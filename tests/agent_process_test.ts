@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { connect, ErrorCode, RpcError } from "../mod.ts";
 import { spawnAgent } from "./_agent_process.ts";
 import { openRaw } from "./_raw_socket.ts";
-import { collect, nextWithin } from "./_wait.ts";
+import { collect, nextWithin, spawnRegistrant } from "./_wait.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
@@ -251,31 +251,10 @@ Deno.test("a killed client's instances go down after the grace TTL, not before",
   await using watcher = await connect(agent.url);
   await using set = await watcher.services("victim");
   const updates = set.updates();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      new URL("./_register_and_wait.ts", import.meta.url).pathname,
-      agent.url,
-      "victim",
-      "7000",
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("registered")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-  }
-  assert.match(out, /registered/);
+  const victim = await spawnRegistrant(agent.url, "victim", 7000);
   assert.equal((await nextWithin(updates)).kind, "up");
-  child.kill("SIGKILL");
   const killedAt = performance.now();
-  await child.status;
-  await reader.cancel();
+  await victim.kill();
   const down = await nextWithin(updates, (ttl + 5) * 1000);
   const elapsed = (performance.now() - killedAt) / 1000;
   assert.equal(down.kind, "down");

@@ -11,6 +11,7 @@ import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
 import { openRaw as openRawClient } from "./_raw_socket.ts";
+import { spawnRegistrant, until } from "./_wait.ts";
 
 const etcdTest = { sanitizeOps: false, sanitizeResources: false };
 const LEASE_TTL = 3;
@@ -45,14 +46,6 @@ function record(set: ServiceSet): string[] {
     );
   });
   return log;
-}
-
-async function until(condition: () => boolean, what: string, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 /** Retries `fn` until it succeeds; returns how long that took. */
@@ -117,30 +110,10 @@ Deno.test({
     await using b = await etcdAgent(cluster, p);
     await using reader = await connect(b.url);
     await using set = await reader.services("victim");
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        new URL("./_register_and_wait.ts", import.meta.url).pathname,
-        a.url,
-        "victim",
-        "7001",
-      ],
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let out = "";
-    while (!out.includes("registered")) {
-      const { value, done } = await lines.read();
-      if (done) break;
-      out += value;
-    }
+    const victim = await spawnRegistrant(a.url, "victim", 7001);
     await until(() => set.online().length === 1, "up at B");
-    child.kill("SIGKILL");
     const killedAt = Date.now();
-    await child.status;
-    await lines.cancel();
+    await victim.kill();
     await until(() => set.online().length === 0, "down at B");
     const elapsed = (Date.now() - killedAt) / 1000;
     // Not before the grace TTL; within TTL + 2 s (etcd write and watch).
