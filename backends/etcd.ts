@@ -140,6 +140,12 @@ export class EtcdBackend implements Backend {
   #closed = false;
   #resyncing?: Promise<void>;
   #connected = false;
+  readonly #callTimeout: number;
+  /** Writes per key, one at a time (a lease restore must not race an unregister). */
+  #locks = new Map<string, Promise<unknown>>();
+  #lastRenewal = 0;
+  #watchdog?: ReturnType<typeof setInterval>;
+  #renewing = false;
 
   /**
    * Creates the backend; nothing connects before {@linkcode EtcdBackend.open}.
@@ -168,6 +174,7 @@ export class EtcdBackend implements Backend {
     }
     this.#log = options.log;
     const callTimeout = options.callTimeout ?? 3000;
+    this.#callTimeout = callTimeout;
     const etcdOptions: IOptions = {
       hosts: options.endpoints,
       dialTimeout: callTimeout,
@@ -210,6 +217,7 @@ export class EtcdBackend implements Backend {
     this.#client = new Etcd3(this.#etcdOptions);
     await this.#currentLease();
     await this.#resync();
+    this.#watchdog = setInterval(() => void this.#checkLease(), 500);
   }
 
   /**
@@ -242,13 +250,15 @@ export class EtcdBackend implements Backend {
     for (let attempt = 1;; attempt++) {
       const leaseId = await this.#currentLease();
       try {
-        const revision = await this.#conditional(
-          key,
-          options,
-          (client) => client.put(key).value(value).lease(leaseId),
-        );
-        this.#mine.set(key, { ...record, attrs: { ...record.attrs } });
-        return revision;
+        return await this.#serial(key, async () => {
+          const revision = await this.#conditional(
+            key,
+            options,
+            (client) => client.put(key).value(value).lease(leaseId),
+          );
+          this.#mine.set(key, { ...record, attrs: { ...record.attrs } });
+          return revision;
+        });
       } catch (error) {
         if (!(error instanceof EtcdLeaseInvalidError) || attempt > 1) {
           throw error;
@@ -273,6 +283,13 @@ export class EtcdBackend implements Backend {
     options: WriteOptions = {},
   ): Promise<number | undefined> {
     const key = this.#key(service, addr);
+    return await this.#serial(key, () => this.#deleteNow(key, options));
+  }
+
+  async #deleteNow(
+    key: string,
+    options: WriteOptions,
+  ): Promise<number | undefined> {
     if (options.ifOwner === undefined) {
       const res = await this.#client.delete().key(key).exec();
       this.#mine.delete(key);
@@ -303,6 +320,7 @@ export class EtcdBackend implements Backend {
   async close(): Promise<void> {
     this.#closed = true;
     this.#sink = undefined;
+    clearInterval(this.#watchdog);
     const watcher = this.#watcher;
     this.#watcher = undefined;
     await watcher?.cancel().catch(() => {});
@@ -310,6 +328,43 @@ export class EtcdBackend implements Backend {
     this.#lease?.release();
     this.#leaseReady = undefined;
     this.#client.close();
+  }
+
+  /** Runs `fn` after every earlier write of `key` has settled. */
+  #serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(key) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const settled = run.catch(() => {});
+    this.#locks.set(key, settled);
+    settled.then(() => {
+      if (this.#locks.get(key) === settled) this.#locks.delete(key);
+    });
+    return run;
+  }
+
+  /**
+   * The client library renews the lease on one long-lived stream; when the
+   * member behind it hangs, renewals stop although other members are fine.
+   * When no renewal has succeeded for half the TTL, renew once more on a
+   * fresh call with a deadline, which the connection pool may send to
+   * another member.
+   */
+  async #checkLease() {
+    const lease = this.#lease;
+    if (!lease || this.#renewing || this.#closed) return;
+    const quiet = Date.now() - this.#lastRenewal;
+    if (quiet < (this.#leaseTtl * 1000) / 2) return;
+    this.#renewing = true;
+    try {
+      await lease.keepaliveOnce({
+        deadline: Date.now() + Math.min(this.#callTimeout, 1000),
+      });
+      this.#lastRenewal = Date.now();
+    } catch (error) {
+      this.#log?.warn("etcd lease renewal failed; retrying", { error });
+    } finally {
+      this.#renewing = false;
+    }
   }
 
   #key(service: string, addr: string): string {
@@ -409,8 +464,12 @@ export class EtcdBackend implements Backend {
     lease.on("lost", (error) => {
       if (this.#lease === lease) this.#leaseLost(this.#leaseId!, error);
     });
-    lease.on("keepaliveSucceeded", () => this.#status(true));
+    lease.on("keepaliveSucceeded", () => {
+      this.#lastRenewal = Date.now();
+      this.#status(true);
+    });
     const id = await lease.grant();
+    this.#lastRenewal = Date.now();
     this.#lease = lease;
     this.#leaseId = id;
     return id;
@@ -434,25 +493,7 @@ export class EtcdBackend implements Backend {
       try {
         const leaseId = await this.#currentLease();
         for (const [key, record] of [...this.#mine]) {
-          const value = JSON.stringify({
-            attrs: record.attrs,
-            owner: record.owner,
-            registeredAt: record.registeredAt,
-          });
-          // Written back only where the key is gone or still ours.
-          const res = await this.#client.if(key, "Create", "==", 0)
-            .then(this.#client.put(key).value(value).lease(leaseId))
-            .else(this.#client.get(key)).commit();
-          if (res.succeeded) continue;
-          const kv = res.responses[0]?.response_range?.kvs?.[0];
-          const current = kv ? this.#parseKnown(kv) : undefined;
-          if (current?.owner !== record.owner) {
-            this.#mine.delete(key); // taken over meanwhile
-            continue;
-          }
-          await this.#client.if(key, "Mod", "==", current.modRevision)
-            .then(this.#client.put(key).value(value).lease(leaseId))
-            .commit();
+          await this.#serial(key, () => this.#restoreKey(key, record, leaseId));
         }
         this.#log?.info("etcd lease restored", { records: this.#mine.size });
         this.#status(true);
@@ -462,6 +503,30 @@ export class EtcdBackend implements Backend {
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
     }
+  }
+
+  /** Writes one record back under the new lease, unless it changed meanwhile. */
+  async #restoreKey(key: string, record: StoredRecord, leaseId: string) {
+    if (this.#mine.get(key) !== record) return; // unregistered or rewritten
+    const value = JSON.stringify({
+      attrs: record.attrs,
+      owner: record.owner,
+      registeredAt: record.registeredAt,
+    });
+    // Written back only where the key is gone or still ours.
+    const res = await this.#client.if(key, "Create", "==", 0)
+      .then(this.#client.put(key).value(value).lease(leaseId))
+      .else(this.#client.get(key)).commit();
+    if (res.succeeded) return;
+    const kv = res.responses[0]?.response_range?.kvs?.[0];
+    const current = kv ? this.#parseKnown(kv) : undefined;
+    if (current?.owner !== record.owner) {
+      this.#mine.delete(key); // taken over meanwhile
+      return;
+    }
+    await this.#client.if(key, "Mod", "==", current.modRevision)
+      .then(this.#client.put(key).value(value).lease(leaseId))
+      .commit();
   }
 
   #status(connected: boolean) {

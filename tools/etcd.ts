@@ -56,7 +56,7 @@ export async function requireEtcd(): Promise<void> {
   }
 }
 
-async function waitHealthy(url: string, ms = 30_000): Promise<void> {
+async function waitHealthy(url: string, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
