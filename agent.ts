@@ -39,6 +39,9 @@ Options:
   --max-sessions N          most sessions at once (default 50000)
   --max-registrations N     most instances per client (default 1000)
   --max-subscriptions N     most subscriptions per session (default 1000)
+  --allow-origin URL        let web pages from this origin (http(s)://host:port)
+                            connect, besides the agent's own dashboard at /;
+                            repeatable or comma-separated; * allows any page
 
 etcd backend (--backend etcd):
   --etcd-endpoints URLS     comma-separated client URLs
@@ -98,7 +101,7 @@ function parseListen(text: string): { hostname: string; port: number } {
   return { hostname: match[1] ?? (match[2] || "0.0.0.0"), port };
 }
 
-type Values = Record<string, string | boolean | undefined>;
+type Values = Record<string, string | string[] | boolean | undefined>;
 
 async function openBackend(values: Values, log: Logger): Promise<Backend> {
   const name = values.backend;
@@ -185,6 +188,7 @@ async function main(args: string[]): Promise<number> {
       "max-sessions": { type: "string" },
       "max-registrations": { type: "string" },
       "max-subscriptions": { type: "string" },
+      "allow-origin": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
       "etcd-endpoints": { type: "string", default: "http://127.0.0.1:2379" },
       "etcd-prefix": { type: "string" },
@@ -236,6 +240,7 @@ async function main(args: string[]): Promise<number> {
         values["max-subscriptions"],
       ),
     },
+    allowOrigins: values["allow-origin"],
     logger: log,
     signal: controller.signal,
   });

@@ -20,6 +20,7 @@ const FLAGS = [
   "--max-sessions",
   "--max-registrations",
   "--max-subscriptions",
+  "--allow-origin",
   "--log-level",
   "--etcd-endpoints",
   "--etcd-prefix",

@@ -44,6 +44,8 @@ export {
 export { ErrorCode, type ErrorObject, RpcError } from "./protocol/errors.ts";
 export type {
   Attrs,
+  CatalogEntry,
+  CatalogResult,
   EventKind,
   Instance,
   Limits,

@@ -18,6 +18,7 @@ import { MemoryBackend } from "../backends/memory.ts";
 import type { Limits } from "../protocol/types.ts";
 import { validateAddr } from "../protocol/validate.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
+import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
@@ -105,6 +106,16 @@ export interface AgentOptions {
    * @default {a logger writing to standard error}
    */
   logger?: Logger;
+  /**
+   * Origins (`http(s)://host[:port]`) of web pages, besides the agent's own
+   * dashboard, that may open WebSocket sessions; `"*"` allows every page.
+   * Clients that send no `Origin` (not browsers) are always accepted.
+   * Refusing other pages stops any site the user visits from using a local
+   * agent (cross-site WebSocket hijacking).
+   *
+   * @default {[]}
+   */
+  allowOrigins?: string[];
   /** Shuts the agent down when aborted. */
   signal?: AbortSignal;
 }
@@ -183,6 +194,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       positive(`limits.${key}`, value, 0),
     );
   }
+  const allowOrigins = parseAllowOrigins(options.allowOrigins ?? []);
   const log = options.logger ?? createLogger(options.logLevel ?? "info");
   const advertiseHost = canonicalHost(
     options.advertiseHost ?? defaultAdvertiseHost(),
@@ -205,7 +217,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     limits,
     log,
     shuttingDown: () => shuttingDown,
-  }, { idleTimeout, agentId: crypto.randomUUID().slice(0, 8) });
+  }, {
+    idleTimeout,
+    agentId: crypto.randomUUID().slice(0, 8),
+    allowOrigins,
+  });
 
   const { promise: listening, resolve: onListen } = Promise.withResolvers<
     Deno.NetAddr

@@ -1,13 +1,18 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * The agent's HTTP side: WebSocket upgrades at `/` become sessions;
- * `/healthz` and `/openrpc.json` answer plain HTTP.
+ * The agent's HTTP side: WebSocket upgrades at `/` become sessions (browser
+ * pages only from allowed origins); a plain `GET /` gets the dashboard,
+ * `/client.js` the browser client, and `/healthz` and `/openrpc.json`
+ * answer plain HTTP.
  *
  * @module
  */
 
 import { openrpcDocument } from "../protocol/openrpc.ts";
+import { CLIENT_JS } from "./dashboard/_client_bundle.ts";
+import { originAllowed } from "./dashboard/origin.ts";
+import { DASHBOARD_HTML } from "./dashboard/page.ts";
 import type { Logger } from "./log.ts";
 import type { Registry } from "./registry.ts";
 import { Session, type SessionContext } from "./session.ts";
@@ -21,6 +26,11 @@ export interface SessionServerOptions {
   idleTimeout: number;
   /** Identifies this agent in owner ids of anonymous sessions. */
   agentId: string;
+  /**
+   * Origins of other web pages that may connect (`*`: any); see
+   * `dashboard/origin.ts`.
+   */
+  allowOrigins: readonly string[];
 }
 
 function json(body: unknown, status = 200): Response {
@@ -76,11 +86,21 @@ export class SessionServer {
     }
     switch (url.pathname) {
       case "/":
-        return new Response(
-          "discoverd: connect a WebSocket to this URL and speak JSON-RPC 2.0; " +
-            "the methods are described at /openrpc.json\n",
-          { headers: { "content-type": "text/plain; charset=utf-8" } },
-        );
+        return new Response(DASHBOARD_HTML, {
+          headers: {
+            "content-type": "text/html; charset=utf-8",
+            "x-frame-options": "DENY",
+          },
+        });
+      case "/client.js":
+        // Public code: any page may import it (connecting is what the
+        // Origin check guards).
+        return new Response(CLIENT_JS, {
+          headers: {
+            "content-type": "text/javascript; charset=utf-8",
+            "access-control-allow-origin": "*",
+          },
+        });
       case "/healthz": {
         // 503 while the backend is unreachable: the agent still serves its
         // last known state, but a load balancer should prefer another one.
@@ -141,6 +161,14 @@ export class SessionServer {
       return new Response("method not allowed: WebSocket upgrades use GET\n", {
         status: 405,
       });
+    }
+    if (!originAllowed(request, this.#options.allowOrigins)) {
+      const origin = request.headers.get("origin");
+      this.#log.warn("session refused: origin not allowed", { origin });
+      return new Response(
+        `forbidden: web pages from origin '${origin}' may not connect to this agent; start it with --allow-origin ${origin} to allow them\n`,
+        { status: 403 },
+      );
     }
     let upgraded: Deno.WebSocketUpgrade;
     try {

@@ -10,6 +10,7 @@
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { type CallContext, JsonRpcPeer } from "../protocol/jsonrpc.ts";
 import {
+  type CatalogResult,
   type Filter,
   type Limits,
   Methods,
@@ -243,6 +244,12 @@ export class Session {
           instances: ctx.view.list(p.service, p.filter),
         } satisfies ServicesResult;
       }
+      case Methods.catalog:
+        validateNoParams(params);
+        return {
+          revision: ctx.view.revision,
+          services: ctx.view.catalog(),
+        } satisfies CatalogResult;
       case Methods.subscribe:
         return this.#subscribe(params, call);
       case Methods.unsubscribe: {

@@ -14,11 +14,13 @@ import type {
   BackendWatcher,
   StoredRecord,
 } from "../backends/backend.ts";
-import type {
-  EventKind,
-  Filter,
-  Instance,
-  ServiceEvent,
+import {
+  ALL_SERVICES,
+  type CatalogEntry,
+  type EventKind,
+  type Filter,
+  type Instance,
+  type ServiceEvent,
 } from "../protocol/types.ts";
 import { matches } from "../protocol/validate.ts";
 
@@ -40,9 +42,9 @@ export interface Change {
   after?: Instance;
 }
 
-/** Receives the changes of one service, already filtered and serialized. */
+/** Receives the changes of one service (or of all), already filtered and serialized. */
 export interface Subscriber {
-  /** The service. */
+  /** The service, or `"*"` for every service. */
   readonly service: string;
   /** The filter. */
   readonly filter?: Filter;
@@ -183,16 +185,34 @@ export class View implements BackendWatcher {
   /**
    * The current instances of a service that match a filter.
    *
-   * @param service The service.
+   * @param service The service, or `"*"` for every service.
    * @param filter The filter.
    * @returns The instances.
    */
   list(service: string, filter?: Filter): Instance[] {
     const out: Instance[] = [];
-    for (const { instance } of this.#services.get(service)?.values() ?? []) {
-      if (matches(instance.attrs, filter)) out.push(instance);
+    const groups = service === ALL_SERVICES
+      ? this.#services.values()
+      : [this.#services.get(service) ?? new Map<string, Entry>()];
+    for (const entries of groups) {
+      for (const { instance } of entries.values()) {
+        if (matches(instance.attrs, filter)) out.push(instance);
+      }
     }
     return out;
+  }
+
+  /**
+   * Every service that has instances, with their number, sorted by name.
+   *
+   * @returns The catalog.
+   */
+  catalog(): CatalogEntry[] {
+    return [...this.#services]
+      .map(([service, entries]) => ({ service, instances: entries.size }))
+      .sort((a, b) =>
+        a.service < b.service ? -1 : a.service > b.service ? 1 : 0
+      );
   }
 
   /** Names of the services that have instances. */
@@ -201,7 +221,8 @@ export class View implements BackendWatcher {
   }
 
   /**
-   * Adds a subscriber: it gets every later change of its service.
+   * Adds a subscriber: it gets every later change of its service (of every
+   * service for `"*"`).
    *
    * @param subscriber The subscriber.
    */
@@ -227,7 +248,7 @@ export class View implements BackendWatcher {
    * The events a subscriber missed after `since`, when the history still
    * holds all of them.
    *
-   * @param service The service.
+   * @param service The service, or `"*"` for every service.
    * @param filter The filter.
    * @param since The last revision the subscriber saw.
    * @param epoch The epoch of `since`; another epoch than the view's needs a snapshot.
@@ -252,7 +273,7 @@ export class View implements BackendWatcher {
     for (let i = lo; i < h.length; i++) {
       const change = h[i];
       const subject = change.after ?? change.before!;
-      if (subject.service !== service) continue;
+      if (service !== ALL_SERVICES && subject.service !== service) continue;
       const event = eventFor(change, filter);
       if (event) {
         out.push({
@@ -399,11 +420,14 @@ export class View implements BackendWatcher {
     }
     const service = (change.after ?? change.before!).service;
     const subscribers = this.#subscribers.get(service);
-    if (!subscribers) return;
+    const everything = this.#subscribers.get(ALL_SERVICES);
+    if (!subscribers && !everything) return;
     const fanned = new Fanned(change);
-    for (const subscriber of subscribers) {
-      const event = eventFor(change, subscriber.filter);
-      if (event) subscriber.deliver(fanned.json(event.kind, event.instance));
+    for (const set of [subscribers, everything]) {
+      for (const subscriber of set ?? []) {
+        const event = eventFor(change, subscriber.filter);
+        if (event) subscriber.deliver(fanned.json(event.kind, event.instance));
+      }
     }
   }
 

@@ -228,3 +228,45 @@ Deno.test("status is remembered", () => {
   view.status(true);
   assert.equal(view.connected, true);
 });
+
+Deno.test("a '*' subscriber gets the changes of every service, filtered; replay and list too", () => {
+  const view = new View();
+  view.reset({ revision: 0, epoch: "e", records: [] });
+  const all = listener("*");
+  const zoned = listener("*", { attrs: { zone: "b" } });
+  view.subscribe(all.sub);
+  view.subscribe(zoned.sub);
+  view.changes([
+    { type: "put", revision: 1, record: rec("h:1", {}, "o", "a") },
+    { type: "put", revision: 2, record: rec("h:1", { zone: "b" }, "o", "b") },
+    { type: "delete", revision: 3, service: "a", addr: "h:1" },
+  ]);
+  assert.deepEqual(all.got, ["up h:1 1", "up h:1 2", "down h:1 3"]);
+  assert.deepEqual(zoned.got, ["up h:1 2"]);
+  assert.deepEqual(view.list("*").map((i) => i.id), ["b/h:1"]);
+  assert.deepEqual(
+    view.replay("*", undefined, 0)?.map((e) => `${e.kind} ${e.instance?.id}`),
+    ["up a/h:1", "up b/h:1", "down a/h:1"],
+  );
+  view.unsubscribe(all.sub);
+  view.changes([
+    { type: "put", revision: 4, record: rec("h:2", {}, "o", "c") },
+  ]);
+  assert.equal(all.got.length, 3);
+});
+
+Deno.test("catalog lists the services that have instances, by name, with counts", () => {
+  const view = new View();
+  view.reset({ revision: 0, epoch: "e", records: [] });
+  view.changes([
+    { type: "put", revision: 1, record: rec("h:1", {}, "o", "web") },
+    { type: "put", revision: 2, record: rec("h:2", {}, "o", "web") },
+    { type: "put", revision: 3, record: rec("h:1", {}, "o", "api") },
+  ]);
+  assert.deepEqual(view.catalog(), [
+    { service: "api", instances: 1 },
+    { service: "web", instances: 2 },
+  ]);
+  view.changes([{ type: "delete", revision: 4, service: "api", addr: "h:1" }]);
+  assert.deepEqual(view.catalog(), [{ service: "web", instances: 2 }]);
+});

@@ -12,7 +12,9 @@
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { JsonRpcPeer } from "../protocol/jsonrpc.ts";
 import {
+  ALL_SERVICES,
   type Attrs,
+  type CatalogResult,
   type EventParams,
   type Instance,
   Methods,
@@ -406,8 +408,16 @@ export class Client extends EventTarget implements AsyncDisposable {
   /**
    * Opens a live set of the instances of `service` (matching `filter`,
    * applied by the agent). Resolves once the set holds the current state.
+   * `"*"` opens a set of the instances of every service, including services
+   * that appear later (each instance names its `service`).
    *
-   * @param service The service name.
+   * @example Usage
+   * ```ts ignore
+   * await using everything = await client.services("*");
+   * for (const i of everything.online()) console.log(i.service, i.addr);
+   * ```
+   *
+   * @param service The service name, or `"*"` for every service.
    * @param options Filter and signal.
    * @returns The set; close it when done.
    */
@@ -415,7 +425,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     service: string,
     options: ServicesOptions = {},
   ): Promise<ServiceSet> {
-    validateServiceName(service);
+    if (service !== ALL_SERVICES) validateServiceName(service);
     const filter = options.filter === undefined
       ? undefined
       : validateAttrs(options.filter, "filter");
@@ -466,6 +476,26 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...(filter ? { filter: { attrs: filter } } : {}),
     }, options.signal) as ServicesResult;
     return result.instances;
+  }
+
+  /**
+   * The services that have instances, sorted by name, with their number of
+   * instances: a one-shot read (to follow them live, use
+   * `services("*")`).
+   *
+   * @example Usage
+   * ```ts ignore
+   * const { services } = await client.catalog();
+   * for (const s of services) console.log(s.service, s.instances);
+   * ```
+   *
+   * @param options A signal.
+   * @returns The revision of the read and the services.
+   */
+  catalog(options: CallOptions = {}): Promise<CatalogResult> {
+    return this.#request(Methods.catalog, undefined, options.signal) as Promise<
+      CatalogResult
+    >;
   }
 
   /**

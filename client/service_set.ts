@@ -2,8 +2,8 @@
 // This module is browser-compatible: it uses Web-standard APIs only.
 
 /**
- * A live set of the instances of one service, kept current by a
- * subscription.
+ * A live set of the instances of one service (or of every service), kept
+ * current by a subscription.
  *
  * @module
  */
@@ -190,13 +190,16 @@ export class ServiceSet extends EventTarget
   }
 
   /**
-   * The instance at `addr`, if it is in the set.
+   * The instance at `addr`, if it is in the set. In a set of every service
+   * (`"*"`), give the instance's id, `<service>/<addr>`, instead.
    *
-   * @param addr The `host:port` address.
+   * @param addr The `host:port` address (the instance id in a `"*"` set).
    * @returns The instance, if any.
    */
   get(addr: string): Instance | undefined {
-    return this.#online.get(addr);
+    return this.#online.get(
+      this.service === "*" ? addr : `${this.service}/${addr}`,
+    );
   }
 
   /**
@@ -298,7 +301,7 @@ export class ServiceSet extends EventTarget
     }
     if (!instance) return this.#ready;
     if (this.#staging) {
-      this.#staging.set(instance.addr, instance);
+      this.#staging.set(instance.id, instance);
       return this.#ready;
     }
     if (event.kind === "down") {
@@ -345,25 +348,25 @@ export class ServiceSet extends EventTarget
 
   #resync(state: Map<string, Instance>, revision: number) {
     for (const instance of [...this.#online.values()]) {
-      if (!state.has(instance.addr)) this.#remove(instance, revision);
+      if (!state.has(instance.id)) this.#remove(instance, revision);
     }
     for (const instance of state.values()) this.#add(instance, revision);
   }
 
   #add(instance: Instance, revision: number) {
-    const before = this.#online.get(instance.addr);
+    const before = this.#online.get(instance.id);
     if (before && before.revision === instance.revision) return;
-    this.#online.set(instance.addr, instance);
-    this.#offline.delete(instance.addr);
+    this.#online.set(instance.id, instance);
+    this.#offline.delete(instance.id);
     this.#emit({ kind: before ? "update" : "up", instance, revision });
   }
 
   #remove(instance: Instance, revision: number) {
-    const before = this.#online.get(instance.addr);
+    const before = this.#online.get(instance.id);
     if (!before) return;
-    this.#online.delete(instance.addr);
-    this.#offline.delete(instance.addr);
-    this.#offline.set(instance.addr, instance);
+    this.#online.delete(instance.id);
+    this.#offline.delete(instance.id);
+    this.#offline.set(instance.id, instance);
     if (this.#offline.size > MAX_OFFLINE) {
       this.#offline.delete(this.#offline.keys().next().value!);
     }

@@ -108,6 +108,15 @@ const service = {
   required: true,
   schema: schema("ServiceName"),
 };
+const serviceOrAll = {
+  name: "service",
+  description:
+    'Service name, or `"*"` for every service: the subscription then gets the instances of all services, present and future (each instance names its `service`); a filter still applies.',
+  required: true,
+  schema: {
+    oneOf: [schema("ServiceName"), { type: "string", const: "*" }],
+  },
+};
 const port = {
   name: "port",
   description:
@@ -324,8 +333,41 @@ export const openrpcDocument: OpenRpcDocument = {
       ],
     },
     {
+      name: Methods.catalog,
+      summary: "Lists the services that have instances.",
+      description:
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602. Returns every service with at least one instance, sorted by name, with its number of instances, read from the agent's current view. " +
+        'To follow the catalog live, subscribe with `service` `"*"` (every service) instead of polling.',
+      tags: [{ name: "discovery" }],
+      paramStructure: "by-name",
+      params: [],
+      result: {
+        name: "catalog",
+        description: "The revision of the read and the services.",
+        schema: schema("CatalogResult"),
+      },
+      errors: [
+        error("InvalidParams"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "catalog",
+          params: [],
+          result: {
+            name: "catalog",
+            value: {
+              revision: 45,
+              services: [{ service: "cache", instances: 1 }],
+            },
+          },
+        },
+      ],
+    },
+    {
       name: Methods.subscribe,
-      summary: "Subscribes to the instances of a service.",
+      summary: "Subscribes to the instances of a service, or of every service.",
       description:
         "The response is always sent before any event of the subscription; events arrive as `discover.event` notifications. " +
         "Revisions belong to an epoch, returned in the result: send it back as `epoch` together with `since` when resubscribing (an absent `epoch` is taken to be the agent's current one). " +
@@ -336,7 +378,7 @@ export const openrpcDocument: OpenRpcDocument = {
       tags: [{ name: "discovery" }],
       paramStructure: "by-name",
       params: [
-        service,
+        serviceOrAll,
         filter,
         {
           name: "since",
@@ -398,6 +440,21 @@ export const openrpcDocument: OpenRpcDocument = {
               revision: 45,
               epoch: EPOCH,
               mode: "replay",
+            },
+          },
+        },
+        {
+          name: "subscribe to every service",
+          description:
+            '`service` `"*"`: followed by one `up` event per instance of any service (here 192.0.2.11:6379 of `cache`) at 45, then `current` at 45, then the changes of every service, including services that appear later.',
+          params: [{ name: "service", value: "*" }],
+          result: {
+            name: "subscribed",
+            value: {
+              subscription: "2",
+              revision: 45,
+              epoch: EPOCH,
+              mode: "snapshot",
             },
           },
         },
@@ -712,6 +769,27 @@ export const openrpcDocument: OpenRpcDocument = {
         properties: {
           revision: schema("Revision"),
           instances: { type: "array", items: schema("Instance") },
+        },
+      },
+      CatalogResult: {
+        title: "CatalogResult",
+        type: "object",
+        required: ["revision", "services"],
+        properties: {
+          revision: schema("Revision"),
+          services: {
+            description: "Services with at least one instance, sorted by name.",
+            type: "array",
+            items: {
+              type: "object",
+              required: ["service", "instances"],
+              additionalProperties: false,
+              properties: {
+                service: schema("ServiceName"),
+                instances: { type: "integer", minimum: 1 },
+              },
+            },
+          },
         },
       },
       SubscribeResult: {

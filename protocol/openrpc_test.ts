@@ -33,7 +33,12 @@ const META_ID = "https://meta.open-rpc.org/";
 /** Codes raised by clients only; the agent never sends them. */
 const CLIENT_ONLY: number[] = [ErrorCode.Timeout, ErrorCode.ConnectionClosed];
 /** Methods that take no params. */
-const NO_PARAMS: string[] = [Methods.status, Methods.discover, Methods.ping];
+const NO_PARAMS: string[] = [
+  Methods.status,
+  Methods.catalog,
+  Methods.discover,
+  Methods.ping,
+];
 
 /**
  * An ajv instance that knows the OpenRPC meta-schema and this document.
@@ -258,6 +263,7 @@ Deno.test("example params pass the validators of validate.ts", () => {
     [Methods.register]: validateRegister,
     [Methods.unregister]: validateUnregister,
     [Methods.services]: validateServices,
+    [Methods.catalog]: validateNoParams,
     [Methods.subscribe]: validateSubscribe,
     [Methods.unsubscribe]: validateUnsubscribe,
     [Methods.status]: validateNoParams,
@@ -309,6 +315,7 @@ Deno.test("result schemas require every field they describe", () => {
     const name of [
       "Instance",
       "ServicesResult",
+      "CatalogResult",
       "SubscribeResult",
       "StatusResult",
     ]

@@ -71,9 +71,15 @@ export interface ServicesResult {
   instances: Instance[];
 }
 
+/**
+ * The `service` of `discover.subscribe` that means every service: the
+ * subscription gets the instances of all services, present and future.
+ */
+export const ALL_SERVICES = "*";
+
 /** Params of `discover.subscribe`. */
 export interface SubscribeParams {
-  /** Service name. */
+  /** Service name, or {@linkcode ALL_SERVICES} (`"*"`) for every service. */
   service: string;
   /** Optional filter. */
   filter?: Filter;
@@ -130,6 +136,22 @@ export interface EventParams {
   result: ServiceEvent;
 }
 
+/** One service of the catalog. */
+export interface CatalogEntry {
+  /** Service name. */
+  service: string;
+  /** Number of its instances (always at least 1). */
+  instances: number;
+}
+
+/** Result of `discover.catalog`. */
+export interface CatalogResult {
+  /** Revision of the agent's view when the read was made. */
+  revision: number;
+  /** The services that have instances, sorted by name. */
+  services: CatalogEntry[];
+}
+
 /** Result of `discover.status`. */
 export interface StatusResult {
   /** Agent software version. */
@@ -173,6 +195,7 @@ export const Methods = {
   register: "discover.register",
   unregister: "discover.unregister",
   services: "discover.services",
+  catalog: "discover.catalog",
   subscribe: "discover.subscribe",
   unsubscribe: "discover.unsubscribe",
   status: "discover.status",

@@ -9,14 +9,15 @@
  */
 
 import { invalidParams } from "./errors.ts";
-import type {
-  Attrs,
-  Filter,
-  RegisterParams,
-  ServicesParams,
-  SubscribeParams,
-  UnregisterParams,
-  UnsubscribeParams,
+import {
+  ALL_SERVICES,
+  type Attrs,
+  type Filter,
+  type RegisterParams,
+  type ServicesParams,
+  type SubscribeParams,
+  type UnregisterParams,
+  type UnsubscribeParams,
 } from "./types.ts";
 
 /** Service names: 1 to 63 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit. */
@@ -327,6 +328,7 @@ export function validateServices(params: unknown): ServicesParams {
  * ```ts
  * import { validateSubscribe } from "./validate.ts";
  * validateSubscribe({ service: "cache", since: 42 });
+ * validateSubscribe({ service: "*" }); // every service
  * ```
  *
  * @param params The raw params.
@@ -353,7 +355,9 @@ export function validateSubscribe(params: unknown): SubscribeParams {
     throw invalidParams("since", "must be a non-negative integer", since);
   }
   return {
-    service: validateServiceName(p.service),
+    service: p.service === ALL_SERVICES
+      ? ALL_SERVICES
+      : validateServiceName(p.service),
     filter: validateFilter(p.filter),
     since: since as number | undefined,
     epoch: epoch as string | undefined,

@@ -553,6 +553,15 @@ Deno.test("validateSubscribe() rejects missing and unknown fields and bad filter
   );
 });
 
+Deno.test("validateSubscribe() takes '*' for every service, and no other pattern", () => {
+  assert.equal(validateSubscribe({ service: "*" }).service, "*");
+  for (const service of ["**", "ca*", "*.x", " *"]) {
+    assertInvalid(() => validateSubscribe({ service }), "service", service);
+  }
+  assertInvalid(() => validateServices({ service: "*" }), "service");
+  assertInvalid(() => validateRegister({ service: "*", port: 1 }), "service");
+});
+
 Deno.test("validateSubscribe() takes an epoch string with since", () => {
   assert.equal(
     validateSubscribe({ service: "cache", since: 3, epoch: "e-1" }).epoch,
