@@ -37,6 +37,8 @@ Options:
   --history N               changes kept for resumes with 'since' (default 50000)
   --max-frame-bytes N       largest accepted frame (default 1048576)
   --max-sessions N          most sessions at once (default 50000)
+  --max-queue-bytes N       bytes queued for a session that does not read before
+                            it is dropped as a slow consumer (default 16777216)
   --max-registrations N     most instances per client (default 1000)
   --max-subscriptions N     most subscriptions per session (default 1000)
   --allow-origin URL        let web pages from this origin (http(s)://host:port)
@@ -186,6 +188,7 @@ async function main(args: string[]): Promise<number> {
       history: { type: "string" },
       "max-frame-bytes": { type: "string" },
       "max-sessions": { type: "string" },
+      "max-queue-bytes": { type: "string" },
       "max-registrations": { type: "string" },
       "max-subscriptions": { type: "string" },
       "allow-origin": { type: "string", multiple: true },
@@ -231,6 +234,7 @@ async function main(args: string[]): Promise<number> {
     limits: {
       maxFrameBytes: count("max-frame-bytes", values["max-frame-bytes"]),
       maxSessions: count("max-sessions", values["max-sessions"]),
+      maxQueueBytes: count("max-queue-bytes", values["max-queue-bytes"]),
       maxRegistrations: count(
         "max-registrations",
         values["max-registrations"],
@@ -244,10 +248,11 @@ async function main(args: string[]): Promise<number> {
     logger: log,
     signal: controller.signal,
   });
-  console.log(`discoverd listening on ${agent.url}`);
+  // Handlers first: whoever reads the line below may signal at once.
   const stop = () => controller.abort();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  console.log(`discoverd listening on ${agent.url}`);
   await agent.finished;
   return 0;
 }

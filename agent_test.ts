@@ -18,6 +18,7 @@ const FLAGS = [
   "--history",
   "--max-frame-bytes",
   "--max-sessions",
+  "--max-queue-bytes",
   "--max-registrations",
   "--max-subscriptions",
   "--allow-origin",

@@ -41,6 +41,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxRegistrations: 1000,
   maxSubscriptions: 1000,
   maxSessions: 50_000,
+  maxQueueBytes: 16 * 1024 * 1024,
 });
 
 /** Options of {@linkcode startAgent}. */

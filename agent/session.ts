@@ -145,7 +145,27 @@ export class Session {
    * @param text The frame.
    */
   send(text: string): void {
-    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(text);
+    const socket = this.#socket;
+    if (socket.readyState !== WebSocket.OPEN) return;
+    socket.send(text);
+    const queued = socket.bufferedAmount;
+    if (queued > this.#context.limits.maxQueueBytes) {
+      // A consumer that does not keep up must not grow the agent without
+      // bound: drop it. The session counts as lost (its instances stay for
+      // the grace TTL); the client reconnects and resumes with `since`.
+      this.#context.log.warn("slow consumer dropped", {
+        session: this.id,
+        queued,
+        maxQueueBytes: this.#context.limits.maxQueueBytes,
+      });
+      try {
+        socket.close(
+          4008,
+          "slow consumer: too many bytes queued; reconnect and resume",
+        );
+      } catch { /* already closing */ }
+      this.closed(false);
+    }
   }
 
   /**

@@ -100,6 +100,7 @@ const limits = {
   maxRegistrations: 1000,
   maxSubscriptions: 1000,
   maxSessions: 50000,
+  maxQueueBytes: 16777216,
 };
 
 const service = {
@@ -841,6 +842,7 @@ export const openrpcDocument: OpenRpcDocument = {
           "maxRegistrations",
           "maxSubscriptions",
           "maxSessions",
+          "maxQueueBytes",
         ],
         properties: {
           maxFrameBytes: {
@@ -867,6 +869,12 @@ export const openrpcDocument: OpenRpcDocument = {
           maxSessions: {
             description:
               "Most sessions the agent accepts at once; further WebSocket upgrades get HTTP 503.",
+            type: "integer",
+            minimum: 1,
+          },
+          maxQueueBytes: {
+            description:
+              "Most bytes queued for a session that does not read fast enough; beyond it the agent closes the connection with code 4008 (slow consumer), and the session is lost (its instances stay for the grace TTL while the client reconnects and resumes).",
             type: "integer",
             minimum: 1,
           },

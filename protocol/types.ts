@@ -188,6 +188,11 @@ export interface Limits {
   maxSubscriptions: number;
   /** Most sessions one agent accepts at once. */
   maxSessions: number;
+  /**
+   * Most bytes queued for one session that is not reading: beyond it the
+   * agent closes the connection with code 4008 (slow consumer).
+   */
+  maxQueueBytes: number;
 }
 
 /** Method names of the protocol. */

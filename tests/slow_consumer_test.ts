@@ -1,0 +1,153 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * A subscriber that stops reading while 100,000 events flow: the agent
+ * drops it (close code 4008) instead of queueing without bound, the other
+ * subscribers get every event, and the slow one recovers to the right state.
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "../mod.ts";
+import { spawnAgent } from "./_agent_process.ts";
+import { until } from "./_wait.ts";
+
+/** A TCP proxy whose agent-to-client direction can be paused. */
+function pausableProxy(target: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let paused = false;
+  let resume = () => {};
+  (async () => {
+    for await (const conn of listener) {
+      const upstream = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: target,
+      });
+      conns.push(conn, upstream);
+      conn.readable.pipeTo(upstream.writable).catch(() => {});
+      (async () => {
+        const buf = new Uint8Array(64 * 1024);
+        for (;;) {
+          while (paused) await new Promise<void>((r) => resume = r);
+          const n = await upstream.read(buf).catch(() => null);
+          if (n === null) break;
+          await conn.write(buf.subarray(0, n)).catch(() => {});
+        }
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      })();
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    pause: () => paused = true,
+    resume: () => {
+      paused = false;
+      resume();
+    },
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+async function rssMiB(pid: number): Promise<number> {
+  const { stdout } = await new Deno.Command("ps", {
+    args: ["-o", "rss=", "-p", String(pid)],
+  }).output();
+  return Number(new TextDecoder().decode(stdout).trim()) / 1024; // KiB -> MiB
+}
+
+Deno.test({
+  name:
+    "a slow consumer is dropped with 4008 and recovers; others get every event; memory stays bounded",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const RSS_BOUND_MIB = 400;
+    const INSTANCES = 1000, ROUNDS = 100; // 100,000 events
+    await using agent = await spawnAgent([
+      "--max-queue-bytes",
+      String(1024 * 1024),
+      "--ttl",
+      "30",
+      "--history",
+      "200000",
+      "--log-level",
+      "warn",
+    ]);
+    const proxy = pausableProxy(Number(new URL(agent.http).port));
+    await using writer = await connect(agent.url, { requestTimeout: 30_000 });
+    await using fast = await connect(agent.url);
+    await using slow = await connect(`ws://127.0.0.1:${proxy.port}`, {
+      reconnect: { maxDelay: 200 },
+      requestTimeout: 30_000,
+    });
+    try {
+      await using fastSet = await fast.services("load");
+      let fastEvents = 0;
+      fastSet.addEventListener("update", () => fastEvents++);
+      await using slowSet = await slow.services("load");
+      let dropped = false;
+      slow.addEventListener("disconnect", () => dropped = true);
+
+      const baseline = await rssMiB(agent.child.pid);
+      let peak = baseline;
+      const sampler = setInterval(async () => {
+        peak = Math.max(peak, await rssMiB(agent.child.pid).catch(() => 0));
+      }, 100);
+      proxy.pause();
+      const pad = "p".repeat(400);
+      for (let round = 0; round < ROUNDS; round++) {
+        const batch = [];
+        for (let i = 1; i <= INSTANCES; i++) {
+          batch.push(
+            writer.register("load", 10_000 + i, {
+              attrs: { round: String(round), pad },
+            }),
+          );
+        }
+        await Promise.all(batch);
+      }
+      await until(
+        () => fastEvents === INSTANCES * ROUNDS,
+        "every event at the fast subscriber",
+        60_000,
+      );
+      clearInterval(sampler);
+      peak = Math.max(peak, await rssMiB(agent.child.pid));
+      assert.ok(
+        agent.stderr().includes("slow consumer dropped"),
+        "the agent dropped the slow consumer",
+      );
+
+      proxy.resume();
+      await until(() => dropped, "the slow client saw the drop", 30_000);
+      const last = String(ROUNDS - 1);
+      await until(
+        () =>
+          slowSet.connected && slowSet.online().length === INSTANCES &&
+          slowSet.online().every((i) => i.attrs.round === last),
+        "the slow subscriber recovers to the right state",
+        60_000,
+      );
+      console.log(
+        `events: ${fastEvents} delivered to the fast subscriber; agent RSS ${
+          baseline.toFixed(0)
+        } MiB before, ${
+          peak.toFixed(0)
+        } MiB at peak (bound ${RSS_BOUND_MIB} MiB)`,
+      );
+      assert.equal(fastEvents, INSTANCES * ROUNDS);
+      assert.ok(peak < RSS_BOUND_MIB, `agent RSS peaked at ${peak} MiB`);
+    } finally {
+      proxy.close();
+    }
+  },
+});
