@@ -17,6 +17,7 @@
 
 import { type Backend, OwnerConflictError } from "../backends/backend.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import { sameAttrs } from "../protocol/validate.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
 import type { Logger } from "./log.ts";
 import type { View } from "./view.ts";
@@ -72,12 +73,6 @@ export interface Registration {
 const ATTEMPTS = 3;
 /** How long a write may take to come back through the backend's change stream. */
 const WRITE_VISIBLE_MS = 10_000;
-
-function sameAttrs(a: Attrs, b: Attrs): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length &&
-    keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
-}
 
 /**
  * Applies register and unregister requests to the backend on behalf of

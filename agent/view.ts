@@ -22,7 +22,7 @@ import {
   type Instance,
   type ServiceEvent,
 } from "../protocol/types.ts";
-import { matches } from "../protocol/validate.ts";
+import { matches, sameAttrs } from "../protocol/validate.ts";
 
 /** A current instance and the owner that registered it. */
 export interface Entry {
@@ -105,12 +105,6 @@ function instanceOf(record: StoredRecord, revision: number): Instance {
     revision,
     registeredAt: record.registeredAt,
   };
-}
-
-function sameAttrs(a: Record<string, string>, b: Record<string, string>) {
-  const ak = Object.keys(a);
-  if (ak.length !== Object.keys(b).length) return false;
-  return ak.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 /**

@@ -9,6 +9,7 @@
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import { sameAttrs } from "../protocol/validate.ts";
 import { deferred } from "./_deferred.ts";
 import type { Instance, ServiceEvent } from "../protocol/types.ts";
 
@@ -358,6 +359,9 @@ export class ServiceSet extends EventTarget
     if (before && before.revision === instance.revision) return;
     this.#online.set(instance.id, instance);
     this.#offline.delete(instance.id);
+    // Same attributes under a new revision (re-registered at a restarted
+    // agent, say) is no change to report.
+    if (before && sameAttrs(before.attrs, instance.attrs)) return;
     this.#emit({ kind: before ? "update" : "up", instance, revision });
   }
 

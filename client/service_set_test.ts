@@ -205,3 +205,17 @@ Deno.test("a snapshot cut off half-way does not advance the revision", () => {
   assert.equal(set.revision, 5, "resume from before the snapshot");
   assert.deepEqual(set.online().map((i) => i.addr), ["h:1"]);
 });
+
+Deno.test("a new revision with the same attributes is not reported as an update", () => {
+  const { set } = opened();
+  set.beginSnapshot();
+  set.apply(ev("up", 1, inst("h:1", 1, { v: "1" })));
+  set.apply(ev("current", 1));
+  const seen: string[] = [];
+  set.addEventListener("update", (e) => seen.push(show(e)));
+  set.apply(ev("update", 7, inst("h:1", 7, { v: "1" })));
+  assert.deepEqual(seen, []);
+  assert.equal(set.get("h:1")?.revision, 7, "the set keeps the newest copy");
+  set.apply(ev("update", 8, inst("h:1", 8, { v: "2" })));
+  assert.deepEqual(seen, ["update h:1 8"]);
+});

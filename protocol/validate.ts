@@ -420,6 +420,25 @@ export function validateUnsubscribe(params: unknown): UnsubscribeParams {
 }
 
 /**
+ * Whether two attribute maps hold the same keys with the same values.
+ *
+ * @example Usage
+ * ```ts
+ * import { sameAttrs } from "./validate.ts";
+ * sameAttrs({ a: "1", b: "2" }, { b: "2", a: "1" }); // true
+ * ```
+ *
+ * @param a One map.
+ * @param b The other.
+ * @returns Whether they are equal.
+ */
+export function sameAttrs(a: Attrs, b: Attrs): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length &&
+    keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
+}
+
+/**
  * Whether an instance's attributes match a filter: every attribute named in
  * the filter must be present with exactly the same value.
  *

@@ -1,0 +1,199 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Faults between clients and one agent: the agent killed and restarted, and
+ * a connection that goes silent without closing (half-open).
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, type ServiceSet } from "../mod.ts";
+import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
+import { until } from "./_wait.ts";
+
+const fast = { reconnect: { maxDelay: 300 } };
+
+/** Per-instance event kinds a set saw. */
+function kindsByAddr(set: ServiceSet): Map<string, string[]> {
+  const seen = new Map<string, string[]>();
+  set.addEventListener("update", (e) => {
+    const list = seen.get(e.instance.addr) ?? [];
+    list.push(e.kind);
+    seen.set(e.instance.addr, list);
+  });
+  return seen;
+}
+
+/** No `up` after `up`, no `down` without an `up` before it. */
+function assertConsistent(seen: Map<string, string[]>, initial: Set<string>) {
+  for (const [addr, kinds] of seen) {
+    let up = initial.has(addr);
+    for (const kind of kinds) {
+      if (kind === "up") assert.ok(!up, `${addr}: duplicate up in ${kinds}`);
+      if (kind !== "up") {
+        assert.ok(up, `${addr}: ${kind} while down in ${kinds}`);
+      }
+      up = kind !== "down";
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "agent SIGKILLed and restarted: every client re-registers, every set ends exact, no duplicates",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    let agent: AgentProcess = await spawnAgent();
+    const listen = `127.0.0.1:${new URL(agent.http).port}`;
+    const clients: Client[] = [];
+    try {
+      for (let i = 0; i < 5; i++) clients.push(await connect(agent.url, fast));
+      for (const [i, c] of clients.entries()) {
+        await c.register("svc", 2000 + i, { attrs: { client: String(i) } });
+      }
+      const sets = await Promise.all(clients.map((c) => c.services("svc")));
+      const logs = sets.map(kindsByAddr);
+      const initial = new Set(sets[0].online().map((i) => i.addr));
+      assert.equal(initial.size, 5);
+
+      agent.kill("SIGKILL");
+      await agent.stop();
+      const killedAt = Date.now();
+      agent = await spawnAgent(["--listen", listen]);
+      await until(
+        () => sets.every((s) => s.connected && s.online().length === 5),
+        "every set holds every instance again",
+        20_000,
+      );
+      console.log(
+        `after the restart, every set was exact in ${Date.now() - killedAt} ms`,
+      );
+      for (const set of sets) {
+        assert.deepEqual(
+          set.online().map((i) => `${i.addr} ${i.attrs.client}`).sort(),
+          [0, 1, 2, 3, 4].map((i) => `127.0.0.1:${2000 + i} ${i}`),
+        );
+      }
+      // The new (empty) agent's snapshots are diffed against what each set
+      // held: an instance whose client had not re-registered yet goes down
+      // and comes back up, but nothing is announced twice.
+      let events = 0;
+      for (const log of logs) {
+        assertConsistent(log, initial);
+        for (const kinds of log.values()) {
+          events += kinds.length;
+          if (kinds.length > 0) assert.equal(kinds.at(-1), "up");
+        }
+      }
+      console.log(`events seen by the 5 sets across the restart: ${events}`);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await agent.stop();
+    }
+  },
+});
+
+/** A TCP proxy that can freeze: it keeps both connections open but forwards nothing. */
+function freezingProxy(target: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let frozen = false;
+  const pump = async (from: Deno.Conn, to: Deno.Conn) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await from.read(buf).catch(() => null);
+      if (n === null) break;
+      if (!frozen) await to.write(buf.subarray(0, n)).catch(() => {});
+    }
+  };
+  (async () => {
+    for await (const conn of listener) {
+      if (frozen) { // connections made while frozen go nowhere
+        conns.push(conn);
+        continue;
+      }
+      const upstream = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: target,
+      });
+      conns.push(conn, upstream);
+      pump(conn, upstream);
+      pump(upstream, conn);
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    freeze: () => frozen = true,
+    thaw: () => frozen = false,
+    close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed */ }
+      }
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "a half-open connection is detected by ping within the bound, and the client recovers",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const PING = 500, TIMEOUT = 1500; // bound: PING + TIMEOUT, plus slack
+    await using agent = await spawnAgent([
+      "--ttl",
+      "30",
+      "--idle-timeout",
+      "30",
+    ]);
+    const proxy = freezingProxy(Number(new URL(agent.http).port));
+    await using writer = await connect(agent.url);
+    const client = await connect(`ws://127.0.0.1:${proxy.port}`, {
+      pingInterval: PING,
+      requestTimeout: TIMEOUT,
+      reconnect: { maxDelay: 300 },
+    });
+    try {
+      await client.register("half", 3000);
+      const set = await client.services("half");
+      proxy.freeze();
+      const frozenAt = Date.now();
+      await new Promise<void>((resolve) =>
+        client.addEventListener("disconnect", () => resolve(), { once: true })
+      );
+      const detected = Date.now() - frozenAt;
+      console.log(
+        `half-open connection detected in ${detected} ms (bound ${
+          PING + TIMEOUT
+        } ms + 1 s)`,
+      );
+      assert.ok(
+        detected <= PING + TIMEOUT + 1000,
+        `detected after ${detected} ms`,
+      );
+      // Fail-static meanwhile, and changes happen behind its back.
+      assert.equal(set.connected, false);
+      assert.equal(set.online().length, 1);
+      await writer.register("half", 3001);
+      proxy.thaw();
+      await until(
+        () => set.connected && set.online().length === 2,
+        "the set catches up after the path is back",
+        20_000,
+      );
+      assert.deepEqual(
+        (await writer.lookup("half")).map((i) => i.addr).sort(),
+        [
+          "127.0.0.1:3000",
+          "127.0.0.1:3001",
+        ],
+      );
+    } finally {
+      await client.close();
+      proxy.close();
+    }
+  },
+});
