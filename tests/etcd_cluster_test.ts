@@ -396,3 +396,36 @@ Deno.test({
     assert.deepEqual(log, ['up 10.1.1.1:80 {"v":"1"}']);
   },
 });
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd: an agent restarted (SIGTERM) within the lease TTL causes no flap at other agents",
+  async fn() {
+    const lease = 5;
+    await using cluster = await startEtcd();
+    const p = prefix();
+    let a = await etcdAgent(cluster, p, [], lease);
+    const listen = `127.0.0.1:${new URL(a.http).port}`;
+    await using b = await etcdAgent(cluster, p, [], lease);
+    await using reader = await connect(b.url);
+    await using set = await reader.services("steady");
+    const log = record(set);
+    await using client = await connect(a.url, fast);
+    await client.register("steady", "10.2.2.2:80", { attrs: { v: "1" } });
+    await until(() => log.length === 1, "up at B");
+    const status = await a.stop(); // graceful: SIGTERM
+    assert.equal(status.code, 0);
+    a = await etcdAgent(cluster, p, ["--listen", listen], lease);
+    try {
+      await until(() => client.state === "connected", "the client is back");
+      // Past the old agent's lease: the instance was taken over, not lost.
+      await new Promise((resolve) => setTimeout(resolve, (lease + 2) * 1000));
+      assert.deepEqual(log, ['up 10.2.2.2:80 {"v":"1"}']);
+      assert.equal(set.online().length, 1);
+    } finally {
+      await client.close();
+      await a.stop();
+    }
+  },
+});
