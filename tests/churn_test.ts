@@ -1,0 +1,193 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Churn under faults: tens of clients register, re-register and unregister
+ * at random through two agents sharing etcd, while their connections (and
+ * the subscribers') are cut at random. At the end every subscriber's set
+ * equals the truth, and every per-instance event sequence is consistent.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, type ServiceSet } from "../mod.ts";
+import { spawnAgent } from "./_agent_process.ts";
+import { until } from "./_wait.ts";
+import { startEtcd } from "../tools/etcd.ts";
+
+/** A TCP proxy whose connections can all be cut at once. */
+function cuttableProxy(target: number) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let conns: Deno.Conn[] = [];
+  (async () => {
+    for await (const conn of listener) {
+      try {
+        const upstream = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: target,
+        });
+        conns.push(conn, upstream);
+        conn.readable.pipeTo(upstream.writable).catch(() => {});
+        upstream.readable.pipeTo(conn.writable).catch(() => {});
+      } catch {
+        conn.close();
+      }
+    }
+  })().catch(() => {});
+  const cut = () => {
+    const all = conns;
+    conns = [];
+    for (const c of all) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    return all.length / 2;
+  };
+  return {
+    url: `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    cut,
+    close() {
+      listener.close();
+      cut();
+    },
+  };
+}
+
+/** Retries an idempotent call until it succeeds. */
+async function persist<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (attempt > 50) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** Records events per instance and checks each sequence as it goes. */
+function watch(set: ServiceSet) {
+  const problems: string[] = [];
+  const up = new Map<string, boolean>();
+  let events = 0;
+  set.addEventListener("update", (e) => {
+    events++;
+    const addr = e.instance.addr;
+    const isUp = up.get(addr) ?? false;
+    if (e.kind === "up" && isUp) problems.push(`duplicate up of ${addr}`);
+    if (e.kind !== "up" && !isUp) {
+      problems.push(`${e.kind} of ${addr} while down`);
+    }
+    up.set(addr, e.kind !== "down");
+  });
+  return { problems, events: () => events };
+}
+
+Deno.test({
+  name:
+    "churn under faults: sets equal the truth and event sequences stay consistent",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const CLIENTS = 20, SUBSCRIBERS = 4, PORTS_PER_CLIENT = 3;
+    const CHURN_MS = 8000, CUT_EVERY_MS = 700;
+    await using cluster = await startEtcd();
+    const args = [
+      "--backend",
+      "etcd",
+      "--etcd-endpoints",
+      cluster.endpoints.join(","),
+      "--etcd-prefix",
+      `/churn-${crypto.randomUUID().slice(0, 8)}/`,
+      "--ttl",
+      "30", // cut sessions keep their instances while their clients return
+      "--log-level",
+      "error",
+    ];
+    await using a = await spawnAgent(args);
+    await using b = await spawnAgent(args);
+    const proxies = [a, b].map((agent) =>
+      cuttableProxy(Number(new URL(agent.http).port))
+    );
+    const options = { reconnect: { maxDelay: 200 }, requestTimeout: 3000 };
+    const clients: Client[] = [];
+    const subscribers: Client[] = [];
+    try {
+      for (let i = 0; i < CLIENTS; i++) {
+        clients.push(await connect(proxies[i % 2].url, options));
+      }
+      for (let i = 0; i < SUBSCRIBERS; i++) {
+        subscribers.push(await connect(proxies[i % 2].url, options));
+      }
+      const sets = await Promise.all(
+        subscribers.map((s) => s.services("churn")),
+      );
+      const watchers = sets.map(watch);
+
+      // The truth: what each client last successfully asked for.
+      const truth = new Map<string, string>();
+      let ops = 0, cuts = 0;
+      const deadline = Date.now() + CHURN_MS;
+      const cutter = setInterval(() => {
+        const which = Math.random() < 0.5
+          ? [0]
+          : Math.random() < 0.5
+          ? [1]
+          : [0, 1];
+        for (const i of which) cuts += proxies[i].cut();
+      }, CUT_EVERY_MS);
+      await Promise.all(clients.map(async (client, c) => {
+        while (Date.now() < deadline) {
+          const addr = `10.9.${c}.1:${
+            1000 + Math.floor(Math.random() * PORTS_PER_CLIENT)
+          }`;
+          if (Math.random() < 0.3) {
+            await persist(() => client.unregister("churn", addr));
+            truth.delete(addr);
+          } else {
+            const v = String(Math.floor(Math.random() * 1000));
+            await persist(() =>
+              client.register("churn", addr, { attrs: { v } })
+            );
+            truth.set(addr, v);
+          }
+          ops++;
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.random() * 20)
+          );
+        }
+      }));
+      clearInterval(cutter);
+
+      const expected = [...truth].map(([addr, v]) => `${addr} ${v}`).sort();
+      const actual = (set: ServiceSet) =>
+        set.online().map((i) => `${i.addr} ${i.attrs.v}`).sort();
+      await until(
+        () =>
+          sets.every((set) =>
+            set.connected &&
+            JSON.stringify(actual(set)) === JSON.stringify(expected)
+          ),
+        "every subscriber's set equals the truth",
+        30_000,
+      );
+      const events = watchers.map((w) => w.events());
+      console.log(
+        `churn: ${CLIENTS} clients, ${ops} operations, ${cuts} connections cut, ` +
+          `${expected.length} instances at the end, events per subscriber: ${
+            events.join(", ")
+          }`,
+      );
+      for (const [i, w] of watchers.entries()) {
+        assert.deepEqual(w.problems, [], `subscriber ${i}`);
+      }
+      for (const set of sets) assert.deepEqual(actual(set), expected);
+      assert.ok(
+        cuts > 0 && ops > CLIENTS,
+        "the test really churned under cuts",
+      );
+    } finally {
+      await Promise.all([...clients, ...subscribers].map((c) => c.close()));
+      for (const p of proxies) p.close();
+    }
+  },
+});
