@@ -246,8 +246,8 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     finished ??= (async () => {
       shuttingDown = true;
       log.info("shutting down", { sessions: sessions.sessions });
+      await sessions.closeAll();
       registry.close();
-      sessions.closeAll();
       await server.shutdown();
       await backend.close();
       log.info("stopped");

@@ -122,11 +122,23 @@ export class SessionServer {
   };
 
   /**
-   * Closes every session with 1001 (going away). Their registrations are
-   * left to the backend: a restarted agent's clients re-register.
+   * Closes every session with 1001 (going away), after giving the requests
+   * under way up to `drainMs` to finish. Their registrations are left to
+   * the backend: a restarted agent's clients re-register.
+   *
+   * @param drainMs Longest wait for requests under way.
    */
-  closeAll(): void {
+  async closeAll(drainMs = 2000): Promise<void> {
     this.#closing = true;
+    // Flush first: requests already being handled get their responses
+    // (new ones are refused with -32004 meanwhile), within a bound.
+    const deadline = Date.now() + drainMs;
+    while (
+      Date.now() < deadline &&
+      [...this.#sockets.values()].some((session) => session.inflight > 0)
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     for (const [socket, session] of this.#sockets) {
       try {
         socket.close(1001, "agent shutting down");

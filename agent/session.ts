@@ -106,6 +106,7 @@ export class Session {
   readonly #peer: JsonRpcPeer;
   readonly #subscriptions = new Map<string, Subscription>();
   #nextSubscription = 1;
+  #inflight = 0;
   #mutations: Promise<unknown> = Promise.resolve();
   #ended = false;
 
@@ -132,6 +133,11 @@ export class Session {
       onInternalError: (error, method) =>
         context.log.error("method failed", { session: id, method, error }),
     });
+  }
+
+  /** Frames received whose responses have not all been sent yet. */
+  get inflight(): number {
+    return this.#inflight;
   }
 
   /** Number of open subscriptions. */
@@ -190,7 +196,8 @@ export class Session {
       );
       return;
     }
-    void this.#peer.receive(data);
+    this.#inflight++;
+    void this.#peer.receive(data).finally(() => this.#inflight--);
   }
 
   /**

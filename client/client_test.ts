@@ -2,6 +2,8 @@
 
 import assert from "node:assert/strict";
 import { startAgent } from "../agent/mod.ts";
+import type { StoredRecord, WriteOptions } from "../backends/backend.ts";
+import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { connect } from "./client.ts";
 import { until } from "../tests/_wait.ts";
@@ -299,4 +301,23 @@ Deno.test("catalog() lists services; services('*') follows every service, same a
   assert.deepEqual(catalog.services, [{ service: "api", instances: 1 }]);
   assert.ok(catalog.revision >= 4);
   await assert.rejects(client.services("ca*"), isCode(ErrorCode.InvalidParams));
+});
+
+Deno.test("a shutdown answers the requests already under way before closing", async () => {
+  class Slow extends MemoryBackend {
+    override async put(record: StoredRecord, options?: WriteOptions) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return super.put(record, options);
+    }
+  }
+  const agent = await startAgent({ port: 0, backend: new Slow(), ...quiet });
+  const client = await connect(agent.url, { reconnect: false });
+  const registering = client.register("svc", 1);
+  await new Promise((resolve) => setTimeout(resolve, 50)); // under way
+  const stopping = agent.shutdown();
+  const instance = await registering;
+  assert.equal(instance.addr, "127.0.0.1:1");
+  await stopping;
+  // Refused after the drain: the connection closed with 1001.
+  await until(() => client.closed, "the client sees the shutdown");
 });
