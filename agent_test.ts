@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { VERSION } from "./agent/version.ts";
+import { AGENT_RUN_ARGS } from "./tools/agent_command.ts";
 
 const AGENT = new URL("./agent.ts", import.meta.url).pathname;
 const DENO_JSON = JSON.parse(
@@ -39,15 +40,7 @@ const FLAGS = [
 
 function command(args: string[]): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-sys",
-      "--allow-read",
-      "--allow-env",
-      AGENT,
-      ...args,
-    ],
+    args: [...AGENT_RUN_ARGS, ...args],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -1,13 +1,12 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
+import { AGENT_RUN_ARGS } from "../tools/agent_command.ts";
 /**
  * Test helper: runs discoverd (`agent.ts`) as a separate process on a free
  * loopback port and stops it.
  *
  * @module
  */
-
-const AGENT = new URL("../agent.ts", import.meta.url);
 
 /** A running agent process. */
 export interface AgentProcess extends AsyncDisposable {
@@ -36,12 +35,7 @@ export async function spawnAgent(args: string[] = []): Promise<AgentProcess> {
   const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "--allow-net",
-      "--allow-sys",
-      "--allow-read",
-      "--allow-env",
-      AGENT.pathname,
+      ...AGENT_RUN_ARGS,
       ...listen,
       "--advertise-host",
       "127.0.0.1",

@@ -72,19 +72,41 @@ async function eventually(
 
 const prefix = () => `/t-${crypto.randomUUID().slice(0, 8)}/`;
 
+/**
+ * etcd, two agents A and B sharing it, and a reader at B watching
+ * `service` (its updates recorded in `log`); all stopped when disposed.
+ */
+async function twoAgents(service: string, readerOptions = {}) {
+  const cluster = await startEtcd();
+  const p = prefix();
+  const a = await etcdAgent(cluster, p);
+  const b = await etcdAgent(cluster, p);
+  const reader = await connect(b.url, readerOptions);
+  const set = await reader.services(service);
+  return {
+    cluster,
+    a,
+    b,
+    reader,
+    set,
+    log: record(set),
+    async [Symbol.asyncDispose]() {
+      await set.close();
+      await reader.close();
+      await Promise.all([a.stop(), b.stop()]);
+      await cluster.stop();
+    },
+  };
+}
+
 Deno.test({
   ...etcdTest,
   name:
     "etcd: a registration through agent A is seen at agent B: up, update, down",
   async fn() {
-    await using cluster = await startEtcd();
-    const p = prefix();
-    await using a = await etcdAgent(cluster, p);
-    await using b = await etcdAgent(cluster, p);
+    await using env = await twoAgents("cache");
+    const { a, b, reader, log } = env;
     await using writer = await connect(a.url);
-    await using reader = await connect(b.url);
-    await using set = await reader.services("cache");
-    const log = record(set);
     await writer.register("cache", 9876, { attrs: { id: "cache1" } });
     await writer.register("cache", 9876, {
       attrs: { id: "cache1", zone: "b" },
@@ -109,12 +131,8 @@ Deno.test({
   name:
     "etcd: a SIGKILLed client of A goes down at B within the grace TTL plus a bound",
   async fn() {
-    await using cluster = await startEtcd();
-    const p = prefix();
-    await using a = await etcdAgent(cluster, p);
-    await using b = await etcdAgent(cluster, p);
-    await using reader = await connect(b.url);
-    await using set = await reader.services("victim");
+    await using env = await twoAgents("victim");
+    const { a, set } = env;
     const victim = await spawnRegistrant(a.url, "victim", 7001);
     await until(() => set.online().length === 1, "up at B");
     const killedAt = Date.now();
@@ -272,14 +290,9 @@ Deno.test({
   name:
     "etcd: etcd down for longer than the lease TTL, then back: every live registration returns",
   async fn() {
-    await using cluster = await startEtcd();
-    const p = prefix();
-    await using a = await etcdAgent(cluster, p);
-    await using b = await etcdAgent(cluster, p);
+    await using env = await twoAgents("web", fast);
+    const { cluster, a, b, reader, set, log } = env;
     await using wa = await connect(a.url, fast);
-    await using reader = await connect(b.url, fast);
-    await using set = await reader.services("web");
-    const log = record(set);
     await wa.register("web", 1, { attrs: { v: "1" } });
     await wa.register("web", 2);
     await until(() => set.online().length === 2, "both up");
@@ -369,13 +382,8 @@ Deno.test({
   name:
     "etcd: a client that moves to another agent keeps its instance, without a flap",
   async fn() {
-    await using cluster = await startEtcd();
-    const p = prefix();
-    await using a = await etcdAgent(cluster, p);
-    await using b = await etcdAgent(cluster, p);
-    await using reader = await connect(b.url);
-    await using set = await reader.services("mover");
-    const log = record(set);
+    await using env = await twoAgents("mover");
+    const { a, b, set, log } = env;
     // Through agent A, then the connection is lost (close code 4000).
     const first = await openRawClient(`${a.url}?client=mover-1`);
     await first.call("discover.register", {

@@ -15,8 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { startEtcd } from "./etcd.ts";
-
-const AGENT = new URL("../agent.ts", import.meta.url).pathname;
+import { AGENT_RUN_ARGS } from "./agent_command.ts";
 
 /** Parses `--ports`, or exits with a message. */
 function ports(text: string): number[] {
@@ -47,12 +46,7 @@ if (import.meta.main) {
   const agents = ports(values.ports!).map((port) =>
     new Deno.Command(Deno.execPath(), {
       args: [
-        "run",
-        "--allow-net",
-        "--allow-sys",
-        "--allow-read",
-        "--allow-env",
-        AGENT,
+        ...AGENT_RUN_ARGS,
         "--backend",
         "etcd",
         "--etcd-endpoints",
