@@ -105,7 +105,7 @@ Deno.test({
     "etcd: a registration through agent A is seen at agent B: up, update, down",
   async fn() {
     await using env = await twoAgents("cache");
-    const { a, b, reader, log } = env;
+    const { a, reader, log } = env;
     await using writer = await connect(a.url);
     await writer.register("cache", 9876, { attrs: { id: "cache1" } });
     await writer.register("cache", 9876, {
