@@ -1,8 +1,8 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { Ajv, type ValidateFunction } from "ajv";
-import * as metaSchemaModule from "@open-rpc/meta-schema";
+import type { Ajv, ValidateFunction } from "ajv";
+import { META_ID, openrpcAjv } from "../tests/_openrpc_ajv.ts";
 import type { BackendChange } from "../backends/backend.ts";
 import { View } from "../agent/view.ts";
 import { openrpcDocument } from "./openrpc.ts";
@@ -23,13 +23,7 @@ import {
 
 type Json = Record<string, unknown>;
 
-// The package's typings declare only types; its `openrpcDocument` export is
-// the meta-schema itself.
-const metaSchema =
-  (metaSchemaModule as unknown as { openrpcDocument: Json }).openrpcDocument;
-
 const DOC_ID = "urn:discover:openrpc";
-const META_ID = "https://meta.open-rpc.org/";
 /** Codes raised by clients only; the agent never sends them. */
 const CLIENT_ONLY: number[] = [ErrorCode.Timeout, ErrorCode.ConnectionClosed];
 /** Methods that take no params. */
@@ -40,37 +34,9 @@ const NO_PARAMS: string[] = [
   Methods.ping,
 ];
 
-/**
- * An ajv instance that knows the OpenRPC meta-schema and this document.
- * The meta-schema refers to `https://meta.json-schema.tools/` for JSON
- * Schemas: that is draft-07 plus titles, so a copy of ajv's own draft-07
- * meta-schema stands in for it.
- */
+/** An ajv that knows the OpenRPC meta-schema and this document. */
 function makeAjv(): Ajv {
-  const ajv = new Ajv({
-    strict: false,
-    allErrors: true,
-    validateFormats: false,
-  });
-  const draft07 = ajv.getSchema("http://json-schema.org/draft-07/schema")
-    ?.schema as Json;
-  assert.ok(draft07, "ajv has no draft-07 meta-schema");
-  const definitions = draft07.definitions as Json;
-  const properties = draft07.properties as Json;
-  ajv.addMetaSchema({
-    ...draft07,
-    $id: "https://meta.json-schema.tools/",
-    definitions: {
-      ...definitions,
-      JSONSchemaObject: { properties: { $ref: properties.$ref } },
-    },
-  });
-  // Referred to both with and without the trailing slash.
-  ajv.addSchema(
-    { $ref: "https://meta.json-schema.tools/" },
-    "https://meta.json-schema.tools",
-  );
-  ajv.addSchema(metaSchema);
+  const ajv = openrpcAjv();
   ajv.addSchema(structuredClone(openrpcDocument), DOC_ID);
   return ajv;
 }

@@ -10,59 +10,21 @@
  */
 
 import assert from "node:assert/strict";
-import { Ajv, type ValidateFunction } from "ajv";
-import * as metaSchemaModule from "@open-rpc/meta-schema";
+import type { Ajv, ValidateFunction } from "ajv";
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { Methods } from "../protocol/types.ts";
 import { spawnAgent } from "./_agent_process.ts";
 import { openRaw } from "./_raw_socket.ts";
+import { META_ID, openrpcAjv } from "./_openrpc_ajv.ts";
 
 type Json = Record<string, unknown>;
 
-// The package's typings declare only types; its `openrpcDocument` export is
-// the meta-schema itself.
-const metaSchema =
-  (metaSchemaModule as unknown as { openrpcDocument: Json }).openrpcDocument;
-
-const META_ID = "https://meta.open-rpc.org/";
 const DOC_ID = "urn:discover:openrpc:served";
 /** Errors any request may get besides the ones a method lists. */
 const ENVELOPE_ERRORS = [-32700, -32600, -32601, -32603];
 
 function isObject(value: unknown): value is Json {
   return value !== null && typeof value === "object" && !Array.isArray(value);
-}
-
-/**
- * An ajv that knows the OpenRPC meta-schema. It refers to
- * `https://meta.json-schema.tools/` for JSON Schemas: that is draft-07 plus
- * titles, so a copy of ajv's own draft-07 meta-schema stands in for it.
- */
-function makeAjv(): Ajv {
-  const ajv = new Ajv({
-    strict: false,
-    allErrors: true,
-    validateFormats: false,
-  });
-  const draft07 = ajv.getSchema("http://json-schema.org/draft-07/schema")
-    ?.schema as Json;
-  assert.ok(draft07, "ajv has no draft-07 meta-schema");
-  ajv.addMetaSchema({
-    ...draft07,
-    $id: "https://meta.json-schema.tools/",
-    definitions: {
-      ...(draft07.definitions as Json),
-      JSONSchemaObject: {
-        properties: { $ref: (draft07.properties as Json).$ref },
-      },
-    },
-  });
-  ajv.addSchema(
-    { $ref: "https://meta.json-schema.tools/" },
-    "https://meta.json-schema.tools",
-  );
-  ajv.addSchema(metaSchema);
-  return ajv;
 }
 
 function explain(ajv: Ajv, validate: ValidateFunction): string {
@@ -123,7 +85,7 @@ Deno.test("openrpc agent: rpc.discover and GET /openrpc.json serve a valid docum
   const served = response.result;
   assert.ok(isObject(served));
 
-  const ajv = makeAjv();
+  const ajv = openrpcAjv();
   const validate = ajv.getSchema(META_ID);
   assert.ok(validate, "the meta-schema did not compile");
   assert.ok(validate(served), explain(ajv, validate));
@@ -153,7 +115,7 @@ Deno.test("openrpc agent: the document describes every method the agent answers"
     assert.deepEqual([...names].sort(), Object.values(Methods).sort());
   });
 
-  const ajv = makeAjv();
+  const ajv = openrpcAjv();
   ajv.addSchema(structuredClone(doc), DOC_ID);
   const compileAt = (pointer: string) =>
     ajv.compile({ $ref: `${DOC_ID}#${pointer}` });
