@@ -10,15 +10,13 @@
  */
 
 import { openrpcDocument } from "../protocol/openrpc.ts";
+import { CLIENT_ID_PATTERN } from "../protocol/validate.ts";
 import { CLIENT_JS } from "./dashboard/_client_bundle.ts";
 import { originAllowed } from "./dashboard/origin.ts";
 import { DASHBOARD_HTML } from "./dashboard/page.ts";
 import type { Logger } from "./log.ts";
 import type { Registry } from "./registry.ts";
 import { Session, type SessionContext } from "./session.ts";
-
-/** Client ids named in `?client=`: 1 to 64 characters of `A-Z a-z 0-9 _ -`. */
-export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Options of {@linkcode SessionServer}. */
 export interface SessionServerOptions {

@@ -23,6 +23,7 @@ import {
   type SubscribeResult,
 } from "../protocol/types.ts";
 import {
+  CLIENT_ID_PATTERN,
   validateAddr,
   validateAttrs,
   validatePort,
@@ -301,7 +302,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       );
     }
     const clientId = options.clientId ?? randomId();
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(clientId)) {
+    if (!CLIENT_ID_PATTERN.test(clientId)) {
       throw new TypeError(
         `'clientId' must be 1 to 64 characters of A-Z a-z 0-9 _ -: current value is ${
           JSON.stringify(clientId)

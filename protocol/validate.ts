@@ -24,6 +24,8 @@ import {
 export const SERVICE_NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Attribute keys: 1 to 64 characters of `A-Z a-z 0-9 . _ - :`, starting with a letter or digit. */
 export const ATTR_KEY_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
+/** Client ids (the `client` query parameter): 1 to 64 characters of `A-Z a-z 0-9 _ -`. */
+export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
 /** Most attributes on one instance (and in one filter). */
 export const MAX_ATTRS = 64;
 /** Longest attribute value, in UTF-16 code units. */
@@ -39,8 +41,8 @@ const IPV6_PATTERN = /^[0-9A-Fa-f:.]{2,45}$/;
 
 type Params = Record<string, unknown>;
 
-/** A register or unregister target: exactly one of `port` and `addr`. */
-export type Target = { port: number; addr?: undefined } | {
+/** Where a register or unregister points: exactly one of `port` and `addr`. */
+export type AddressParams = { port: number; addr?: undefined } | {
   addr: string;
   port?: undefined;
 };
@@ -247,7 +249,7 @@ function validateFilter(value: unknown): Filter | undefined {
   return { attrs: validateAttrs(attrs, "filter.attrs") };
 }
 
-function validateTarget(params: Params): Target {
+function validateAddress(params: Params): AddressParams {
   const { port, addr } = params;
   if (port !== undefined && addr !== undefined) {
     throw invalidParams("addr", "cannot be given together with 'port'");
@@ -271,11 +273,11 @@ function validateTarget(params: Params): Target {
  */
 export function validateRegister(
   params: unknown,
-): RegisterParams & Target & { attrs: Attrs } {
+): RegisterParams & AddressParams & { attrs: Attrs } {
   const p = asObject(params);
   onlyKeys(p, ["service", "port", "addr", "attrs"]);
   const service = validateServiceName(p.service);
-  const target = validateTarget(p);
+  const target = validateAddress(p);
   const attrs = p.attrs === undefined ? {} : validateAttrs(p.attrs);
   return { service, ...target, attrs };
 }
@@ -294,10 +296,10 @@ export function validateRegister(
  */
 export function validateUnregister(
   params: unknown,
-): UnregisterParams & Target {
+): UnregisterParams & AddressParams {
   const p = asObject(params);
   onlyKeys(p, ["service", "port", "addr"]);
-  return { service: validateServiceName(p.service), ...validateTarget(p) };
+  return { service: validateServiceName(p.service), ...validateAddress(p) };
 }
 
 /**
