@@ -34,8 +34,11 @@
  *
  * ## Failures
  *
- * Every unary call has a deadline (`callTimeout`), and gRPC keep-alive pings
- * detect a hung member within seconds, so calls move to another endpoint.
+ * Every unary call has a deadline (`callTimeout`). With several endpoints,
+ * a member whose call fails in a way that points at the member (deadline,
+ * unavailable) is left out until it answers a probe, so one hung member
+ * costs one deadline, not one per call. gRPC keep-alive pings detect a hung
+ * member under the watch and lease streams within seconds.
  * Revisions are etcd's, and the epoch is the etcd cluster id, so a `since`
  * from one agent means the same at every other.
  *
@@ -59,6 +62,19 @@ import {
   type WriteOptions,
 } from "./backend.ts";
 import { SERVICE_NAME_PATTERN, validateAddr } from "../protocol/validate.ts";
+import { EndpointHealth, type HostPolicy } from "./_etcd_health.ts";
+
+type FaultHandling = NonNullable<IOptions["faultHandling"]>;
+type PoolHostPolicy = ReturnType<NonNullable<FaultHandling["host"]>>;
+type PoolGlobalPolicy = NonNullable<FaultHandling["global"]>;
+
+/** A policy that runs every call as it is. */
+const PASS_THROUGH: HostPolicy = {
+  execute: async (fn) => await fn({ signal: new AbortController().signal }),
+};
+
+/** Deadline of a health probe of one member, in ms. */
+const PROBE_TIMEOUT_MS = 1000;
 
 /** What the etcd backend logs. */
 export interface EtcdLogger {
@@ -146,6 +162,8 @@ export class EtcdBackend implements Backend {
   #lastRenewal = 0;
   #watchdog?: ReturnType<typeof setInterval>;
   #renewing = false;
+  #health?: EndpointHealth;
+  #probes = new Map<string, Etcd3>();
 
   /**
    * Creates the backend; nothing connects before {@linkcode EtcdBackend.open}.
@@ -189,6 +207,14 @@ export class EtcdBackend implements Backend {
         "grpc.keepalive_permit_without_calls": 1,
       },
     };
+    if (options.endpoints.length > 1) {
+      // A member that fails a call is left out until it answers a probe,
+      // instead of being picked at random again (see _etcd_health.ts).
+      etcdOptions.faultHandling = {
+        host: (endpoint) =>
+          (this.#health?.policy(endpoint) ?? PASS_THROUGH) as PoolHostPolicy,
+      };
+    }
     if (options.tls) {
       etcdOptions.credentials = {
         rootCertificate: toBuffer(options.tls.ca),
@@ -214,6 +240,13 @@ export class EtcdBackend implements Backend {
   async open(watcher: BackendWatcher): Promise<void> {
     this.#sink = watcher;
     this.#closed = false;
+    if (this.#etcdOptions.faultHandling) {
+      this.#health = new EndpointHealth(
+        this.#etcdOptions.hosts as string[],
+        (endpoint) => this.#probe(endpoint),
+        { log: this.#log },
+      );
+    }
     this.#client = new Etcd3(this.#etcdOptions);
     await this.#currentLease();
     await this.#resync();
@@ -327,7 +360,33 @@ export class EtcdBackend implements Backend {
     this.#lease?.removeAllListeners();
     this.#lease?.release();
     this.#leaseReady = undefined;
+    this.#health?.close();
+    for (const probe of this.#probes.values()) probe.close();
+    this.#probes.clear();
     this.#client.close();
+  }
+
+  /** Resolves when `endpoint` answers a status call and knows a leader. */
+  async #probe(endpoint: string): Promise<void> {
+    let client = this.#probes.get(endpoint);
+    if (!client) {
+      client = new Etcd3({
+        ...this.#etcdOptions,
+        hosts: [endpoint],
+        dialTimeout: PROBE_TIMEOUT_MS,
+        faultHandling: {
+          host: () => PASS_THROUGH as PoolHostPolicy,
+          global: PASS_THROUGH as PoolGlobalPolicy,
+        },
+      });
+      this.#probes.set(endpoint, client);
+    }
+    const status = await client.maintenance.status({
+      deadline: Date.now() + PROBE_TIMEOUT_MS,
+    });
+    if (String(status.leader) === "0") {
+      throw new Error(`etcd member ${endpoint} knows no leader`);
+    }
   }
 
   /** Runs `fn` after every earlier write of `key` has settled. */
