@@ -629,8 +629,8 @@ export class EtcdBackend implements Backend {
     this.#known.clear();
     for (const kv of res.kvs) {
       const record = this.#parse(kv);
-      const known = this.#parseKnown(kv);
-      if (!record || !known) continue;
+      if (!record) continue;
+      const known = knownOf(record, kv);
       records.push(record);
       this.#known.set(kv.key.toString(), known);
     }
@@ -664,8 +664,8 @@ export class EtcdBackend implements Backend {
       const revision = Number(kv.mod_revision);
       if (event.type === "Put") {
         const record = this.#parse(kv);
-        const known = this.#parseKnown(kv);
-        if (!record || !known) continue;
+        if (!record) continue;
+        const known = knownOf(record, kv);
         this.#known.set(key, known);
         changes.push({ type: "put", revision, record });
       } else {
@@ -676,6 +676,16 @@ export class EtcdBackend implements Backend {
     }
     if (changes.length > 0) this.#sink?.changes(changes);
   }
+}
+
+/** What a conditional write needs to know of a key the watch delivered. */
+// deno-lint-ignore no-explicit-any
+function knownOf(record: StoredRecord, kv: any): Known {
+  return {
+    owner: record.owner,
+    modRevision: kv.mod_revision,
+    lease: String(kv.lease),
+  };
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {

@@ -75,6 +75,10 @@ export interface RequestOptions {
 
 interface Pending {
   method: string;
+  /** When the wait ends, in `Date.now()` ms. */
+  deadline: number;
+  /** The timeout it was given, for the error message. */
+  timeout: number;
   onResult?: (result: unknown) => void;
   resolve: (value: unknown) => void;
   reject: (reason: unknown) => void;
@@ -82,6 +86,8 @@ interface Pending {
 }
 
 type Json = Record<string, unknown>;
+
+const noop = () => {};
 
 /**
  * One side of a JSON-RPC 2.0 connection.
@@ -107,6 +113,12 @@ export class JsonRpcPeer {
   #nextId = 1;
   #pending = new Map<number, Pending>();
   #closed?: Error;
+  /**
+   * One timer for every pending request, armed for the earliest deadline
+   * (a timer per request costs more than the request on a busy peer).
+   */
+  #timer?: ReturnType<typeof setTimeout>;
+  #timerAt = Infinity;
 
   /**
    * Creates a peer.
@@ -150,32 +162,57 @@ export class JsonRpcPeer {
         cleanup();
         reject(signal!.reason);
       };
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        cleanup();
-        reject(
-          new RpcError(
-            ErrorCode.Timeout,
-            `'${method}' got no response within ${timeout} ms; the agent may be overloaded or unreachable`,
-          ),
-        );
-      }, timeout);
-      const cleanup = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-      };
+      const cleanup = signal
+        ? () => signal.removeEventListener("abort", onAbort)
+        : noop;
       signal?.addEventListener("abort", onAbort, { once: true });
+      const deadline = Date.now() + timeout;
       this.#pending.set(id, {
         method,
+        deadline,
+        timeout,
         resolve,
         reject,
         cleanup,
         onResult: options.onResult,
       });
+      if (deadline < this.#timerAt) this.#arm(deadline);
       const message: Json = { jsonrpc: "2.0", id, method };
       if (params !== undefined) message.params = params;
       this.#send(JSON.stringify(message));
     });
+  }
+
+  #arm(at: number) {
+    clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(
+      () => this.#expire(),
+      Math.max(0, at - Date.now()),
+    );
+  }
+
+  /** Fails the requests whose deadline passed; re-arms for the next one. */
+  #expire() {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [id, pending] of this.#pending) {
+      if (pending.deadline > now) {
+        next = Math.min(next, pending.deadline);
+        continue;
+      }
+      this.#pending.delete(id);
+      pending.cleanup();
+      pending.reject(
+        new RpcError(
+          ErrorCode.Timeout,
+          `'${pending.method}' got no response within ${pending.timeout} ms; the agent may be overloaded or unreachable`,
+        ),
+      );
+    }
+    if (next !== Infinity) this.#arm(next);
   }
 
   /**
@@ -204,6 +241,9 @@ export class JsonRpcPeer {
       pending.reject(reason);
     }
     this.#pending.clear();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
   }
 
   /**

@@ -563,6 +563,32 @@ Deno.test("JsonRpcPeer lets a request override the default timeout", async () =>
   assert.equal(await ok, "ok");
 });
 
+Deno.test("JsonRpcPeer times out each request on its own deadline, whatever the order", async () => {
+  const r = recorder({ timeout: 60_000 });
+  const started = Date.now();
+  const outcome = (p: Promise<unknown>) =>
+    p.then(
+      () => ({ ms: Date.now() - started, timedOut: false }),
+      (e) => ({
+        ms: Date.now() - started,
+        timedOut: e instanceof RpcError && e.code === ErrorCode.Timeout,
+      }),
+    );
+  const long = outcome(r.peer.request("long", undefined, { timeout: 2000 }));
+  const short = outcome(r.peer.request("short", undefined, { timeout: 30 }));
+  const middle = outcome(r.peer.request("middle", undefined, { timeout: 90 }));
+  const s = await short;
+  assert.equal(s.timedOut, true);
+  assert.ok(s.ms >= 25 && s.ms < 1000, `short timed out after ${s.ms} ms`);
+  const m = await middle;
+  assert.equal(m.timedOut, true);
+  assert.ok(m.ms >= 85 && m.ms < 1000, `middle timed out after ${m.ms} ms`);
+  assert.equal(r.peer.pendingCount, 1, "the long one still waits");
+  await r.receive({ jsonrpc: "2.0", id: 1, result: "in time" });
+  assert.equal((await long).timedOut, false);
+  assert.equal(r.peer.pendingCount, 0);
+});
+
 Deno.test("JsonRpcPeer rejects with the signal's reason on abort", async () => {
   const r = recorder({ timeout: 60_000 });
   const controller = new AbortController();

@@ -118,6 +118,36 @@ export function validatePort(value: unknown, field = "port"): number {
   return value;
 }
 
+function isDigitsAndDots(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 46 && (c < 48 || c > 57)) return false;
+  }
+  return true;
+}
+
+/**
+ * `a.b.c.d` with four numbers of 0 to 255 (leading zeros allowed, at most
+ * 63 digits each, as hostname labels), written without leading zeros; or
+ * `undefined`. `text` holds only digits and dots.
+ */
+function canonicalIpv4(text: string): string | undefined {
+  if (text.length > 253) return undefined;
+  let out = "";
+  let parts = 0;
+  let start = 0;
+  for (let i = 0; i <= text.length; i++) {
+    if (i < text.length && text.charCodeAt(i) !== 46) continue;
+    const digits = i - start;
+    if (digits === 0 || digits > 63 || ++parts > 4) return undefined;
+    const n = Number(text.slice(start, i));
+    if (n > 255) return undefined;
+    out += parts === 1 ? String(n) : `.${n}`;
+    start = i + 1;
+  }
+  return parts === 4 ? out : undefined;
+}
+
 /**
  * Checks a `host:port` address and returns it in canonical form (IPv6 hosts
  * in brackets, hostnames in lower case).
@@ -162,16 +192,14 @@ export function validateAddr(value: unknown, field = "addr"): string {
       throw invalidParams(field, rule, value);
     }
   }
-  if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
-  if (/^[0-9.]+$/.test(host)) {
-    // Looks like IPv4: four numbers of 0 to 255, nothing else.
-    const parts = host.split(".");
-    if (parts.length !== 4 || parts.some((n) => n === "" || Number(n) > 255)) {
-      throw invalidParams(field, rule, value);
-    }
-    // Canonical form: no leading zeros, so one address is one instance.
-    return `${parts.map(Number).join(".")}:${port}`;
+  if (isDigitsAndDots(host)) {
+    // Looks like IPv4: four numbers of 0 to 255, nothing else. Canonical
+    // form: no leading zeros, so one address is one instance.
+    const ipv4 = canonicalIpv4(host);
+    if (ipv4 === undefined) throw invalidParams(field, rule, value);
+    return `${ipv4}:${port}`;
   }
+  if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
   const bare = host.endsWith(".") ? host.slice(0, -1) : host;
   return `${bare.toLowerCase()}:${port}`;
 }
