@@ -80,12 +80,23 @@ class Subscription implements Subscriber {
     else this.session.send(this.#prefix + resultJson + "}}");
   }
 
-  /** Sends the initial events, then whatever arrived meanwhile, then goes live. */
+  /**
+   * Sends the initial events, then whatever arrived meanwhile, then goes
+   * live. The initial events do not count against the session's queue
+   * limit: a snapshot is as large as the service, and a subscriber must be
+   * able to receive it whatever its size.
+   */
   start(initial: string[]): void {
     if (this.stopped) return;
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    for (const json of initial) this.session.send(this.#prefix + json + "}}");
+    let bytes = 0;
+    for (const json of initial) {
+      const frame = this.#prefix + json + "}}";
+      bytes += frame.length;
+      this.session.send(frame, { unchecked: true });
+    }
+    this.session.allowQueued(bytes);
     for (const json of pending) this.session.send(this.#prefix + json + "}}");
   }
 }
@@ -107,6 +118,8 @@ export class Session {
   readonly #subscriptions = new Map<string, Subscription>();
   #nextSubscription = 1;
   #inflight = 0;
+  /** Bytes of snapshots allowed above the queue limit. */
+  #allowance = 0;
   #mutations: Promise<unknown> = Promise.resolve();
   #ended = false;
 
@@ -149,13 +162,21 @@ export class Session {
    * Sends one text frame if the socket is open.
    *
    * @param text The frame.
+   * @param options `unchecked`: the frame is part of a snapshot, which the
+   *   queue limit does not apply to (see {@linkcode Session.allowQueued}).
    */
-  send(text: string): void {
+  send(text: string, options: { unchecked?: boolean } = {}): void {
     const socket = this.#socket;
     if (socket.readyState !== WebSocket.OPEN) return;
     socket.send(text);
+    if (options.unchecked) return;
     const queued = socket.bufferedAmount;
-    if (queued > this.#context.limits.maxQueueBytes) {
+    const limit = this.#context.limits.maxQueueBytes;
+    if (queued <= limit) {
+      this.#allowance = 0; // every snapshot sent has drained below the limit
+      return;
+    }
+    if (queued > limit + this.#allowance) {
       // A consumer that does not keep up must not grow the agent without
       // bound: drop it. The session counts as lost (its instances stay for
       // the grace TTL); the client reconnects and resumes with `since`.
@@ -172,6 +193,16 @@ export class Session {
       } catch { /* already closing */ }
       this.closed(false);
     }
+  }
+
+  /**
+   * Lets `bytes` more than `maxQueueBytes` wait in the send queue, until
+   * the queue next drains below the limit: what a snapshot just queued.
+   *
+   * @param bytes The snapshot's size.
+   */
+  allowQueued(bytes: number): void {
+    this.#allowance += bytes;
   }
 
   /**

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 
 /** A TCP proxy whose agent-to-client direction can be paused. */
@@ -149,5 +149,54 @@ Deno.test({
     } finally {
       proxy.close();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "a snapshot larger than the queue limit is delivered whole, without a drop",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const instances = 3000;
+    const maxQueueBytes = 64 * 1024;
+    await using agent = await spawnAgent([
+      "--max-queue-bytes",
+      String(maxQueueBytes),
+      "--max-registrations",
+      String(instances + 1),
+      "--log-level",
+      "warn",
+    ]);
+    await using writer = await connect(agent.url);
+    // 100 calls in flight at a time: their responses stay under the limit.
+    for (let start = 0; start < instances; start += 100) {
+      await Promise.all(
+        Array.from(
+          { length: 100 },
+          (_, k) =>
+            writer.register(
+              "big",
+              `10.0.${(start + k) >> 8}.${(start + k) & 255}:80`,
+              { attrs: { zone: `zone-${k % 3}`, padding: "x".repeat(64) } },
+            ),
+        ),
+      );
+    }
+    await using reader = await connect(agent.url);
+    let disconnects = 0;
+    reader.addEventListener("disconnect", () => disconnects++);
+    await using set = await reader.services("big", {
+      signal: AbortSignal.timeout(30_000),
+    });
+    assert.equal(set.online().length, instances);
+    // The snapshot alone is far above the limit.
+    const bytes = JSON.stringify(set.online()).length;
+    assert.ok(bytes > 4 * maxQueueBytes, `snapshot of ${bytes} bytes`);
+    // Live events still arrive on the same connection.
+    await writer.register("big", "10.1.0.1:80");
+    await until(() => set.get("10.1.0.1:80") !== undefined, "live event");
+    assert.equal(disconnects, 0, "the reader was never dropped");
+    assert.doesNotMatch(agent.stderr(), /slow consumer dropped/);
   },
 });
