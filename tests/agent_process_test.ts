@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { connect, ErrorCode, RpcError } from "../mod.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import { openRaw } from "./_raw_socket.ts";
 import { collect, nextWithin, spawnRegistrant } from "./_wait.ts";
 

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { connect } from "../mod.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import {
   CHROMIUM,
   launchChromium,

@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 import { startEtcd } from "../tools/etcd.ts";
 

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
-import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
+import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
 import { openRaw as openRawClient } from "./_raw_socket.ts";
 import { spawnRegistrant, until } from "./_wait.ts";

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
-import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
+import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 
 const fast = { reconnect: { maxDelay: 300 } };

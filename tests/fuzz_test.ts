@@ -17,7 +17,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
+import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { openRaw, type RawSocket } from "./_raw_socket.ts";
 
 type Json = Record<string, unknown>;

@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type AgentProcess, spawnAgent } from "./_agent_process.ts";
+import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { openRaw, type RawSocket } from "./_raw_socket.ts";
 
 type Json = Record<string, unknown>;

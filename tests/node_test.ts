@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { bundleClient } from "../tools/bundle.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 
 const NODE_DIR = new URL("./node/", import.meta.url).pathname;
 const NODE = Deno.env.get("NODE") ?? "node";

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import type { Ajv, ValidateFunction } from "ajv";
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { Methods } from "../protocol/types.ts";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import { openRaw } from "./_raw_socket.ts";
 import { META_ID, openrpcAjv } from "./_openrpc_ajv.ts";
 

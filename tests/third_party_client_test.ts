@@ -19,7 +19,7 @@ import {
   RequestManager,
   WebSocketTransport,
 } from "@open-rpc/client-js";
-import { spawnAgent } from "./_agent_process.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
 import { openRaw } from "./_raw_socket.ts";
 
 type Json = Record<string, unknown>;

@@ -1,12 +1,14 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
-import { AGENT_RUN_ARGS } from "../tools/agent_command.ts";
 /**
- * Test helper: runs discoverd (`agent.ts`) as a separate process on a free
- * loopback port and stops it.
+ * Runs discoverd (`agent.ts`), or another WebSocket server written in Deno,
+ * as a separate process on a free loopback port, and stops it: for the tests
+ * and the benchmarks.
  *
  * @module
  */
+
+import { AGENT_RUN_ARGS } from "./agent_command.ts";
 
 /** A running agent process. */
 export interface AgentProcess extends AsyncDisposable {
@@ -31,16 +33,27 @@ export interface AgentProcess extends AsyncDisposable {
  * @param args Extra command-line arguments.
  * @returns The running process.
  */
-export async function spawnAgent(args: string[] = []): Promise<AgentProcess> {
+export function spawnAgent(args: string[] = []): Promise<AgentProcess> {
   const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  return spawnServer([
+    ...AGENT_RUN_ARGS,
+    ...listen,
+    "--advertise-host",
+    "127.0.0.1",
+    ...args,
+  ]);
+}
+
+/**
+ * Starts `deno` with `args`, a program that prints `listening on ws://...`
+ * on standard output once it accepts connections, and resolves then.
+ *
+ * @param args The `deno` command line (`run`, permissions, script, flags).
+ * @returns The running process.
+ */
+export async function spawnServer(args: string[]): Promise<AgentProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      ...AGENT_RUN_ARGS,
-      ...listen,
-      "--advertise-host",
-      "127.0.0.1",
-      ...args,
-    ],
+    args,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -70,7 +83,7 @@ export async function spawnAgent(args: string[] = []): Promise<AgentProcess> {
   if (url === undefined) {
     await child.status;
     await errDone;
-    throw new Error(`the agent did not start:\n${out}\n${errText}`);
+    throw new Error(`the server did not start:\n${out}\n${errText}`);
   }
   let status: Promise<Deno.CommandStatus> | undefined;
   const stop = () =>
