@@ -10,7 +10,7 @@
  *
  * {@linkcode EndpointHealth} leaves a member out from its first failure that
  * points at the member (deadline exceeded, unavailable, ...), until a probe
- * finds it answering again with a leader. While every member is left out,
+ * finds it answering again. While every member is left out,
  * calls go to all of them: being slow beats refusing to try.
  *
  * @module
@@ -33,6 +33,8 @@ export interface EndpointHealthOptions {
   probeInterval?: number;
   /** Where to log. */
   log?: HealthLogger;
+  /** Called when a member is left out (streams on it may want to move). */
+  onDown?: (endpoint: string) => void;
 }
 
 /** The error a call gets when it is kept away from a member left out. */
@@ -67,6 +69,7 @@ export class EndpointHealth {
   readonly #probe: EndpointProbe;
   readonly #interval: number;
   readonly #log?: HealthLogger;
+  readonly #onDown?: (endpoint: string) => void;
   /** Members left out, and whether a probe of each is running. */
   readonly #down = new Map<string, boolean>();
   #timer?: ReturnType<typeof setInterval>;
@@ -86,6 +89,7 @@ export class EndpointHealth {
     this.#probe = probe;
     this.#interval = options.probeInterval ?? 500;
     this.#log = options.log;
+    this.#onDown = options.onDown;
   }
 
   /** The members left out now. */
@@ -120,6 +124,7 @@ export class EndpointHealth {
       error: reason,
     });
     this.#timer ??= setInterval(() => this.#probeAll(), this.#interval);
+    this.#onDown?.(endpoint);
   }
 
   /**

@@ -63,12 +63,21 @@ Deno.test("a member whose call times out is skipped, the others are not", async 
 
 Deno.test("an error about the request, not the member, leaves it in", async () => {
   const { probe } = fakeProbe();
-  const health = new EndpointHealth([A, B], probe, { probeInterval: 10 });
+  const downs: string[] = [];
+  const health = new EndpointHealth([A, B], probe, {
+    probeInterval: 10,
+    onDown: (endpoint) => downs.push(endpoint),
+  });
   try {
     await fail(health, A, new GRPCInvalidArgumentError("bad key"));
     await fail(health, A, new TypeError("not an etcd error"));
     assert.deepEqual(health.down, []);
+    assert.deepEqual(downs, [], "onDown not called");
     assert.equal(await health.policy(A).execute(() => 1), 1);
+    await fail(health, A, new GRPCDeadlineExceededError("deadline exceeded"));
+    await assert.rejects(health.policy(A).execute(() => 1), EndpointDownError);
+    health.markDown(A);
+    assert.deepEqual(downs, [A], "onDown called once when A is left out");
   } finally {
     health.close();
   }

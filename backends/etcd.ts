@@ -244,7 +244,7 @@ export class EtcdBackend implements Backend {
       this.#health = new EndpointHealth(
         this.#etcdOptions.hosts as string[],
         (endpoint) => this.#probe(endpoint),
-        { log: this.#log },
+        { log: this.#log, onDown: () => this.#moveWatch() },
       );
     }
     this.#client = new Etcd3(this.#etcdOptions);
@@ -366,7 +366,30 @@ export class EtcdBackend implements Backend {
     this.#client.close();
   }
 
-  /** Resolves when `endpoint` answers a status call and knows a leader. */
+  /**
+   * A member was left out: the watch stream may be on it, and would wait
+   * for gRPC keep-alive (up to 8 s) to notice. Restart the stream now; the
+   * connection pool opens it on a member that is not left out, and every
+   * watcher resumes from the last revision it saw, so nothing is missed.
+   * `etcd3` has no public call for this: its watch manager's error path
+   * is that call.
+   */
+  #moveWatch() {
+    // deno-lint-ignore no-explicit-any
+    const manager = (this.#client as any)?.watchManager;
+    if (this.#closed || !this.#watcher) return;
+    if (typeof manager?.handleError !== "function") return;
+    manager.handleError(
+      new Error("an etcd member was left out; moving the watch stream"),
+    );
+  }
+
+  /**
+   * Resolves when `endpoint` answers a status call. A member without a
+   * leader (an election under way) answers too: calls sent to it wait for
+   * the election, as they would anywhere; only a member that cannot answer
+   * at all stays left out.
+   */
   async #probe(endpoint: string): Promise<void> {
     let client = this.#probes.get(endpoint);
     if (!client) {
@@ -381,12 +404,9 @@ export class EtcdBackend implements Backend {
       });
       this.#probes.set(endpoint, client);
     }
-    const status = await client.maintenance.status({
+    await client.maintenance.status({
       deadline: Date.now() + PROBE_TIMEOUT_MS,
     });
-    if (String(status.leader) === "0") {
-      throw new Error(`etcd member ${endpoint} knows no leader`);
-    }
   }
 
   /** Runs `fn` after every earlier write of `key` has settled. */
