@@ -132,23 +132,10 @@ export function spawnBaseline(idleTimeout = 0): Promise<AgentProcess> {
 }
 
 /**
- * Resident set size of a process, in KiB, as `ps` reports it.
- *
- * @param pid The process.
- * @returns RSS in KiB.
+ * A raw WebSocket with a queue of incoming text messages. Unlike the tests'
+ * `tests/_raw_socket.ts`, it neither parses frames nor sets a timer per
+ * frame: it sits on measured paths.
  */
-export async function rssKiB(pid: number): Promise<number> {
-  const out = await new Deno.Command("ps", {
-    args: ["-o", "rss=", "-p", String(pid)],
-  }).output();
-  const kib = Number(new TextDecoder().decode(out.stdout).trim());
-  if (!out.success || !Number.isFinite(kib)) {
-    throw new Error(`could not read the RSS of process ${pid}`);
-  }
-  return kib;
-}
-
-/** A raw WebSocket with a queue of incoming text messages. */
 export interface RawSocket {
   /** The socket. */
   readonly ws: WebSocket;

@@ -14,8 +14,11 @@
  */
 
 import { connect } from "../mod.ts";
-import { spawnAgent } from "../tools/agent_process.ts";
-import type { AgentProcess } from "../tools/agent_process.ts";
+import {
+  type AgentProcess,
+  rssKiB,
+  spawnAgent,
+} from "../tools/agent_process.ts";
 import {
   addrOf,
   type Bench,
@@ -25,7 +28,6 @@ import {
   openRaw,
   percentile,
   registerRange,
-  rssKiB,
   spawnBaseline,
 } from "./_harness.ts";
 

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
+import { tcpProxy } from "./_proxy.ts";
 
 const fast = { reconnect: { maxDelay: 300 } };
 
@@ -93,49 +94,6 @@ Deno.test({
   },
 });
 
-/** A TCP proxy that can freeze: it keeps both connections open but forwards nothing. */
-function freezingProxy(target: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  let frozen = false;
-  const pump = async (from: Deno.Conn, to: Deno.Conn) => {
-    const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      const n = await from.read(buf).catch(() => null);
-      if (n === null) break;
-      if (!frozen) await to.write(buf.subarray(0, n)).catch(() => {});
-    }
-  };
-  (async () => {
-    for await (const conn of listener) {
-      if (frozen) { // connections made while frozen go nowhere
-        conns.push(conn);
-        continue;
-      }
-      const upstream = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: target,
-      });
-      conns.push(conn, upstream);
-      pump(conn, upstream);
-      pump(upstream, conn);
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    freeze: () => frozen = true,
-    thaw: () => frozen = false,
-    close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
-}
-
 Deno.test({
   name:
     "a half-open connection is detected by ping within the bound, and the client recovers",
@@ -149,7 +107,7 @@ Deno.test({
       "--idle-timeout",
       "30",
     ]);
-    const proxy = freezingProxy(Number(new URL(agent.http).port));
+    const proxy = tcpProxy(Number(new URL(agent.http).port));
     await using writer = await connect(agent.url);
     const client = await connect(`ws://127.0.0.1:${proxy.port}`, {
       pingInterval: PING,

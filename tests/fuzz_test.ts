@@ -17,7 +17,11 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
+import {
+  type AgentProcess,
+  rssKiB,
+  spawnAgent,
+} from "../tools/agent_process.ts";
 import { openRaw, type RawSocket } from "./_raw_socket.ts";
 
 type Json = Record<string, unknown>;
@@ -289,6 +293,15 @@ const rawFrame: fc.Arbitrary<Frame> = fc.oneof(
   fc.uint8Array({ maxLength: 2048 }).map((bytes) => ({ bytes })),
 );
 
+/** Any frame the properties send. */
+const anyFrame: fc.Arbitrary<Frame> = fc.oneof(
+  rawFrame,
+  message.map(text),
+  batchFrame,
+  hugeFrame,
+  deepFrame,
+);
+
 // ---------------------------------------------------------------------------
 // The model: which ids a frame must get answers for
 
@@ -471,17 +484,6 @@ class Fuzzed {
 // ---------------------------------------------------------------------------
 // Helpers
 
-async function rssKiB(pid: number): Promise<number> {
-  const out = await new Deno.Command("ps", {
-    args: ["-o", "rss=", "-p", String(pid)],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const value = Number(new TextDecoder().decode(out.stdout).trim());
-  assert.ok(out.success && Number.isFinite(value) && value > 0, "ps failed");
-  return value;
-}
-
 async function healthz(agent: AgentProcess): Promise<number> {
   const response = await fetch(`${agent.http}healthz`);
   await response.body?.cancel();
@@ -548,13 +550,7 @@ Deno.test({
       await fc.assert(
         fc.asyncProperty(
           fc.array(
-            fc.oneof(
-              rawFrame,
-              message.map(text),
-              batchFrame,
-              hugeFrame,
-              deepFrame,
-            ),
+            anyFrame,
             {
               minLength: 1,
               maxLength: 4,
@@ -622,13 +618,7 @@ Deno.test({
         title: "1d. everything mixed on one socket",
         name: "mixed",
         frames: fc.array(
-          fc.oneof(
-            rawFrame,
-            message.map(text),
-            batchFrame,
-            hugeFrame,
-            deepFrame,
-          ),
+          anyFrame,
           { minLength: 1, maxLength: 6 },
         ),
         runs: 150,

@@ -8,60 +8,12 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { spawnAgent } from "../tools/agent_process.ts";
+import { rssKiB, spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
-
-/** A TCP proxy whose agent-to-client direction can be paused. */
-function pausableProxy(target: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
-  let paused = false;
-  let resume = () => {};
-  (async () => {
-    for await (const conn of listener) {
-      const upstream = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: target,
-      });
-      conns.push(conn, upstream);
-      conn.readable.pipeTo(upstream.writable).catch(() => {});
-      (async () => {
-        const buf = new Uint8Array(64 * 1024);
-        for (;;) {
-          while (paused) await new Promise<void>((r) => resume = r);
-          const n = await upstream.read(buf).catch(() => null);
-          if (n === null) break;
-          await conn.write(buf.subarray(0, n)).catch(() => {});
-        }
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      })();
-    }
-  })().catch(() => {});
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    pause: () => paused = true,
-    resume: () => {
-      paused = false;
-      resume();
-    },
-    close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-    },
-  };
-}
+import { tcpProxy } from "./_proxy.ts";
 
 async function rssMiB(pid: number): Promise<number> {
-  const { stdout } = await new Deno.Command("ps", {
-    args: ["-o", "rss=", "-p", String(pid)],
-  }).output();
-  return Number(new TextDecoder().decode(stdout).trim()) / 1024; // KiB -> MiB
+  return await rssKiB(pid) / 1024;
 }
 
 Deno.test({
@@ -82,7 +34,7 @@ Deno.test({
       "--log-level",
       "warn",
     ]);
-    const proxy = pausableProxy(Number(new URL(agent.http).port));
+    const proxy = tcpProxy(Number(new URL(agent.http).port));
     await using writer = await connect(agent.url, { requestTimeout: 30_000 });
     await using fast = await connect(agent.url);
     await using slow = await connect(`ws://127.0.0.1:${proxy.port}`, {

@@ -105,3 +105,23 @@ export async function spawnServer(args: string[]): Promise<AgentProcess> {
     [Symbol.asyncDispose]: async () => void await stop(),
   };
 }
+
+/**
+ * Resident set size of a process, in KiB, as `ps` reports it (Deno reads
+ * `/proc` only with every permission; `ps` needs `--allow-run`).
+ *
+ * @param pid The process.
+ * @returns RSS in KiB.
+ */
+export async function rssKiB(pid: number): Promise<number> {
+  const out = await new Deno.Command("ps", {
+    args: ["-o", "rss=", "-p", String(pid)],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const kib = Number(new TextDecoder().decode(out.stdout).trim());
+  if (!out.success || !Number.isFinite(kib) || kib <= 0) {
+    throw new Error(`could not read the RSS of process ${pid} with ps`);
+  }
+  return kib;
+}
