@@ -207,14 +207,6 @@ export class EtcdBackend implements Backend {
         "grpc.keepalive_permit_without_calls": 1,
       },
     };
-    if (options.endpoints.length > 1) {
-      // A member that fails a call is left out until it answers a probe,
-      // instead of being picked at random again (see _etcd_health.ts).
-      etcdOptions.faultHandling = {
-        host: (endpoint) =>
-          (this.#health?.policy(endpoint) ?? PASS_THROUGH) as PoolHostPolicy,
-      };
-    }
     if (options.tls) {
       etcdOptions.credentials = {
         rootCertificate: toBuffer(options.tls.ca),
@@ -240,14 +232,24 @@ export class EtcdBackend implements Backend {
   async open(watcher: BackendWatcher): Promise<void> {
     this.#sink = watcher;
     this.#closed = false;
-    if (this.#etcdOptions.faultHandling) {
-      this.#health = new EndpointHealth(
-        this.#etcdOptions.hosts as string[],
+    let clientOptions = this.#etcdOptions;
+    const endpoints = clientOptions.hosts as string[];
+    if (endpoints.length > 1) {
+      // A member that fails a call is left out until it answers a probe,
+      // instead of being picked at random again (see _etcd_health.ts).
+      const health = this.#health = new EndpointHealth(
+        endpoints,
         (endpoint) => this.#probe(endpoint),
         { log: this.#log, onDown: () => this.#moveWatch() },
       );
+      clientOptions = {
+        ...clientOptions,
+        faultHandling: {
+          host: (endpoint) => health.policy(endpoint) as PoolHostPolicy,
+        },
+      };
     }
-    this.#client = new Etcd3(this.#etcdOptions);
+    this.#client = new Etcd3(clientOptions);
     await this.#currentLease();
     await this.#resync();
     this.#watchdog = setInterval(() => void this.#checkLease(), 500);

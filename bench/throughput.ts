@@ -30,38 +30,44 @@ function request(id: number, method: string, port: number): string {
   });
 }
 
-/** Calls per second through the client library, for `ms`. */
-async function ours(clients: Client[], ms: number): Promise<number> {
+/**
+ * Runs `pair` in a loop on every worker, one at a time each, for `ms`;
+ * every pair is two calls (register, unregister). Returns calls per second.
+ */
+async function callsPerSecond<W>(
+  workers: W[],
+  ms: number,
+  pair: (worker: W, port: number, i: number) => Promise<void>,
+): Promise<number> {
   let calls = 0;
-  const until = performance.now() + ms;
   const started = performance.now();
-  await Promise.all(clients.map(async (client, c) => {
+  const until = started + ms;
+  await Promise.all(workers.map(async (worker, w) => {
     for (let i = 0; performance.now() < until; i++) {
-      const addr = `127.0.0.1:${20_000 + c * 1000 + (i % 1000)}`;
-      await client.register("bench-throughput", addr);
-      await client.unregister("bench-throughput", addr);
+      await pair(worker, 20_000 + w * 1000 + (i % 1000), i);
       calls += 2;
     }
   }));
   return calls / ((performance.now() - started) / 1000);
 }
 
-/** Round trips per second to the baseline server, for `ms`. */
-async function baseline(sockets: RawSocket[], ms: number): Promise<number> {
-  let calls = 0;
-  const until = performance.now() + ms;
-  const started = performance.now();
-  await Promise.all(sockets.map(async (socket, c) => {
-    for (let i = 0; performance.now() < until; i++) {
-      const port = 20_000 + c * 1000 + (i % 1000);
-      socket.send(request(2 * i, "discover.register", port));
-      await socket.next();
-      socket.send(request(2 * i + 1, "discover.unregister", port));
-      await socket.next();
-      calls += 2;
-    }
-  }));
-  return calls / ((performance.now() - started) / 1000);
+/** Through the client library. */
+function ours(clients: Client[], ms: number): Promise<number> {
+  return callsPerSecond(clients, ms, async (client, port) => {
+    const addr = `127.0.0.1:${port}`;
+    await client.register("bench-throughput", addr);
+    await client.unregister("bench-throughput", addr);
+  });
+}
+
+/** Round trips of the same frames to the baseline server. */
+function baseline(sockets: RawSocket[], ms: number): Promise<number> {
+  return callsPerSecond(sockets, ms, async (socket, port, i) => {
+    socket.send(request(2 * i, "discover.register", port));
+    await socket.next();
+    socket.send(request(2 * i + 1, "discover.unregister", port));
+    await socket.next();
+  });
 }
 
 /** Runs benchmark 3. */
