@@ -12,7 +12,7 @@
 export const ErrorCode = {
   /** The text frame is not valid JSON. */
   ParseError: -32700,
-  /** Not a valid JSON-RPC 2.0 request; an empty or too large batch; a binary or oversized frame. */
+  /** Not a valid JSON-RPC 2.0 request; a frame whose JSON repeats a key in an object; an empty or too large batch; a binary or oversized frame. */
   InvalidRequest: -32600,
   /** No such method. */
   MethodNotFound: -32601,

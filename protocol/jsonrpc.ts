@@ -11,6 +11,7 @@
  */
 
 import { ErrorCode, type ErrorObject, RpcError } from "./errors.ts";
+import { findDuplicateKey } from "./_json_keys.ts";
 
 /** A request id. */
 export type Id = string | number | null;
@@ -267,6 +268,23 @@ export class JsonRpcPeer {
       );
       return;
     }
+    // JSON.parse keeps the last of two equal keys; a reader that keeps the
+    // first would see another message. Such a frame is refused whole, with
+    // id null: none of its values, its ids included, is trusted.
+    const duplicate = findDuplicateKey(text);
+    if (duplicate !== undefined) {
+      const where = duplicate.path === ""
+        ? "at the top level"
+        : `in ${duplicate.path}`;
+      this.#sendError(
+        null,
+        ErrorCode.InvalidRequest,
+        `invalid request: duplicate key '${
+          truncate(duplicate.key, 64)
+        }' ${where}; JSON objects must not repeat a key`,
+      );
+      return;
+    }
     if (Array.isArray(message)) {
       await this.#receiveBatch(message);
       return;
@@ -464,6 +482,11 @@ export class JsonRpcPeer {
   #sendError(id: Id, code: number, message: string): void {
     this.#send(JSON.stringify(errorResponse(id, code, message)));
   }
+}
+
+/** `text` cut to `max` characters, with "..." when it was longer. */
+function truncate(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 3)}...` : text;
 }
 
 function errorResponse(id: Id, code: number, message: string): Json {

@@ -441,6 +441,65 @@ Deno.test("JsonRpcPeer answers invalid request shapes with -32600", async () => 
   }
 });
 
+Deno.test("JsonRpcPeer refuses a frame that repeats a key, whatever it holds", async () => {
+  const rule = "JSON objects must not repeat a key";
+  const cases: [string, string][] = [
+    [
+      `{"jsonrpc":"2.0","id":1,"method":"discover.register",` +
+      `"params":{"service":"a","service":"b","port":80}}`,
+      `invalid request: duplicate key 'service' in params; ${rule}`,
+    ],
+    [
+      `{"jsonrpc":"2.0","id":1,"method":"m","id":2}`,
+      `invalid request: duplicate key 'id' at the top level; ${rule}`,
+    ],
+    [
+      `{"jsonrpc":"2.0","method":"m","params":{"a":{"x":1,"\u0078":2}}}`,
+      `invalid request: duplicate key 'x' in params.a; ${rule}`,
+    ],
+    [
+      `[{"jsonrpc":"2.0","id":1,"method":"m"},` +
+      `{"jsonrpc":"2.0","id":2,"method":"m","params":[{"k":1,"k":1}]}]`,
+      `invalid request: duplicate key 'k' in [1].params[0]; ${rule}`,
+    ],
+    [
+      `{"jsonrpc":"2.0","id":1,"method":"m","params":` +
+      `{"${"k".repeat(1000)}":1,"${"k".repeat(1000)}":2}}`,
+      `invalid request: duplicate key '${
+        "k".repeat(61)
+      }...' in params; ${rule}`,
+    ],
+  ];
+  for (const [text, message] of cases) {
+    const r = recorder({ onRequest: () => assert.fail("called") });
+    await r.receive(text);
+    assert.deepEqual(r.frames(), [{
+      jsonrpc: "2.0",
+      id: null,
+      error: { code: ErrorCode.InvalidRequest, message },
+    }], text);
+  }
+  // The same frames with unique keys are carried out.
+  const r = recorder({ onRequest: (method) => method });
+  await r.receive(
+    `{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":{"x":1,"\u0079":2}}}`,
+  );
+  assert.deepEqual(r.frames(), [{ jsonrpc: "2.0", id: 1, result: "m" }]);
+});
+
+Deno.test("JsonRpcPeer does not take a response that repeats a key", async () => {
+  const r = recorder({ timeout: 60_000 });
+  const pending = r.peer.request("m");
+  await r.receive(`{"jsonrpc":"2.0","id":1,"result":"first","result":"last"}`);
+  assert.equal(r.peer.pendingCount, 1);
+  assert.equal(r.frames().length, 2);
+  assert.equal(r.frames()[1].id, null);
+  assert.equal(r.frames()[1].error.code, ErrorCode.InvalidRequest);
+  assert.match(r.frames()[1].error.message, /duplicate key 'result'/);
+  await r.receive({ jsonrpc: "2.0", id: 1, result: "only" });
+  assert.equal(await pending, "only");
+});
+
 Deno.test("JsonRpcPeer passes array params to the handler", async () => {
   const seen: unknown[] = [];
   const r = recorder({ onRequest: (_m, p) => void seen.push(p) });

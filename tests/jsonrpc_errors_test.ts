@@ -721,6 +721,29 @@ Deno.test("jsonrpc errors: protocol errors get exact answers and harm nothing", 
   for (const c of cases) {
     await t.step(c.name, () => runCase(raw, witness, c));
   }
+  await t.step(
+    "-32600: a key given twice refuses the frame and registers nothing",
+    async () => {
+      raw.send(
+        `{"jsonrpc":"2.0","id":1,"method":"discover.register",` +
+          `"params":{"service":"a","service":"b","port":80}}`,
+      );
+      const reply = await raw.next();
+      assertError(reply, { id: null, code: INVALID_REQUEST });
+      assert.equal(
+        ((reply as Json).error as Json).message,
+        "invalid request: duplicate key 'service' in params; " +
+          "JSON objects must not repeat a key",
+      );
+      for (const service of ["a", "b"]) {
+        const listed = await raw.call("discover.services", { service });
+        assert.ok(isObject(listed.result), show(listed));
+        assert.deepEqual(listed.result.instances, [], `service ${service}`);
+      }
+      await assertUsable(raw);
+      await witness.check();
+    },
+  );
   await t.step("a response-shaped message gets no answer", async () => {
     raw.sendJson({ jsonrpc: "2.0", id: 9, result: "x" });
     raw.sendJson({ jsonrpc: "2.0", id: 10, error: { code: 1, message: "m" } });
