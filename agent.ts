@@ -35,15 +35,23 @@ Options:
   --idle-timeout SECONDS    drop a peer that answers no ping for this long; a
                             silent peer is pinged after half of it (default 5)
   --history N               changes kept for resumes with 'since' (default 50000)
+  --history-bytes N         bytes of changes kept for resumes, estimated; the
+                            oldest go first beyond this or --history
+                            (default 16777216, 16 MiB)
   --max-frame-bytes N       largest accepted frame (default 1048576)
   --max-sessions N          most sessions at once (default 50000)
   --max-queue-bytes N       bytes queued for a session that does not read before
-                            it is dropped as a slow consumer (default 16777216)
+                            it is dropped as a slow consumer (default 16777216);
+                            one subscription's snapshot at a time may go beyond
   --max-registrations N     most instances per client (default 1000)
   --max-subscriptions N     most subscriptions per session (default 1000)
   --allow-origin URL        let web pages from this origin (http(s)://host:port)
                             connect, besides the agent's own dashboard at /;
                             repeatable or comma-separated; * allows any page
+  --allow-host NAME         accept requests addressed to this host name (the
+                            Host header), besides IP addresses and localhost;
+                            others get 403, which stops DNS rebinding attacks;
+                            repeatable or comma-separated; * allows any name
 
 etcd backend (--backend etcd):
   --etcd-endpoints URLS     comma-separated client URLs
@@ -186,12 +194,14 @@ async function main(args: string[]): Promise<number> {
       ttl: { type: "string" },
       "idle-timeout": { type: "string" },
       history: { type: "string" },
+      "history-bytes": { type: "string" },
       "max-frame-bytes": { type: "string" },
       "max-sessions": { type: "string" },
       "max-queue-bytes": { type: "string" },
       "max-registrations": { type: "string" },
       "max-subscriptions": { type: "string" },
       "allow-origin": { type: "string", multiple: true },
+      "allow-host": { type: "string", multiple: true },
       "log-level": { type: "string", default: "info" },
       "etcd-endpoints": { type: "string", default: "http://127.0.0.1:2379" },
       "etcd-prefix": { type: "string" },
@@ -231,6 +241,7 @@ async function main(args: string[]): Promise<number> {
     ttl: number("ttl", values.ttl),
     idleTimeout: number("idle-timeout", values["idle-timeout"]),
     historySize: count("history", values.history),
+    historyBytes: count("history-bytes", values["history-bytes"]),
     limits: {
       maxFrameBytes: count("max-frame-bytes", values["max-frame-bytes"]),
       maxSessions: count("max-sessions", values["max-sessions"]),
@@ -245,6 +256,7 @@ async function main(args: string[]): Promise<number> {
       ),
     },
     allowOrigins: values["allow-origin"],
+    allowHosts: values["allow-host"],
     logger: log,
     signal: controller.signal,
   });

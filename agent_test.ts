@@ -23,6 +23,8 @@ const FLAGS = [
   "--max-registrations",
   "--max-subscriptions",
   "--allow-origin",
+  "--allow-host",
+  "--history-bytes",
   "--log-level",
   "--etcd-endpoints",
   "--etcd-prefix",

@@ -17,12 +17,13 @@ import type { Backend } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import type { Limits } from "../protocol/types.ts";
 import { validateAddr } from "../protocol/validate.ts";
+import { parseAllowHosts } from "./admit.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
-import { View } from "./view.ts";
+import { DEFAULT_HISTORY_BYTES, View } from "./view.ts";
 
 export {
   createLogger,
@@ -90,6 +91,16 @@ export interface AgentOptions {
    */
   historySize?: number;
   /**
+   * Bytes of changes kept for `since` replays, estimated (each change: 256
+   * bytes plus the lengths of its service, address and attributes). The
+   * oldest changes are dropped beyond this or beyond `historySize`,
+   * whichever comes first; resumes from before them get a snapshot. Bounds
+   * the history's memory when large attributes change often (16 MiB).
+   *
+   * @default {16777216}
+   */
+  historyBytes?: number;
+  /**
    * Limits; unset fields keep {@linkcode DEFAULT_LIMITS}.
    *
    * @default {DEFAULT_LIMITS}
@@ -117,6 +128,18 @@ export interface AgentOptions {
    * @default {[]}
    */
   allowOrigins?: string[];
+  /**
+   * Host names, besides IP addresses and `localhost` (and names under it),
+   * by which clients may reach the agent: every HTTP request, WebSocket
+   * upgrades included, whose `Host` header names another host gets 403.
+   * This stops DNS rebinding, where a page of the attacker's site reaches a
+   * local agent through a name the attacker points at `127.0.0.1`. The
+   * listen and advertise hosts are allowed too when they are names. `"*"`
+   * allows every name (only behind a proxy that checks `Host` itself).
+   *
+   * @default {[]}
+   */
+  allowHosts?: string[];
   /** Shuts the agent down when aborted. */
   signal?: AbortSignal;
 }
@@ -181,6 +204,11 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   const ttl = positive("ttl", options.ttl, 10);
   const idleTimeout = positive("idleTimeout", options.idleTimeout, 5);
   const historySize = positive("historySize", options.historySize, 50_000);
+  const historyBytes = positive(
+    "historyBytes",
+    options.historyBytes,
+    DEFAULT_HISTORY_BYTES,
+  );
   const limits: Limits = { ...DEFAULT_LIMITS };
   for (const [key, value] of Object.entries(options.limits ?? {})) {
     if (value === undefined) continue;
@@ -196,12 +224,20 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     );
   }
   const allowOrigins = parseAllowOrigins(options.allowOrigins ?? []);
+  const allowHosts = parseAllowHosts(options.allowHosts ?? []);
   const log = options.logger ?? createLogger(options.logLevel ?? "info");
+  const hostname = options.hostname ?? "127.0.0.1";
   const advertiseHost = canonicalHost(
     options.advertiseHost ?? defaultAdvertiseHost(),
   );
+  // Names the agent was configured with are its own.
+  for (const own of [hostname, advertiseHost]) {
+    try {
+      allowHosts.push(...parseAllowHosts([own]));
+    } catch { /* not a host: Deno.serve reports a bad hostname */ }
+  }
   const backend = options.backend ?? new MemoryBackend();
-  const view = new View({ historySize });
+  const view = new View({ historySize, historyBytes });
   await backend.open(view);
   const registry = new Registry(backend, view, {
     ttlMs: ttl * 1000,
@@ -216,19 +252,21 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     advertiseHost,
     ttl,
     limits,
+    idleTimeout,
     log,
     shuttingDown: () => shuttingDown,
   }, {
     idleTimeout,
     agentId: crypto.randomUUID().slice(0, 8),
     allowOrigins,
+    allowHosts,
   });
 
   const { promise: listening, resolve: onListen } = Promise.withResolvers<
     Deno.NetAddr
   >();
   const server = Deno.serve({
-    hostname: options.hostname ?? "127.0.0.1",
+    hostname,
     port: options.port ?? 1111,
     onListen: (addr) => onListen(addr as Deno.NetAddr),
   }, sessions.handle);

@@ -12,10 +12,19 @@
  * unless a session of the same owner comes back first, or another owner
  * takes an instance over by registering it.
  *
+ * A removal the backend cannot make yet (it is unreachable) is never
+ * dropped: the agent retries it with backoff until the backend confirms
+ * it, or finds the record gone or written by someone else, and the
+ * backend stops keeping the record alive from the first attempt, so an
+ * instance whose owner left during an outage never comes back when the
+ * store does. A new registration of the same instance cancels the pending
+ * removal.
+ *
  * @module
  */
 
 import { type Backend, OwnerConflictError } from "../backends/backend.ts";
+import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameAttrs } from "../protocol/validate.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
@@ -34,8 +43,6 @@ export class Owner {
   pending = 0;
   /** How the owner's last session ended: decides what happens once idle. */
   lastClose?: "clean" | "lost";
-  /** Whether its instances are being removed. */
-  removing = false;
 
   /**
    * Creates an owner.
@@ -73,6 +80,21 @@ export interface Registration {
 const ATTEMPTS = 3;
 /** How long a write may take to come back through the backend's change stream. */
 const WRITE_VISIBLE_MS = 10_000;
+/** Retries of removals the backend could not make yet. */
+const REMOVAL_RETRY = { initialDelay: 250, maxDelay: 5000 };
+
+/** A removal to retry until the backend confirms it. */
+interface PendingRemoval {
+  /** The owner whose record it is (the delete's owner condition). */
+  owner: string;
+  /** Only if this agent keeps the record alive (a lost owner's cleanup). */
+  ifKept: boolean;
+}
+
+function splitKey(key: string): [string, string] {
+  const slash = key.indexOf("/");
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
 
 /**
  * Applies register and unregister requests to the backend on behalf of
@@ -103,6 +125,12 @@ export class Registry {
   #options: RegistryOptions;
   #owners = new Map<string, Owner>();
   #closed = false;
+  /** Removals the backend could not make yet, by key. */
+  #removals = new Map<string, PendingRemoval>();
+  #removalTimer?: ReturnType<typeof setTimeout>;
+  #removalBackoff = new Backoff(REMOVAL_RETRY);
+  /** A pass over the removals is under way. */
+  #removing = false;
 
   /**
    * Creates a registry.
@@ -120,6 +148,11 @@ export class Registry {
   /** Number of owners known (live or within their grace period). */
   get owners(): number {
     return this.#owners.size;
+  }
+
+  /** Number of removals waiting for the backend to be reachable. */
+  get pendingRemovals(): number {
+    return this.#removals.size;
   }
 
   /**
@@ -162,11 +195,11 @@ export class Registry {
    * timer after a loss.
    */
   #settle(owner: Owner) {
-    if (owner.live || this.#closed || owner.pending > 0 || owner.removing) {
+    if (owner.live || this.#closed || owner.pending > 0) {
       return;
     }
     if (owner.lastClose === "clean") {
-      void this.#removeAll(owner);
+      this.#removeAll(owner);
     } else if (owner.keys.size === 0) {
       this.#forgetIfEmpty(owner);
     } else if (owner.expiry === undefined) {
@@ -177,7 +210,7 @@ export class Registry {
       });
       owner.expiry = setTimeout(() => {
         owner.expiry = undefined;
-        void this.#removeAll(owner);
+        this.#removeAll(owner);
       }, this.#options.ttlMs);
     }
   }
@@ -218,11 +251,16 @@ export class Registry {
       }
       if (
         entry?.owner === owner.id && sameAttrs(entry.instance.attrs, attrs) &&
-        (this.#backend.keeps?.(service, addr) ?? true)
+        (this.#backend.keeps?.(service, addr) ?? true) &&
+        !this.#removals.has(key)
       ) {
         owner.keys.add(key);
         return entry.instance;
       }
+      this.#requireBackend(key);
+      // The newest intent wins: a removal still waiting for the backend
+      // must not delete what is registered now.
+      this.#removals.delete(key);
       if (
         !owner.keys.has(key) &&
         owner.keys.size >= this.#options.maxRegistrations
@@ -283,11 +321,22 @@ export class Registry {
       const entry = this.#view.get(service, addr);
       if (!entry) {
         owner.keys.delete(key);
+        this.#removals.delete(key);
+        // Still tell the backend: it must stop keeping the record alive
+        // (the view may have lost it with a lease that it would restore).
+        await this.#backend.delete(service, addr, { ifOwner: owner.id })
+          .catch(() => {});
         return false;
       }
       let previous: Owner | undefined;
       if (entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key);
+      }
+      if (!this.#view.connected) {
+        // Not lost: removed as soon as the backend is back.
+        owner.keys.delete(key);
+        this.#queueRemoval(key, { owner: entry.owner, ifKept: false });
+        this.#requireBackend(key);
       }
       let revision: number | undefined;
       try {
@@ -298,6 +347,10 @@ export class Registry {
         if (error instanceof OwnerConflictError && attempt < ATTEMPTS) {
           await this.#view.waitFor(this.#view.revision);
           continue;
+        }
+        if (!(error instanceof OwnerConflictError)) {
+          owner.keys.delete(key);
+          this.#queueRemoval(key, { owner: entry.owner, ifKept: false });
         }
         throw this.#backendError(error, key);
       }
@@ -310,10 +363,20 @@ export class Registry {
     }
   }
 
-  /** Stops the expiry timers; records stay in the backend. */
+  /** Stops the expiry timers and removal retries; records stay in the backend. */
   close(): void {
     this.#closed = true;
+    clearTimeout(this.#removalTimer);
     for (const owner of this.#owners.values()) clearTimeout(owner.expiry);
+  }
+
+  /** Fails fast while the backend is unreachable, well within a client's request timeout. */
+  #requireBackend(key: string): void {
+    if (this.#view.connected) return;
+    throw new RpcError(
+      ErrorCode.BackendUnavailable,
+      `the agent cannot reach its backend, so '${key}' cannot be changed now; the instances it knows stay as they were until the backend is back (an unregistered instance is removed then); retry later`,
+    );
   }
 
   /** Checks that an instance of `ownerId` may be taken over, and returns that owner. */
@@ -352,57 +415,74 @@ export class Registry {
     this.#owners.delete(owner.id);
   }
 
-  async #removeAll(owner: Owner): Promise<void> {
-    owner.removing = true;
-    try {
-      await this.#removeAllOnce(owner);
-    } finally {
-      owner.removing = false;
+  /** Removes every instance of an owner that is gone (closed, or lost past its TTL). */
+  #removeAll(owner: Owner): void {
+    for (const key of owner.keys) {
+      // Only records this agent keeps alive: a client that moved to another
+      // agent (same owner id) has its records held there now.
+      this.#queueRemoval(key, { owner: owner.id, ifKept: true });
+    }
+    owner.keys.clear();
+    this.#forgetIfEmpty(owner);
+  }
+
+  /** Adds a removal to the queue, which runs at once unless it is waiting out a backoff. */
+  #queueRemoval(key: string, removal: PendingRemoval): void {
+    this.#removals.set(key, removal);
+    if (this.#removalTimer === undefined && !this.#removing) {
+      void this.#runRemovals();
     }
   }
 
-  async #removeAllOnce(owner: Owner): Promise<void> {
-    const failed: string[] = [];
-    for (const key of [...owner.keys]) {
-      if (owner.live || this.#closed) return;
-      const slash = key.indexOf("/");
-      const service = key.slice(0, slash), addr = key.slice(slash + 1);
-      const entry = this.#view.get(service, addr);
-      // Only records this agent keeps alive: a client that moved to another
-      // agent (same owner id) has its records held there now.
-      if (
-        entry?.owner === owner.id &&
-        (this.#backend.keeps?.(service, addr) ?? true)
-      ) {
+  /**
+   * Tries every queued removal once; what the backend could not do is
+   * tried again after a backoff, for as long as it takes.
+   */
+  async #runRemovals(): Promise<void> {
+    this.#removalTimer = undefined;
+    if (this.#removing || this.#closed) return;
+    this.#removing = true;
+    let failed = 0;
+    try {
+      for (const [key, removal] of [...this.#removals]) {
+        if (this.#closed) return;
+        if (this.#removals.get(key) !== removal) continue; // re-registered
+        const [service, addr] = splitKey(key);
         try {
           const revision = await this.#backend.delete(service, addr, {
-            ifOwner: owner.id,
+            ifOwner: removal.owner,
+            ifKept: removal.ifKept,
           });
           if (revision !== undefined) {
-            await this.#view.waitFor(revision, WRITE_VISIBLE_MS);
+            await this.#view.waitFor(revision, WRITE_VISIBLE_MS).catch(
+              () => {},
+            );
           }
         } catch (error) {
           if (!(error instanceof OwnerConflictError)) {
-            failed.push(key);
-            this.#options.log.warn("could not remove an instance; will retry", {
-              key,
-              error,
-            });
+            failed++;
+            if (failed === 1) {
+              this.#options.log.warn(
+                "could not remove an instance; will retry",
+                { key, pending: this.#removals.size, error },
+              );
+            }
             continue;
           }
         }
+        if (this.#removals.get(key) === removal) this.#removals.delete(key);
       }
-      owner.keys.delete(key);
+    } finally {
+      this.#removing = false;
     }
-    if (owner.live || this.#closed) return;
-    if (failed.length > 0) {
-      owner.expiry = setTimeout(() => {
-        owner.expiry = undefined;
-        void this.#removeAll(owner);
-      }, 1000);
+    if (this.#closed || this.#removals.size === 0) {
+      this.#removalBackoff.reset();
       return;
     }
-    this.#forgetIfEmpty(owner);
+    // Failures wait out the backoff; removals queued meanwhile run at once.
+    const delay = failed > 0 ? this.#removalBackoff.next() : 0;
+    if (failed === 0) this.#removalBackoff.reset();
+    this.#removalTimer = setTimeout(() => void this.#runRemovals(), delay);
   }
 
   #backendError(error: unknown, key: string): RpcError {

@@ -178,3 +178,81 @@ Deno.test("a write that lands after the owner left is not orphaned", async () =>
   await until(() => view.get("svc", "h:1") === undefined, "lost: expired");
   assert.equal(registry.owners, 0);
 });
+
+/** A memory backend whose deletes fail while `down`, and that counts them. */
+class Unreachable extends MemoryBackend {
+  down = false;
+  deletes: WriteOptions[] = [];
+  override delete(service: string, addr: string, options?: WriteOptions) {
+    this.deletes.push(options ?? {});
+    if (this.down) return Promise.reject(new Error("connection refused"));
+    return super.delete(service, addr, options);
+  }
+}
+
+Deno.test("a removal the backend cannot make is retried until it can, only for records this agent keeps", async () => {
+  const backend = new Unreachable();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1"));
+  backend.down = true;
+  registry.detach(a, true); // clean close while the backend refuses deletes
+  await until(() => backend.deletes.length >= 2, "retried");
+  assert.ok(view.get("svc", "h:1"), "still there while the backend is away");
+  assert.equal(registry.pendingRemovals, 1);
+  assert.ok(backend.deletes.every((o) => o.ifOwner === "a" && o.ifKept));
+  backend.down = false;
+  await until(() => view.get("svc", "h:1") === undefined, "removed", 15_000);
+  assert.equal(registry.pendingRemovals, 0);
+  assert.equal(registry.owners, 0);
+});
+
+Deno.test("a registration cancels a removal still waiting for the backend", async () => {
+  const backend = new Unreachable();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1", { v: "1" }));
+  backend.down = true;
+  registry.detach(a, true);
+  await until(() => registry.pendingRemovals === 1, "queued");
+  const again = registry.attach("a");
+  // Same attributes: the pending removal means it must be written again.
+  await registry.register(again, reg("h:1", { v: "1" }));
+  assert.equal(registry.pendingRemovals, 0);
+  backend.down = false;
+  await sleep(600); // longer than the first retry delays
+  assert.equal(view.get("svc", "h:1")?.owner, "a", "not removed after all");
+});
+
+Deno.test("while the backend is unreachable writes fail at once, and an unregister is carried out once it is back", async () => {
+  const backend = new Unreachable();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  await registry.register(a, reg("h:1"));
+  await registry.register(a, reg("h:2", { v: "1" }));
+  view.status(false);
+  backend.down = true;
+  const unavailable = (e: unknown) =>
+    isCode(ErrorCode.BackendUnavailable)(e) &&
+    (e as Error).message.includes("cannot reach its backend");
+  await assert.rejects(registry.register(a, reg("h:3")), unavailable);
+  await assert.rejects(registry.unregister(a, "svc", "h:1"), unavailable);
+  // An unchanged re-registration (a client restoring after a reconnection)
+  // is answered from what the agent keeps.
+  const same = await registry.register(a, reg("h:2", { v: "1" }));
+  assert.equal(same.addr, "h:2");
+  assert.ok(view.get("svc", "h:1"), "fail-static until the backend is back");
+  backend.down = false;
+  view.status(true);
+  await until(() => view.get("svc", "h:1") === undefined, "removed", 15_000);
+  assert.ok(view.get("svc", "h:2"));
+  assert.equal(view.get("svc", "h:3"), undefined);
+});
+
+Deno.test("an unregister the view no longer knows still tells the backend", async () => {
+  const backend = new Unreachable();
+  const { registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  assert.equal(await registry.unregister(a, "svc", "h:9"), false);
+  assert.deepEqual(backend.deletes, [{ ifOwner: "a" }]);
+});

@@ -1,16 +1,18 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * The agent's HTTP side: WebSocket upgrades at `/` become sessions (browser
- * pages only from allowed origins); a plain `GET /` gets the dashboard,
- * `/client.js` the browser client, and `/healthz` and `/openrpc.json`
- * answer plain HTTP.
+ * The agent's HTTP side: every request is first admitted by its `Host`
+ * (`admit.ts`: only the agent's own names, against DNS rebinding); then
+ * WebSocket upgrades at `/` become sessions (browser pages only from
+ * allowed origins); a plain `GET /` gets the dashboard, `/client.js` the
+ * browser client, and `/healthz` and `/openrpc.json` answer plain HTTP.
  *
  * @module
  */
 
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { CLIENT_ID_PATTERN } from "../protocol/validate.ts";
+import { admit } from "./admit.ts";
 import { CLIENT_JS } from "./dashboard/_client_bundle.ts";
 import { originAllowed } from "./dashboard/origin.ts";
 import { DASHBOARD_HTML } from "./dashboard/page.ts";
@@ -29,6 +31,11 @@ export interface SessionServerOptions {
    * `dashboard/origin.ts`.
    */
   allowOrigins: readonly string[];
+  /**
+   * Names the agent answers to besides IP addresses and `localhost` (`*`:
+   * any); see `admit.ts`.
+   */
+  allowHosts: readonly string[];
 }
 
 function json(body: unknown, status = 200): Response {
@@ -75,6 +82,19 @@ export class SessionServer {
    * @returns The response.
    */
   handle = (request: Request): Response => {
+    // First: a request addressed to a name that is not the agent's may come
+    // from a DNS-rebinding page. Once admitted, the URL's origin (built
+    // from Host) is one of the agent's own, as the Origin check expects.
+    const refused = admit(request, this.#options);
+    if (refused) {
+      this.#log.warn(
+        refused.status === 403
+          ? "request refused: Host is not a name of this agent"
+          : "request refused: no or malformed Host",
+        { host: request.headers.get("host") },
+      );
+      return refused;
+    }
     const url = new URL(request.url);
     const upgrade =
       request.headers.get("upgrade")?.toLowerCase() === "websocket";

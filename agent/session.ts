@@ -4,6 +4,18 @@
  * One client connection: its JSON-RPC peer, its subscriptions, and the
  * methods it may call.
  *
+ * What a session may hold queued for a client that reads slowly, or not at
+ * all, is bounded. Live events and responses may take the send queue up to
+ * `maxQueueBytes`; beyond it the client is a slow consumer and is dropped
+ * (close code 4008). A subscription's initial events (its snapshot or
+ * replay) do not count, so that a service of any size can be subscribed to,
+ * but only one of them at a time may take the queue beyond the limit: a
+ * subscribe that finds the queue over the limit waits (its response too)
+ * until the client has read it down below the limit, and a client that
+ * reads nothing for the idle timeout meanwhile is dropped as a slow
+ * consumer. So a session holds at most about twice `maxQueueBytes` plus its
+ * largest snapshot, however many subscriptions it opens.
+ *
  * @module
  */
 
@@ -47,6 +59,12 @@ export interface SessionContext {
   ttl: number;
   /** Limits. */
   limits: Limits;
+  /**
+   * Seconds a client may go without reading while a subscribe waits for
+   * its send queue to drain below `maxQueueBytes` (the agent's idle
+   * timeout); then it is dropped as a slow consumer.
+   */
+  idleTimeout: number;
   /** Logger. */
   log: Logger;
   /** Whether the agent is shutting down. */
@@ -54,6 +72,22 @@ export interface SessionContext {
 }
 
 const encoder = new TextEncoder();
+
+/** How often a subscribe that waits for the send queue to drain looks at it. */
+const DRAIN_POLL_MS = 20;
+
+/**
+ * One incoming frame (a request or a batch): the bytes of initial events
+ * reserved by its subscribes, sent once its response is.
+ */
+interface Frame {
+  reserved: number;
+}
+
+/** A subscribe waiting for the send queue to drain. */
+interface DrainWaiter extends PromiseWithResolvers<void> {
+  frame: Frame;
+}
 
 /** A subscription of a session: buffers events until its response is sent. */
 class Subscription implements Subscriber {
@@ -77,27 +111,35 @@ class Subscription implements Subscriber {
   deliver(resultJson: string): void {
     if (this.stopped) return;
     if (this.#pending) this.#pending.push(resultJson);
-    else this.session.send(this.#prefix + resultJson + "}}");
+    else this.session.send(this.frame(resultJson));
   }
 
   /**
-   * Sends the initial events, then whatever arrived meanwhile, then goes
-   * live. The initial events do not count against the session's queue
-   * limit: a snapshot is as large as the service, and a subscriber must be
-   * able to receive it whatever its size.
+   * The `discover.event` notification of one event.
+   *
+   * @param resultJson The serialized `ServiceEvent`.
+   * @returns The frame.
    */
-  start(initial: string[]): void {
-    if (this.stopped) return;
+  frame(resultJson: string): string {
+    return this.#prefix + resultJson + "}}";
+  }
+
+  /**
+   * Sends the initial events (see {@linkcode Session.sendInitial}), then
+   * whatever arrived meanwhile, then goes live.
+   *
+   * @param frames The initial events' frames.
+   * @param bytes Their size, as reserved by the session.
+   */
+  start(frames: readonly string[], bytes: number): void {
+    if (this.stopped) {
+      this.session.sendInitial([], bytes);
+      return;
+    }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    let bytes = 0;
-    for (const json of initial) {
-      const frame = this.#prefix + json + "}}";
-      bytes += frame.length;
-      this.session.send(frame, { unchecked: true });
-    }
-    this.session.allowQueued(bytes);
-    for (const json of pending) this.session.send(this.#prefix + json + "}}");
+    this.session.sendInitial(frames, bytes);
+    for (const json of pending) this.session.send(this.frame(json));
   }
 }
 
@@ -120,6 +162,16 @@ export class Session {
   #inflight = 0;
   /** Bytes of snapshots allowed above the queue limit. */
   #allowance = 0;
+  /**
+   * Bytes of initial events whose subscribe is decided but not yet
+   * answered and sent (every frame's, see {@linkcode Frame}).
+   */
+  #reserved = 0;
+  /** The frame being received, while its requests are dispatched. */
+  #frame: Frame | undefined;
+  /** Subscribes waiting for the send queue to drain, oldest first. */
+  #drainWaiters: DrainWaiter[] = [];
+  #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #mutations: Promise<unknown> = Promise.resolve();
   #ended = false;
 
@@ -176,33 +228,82 @@ export class Session {
       this.#allowance = 0; // every snapshot sent has drained below the limit
       return;
     }
-    if (queued > limit + this.#allowance) {
-      // A consumer that does not keep up must not grow the agent without
-      // bound: drop it. The session counts as lost (its instances stay for
-      // the grace TTL); the client reconnects and resumes with `since`.
-      this.#context.log.warn("slow consumer dropped", {
-        session: this.id,
-        queued,
-        maxQueueBytes: this.#context.limits.maxQueueBytes,
-      });
-      try {
-        socket.close(
-          4008,
-          "slow consumer: too many bytes queued; reconnect and resume",
-        );
-      } catch { /* already closing */ }
-      this.closed(false);
-    }
+    if (queued > limit + this.#allowance) this.#dropSlow(queued);
   }
 
   /**
-   * Lets `bytes` more than `maxQueueBytes` wait in the send queue, until
-   * the queue next drains below the limit: what a snapshot just queued.
+   * Sends a subscription's initial events, which the queue limit does not
+   * apply to: `bytes` more than `maxQueueBytes` may wait in the send queue
+   * until it next drains below the limit. Releases their reservation.
    *
-   * @param bytes The snapshot's size.
+   * @param frames The frames (none when the subscription ended before).
+   * @param bytes Their size, as reserved when the subscribe was answered.
    */
-  allowQueued(bytes: number): void {
+  sendInitial(frames: readonly string[], bytes: number): void {
+    this.#reserved = Math.max(0, this.#reserved - bytes);
+    if (frames.length === 0) return;
+    for (const frame of frames) this.send(frame, { unchecked: true });
     this.#allowance += bytes;
+  }
+
+  /**
+   * A consumer that does not keep up must not grow the agent without
+   * bound: drop it. The session counts as lost (its instances stay for the
+   * grace TTL); the client reconnects and resumes with `since`.
+   */
+  #dropSlow(queued: number) {
+    this.#context.log.warn("slow consumer dropped", {
+      session: this.id,
+      queued,
+      maxQueueBytes: this.#context.limits.maxQueueBytes,
+    });
+    try {
+      this.#socket.close(
+        4008,
+        "slow consumer: too many bytes queued; reconnect and resume",
+      );
+    } catch { /* already closing */ }
+    this.closed(false);
+  }
+
+  /**
+   * Resolves once the send queue is within `maxQueueBytes`, counting what
+   * other frames reserved, one waiter at a time (the next one looks again
+   * once the previous one's initial events are queued). Drops the session
+   * when the client reads nothing for the idle timeout meanwhile; rejects
+   * when the session ends.
+   */
+  #drained(frame: Frame): Promise<void> {
+    const waiter = { ...Promise.withResolvers<void>(), frame };
+    this.#drainWaiters.push(waiter);
+    if (this.#drainTimer === undefined) {
+      let last = this.#socket.bufferedAmount;
+      let progressAt = Date.now();
+      const look = () => {
+        this.#drainTimer = undefined;
+        if (this.#ended) return;
+        const queued = this.#socket.bufferedAmount;
+        const head = this.#drainWaiters[0];
+        const others = this.#reserved - head.frame.reserved;
+        if (queued + others <= this.#context.limits.maxQueueBytes) {
+          this.#drainWaiters.shift()!.resolve();
+          progressAt = Date.now();
+        } else if (queued < last) {
+          progressAt = Date.now();
+        } else if (
+          Date.now() - progressAt > this.#context.idleTimeout * 1000
+        ) {
+          this.#dropSlow(queued); // rejects the waiters
+          return;
+        }
+        last = queued;
+        if (this.#drainWaiters.length > 0) {
+          this.#drainTimer = setTimeout(look, DRAIN_POLL_MS);
+        }
+      };
+      this.#drainTimer = setTimeout(look, DRAIN_POLL_MS);
+    }
+    return waiter.promise;
   }
 
   /**
@@ -228,7 +329,14 @@ export class Session {
       return;
     }
     this.#inflight++;
-    void this.#peer.receive(data).finally(() => this.#inflight--);
+    // The peer dispatches every request of the frame before it returns.
+    const frame: Frame = { reserved: 0 };
+    this.#frame = frame;
+    try {
+      void this.#peer.receive(data).finally(() => this.#inflight--);
+    } finally {
+      this.#frame = undefined;
+    }
   }
 
   /**
@@ -239,6 +347,13 @@ export class Session {
   closed(clean: boolean): void {
     if (this.#ended) return;
     this.#ended = true;
+    clearTimeout(this.#drainTimer);
+    this.#drainTimer = undefined;
+    for (const waiter of this.#drainWaiters.splice(0)) {
+      waiter.reject(
+        new RpcError(ErrorCode.ConnectionClosed, "the session closed"),
+      );
+    }
     for (const subscription of this.#subscriptions.values()) {
       subscription.stopped = true;
       this.#context.view.unsubscribe(subscription);
@@ -352,13 +467,34 @@ export class Session {
     }
   }
 
-  #subscribe(params: unknown, call: CallContext): SubscribeResult {
+  #subscribe(
+    params: unknown,
+    call: CallContext,
+    frame: Frame = this.#frame ?? { reserved: 0 },
+  ): SubscribeResult | Promise<SubscribeResult> {
     const ctx = this.#context;
     const { service, filter, since, epoch } = validateSubscribe(params);
-    if (this.#subscriptions.size >= ctx.limits.maxSubscriptions) {
+    const open = this.#subscriptions.size + this.#drainWaiters.length;
+    if (open >= ctx.limits.maxSubscriptions) {
       throw new RpcError(
         ErrorCode.LimitExceeded,
-        `limit reached: this session already has ${this.#subscriptions.size} subscriptions (maxSubscriptions); unsubscribe some first`,
+        `limit reached: this session already has ${open} subscriptions (maxSubscriptions); unsubscribe some first`,
+      );
+    }
+    const limit = ctx.limits.maxQueueBytes;
+    if (this.#socket.bufferedAmount + this.#reserved > limit) {
+      // Initial events beyond the limit are allowed for one subscription
+      // at a time: the client must read them first.
+      if (frame.reserved > 0) {
+        // Reserved by another subscribe of the same batch, whose response
+        // waits for this one: waiting here would never end.
+        throw new RpcError(
+          ErrorCode.LimitExceeded,
+          `limit reached: the initial events of other subscriptions in this batch already exceed maxQueueBytes (${limit}) of this session; subscribe in a separate message, after them`,
+        );
+      }
+      return this.#drained(frame).then(() =>
+        this.#subscribe(params, call, frame)
       );
     }
     const revision = ctx.view.revision;
@@ -371,6 +507,10 @@ export class Session {
         JSON.stringify({ kind: "up", revision, instance })
       );
     initial.push(JSON.stringify({ kind: "current", revision }));
+    if (!ctx.view.connected) {
+      // Fail-static: the last known state, marked as possibly out of date.
+      initial.push(JSON.stringify({ kind: "stale", revision }));
+    }
     const id = String(this.#nextSubscription++);
     const subscription = new Subscription(id, service, filter, this);
     ctx.view.subscribe(subscription);
@@ -379,7 +519,15 @@ export class Session {
       ctx.view.unsubscribe(subscription);
     } else {
       this.#subscriptions.set(id, subscription);
-      call.afterResponse(() => subscription.start(initial));
+      const frames = initial.map((json) => subscription.frame(json));
+      let bytes = 0;
+      for (const frame of frames) bytes += frame.length;
+      this.#reserved += bytes;
+      frame.reserved += bytes;
+      call.afterResponse(() => {
+        frame.reserved -= bytes;
+        subscription.start(frames, bytes);
+      });
     }
     return {
       subscription: id,

@@ -5,6 +5,11 @@
  * history of changes for `since` replays, and the fan-out of each change
  * to the subscribers of its service. It is fed by one backend stream.
  *
+ * The history is bounded twice: by a number of changes, and by their
+ * estimated size ({@linkcode changeBytes}), so that large attributes
+ * changed often cannot grow the agent without bound. The oldest changes go
+ * first; a resume from before the oldest one kept gets a snapshot.
+ *
  * @module
  */
 
@@ -64,6 +69,67 @@ export interface ViewOptions {
    * @default {50000}
    */
   historySize?: number;
+  /**
+   * Most bytes of changes kept for `since` replays, as
+   * {@linkcode changeBytes} estimates them ({@linkcode DEFAULT_HISTORY_BYTES}:
+   * 16 MiB).
+   *
+   * @default {16777216}
+   */
+  historyBytes?: number;
+}
+
+/**
+ * Default of {@linkcode ViewOptions.historyBytes}: 16 MiB. A typical change
+ * (a few short attributes) counts about 300 bytes, so the 50,000 changes of
+ * the default `historySize` still fit; changes with large attributes are
+ * kept for less long. Under a steady stream of large changes the garbage
+ * collector lets several times this much pile up before it runs (measured:
+ * the agent's resident set grew by about 160 MiB at 16 MiB, 260 MiB at
+ * 64 MiB), hence a bound well below the count's 50,000 changes of up to
+ * 8 KiB.
+ */
+export const DEFAULT_HISTORY_BYTES = 16 * 1024 * 1024;
+
+/** Fixed part of {@linkcode changeBytes}: the change, its instance, the id. */
+const CHANGE_OVERHEAD_BYTES = 256;
+
+/**
+ * Estimated memory a change takes in the history: 256 bytes for the change
+ * and instance objects, plus the lengths of the service, the address and
+ * every attribute key and value of the instance it introduces (the one
+ * before it for a removal). It is close for Latin-1 text (measured: 264
+ * bytes for three short attributes, 8,470 bytes for one of 8 KiB) and up
+ * to twice as low for other text, which JavaScript strings store in two
+ * bytes a character.
+ *
+ * @example Usage
+ * ```ts
+ * import { changeBytes } from "./view.ts";
+ * changeBytes({
+ *   revision: 1,
+ *   after: {
+ *     id: "db/h:1",
+ *     service: "db",
+ *     addr: "h:1",
+ *     attrs: { zone: "a" },
+ *     revision: 1,
+ *     registeredAt: 0,
+ *   },
+ * }); // 256 + 2 + 3 + 5 = 266
+ * ```
+ *
+ * @param change The change.
+ * @returns The estimate in bytes.
+ */
+export function changeBytes(change: Change): number {
+  const instance = change.after ?? change.before!;
+  let bytes = CHANGE_OVERHEAD_BYTES + instance.service.length +
+    instance.addr.length;
+  for (const key in instance.attrs) {
+    bytes += key.length + instance.attrs[key].length;
+  }
+  return bytes;
 }
 
 /**
@@ -126,9 +192,15 @@ function instanceOf(record: StoredRecord, revision: number): Instance {
 export class View implements BackendWatcher {
   #services = new Map<string, Map<string, Entry>>();
   #subscribers = new Map<string, Set<Subscriber>>();
-  #history: Change[] = [];
+  /** Changes from `#historyStart` on; the slots before it are emptied. */
+  #history: (Change | undefined)[] = [];
+  /** {@linkcode changeBytes} of each change of `#history`, same index. */
+  #historyCosts: number[] = [];
   #historyStart = 0;
   #historySize: number;
+  #historyBytes: number;
+  /** Sum of the costs of the changes kept (from `#historyStart`). */
+  #historyUsed = 0;
   #floor = 0;
   #revision = 0;
   #epoch = "";
@@ -139,10 +211,11 @@ export class View implements BackendWatcher {
   /**
    * Creates an empty view.
    *
-   * @param options History size.
+   * @param options History bounds.
    */
   constructor(options: ViewOptions = {}) {
     this.#historySize = options.historySize ?? 50_000;
+    this.#historyBytes = options.historyBytes ?? DEFAULT_HISTORY_BYTES;
   }
 
   /** Revision of the latest change applied. */
@@ -260,12 +333,12 @@ export class View implements BackendWatcher {
     let lo = this.#historyStart, hi = h.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (h[mid].revision <= since) lo = mid + 1;
+      if (h[mid]!.revision <= since) lo = mid + 1;
       else hi = mid;
     }
     const out: ServiceEvent[] = [];
     for (let i = lo; i < h.length; i++) {
-      const change = h[i];
+      const change = h[i]!;
       const subject = change.after ?? change.before!;
       if (service !== ALL_SERVICES && subject.service !== service) continue;
       const event = eventFor(change, filter);
@@ -338,7 +411,9 @@ export class View implements BackendWatcher {
       // backup, say): the history no longer leads to the new state, so
       // resumes get snapshots.
       this.#history = [];
+      this.#historyCosts = [];
       this.#historyStart = 0;
+      this.#historyUsed = 0;
       this.#floor = revision;
       this.#epoch = state.epoch;
     }
@@ -366,12 +441,26 @@ export class View implements BackendWatcher {
   }
 
   /**
-   * Records whether the backend is reachable (part of {@linkcode BackendWatcher}).
+   * Records whether the backend is reachable (part of {@linkcode BackendWatcher}),
+   * and tells every subscriber when that changes: `stale` when it is not
+   * (the view keeps serving its last known state), `current` when it is
+   * again (everything the backend delivered on its way back is applied by
+   * then, so the subscriber holds the state at that revision).
    *
    * @param connected Whether it is.
    */
   status(connected: boolean): void {
+    if (connected === this.#connected) return;
     this.#connected = connected;
+    const json = JSON.stringify(
+      {
+        kind: connected ? "current" : "stale",
+        revision: this.#revision,
+      } satisfies ServiceEvent,
+    );
+    for (const set of this.#subscribers.values()) {
+      for (const subscriber of set) subscriber.deliver(json);
+    }
   }
 
   #put(record: StoredRecord, revision: number) {
@@ -400,17 +489,29 @@ export class View implements BackendWatcher {
   }
 
   #record(change: Change) {
+    const cost = changeBytes(change);
     this.#history.push(change);
-    if (this.#history.length - this.#historyStart > this.#historySize) {
-      this.#floor = this.#history[this.#historyStart].revision;
+    this.#historyCosts.push(cost);
+    this.#historyUsed += cost;
+    // Drop the oldest changes while over either bound; a resume from
+    // before the floor gets a snapshot instead of a replay.
+    while (
+      this.#history.length - this.#historyStart > this.#historySize ||
+      (this.#historyUsed > this.#historyBytes &&
+        this.#historyStart < this.#history.length)
+    ) {
+      this.#floor = this.#history[this.#historyStart]!.revision;
+      this.#historyUsed -= this.#historyCosts[this.#historyStart];
+      this.#history[this.#historyStart] = undefined; // for the collector
       this.#historyStart++;
-      if (
-        this.#historyStart > 1024 &&
-        this.#historyStart * 2 > this.#history.length
-      ) {
-        this.#history = this.#history.slice(this.#historyStart);
-        this.#historyStart = 0;
-      }
+    }
+    if (
+      this.#historyStart > 1024 &&
+      this.#historyStart * 2 > this.#history.length
+    ) {
+      this.#history = this.#history.slice(this.#historyStart);
+      this.#historyCosts = this.#historyCosts.slice(this.#historyStart);
+      this.#historyStart = 0;
     }
     const service = (change.after ?? change.before!).service;
     const subscribers = this.#subscribers.get(service);

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import type { StoredRecord } from "../backends/backend.ts";
 import type { Filter } from "../protocol/types.ts";
-import { eventFor, type Subscriber, View } from "./view.ts";
+import { changeBytes, eventFor, type Subscriber, View } from "./view.ts";
 
 function rec(
   addr: string,
@@ -163,6 +163,91 @@ Deno.test("replay returns the missed events of one service, filtered, within the
   );
 });
 
+Deno.test("changeBytes counts 256 bytes plus the text of the instance it introduces", () => {
+  const instance = (attrs: Record<string, string>) => ({
+    id: "svc/h:1",
+    service: "svc",
+    addr: "h:1",
+    attrs,
+    revision: 1,
+    registeredAt: 0,
+  });
+  assert.equal(changeBytes({ revision: 1, after: instance({}) }), 256 + 6);
+  const big = instance({ pad: "x".repeat(1000), zone: "a" });
+  assert.equal(changeBytes({ revision: 2, after: big }), 256 + 6 + 1008);
+  // A removal counts the instance it removes.
+  assert.equal(changeBytes({ revision: 3, before: big }), 256 + 6 + 1008);
+});
+
+Deno.test("the history is bounded by estimated bytes too: the oldest changes go first", () => {
+  const pad = (n: number) => ({ pad: String(n).padStart(1000, "x") });
+  const cost = 256 + "svc".length + "h:1".length + "pad".length + 1000;
+  const view = new View({ historySize: 1000, historyBytes: 3 * cost });
+  for (let revision = 1; revision <= 5; revision++) {
+    view.changes([{
+      type: "put",
+      revision,
+      record: rec("h:1", pad(revision)),
+    }]);
+  }
+  // Three changes fit: revisions 3..5. A resume after 2 replays them; one
+  // after 1 needs a snapshot.
+  assert.deepEqual(
+    view.replay("svc", undefined, 2)?.map((e) => [e.kind, e.revision]),
+    [["update", 3], ["update", 4], ["update", 5]],
+  );
+  assert.equal(view.replay("svc", undefined, 1), undefined);
+
+  // Small changes are many to the byte: one large change pushes several out.
+  const small = new View({ historySize: 1000, historyBytes: 4 * 262 + cost });
+  for (let revision = 1; revision <= 4; revision++) {
+    small.changes([{ type: "put", revision, record: rec(`h:${revision}`) }]);
+  }
+  assert.equal(small.replay("svc", undefined, 0)?.length, 4);
+  small.changes([{ type: "put", revision: 5, record: rec("h:9", pad(5)) }]);
+  assert.equal(small.replay("svc", undefined, 0)?.length, 5, "exactly full");
+  small.changes([{ type: "put", revision: 6, record: rec("h:8", pad(6)) }]);
+  assert.equal(small.replay("svc", undefined, 4), undefined);
+  assert.deepEqual(
+    small.replay("svc", undefined, 5)?.map((e) => e.revision),
+    [6],
+  );
+
+  // A change larger than the whole bound is not kept, and resumes from
+  // before it get a snapshot; the count bound still applies alone.
+  const tiny = new View({ historyBytes: cost - 1 });
+  tiny.changes([{ type: "put", revision: 1, record: rec("h:1", pad(1)) }]);
+  assert.equal(tiny.replay("svc", undefined, 0), undefined);
+  assert.deepEqual(tiny.replay("svc", undefined, 1), []);
+  const counted = new View({ historySize: 2, historyBytes: 1e9 });
+  for (let revision = 1; revision <= 3; revision++) {
+    counted.changes([{ type: "put", revision, record: rec(`h:${revision}`) }]);
+  }
+  assert.equal(counted.replay("svc", undefined, 0), undefined);
+  assert.equal(counted.replay("svc", undefined, 1)?.length, 2);
+});
+
+Deno.test("a long run of large changes keeps the history within its bytes", () => {
+  // 20,000 changes of 8 KiB attributes against a 1 MiB bound: only about
+  // 120 are kept, and the replay from the oldest one kept is complete.
+  const view = new View({ historyBytes: 1024 * 1024 });
+  const value = "v".repeat(8192);
+  for (let revision = 1; revision <= 20_000; revision++) {
+    view.changes([{
+      type: "put",
+      revision,
+      record: rec("h:1", { pad: value, n: String(revision) }),
+    }]);
+  }
+  let floor = 20_000;
+  while (view.replay("svc", undefined, floor - 1) !== undefined) floor--;
+  const kept = 20_000 - floor + 1;
+  assert.ok(kept > 100 && kept < 130, `${kept} changes kept`);
+  const events = view.replay("svc", undefined, floor)!;
+  assert.equal(events.length, kept - 1);
+  assert.equal(events.at(-1)?.revision, 20_000);
+});
+
 Deno.test("reset emits only the real differences and keeps replay working", () => {
   const view = new View();
   view.changes([
@@ -269,4 +354,38 @@ Deno.test("catalog lists the services that have instances, by name, with counts"
   ]);
   view.changes([{ type: "delete", revision: 4, service: "api", addr: "h:1" }]);
   assert.deepEqual(view.catalog(), [{ service: "web", instances: 2 }]);
+});
+
+Deno.test("a change of backend reachability reaches every subscriber once, as stale then current", () => {
+  const view = new View();
+  view.reset({ revision: 4, epoch: "e", records: [] });
+  view.status(true);
+  const raw: string[] = [];
+  const sub = (service: string, filter?: Filter): Subscriber => ({
+    service,
+    filter,
+    deliver: (json) => raw.push(`${service} ${json}`),
+  });
+  view.subscribe(sub("a", { attrs: { zone: "x" } }));
+  view.subscribe(sub("*"));
+  view.status(true); // no change: nothing said
+  assert.deepEqual(raw, []);
+  view.status(false);
+  view.status(false);
+  assert.equal(view.connected, false);
+  view.changes([{
+    type: "put",
+    revision: 5,
+    record: rec("h:1", {}, "o", "b"),
+  }]);
+  view.status(true);
+  assert.deepEqual(raw, [
+    `a {"kind":"stale","revision":4}`,
+    `* {"kind":"stale","revision":4}`,
+    `* {"kind":"up","revision":5,"instance":${
+      JSON.stringify(view.get("b", "h:1")!.instance)
+    }}`,
+    `a {"kind":"current","revision":5}`,
+    `* {"kind":"current","revision":5}`,
+  ]);
 });

@@ -120,6 +120,18 @@ export interface WriteOptions {
    * "only if there is no record". Omit it for an unconditional write.
    */
   ifOwner?: string | null;
+  /**
+   * With {@linkcode Backend.delete}: remove the record only if this agent
+   * keeps it alive (in a shared store: the stored record is attached to
+   * one of this agent's leases, current or lost), checked atomically with
+   * the delete. An agent removing the records of an owner that is gone
+   * uses it, so that a record the same owner wrote again through another
+   * agent meanwhile is left alone. A record not kept counts as an owner
+   * conflict.
+   *
+   * @default {false}
+   */
+  ifKept?: boolean;
 }
 
 /** A store of registrations. See the module documentation for its contract. */
@@ -155,8 +167,13 @@ export interface Backend {
     options?: WriteOptions,
   ): Promise<number | undefined>;
   /**
-   * Whether this agent keeps the record alive (in a shared store: whether
-   * it is attached to this agent's lease). When an owner re-registers an
+   * Whether this agent keeps the record alive: it wrote the record, has
+   * not deleted it since (a {@linkcode Backend.delete} call counts from
+   * the moment it is made, whatever its outcome), and no other writer
+   * replaced it since, as far as the change stream told. A kept record
+   * that the store loses through a fault of this agent's liveness (a lost
+   * lease) is written back once the store is reachable again; a record
+   * that is not kept is never written back. When an owner re-registers an
    * instance with unchanged attributes, the agent writes it again only if
    * this is false, so an agent restarted within the lease TTL takes over
    * its predecessor's records. Without this method, every record counts

@@ -22,8 +22,11 @@
  * instances; only real changes write. When the agent dies, etcd deletes its
  * keys when the lease expires. When the lease is lost (etcd unreachable for
  * longer than the TTL), the backend grants a new one and writes back every
- * record it holds that nobody else took meanwhile; subscribers see only
- * what really changed.
+ * record it keeps (see {@linkcode EtcdBackend.keeps}): written through it,
+ * not deleted through it since (a delete counts from the call, even one
+ * that failed because etcd was away), and not written by anyone else
+ * meanwhile (a key attached to a lease that is not one of this agent's).
+ * Subscribers see only what really changed.
  *
  * ## Watching
  *
@@ -31,6 +34,14 @@
  * stream resumes from the last revision seen; a compacted revision (or any
  * other watch failure) triggers a full resync: the current state is read
  * and handed to the agent, which emits only the real differences.
+ *
+ * The full read is paginated: pages of at most {@linkcode READ_PAGE_KEYS}
+ * keys, all read at the revision of the first page (one consistent
+ * snapshot, however large the registry), and a page that exceeds gRPC's
+ * message limit (4 MiB by default) is read again at half the size, down
+ * to one key. A registry of any size can be read; a single record larger
+ * than the gRPC limit cannot (the agent's frame limit keeps records far
+ * smaller).
  *
  * ## Failures
  *
@@ -49,8 +60,10 @@ import { Buffer } from "node:buffer";
 import {
   Etcd3,
   EtcdLeaseInvalidError,
+  GRPCResourceExhastedError,
   type IOptions,
   type Lease,
+  Range,
   type Watcher,
 } from "etcd3";
 import {
@@ -63,6 +76,7 @@ import {
 } from "./backend.ts";
 import { SERVICE_NAME_PATTERN, validateAddr } from "../protocol/validate.ts";
 import { EndpointHealth, type HostPolicy } from "./_etcd_health.ts";
+import { Backoff } from "../protocol/backoff.ts";
 
 type FaultHandling = NonNullable<IOptions["faultHandling"]>;
 type PoolHostPolicy = ReturnType<NonNullable<FaultHandling["host"]>>;
@@ -123,6 +137,15 @@ interface Known {
 
 const RESYNC_DELAY_MS = 500;
 
+/** Retries of the resync and of the lease restore. */
+const RETRY = { initialDelay: 250, maxDelay: 4000 };
+
+/** Most keys one page of the full read asks for. */
+export const READ_PAGE_KEYS = 1000;
+
+/** Lease ids remembered as this agent's (one is added per lost lease). */
+const MAX_OWN_LEASES = 64;
+
 /**
  * A {@linkcode Backend} on etcd v3. See the module documentation for the
  * key layout and failure behaviour.
@@ -151,11 +174,18 @@ export class EtcdBackend implements Backend {
   #epoch = "";
   /** What the watch told us about each key: for conditional writes and `keeps`. */
   #known = new Map<string, Known>();
-  /** Records written through this backend and not deleted since: re-written on lease loss. */
+  /** Records this agent keeps alive (see `keeps`): written back after a lost lease. */
   #mine = new Map<string, StoredRecord>();
+  /** Every lease this backend was granted, lost ones included (the newest last). */
+  #ours = new Set<string>();
   #closed = false;
   #resyncing?: Promise<void>;
+  /** What `status` last said: the watch is live and the lease is renewed. */
   #connected = false;
+  #watchUp = false;
+  #leaseUp = false;
+  /** A lost lease is being replaced and its records written back. */
+  #restoring = false;
   readonly #callTimeout: number;
   /** Writes per key, one at a time (a lease restore must not race an unregister). */
   #locks = new Map<string, Promise<unknown>>();
@@ -256,16 +286,17 @@ export class EtcdBackend implements Backend {
   }
 
   /**
-   * Whether this agent keeps the record alive (it is attached to this
-   * agent's lease).
+   * Whether this agent keeps the record alive: written through this
+   * backend, not deleted through it since, and not written by another
+   * agent since (as far as the watch told). A kept record lost with a
+   * lease is written back under the next one.
    *
    * @param service The service.
    * @param addr The address.
-   * @returns Whether the key is attached to this agent's lease.
+   * @returns Whether the record is kept alive by this agent.
    */
   keeps(service: string, addr: string): boolean {
-    const known = this.#known.get(this.#key(service, addr));
-    return known !== undefined && known.lease === this.#leaseId;
+    return this.#mine.has(this.#key(service, addr));
   }
 
   /**
@@ -318,29 +349,30 @@ export class EtcdBackend implements Backend {
     options: WriteOptions = {},
   ): Promise<number | undefined> {
     const key = this.#key(service, addr);
-    return await this.#serial(key, () => this.#deleteNow(key, options));
+    return await this.#serial(key, () => {
+      // From now on the record is not ours to keep, whatever etcd answers:
+      // a lease restore must never write back what an owner let go.
+      this.#mine.delete(key);
+      return this.#deleteNow(key, options);
+    });
   }
 
   async #deleteNow(
     key: string,
     options: WriteOptions,
   ): Promise<number | undefined> {
-    if (options.ifOwner === undefined) {
+    if (options.ifOwner === undefined && !options.ifKept) {
       const res = await this.#client.delete().key(key).exec();
-      this.#mine.delete(key);
       return Number(res.deleted) > 0 ? Number(res.header.revision) : undefined;
     }
     try {
-      const revision = await this.#conditional(
+      return await this.#conditional(
         key,
         options,
         (client) => client.delete().key(key),
       );
-      this.#mine.delete(key);
-      return revision;
     } catch (error) {
       if (error instanceof OwnerConflictError && error.owner === null) {
-        this.#mine.delete(key);
         return undefined;
       }
       throw error;
@@ -441,7 +473,14 @@ export class EtcdBackend implements Backend {
         deadline: Date.now() + Math.min(this.#callTimeout, 1000),
       });
       this.#lastRenewal = Date.now();
+      if (this.#lease === lease && !this.#restoring) {
+        this.#status({ lease: true });
+      }
     } catch (error) {
+      // Half the TTL without a renewal: the agent may be cut off, and its
+      // records may expire. Say so (subscribers are told their state may
+      // be stale, writes fail fast) until a renewal succeeds.
+      this.#status({ lease: false });
       this.#log?.warn("etcd lease renewal failed; retrying", { error });
     } finally {
       this.#renewing = false;
@@ -459,14 +498,18 @@ export class EtcdBackend implements Backend {
     // deno-lint-ignore no-explicit-any
     op: (client: Etcd3) => any,
   ): Promise<number> {
-    if (options.ifOwner === undefined) {
+    if (options.ifOwner === undefined && !options.ifKept) {
       const res = await op(this.#client).exec();
       return Number(res.header.revision);
     }
     let known = this.#known.get(key);
     for (let attempt = 0; attempt < 3; attempt++) {
       const owner = known?.owner ?? null;
-      if (owner !== options.ifOwner) {
+      if (options.ifOwner !== undefined && owner !== options.ifOwner) {
+        throw new OwnerConflictError(...this.#split(key), owner);
+      }
+      if (options.ifKept && (!known || !this.#ours.has(known.lease))) {
+        // Absent, or attached to another agent's lease: not ours to remove.
         throw new OwnerConflictError(...this.#split(key), owner);
       }
       const txn = known === undefined
@@ -547,12 +590,19 @@ export class EtcdBackend implements Backend {
     });
     lease.on("keepaliveSucceeded", () => {
       this.#lastRenewal = Date.now();
-      this.#status(true);
+      if (this.#lease === lease && !this.#restoring) {
+        this.#status({ lease: true });
+      }
     });
     const id = await lease.grant();
     this.#lastRenewal = Date.now();
     this.#lease = lease;
     this.#leaseId = id;
+    this.#ours.add(id);
+    if (this.#ours.size > MAX_OWN_LEASES) {
+      this.#ours.delete(this.#ours.values().next().value!);
+    }
+    if (!this.#restoring) this.#status({ lease: true });
     return id;
   }
 
@@ -564,29 +614,46 @@ export class EtcdBackend implements Backend {
     this.#lease = undefined;
     this.#leaseId = undefined;
     this.#leaseReady = undefined;
-    this.#status(false);
+    this.#status({ lease: false });
     void this.#restoreLease();
   }
 
   /** After a lost lease: a new lease, and every record we hold written back. */
   async #restoreLease(): Promise<void> {
-    for (let delay = 250; !this.#closed; delay = Math.min(delay * 2, 4000)) {
-      try {
-        const leaseId = await this.#currentLease();
-        for (const [key, record] of [...this.#mine]) {
-          await this.#serial(key, () => this.#restoreKey(key, record, leaseId));
+    if (this.#restoring) return; // the running restore picks the new lease up
+    this.#restoring = true;
+    try {
+      const backoff = new Backoff(RETRY);
+      while (!this.#closed) {
+        try {
+          const leaseId = await this.#currentLease();
+          for (const [key, record] of [...this.#mine]) {
+            await this.#serial(
+              key,
+              () => this.#restoreKey(key, record, leaseId),
+            );
+          }
+          if (this.#leaseId !== leaseId) continue; // lost again meanwhile
+          this.#log?.info("etcd lease restored", { records: this.#mine.size });
+          this.#restoring = false;
+          this.#status({ lease: true });
+          return;
+        } catch (error) {
+          this.#log?.warn("could not restore the etcd lease yet", { error });
+          await backoff.wait();
         }
-        this.#log?.info("etcd lease restored", { records: this.#mine.size });
-        this.#status(true);
-        return;
-      } catch (error) {
-        this.#log?.warn("could not restore the etcd lease yet", { error });
-        await new Promise((resolve) => setTimeout(resolve, delay));
       }
+    } finally {
+      this.#restoring = false;
     }
   }
 
-  /** Writes one record back under the new lease, unless it changed meanwhile. */
+  /**
+   * Writes one record back under the new lease, where the key is gone or
+   * still attached to one of this agent's leases with the same owner;
+   * anything else means another agent wrote it meanwhile, and the record
+   * is no longer ours to keep.
+   */
   async #restoreKey(key: string, record: StoredRecord, leaseId: string) {
     if (this.#mine.get(key) !== record) return; // unregistered or rewritten
     const value = JSON.stringify({
@@ -594,23 +661,35 @@ export class EtcdBackend implements Backend {
       owner: record.owner,
       registeredAt: record.registeredAt,
     });
-    // Written back only where the key is gone or still ours.
     const res = await this.#client.if(key, "Create", "==", 0)
       .then(this.#client.put(key).value(value).lease(leaseId))
       .else(this.#client.get(key)).commit();
     if (res.succeeded) return;
     const kv = res.responses[0]?.response_range?.kvs?.[0];
     const current = kv ? this.#parseKnown(kv) : undefined;
-    if (current?.owner !== record.owner) {
-      this.#mine.delete(key); // taken over meanwhile
+    if (
+      current === undefined || current.owner !== record.owner ||
+      !this.#ours.has(current.lease)
+    ) {
+      if (this.#mine.get(key) === record) this.#mine.delete(key);
       return;
     }
-    await this.#client.if(key, "Mod", "==", current.modRevision)
+    if (current.lease === leaseId) return; // already written back
+    const moved = await this.#client.if(key, "Mod", "==", current.modRevision)
       .then(this.#client.put(key).value(value).lease(leaseId))
       .commit();
+    if (!moved.succeeded) throw new Error(`'${key}' changed while restoring`);
   }
 
-  #status(connected: boolean) {
+  /**
+   * Tells the agent whether the store is reachable: the watch is live and
+   * the lease is renewed (a lost lease counts as unreachable until its
+   * records are written back).
+   */
+  #status(parts: { watch?: boolean; lease?: boolean }) {
+    if (parts.watch !== undefined) this.#watchUp = parts.watch;
+    if (parts.lease !== undefined) this.#leaseUp = parts.lease;
+    const connected = this.#watchUp && this.#leaseUp;
     if (connected === this.#connected) return;
     this.#connected = connected;
     this.#sink?.status(connected);
@@ -620,18 +699,15 @@ export class EtcdBackend implements Backend {
   #resync(): Promise<void> {
     return this.#resyncing ??= (async () => {
       try {
-        for (
-          let delay = 250;
-          !this.#closed;
-          delay = Math.min(delay * 2, 4000)
-        ) {
+        const backoff = new Backoff(RETRY);
+        while (!this.#closed) {
           try {
             await this.#resyncOnce();
             return;
           } catch (error) {
-            this.#status(false);
-            this.#log?.warn("etcd resync failed; retrying", { error, delay });
-            await new Promise((resolve) => setTimeout(resolve, delay));
+            this.#status({ watch: false });
+            this.#log?.warn("etcd resync failed; retrying", { error });
+            await backoff.wait();
           }
         }
       } finally {
@@ -644,21 +720,22 @@ export class EtcdBackend implements Backend {
     const old = this.#watcher;
     this.#watcher = undefined;
     await old?.cancel().catch(() => {});
-    const res = await this.#client.getAll().prefix(this.#instances).exec();
-    const revision = Number(res.header.revision);
-    this.#epoch = `etcd-${res.header.cluster_id}`;
+    const { revision, clusterId, kvs } = await this.#readAll();
+    this.#epoch = `etcd-${clusterId}`;
     const records: StoredRecord[] = [];
     this.#known.clear();
-    for (const kv of res.kvs) {
+    for (const kv of kvs) {
       const record = this.#parse(kv);
       if (!record) continue;
+      const key = kv.key.toString();
       const known = knownOf(record, kv);
       records.push(record);
-      this.#known.set(kv.key.toString(), known);
+      this.#known.set(key, known);
+      if (!this.#ours.has(known.lease)) this.#mine.delete(key);
     }
     if (this.#closed) return;
     this.#sink?.reset({ revision, epoch: this.#epoch, records });
-    this.#status(true);
+    this.#status({ watch: true });
     const watcher = await this.#client.watch().prefix(this.#instances)
       .startRevision(String(revision + 1)).create();
     if (this.#closed) {
@@ -667,13 +744,57 @@ export class EtcdBackend implements Backend {
     }
     this.#watcher = watcher;
     watcher.on("data", (response) => this.#onData(response));
-    watcher.on("disconnected", () => this.#status(false));
-    watcher.on("connected", () => this.#status(true));
+    watcher.on("disconnected", () => this.#status({ watch: false }));
+    watcher.on("connected", () => this.#status({ watch: true }));
     watcher.on("error", (error) => {
       if (this.#closed || this.#watcher !== watcher) return;
       this.#log?.warn("etcd watch failed (compacted?); resyncing", { error });
       setTimeout(() => void this.#resync(), RESYNC_DELAY_MS);
     });
+  }
+
+  /**
+   * Reads every key under the prefix in pages, all at the revision of the
+   * first page, halving a page that exceeds the gRPC message limit.
+   */
+  async #readAll(): Promise<{
+    revision: number;
+    clusterId: string;
+    // deno-lint-ignore no-explicit-any
+    kvs: any[];
+  }> {
+    const end = Range.prefix(this.#instances).end;
+    let start: Buffer = Buffer.from(this.#instances);
+    let limit = READ_PAGE_KEYS;
+    let revision: string | undefined;
+    let clusterId = "";
+    // deno-lint-ignore no-explicit-any
+    const kvs: any[] = [];
+    for (;;) {
+      const query = this.#client.getAll().inRange({ start, end }).limit(limit);
+      if (revision !== undefined) query.revision(revision);
+      let res;
+      try {
+        res = await query.exec();
+      } catch (error) {
+        if (tooLarge(error) && limit > 1) {
+          limit = Math.max(1, limit >> 1);
+          continue;
+        }
+        throw error;
+      }
+      if (revision === undefined) {
+        revision = String(res.header.revision);
+        clusterId = String(res.header.cluster_id);
+      }
+      kvs.push(...res.kvs);
+      if (!res.more || res.kvs.length === 0) {
+        return { revision: Number(revision), clusterId, kvs };
+      }
+      // The next page starts right after the last key read.
+      start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.of(0)]);
+      limit = Math.min(READ_PAGE_KEYS, limit * 2);
+    }
   }
 
   // deno-lint-ignore no-explicit-any
@@ -689,6 +810,8 @@ export class EtcdBackend implements Backend {
         if (!record) continue;
         const known = knownOf(record, kv);
         this.#known.set(key, known);
+        // Written by another agent (or by hand): it keeps the record now.
+        if (!this.#ours.has(known.lease)) this.#mine.delete(key);
         changes.push({ type: "put", revision, record });
       } else {
         this.#known.delete(key);
@@ -708,6 +831,12 @@ function knownOf(record: StoredRecord, kv: any): Known {
     modRevision: kv.mod_revision,
     lease: String(kv.lease),
   };
+}
+
+/** Whether an etcd call failed because its response exceeded gRPC's message limit. */
+function tooLarge(error: unknown): boolean {
+  return error instanceof GRPCResourceExhastedError ||
+    /RESOURCE_EXHAUSTED|larger than max/.test(String(error));
 }
 
 function toBuffer(bytes: Uint8Array): Buffer {

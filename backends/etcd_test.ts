@@ -3,8 +3,13 @@
 import assert from "node:assert/strict";
 import { startEtcd } from "../tools/etcd.ts";
 import { testBackend } from "./backend_suite.ts";
-import { EtcdBackend } from "./etcd.ts";
-import type { BackendChange, BackendState } from "./backend.ts";
+import { Etcd3 } from "etcd3";
+import { EtcdBackend, READ_PAGE_KEYS } from "./etcd.ts";
+import {
+  type BackendChange,
+  type BackendState,
+  OwnerConflictError,
+} from "./backend.ts";
 import { until } from "../tests/_wait.ts";
 
 // One etcd for this module; every test gets its own key prefix.
@@ -204,6 +209,121 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: a record stops being kept when it is deleted or another agent writes it, and ifKept spares the other agent's",
+  async fn() {
+    const p = prefix();
+    const a = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
+    const b = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
+    const ra = recorder();
+    await a.open(ra.watcher);
+    await b.open(recorder().watcher);
+    try {
+      await a.put(record("h:1"));
+      await a.put(record("h:2"));
+      assert.ok(a.keeps("svc", "h:1") && a.keeps("svc", "h:2"));
+      assert.equal(b.keeps("svc", "h:1"), false, "b did not write it");
+
+      // The same owner moves to agent b, which writes the record again.
+      await until(() => ra.changes.length === 2, "a sees its writes");
+      const r3 = await b.put(record("h:1"), { ifOwner: "o1" });
+      await until(() => ra.changes.some((c) => c.revision === r3), "a sees b");
+      assert.equal(a.keeps("svc", "h:1"), false, "b keeps it now");
+      // A removal that only applies to what a keeps leaves it alone...
+      await assert.rejects(
+        a.delete("svc", "h:1", { ifOwner: "o1", ifKept: true }),
+        OwnerConflictError,
+      );
+      // ...and removes what a does keep.
+      assert.ok(await a.delete("svc", "h:2", { ifOwner: "o1", ifKept: true }));
+      assert.equal(a.keeps("svc", "h:2"), false);
+      const keys = await getKeys(`${p}instances/svc/`);
+      assert.deepEqual(keys, [`${p}instances/svc/h:1`]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: a delete that fails still stops the record from being kept",
+  async fn() {
+    const p = prefix();
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+    });
+    await backend.open(recorder().watcher);
+    try {
+      await backend.put(record("h:1"));
+      // An owner condition that cannot hold: the delete is refused.
+      await assert.rejects(
+        backend.delete("svc", "h:1", { ifOwner: "someone-else" }),
+        OwnerConflictError,
+      );
+      assert.equal(backend.keeps("svc", "h:1"), false);
+    } finally {
+      await backend.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    `etcd backend: the initial read is paginated (more than ${READ_PAGE_KEYS} keys, one revision)`,
+  async fn() {
+    const p = prefix();
+    const count = READ_PAGE_KEYS * 2 + 500;
+    const etcd = new Etcd3({ hosts: cluster.endpoints });
+    try {
+      for (let i = 0; i < count; i += 250) {
+        await Promise.all(
+          Array.from(
+            { length: 250 },
+            (_, j) =>
+              etcd.put(
+                `${p}instances/svc/10.2.${(i + j) >> 8}.${(i + j) & 255}:80`,
+              )
+                .value(
+                  JSON.stringify({ attrs: {}, owner: "o", registeredAt: 1 }),
+                ),
+          ),
+        );
+      }
+    } finally {
+      etcd.close();
+    }
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+    });
+    const r = recorder();
+    await backend.open(r.watcher);
+    try {
+      const addrs = r.resets[0].records.map((x) => x.addr);
+      assert.equal(addrs.length, count);
+      assert.equal(new Set(addrs).size, count, "no key read twice");
+    } finally {
+      await backend.close();
+    }
+  },
+});
+
+async function getKeys(keyPrefix: string): Promise<string[]> {
+  const etcd = new Etcd3({ hosts: cluster.endpoints });
+  try {
+    return (await etcd.getAll().prefix(keyPrefix).keys()).sort();
+  } finally {
+    etcd.close();
+  }
+}
 
 Deno.test({
   ...etcdTest,

@@ -29,6 +29,7 @@ import {
   validatePort,
   validateServiceName,
 } from "../protocol/validate.ts";
+import { Backoff } from "../protocol/backoff.ts";
 import { deferred } from "./_deferred.ts";
 import { ServiceSet } from "./service_set.ts";
 
@@ -128,9 +129,18 @@ export type ConnectionState = "connected" | "disconnected" | "closed";
 export interface ClientEventMap {
   /** The connection was lost; the client is reconnecting. */
   disconnect: Event;
-  /** A new connection is up and registrations and sets are restored. */
+  /**
+   * A new connection is up and registrations and sets were restored, or
+   * are being retried (each failure is an `error` event).
+   */
   reconnect: Event;
-  /** Something could not be restored after a reconnection (`detail`: the error). */
+  /**
+   * A registration or a set could not be restored after a reconnection
+   * (`detail`: the error, whose message names the instance or service).
+   * The client keeps retrying it with backoff until it succeeds, or until
+   * the program unregisters it (closes the set) or closes the client; the
+   * event is dispatched when an item starts failing, not on every retry.
+   */
   error: CustomEvent<unknown>;
   /** The client ended: closed, or lost with reconnection disabled. */
   close: Event;
@@ -284,7 +294,14 @@ export class Client extends EventTarget implements AsyncDisposable {
   >();
   #sets = new Map<ServiceSet, SetState>();
   #bySubscription = new Map<string, ServiceSet>();
-  #attempt = 0;
+  #reconnectBackoff?: Backoff;
+  /** Registrations (by key) and sets still to restore after a reconnection. */
+  #toRestore = new Set<string | ServiceSet>();
+  /** Items of `#toRestore` whose last attempt failed (told once per run of failures). */
+  #failing = new Set<string | ServiceSet>();
+  #restoreLoop?: Promise<void>;
+  /** Aborted on every new connection: a restore waiting out its backoff tries at once. */
+  #kick = new AbortController();
 
   /**
    * Creates a client; use {@linkcode connect}, which also waits for the
@@ -326,6 +343,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       initialDelay: options.reconnect?.initialDelay ?? DEFAULTS.initialDelay,
       maxDelay: options.reconnect?.maxDelay ?? DEFAULTS.maxDelay,
     };
+    if (this.#reconnect) this.#reconnectBackoff = new Backoff(this.#reconnect);
   }
 
   /** `connected`, `disconnected` (reconnecting, or not yet connected) or `closed`. */
@@ -373,12 +391,16 @@ export class Client extends EventTarget implements AsyncDisposable {
   ): Promise<Instance> {
     validateServiceName(service);
     const attrs = validateAttrs(options.attrs ?? {});
+    const key = registrationKey(service, at);
+    // This call is the newest intent: a restore must not send an older one.
+    this.#toRestore.delete(key);
+    this.#failing.delete(key);
     const instance = await this.#request(
       Methods.register,
       { service, ...target(at), attrs },
       options.signal,
     ) as Instance;
-    this.#registered.set(registrationKey(service, at), { service, at, attrs });
+    this.#registered.set(key, { service, at, attrs });
     return instance;
   }
 
@@ -398,7 +420,10 @@ export class Client extends EventTarget implements AsyncDisposable {
   ): Promise<boolean> {
     validateServiceName(service);
     const params = { service, ...target(at) };
-    this.#registered.delete(registrationKey(service, at));
+    const key = registrationKey(service, at);
+    this.#registered.delete(key);
+    this.#toRestore.delete(key);
+    this.#failing.delete(key);
     return await this.#request(
       Methods.unregister,
       params,
@@ -591,26 +616,19 @@ export class Client extends EventTarget implements AsyncDisposable {
     this.#up = deferred<void>();
     for (const set of this.#sets.keys()) set.disconnected();
     this.dispatchEvent(new Event("disconnect"));
-    void this.#reconnectLoop(this.#reconnect);
+    void this.#reconnectLoop(this.#reconnectBackoff!);
   }
 
-  async #reconnectLoop(backoff: Required<ReconnectOptions>) {
+  async #reconnectLoop(backoff: Backoff) {
     while (this.#state === "disconnected") {
-      const ceiling = Math.min(
-        backoff.maxDelay,
-        backoff.initialDelay * 2 ** Math.min(this.#attempt, 30),
-      );
-      this.#attempt++;
-      await new Promise((resolve) =>
-        setTimeout(resolve, Math.random() * ceiling)
-      );
+      await backoff.wait();
       if (this.#state !== "disconnected") return;
       try {
         await this.#dial();
       } catch {
         continue;
       }
-      this.#attempt = 0;
+      backoff.reset();
       await this.#restore();
       // The connection may have been lost again while restoring.
       if ((this.#state as ConnectionState) === "connected") {
@@ -620,32 +638,64 @@ export class Client extends EventTarget implements AsyncDisposable {
     }
   }
 
-  /** After a reconnection: every registration again, every set resumed. */
+  /**
+   * After a reconnection: every registration again, every set resumed.
+   * Resolves after one attempt at each; what failed is retried with
+   * backoff (and at once on the next connection) until it succeeds or is
+   * withdrawn: an instance taken by another client during a blip comes
+   * back to this one as soon as that client lets it go.
+   */
   async #restore() {
-    const fail = (error: unknown) =>
-      this.dispatchEvent(new CustomEvent("error", { detail: error }));
-    await Promise.all([
-      ...[...this.#registered].map(async ([id, { service, at, attrs }]) => {
-        try {
+    for (const key of this.#registered.keys()) this.#toRestore.add(key);
+    for (const set of this.#sets.keys()) this.#toRestore.add(set);
+    this.#kick.abort();
+    this.#kick = new AbortController();
+    await this.#restoreOnce();
+    this.#restoreLoop ??= this.#retryRestore().finally(() =>
+      this.#restoreLoop = undefined
+    );
+  }
+
+  async #retryRestore() {
+    const backoff = new Backoff({ initialDelay: 250, maxDelay: 5000 });
+    while (this.#toRestore.size > 0 && this.#state !== "closed") {
+      await backoff.wait(this.#kick.signal);
+      if (this.#state === "connected") await this.#restoreOnce();
+    }
+  }
+
+  /** One attempt at every item still to restore. */
+  async #restoreOnce() {
+    await Promise.all([...this.#toRestore].map(async (item) => {
+      try {
+        if (typeof item === "string") {
+          const registration = this.#registered.get(item);
+          // Withdrawn, or superseded by a newer register() call.
+          if (!registration || !this.#toRestore.has(item)) return;
+          const { service, at, attrs } = registration;
           await this.#request(
             Methods.register,
             { service, ...target(at), attrs },
           );
-        } catch (error) {
-          if (error instanceof RpcError && error.code === ErrorCode.NotOwner) {
-            this.#registered.delete(id); // someone else holds it now
+          if (this.#registered.get(item) === registration) {
+            this.#toRestore.delete(item);
           }
-          fail(error);
+        } else {
+          const state = this.#sets.get(item);
+          if (state === undefined || item.closed) {
+            this.#toRestore.delete(item);
+            return;
+          }
+          await this.#subscribe(item, state);
+          this.#toRestore.delete(item);
         }
-      }),
-      ...[...this.#sets].map(async ([set, state]) => {
-        try {
-          await this.#subscribe(set, state);
-        } catch (error) {
-          fail(error);
-        }
-      }),
-    ]);
+        this.#failing.delete(item);
+      } catch (error) {
+        if (this.#state === "closed" || this.#failing.has(item)) return;
+        this.#failing.add(item);
+        this.dispatchEvent(new CustomEvent("error", { detail: error }));
+      }
+    }));
   }
 
   /** Subscribes a set on the current connection, resuming from its revision. */
@@ -773,6 +823,9 @@ export class Client extends EventTarget implements AsyncDisposable {
       ),
     );
     this.#up.resolve();
+    this.#toRestore.clear();
+    this.#failing.clear();
+    this.#kick.abort();
     for (const set of this.#sets.keys()) set.ended();
     this.#sets.clear();
     this.#bySubscription.clear();

@@ -63,7 +63,11 @@ export interface UpdatesOptions {
 export interface ServiceSetEventMap {
   /** One update. */
   update: ServiceUpdateEvent;
-  /** The connection was lost: the set keeps serving its last known state. */
+  /**
+   * The set is out of sync: the connection to the agent was lost, or the
+   * agent cannot reach its backend. The set keeps serving its last known
+   * state, which may be out of date, until `sync`.
+   */
   disconnect: Event;
   /** The set holds the agent's current state (initially, and after each resumption). */
   sync: Event;
@@ -148,9 +152,11 @@ export class ServiceSet extends EventTarget
   }
 
   /**
-   * Whether the set is in sync with the agent. While `false` (the
-   * connection is lost and the client is reconnecting) the set keeps
-   * serving its last known state.
+   * Whether the set is in sync: connected to an agent that reaches its
+   * backend. While `false` (the connection is lost and the client is
+   * reconnecting, or the agent said its backend is unreachable) the set
+   * keeps serving its last known state; a `disconnect` event marks the
+   * change, a `sync` event the way back.
    */
   get connected(): boolean {
     return this.#connected;
@@ -300,6 +306,10 @@ export class ServiceSet extends EventTarget
       this.dispatchEvent(new Event("sync"));
       return true;
     }
+    if (event.kind === "stale") {
+      this.#unsynced();
+      return this.#ready;
+    }
     if (!instance) return this.#ready;
     if (this.#staging) {
       this.#staging.set(instance.id, instance);
@@ -318,9 +328,13 @@ export class ServiceSet extends EventTarget
    * is lost; it resumes the set after reconnecting).
    */
   disconnected(): void {
+    this.#staging = undefined;
+    this.#unsynced();
+  }
+
+  #unsynced() {
     if (this.#closed || !this.#connected) return;
     this.#connected = false;
-    this.#staging = undefined;
     this.dispatchEvent(new Event("disconnect"));
   }
 

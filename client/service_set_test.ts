@@ -219,3 +219,26 @@ Deno.test("a new revision with the same attributes is not reported as an update"
   set.apply(ev("update", 8, inst("h:1", 8, { v: "2" })));
   assert.deepEqual(seen, ["update h:1 8"]);
 });
+
+Deno.test("a stale event marks the set out of sync, fail-static, until current", () => {
+  const { set } = opened();
+  const signals: string[] = [];
+  set.addEventListener("disconnect", () => signals.push("disconnect"));
+  set.addEventListener("sync", () => signals.push("sync"));
+  set.beginSnapshot();
+  set.apply(ev("up", 5, inst("h:1", 3)));
+  set.apply(ev("current", 5));
+  assert.ok(set.connected);
+  const syncedAt = set.lastSync;
+  set.apply(ev("stale", 5));
+  assert.equal(set.connected, false);
+  assert.equal(set.lastSync, syncedAt, "lastSync: when it was last in sync");
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:1"], "state kept");
+  set.apply(ev("stale", 5)); // said once
+  set.apply(ev("up", 6, inst("h:2", 6))); // changes still apply
+  set.apply(ev("current", 6));
+  assert.ok(set.connected);
+  assert.equal(set.revision, 6);
+  assert.deepEqual(signals, ["sync", "disconnect", "sync"]);
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:1", "h:2"]);
+});

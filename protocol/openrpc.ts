@@ -375,7 +375,7 @@ export const openrpcDocument: OpenRpcDocument = {
         "Mode `snapshot` (no `since`; or `epoch` differs from the agent's current epoch; or the agent no longer holds the history after `since`; or `since` is ahead of the agent's revision): one `up` event per matching instance, each with the snapshot revision, then `current`, then live events. A snapshot is the complete state: instances the client held that are not in it are gone. " +
         "Mode `replay` (`since` given, its epoch is the agent's, and the history after it is available): the events after `since` that concern the subscription, in order with their original revisions, then `current`, then live events. An old `since` or a foreign `epoch` is never an error: it gets a snapshot. " +
         "With a filter, an attrs change that makes an instance match gives `up`, one that makes it stop matching gives `down` (with the new attributes), one that keeps it matching gives `update`. " +
-        "A session holds at most `maxSubscriptions` subscriptions: -32002 beyond.",
+        "A session holds at most `maxSubscriptions` subscriptions: -32002 beyond. A subscribe that finds the send queue over `maxQueueBytes` is answered once the client has read it below; in a batch, a subscribe after one whose initial events took the queue beyond `maxQueueBytes` gets -32002.",
       tags: [{ name: "discovery" }],
       paramStructure: "by-name",
       params: [
@@ -820,15 +820,18 @@ export const openrpcDocument: OpenRpcDocument = {
       ServiceEvent: {
         title: "ServiceEvent",
         description:
-          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `current`.",
+          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `current` and `stale`. `stale`: the agent cannot reach its backend and serves its last known state until a `current` event follows.",
         type: "object",
         required: ["kind", "revision"],
         properties: {
-          kind: { type: "string", enum: ["up", "update", "down", "current"] },
+          kind: {
+            type: "string",
+            enum: ["up", "update", "down", "current", "stale"],
+          },
           revision: schema("Revision"),
           instance: schema("Instance"),
         },
-        if: { properties: { kind: { const: "current" } } },
+        if: { properties: { kind: { enum: ["current", "stale"] } } },
         then: { not: { required: ["instance"] } },
         else: { required: ["instance"] },
       },
@@ -874,7 +877,7 @@ export const openrpcDocument: OpenRpcDocument = {
           },
           maxQueueBytes: {
             description:
-              "Most bytes queued for a session that does not read fast enough; beyond it the agent closes the connection with code 4008 (slow consumer), and the session is lost (its instances stay for the grace TTL while the client reconnects and resumes).",
+              "Most bytes queued for a session that does not read fast enough; beyond it the agent closes the connection with code 4008 (slow consumer), and the session is lost (its instances stay for the grace TTL while the client reconnects and resumes). A subscription's initial events do not count, one subscription at a time.",
             type: "integer",
             minimum: 1,
           },

@@ -115,8 +115,14 @@ export interface UnsubscribeParams {
   subscription: string;
 }
 
-/** Kinds of subscription events. */
-export type EventKind = "up" | "update" | "down" | "current";
+/**
+ * Kinds of subscription events. `current`: the subscriber now holds the
+ * agent's state at `revision` (end of a snapshot or replay, and again when
+ * the agent reaches its backend after `stale`). `stale`: the agent cannot
+ * reach its backend; it keeps serving its last known state, which may be
+ * out of date, until `current` follows.
+ */
+export type EventKind = "up" | "update" | "down" | "current" | "stale";
 
 /** One subscription event. */
 export interface ServiceEvent {

@@ -5,7 +5,7 @@
  * paused (the target-to-client direction stops reading, so the target's
  * sends back up) or frozen (both directions forward nothing and new
  * connections go nowhere, while every connection stays open: a half-open
- * path).
+ * path), or cut (every connection closed at once; new ones are accepted).
  *
  * @module
  */
@@ -22,6 +22,14 @@ export interface TcpProxy {
   freeze(): void;
   /** Forwards again (data received while frozen is lost). */
   thaw(): void;
+  /**
+   * Closes every open connection, both ways, and keeps accepting new ones.
+   *
+   * @returns How many client connections were cut.
+   */
+  cut(): number;
+  /** WebSocket URL of the proxy, for clients of an agent behind it. */
+  readonly url: string;
   /** Closes the listener and every connection. */
   close(): void;
 }
@@ -34,7 +42,7 @@ export interface TcpProxy {
  */
 export function tcpProxy(target: number): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns: Deno.Conn[] = [];
+  let conns: Deno.Conn[] = [];
   let paused = false;
   let frozen = false;
   let resumed = () => {};
@@ -59,17 +67,33 @@ export function tcpProxy(target: number): TcpProxy {
         conns.push(conn);
         continue;
       }
-      const upstream = await Deno.connect({
-        hostname: "127.0.0.1",
-        port: target,
-      });
+      let upstream: Deno.Conn;
+      try {
+        upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
+      } catch {
+        conn.close(); // the target is down: so is the path
+        continue;
+      }
       conns.push(conn, upstream);
       pump(conn, upstream, false);
       pump(upstream, conn, true);
     }
   })().catch(() => {});
+  const cut = () => {
+    const all = conns;
+    conns = [];
+    for (const c of all) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
+    return all.length / 2;
+  };
+  const port = (listener.addr as Deno.NetAddr).port;
   return {
-    port: (listener.addr as Deno.NetAddr).port,
+    port,
+    url: `ws://127.0.0.1:${port}`,
+    cut,
     pause: () => paused = true,
     resume: () => {
       paused = false;
@@ -79,11 +103,7 @@ export function tcpProxy(target: number): TcpProxy {
     thaw: () => frozen = false,
     close() {
       listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
+      cut();
     },
   };
 }

@@ -12,45 +12,7 @@ import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 import { startEtcd } from "../tools/etcd.ts";
-
-/** A TCP proxy whose connections can all be cut at once. */
-function cuttableProxy(target: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let conns: Deno.Conn[] = [];
-  (async () => {
-    for await (const conn of listener) {
-      try {
-        const upstream = await Deno.connect({
-          hostname: "127.0.0.1",
-          port: target,
-        });
-        conns.push(conn, upstream);
-        conn.readable.pipeTo(upstream.writable).catch(() => {});
-        upstream.readable.pipeTo(conn.writable).catch(() => {});
-      } catch {
-        conn.close();
-      }
-    }
-  })().catch(() => {});
-  const cut = () => {
-    const all = conns;
-    conns = [];
-    for (const c of all) {
-      try {
-        c.close();
-      } catch { /* closed */ }
-    }
-    return all.length / 2;
-  };
-  return {
-    url: `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-    cut,
-    close() {
-      listener.close();
-      cut();
-    },
-  };
-}
+import { tcpProxy } from "./_proxy.ts";
 
 /** Retries an idempotent call until it succeeds. */
 async function persist<T>(fn: () => Promise<T>): Promise<T> {
@@ -106,7 +68,7 @@ Deno.test({
     await using a = await spawnAgent(args);
     await using b = await spawnAgent(args);
     const proxies = [a, b].map((agent) =>
-      cuttableProxy(Number(new URL(agent.http).port))
+      tcpProxy(Number(new URL(agent.http).port))
     );
     const options = { reconnect: { maxDelay: 200 }, requestTimeout: 3000 };
     const clients: Client[] = [];

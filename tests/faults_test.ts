@@ -6,7 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import { type Client, connect, type ServiceSet } from "../mod.ts";
+import {
+  type Client,
+  connect,
+  ErrorCode,
+  RpcError,
+  type ServiceSet,
+} from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 import { tcpProxy } from "./_proxy.ts";
@@ -151,6 +157,71 @@ Deno.test({
       );
     } finally {
       await client.close();
+      proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "an instance taken over during a blip: its owner is told, keeps retrying, and gets it back when the taker leaves",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // A long grace TTL: only a takeover can move the instance.
+    await using agent = await spawnAgent(["--ttl", "30"]);
+    const proxy = tcpProxy(Number(new URL(agent.http).port));
+    try {
+      await using owner = await connect(proxy.url, {
+        reconnect: { initialDelay: 100, maxDelay: 300 },
+        connectTimeout: 500,
+      });
+      const errors: unknown[] = [];
+      owner.addEventListener("error", (e) => errors.push(e.detail));
+      const addr = "10.0.0.5:5432";
+      await owner.register("db", addr, { attrs: { who: "owner" } });
+      await using reader = await connect(agent.url);
+      const set = await reader.services("db");
+
+      // The blip: the owner's connection drops, and its reconnection is
+      // held back until another client has taken the instance.
+      proxy.freeze();
+      proxy.cut();
+      await using taker = await connect(agent.url);
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          await taker.register("db", addr, { attrs: { who: "taker" } });
+          break;
+        } catch (error) {
+          // Refused while the agent has not yet seen the owner's session end.
+          assert.ok(error instanceof RpcError, String(error));
+          assert.equal(error.code, ErrorCode.NotOwner);
+          assert.ok(Date.now() < deadline, "the takeover never succeeded");
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+      proxy.thaw();
+      await until(
+        () => errors.length > 0 && owner.state === "connected",
+        "the owner reconnects and is told that it lost the instance",
+      );
+      const error = errors[0];
+      assert.ok(error instanceof RpcError, String(error));
+      assert.equal(error.code, ErrorCode.NotOwner);
+      assert.match(error.message, /db\/10\.0\.0\.5:5432/);
+      await until(() => set.get(addr)?.attrs.who === "taker", "taker holds it");
+
+      // The owner did not give up: once the taker leaves, it is the owner's
+      // again (its retries back off up to 5 s).
+      await taker.close();
+      await until(
+        () => set.get(addr)?.attrs.who === "owner",
+        "the instance is the owner's again",
+        15_000,
+      );
+      assert.equal(errors.length, 1, "told once, not at every retry");
+    } finally {
       proxy.close();
     }
   },

@@ -8,6 +8,12 @@
  * local agent (cross-site WebSocket hijacking). Non-browser clients send no
  * `Origin` and are always accepted.
  *
+ * The agent's own origin is the request URL's, which comes from the `Host`
+ * header: run {@linkcode originAllowed} only on requests that `../admit.ts`
+ * admitted, so that `Host` is one of the agent's names. Without that, a
+ * DNS-rebinding page (its name pointed at the agent) would send a matching
+ * `Host` and `Origin` and pass as the dashboard.
+ *
  * @module
  */
 
@@ -47,8 +53,9 @@ export function parseAllowOrigins(values: readonly string[]): string[] {
 
 /**
  * Whether a WebSocket upgrade may proceed: no `Origin` (not a browser), the
- * agent's own origin (its dashboard; the request URL is built from `Host`),
- * or a listed origin.
+ * agent's own origin (its dashboard; the request URL is built from `Host`,
+ * so the request must have been admitted by its `Host` first), or a listed
+ * origin.
  *
  * @example Usage
  * ```ts

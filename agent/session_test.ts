@@ -1,0 +1,207 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import { ErrorCode } from "../protocol/errors.ts";
+import { createLogger } from "./log.ts";
+import { DEFAULT_LIMITS } from "./mod.ts";
+import type { Owner, Registry } from "./registry.ts";
+import { Session } from "./session.ts";
+import { View } from "./view.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/**
+ * A WebSocket whose send queue only drains when the test reads it, like a
+ * client that reads when it is told to.
+ */
+class FakeSocket {
+  readyState: number = WebSocket.OPEN;
+  bufferedAmount = 0;
+  closedWith: number | undefined;
+  #unread: string[] = [];
+
+  send(text: string) {
+    this.#unread.push(text);
+    this.bufferedAmount += text.length;
+  }
+
+  close(code: number) {
+    this.closedWith = code;
+    this.readyState = WebSocket.CLOSING;
+  }
+
+  /** Reads everything queued so far. */
+  read(): Json[] {
+    this.bufferedAmount = 0;
+    return this.#unread.splice(0).map((text) => JSON.parse(text));
+  }
+}
+
+const MAX_QUEUE_BYTES = 10_000;
+/** Long enough for a busy machine to run the test's steps within it. */
+const IDLE_TIMEOUT_S = 1;
+
+/** A session over a view of 20 instances with 1,000-byte attributes. */
+function setup() {
+  const view = new View();
+  view.reset({ revision: 0, epoch: "e", records: [] });
+  view.status(true);
+  view.changes(Array.from({ length: 20 }, (_, i) => ({
+    type: "put" as const,
+    revision: i + 1,
+    record: {
+      service: "big",
+      addr: `10.0.0.${i}:80`,
+      attrs: { pad: "x".repeat(1000) },
+      owner: "o",
+      registeredAt: 0,
+    },
+  })));
+  const socket = new FakeSocket();
+  const session = new Session(
+    {
+      view,
+      registry: { detach() {} } as unknown as Registry,
+      backendName: "memory",
+      advertiseHost: "127.0.0.1",
+      ttl: 10,
+      limits: { ...DEFAULT_LIMITS, maxQueueBytes: MAX_QUEUE_BYTES },
+      idleTimeout: IDLE_TIMEOUT_S,
+      log: createLogger("error"),
+      shuttingDown: () => false,
+    },
+    socket as unknown as WebSocket,
+    {} as Owner,
+    "1",
+  );
+  let id = 0;
+  const subscribe = (service = "big") =>
+    ({
+      jsonrpc: "2.0",
+      id: ++id,
+      method: "discover.subscribe",
+      params: { service },
+    }) as const;
+  return { view, socket, session, subscribe };
+}
+
+const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits up to `ms` (generous: timers on a busy machine run late). */
+async function until(condition: () => boolean, what: string, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await tick(5);
+  }
+}
+
+const snapshotOf = (frames: Json[], subscription: string) =>
+  frames.filter((f) =>
+    f.method === "discover.event" && f.params.subscription === subscription
+  ).map((f) => f.params.result.kind);
+
+Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscribe waits until it is read", async () => {
+  const { socket, session, subscribe } = setup();
+  for (let i = 0; i < 3; i++) session.receive(JSON.stringify(subscribe()));
+  await tick(50);
+  // The first snapshot alone is over the limit: the others wait for it.
+  assert.ok(socket.bufferedAmount > MAX_QUEUE_BYTES, "over the limit");
+  let frames = socket.read();
+  assert.deepEqual(frames.filter((f) => f.id).map((f) => f.id), [1]);
+  const first = snapshotOf(frames, "1");
+  assert.equal(first.length, 21);
+  assert.equal(first.at(-1), "current");
+  // Once read, the next one goes, and so on.
+  for (const id of [2, 3]) {
+    await until(() => socket.bufferedAmount > 0, `subscribe ${id}`);
+    frames = socket.read();
+    assert.deepEqual(frames.filter((f) => f.id).map((f) => f.id), [id]);
+    assert.equal(snapshotOf(frames, String(id)).length, 21);
+  }
+  assert.equal(socket.closedWith, undefined, "a reader is never dropped");
+  assert.equal(session.subscriptions, 3);
+  session.closed(true);
+});
+
+Deno.test("a client that reads nothing holds one snapshot beyond the limit, then is dropped with 4008", async () => {
+  const { socket, session, subscribe } = setup();
+  const snapshot = 21 * 1100; // 20 events of about 1,100 bytes, and current
+  for (let i = 0; i < 40; i++) session.receive(JSON.stringify(subscribe()));
+  await tick(100);
+  // Without the bound, the 40 snapshots (about 880,000 bytes) would be
+  // queued at once.
+  assert.ok(
+    socket.bufferedAmount <= 2 * MAX_QUEUE_BYTES + snapshot,
+    `${socket.bufferedAmount} bytes queued`,
+  );
+  assert.equal(socket.closedWith, undefined);
+  // Nothing read for the idle timeout while subscribes wait: dropped.
+  await until(() => socket.closedWith !== undefined, "the drop", 10_000);
+  assert.equal(socket.closedWith, 4008);
+  assert.equal(session.subscriptions, 0);
+  await until(() => session.inflight === 0, "the waiting calls end");
+});
+
+Deno.test("a slow reader that keeps reading is not dropped while it drains", async () => {
+  const { socket, session, subscribe } = setup();
+  session.receive(JSON.stringify(subscribe()));
+  session.receive(JSON.stringify(subscribe()));
+  await tick(20);
+  // Reads 100 bytes every 20 ms: draining the first snapshot down to the
+  // limit takes more than 2.5 s, longer than the idle timeout.
+  const started = Date.now();
+  while (session.subscriptions < 2) {
+    assert.ok(Date.now() - started < 20_000, "the second subscription");
+    assert.equal(socket.closedWith, undefined, "dropped while reading");
+    socket.bufferedAmount = Math.max(0, socket.bufferedAmount - 100);
+    await tick(20);
+  }
+  assert.ok(Date.now() - started > IDLE_TIMEOUT_S * 1000 * 2);
+  assert.equal(socket.closedWith, undefined);
+  session.closed(true);
+});
+
+Deno.test("in one batch, initial events beyond the limit go to one subscription; the others get -32002", async () => {
+  const { socket, session, subscribe } = setup();
+  session.receive(JSON.stringify([
+    subscribe(),
+    subscribe(),
+    subscribe("empty"),
+  ]));
+  await until(() => socket.bufferedAmount > 0, "the batch response");
+  const frames = socket.read();
+  const [first, second, small] = frames[0];
+  assert.equal(first.result.subscription, "1");
+  assert.equal(second.error.code, ErrorCode.LimitExceeded);
+  assert.match(second.error.message, /maxQueueBytes \(10000\)/);
+  assert.match(second.error.message, /separate message/);
+  // Even a small snapshot: the first one already takes the queue over.
+  assert.equal(small.error.code, ErrorCode.LimitExceeded);
+  assert.equal(snapshotOf(frames, "1").length, 21);
+  // Read, the same subscribe in its own message succeeds.
+  session.receive(JSON.stringify(subscribe()));
+  await until(() => socket.bufferedAmount > 0, "the retry");
+  assert.ok(socket.read().some((f) => f.result?.subscription === "2"));
+  assert.equal(socket.closedWith, undefined);
+  session.closed(true);
+});
+
+Deno.test("subscribes that wait count against maxSubscriptions", async () => {
+  const { socket, session, subscribe } = setup();
+  session.receive(JSON.stringify(subscribe()));
+  await tick(20);
+  for (let i = 0; i < DEFAULT_LIMITS.maxSubscriptions - 1; i++) {
+    session.receive(JSON.stringify(subscribe()));
+  }
+  await tick(20);
+  const before = socket.bufferedAmount;
+  session.receive(JSON.stringify(subscribe()));
+  await until(() => socket.bufferedAmount > before, "the refusal");
+  const refusal = socket.read().find((f) => f.error);
+  assert.equal(refusal.error.code, ErrorCode.LimitExceeded);
+  assert.match(refusal.error.message, /1000 subscriptions/);
+  session.closed(true);
+  await until(() => session.inflight === 0, "the waiting calls end");
+});
