@@ -39,6 +39,31 @@ function recorder() {
   };
 }
 
+/** Two backends on one prefix, as two agents would hold them; closed when disposed. */
+async function twoAgents(keyPrefix: string) {
+  const a = new EtcdBackend({
+    endpoints: cluster.endpoints,
+    prefix: keyPrefix,
+  });
+  const b = new EtcdBackend({
+    endpoints: cluster.endpoints,
+    prefix: keyPrefix,
+  });
+  const ra = recorder(), rb = recorder();
+  await a.open(ra.watcher);
+  await b.open(rb.watcher);
+  return {
+    a,
+    b,
+    ra,
+    rb,
+    [Symbol.asyncDispose]: async () => {
+      await a.close();
+      await b.close();
+    },
+  };
+}
+
 const record = (addr: string, owner = "o1") => ({
   service: "svc",
   addr,
@@ -72,10 +97,7 @@ Deno.test({
         registeredAt: 1,
       });
       assert.notEqual(kv.lease, undefined, "the key is attached to a lease");
-      await until(
-        () => backend.keeps("svc", "10.0.0.1:80"),
-        "watch sees our key",
-      );
+      assert.ok(backend.keeps("svc", "10.0.0.1:80"), "kept by this agent");
       assert.equal(r.resets[0].epoch.startsWith("etcd-"), true);
     } finally {
       await backend.close();
@@ -89,30 +111,21 @@ Deno.test({
     "etcd backend: two agents see each other's writes with the same revisions and epoch",
   async fn() {
     const p = prefix();
-    const a = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
-    const b = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
-    const ra = recorder(), rb = recorder();
-    await a.open(ra.watcher);
-    await b.open(rb.watcher);
-    try {
-      const r1 = await a.put(record("h:1", "agent-a/1"));
-      const r2 = await b.put(record("h:2", "agent-b/1"));
-      await until(
-        () => ra.changes.length === 2 && rb.changes.length === 2,
-        "both changes",
-      );
-      assert.deepEqual(ra.changes.map((c) => c.revision), [r1, r2]);
-      assert.deepEqual(rb.changes.map((c) => c.revision), [r1, r2]);
-      assert.equal(ra.resets[0].epoch, rb.resets[0].epoch);
-      // Conditional writes see the other agent's record.
-      await until(() => a.keeps("svc", "h:1"), "a knows its key");
-      await assert.rejects(
-        b.put(record("h:1", "agent-b/1"), { ifOwner: null }),
-      );
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    await using pair = await twoAgents(p);
+    const { a, b, ra, rb } = pair;
+    const r1 = await a.put(record("h:1", "agent-a/1"));
+    const r2 = await b.put(record("h:2", "agent-b/1"));
+    await until(
+      () => ra.changes.length === 2 && rb.changes.length === 2,
+      "both changes",
+    );
+    assert.deepEqual(ra.changes.map((c) => c.revision), [r1, r2]);
+    assert.deepEqual(rb.changes.map((c) => c.revision), [r1, r2]);
+    assert.equal(ra.resets[0].epoch, rb.resets[0].epoch);
+    // Conditional writes see the other agent's record.
+    await assert.rejects(
+      b.put(record("h:1", "agent-b/1"), { ifOwner: null }),
+    );
   },
 });
 
@@ -216,36 +229,28 @@ Deno.test({
     "etcd backend: a record stops being kept when it is deleted or another agent writes it, and ifKept spares the other agent's",
   async fn() {
     const p = prefix();
-    const a = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
-    const b = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
-    const ra = recorder();
-    await a.open(ra.watcher);
-    await b.open(recorder().watcher);
-    try {
-      await a.put(record("h:1"));
-      await a.put(record("h:2"));
-      assert.ok(a.keeps("svc", "h:1") && a.keeps("svc", "h:2"));
-      assert.equal(b.keeps("svc", "h:1"), false, "b did not write it");
+    await using pair = await twoAgents(p);
+    const { a, b, ra } = pair;
+    await a.put(record("h:1"));
+    await a.put(record("h:2"));
+    assert.ok(a.keeps("svc", "h:1") && a.keeps("svc", "h:2"));
+    assert.equal(b.keeps("svc", "h:1"), false, "b did not write it");
 
-      // The same owner moves to agent b, which writes the record again.
-      await until(() => ra.changes.length === 2, "a sees its writes");
-      const r3 = await b.put(record("h:1"), { ifOwner: "o1" });
-      await until(() => ra.changes.some((c) => c.revision === r3), "a sees b");
-      assert.equal(a.keeps("svc", "h:1"), false, "b keeps it now");
-      // A removal that only applies to what a keeps leaves it alone...
-      await assert.rejects(
-        a.delete("svc", "h:1", { ifOwner: "o1", ifKept: true }),
-        OwnerConflictError,
-      );
-      // ...and removes what a does keep.
-      assert.ok(await a.delete("svc", "h:2", { ifOwner: "o1", ifKept: true }));
-      assert.equal(a.keeps("svc", "h:2"), false);
-      const keys = await getKeys(`${p}instances/svc/`);
-      assert.deepEqual(keys, [`${p}instances/svc/h:1`]);
-    } finally {
-      await a.close();
-      await b.close();
-    }
+    // The same owner moves to agent b, which writes the record again.
+    await until(() => ra.changes.length === 2, "a sees its writes");
+    const r3 = await b.put(record("h:1"), { ifOwner: "o1" });
+    await until(() => ra.changes.some((c) => c.revision === r3), "a sees b");
+    assert.equal(a.keeps("svc", "h:1"), false, "b keeps it now");
+    // A removal that only applies to what a keeps leaves it alone...
+    await assert.rejects(
+      a.delete("svc", "h:1", { ifOwner: "o1", ifKept: true }),
+      OwnerConflictError,
+    );
+    // ...and removes what a does keep.
+    assert.ok(await a.delete("svc", "h:2", { ifOwner: "o1", ifKept: true }));
+    assert.equal(a.keeps("svc", "h:2"), false);
+    const keys = await getKeys(`${p}instances/svc/`);
+    assert.deepEqual(keys, [`${p}instances/svc/h:1`]);
   },
 });
 

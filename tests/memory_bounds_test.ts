@@ -86,6 +86,24 @@ function sampleRss(agent: AgentProcess) {
  * upgrade response and nothing after it: whatever the agent sends stays in
  * its queues.
  */
+/** Prints what an attack did to the agent's RSS, and fails beyond `bound` MiB of growth. */
+function assertGrowth(
+  what: string,
+  baseline: number,
+  peak: number,
+  bound: number,
+): void {
+  console.log(
+    `${what}: agent RSS ${baseline.toFixed(0)} MiB before, ${
+      peak.toFixed(0)
+    } MiB at peak (growth bound ${bound} MiB)`,
+  );
+  assert.ok(
+    peak - baseline < bound,
+    `the agent grew by ${(peak - baseline).toFixed(0)} MiB`,
+  );
+}
+
 async function openNonReader(agent: AgentProcess) {
   const url = new URL(agent.http);
   const conn = await Deno.connect({
@@ -177,17 +195,11 @@ Deno.test({
       );
     }
     const seconds = (Date.now() - started) / 1000;
-    const peak = await sampler.stop();
-    console.log(
-      `${ROUNDS} changes of 7.3 KiB in ${seconds.toFixed(1)} s: agent RSS ${
-        baseline.toFixed(0)
-      } MiB before, ${
-        peak.toFixed(0)
-      } MiB at peak (growth bound ${HISTORY_RSS_BOUND_MIB} MiB)`,
-    );
-    assert.ok(
-      peak - baseline < HISTORY_RSS_BOUND_MIB,
-      `the agent grew by ${(peak - baseline).toFixed(0)} MiB`,
+    assertGrowth(
+      `${ROUNDS} changes of 7.3 KiB in ${seconds.toFixed(1)} s`,
+      baseline,
+      await sampler.stop(),
+      HISTORY_RSS_BOUND_MIB,
     );
 
     // The oldest changes were dropped: a resume from the start gets a
@@ -252,17 +264,11 @@ Deno.test({
     } finally {
       attacker.close();
     }
-    const peak = await sampler.stop();
-    console.log(
-      `100 subscribes of 2.2 MB, never read: agent RSS ${
-        baseline.toFixed(0)
-      } MiB before, ${
-        peak.toFixed(0)
-      } MiB at peak (growth bound ${QUEUE_RSS_BOUND_MIB} MiB)`,
-    );
-    assert.ok(
-      peak - baseline < QUEUE_RSS_BOUND_MIB,
-      `the agent grew by ${(peak - baseline).toFixed(0)} MiB`,
+    assertGrowth(
+      "100 subscribes of 2.2 MB, never read",
+      baseline,
+      await sampler.stop(),
+      QUEUE_RSS_BOUND_MIB,
     );
     assert.match(
       agent.stderr(),
