@@ -89,6 +89,11 @@ interface PendingRemoval {
   owner: string;
   /** Only if this agent keeps the record alive (a lost owner's cleanup). */
   ifKept: boolean;
+  /**
+   * The version of the record when the removal was decided: a record
+   * written again since (through another agent, say) is not removed.
+   */
+  ifVersion?: string;
 }
 
 function splitKey(key: string): [string, string] {
@@ -281,7 +286,7 @@ export class Registry {
         }, { ifOwner: entry?.owner ?? null });
       } catch (error) {
         if (error instanceof OwnerConflictError && attempt < ATTEMPTS) {
-          await this.#view.waitFor(this.#view.revision);
+          await this.#caughtUp(error);
           continue; // the view was behind the store: look again
         }
         throw this.#backendError(error, key);
@@ -345,7 +350,7 @@ export class Registry {
         });
       } catch (error) {
         if (error instanceof OwnerConflictError && attempt < ATTEMPTS) {
-          await this.#view.waitFor(this.#view.revision);
+          await this.#caughtUp(error);
           continue;
         }
         if (!(error instanceof OwnerConflictError)) {
@@ -397,6 +402,18 @@ export class Registry {
     return other;
   }
 
+  /**
+   * After a conflict: waits until the view has seen what the store had
+   * then (a write of its own agent that the change stream has not
+   * delivered yet, say), within a deadline; a timeout just ends the wait.
+   */
+  async #caughtUp(conflict: OwnerConflictError): Promise<void> {
+    if (conflict.revision === undefined) return;
+    await this.#view.waitFor(conflict.revision, WRITE_VISIBLE_MS).catch(
+      () => {},
+    );
+  }
+
   /** Waits until the view has applied a write, within a deadline. */
   async #applied(revision: number, key: string): Promise<void> {
     try {
@@ -427,8 +444,13 @@ export class Registry {
   }
 
   /** Adds a removal to the queue, which runs at once unless it is waiting out a backoff. */
-  #queueRemoval(key: string, removal: PendingRemoval): void {
-    this.#removals.set(key, removal);
+  #queueRemoval(
+    key: string,
+    removal: Omit<PendingRemoval, "ifVersion">,
+  ): void {
+    const [service, addr] = splitKey(key);
+    const ifVersion = this.#backend.version?.(service, addr);
+    this.#removals.set(key, { ...removal, ifVersion });
     if (this.#removalTimer === undefined && !this.#removing) {
       void this.#runRemovals();
     }
@@ -452,6 +474,7 @@ export class Registry {
           const revision = await this.#backend.delete(service, addr, {
             ifOwner: removal.owner,
             ifKept: removal.ifKept,
+            ifVersion: removal.ifVersion,
           });
           if (revision !== undefined) {
             await this.#view.waitFor(revision, WRITE_VISIBLE_MS).catch(

@@ -1,7 +1,11 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import type { StoredRecord, WriteOptions } from "../backends/backend.ts";
+import type {
+  BackendWatcher,
+  StoredRecord,
+  WriteOptions,
+} from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { createLogger } from "./log.ts";
@@ -255,4 +259,32 @@ Deno.test("an unregister the view no longer knows still tells the backend", asyn
   const a = registry.attach("a");
   assert.equal(await registry.unregister(a, "svc", "h:9"), false);
   assert.deepEqual(backend.deletes, [{ ifOwner: "a" }]);
+});
+
+Deno.test("a conflict seen while the view lags the store is looked at again once the view has caught up", async () => {
+  /** Delivers changes to the view 50 ms late, as a remote store's stream may. */
+  class Lagging extends MemoryBackend {
+    override open(watcher: BackendWatcher) {
+      return super.open({
+        changes: (c) => void setTimeout(() => watcher.changes(c), 50),
+        reset: (s) => watcher.reset(s),
+        status: (c) => watcher.status(c),
+      });
+    }
+  }
+  const backend = new Lagging();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  // The store gets a's record before the view does (a lease restore, say).
+  await backend.put({
+    service: "svc",
+    addr: "h:1",
+    attrs: {},
+    owner: "a",
+    registeredAt: 1,
+  });
+  assert.equal(view.get("svc", "h:1"), undefined, "the view lags");
+  const instance = await registry.register(a, reg("h:1", { v: "2" }));
+  assert.deepEqual(instance.attrs, { v: "2" });
+  assert.equal(view.get("svc", "h:1")?.owner, "a");
 });

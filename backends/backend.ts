@@ -132,6 +132,15 @@ export interface WriteOptions {
    * @default {false}
    */
   ifKept?: boolean;
+  /**
+   * With {@linkcode Backend.delete}: remove the record only if it is still
+   * the version {@linkcode Backend.version} returned, checked atomically
+   * with the delete. A removal that waits for the store to come back
+   * carries the version it was meant for, so that a later write of the
+   * same record (through another agent, say) is never undone by it. Another
+   * version counts as an owner conflict.
+   */
+  ifVersion?: string;
 }
 
 /** A store of registrations. See the module documentation for its contract. */
@@ -184,6 +193,18 @@ export interface Backend {
    * @returns Whether the record is kept alive by this agent.
    */
   keeps?(service: string, addr: string): boolean;
+  /**
+   * The version of the stored record as this agent last saw it (etcd: its
+   * modification revision), for {@linkcode WriteOptions.ifVersion}.
+   * Without this method, or for a record it has not seen, `undefined`: the
+   * store has no writers but this agent, and the agent itself orders its
+   * writes.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns The version, if known.
+   */
+  version?(service: string, addr: string): string | undefined;
   /** Stops the stream and releases the store (and with it this agent's records, where the store keeps them per agent). */
   close(): Promise<void>;
 }
@@ -194,22 +215,35 @@ export interface Backend {
  * @example Usage
  * ```ts
  * import { OwnerConflictError } from "./backend.ts";
- * const err = new OwnerConflictError("cache", "10.0.0.1:80", "agent-b/7");
+ * const err = new OwnerConflictError("cache", "10.0.0.1:80", {
+ *   owner: "agent-b/7",
+ * });
  * console.log(err.owner); // "agent-b/7"
  * ```
  */
 export class OwnerConflictError extends Error {
   /** The owner found, or `null` when there was no record. */
   readonly owner: string | null;
+  /**
+   * The store's revision when the conflict was seen, where the store said
+   * it: an agent whose view is behind it waits for that revision before it
+   * looks again.
+   */
+  readonly revision: number | undefined;
 
   /**
    * Creates the error.
    *
    * @param service The service.
    * @param addr The address.
-   * @param owner The owner found (`null` for none).
+   * @param found The owner found (`null` for none), and the store's revision.
    */
-  constructor(service: string, addr: string, owner: string | null) {
+  constructor(
+    service: string,
+    addr: string,
+    found: OwnerConflictOptions,
+  ) {
+    const owner = found.owner;
     super(
       owner === null
         ? `'${service}/${addr}' is not registered`
@@ -217,5 +251,14 @@ export class OwnerConflictError extends Error {
     );
     this.name = "OwnerConflictError";
     this.owner = owner;
+    this.revision = found.revision;
   }
+}
+
+/** What an {@linkcode OwnerConflictError} found. */
+export interface OwnerConflictOptions {
+  /** The owner found, or `null` when there was no record. */
+  owner: string | null;
+  /** The store's revision when the conflict was seen, if the store said it. */
+  revision?: number;
 }

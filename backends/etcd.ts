@@ -300,6 +300,17 @@ export class EtcdBackend implements Backend {
   }
 
   /**
+   * The modification revision of the record, as the watch last told.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns The revision, as a string, if the record is known.
+   */
+  version(service: string, addr: string): string | undefined {
+    return this.#known.get(this.#key(service, addr))?.modRevision;
+  }
+
+  /**
    * Creates or replaces a record, attached to this agent's lease.
    *
    * @param record The record.
@@ -361,7 +372,7 @@ export class EtcdBackend implements Backend {
     key: string,
     options: WriteOptions,
   ): Promise<number | undefined> {
-    if (options.ifOwner === undefined && !options.ifKept) {
+    if (!conditional(options)) {
       const res = await this.#client.delete().key(key).exec();
       return Number(res.deleted) > 0 ? Number(res.header.revision) : undefined;
     }
@@ -498,19 +509,33 @@ export class EtcdBackend implements Backend {
     // deno-lint-ignore no-explicit-any
     op: (client: Etcd3) => any,
   ): Promise<number> {
-    if (options.ifOwner === undefined && !options.ifKept) {
+    if (!conditional(options)) {
       const res = await op(this.#client).exec();
       return Number(res.header.revision);
     }
     let known = this.#known.get(key);
+    /** The store's revision at the last transaction, once there was one. */
+    let revision: number | undefined;
+    const conflict = () =>
+      new OwnerConflictError(...this.#split(key), {
+        owner: known?.owner ?? null,
+        revision,
+      });
     for (let attempt = 0; attempt < 3; attempt++) {
       const owner = known?.owner ?? null;
       if (options.ifOwner !== undefined && owner !== options.ifOwner) {
-        throw new OwnerConflictError(...this.#split(key), owner);
+        throw conflict();
       }
       if (options.ifKept && (!known || !this.#ours.has(known.lease))) {
         // Absent, or attached to another agent's lease: not ours to remove.
-        throw new OwnerConflictError(...this.#split(key), owner);
+        throw conflict();
+      }
+      if (
+        options.ifVersion !== undefined &&
+        known?.modRevision !== options.ifVersion
+      ) {
+        // Written again since: not the record this write was meant for.
+        throw conflict();
       }
       const txn = known === undefined
         ? this.#client.if(key, "Create", "==", 0)
@@ -519,13 +544,11 @@ export class EtcdBackend implements Backend {
         .commit();
       if (res.succeeded) return Number(res.header.revision);
       // The key changed since the watch told us about it: look again.
+      revision = Number(res.header.revision);
       const kv = res.responses[0]?.response_range?.kvs?.[0];
       known = kv ? this.#parseKnown(kv) : undefined;
     }
-    throw new OwnerConflictError(
-      ...this.#split(key),
-      known?.owner ?? null,
-    );
+    throw conflict();
   }
 
   #split(key: string): [string, string] {
@@ -831,6 +854,12 @@ function knownOf(record: StoredRecord, kv: any): Known {
     modRevision: kv.mod_revision,
     lease: String(kv.lease),
   };
+}
+
+/** Whether a write has a condition to check against the stored record. */
+function conditional(options: WriteOptions): boolean {
+  return options.ifOwner !== undefined || options.ifKept === true ||
+    options.ifVersion !== undefined;
 }
 
 /** Whether an etcd call failed because its response exceeded gRPC's message limit. */

@@ -246,6 +246,16 @@ Deno.test({
       a.delete("svc", "h:1", { ifOwner: "o1", ifKept: true }),
       OwnerConflictError,
     );
+    // A removal meant for an older version leaves a newer one alone.
+    const before = a.version("svc", "h:2");
+    assert.ok(before !== undefined);
+    const r4 = await a.put({ ...record("h:2"), attrs: { a: "2" } });
+    await until(() => ra.changes.some((c) => c.revision === r4), "a sees it");
+    assert.notEqual(a.version("svc", "h:2"), before);
+    await assert.rejects(
+      a.delete("svc", "h:2", { ifVersion: before }),
+      OwnerConflictError,
+    );
     // ...and removes what a does keep.
     assert.ok(await a.delete("svc", "h:2", { ifOwner: "o1", ifKept: true }));
     assert.equal(a.keeps("svc", "h:2"), false);

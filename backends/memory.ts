@@ -118,7 +118,10 @@ export class MemoryBackend implements Backend {
     const owner = this.#records.get(key)?.owner ?? null;
     return owner === options.ifOwner
       ? undefined
-      : new OwnerConflictError(service, addr, owner);
+      : new OwnerConflictError(service, addr, {
+        owner,
+        revision: this.#revision,
+      });
   }
 
   #emit(change: BackendChange): number {

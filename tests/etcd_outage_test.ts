@@ -266,3 +266,53 @@ Deno.test({
     assert.ok((await client.status()).connected);
   },
 });
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd: an unregister refused during an outage at agent A does not undo the same client's registration through agent B",
+  async fn() {
+    await using cluster = await startEtcd();
+    const path = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+    const p = prefix();
+    try {
+      await using a = await spawnAgent(
+        agentArgs(`http://127.0.0.1:${path.port}`, p),
+      );
+      await using b = await spawnAgent(agentArgs(cluster.endpoints[0], p));
+      const clientId = "moving-client-0123456789";
+      const addr = "10.0.0.1:1000";
+      const atA = await connect(a.url, { ...fast, clientId, reconnect: false });
+      await atA.register("web", addr, { attrs: { v: "1" } });
+      path.freeze();
+      await eventually(
+        async () => !(await atA.status()).connected,
+        "agent A notices it is cut off",
+      );
+      await assert.rejects(
+        atA.unregister("web", addr),
+        (e: unknown) =>
+          e instanceof RpcError && e.code === ErrorCode.BackendUnavailable,
+      );
+      await atA.close();
+      // The same client, now through agent B, wants the instance after all.
+      await using atB = await connect(b.url, { ...fast, clientId });
+      await atB.register("web", addr, { attrs: { v: "2" } });
+      path.thaw();
+      await using readerA = await connect(a.url, fast);
+      await eventually(
+        async () => (await readerA.status()).connected,
+        "agent A reaches etcd again",
+      );
+      // Long enough for A's pending removal to have been tried (its
+      // backoff tops out at 5 s) and for A's lost lease to expire.
+      await sleep(7000);
+      assert.deepEqual(await etcdAddrs(cluster, p, "web"), [addr]);
+      const [seen] = await atB.lookup("web");
+      assert.equal(seen?.attrs.v, "2");
+      assert.equal((await readerA.lookup("web"))[0]?.attrs.v, "2");
+    } finally {
+      path.close();
+    }
+  },
+});
