@@ -1,35 +1,66 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * Test helper: a TCP proxy in front of a loopback port, whose path can be
- * paused (the target-to-client direction stops reading, so the target's
- * sends back up) or frozen (both directions forward nothing and new
- * connections go nowhere, while every connection stays open: a half-open
- * path), or cut (every connection closed at once; new ones are accepted).
+ * Test helper: a TCP proxy in front of a loopback port, for fault tests.
+ * Its path can be
+ *
+ * - paused: the target-to-client direction stops reading, so the target's
+ *   sends back up in the proxy and the kernel's buffers, as behind a client
+ *   that reads nothing (the client-to-target direction still flows); once
+ *   resumed, the client gets every byte;
+ * - cut: every connection is closed at once (both ends see it end);
+ * - frozen: nothing moves either way, and new connections wait, while every
+ *   connection stays open: a half-open path. Bytes are not lost: they wait
+ *   in the proxy and the kernel's buffers, as TCP retransmission would
+ *   deliver them once the path is back. Thawing either resumes every
+ *   connection as it was, or resets them all (a path that comes back
+ *   without its connection state, as behind a restarted NAT);
+ * - refused: every connection is cut and new ones are closed at once,
+ *   until it admits them again;
+ * - moved: new connections go to another port.
+ *
+ * A target that refuses a connection (a process that is down) closes the
+ * accepted one, and the proxy keeps accepting.
  *
  * @module
  */
+
+/** What {@linkcode TcpProxy.thaw} does with the connections. */
+export type ThawMode = "resume" | "reset";
 
 /** A running proxy. */
 export interface TcpProxy {
   /** The port clients connect to. */
   readonly port: number;
-  /** Stops reading from the target. */
-  pause(): void;
-  /** Reads from the target again. */
-  resume(): void;
-  /** Forwards nothing either way, and parks new connections. */
-  freeze(): void;
-  /** Forwards again (data received while frozen is lost). */
-  thaw(): void;
-  /**
-   * Closes every open connection, both ways, and keeps accepting new ones.
-   *
-   * @returns How many client connections were cut.
-   */
-  cut(): number;
-  /** WebSocket URL of the proxy, for clients of an agent behind it. */
+  /** `ws://127.0.0.1:<port>`, for WebSocket clients. */
   readonly url: string;
+  /** The port new connections are forwarded to. */
+  target: number;
+  /** Whether the path is frozen. */
+  readonly frozen: boolean;
+  /** Number of open connections. */
+  readonly connections: number;
+  /**
+   * Stops reading from the target, on every connection and new ones: the
+   * target's sends back up until `resume`.
+   */
+  pause(): void;
+  /** Reads from the target again after `pause`. */
+  resume(): void;
+  /** Closes every open connection; returns how many there were. */
+  cut(): number;
+  /** Stops everything on the path, new connections included. */
+  freeze(): void;
+  /**
+   * Lets the path carry again: the connections as they were (`"resume"`,
+   * the default: what was held is delivered), or reset (`"reset"`: every
+   * connection is closed).
+   */
+  thaw(mode?: ThawMode): void;
+  /** Cuts every connection and closes new ones at once, until `admit`. */
+  refuse(): void;
+  /** Accepts new connections again after `refuse`. */
+  admit(): void;
   /** Closes the listener and every connection. */
   close(): void;
 }
@@ -42,68 +73,134 @@ export interface TcpProxy {
  */
 export function tcpProxy(target: number): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let conns: Deno.Conn[] = [];
-  let paused = false;
-  let frozen = false;
-  let resumed = () => {};
-  const pump = async (from: Deno.Conn, to: Deno.Conn, pausable: boolean) => {
-    const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      while (pausable && paused) {
-        await new Promise<void>((resolve) => resumed = resolve);
-      }
-      const n = await from.read(buf).catch(() => null);
-      if (n === null) break;
-      if (!frozen) await to.write(buf.subarray(0, n)).catch(() => {});
-    }
-    if (frozen) return; // a frozen path carries no close either
-    try {
-      to.close();
-    } catch { /* closed */ }
-  };
-  (async () => {
-    for await (const conn of listener) {
-      if (frozen) {
-        conns.push(conn);
-        continue;
-      }
-      let upstream: Deno.Conn;
-      try {
-        upstream = await Deno.connect({ hostname: "127.0.0.1", port: target });
-      } catch {
-        conn.close(); // the target is down: so is the path
-        continue;
-      }
-      conns.push(conn, upstream);
-      pump(conn, upstream, false);
-      pump(upstream, conn, true);
-    }
-  })().catch(() => {});
-  const cut = () => {
-    const all = conns;
-    conns = [];
-    for (const c of all) {
-      try {
-        c.close();
-      } catch { /* closed */ }
-    }
-    return all.length / 2;
-  };
   const port = (listener.addr as Deno.NetAddr).port;
-  return {
+  const links = new Set<() => void>();
+  let frozen = false;
+  let refused = false;
+  let closed = false;
+  let frozenGate: PromiseWithResolvers<void> | undefined;
+  let pausedGate: PromiseWithResolvers<void> | undefined;
+  const open = () => frozenGate?.promise ?? Promise.resolve();
+  const reading = () => pausedGate?.promise ?? Promise.resolve();
+  const closeAll = () => {
+    const all = [...links];
+    links.clear();
+    for (const end of all) end();
+    return all.length;
+  };
+
+  const link = async (conn: Deno.Conn) => {
+    let upstream: Deno.Conn | undefined;
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      links.delete(end);
+      for (const c of [conn, upstream]) {
+        try {
+          c?.close();
+        } catch { /* closed */ }
+      }
+    };
+    links.add(end);
+    try {
+      await open(); // a frozen path holds new connections
+      if (ended || refused) return end();
+      upstream = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: proxy.target,
+      });
+      if (ended) return end();
+    } catch {
+      return end(); // the target is down: the client sees its connection end
+    }
+    const pump = async (from: Deno.Conn, to: Deno.Conn, pausable: boolean) => {
+      const buf = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          await open();
+          if (pausable) await reading(); // a paused path reads nothing
+          const n = await from.read(buf);
+          await open(); // a frozen path carries nothing, not even a close
+          if (n === null) break;
+          for (let sent = 0; sent < n;) {
+            sent += await to.write(buf.subarray(sent, n));
+          }
+        }
+      } catch { /* closed */ }
+      end();
+    };
+    void pump(conn, upstream, false);
+    void pump(upstream, conn, true);
+  };
+
+  (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        if (closed) return;
+        continue;
+      }
+      if (refused || closed) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+        continue;
+      }
+      void link(conn);
+    }
+  })();
+
+  const proxy: TcpProxy = {
     port,
     url: `ws://127.0.0.1:${port}`,
-    cut,
-    pause: () => paused = true,
-    resume: () => {
-      paused = false;
-      resumed();
+    target,
+    get frozen() {
+      return frozen;
     },
-    freeze: () => frozen = true,
-    thaw: () => frozen = false,
+    get connections() {
+      return links.size;
+    },
+    pause() {
+      pausedGate ??= Promise.withResolvers<void>();
+    },
+    resume() {
+      const g = pausedGate;
+      pausedGate = undefined;
+      g?.resolve();
+    },
+    cut: closeAll,
+    freeze() {
+      if (frozen) return;
+      frozen = true;
+      frozenGate = Promise.withResolvers<void>();
+    },
+    thaw(mode = "resume") {
+      if (!frozen) return;
+      frozen = false;
+      if (mode === "reset") closeAll();
+      const g = frozenGate;
+      frozenGate = undefined;
+      g?.resolve();
+    },
+    refuse() {
+      refused = true;
+      closeAll();
+    },
+    admit() {
+      if (!closed) refused = false;
+    },
     close() {
-      listener.close();
-      cut();
+      closed = refused = true;
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      closeAll();
+      proxy.thaw("reset");
+      proxy.resume();
     },
   };
+  return proxy;
 }
