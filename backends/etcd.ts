@@ -234,7 +234,10 @@ export class EtcdBackend implements Backend {
       grpcOptions: {
         "grpc.keepalive_time_ms": 6000,
         "grpc.keepalive_timeout_ms": 2000,
-        "grpc.keepalive_permit_without_calls": 1,
+        // Only connections with calls in flight (the watch and lease streams
+        // are): etcd answers pings on an idle connection with GOAWAY
+        // (too_many_pings), which tears every connection to it down.
+        "grpc.keepalive_permit_without_calls": 0,
       },
     };
     if (options.tls) {
