@@ -263,9 +263,6 @@ export class Registry {
         return entry.instance;
       }
       this.#requireBackend(key);
-      // The newest intent wins: a removal still waiting for the backend
-      // must not delete what is registered now.
-      this.#removals.delete(key);
       if (
         !owner.keys.has(key) &&
         owner.keys.size >= this.#options.maxRegistrations
@@ -275,6 +272,9 @@ export class Registry {
           `limit reached: this client already holds ${owner.keys.size} registrations (maxRegistrations); unregister some first`,
         );
       }
+      // The newest intent wins: a removal still waiting for the backend
+      // must not delete what is registered now.
+      this.#removals.delete(key);
       let revision: number;
       try {
         revision = await this.#backend.put({
@@ -326,7 +326,6 @@ export class Registry {
       const entry = this.#view.get(service, addr);
       if (!entry) {
         owner.keys.delete(key);
-        this.#removals.delete(key);
         // Still tell the backend: it must stop keeping the record alive
         // (the view may have lost it with a lease that it would restore).
         await this.#backend.delete(service, addr, { ifOwner: owner.id })

@@ -299,6 +299,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   #toRestore = new Set<string | ServiceSet>();
   /** Items of `#toRestore` whose last attempt failed (told once per run of failures). */
   #failing = new Set<string | ServiceSet>();
+  /** Items of `#toRestore` with an attempt under way. */
+  #inFlight = new Set<string | ServiceSet>();
   #restoreLoop?: Promise<void>;
   /** Aborted on every new connection: a restore waiting out its backoff tries at once. */
   #kick = new AbortController();
@@ -664,9 +666,11 @@ export class Client extends EventTarget implements AsyncDisposable {
     }
   }
 
-  /** One attempt at every item still to restore. */
+  /** One attempt at every item still to restore and not being restored. */
   async #restoreOnce() {
-    await Promise.all([...this.#toRestore].map(async (item) => {
+    const items = [...this.#toRestore].filter((i) => !this.#inFlight.has(i));
+    await Promise.all(items.map(async (item) => {
+      this.#inFlight.add(item);
       try {
         if (typeof item === "string") {
           const registration = this.#registered.get(item);
@@ -694,6 +698,8 @@ export class Client extends EventTarget implements AsyncDisposable {
         if (this.#state === "closed" || this.#failing.has(item)) return;
         this.#failing.add(item);
         this.dispatchEvent(new CustomEvent("error", { detail: error }));
+      } finally {
+        this.#inFlight.delete(item);
       }
     }));
   }
