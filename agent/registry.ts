@@ -325,6 +325,8 @@ export class Registry {
     for (let attempt = 1;; attempt++) {
       const entry = this.#view.get(service, addr);
       if (!entry) {
+        // A view cut off from the store cannot say there is nothing.
+        this.#requireBackend(key);
         owner.keys.delete(key);
         // Still tell the backend: it must stop keeping the record alive
         // (the view may have lost it with a lease that it would restore).
@@ -449,6 +451,8 @@ export class Registry {
   ): void {
     const [service, addr] = splitKey(key);
     const ifVersion = this.#backend.version?.(service, addr);
+    // Decided now, whenever the store can be told: nothing brings it back.
+    this.#backend.release?.(service, addr);
     this.#removals.set(key, { ...removal, ifVersion });
     if (this.#removalTimer === undefined && !this.#removing) {
       void this.#runRemovals();

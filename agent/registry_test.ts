@@ -187,6 +187,10 @@ Deno.test("a write that lands after the owner left is not orphaned", async () =>
 class Unreachable extends MemoryBackend {
   down = false;
   deletes: WriteOptions[] = [];
+  released: string[] = [];
+  release(service: string, addr: string) {
+    this.released.push(`${service}/${addr}`);
+  }
   override delete(service: string, addr: string, options?: WriteOptions) {
     this.deletes.push(options ?? {});
     if (this.down) return Promise.reject(new Error("connection refused"));
@@ -201,6 +205,7 @@ Deno.test("a removal the backend cannot make is retried until it can, only for r
   await registry.register(a, reg("h:1"));
   backend.down = true;
   registry.detach(a, true); // clean close while the backend refuses deletes
+  assert.deepEqual(backend.released, ["svc/h:1"], "released at once");
   await until(() => backend.deletes.length >= 2, "retried");
   assert.ok(view.get("svc", "h:1"), "still there while the backend is away");
   assert.equal(registry.pendingRemovals, 1);
@@ -241,6 +246,9 @@ Deno.test("while the backend is unreachable writes fail at once, and an unregist
     (e as Error).message.includes("cannot reach its backend");
   await assert.rejects(registry.register(a, reg("h:3")), unavailable);
   await assert.rejects(registry.unregister(a, "svc", "h:1"), unavailable);
+  // A view cut off from the store cannot say that there is nothing.
+  await assert.rejects(registry.unregister(a, "svc", "h:9"), unavailable);
+  assert.deepEqual(backend.released, ["svc/h:1"]);
   // An unchanged re-registration (a client restoring after a reconnection)
   // is answered from what the agent keeps.
   const same = await registry.register(a, reg("h:2", { v: "1" }));

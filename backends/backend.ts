@@ -194,6 +194,18 @@ export interface Backend {
    */
   keeps?(service: string, addr: string): boolean;
   /**
+   * Stops keeping the record alive from now on (see
+   * {@linkcode Backend.keeps}), without touching the store: the agent
+   * calls it the moment it decides to remove a record, which may be long
+   * before the store can be reached, so that a lost lease never brings
+   * the record back meanwhile. A {@linkcode Backend.delete} call does the
+   * same at once.
+   *
+   * @param service The service.
+   * @param addr The address.
+   */
+  release?(service: string, addr: string): void;
+  /**
    * The version of the stored record as this agent last saw it (etcd: its
    * modification revision), for {@linkcode WriteOptions.ifVersion}.
    * Without this method, or for a record it has not seen, `undefined`: the

@@ -303,6 +303,17 @@ export class EtcdBackend implements Backend {
   }
 
   /**
+   * Stops keeping the record alive: it is not written back after a lost
+   * lease.
+   *
+   * @param service The service.
+   * @param addr The address.
+   */
+  release(service: string, addr: string): void {
+    this.#mine.delete(this.#key(service, addr));
+  }
+
+  /**
    * The modification revision of the record, as the watch last told.
    *
    * @param service The service.
@@ -363,9 +374,11 @@ export class EtcdBackend implements Backend {
     options: WriteOptions = {},
   ): Promise<number | undefined> {
     const key = this.#key(service, addr);
+    // From now on the record is not ours to keep, whatever etcd answers:
+    // a lease restore must never write back what an owner let go (again
+    // once the writes of this key queued before it have settled).
+    this.#mine.delete(key);
     return await this.#serial(key, () => {
-      // From now on the record is not ours to keep, whatever etcd answers:
-      // a lease restore must never write back what an owner let go.
       this.#mine.delete(key);
       return this.#deleteNow(key, options);
     });
@@ -770,8 +783,19 @@ export class EtcdBackend implements Backend {
     }
     this.#watcher = watcher;
     watcher.on("data", (response) => this.#onData(response));
-    watcher.on("disconnected", () => this.#status({ watch: false }));
-    watcher.on("connected", () => this.#status({ watch: true }));
+    // A stream that comes back resumes where it left off, but the agent
+    // cannot tell when it has caught up: read everything again instead, so
+    // that "connected" means the view is as fresh as the store.
+    let lost = false;
+    watcher.on("disconnected", () => {
+      lost = true;
+      this.#status({ watch: false });
+    });
+    watcher.on("connected", () => {
+      if (!lost || this.#closed || this.#watcher !== watcher) return;
+      lost = false;
+      void this.#resync();
+    });
     watcher.on("error", (error) => {
       if (this.#closed || this.#watcher !== watcher) return;
       this.#log?.warn("etcd watch failed (compacted?); resyncing", { error });

@@ -316,3 +316,35 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd: when an agent's path to etcd comes back, its subscribers are told they are in sync only once they hold what changed meanwhile",
+  async fn() {
+    await using cluster = await startEtcd();
+    const path = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+    const p = prefix();
+    try {
+      await using a = await spawnAgent(
+        agentArgs(`http://127.0.0.1:${path.port}`, p),
+      );
+      await using b = await spawnAgent(agentArgs(cluster.endpoints[0], p));
+      await using reader = await connect(a.url, fast);
+      const set = await reader.services("web");
+      const atSync: string[][] = [];
+      set.addEventListener("sync", () => atSync.push(addrs(set)));
+      path.freeze();
+      await until(() => !set.connected, "the reader is told", 20_000);
+      await using writer = await connect(b.url, fast);
+      await writer.register("web", "10.0.0.7:80");
+      await writer.register("web", "10.0.0.8:80");
+      // The path comes back without its connections (a restarted NAT, say).
+      path.thaw("reset");
+      await until(() => atSync.length > 0, "in sync again", 30_000);
+      assert.deepEqual(atSync[0], ["10.0.0.7:80", "10.0.0.8:80"]);
+    } finally {
+      path.close();
+    }
+  },
+});
