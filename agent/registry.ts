@@ -274,7 +274,12 @@ export class Registry {
       }
       // The newest intent wins: a removal still waiting for the backend
       // must not delete what is registered now.
+      const withdrawn = this.#removals.get(key);
       this.#removals.delete(key);
+      // Held before the write: should the owner leave while the outcome is
+      // unknown, its removal covers a write that landed.
+      const added = !owner.keys.has(key);
+      owner.keys.add(key);
       let revision: number;
       try {
         revision = await this.#backend.put({
@@ -285,14 +290,24 @@ export class Registry {
           registeredAt: entry?.instance.registeredAt ?? Date.now(),
         }, { ifOwner: entry?.owner ?? null });
       } catch (error) {
-        if (error instanceof OwnerConflictError && attempt < ATTEMPTS) {
+        const conflict = error instanceof OwnerConflictError;
+        if (conflict && added) owner.keys.delete(key);
+        // Another owner's removal stands: its owner condition spares this
+        // write if it landed after all.
+        if (
+          withdrawn && (conflict || withdrawn.owner !== owner.id) &&
+          !this.#removals.has(key)
+        ) {
+          this.#removals.set(key, withdrawn);
+          this.#scheduleRemovals();
+        }
+        if (conflict && attempt < ATTEMPTS) {
           await this.#caughtUp(error);
           continue; // the view was behind the store: look again
         }
         throw this.#backendError(error, key);
       }
       await this.#applied(revision, key);
-      owner.keys.add(key);
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       const now = this.#view.get(service, addr);
@@ -325,13 +340,13 @@ export class Registry {
     for (let attempt = 1;; attempt++) {
       const entry = this.#view.get(service, addr);
       if (!entry) {
+        owner.keys.delete(key);
+        // The view may have lost the record with a lease that the backend
+        // would write back, or lag the store: remove whatever this agent
+        // keeps of it, through the queue (retried until the store says).
+        this.#queueRemoval(key, { owner: owner.id, ifKept: true });
         // A view cut off from the store cannot say there is nothing.
         this.#requireBackend(key);
-        owner.keys.delete(key);
-        // Still tell the backend: it must stop keeping the record alive
-        // (the view may have lost it with a lease that it would restore).
-        await this.#backend.delete(service, addr, { ifOwner: owner.id })
-          .catch(() => {});
         return false;
       }
       let previous: Owner | undefined;
@@ -452,8 +467,13 @@ export class Registry {
     const [service, addr] = splitKey(key);
     const ifVersion = this.#backend.version?.(service, addr);
     // Decided now, whenever the store can be told: nothing brings it back.
-    this.#backend.release?.(service, addr);
+    this.#backend.release?.(service, addr, { ifOwner: removal.owner });
     this.#removals.set(key, { ...removal, ifVersion });
+    this.#scheduleRemovals();
+  }
+
+  /** Runs the queue at once unless it is waiting out a backoff. */
+  #scheduleRemovals(): void {
     if (this.#removalTimer === undefined && !this.#removing) {
       void this.#runRemovals();
     }

@@ -246,9 +246,10 @@ Deno.test("while the backend is unreachable writes fail at once, and an unregist
     (e as Error).message.includes("cannot reach its backend");
   await assert.rejects(registry.register(a, reg("h:3")), unavailable);
   await assert.rejects(registry.unregister(a, "svc", "h:1"), unavailable);
-  // A view cut off from the store cannot say that there is nothing.
+  // A view cut off from the store cannot say that there is nothing; what
+  // this agent keeps of it is removed once the store is back.
   await assert.rejects(registry.unregister(a, "svc", "h:9"), unavailable);
-  assert.deepEqual(backend.released, ["svc/h:1"]);
+  assert.deepEqual(backend.released, ["svc/h:1", "svc/h:9"]);
   // An unchanged re-registration (a client restoring after a reconnection)
   // is answered from what the agent keeps.
   const same = await registry.register(a, reg("h:2", { v: "1" }));
@@ -266,7 +267,13 @@ Deno.test("an unregister the view no longer knows still tells the backend", asyn
   const { registry } = await setup(10_000, backend);
   const a = registry.attach("a");
   assert.equal(await registry.unregister(a, "svc", "h:9"), false);
-  assert.deepEqual(backend.deletes, [{ ifOwner: "a" }]);
+  await until(() => backend.deletes.length === 1, "told");
+  assert.deepEqual(backend.deletes, [{
+    ifOwner: "a",
+    ifKept: true,
+    ifVersion: undefined,
+  }]);
+  assert.deepEqual(backend.released, ["svc/h:9"]);
 });
 
 Deno.test("a conflict seen while the view lags the store is looked at again once the view has caught up", async () => {

@@ -199,12 +199,18 @@ export interface Backend {
    * calls it the moment it decides to remove a record, which may be long
    * before the store can be reached, so that a lost lease never brings
    * the record back meanwhile. A {@linkcode Backend.delete} call does the
-   * same at once.
+   * same at once (for the owner it names).
    *
    * @param service The service.
    * @param addr The address.
+   * @param options Only if the kept record's owner is `ifOwner` (another
+   *   owner may have written it since).
    */
-  release?(service: string, addr: string): void;
+  release?(
+    service: string,
+    addr: string,
+    options?: { ifOwner?: string },
+  ): void;
   /**
    * The version of the stored record as this agent last saw it (etcd: its
    * modification revision), for {@linkcode WriteOptions.ifVersion}.

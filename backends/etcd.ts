@@ -186,6 +186,11 @@ export class EtcdBackend implements Backend {
   #leaseUp = false;
   /** A lost lease is being replaced and its records written back. */
   #restoring = false;
+  /** Revision of the last full read: watch events up to it are in it. */
+  #readRevision = 0;
+  /** Watch responses held while a catch-up read is under way. */
+  // deno-lint-ignore no-explicit-any
+  #held?: any[];
   readonly #callTimeout: number;
   /** Writes per key, one at a time (a lease restore must not race an unregister). */
   #locks = new Map<string, Promise<unknown>>();
@@ -234,10 +239,7 @@ export class EtcdBackend implements Backend {
       grpcOptions: {
         "grpc.keepalive_time_ms": 6000,
         "grpc.keepalive_timeout_ms": 2000,
-        // Only connections with calls in flight (the watch and lease streams
-        // are): etcd answers pings on an idle connection with GOAWAY
-        // (too_many_pings), which tears every connection to it down.
-        "grpc.keepalive_permit_without_calls": 0,
+        "grpc.keepalive_permit_without_calls": 1,
       },
     };
     if (options.tls) {
@@ -308,9 +310,20 @@ export class EtcdBackend implements Backend {
    *
    * @param service The service.
    * @param addr The address.
+   * @param options Only if the kept record's owner is `ifOwner`.
    */
-  release(service: string, addr: string): void {
-    this.#mine.delete(this.#key(service, addr));
+  release(
+    service: string,
+    addr: string,
+    options: { ifOwner?: string } = {},
+  ): void {
+    this.#release(this.#key(service, addr), options.ifOwner);
+  }
+
+  #release(key: string, owner: string | null | undefined): void {
+    if (owner === undefined || this.#mine.get(key)?.owner === owner) {
+      this.#mine.delete(key);
+    }
   }
 
   /**
@@ -377,9 +390,9 @@ export class EtcdBackend implements Backend {
     // From now on the record is not ours to keep, whatever etcd answers:
     // a lease restore must never write back what an owner let go (again
     // once the writes of this key queued before it have settled).
-    this.#mine.delete(key);
+    this.#release(key, options.ifOwner);
     return await this.#serial(key, () => {
-      this.#mine.delete(key);
+      this.#release(key, options.ifOwner);
       return this.#deleteNow(key, options);
     });
   }
@@ -397,6 +410,7 @@ export class EtcdBackend implements Backend {
         key,
         options,
         (client) => client.delete().key(key),
+        true,
       );
     } catch (error) {
       if (error instanceof OwnerConflictError && error.owner === null) {
@@ -524,6 +538,7 @@ export class EtcdBackend implements Backend {
     options: WriteOptions,
     // deno-lint-ignore no-explicit-any
     op: (client: Etcd3) => any,
+    removal = false,
   ): Promise<number> {
     if (!conditional(options)) {
       const res = await op(this.#client).exec();
@@ -532,26 +547,25 @@ export class EtcdBackend implements Backend {
     let known = this.#known.get(key);
     /** The store's revision at the last transaction, once there was one. */
     let revision: number | undefined;
+    /** Whether `known` comes from the store itself rather than the watch. */
+    let fresh = false;
     const conflict = () =>
       new OwnerConflictError(...this.#split(key), {
         owner: known?.owner ?? null,
         revision,
       });
     for (let attempt = 0; attempt < 3; attempt++) {
-      const owner = known?.owner ?? null;
-      if (options.ifOwner !== undefined && owner !== options.ifOwner) {
-        throw conflict();
-      }
-      if (options.ifKept && (!known || !this.#ours.has(known.lease))) {
-        // Absent, or attached to another agent's lease: not ours to remove.
-        throw conflict();
-      }
-      if (
-        options.ifVersion !== undefined &&
-        known?.modRevision !== options.ifVersion
-      ) {
-        // Written again since: not the record this write was meant for.
-        throw conflict();
+      if (!this.#allows(known, options)) {
+        // A removal is never given up on what the watch says alone: it may
+        // lag (a record just written back under a new lease, say).
+        if (!removal || fresh) throw conflict();
+        const res = await this.#client.get(key).exec();
+        revision = Number(res.header.revision);
+        const kv = res.kvs[0];
+        known = kv ? this.#parseKnown(kv) : undefined;
+        fresh = true;
+        attempt--;
+        continue;
       }
       const txn = known === undefined
         ? this.#client.if(key, "Create", "==", 0)
@@ -563,8 +577,32 @@ export class EtcdBackend implements Backend {
       revision = Number(res.header.revision);
       const kv = res.responses[0]?.response_range?.kvs?.[0];
       known = kv ? this.#parseKnown(kv) : undefined;
+      fresh = true;
     }
     throw conflict();
+  }
+
+  /** Whether a write's conditions hold for the record as `known` says it is. */
+  #allows(known: Known | undefined, options: WriteOptions): boolean {
+    const owner = known?.owner ?? null;
+    if (options.ifOwner !== undefined && owner !== options.ifOwner) {
+      return false;
+    }
+    // Absent, or attached to another agent's lease: not ours to remove.
+    if (options.ifKept && (!known || !this.#ours.has(known.lease))) {
+      return false;
+    }
+    // Written again since: not the record the write was meant for, unless
+    // only this agent moved it to a new lease (a restore; any other write
+    // through this agent withdraws a pending removal first).
+    if (
+      options.ifVersion !== undefined &&
+      known?.modRevision !== options.ifVersion &&
+      !(known && this.#ours.has(known.lease) && owner === options.ifOwner)
+    ) {
+      return false;
+    }
+    return true;
   }
 
   #split(key: string): [string, string] {
@@ -727,6 +765,12 @@ export class EtcdBackend implements Backend {
    */
   #status(parts: { watch?: boolean; lease?: boolean }) {
     if (parts.watch !== undefined) this.#watchUp = parts.watch;
+    if (parts.lease === true && !this.#leaseUp && this.#watcher) {
+      // Back after the lease was in doubt: the watch may lag as well.
+      this.#leaseUp = true;
+      void this.#catchUp();
+      return;
+    }
     if (parts.lease !== undefined) this.#leaseUp = parts.lease;
     const connected = this.#watchUp && this.#leaseUp;
     if (connected === this.#connected) return;
@@ -759,7 +803,44 @@ export class EtcdBackend implements Backend {
     const old = this.#watcher;
     this.#watcher = undefined;
     await old?.cancel().catch(() => {});
+    const revision = await this.#readState();
+    if (revision === undefined) return;
+    this.#status({ watch: true });
+    const watcher = await this.#client.watch().prefix(this.#instances)
+      .startRevision(String(revision + 1)).create();
+    if (this.#closed) {
+      await watcher.cancel().catch(() => {});
+      return;
+    }
+    this.#watcher = watcher;
+    watcher.on("data", (response) => this.#onData(response));
+    let lost = false;
+    watcher.on("disconnected", () => {
+      lost = true;
+      this.#status({ watch: false });
+    });
+    watcher.on("connected", () => {
+      if (!lost || this.#closed || this.#watcher !== watcher) return;
+      lost = false;
+      void this.#catchUp();
+    });
+    watcher.on("error", (error) => {
+      if (this.#closed || this.#watcher !== watcher) return;
+      this.#status({ watch: false });
+      this.#log?.warn("etcd watch failed (compacted?); resyncing", { error });
+      setTimeout(() => void this.#resync(), RESYNC_DELAY_MS);
+    });
+  }
+
+  /**
+   * Reads everything and hands it to the agent as a reset; the watch
+   * events at or below its revision are already in it.
+   *
+   * @returns The revision read, or `undefined` once closed.
+   */
+  async #readState(): Promise<number | undefined> {
     const { revision, clusterId, kvs } = await this.#readAll();
+    if (this.#closed) return undefined;
     this.#epoch = `etcd-${clusterId}`;
     const records: StoredRecord[] = [];
     this.#known.clear();
@@ -772,35 +853,41 @@ export class EtcdBackend implements Backend {
       this.#known.set(key, known);
       if (!this.#ours.has(known.lease)) this.#mine.delete(key);
     }
-    if (this.#closed) return;
+    this.#readRevision = revision;
     this.#sink?.reset({ revision, epoch: this.#epoch, records });
-    this.#status({ watch: true });
-    const watcher = await this.#client.watch().prefix(this.#instances)
-      .startRevision(String(revision + 1)).create();
-    if (this.#closed) {
-      await watcher.cancel().catch(() => {});
-      return;
+    return revision;
+  }
+
+  /**
+   * After the watch stream or the lease came back: the stream resumes where
+   * it left off, but nothing says when it has caught up (it may lag for
+   * seconds). Read everything afresh, holding the stream's events
+   * meanwhile, and say "connected" only then: so `current` means the
+   * subscriber holds what changed meanwhile. The watch itself is left as
+   * it is (recreating it makes the client library end its stream).
+   */
+  async #catchUp(): Promise<void> {
+    if (this.#held || this.#closed) return;
+    this.#held = [];
+    this.#status({ watch: false });
+    const backoff = new Backoff(RETRY);
+    try {
+      while (!this.#closed) {
+        try {
+          if (await this.#readState() === undefined) return;
+          const held = this.#held!;
+          this.#held = undefined;
+          for (const response of held) this.#onData(response);
+          this.#status({ watch: true });
+          return;
+        } catch (error) {
+          this.#log?.warn("etcd catch-up read failed; retrying", { error });
+          await backoff.wait();
+        }
+      }
+    } finally {
+      this.#held = undefined;
     }
-    this.#watcher = watcher;
-    watcher.on("data", (response) => this.#onData(response));
-    // A stream that comes back resumes where it left off, but the agent
-    // cannot tell when it has caught up: read everything again instead, so
-    // that "connected" means the view is as fresh as the store.
-    let lost = false;
-    watcher.on("disconnected", () => {
-      lost = true;
-      this.#status({ watch: false });
-    });
-    watcher.on("connected", () => {
-      if (!lost || this.#closed || this.#watcher !== watcher) return;
-      lost = false;
-      void this.#resync();
-    });
-    watcher.on("error", (error) => {
-      if (this.#closed || this.#watcher !== watcher) return;
-      this.#log?.warn("etcd watch failed (compacted?); resyncing", { error });
-      setTimeout(() => void this.#resync(), RESYNC_DELAY_MS);
-    });
   }
 
   /**
@@ -849,12 +936,17 @@ export class EtcdBackend implements Backend {
 
   // deno-lint-ignore no-explicit-any
   #onData(response: any) {
+    if (this.#held) {
+      this.#held.push(response); // applied after the catch-up read
+      return;
+    }
     const changes: BackendChange[] = [];
     for (const event of response.events) {
       const kv = event.kv;
       const key = kv.key.toString();
       if (!key.startsWith(this.#instances)) continue;
       const revision = Number(kv.mod_revision);
+      if (revision <= this.#readRevision) continue; // in the last full read
       if (event.type === "Put") {
         const record = this.#parse(kv);
         if (!record) continue;

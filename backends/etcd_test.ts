@@ -266,8 +266,7 @@ Deno.test({
 
 Deno.test({
   ...etcdTest,
-  name:
-    "etcd backend: a delete that fails still stops the record from being kept",
+  name: "etcd backend: a record is released only on its owner's behalf",
   async fn() {
     const p = prefix();
     const backend = new EtcdBackend({
@@ -277,12 +276,21 @@ Deno.test({
     await backend.open(recorder().watcher);
     try {
       await backend.put(record("h:1"));
-      // An owner condition that cannot hold: the delete is refused.
+      // A delete on another owner's behalf leaves this owner's record kept.
       await assert.rejects(
         backend.delete("svc", "h:1", { ifOwner: "someone-else" }),
         OwnerConflictError,
       );
+      assert.ok(backend.keeps("svc", "h:1"));
+      // Releasing it on another owner's behalf does nothing either; on its
+      // owner's, it is no longer kept, while etcd still holds it.
+      backend.release("svc", "h:1", { ifOwner: "someone-else" });
+      assert.ok(backend.keeps("svc", "h:1"));
+      backend.release("svc", "h:1", { ifOwner: "o1" });
       assert.equal(backend.keeps("svc", "h:1"), false);
+      assert.deepEqual(await getKeys(`${p}instances/svc/`), [
+        `${p}instances/svc/h:1`,
+      ]);
     } finally {
       await backend.close();
     }

@@ -395,13 +395,23 @@ export class Client extends EventTarget implements AsyncDisposable {
     const attrs = validateAttrs(options.attrs ?? {});
     const key = registrationKey(service, at);
     // This call is the newest intent: a restore must not send an older one.
-    this.#toRestore.delete(key);
+    const restoring = this.#toRestore.delete(key);
     this.#failing.delete(key);
-    const instance = await this.#request(
-      Methods.register,
-      { service, ...target(at), attrs },
-      options.signal,
-    ) as Instance;
+    let instance: Instance;
+    try {
+      instance = await this.#request(
+        Methods.register,
+        { service, ...target(at), attrs },
+        options.signal,
+      ) as Instance;
+    } catch (error) {
+      // The registration held before this call is still to be restored.
+      if (restoring && this.#registered.has(key)) {
+        this.#toRestore.add(key);
+        this.#keepRestoring();
+      }
+      throw error;
+    }
     this.#registered.set(key, { service, at, attrs });
     return instance;
   }
@@ -653,6 +663,12 @@ export class Client extends EventTarget implements AsyncDisposable {
     this.#kick.abort();
     this.#kick = new AbortController();
     await this.#restoreOnce();
+    this.#keepRestoring();
+  }
+
+  /** Retries what is still to restore, unless a loop already does. */
+  #keepRestoring() {
+    if (this.#toRestore.size === 0 || this.#state === "closed") return;
     this.#restoreLoop ??= this.#retryRestore().finally(() =>
       this.#restoreLoop = undefined
     );
