@@ -48,7 +48,10 @@
  * `online()`. Since addresses are disjoint, no client may ever get
  * `-32001` (NotOwner), from a call or while its registrations are
  * restored, except at an address a thief took (where it is documented).
- * An agent process that exits by itself (a crash) is reported too.
+ * An agent process that exits by itself is reported too, except a crash
+ * of the runtime itself (SIGSEGV, seen in Deno's `node:http2` under gRPC
+ * after etcd's GOAWAY): that agent is restarted, as a supervisor would, the
+ * answers must still come out right, and the round's summary counts it.
  *
  * Timings: grace TTL 2 s (`--ttl 2`) and lease TTL 3 s
  * (`--etcd-lease-ttl 3`), short so that the outages straddle them within a
@@ -220,6 +223,19 @@ class AgentSlot {
           if (this.proc !== proc) return;
           this.proc = undefined;
           this.logs.push(proc.stderr());
+          if (status.signal === "SIGSEGV" && !round.closing) {
+            // The runtime itself crashed (Deno's node:http2 under gRPC,
+            // seen after etcd's GOAWAY): not a wrong answer. A supervisor
+            // restarts it; the answers must still come out right.
+            round.runtimeCrashes++;
+            round.note(
+              `agent ${this.index} crashed (SIGSEGV in the runtime); restarted`,
+            );
+            void this.start(round, Date.now() + 60_000).catch((error) =>
+              round.finding(`agent ${this.index} did not restart: ${error}`)
+            );
+            return;
+          }
           round.finding(
             `agent ${this.index}: its process exited by itself (code ${status.code}, signal ${status.signal})`,
           );
@@ -571,6 +587,8 @@ class Round {
   #background: Promise<unknown>[] = [];
   /** The round is being cleaned up: start nothing new. */
   closing = false;
+  /** Agents whose runtime crashed (SIGSEGV) and that were restarted. */
+  runtimeCrashes = 0;
 
   constructor(readonly seed: number) {
     this.rng = new Random(seed);
@@ -1220,7 +1238,7 @@ class Round {
     const closed = clients.filter((a) => a.state === "closed").length;
     const crashed = clients.filter((a) => a.state === "crashed").length;
     const faults = [...this.faultCounts].map(([k, n]) => `${k}=${n}`).join(" ");
-    return `fault search seed=${this.seed}: ${this.agents.length} agents, ${clients.length} clients (${closed} closed, ${crashed} crashed) and ${thieves} thieves, ${ops} calls (${failed} failed), ${this.truth().size} instances at the end; faults: ${faults}; converged ${ms} ms after the faults, held ${HOLD_MS} ms`;
+    return `fault search seed=${this.seed}: ${this.agents.length} agents, ${clients.length} clients (${closed} closed, ${crashed} crashed) and ${thieves} thieves, ${ops} calls (${failed} failed), ${this.truth().size} instances at the end; faults: ${faults}; converged ${ms} ms after the faults, held ${HOLD_MS} ms; agent runtime crashes restarted: ${this.runtimeCrashes}`;
   }
 
   async cleanup(): Promise<void> {
