@@ -125,20 +125,32 @@ class Subscription implements Subscriber {
   }
 
   /**
+   * The size of the frames of these events, without building them.
+   *
+   * @param events The serialized events.
+   * @returns Their frames' total length.
+   */
+  framesLength(events: readonly string[]): number {
+    let bytes = events.length * (this.#prefix.length + 2);
+    for (const json of events) bytes += json.length;
+    return bytes;
+  }
+
+  /**
    * Sends the initial events (see {@linkcode Session.sendInitial}), then
    * whatever arrived meanwhile, then goes live.
    *
-   * @param frames The initial events' frames.
-   * @param bytes Their size, as reserved by the session.
+   * @param events The initial events, serialized.
+   * @param bytes Their frames' size, as reserved by the session.
    */
-  start(frames: readonly string[], bytes: number): void {
+  start(events: readonly string[], bytes: number): void {
     if (this.stopped) {
       this.session.sendInitial([], bytes);
       return;
     }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    this.session.sendInitial(frames, bytes);
+    this.session.sendInitial(events.map((json) => this.frame(json)), bytes);
     for (const json of pending) this.session.send(this.frame(json));
   }
 }
@@ -519,14 +531,12 @@ export class Session {
       ctx.view.unsubscribe(subscription);
     } else {
       this.#subscriptions.set(id, subscription);
-      const frames = initial.map((json) => subscription.frame(json));
-      let bytes = 0;
-      for (const frame of frames) bytes += frame.length;
+      const bytes = subscription.framesLength(initial);
       this.#reserved += bytes;
       frame.reserved += bytes;
       call.afterResponse(() => {
         frame.reserved -= bytes;
-        subscription.start(frames, bytes);
+        subscription.start(initial, bytes);
       });
     }
     return {

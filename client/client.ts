@@ -592,6 +592,8 @@ export class Client extends EventTarget implements AsyncDisposable {
       },
       onRequest: (method, params) => this.#notification(method, params),
       timeout: this.#requestTimeout,
+      // The agent's own frames: the check guards the agent from its peers.
+      rejectDuplicateKeys: false,
     });
     socket.addEventListener("message", (event: MessageEvent) => {
       if (typeof event.data === "string") void peer.receive(event.data);

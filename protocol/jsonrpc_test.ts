@@ -753,3 +753,16 @@ Deno.test("JsonRpcPeer accepts responses inside a batch", async () => {
   assert.deepEqual(await Promise.all([a, b]), ["A", "B"]);
   assert.equal(r.sent.length, 2, "no frame is sent back for responses");
 });
+
+Deno.test("JsonRpcPeer with rejectDuplicateKeys off takes the last of repeated keys, as JSON.parse does", async () => {
+  const seen: unknown[] = [];
+  const r = recorder({
+    rejectDuplicateKeys: false,
+    onRequest: (_method, params) => void seen.push(params),
+  });
+  await r.peer.receive(
+    '{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"a":2}}',
+  );
+  assert.deepEqual(seen, [{ a: 2 }]);
+  assert.equal(r.frames()[0].error, undefined);
+});
