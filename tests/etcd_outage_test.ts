@@ -78,6 +78,32 @@ async function eventually(
 
 const addrs = (set: ServiceSet) => set.online().map((i) => i.addr).sort();
 
+/**
+ * etcd, agent A reaching it through a proxy (its path, to blackhole), and
+ * agent B reaching it directly, on one prefix; all stopped when disposed.
+ */
+async function agentBehindPath() {
+  const cluster = await startEtcd();
+  const path = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+  const p = prefix();
+  const started: AsyncDisposable[] = [];
+  const dispose = async () => {
+    for (const item of started.reverse()) await item[Symbol.asyncDispose]();
+    path.close();
+    await cluster.stop();
+  };
+  try {
+    const a = await spawnAgent(agentArgs(`http://127.0.0.1:${path.port}`, p));
+    started.push(a);
+    const b = await spawnAgent(agentArgs(cluster.endpoints[0], p));
+    started.push(b);
+    return { cluster, path, p, a, b, [Symbol.asyncDispose]: dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
 Deno.test({
   ...etcdTest,
   name:
@@ -272,48 +298,39 @@ Deno.test({
   name:
     "etcd: an unregister refused during an outage at agent A does not undo the same client's registration through agent B",
   async fn() {
-    await using cluster = await startEtcd();
-    const path = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
-    const p = prefix();
-    try {
-      await using a = await spawnAgent(
-        agentArgs(`http://127.0.0.1:${path.port}`, p),
-      );
-      await using b = await spawnAgent(agentArgs(cluster.endpoints[0], p));
-      const clientId = "moving-client-0123456789";
-      const addr = "10.0.0.1:1000";
-      const atA = await connect(a.url, { ...fast, clientId, reconnect: false });
-      await atA.register("web", addr, { attrs: { v: "1" } });
-      path.freeze();
-      await eventually(
-        async () => !(await atA.status()).connected,
-        "agent A notices it is cut off",
-      );
-      await assert.rejects(
-        atA.unregister("web", addr),
-        (e: unknown) =>
-          e instanceof RpcError && e.code === ErrorCode.BackendUnavailable,
-      );
-      await atA.close();
-      // The same client, now through agent B, wants the instance after all.
-      await using atB = await connect(b.url, { ...fast, clientId });
-      await atB.register("web", addr, { attrs: { v: "2" } });
-      path.thaw();
-      await using readerA = await connect(a.url, fast);
-      await eventually(
-        async () => (await readerA.status()).connected,
-        "agent A reaches etcd again",
-      );
-      // Long enough for A's pending removal to have been tried (its
-      // backoff tops out at 5 s) and for A's lost lease to expire.
-      await sleep(7000);
-      assert.deepEqual(await etcdAddrs(cluster, p, "web"), [addr]);
-      const [seen] = await atB.lookup("web");
-      assert.equal(seen?.attrs.v, "2");
-      assert.equal((await readerA.lookup("web"))[0]?.attrs.v, "2");
-    } finally {
-      path.close();
-    }
+    await using env = await agentBehindPath();
+    const { cluster, path, p, a, b } = env;
+    const clientId = "moving-client-0123456789";
+    const addr = "10.0.0.1:1000";
+    const atA = await connect(a.url, { ...fast, clientId, reconnect: false });
+    await atA.register("web", addr, { attrs: { v: "1" } });
+    path.freeze();
+    await eventually(
+      async () => !(await atA.status()).connected,
+      "agent A notices it is cut off",
+    );
+    await assert.rejects(
+      atA.unregister("web", addr),
+      (e: unknown) =>
+        e instanceof RpcError && e.code === ErrorCode.BackendUnavailable,
+    );
+    await atA.close();
+    // The same client, now through agent B, wants the instance after all.
+    await using atB = await connect(b.url, { ...fast, clientId });
+    await atB.register("web", addr, { attrs: { v: "2" } });
+    path.thaw();
+    await using readerA = await connect(a.url, fast);
+    await eventually(
+      async () => (await readerA.status()).connected,
+      "agent A reaches etcd again",
+    );
+    // Long enough for A's pending removal to have been tried (its
+    // backoff tops out at 5 s) and for A's lost lease to expire.
+    await sleep(7000);
+    assert.deepEqual(await etcdAddrs(cluster, p, "web"), [addr]);
+    const [seen] = await atB.lookup("web");
+    assert.equal(seen?.attrs.v, "2");
+    assert.equal((await readerA.lookup("web"))[0]?.attrs.v, "2");
   },
 });
 
@@ -322,29 +339,20 @@ Deno.test({
   name:
     "etcd: when an agent's path to etcd comes back, its subscribers are told they are in sync only once they hold what changed meanwhile",
   async fn() {
-    await using cluster = await startEtcd();
-    const path = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
-    const p = prefix();
-    try {
-      await using a = await spawnAgent(
-        agentArgs(`http://127.0.0.1:${path.port}`, p),
-      );
-      await using b = await spawnAgent(agentArgs(cluster.endpoints[0], p));
-      await using reader = await connect(a.url, fast);
-      const set = await reader.services("web");
-      const atSync: string[][] = [];
-      set.addEventListener("sync", () => atSync.push(addrs(set)));
-      path.freeze();
-      await until(() => !set.connected, "the reader is told", 20_000);
-      await using writer = await connect(b.url, fast);
-      await writer.register("web", "10.0.0.7:80");
-      await writer.register("web", "10.0.0.8:80");
-      // The path comes back without its connections (a restarted NAT, say).
-      path.thaw("reset");
-      await until(() => atSync.length > 0, "in sync again", 30_000);
-      assert.deepEqual(atSync[0], ["10.0.0.7:80", "10.0.0.8:80"]);
-    } finally {
-      path.close();
-    }
+    await using env = await agentBehindPath();
+    const { path, a, b } = env;
+    await using reader = await connect(a.url, fast);
+    const set = await reader.services("web");
+    const atSync: string[][] = [];
+    set.addEventListener("sync", () => atSync.push(addrs(set)));
+    path.freeze();
+    await until(() => !set.connected, "the reader is told", 20_000);
+    await using writer = await connect(b.url, fast);
+    await writer.register("web", "10.0.0.7:80");
+    await writer.register("web", "10.0.0.8:80");
+    // The path comes back without its connections (a restarted NAT, say).
+    path.thaw("reset");
+    await until(() => atSync.length > 0, "in sync again", 30_000);
+    assert.deepEqual(atSync[0], ["10.0.0.7:80", "10.0.0.8:80"]);
   },
 });
