@@ -700,26 +700,20 @@ export class EtcdBackend implements Backend {
     if (this.#restoring) return; // the running restore picks the new lease up
     this.#restoring = true;
     try {
-      const backoff = new Backoff(RETRY);
-      while (!this.#closed) {
-        try {
-          const leaseId = await this.#currentLease();
-          for (const [key, record] of [...this.#mine]) {
-            await this.#serial(
-              key,
-              () => this.#restoreKey(key, record, leaseId),
-            );
-          }
-          if (this.#leaseId !== leaseId) continue; // lost again meanwhile
-          this.#log?.info("etcd lease restored", { records: this.#mine.size });
-          this.#restoring = false;
-          this.#status({ lease: true });
-          return;
-        } catch (error) {
-          this.#log?.warn("could not restore the etcd lease yet", { error });
-          await backoff.wait();
+      await this.#retrying("restore the etcd lease", async () => {
+        const leaseId = await this.#currentLease();
+        for (const [key, record] of [...this.#mine]) {
+          await this.#serial(
+            key,
+            () => this.#restoreKey(key, record, leaseId),
+          );
         }
-      }
+        if (this.#leaseId !== leaseId) return false; // lost again meanwhile
+        this.#log?.info("etcd lease restored", { records: this.#mine.size });
+        this.#restoring = false;
+        this.#status({ lease: true });
+        return true;
+      });
     } finally {
       this.#restoring = false;
     }
@@ -782,21 +776,39 @@ export class EtcdBackend implements Backend {
   #resync(): Promise<void> {
     return this.#resyncing ??= (async () => {
       try {
-        const backoff = new Backoff(RETRY);
-        while (!this.#closed) {
+        await this.#retrying("resync with etcd", async () => {
           try {
             await this.#resyncOnce();
-            return;
+            return true;
           } catch (error) {
             this.#status({ watch: false });
-            this.#log?.warn("etcd resync failed; retrying", { error });
-            await backoff.wait();
+            throw error;
           }
-        }
+        });
       } finally {
         this.#resyncing = undefined;
       }
     })();
+  }
+
+  /**
+   * Runs `attempt` until it says it is done (`true`) or the backend
+   * closes; a failure is logged and waits out the backoff, a `false`
+   * tries again at once.
+   */
+  async #retrying(
+    what: string,
+    attempt: () => Promise<boolean>,
+  ): Promise<void> {
+    const backoff = new Backoff(RETRY);
+    while (!this.#closed) {
+      try {
+        if (await attempt()) return;
+      } catch (error) {
+        this.#log?.warn(`could not ${what} yet; retrying`, { error });
+        await backoff.wait();
+      }
+    }
   }
 
   async #resyncOnce(): Promise<void> {
@@ -870,21 +882,15 @@ export class EtcdBackend implements Backend {
     if (this.#held || this.#closed) return;
     this.#held = [];
     this.#status({ watch: false });
-    const backoff = new Backoff(RETRY);
     try {
-      while (!this.#closed) {
-        try {
-          if (await this.#readState() === undefined) return;
-          const held = this.#held!;
-          this.#held = undefined;
-          for (const response of held) this.#onData(response);
-          this.#status({ watch: true });
-          return;
-        } catch (error) {
-          this.#log?.warn("etcd catch-up read failed; retrying", { error });
-          await backoff.wait();
-        }
-      }
+      await this.#retrying("catch up with etcd", async () => {
+        if (await this.#readState() === undefined) return true;
+        const held = this.#held!;
+        this.#held = undefined;
+        for (const response of held) this.#onData(response);
+        this.#status({ watch: true });
+        return true;
+      });
     } finally {
       this.#held = undefined;
     }
