@@ -26,7 +26,7 @@
 import { type Backend, OwnerConflictError } from "../backends/backend.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { sameAttrs } from "../protocol/validate.ts";
+import { sameAttrs } from "../protocol/instance_equal.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
 import type { Logger } from "./log.ts";
 import type { View } from "./view.ts";

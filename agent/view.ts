@@ -27,7 +27,7 @@ import {
   type Instance,
   type ServiceEvent,
 } from "../protocol/types.ts";
-import { matches, sameAttrs } from "../protocol/validate.ts";
+import { matches, sameAttrs } from "../protocol/instance_equal.ts";
 
 /** A current instance and the owner that registered it. */
 export interface Entry {

@@ -9,7 +9,7 @@
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { sameAttrs } from "../protocol/validate.ts";
+import { sameAttrs } from "../protocol/instance_equal.ts";
 import { deferred } from "./_deferred.ts";
 import type { Instance, ServiceEvent } from "../protocol/types.ts";
 

@@ -12,5 +12,7 @@
 export * from "./types.ts";
 export * from "./errors.ts";
 export * from "./validate.ts";
+export * from "./instance_key.ts";
+export * from "./instance_equal.ts";
 export * from "./jsonrpc.ts";
 export * from "./openrpc.ts";

@@ -214,3 +214,38 @@ export const Methods = {
   ping: "$/ping",
   event: "discover.event",
 } as const;
+
+/**
+ * The params and result of every method, by wire name: the type half of the
+ * method table (`protocol/methods.ts` holds the runtime half: validators and
+ * OpenRPC entries). Params `undefined` means the method takes none.
+ */
+export interface MethodTypes {
+  /** Registers an instance, or replaces the attributes of one the caller owns. */
+  "discover.register": { params: RegisterParams; result: Instance };
+  /** Removes an instance the caller owns; `false` when there was none. */
+  "discover.unregister": { params: UnregisterParams; result: boolean };
+  /** Reads the instances of a service once. */
+  "discover.services": { params: ServicesParams; result: ServicesResult };
+  /** Reads the services that have instances. */
+  "discover.catalog": { params: undefined; result: CatalogResult };
+  /** Opens a subscription. */
+  "discover.subscribe": { params: SubscribeParams; result: SubscribeResult };
+  /** Closes a subscription. */
+  "discover.unsubscribe": { params: UnsubscribeParams; result: boolean };
+  /** The agent's status. */
+  "discover.status": { params: undefined; result: StatusResult };
+  /** The OpenRPC document. */
+  "rpc.discover": { params: undefined; result: Record<string, unknown> };
+  /** Liveness check. */
+  "$/ping": { params: undefined; result: "pong" };
+}
+
+/** Name of a method of the protocol. */
+export type MethodName = keyof MethodTypes;
+
+/** The params of method `M`. */
+export type ParamsOf<M extends MethodName> = MethodTypes[M]["params"];
+
+/** The result of method `M`. */
+export type ResultOf<M extends MethodName> = MethodTypes[M]["result"];

@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { ErrorCode, RpcError } from "./errors.ts";
 import {
   ATTR_KEY_PATTERN,
-  matches,
   MAX_ADDR_LENGTH,
   MAX_ATTR_VALUE_LENGTH,
   MAX_ATTRS,
@@ -629,35 +628,5 @@ Deno.test("validateUnsubscribe() rejects bad ids and unknown fields", () => {
   assertInvalid(
     () => validateUnsubscribe({ subscription: "1", service: "cache" }),
     "service",
-  );
-});
-
-// --- matches ---------------------------------------------------------------
-
-Deno.test("matches() treats an absent or empty filter as matching everything", () => {
-  assert.equal(matches({}, undefined), true);
-  assert.equal(matches({ zone: "b" }, undefined), true);
-  assert.equal(matches({ zone: "b" }, {}), true);
-  assert.equal(matches({ zone: "b" }, { attrs: {} }), true);
-});
-
-Deno.test("matches() requires every filter attribute with the same value", () => {
-  const attrs = { zone: "b", id: "1" };
-  assert.equal(matches(attrs, { attrs: { zone: "b" } }), true);
-  assert.equal(matches(attrs, { attrs: { zone: "b", id: "1" } }), true);
-  assert.equal(matches(attrs, { attrs: { zone: "c" } }), false);
-  assert.equal(matches(attrs, { attrs: { zone: "B" } }), false);
-  assert.equal(matches(attrs, { attrs: { zone: "b", id: "2" } }), false);
-  assert.equal(matches(attrs, { attrs: { rack: "1" } }), false);
-  assert.equal(matches({}, { attrs: { zone: "" } }), false);
-  assert.equal(matches({ zone: "" }, { attrs: { zone: "" } }), true);
-});
-
-Deno.test("matches() ignores inherited properties of the attributes", () => {
-  assert.equal(matches({}, { attrs: { constructor: "Object" } }), false);
-  assert.equal(matches({}, { attrs: { toString: "x" } }), false);
-  assert.equal(
-    matches({ constructor: "x" }, { attrs: { constructor: "x" } }),
-    true,
   );
 });
