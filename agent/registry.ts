@@ -27,6 +27,7 @@ import { type Backend, OwnerConflictError } from "../backends/backend.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameAttrs } from "../protocol/instance_equal.ts";
+import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
 import type { Logger } from "./log.ts";
 import type { View } from "./view.ts";
@@ -35,7 +36,7 @@ import type { View } from "./view.ts";
 export class Owner {
   /** Open sessions of this owner. */
   sessions = 0;
-  /** Keys (`service/addr`) this owner registered and may still own. */
+  /** Instance keys ({@linkcode instanceKey}) this owner registered and may still own. */
   readonly keys = new Set<string>();
   /** Timer that removes the instances of a lost owner. */
   expiry?: ReturnType<typeof setTimeout>;
@@ -94,11 +95,6 @@ interface PendingRemoval {
    * written again since (through another agent, say) is not removed.
    */
   ifVersion?: string;
-}
-
-function splitKey(key: string): [string, string] {
-  const slash = key.indexOf("/");
-  return [key.slice(0, slash), key.slice(slash + 1)];
 }
 
 /**
@@ -247,7 +243,7 @@ export class Registry {
     registration: Registration,
   ): Promise<Instance> {
     const { service, addr, attrs } = registration;
-    const key = `${service}/${addr}`;
+    const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
       const entry = this.#view.get(service, addr);
       let previous: Owner | undefined;
@@ -336,7 +332,7 @@ export class Registry {
     service: string,
     addr: string,
   ): Promise<boolean> {
-    const key = `${service}/${addr}`;
+    const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
       const entry = this.#view.get(service, addr);
       if (!entry) {
@@ -464,7 +460,7 @@ export class Registry {
     key: string,
     removal: Omit<PendingRemoval, "ifVersion">,
   ): void {
-    const [service, addr] = splitKey(key);
+    const [service, addr] = splitInstanceKey(key);
     const ifVersion = this.#backend.version?.(service, addr);
     // Decided now, whenever the store can be told: nothing brings it back.
     this.#backend.release?.(service, addr, { ifOwner: removal.owner });
@@ -492,7 +488,7 @@ export class Registry {
       for (const [key, removal] of [...this.#removals]) {
         if (this.#closed) return;
         if (this.#removals.get(key) !== removal) continue; // re-registered
-        const [service, addr] = splitKey(key);
+        const [service, addr] = splitInstanceKey(key);
         try {
           const revision = await this.#backend.delete(service, addr, {
             ifOwner: removal.owner,

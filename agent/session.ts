@@ -20,24 +20,19 @@
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { type CallContext, JsonRpcPeer } from "../protocol/jsonrpc.ts";
 import {
-  type CatalogResult,
+  type CallContext,
+  JsonRpcPeer,
+  type RequestHandler,
+} from "../protocol/jsonrpc.ts";
+import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
+import {
   type Filter,
   type Limits,
   Methods,
-  type ServicesResult,
-  type StatusResult,
+  type SubscribeParams,
   type SubscribeResult,
 } from "../protocol/types.ts";
-import {
-  validateNoParams,
-  validateRegister,
-  validateServices,
-  validateSubscribe,
-  validateUnregister,
-  validateUnsubscribe,
-} from "../protocol/validate.ts";
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
 import type { Logger } from "./log.ts";
@@ -97,7 +92,7 @@ class Subscription implements Subscriber {
   stopped = false;
 
   constructor(
-    readonly id: string,
+    id: string,
     readonly service: string,
     readonly filter: Filter | undefined,
     readonly session: Session,
@@ -169,6 +164,7 @@ export class Session {
   readonly #context: SessionContext;
   readonly #socket: WebSocket;
   readonly #peer: JsonRpcPeer;
+  readonly #dispatch: RequestHandler;
   readonly #subscriptions = new Map<string, Subscription>();
   #nextSubscription = 1;
   #inflight = 0;
@@ -203,6 +199,7 @@ export class Session {
   ) {
     this.#context = context;
     this.#socket = socket;
+    this.#dispatch = dispatcher(this.#handlers());
     this.#peer = new JsonRpcPeer({
       send: (text) => this.send(text),
       onRequest: (method, params, call) => this.#handle(method, params, call),
@@ -215,11 +212,6 @@ export class Session {
   /** Frames received whose responses have not all been sent yet. */
   get inflight(): number {
     return this.#inflight;
-  }
-
-  /** Number of open subscriptions. */
-  get subscriptions(): number {
-    return this.#subscriptions.size;
   }
 
   /**
@@ -396,49 +388,45 @@ export class Session {
   }
 
   #handle(method: string, params: unknown, call: CallContext): unknown {
-    const ctx = this.#context;
-    if (ctx.shuttingDown() && method !== Methods.ping) {
+    if (this.#context.shuttingDown() && method !== Methods.ping) {
       throw new RpcError(
         ErrorCode.ShuttingDown,
         "the agent is shutting down; reconnect and retry",
       );
     }
-    switch (method) {
-      case Methods.register: {
-        const p = validateRegister(params);
+    return this.#dispatch(method, params, call);
+  }
+
+  /** The session's answer to every method, given checked params. */
+  #handlers(): MethodHandlers {
+    const ctx = this.#context;
+    return {
+      "discover.register": (p) => {
         const addr = this.#addr(p);
         return this.#serial(() =>
           ctx.registry.register(this.owner, {
             service: p.service,
             addr,
-            attrs: p.attrs,
+            attrs: p.attrs ?? {},
           })
         );
-      }
-      case Methods.unregister: {
-        const p = validateUnregister(params);
+      },
+      "discover.unregister": (p) => {
         const addr = this.#addr(p);
         return this.#serial(() =>
           ctx.registry.unregister(this.owner, p.service, addr)
         );
-      }
-      case Methods.services: {
-        const p = validateServices(params);
-        return {
-          revision: ctx.view.revision,
-          instances: ctx.view.list(p.service, p.filter),
-        } satisfies ServicesResult;
-      }
-      case Methods.catalog:
-        validateNoParams(params);
-        return {
-          revision: ctx.view.revision,
-          services: ctx.view.catalog(),
-        } satisfies CatalogResult;
-      case Methods.subscribe:
-        return this.#subscribe(params, call);
-      case Methods.unsubscribe: {
-        const { subscription } = validateUnsubscribe(params);
+      },
+      "discover.services": (p) => ({
+        revision: ctx.view.revision,
+        instances: ctx.view.list(p.service, p.filter),
+      }),
+      "discover.catalog": () => ({
+        revision: ctx.view.revision,
+        services: ctx.view.catalog(),
+      }),
+      "discover.subscribe": (p, call) => this.#subscribe(p, call),
+      "discover.unsubscribe": ({ subscription }) => {
         const sub = this.#subscriptions.get(subscription);
         if (!sub) {
           throw new RpcError(
@@ -450,42 +438,29 @@ export class Session {
         sub.stopped = true;
         ctx.view.unsubscribe(sub);
         return true;
-      }
-      case Methods.status:
-        validateNoParams(params);
-        return {
-          version: VERSION,
-          backend: ctx.backendName,
-          connected: ctx.view.connected,
-          revision: ctx.view.revision,
-          epoch: ctx.view.epoch,
-          advertiseHost: ctx.advertiseHost,
-          ttl: ctx.ttl,
-          limits: ctx.limits,
-        } satisfies StatusResult;
-      case Methods.discover:
-        validateNoParams(params);
-        return openrpcDocument;
-      case Methods.ping:
-        validateNoParams(params);
-        return "pong";
-      default:
-        throw new RpcError(
-          ErrorCode.MethodNotFound,
-          `method not found: '${
-            method.slice(0, 100)
-          }'; see rpc.discover for the methods`,
-        );
-    }
+      },
+      "discover.status": () => ({
+        version: VERSION,
+        backend: ctx.backendName,
+        connected: ctx.view.connected,
+        revision: ctx.view.revision,
+        epoch: ctx.view.epoch,
+        advertiseHost: ctx.advertiseHost,
+        ttl: ctx.ttl,
+        limits: ctx.limits,
+      }),
+      "rpc.discover": () => openrpcDocument,
+      "$/ping": () => "pong",
+    };
   }
 
   #subscribe(
-    params: unknown,
+    params: SubscribeParams,
     call: CallContext,
     frame: Frame = this.#frame ?? { reserved: 0 },
   ): SubscribeResult | Promise<SubscribeResult> {
     const ctx = this.#context;
-    const { service, filter, since, epoch } = validateSubscribe(params);
+    const { service, filter, since, epoch } = params;
     const open = this.#subscriptions.size + this.#drainWaiters.length;
     if (open >= ctx.limits.maxSubscriptions) {
       throw new RpcError(

@@ -6,7 +6,7 @@ import { createLogger } from "./log.ts";
 import { DEFAULT_LIMITS } from "./mod.ts";
 import type { Owner, Registry } from "./registry.ts";
 import { Session } from "./session.ts";
-import { View } from "./view.ts";
+import { type Subscriber, View } from "./view.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -42,8 +42,11 @@ const MAX_QUEUE_BYTES = 10_000;
 /** Long enough for a busy machine to run the test's steps within it. */
 const IDLE_TIMEOUT_S = 1;
 
-/** A session over a view of 20 instances with 1,000-byte attributes. */
-function setup() {
+/**
+ * A session over a view of 20 instances with 1,000-byte attributes. The
+ * agent shuts down once `agent.shuttingDown` is set.
+ */
+function setup(agent = { shuttingDown: false }) {
   const view = new View();
   view.reset({ revision: 0, epoch: "e", records: [] });
   view.status(true);
@@ -58,6 +61,12 @@ function setup() {
       registeredAt: 0,
     },
   })));
+  // The subscribers the session holds in the view: what it must give back.
+  const subscribers = new Set<Subscriber>();
+  const subscribe = view.subscribe.bind(view);
+  const unsubscribe = view.unsubscribe.bind(view);
+  view.subscribe = (s) => (subscribers.add(s), subscribe(s));
+  view.unsubscribe = (s) => (subscribers.delete(s), unsubscribe(s));
   const socket = new FakeSocket();
   const session = new Session(
     {
@@ -69,21 +78,21 @@ function setup() {
       limits: { ...DEFAULT_LIMITS, maxQueueBytes: MAX_QUEUE_BYTES },
       idleTimeout: IDLE_TIMEOUT_S,
       log: createLogger("error"),
-      shuttingDown: () => false,
+      shuttingDown: () => agent.shuttingDown,
     },
     socket as unknown as WebSocket,
     {} as Owner,
     "1",
   );
   let id = 0;
-  const subscribe = (service = "big") =>
+  const request = (service = "big") =>
     ({
       jsonrpc: "2.0",
       id: ++id,
       method: "discover.subscribe",
       params: { service },
     }) as const;
-  return { view, socket, session, subscribe };
+  return { view, socket, session, subscribers, subscribe: request };
 }
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -103,7 +112,7 @@ const snapshotOf = (frames: Json[], subscription: string) =>
   ).map((f) => f.params.result.kind);
 
 Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscribe waits until it is read", async () => {
-  const { socket, session, subscribe } = setup();
+  const { socket, session, subscribers, subscribe } = setup();
   for (let i = 0; i < 3; i++) session.receive(JSON.stringify(subscribe()));
   await tick(50);
   // The first snapshot alone is over the limit: the others wait for it.
@@ -121,12 +130,13 @@ Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscrib
     assert.equal(snapshotOf(frames, String(id)).length, 21);
   }
   assert.equal(socket.closedWith, undefined, "a reader is never dropped");
-  assert.equal(session.subscriptions, 3);
+  assert.equal(subscribers.size, 3);
   session.closed(true);
+  assert.equal(subscribers.size, 0, "closing gives every subscription back");
 });
 
 Deno.test("a client that reads nothing holds one snapshot beyond the limit, then is dropped with 4008", async () => {
-  const { socket, session, subscribe } = setup();
+  const { socket, session, subscribers, subscribe } = setup();
   const snapshot = 21 * 1100; // 20 events of about 1,100 bytes, and current
   for (let i = 0; i < 40; i++) session.receive(JSON.stringify(subscribe()));
   await tick(100);
@@ -140,19 +150,19 @@ Deno.test("a client that reads nothing holds one snapshot beyond the limit, then
   // Nothing read for the idle timeout while subscribes wait: dropped.
   await until(() => socket.closedWith !== undefined, "the drop", 10_000);
   assert.equal(socket.closedWith, 4008);
-  assert.equal(session.subscriptions, 0);
+  assert.equal(subscribers.size, 0, "the drop gives every subscription back");
   await until(() => session.inflight === 0, "the waiting calls end");
 });
 
 Deno.test("a slow reader that keeps reading is not dropped while it drains", async () => {
-  const { socket, session, subscribe } = setup();
+  const { socket, session, subscribers, subscribe } = setup();
   session.receive(JSON.stringify(subscribe()));
   session.receive(JSON.stringify(subscribe()));
   await tick(20);
   // Reads 100 bytes every 20 ms: draining the first snapshot down to the
   // limit takes more than 2.5 s, longer than the idle timeout.
   const started = Date.now();
-  while (session.subscriptions < 2) {
+  while (subscribers.size < 2) {
     assert.ok(Date.now() - started < 20_000, "the second subscription");
     assert.equal(socket.closedWith, undefined, "dropped while reading");
     socket.bufferedAmount = Math.max(0, socket.bufferedAmount - 100);
@@ -204,4 +214,33 @@ Deno.test("subscribes that wait count against maxSubscriptions", async () => {
   assert.match(refusal.error.message, /1000 subscriptions/);
   session.closed(true);
   await until(() => session.inflight === 0, "the waiting calls end");
+});
+
+Deno.test("while the agent shuts down, every method but $/ping gets -32004", async () => {
+  const agent = { shuttingDown: false };
+  const { socket, session } = setup(agent);
+  const requests = [
+    { method: "discover.services", params: { service: "big" } },
+    { method: "discover.subscribe", params: { service: "big" } },
+    { method: "discover.status" },
+    { method: "discover.catalog" },
+    { method: "rpc.discover" },
+    { method: "discover.register", params: { service: "big", port: 80 } },
+    { method: "$/ping" },
+  ].map((request, i) => ({ jsonrpc: "2.0", id: i + 1, ...request }));
+  agent.shuttingDown = true;
+  session.receive(JSON.stringify(requests));
+  await until(() => socket.bufferedAmount > 0, "the batch response");
+  const [responses] = socket.read();
+  assert.equal(responses.length, requests.length);
+  for (const response of responses.slice(0, -1)) {
+    assert.equal(response.error?.code, ErrorCode.ShuttingDown, response.id);
+    assert.match(response.error.message, /shutting down/);
+  }
+  assert.deepEqual(responses.at(-1), {
+    jsonrpc: "2.0",
+    id: requests.length,
+    result: "pong",
+  });
+  session.closed(true);
 });

@@ -28,6 +28,7 @@ import {
   type ServiceEvent,
 } from "../protocol/types.ts";
 import { matches, sameAttrs } from "../protocol/instance_equal.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
 
 /** A current instance and the owner that registered it. */
 export interface Entry {
@@ -164,7 +165,7 @@ class Fanned {
 
 function instanceOf(record: StoredRecord, revision: number): Instance {
   return {
-    id: `${record.service}/${record.addr}`,
+    id: instanceKey(record.service, record.addr),
     service: record.service,
     addr: record.addr,
     attrs: record.attrs,
@@ -206,7 +207,6 @@ export class View implements BackendWatcher {
   #epoch = "";
   #connected = false;
   #waiters: { revision: number; resolve: () => void }[] = [];
-  #size = 0;
 
   /**
    * Creates an empty view.
@@ -231,11 +231,6 @@ export class View implements BackendWatcher {
   /** Whether the backend is reachable, as it last said. */
   get connected(): boolean {
     return this.#connected;
-  }
-
-  /** Number of instances across all services. */
-  get size(): number {
-    return this.#size;
   }
 
   /**
@@ -280,11 +275,6 @@ export class View implements BackendWatcher {
       .sort((a, b) =>
         a.service < b.service ? -1 : a.service > b.service ? 1 : 0
       );
-  }
-
-  /** Names of the services that have instances. */
-  services(): string[] {
-    return [...this.#services.keys()];
   }
 
   /**
@@ -418,7 +408,7 @@ export class View implements BackendWatcher {
       this.#epoch = state.epoch;
     }
     for (const record of state.records) {
-      seen.add(`${record.service}/${record.addr}`);
+      seen.add(instanceKey(record.service, record.addr));
       const entry = this.get(record.service, record.addr);
       if (
         entry && entry.owner === record.owner &&
@@ -429,7 +419,7 @@ export class View implements BackendWatcher {
     }
     for (const [service, entries] of [...this.#services]) {
       for (const addr of [...entries.keys()]) {
-        if (!seen.has(`${service}/${addr}`)) {
+        if (!seen.has(instanceKey(service, addr))) {
           this.#delete(service, addr, revision);
         }
       }
@@ -472,7 +462,6 @@ export class View implements BackendWatcher {
       entries.set(record.addr, { instance: before, owner: record.owner });
       return;
     }
-    if (!before) this.#size++;
     const after = instanceOf(record, revision);
     entries.set(record.addr, { instance: after, owner: record.owner });
     this.#record({ revision, before, after });
@@ -483,7 +472,6 @@ export class View implements BackendWatcher {
     const before = entries?.get(addr)?.instance;
     if (!entries || !before) return;
     entries.delete(addr);
-    this.#size--;
     if (entries.size === 0) this.#services.delete(service);
     this.#record({ revision, before });
   }

@@ -77,15 +77,15 @@ Deno.test("changes update the view and reach only the subscribers of their servi
   assert.deepEqual(zoneB.got, ["up h:2 2", "up h:1 3", "down h:2 4"]);
   assert.deepEqual(other.got, []);
   assert.equal(view.revision, 4);
-  assert.equal(view.size, 1);
+  assert.equal(view.list("*").length, 1);
   assert.deepEqual(view.list("svc").map((i) => [i.addr, i.revision]), [[
     "h:1",
     3,
   ]]);
-  assert.deepEqual(view.services(), ["svc"]);
+  assert.deepEqual(view.catalog(), [{ service: "svc", instances: 1 }]);
   // Already-applied revisions are ignored.
   view.changes([{ type: "delete", revision: 3, service: "svc", addr: "h:1" }]);
-  assert.equal(view.size, 1);
+  assert.equal(view.list("*").length, 1);
   view.unsubscribe(all.sub);
   view.changes([{ type: "put", revision: 5, record: rec("h:3") }]);
   assert.equal(all.got.length, 4);
@@ -277,7 +277,7 @@ Deno.test("reset emits only the real differences and keeps replay working", () =
   // A store that went back in time: the history is dropped.
   view.reset({ revision: 2, epoch: "", records: [rec("h:1", { v: "1" })] });
   assert.equal(view.replay("svc", undefined, 1), undefined);
-  assert.equal(view.size, 1);
+  assert.equal(view.list("*").length, 1);
 });
 
 Deno.test("revisions of another epoch are never replayed", () => {

@@ -3,7 +3,8 @@
 
 /**
  * The discover protocol: wire types, method names, error codes, param
- * validation, the JSON-RPC peer and the OpenRPC description. The document
+ * validation, the JSON-RPC peer, the method table and the OpenRPC
+ * description. The document
  * for implementers is `protocol/README.md`.
  *
  * @module
@@ -15,4 +16,5 @@ export * from "./validate.ts";
 export * from "./instance_key.ts";
 export * from "./instance_equal.ts";
 export * from "./jsonrpc.ts";
+export * from "./methods.ts";
 export * from "./openrpc.ts";

@@ -13,11 +13,9 @@ import {
   validateAttrs,
   validateNoParams,
   validatePort,
-  validateRegister,
   validateServiceName,
   validateServices,
   validateSubscribe,
-  validateUnregister,
   validateUnsubscribe,
 } from "./validate.ts";
 
@@ -222,31 +220,6 @@ Deno.test("examples validate against the param and result schemas", () => {
     });
   });
   assert.ok(checked > 20, `only ${checked} example values checked`);
-});
-
-Deno.test("example params pass the validators of validate.ts", () => {
-  const validators: Record<string, (params: unknown) => unknown> = {
-    [Methods.register]: validateRegister,
-    [Methods.unregister]: validateUnregister,
-    [Methods.services]: validateServices,
-    [Methods.catalog]: validateNoParams,
-    [Methods.subscribe]: validateSubscribe,
-    [Methods.unsubscribe]: validateUnsubscribe,
-    [Methods.status]: validateNoParams,
-    [Methods.discover]: validateNoParams,
-    [Methods.ping]: validateNoParams,
-  };
-  for (const method of methods()) {
-    for (const example of method.examples as Json[]) {
-      const params = paramsOf(example);
-      const validator = validators[String(method.name)];
-      if (validator) {
-        validator(params);
-      } else {
-        assert.equal(method.name, Methods.event, `${method.name} unchecked`);
-      }
-    }
-  }
 });
 
 Deno.test("methods without params list -32602 and the rule", () => {

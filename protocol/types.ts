@@ -83,7 +83,13 @@ export interface SubscribeParams {
   service: string;
   /** Optional filter. */
   filter?: Filter;
-  /** Last revision the subscriber has seen: asks for a replay of what came after it. */
+  /**
+   * Asks for a replay: the agent replays every event whose revision is
+   * greater than `since`. Send the revision of the last event you applied
+   * minus one (several events can share a revision), together with the
+   * epoch of the subscription; when that would be below 0, omit `since` (a
+   * snapshot).
+   */
   since?: number;
   /**
    * Epoch the `since` revision belongs to (from an earlier subscribe result
@@ -99,7 +105,11 @@ export interface SubscribeResult {
   subscription: string;
   /** Revision of the agent's view when the subscription started. */
   revision: number;
-  /** Epoch of the revisions of this subscription: send it back with `since`. */
+  /**
+   * Epoch of the revisions of this subscription; it applies to all its
+   * events. Send it back with `since`. In snapshot mode, store it together
+   * with the revision only at `current`.
+   */
   epoch: string;
   /**
    * `"replay"` when the events that follow are the changes after `since`;
@@ -201,7 +211,25 @@ export interface Limits {
   maxQueueBytes: number;
 }
 
-/** Method names of the protocol. */
+/** The top level of an OpenRPC 1.3.2 document: the result of `rpc.discover`. */
+export interface OpenRpcDocument {
+  /** Version of the OpenRPC specification the document follows. */
+  openrpc: "1.3.2";
+  /** Title, version, description and license of the API. */
+  info: Record<string, unknown>;
+  /** Where an agent listens by default. */
+  servers: Record<string, unknown>[];
+  /** Every method, and the `discover.event` notification. */
+  methods: Record<string, unknown>[];
+  /** Shared schemas (`components.schemas`) and errors (`components.errors`), referenced with `$ref`. */
+  components: Record<string, Record<string, unknown>>;
+}
+
+/**
+ * Method names of the protocol, and of the `discover.event` notification: a
+ * shorthand for the keys of {@linkcode MethodTypes}, which the compiler
+ * holds it to (a name missing here, or not a method, does not compile).
+ */
 export const Methods = {
   register: "discover.register",
   unregister: "discover.unregister",
@@ -236,7 +264,7 @@ export interface MethodTypes {
   /** The agent's status. */
   "discover.status": { params: undefined; result: StatusResult };
   /** The OpenRPC document. */
-  "rpc.discover": { params: undefined; result: Record<string, unknown> };
+  "rpc.discover": { params: undefined; result: OpenRpcDocument };
   /** Liveness check. */
   "$/ping": { params: undefined; result: "pong" };
 }
@@ -249,3 +277,16 @@ export type ParamsOf<M extends MethodName> = MethodTypes[M]["params"];
 
 /** The result of method `M`. */
 export type ResultOf<M extends MethodName> = MethodTypes[M]["result"];
+
+/** `true` when `A` and `B` are the same set of names. */
+type SameNames<A, B> = [A] extends [B] ? [B] extends [A] ? true : false
+  : false;
+/** Compiles only when `T` is `true`. */
+type Expect<T extends true> = T;
+/** `Methods` names exactly the methods and the notification. */
+type _MethodsCheck = Expect<
+  SameNames<
+    (typeof Methods)[keyof typeof Methods],
+    MethodName | "discover.event"
+  >
+>;

@@ -35,9 +35,30 @@ export const MAX_ATTRS_JSON_LENGTH = 8192;
 /** Longest address (`host:port`). */
 export const MAX_ADDR_LENGTH = 261;
 
-const HOSTNAME_PATTERN =
-  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-const IPV6_PATTERN = /^[0-9A-Fa-f:.]{2,45}$/;
+// One number of a dotted-quad IPv4 address: 0 to 255, leading zeros allowed
+// (validateAddr drops them).
+const IPV4_NUMBER = "0*(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+const LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+
+/**
+ * Addresses, `host:port`: the one rule, used by {@linkcode validateAddr} and
+ * by the `Addr` schema of the OpenRPC document. The host is a bracketed
+ * IPv6 address (2 to 45 characters of `0-9 A-F a-f : .` holding a `:`), or
+ * a hostname of at most 253 characters (dot-separated labels of 1 to 63
+ * characters of `A-Z a-z 0-9 -`, not starting or ending with `-`, an
+ * optional trailing dot) that, when made only of digits and dots, must be a
+ * dotted-quad IPv4 address with every number from 0 to 255. The port is 1
+ * to 5 digits worth 1 to 65535. Besides it, an address is at most
+ * {@linkcode MAX_ADDR_LENGTH} characters, and an IPv6 address must be one
+ * the WHATWG URL standard parses.
+ */
+export const ADDR_PATTERN: RegExp = new RegExp(
+  "^(?:\\[(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}\\]" +
+    `|(?:(?=(?:${IPV4_NUMBER}\\.){3}${IPV4_NUMBER}:)|(?![0-9.]+:))` +
+    `(?=[^:]{1,253}:)${LABEL}(?:\\.${LABEL})*\\.?)` +
+    ":(?=[0-9]{1,5}$)0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}" +
+    "|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+);
 
 type Params = Record<string, unknown>;
 
@@ -118,36 +139,6 @@ export function validatePort(value: unknown, field = "port"): number {
   return value;
 }
 
-function isDigitsAndDots(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c !== 46 && (c < 48 || c > 57)) return false;
-  }
-  return true;
-}
-
-/**
- * `a.b.c.d` with four numbers of 0 to 255 (leading zeros allowed, at most
- * 63 digits each, as hostname labels), written without leading zeros; or
- * `undefined`. `text` holds only digits and dots.
- */
-function canonicalIpv4(text: string): string | undefined {
-  if (text.length > 253) return undefined;
-  let out = "";
-  let parts = 0;
-  let start = 0;
-  for (let i = 0; i <= text.length; i++) {
-    if (i < text.length && text.charCodeAt(i) !== 46) continue;
-    const digits = i - start;
-    if (digits === 0 || digits > 63 || ++parts > 4) return undefined;
-    const n = Number(text.slice(start, i));
-    if (n > 255) return undefined;
-    out += parts === 1 ? String(n) : `.${n}`;
-    start = i + 1;
-  }
-  return parts === 4 ? out : undefined;
-}
-
 /**
  * Checks a `host:port` address and returns it in canonical form (IPv6 hosts
  * in brackets, hostnames in lower case).
@@ -166,40 +157,33 @@ export function validateAddr(value: unknown, field = "addr"): string {
   if (typeof value !== "string") {
     throw invalidParams(field, "must be a string", value);
   }
-  const rule =
-    "must be host:port with a hostname, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535";
-  if (value.length > MAX_ADDR_LENGTH) {
-    throw invalidParams(field, rule, value);
+  if (value.length > MAX_ADDR_LENGTH || !ADDR_PATTERN.test(value)) {
+    throw invalidParams(
+      field,
+      "must be host:port with a hostname, an IPv4 address or a bracketed IPv6 address, and a port from 1 to 65535",
+      value,
+    );
   }
+  // Canonical form, so that one endpoint is one instance.
   const colon = value.lastIndexOf(":");
-  if (colon <= 0) throw invalidParams(field, rule, value);
   const host = value.slice(0, colon);
-  const portText = value.slice(colon + 1);
-  if (!/^[0-9]{1,5}$/.test(portText)) throw invalidParams(field, rule, value);
-  const port = Number(portText);
-  if (port < 1 || port > 65535) throw invalidParams(field, rule, value);
+  const port = Number(value.slice(colon + 1));
   if (host.startsWith("[")) {
-    const inner = host.slice(1, -1);
-    if (
-      !host.endsWith("]") || !IPV6_PATTERN.test(inner) || !inner.includes(":")
-    ) {
-      throw invalidParams(field, rule, value);
-    }
     // The WHATWG URL parser writes IPv6 in its RFC 5952 form.
     try {
       return `${new URL(`http://${host}/`).hostname}:${port}`;
     } catch {
-      throw invalidParams(field, rule, value);
+      throw invalidParams(
+        field,
+        "must hold an IPv6 address the WHATWG URL standard parses",
+        value,
+      );
     }
   }
-  if (isDigitsAndDots(host)) {
-    // Looks like IPv4: four numbers of 0 to 255, nothing else. Canonical
-    // form: no leading zeros, so one address is one instance.
-    const ipv4 = canonicalIpv4(host);
-    if (ipv4 === undefined) throw invalidParams(field, rule, value);
-    return `${ipv4}:${port}`;
+  if (/^[0-9.]+$/.test(host)) {
+    // A dotted quad (the pattern says so): its numbers without leading zeros.
+    return `${host.split(".").map(Number).join(".")}:${port}`;
   }
-  if (!HOSTNAME_PATTERN.test(host)) throw invalidParams(field, rule, value);
   const bare = host.endsWith(".") ? host.slice(0, -1) : host;
   return `${bare.toLowerCase()}:${port}`;
 }
@@ -405,9 +389,10 @@ export function validateSubscribe(params: unknown): SubscribeParams {
  * ```
  *
  * @param params The raw params.
+ * @returns `undefined`: the method's params, checked.
  */
-export function validateNoParams(params: unknown): void {
-  if (params === undefined) return;
+export function validateNoParams(params: unknown): undefined {
+  if (params === undefined) return undefined;
   if (
     Array.isArray(params)
       ? params.length > 0
@@ -418,6 +403,7 @@ export function validateNoParams(params: unknown): void {
       "must be omitted or empty: this method takes none",
     );
   }
+  return undefined;
 }
 
 /**

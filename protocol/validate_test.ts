@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { ErrorCode, RpcError } from "./errors.ts";
 import {
+  ADDR_PATTERN,
   ATTR_KEY_PATTERN,
   MAX_ADDR_LENGTH,
   MAX_ATTR_VALUE_LENGTH,
@@ -601,6 +602,85 @@ Deno.test("validateAddr() range-checks dotted IPv4 and drops a trailing dot", ()
   for (const bad of ["256.1.1.1:80", "1.2.3:80", "1.2.3.4.5:80", "999:80"]) {
     assertInvalid(() => validateAddr(bad), "addr", bad);
   }
+});
+
+Deno.test("validateAddr() accepts what ADDR_PATTERN matches within MAX_ADDR_LENGTH, and only that", () => {
+  // Deterministic pseudo-random text around the edges of the rule.
+  const pieces = [
+    "0",
+    "1",
+    "2",
+    "5",
+    "9",
+    "00",
+    "255",
+    "256",
+    "65535",
+    "65536",
+    "a",
+    "F",
+    "g",
+    "-",
+    ".",
+    ":",
+    "::",
+    "[",
+    "]",
+    "_",
+    " ",
+    "\n",
+    "example",
+    "0x",
+  ];
+  const seeds = [
+    "10.0.0.1:80",
+    "[::1]:80",
+    "host:80",
+    "a.b.c:65535",
+    "1.2.3.4:080",
+    "[::ffff:1.2.3.4]:1",
+    "example.com.:1",
+  ];
+  let state = 0x2545f491;
+  const next = (n: number) => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) % n;
+  };
+  let accepted = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let text = seeds[i % seeds.length];
+    if (i % 2 === 0) {
+      for (let k = next(3) + 1; k > 0; k--) {
+        const at = next(text.length + 1);
+        text = text.slice(0, at) + pieces[next(pieces.length)] +
+          text.slice(at + next(2));
+      }
+    } else {
+      text = "";
+      for (let k = next(8) + 1; k > 0; k--) text += pieces[next(pieces.length)];
+    }
+    let valid = true;
+    try {
+      validateAddr(text);
+    } catch {
+      valid = false;
+    }
+    if (valid) accepted++;
+    // The pattern admits some IPv6 text that the URL standard rejects.
+    const bracketed = text.startsWith("[");
+    if (!bracketed || valid) {
+      assert.equal(
+        valid,
+        text.length <= MAX_ADDR_LENGTH && ADDR_PATTERN.test(text),
+        JSON.stringify(text),
+      );
+    }
+  }
+  assert.ok(accepted > 1000, `only ${accepted} valid addresses generated`);
+  assert.ok(ADDR_PATTERN.test("[1:2]:80"));
+  assertInvalid(() => validateAddr("[1:2]:80"), "addr", "[1:2]:80");
 });
 
 // --- discover.unsubscribe --------------------------------------------------
