@@ -28,6 +28,9 @@ export {
   type ConnectOptions,
   type ReconnectOptions,
   type RegisterOptions,
+  type Registration,
+  type RegistrationState,
+  RestoreErrorEvent,
   type ServicesOptions,
   type Target,
   type WebSocketConstructor,
@@ -38,7 +41,6 @@ export {
   type ServiceSetEventMap,
   type ServiceUpdate,
   ServiceUpdateEvent,
-  type Unsubscribe,
   type UpdatesOptions,
 } from "./client/service_set.ts";
 export { ErrorCode, type ErrorObject, RpcError } from "./protocol/errors.ts";

@@ -204,7 +204,12 @@ export class View implements BackendWatcher {
   #historyUsed = 0;
   #floor = 0;
   #revision = 0;
-  #epoch = "";
+  /**
+   * Until the backend's first state arrives, an epoch of its own: what the
+   * view holds then (nothing, at revision 0) belongs to no backend sequence,
+   * and a `since` paired with it always gets a snapshot later.
+   */
+  #epoch = `unset-${crypto.randomUUID()}`;
   #connected = false;
   #waiters: { revision: number; resolve: () => void }[] = [];
 

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { StoredRecord } from "../backends/backend.ts";
 import type { Filter } from "../protocol/types.ts";
+import { validateSubscribe } from "../protocol/validate.ts";
 import { changeBytes, eventFor, type Subscriber, View } from "./view.ts";
 
 function rec(
@@ -250,6 +251,7 @@ Deno.test("a long run of large changes keeps the history within its bytes", () =
 
 Deno.test("reset emits only the real differences and keeps replay working", () => {
   const view = new View();
+  view.reset({ revision: 0, epoch: "e", records: [] });
   view.changes([
     { type: "put", revision: 1, record: rec("h:1", { v: "1" }) },
     { type: "put", revision: 2, record: rec("h:2", { v: "1" }) },
@@ -259,7 +261,7 @@ Deno.test("reset emits only the real differences and keeps replay working", () =
   view.subscribe(l.sub);
   view.reset({
     revision: 9,
-    epoch: "",
+    epoch: "e",
     records: [
       rec("h:1", { v: "1" }), // unchanged: no event
       rec("h:2", { v: "2" }), // changed: update
@@ -275,9 +277,24 @@ Deno.test("reset emits only the real differences and keeps replay working", () =
     ["down h:3", "up h:4", "update h:2"],
   );
   // A store that went back in time: the history is dropped.
-  view.reset({ revision: 2, epoch: "", records: [rec("h:1", { v: "1" })] });
+  view.reset({ revision: 2, epoch: "e", records: [rec("h:1", { v: "1" })] });
   assert.equal(view.replay("svc", undefined, 1), undefined);
   assert.equal(view.list("*").length, 1);
+});
+
+Deno.test("before the backend's first state, the epoch is a valid one of the view's own", () => {
+  const view = new View();
+  const other = new View();
+  // A subscriber may send it back with `since`: it must pass the protocol's
+  // epoch rule, and never match a backend's epoch or another view's.
+  assert.deepEqual(
+    validateSubscribe({ service: "svc", since: 0, epoch: view.epoch }).epoch,
+    view.epoch,
+  );
+  assert.notEqual(view.epoch, other.epoch);
+  assert.equal(view.replay("svc", undefined, 0, other.epoch), undefined);
+  view.reset({ revision: 3, epoch: "e", records: [] });
+  assert.equal(view.epoch, "e");
 });
 
 Deno.test("revisions of another epoch are never replayed", () => {

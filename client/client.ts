@@ -2,25 +2,24 @@
 // This module is browser-compatible: it uses Web-standard APIs only.
 
 /**
- * The discover client: a connection to an agent that registers instances,
- * keeps them alive, opens live {@linkcode ServiceSet}s, and reconnects by
- * itself when the connection is lost.
+ * The discover client: what a program registered and the sets it opened,
+ * kept across connections. After a reconnection it registers everything
+ * again and resumes every open set from its last revision. The connection
+ * itself (dialling, pings, reconnection, requests with deadlines) is
+ * `_connection.ts`.
  *
  * @module
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { JsonRpcPeer } from "../protocol/jsonrpc.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
 import {
   ALL_SERVICES,
   type Attrs,
   type CatalogResult,
   type EventParams,
   type Instance,
-  Methods,
-  type ServicesResult,
   type StatusResult,
-  type SubscribeResult,
 } from "../protocol/types.ts";
 import {
   CLIENT_ID_PATTERN,
@@ -30,11 +29,16 @@ import {
   validateServiceName,
 } from "../protocol/validate.ts";
 import { Backoff } from "../protocol/backoff.ts";
+import { agentUrls, Connection } from "./_connection.ts";
 import { deferred } from "./_deferred.ts";
-import { ServiceSet } from "./service_set.ts";
+import { checkOptions, type OptionsRule } from "./_options.ts";
+import { openSet, type ServiceSet, type SetControl } from "./service_set.ts";
 
 /** A WebSocket constructor: the global one, or one from a library such as npm `ws`. */
 export type WebSocketConstructor = new (url: string) => WebSocket;
+
+/** Connection states of a {@linkcode Client}. */
+export type ConnectionState = "connected" | "disconnected" | "closed";
 
 /** How the client reconnects after losing its connection. */
 export interface ReconnectOptions {
@@ -56,7 +60,7 @@ export interface ReconnectOptions {
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
-  /** Aborts the first connection attempt. */
+  /** Aborts the first connection attempt (and the wait for an agent). */
   signal?: AbortSignal;
   /**
    * The WebSocket implementation, for runtimes without a global one.
@@ -72,7 +76,7 @@ export interface ConnectOptions {
    */
   clientId?: string;
   /**
-   * Milliseconds to wait for a connection to open.
+   * Milliseconds to wait for one connection to open.
    *
    * @default {10000}
    */
@@ -93,11 +97,21 @@ export interface ConnectOptions {
   pingInterval?: number;
   /**
    * Reconnection backoff, or `false` to end the client when the connection
-   * is lost.
+   * is lost (`true`: the defaults).
    *
    * @default {{ initialDelay: 100, maxDelay: 5000 }}
    */
-  reconnect?: ReconnectOptions | false;
+  reconnect?: ReconnectOptions | boolean;
+  /**
+   * Milliseconds {@linkcode connect} keeps trying while no agent answers,
+   * for a program started before its agent: it retries every URL with
+   * backoff (up to 1 s apart) and rejects with a `Timeout` `RpcError` once
+   * this time has passed. `0` tries each URL once; `Infinity` waits until
+   * `signal` aborts.
+   *
+   * @default {0}
+   */
+  waitForAgent?: number;
 }
 
 /** Options of calls that can wait. */
@@ -118,12 +132,85 @@ export interface RegisterOptions extends CallOptions {
 
 /** Options of {@linkcode Client.services} and {@linkcode Client.lookup}. */
 export interface ServicesOptions extends CallOptions {
-  /** Only instances with every one of these attributes, with these values. */
+  /**
+   * Only instances with every one of these attributes, with these values
+   * (an attribute map: its keys are attribute names).
+   */
   filter?: Attrs;
 }
 
-/** Connection states of a {@linkcode Client}. */
-export type ConnectionState = "connected" | "disconnected" | "closed";
+/** A register/unregister target: a port on the agent's advertised host, or `host:port`. */
+export type Target = number | string;
+
+/**
+ * Where a registration stands: `registered` (the agent holds it),
+ * `restoring` (the connection was lost; the client registers it again on
+ * the next one, retrying with backoff while the agent refuses it for a
+ * reason that can pass), or `failed` (after a reconnection the agent
+ * refused it for good; the client no longer keeps it).
+ */
+export type RegistrationState = "registered" | "restoring" | "failed";
+
+/** One registration the client keeps, from {@linkcode Client.registrations}. */
+export interface Registration {
+  /** The service. */
+  readonly service: string;
+  /** The port or `host:port` given to {@linkcode Client.register}. */
+  readonly at: Target;
+  /** The attributes of the latest successful `register()`. */
+  readonly attrs: Readonly<Attrs>;
+  /** Where it stands. */
+  readonly state: RegistrationState;
+  /**
+   * Why the latest attempt to register it again failed (`restoring`: it
+   * is retried; `failed`: it was given up).
+   */
+  readonly error?: unknown;
+}
+
+/**
+ * The `error` event of a {@linkcode Client}: a registration or a set could
+ * not be restored after a reconnection. `detail` (and `error`) is the
+ * error; its message names the instance or service.
+ *
+ * The event is cancelable: unless a listener calls `preventDefault()`,
+ * the client writes one line about it with `console.error`, so that a
+ * program without a listener still hears of it.
+ */
+export class RestoreErrorEvent extends CustomEvent<unknown> {
+  /** The error (the same as `detail`). */
+  readonly error: unknown;
+  /**
+   * `false`: the client keeps retrying with backoff (the instance is held
+   * by another client, the agent cannot reach its backend, a timeout...).
+   * `true`: it gave up, since retrying cannot help (`InvalidParams`,
+   * `LimitExceeded`, `MethodNotFound`, `InvalidRequest`): the registration
+   * is `failed` in {@linkcode Client.registrations}, the set is closed.
+   */
+  readonly permanent: boolean;
+  /** The registration, when one failed. */
+  readonly registration?: Registration;
+  /** The set, when one failed. */
+  readonly set?: ServiceSet;
+
+  /**
+   * Creates the event.
+   *
+   * @param init The error, whether it is permanent, and what failed.
+   */
+  constructor(init: {
+    error: unknown;
+    permanent: boolean;
+    registration?: Registration;
+    set?: ServiceSet;
+  }) {
+    super("error", { detail: init.error, cancelable: true });
+    this.error = init.error;
+    this.permanent = init.permanent;
+    this.registration = init.registration;
+    this.set = init.set;
+  }
+}
 
 /** Event map of {@linkcode Client}, for typed listeners. */
 export interface ClientEventMap {
@@ -135,13 +222,11 @@ export interface ClientEventMap {
    */
   reconnect: Event;
   /**
-   * A registration or a set could not be restored after a reconnection
-   * (`detail`: the error, whose message names the instance or service).
-   * The client keeps retrying it with backoff until it succeeds, or until
-   * the program unregisters it (closes the set) or closes the client; the
-   * event is dispatched when an item starts failing, not on every retry.
+   * A registration or a set could not be restored after a reconnection.
+   * Dispatched when an item starts failing, not at every retry; see
+   * {@linkcode RestoreErrorEvent}.
    */
-  error: CustomEvent<unknown>;
+  error: RestoreErrorEvent;
   /** The client ended: closed, or lost with reconnection disabled. */
   close: Event;
 }
@@ -154,86 +239,115 @@ const DEFAULTS = {
   maxDelay: 5_000,
 };
 
+/** Errors that retrying on the same agent cannot fix. */
+const PERMANENT_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.InvalidRequest,
+  ErrorCode.MethodNotFound,
+  ErrorCode.InvalidParams,
+  ErrorCode.LimitExceeded,
+]);
+
+function codeOf(error: unknown): number | undefined {
+  return error instanceof RpcError ? error.code : undefined;
+}
+
+function isPermanent(error: unknown): boolean {
+  return PERMANENT_CODES.has(codeOf(error) ?? 0);
+}
+
+/** An attribute key as it would be written in an object literal. */
+function keyText(key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? key : JSON.stringify(key);
+}
+
+const CONNECT_RULE: OptionsRule = {
+  where: "connect()",
+  known: [
+    "signal",
+    "WebSocket",
+    "clientId",
+    "connectTimeout",
+    "requestTimeout",
+    "pingInterval",
+    "reconnect",
+    "waitForAgent",
+  ],
+};
+const RECONNECT_RULE: OptionsRule = {
+  where: "connect({reconnect: {...}})",
+  known: ["initialDelay", "maxDelay"],
+};
+const REGISTER_RULE: OptionsRule = {
+  where: "register()",
+  known: ["attrs", "signal"],
+  hint: (_key, value) =>
+    typeof value === "string" ? "attributes go in {attrs: {...}}" : undefined,
+};
+const UNREGISTER_RULE: OptionsRule = {
+  where: "unregister()",
+  known: ["signal"],
+};
+/** `services()` and `lookup()`: an attribute given as an option. */
+function filterRule(where: string): OptionsRule {
+  return {
+    where,
+    known: ["filter", "signal"],
+    hint: (key, value) =>
+      typeof value === "string"
+        ? `filter by attributes with {filter: {${keyText(key)}: ${
+          JSON.stringify(value)
+        }}}`
+        : undefined,
+  };
+}
+const SERVICES_RULE = filterRule("services()");
+const LOOKUP_RULE = filterRule("lookup()");
+const CATALOG_RULE: OptionsRule = { where: "catalog()", known: ["signal"] };
+const STATUS_RULE: OptionsRule = { where: "status()", known: ["signal"] };
+
 function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** A register/unregister target: a port on the agent's advertised host, or `host:port`. */
-export type Target = number | string;
-
-function target(value: Target): { port: number } | { addr: string } {
-  return typeof value === "number"
-    ? { port: validatePort(value) }
-    : { addr: validateAddr(value) };
-}
-
-/** One key per endpoint, whatever form the address was given in. */
-function registrationKey(service: string, at: Target): string {
-  const t = target(at);
-  return "port" in t ? `${service}/:${t.port}` : `${service}/${t.addr}`;
-}
-
-function closedError(method: string): RpcError {
-  return new RpcError(
-    ErrorCode.ConnectionClosed,
-    `'${method}' was not sent: the client is closed; connect again`,
-  );
-}
-
-/** Opens one WebSocket and resolves once it is open. */
-function openSocket(
-  url: string,
-  Ctor: WebSocketConstructor,
-  timeout: number,
-  signal?: AbortSignal,
-): Promise<WebSocket> {
-  const origin = new URL(url).origin;
-  return new Promise((resolve, reject) => {
-    const socket = new Ctor(url);
-    const fail = (reason: unknown) => {
-      cleanup();
-      try {
-        socket.close();
-      } catch { /* not open */ }
-      reject(reason);
-    };
-    const onOpen = () => (cleanup(), resolve(socket));
-    const onError = () =>
-      fail(
-        new RpcError(
-          ErrorCode.ConnectionClosed,
-          `could not connect to ${origin}: is the agent running there?`,
-        ),
-      );
-    const onAbort = () => fail(signal!.reason);
-    const timer = setTimeout(
-      () =>
-        fail(
-          new RpcError(
-            ErrorCode.Timeout,
-            `connecting to ${origin} took more than ${timeout} ms`,
-          ),
-        ),
-      timeout,
+/** A number of milliseconds option, checked once. */
+function millis(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  least: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || Number.isNaN(value) || value < least) {
+    throw new RangeError(
+      `'${name}' must be a number of milliseconds, at least ${least}: current value is ${
+        String(value)
+      }`,
     );
-    const cleanup = () => {
-      clearTimeout(timer);
-      socket.removeEventListener("open", onOpen);
-      socket.removeEventListener("error", onError);
-      socket.removeEventListener("close", onError);
-      signal?.removeEventListener("abort", onAbort);
-    };
-    socket.addEventListener("open", onOpen);
-    socket.addEventListener("error", onError);
-    socket.addEventListener("close", onError);
-    signal?.addEventListener("abort", onAbort);
-    if (signal?.aborted) onAbort();
-  });
+  }
+  return value;
+}
+
+/** The wire form of a target, and the key of the instance it names. */
+function target(
+  service: string,
+  at: Target,
+): { params: { port: number } | { addr: string }; key: string } {
+  if (typeof at === "number") {
+    // A bare port names the instance at the agent's advertised host,
+    // whatever it is: one key per port.
+    const port = validatePort(at);
+    return { params: { port }, key: instanceKey(service, `:${port}`) };
+  }
+  const addr = validateAddr(at);
+  return { params: { addr }, key: instanceKey(service, addr) };
 }
 
 /**
- * Connects to an agent.
+ * Connects to an agent, or to the first of several agents that answers.
+ * With several URLs, the client uses one at a time: when it is down (at
+ * the first connection and at every reconnection) the client tries the
+ * next, in turn, and registers everything again there.
  *
  * @example Usage
  * ```ts ignore
@@ -242,65 +356,95 @@ function openSocket(
  * await client.register("cache", 6379, { attrs: { zone: "b" } });
  * ```
  *
- * @param url The agent's WebSocket URL, e.g. `ws://127.0.0.1:1111`.
- * @param options Signal, WebSocket implementation, client id, timings and reconnection.
+ * @example Several agents, and a program started before its agent
+ * ```ts ignore
+ * import { connect } from "@discover/discover";
+ * const client = await connect(
+ *   ["ws://10.0.0.1:1111", "ws://10.0.0.2:1111"],
+ *   { waitForAgent: 30_000 },
+ * );
+ * ```
+ *
+ * @param url The agent's WebSocket URL, e.g. `ws://127.0.0.1:1111`, or a
+ *   list of them, tried in order.
+ * @param options Signal, WebSocket implementation, client id, timings,
+ *   reconnection and the wait for an agent.
  * @returns The connected client.
+ * @throws {TypeError} (the promise rejects with it) When a URL is not a
+ *   valid `ws:`/`wss:` URL without a fragment, the list is empty, an option
+ *   is unknown, or there is no WebSocket implementation.
+ * @throws {RpcError} `ConnectionClosed` when no agent could be reached
+ *   (the message names each URL and what answered there), `Timeout` when
+ *   connecting took too long or `waitForAgent` ran out.
  */
 export async function connect(
-  url: string | URL,
-  options: ConnectOptions = {},
+  url: string | URL | readonly (string | URL)[],
+  options?: ConnectOptions,
 ): Promise<Client> {
   const client = new Client(url, options);
-  await client.opened(options.signal);
+  await client.opened(options?.signal);
   return client;
+}
+
+/** A registration the client keeps. */
+interface Held {
+  readonly kind: "registration";
+  /** Its key in the client's map. */
+  readonly key: string;
+  readonly service: string;
+  readonly at: Target;
+  readonly params: { port: number } | { addr: string };
+  readonly attrs: Attrs;
+  state: RegistrationState;
+  error?: unknown;
 }
 
 /** What the client knows of one open set. */
 interface SetState {
+  readonly kind: "set";
+  readonly set: ServiceSet;
+  readonly control: SetControl;
+  readonly filter?: Attrs;
+  /** Subscription id on the current connection. */
   id?: string;
+  /** Epoch of the set's revision: sent back with `since`. */
   epoch?: string;
-  filter?: Attrs;
+  /**
+   * A snapshot under way, and its epoch: that becomes the set's epoch at
+   * the snapshot's `current`, together with its revision.
+   */
+  snapshot?: { epoch: string | undefined };
+  /** The latest restore failure, while it lasts. */
+  error?: unknown;
 }
+
+type Restorable = Held | SetState;
 
 /**
  * A connection to an agent. Registrations live as long as the client (plus
  * the agent's grace TTL when the connection is lost). The client pings the
  * agent in the background; when the connection is lost it reconnects with
- * backoff, registers everything again and resumes every open set from its
- * last revision, while the sets keep serving their last known state.
+ * backoff (to the next agent, when given several), registers everything
+ * again and resumes every open set from its last revision, while the sets
+ * keep serving their last known state.
  *
  * Every call is idempotent and is retried on the next connection while its
  * `requestTimeout` lasts; a call that runs out of time fails with an
- * {@linkcode RpcError} (`Timeout` or `ConnectionClosed`).
+ * {@linkcode RpcError} (`Timeout` or `ConnectionClosed`). Every options
+ * object is checked: an unknown key is a `TypeError`.
  */
 export class Client extends EventTarget implements AsyncDisposable {
   /** The id that owns this client's registrations. */
   readonly clientId: string;
-  readonly #url: string;
-  readonly #Ctor: WebSocketConstructor;
-  readonly #connectTimeout: number;
-  readonly #requestTimeout: number;
-  readonly #pingInterval: number;
-  readonly #reconnect: Required<ReconnectOptions> | false;
-  #socket?: WebSocket;
-  #peer?: JsonRpcPeer;
-  #state: ConnectionState = "disconnected";
-  #first?: Promise<void>;
-  #pinger?: ReturnType<typeof setInterval>;
-  #up = deferred<void>();
-  #registered = new Map<
-    string,
-    { service: string; at: Target; attrs: Attrs }
-  >();
+  readonly #connection: Connection;
+  /** By instance key: port registrations by `service/:port`. */
+  #registered = new Map<string, Held>();
   #sets = new Map<ServiceSet, SetState>();
-  #bySubscription = new Map<string, ServiceSet>();
-  #reconnectBackoff?: Backoff;
-  /** Registrations (by key) and sets still to restore after a reconnection. */
-  #toRestore = new Set<string | ServiceSet>();
-  /** Items of `#toRestore` whose last attempt failed (told once per run of failures). */
-  #failing = new Set<string | ServiceSet>();
+  #bySubscription = new Map<string, SetState>();
+  /** Registrations and sets still to restore after a reconnection. */
+  #toRestore = new Set<Restorable>();
   /** Items of `#toRestore` with an attempt under way. */
-  #inFlight = new Set<string | ServiceSet>();
+  #inFlight = new Set<Restorable>();
   #restoreLoop?: Promise<void>;
   /** Aborted on every new connection: a restore waiting out its backoff tries at once. */
   #kick = new AbortController();
@@ -309,53 +453,84 @@ export class Client extends EventTarget implements AsyncDisposable {
    * Creates a client; use {@linkcode connect}, which also waits for the
    * first connection.
    *
-   * @param url The agent's WebSocket URL.
+   * @param url The agent's WebSocket URL, or a list of them.
    * @param options The options of {@linkcode connect}.
+   * @throws {TypeError} On a bad URL, an unknown option, or no WebSocket
+   *   implementation.
    */
-  constructor(url: string | URL, options: ConnectOptions = {}) {
+  constructor(
+    url: string | URL | readonly (string | URL)[],
+    options?: ConnectOptions,
+  ) {
     super();
-    const Ctor = options.WebSocket ?? globalThis.WebSocket;
+    const opts = checkOptions(options, CONNECT_RULE);
+    const Ctor = opts.WebSocket ?? globalThis.WebSocket;
     if (typeof Ctor !== "function") {
       throw new TypeError(
         "no WebSocket implementation: pass options.WebSocket (for example the default export of npm 'ws'), or on Node.js 20 run with --experimental-websocket",
       );
     }
-    const clientId = options.clientId ?? randomId();
-    if (!CLIENT_ID_PATTERN.test(clientId)) {
+    const clientId = opts.clientId ?? randomId();
+    if (typeof clientId !== "string" || !CLIENT_ID_PATTERN.test(clientId)) {
       throw new TypeError(
         `'clientId' must be 1 to 64 characters of A-Z a-z 0-9 _ -: current value is ${
           JSON.stringify(clientId)
         }`,
       );
     }
-    const full = new URL(url);
-    if (full.protocol !== "ws:" && full.protocol !== "wss:") {
-      throw new TypeError(
-        `'url' must be a ws: or wss: URL: current value is '${full.href}'`,
-      );
-    }
-    full.searchParams.set("client", clientId);
+    const urls = agentUrls(url, clientId);
+    const reconnect = opts.reconnect === false ? false : checkOptions(
+      opts.reconnect === true ? undefined : opts.reconnect,
+      RECONNECT_RULE,
+    );
     this.clientId = clientId;
-    this.#url = full.href;
-    this.#Ctor = Ctor;
-    this.#connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
-    this.#requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
-    this.#pingInterval = options.pingInterval ?? DEFAULTS.pingInterval;
-    this.#reconnect = options.reconnect === false ? false : {
-      initialDelay: options.reconnect?.initialDelay ?? DEFAULTS.initialDelay,
-      maxDelay: options.reconnect?.maxDelay ?? DEFAULTS.maxDelay,
-    };
-    if (this.#reconnect) this.#reconnectBackoff = new Backoff(this.#reconnect);
+    this.#connection = new Connection({
+      urls,
+      WebSocket: Ctor,
+      connectTimeout: millis(
+        "connectTimeout",
+        opts.connectTimeout,
+        DEFAULTS.connectTimeout,
+        1,
+      ),
+      requestTimeout: millis(
+        "requestTimeout",
+        opts.requestTimeout,
+        DEFAULTS.requestTimeout,
+        1,
+      ),
+      pingInterval: millis(
+        "pingInterval",
+        opts.pingInterval,
+        DEFAULTS.pingInterval,
+        1,
+      ),
+      reconnect: reconnect && {
+        initialDelay: reconnect.initialDelay ?? DEFAULTS.initialDelay,
+        maxDelay: reconnect.maxDelay ?? DEFAULTS.maxDelay,
+      },
+      waitForAgent: millis("waitForAgent", opts.waitForAgent, 0, 0),
+    }, {
+      notification: (method, params) => this.#notification(method, params),
+      lost: () => this.#lost(),
+      reconnected: () => this.#reconnected(),
+      ended: () => this.#ended(),
+    });
   }
 
   /** `connected`, `disconnected` (reconnecting, or not yet connected) or `closed`. */
   get state(): ConnectionState {
-    return this.#state;
+    return this.#connection.state;
   }
 
   /** Whether the client has ended. */
   get closed(): boolean {
-    return this.#state === "closed";
+    return this.#connection.state === "closed";
+  }
+
+  /** The URL of the agent in use (or tried next while disconnected). */
+  get url(): string {
+    return this.#connection.url;
   }
 
   /**
@@ -366,14 +541,15 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @returns A promise that resolves once connected.
    */
   opened(signal?: AbortSignal): Promise<void> {
-    return this.#first ??= this.#dial(signal);
+    return this.#connection.open(signal);
   }
 
   /**
    * Registers an instance, or changes the attributes of one this client
    * registered. It stays discoverable until it is unregistered, the client
    * closes, or the client is gone for longer than the agent's TTL. After a
-   * reconnection the client registers it again by itself.
+   * reconnection the client registers it again by itself; see
+   * {@linkcode Client.registrations} for how that went.
    *
    * @example Usage
    * ```ts ignore
@@ -385,34 +561,45 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @param at A port on the agent's advertised host, or a `host:port` address.
    * @param options Attributes and a signal.
    * @returns The instance as the agent stored it.
+   * @throws {TypeError} When `options` has a key other than `attrs` and
+   *   `signal` (attributes go in `{attrs: {...}}`).
    */
   async register(
     service: string,
     at: Target,
-    options: RegisterOptions = {},
+    options?: RegisterOptions,
   ): Promise<Instance> {
+    const { attrs: given, signal } = checkOptions(options, REGISTER_RULE);
     validateServiceName(service);
-    const attrs = validateAttrs(options.attrs ?? {});
-    const key = registrationKey(service, at);
+    const attrs = validateAttrs(given ?? {});
+    const { params, key } = target(service, at);
+    const before = this.#registered.get(key);
     // This call is the newest intent: a restore must not send an older one.
-    const restoring = this.#toRestore.delete(key);
-    this.#failing.delete(key);
+    const restoring = before !== undefined && this.#toRestore.delete(before);
     let instance: Instance;
     try {
-      instance = await this.#request(
-        Methods.register,
-        { service, ...target(at), attrs },
-        options.signal,
-      ) as Instance;
+      instance = await this.#connection.request(
+        "discover.register",
+        { service, ...params, attrs },
+        { signal },
+      );
     } catch (error) {
       // The registration held before this call is still to be restored.
-      if (restoring && this.#registered.has(key)) {
-        this.#toRestore.add(key);
+      if (restoring && this.#registered.get(key) === before) {
+        this.#toRestore.add(before);
         this.#keepRestoring();
       }
       throw error;
     }
-    this.#registered.set(key, { service, at, attrs });
+    this.#registered.set(key, {
+      kind: "registration",
+      key,
+      service,
+      at,
+      params,
+      attrs,
+      state: "registered",
+    });
     return instance;
   }
 
@@ -424,23 +611,43 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @param options A signal.
    * @returns Whether an instance was removed (`false` also when a retry
    *   after a reconnection found it already removed).
+   * @throws {TypeError} When `options` has a key other than `signal`.
    */
   async unregister(
     service: string,
     at: Target,
-    options: CallOptions = {},
+    options?: CallOptions,
   ): Promise<boolean> {
+    const { signal } = checkOptions(options, UNREGISTER_RULE);
     validateServiceName(service);
-    const params = { service, ...target(at) };
-    const key = registrationKey(service, at);
+    const { params, key } = target(service, at);
+    const held = this.#registered.get(key);
     this.#registered.delete(key);
-    this.#toRestore.delete(key);
-    this.#failing.delete(key);
-    return await this.#request(
-      Methods.unregister,
-      params,
-      options.signal,
-    ) as boolean;
+    if (held) this.#toRestore.delete(held);
+    return await this.#connection.request(
+      "discover.unregister",
+      { service, ...params },
+      { signal },
+    );
+  }
+
+  /**
+   * The registrations this client keeps (registered and not unregistered),
+   * with where each stands. After a reconnection, one the agent refused is
+   * `restoring` while the client retries it, or `failed` when retrying
+   * cannot help; each is also an `error` event.
+   *
+   * @example Usage
+   * ```ts ignore
+   * for (const r of client.registrations()) {
+   *   if (r.state === "failed") console.error(r.service, r.at, r.error);
+   * }
+   * ```
+   *
+   * @returns A fresh array, in registration order.
+   */
+  registrations(): Registration[] {
+    return [...this.#registered.values()].map(describeHeld);
   }
 
   /**
@@ -458,23 +665,25 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @param service The service name, or `"*"` for every service.
    * @param options Filter and signal.
    * @returns The set; close it when done.
+   * @throws {TypeError} When `options` has a key other than `filter` and
+   *   `signal` (filter by attributes with `{filter: {zone: "b"}}`).
    */
   async services(
     service: string,
-    options: ServicesOptions = {},
+    options?: ServicesOptions,
   ): Promise<ServiceSet> {
+    const { filter: given, signal } = checkOptions(options, SERVICES_RULE);
     if (service !== ALL_SERVICES) validateServiceName(service);
-    const filter = options.filter === undefined
+    const filter = given === undefined
       ? undefined
-      : validateAttrs(options.filter, "filter");
-    const set: ServiceSet = new ServiceSet(
+      : validateAttrs(given, "filter");
+    const { set, control } = openSet(
       service,
       filter,
-      (): Promise<void> => this.#unsubscribe(set),
+      () => this.#unsubscribe(set),
     );
-    const state: SetState = { filter };
+    const state: SetState = { kind: "set", set, control, filter };
     this.#sets.set(set, state);
-    const { signal } = options;
     // The caller's signal ends the wait, never the subscribe request itself:
     // the set is closed instead, which unsubscribes once the id is known.
     const aborted = deferred<never>();
@@ -483,8 +692,8 @@ export class Client extends EventTarget implements AsyncDisposable {
     aborted.promise.catch(() => {});
     try {
       signal?.throwIfAborted();
-      await Promise.race([this.#subscribe(set, state), aborted.promise]);
-      await Promise.race([set.initialized, aborted.promise]);
+      await Promise.race([this.#subscribe(state), aborted.promise]);
+      await Promise.race([control.initialized, aborted.promise]);
     } catch (error) {
       await set.close();
       throw error;
@@ -500,19 +709,22 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @param service The service name.
    * @param options Filter and signal.
    * @returns The matching instances.
+   * @throws {TypeError} When `options` has a key other than `filter` and
+   *   `signal`.
    */
   async lookup(
     service: string,
-    options: ServicesOptions = {},
+    options?: ServicesOptions,
   ): Promise<Instance[]> {
+    const { filter: given, signal } = checkOptions(options, LOOKUP_RULE);
     validateServiceName(service);
-    const filter = options.filter === undefined
+    const filter = given === undefined
       ? undefined
-      : validateAttrs(options.filter, "filter");
-    const result = await this.#request(Methods.services, {
+      : validateAttrs(given, "filter");
+    const result = await this.#connection.request("discover.services", {
       service,
       ...(filter ? { filter: { attrs: filter } } : {}),
-    }, options.signal) as ServicesResult;
+    }, { signal });
     return result.instances;
   }
 
@@ -529,11 +741,13 @@ export class Client extends EventTarget implements AsyncDisposable {
    *
    * @param options A signal.
    * @returns The revision of the read and the services.
+   * @throws {TypeError} When `options` has a key other than `signal`.
    */
-  catalog(options: CallOptions = {}): Promise<CatalogResult> {
-    return this.#request(Methods.catalog, undefined, options.signal) as Promise<
-      CatalogResult
-    >;
+  async catalog(options?: CallOptions): Promise<CatalogResult> {
+    const { signal } = checkOptions(options, CATALOG_RULE);
+    return await this.#connection.request("discover.catalog", undefined, {
+      signal,
+    });
   }
 
   /**
@@ -541,11 +755,13 @@ export class Client extends EventTarget implements AsyncDisposable {
    *
    * @param options A signal.
    * @returns The status.
+   * @throws {TypeError} When `options` has a key other than `signal`.
    */
-  status(options: CallOptions = {}): Promise<StatusResult> {
-    return this.#request(Methods.status, undefined, options.signal) as Promise<
-      StatusResult
-    >;
+  async status(options?: CallOptions): Promise<StatusResult> {
+    const { signal } = checkOptions(options, STATUS_RULE);
+    return await this.#connection.request("discover.status", undefined, {
+      signal,
+    });
   }
 
   /**
@@ -553,20 +769,19 @@ export class Client extends EventTarget implements AsyncDisposable {
    * connection (a clean close: the agent removes anything left at once).
    */
   async close(): Promise<void> {
-    if (this.#state === "closed") return;
-    if (this.#state === "connected") {
-      await Promise.allSettled(
-        [...this.#registered.values()].map(({ service, at }) =>
-          this.#peer!.request(Methods.unregister, { service, ...target(at) })
+    if (this.closed) return;
+    await Promise.allSettled(
+      [...this.#registered.values()]
+        .filter((held) => held.state !== "failed")
+        .map(({ service, params }) =>
+          this.#connection.requestNow("discover.unregister", {
+            service,
+            ...params,
+          })
         ),
-      );
-    }
+    );
     this.#registered.clear();
-    const socket = this.#socket;
-    this.#ended();
-    try {
-      socket?.close(1000, "client closed");
-    } catch { /* already closing */ }
+    this.#connection.close();
   }
 
   /** Same as {@linkcode Client.close}. */
@@ -574,94 +789,40 @@ export class Client extends EventTarget implements AsyncDisposable {
     return this.close();
   }
 
-  /** Opens a connection and makes it current. */
-  async #dial(signal?: AbortSignal): Promise<void> {
-    const socket = await openSocket(
-      this.#url,
-      this.#Ctor,
-      this.#connectTimeout,
-      signal,
-    );
-    if (this.#state === "closed") {
-      socket.close(1000);
-      throw closedError("connect");
-    }
-    const peer = new JsonRpcPeer({
-      send: (text) => {
-        if (socket.readyState === 1) socket.send(text);
-      },
-      onRequest: (method, params) => this.#notification(method, params),
-      timeout: this.#requestTimeout,
-      // The agent's own frames: the check guards the agent from its peers.
-      rejectDuplicateKeys: false,
-    });
-    socket.addEventListener("message", (event: MessageEvent) => {
-      if (typeof event.data === "string") void peer.receive(event.data);
-    });
-    socket.addEventListener("close", () => this.#lost(socket));
-    this.#socket = socket;
-    this.#peer = peer;
-    this.#state = "connected";
-    this.#pinger = setInterval(
-      () => void this.#ping(socket),
-      this.#pingInterval,
-    );
-    this.#up.resolve();
-  }
-
-  /** The current connection ended without close(): reconnect, or end. */
-  #lost(socket: WebSocket) {
-    if (socket !== this.#socket || this.#state !== "connected") return;
-    clearInterval(this.#pinger);
-    this.#peer?.close(
-      new RpcError(
-        ErrorCode.ConnectionClosed,
-        "the connection to the agent was lost before the response arrived",
-      ),
-    );
-    this.#socket = undefined;
-    this.#peer = undefined;
+  #lost() {
     this.#bySubscription.clear();
-    if (this.#reconnect === false) {
-      this.#ended();
-      return;
+    for (const held of this.#registered.values()) {
+      if (held.state === "registered") held.state = "restoring";
     }
-    this.#state = "disconnected";
-    this.#up = deferred<void>();
-    for (const set of this.#sets.keys()) set.disconnected();
+    for (const state of this.#sets.values()) {
+      state.id = undefined;
+      state.snapshot = undefined;
+      state.control.disconnected();
+    }
     this.dispatchEvent(new Event("disconnect"));
-    void this.#reconnectLoop(this.#reconnectBackoff!);
   }
 
-  async #reconnectLoop(backoff: Backoff) {
-    while (this.#state === "disconnected") {
-      await backoff.wait();
-      if (this.#state !== "disconnected") return;
-      try {
-        await this.#dial();
-      } catch {
-        continue;
-      }
-      backoff.reset();
-      await this.#restore();
-      // The connection may have been lost again while restoring.
-      if ((this.#state as ConnectionState) === "connected") {
-        this.dispatchEvent(new Event("reconnect"));
-      }
-      return;
+  async #reconnected() {
+    await this.#restore();
+    // The connection may have been lost again while restoring.
+    if (this.#connection.state === "connected") {
+      this.dispatchEvent(new Event("reconnect"));
     }
   }
 
   /**
    * After a reconnection: every registration again, every set resumed.
-   * Resolves after one attempt at each; what failed is retried with
-   * backoff (and at once on the next connection) until it succeeds or is
-   * withdrawn: an instance taken by another client during a blip comes
-   * back to this one as soon as that client lets it go.
+   * Resolves after one attempt at each; what failed for a reason that can
+   * pass is retried with backoff (and at once on the next connection) until
+   * it succeeds or is withdrawn: an instance taken by another client during
+   * a blip comes back to this one as soon as that client lets it go. What
+   * failed for good is given up and reported.
    */
   async #restore() {
-    for (const key of this.#registered.keys()) this.#toRestore.add(key);
-    for (const set of this.#sets.keys()) this.#toRestore.add(set);
+    for (const held of this.#registered.values()) {
+      if (held.state !== "failed") this.#toRestore.add(held);
+    }
+    for (const state of this.#sets.values()) this.#toRestore.add(state);
     this.#kick.abort();
     this.#kick = new AbortController();
     await this.#restoreOnce();
@@ -670,7 +831,7 @@ export class Client extends EventTarget implements AsyncDisposable {
 
   /** Retries what is still to restore, unless a loop already does. */
   #keepRestoring() {
-    if (this.#toRestore.size === 0 || this.#state === "closed") return;
+    if (this.#toRestore.size === 0 || this.closed) return;
     this.#restoreLoop ??= this.#retryRestore().finally(() =>
       this.#restoreLoop = undefined
     );
@@ -678,9 +839,9 @@ export class Client extends EventTarget implements AsyncDisposable {
 
   async #retryRestore() {
     const backoff = new Backoff({ initialDelay: 250, maxDelay: 5000 });
-    while (this.#toRestore.size > 0 && this.#state !== "closed") {
+    while (this.#toRestore.size > 0 && !this.closed) {
       await backoff.wait(this.#kick.signal);
-      if (this.#state === "connected") await this.#restoreOnce();
+      if (this.state === "connected") await this.#restoreOnce();
     }
   }
 
@@ -690,171 +851,192 @@ export class Client extends EventTarget implements AsyncDisposable {
     await Promise.all(items.map(async (item) => {
       this.#inFlight.add(item);
       try {
-        if (typeof item === "string") {
-          const registration = this.#registered.get(item);
-          // Withdrawn, or superseded by a newer register() call.
-          if (!registration || !this.#toRestore.has(item)) return;
-          const { service, at, attrs } = registration;
-          await this.#request(
-            Methods.register,
-            { service, ...target(at), attrs },
-          );
-          if (this.#registered.get(item) === registration) {
-            this.#toRestore.delete(item);
-          }
+        if (item.kind === "registration") {
+          await this.#reregister(item);
         } else {
-          const state = this.#sets.get(item);
-          if (state === undefined || item.closed) {
+          if (!this.#sets.has(item.set)) {
             this.#toRestore.delete(item);
             return;
           }
-          await this.#subscribe(item, state);
+          await this.#subscribe(item);
           this.#toRestore.delete(item);
+          item.error = undefined;
         }
-        this.#failing.delete(item);
       } catch (error) {
-        if (this.#state === "closed" || this.#failing.has(item)) return;
-        this.#failing.add(item);
-        this.dispatchEvent(new CustomEvent("error", { detail: error }));
+        if (this.closed) return;
+        this.#failed(item, error);
       } finally {
         this.#inFlight.delete(item);
       }
     }));
   }
 
+  async #reregister(held: Held) {
+    // Withdrawn, or superseded by a newer register() call.
+    if (!this.#toRestore.has(held)) return;
+    const { service, params, attrs } = held;
+    await this.#connection.request("discover.register", {
+      service,
+      ...params,
+      attrs,
+    });
+    if (this.#toRestore.delete(held)) {
+      held.state = "registered";
+      held.error = undefined;
+    }
+  }
+
+  /** A restore attempt failed: retry, or give up when retrying cannot help. */
+  #failed(item: Restorable, error: unknown) {
+    const current = item.kind === "registration"
+      ? this.#registered.get(item.key) === item
+      : this.#sets.has(item.set);
+    if (!current) return; // withdrawn meanwhile
+    const permanent = isPermanent(error);
+    const first = item.error === undefined;
+    item.error = error;
+    if (permanent) {
+      this.#toRestore.delete(item);
+      if (item.kind === "registration") {
+        item.state = "failed";
+      } else {
+        this.#sets.delete(item.set);
+        item.control.ended();
+      }
+    } else if (!first) {
+      return; // told when it started failing
+    }
+    const event = new RestoreErrorEvent({
+      error,
+      permanent,
+      ...(item.kind === "registration"
+        ? { registration: describeHeld(item) }
+        : { set: item.set }),
+    });
+    if (this.dispatchEvent(event)) console.error(restoreMessage(item, event));
+  }
+
   /** Subscribes a set on the current connection, resuming from its revision. */
-  async #subscribe(set: ServiceSet, state: SetState) {
+  async #subscribe(state: SetState) {
+    const { set } = state;
     // Resume from the revision before the last one applied: the events of
     // one revision may have been cut off half-way, and the set ignores the
     // ones it already has.
     const resume = state.epoch !== undefined && set.revision > 0
       ? { since: set.revision - 1, epoch: state.epoch }
-      : {};
-    await this.#request(
-      Methods.subscribe,
-      {
-        service: set.service,
-        ...(state.filter ? { filter: { attrs: state.filter } } : {}),
-        ...resume,
-      },
-      undefined,
-      (value) => {
-        // Runs before the frames that follow the response: the set must be
-        // findable by the time its first event arrives.
-        const result = value as SubscribeResult;
+      : undefined;
+    try {
+      await this.#subscribeFrom(state, resume);
+    } catch (error) {
+      if (!resume || codeOf(error) !== ErrorCode.InvalidParams) throw error;
+      // An agent that refuses the resume point (one of another version,
+      // say) may still serve a snapshot, which the set diffs against what
+      // it holds.
+      state.epoch = undefined;
+      await this.#subscribeFrom(state, undefined);
+    }
+  }
+
+  async #subscribeFrom(
+    state: SetState,
+    resume: { since: number; epoch: string } | undefined,
+  ) {
+    const { set, control } = state;
+    await this.#connection.request("discover.subscribe", {
+      service: set.service,
+      ...(state.filter ? { filter: { attrs: state.filter } } : {}),
+      ...resume,
+    }, {
+      // Runs before the frames that follow the response: the set must be
+      // findable by the time its first event arrives.
+      onResult: (result) => {
         if (set.closed) {
-          void this.#peer?.request(Methods.unsubscribe, {
+          void this.#connection.requestNow("discover.unsubscribe", {
             subscription: result.subscription,
-          }).catch(() => {});
+          })?.catch(() => {});
           return;
         }
         state.id = result.subscription;
-        state.epoch = result.epoch;
-        if (result.mode === "snapshot") set.beginSnapshot();
-        this.#bySubscription.set(result.subscription, set);
+        // An empty epoch (an agent that has not reached its backend yet)
+        // names no sequence: nothing to resume from.
+        const epoch = result.epoch === "" ? undefined : result.epoch;
+        if (result.mode === "snapshot") {
+          // The set's revision stays the old one until the snapshot's
+          // `current`: so does the epoch it belongs to.
+          state.snapshot = { epoch };
+          control.beginSnapshot();
+        } else {
+          state.epoch = epoch;
+          state.snapshot = undefined;
+        }
+        this.#bySubscription.set(result.subscription, state);
       },
-    );
+    });
   }
 
   async #unsubscribe(set: ServiceSet) {
     const state = this.#sets.get(set);
     this.#sets.delete(set);
-    if (state?.id === undefined) return;
+    if (state === undefined) return;
+    this.#toRestore.delete(state);
+    if (state.id === undefined) return;
     this.#bySubscription.delete(state.id);
-    if (this.#state !== "connected") return; // the subscription died with its connection
-    await this.#peer!.request(Methods.unsubscribe, { subscription: state.id })
-      .catch(() => {});
-  }
-
-  /**
-   * Sends a request on the current connection, waiting for one while the
-   * client reconnects, and retrying on the next connection when the current
-   * one is lost, all within the request timeout.
-   */
-  async #request(
-    method: string,
-    params?: unknown,
-    signal?: AbortSignal,
-    onResult?: (result: unknown) => void,
-  ): Promise<unknown> {
-    const deadline = Date.now() + this.#requestTimeout;
-    for (;;) {
-      if (this.#state === "closed") throw closedError(method);
-      signal?.throwIfAborted();
-      const left = deadline - Date.now();
-      if (this.#state !== "connected") {
-        if (left <= 0) {
-          throw new RpcError(
-            ErrorCode.Timeout,
-            `'${method}' could not be sent within ${this.#requestTimeout} ms: the client is reconnecting to the agent`,
-          );
-        }
-        await Promise.race([
-          this.#up.promise,
-          new Promise((resolve) => setTimeout(resolve, Math.min(left, 250))),
-        ]);
-        continue;
-      }
-      try {
-        return await this.#peer!.request(method, params, {
-          signal,
-          timeout: Math.max(left, 1),
-          onResult,
-        });
-      } catch (error) {
-        const cut = error instanceof RpcError &&
-          error.code === ErrorCode.ConnectionClosed &&
-          (this.#state as ConnectionState) !== "closed" &&
-          Date.now() < deadline;
-        if (!cut) throw error;
-        // Every method is idempotent: try again on the next connection.
-      }
-    }
+    // Not connected: the subscription died with its connection.
+    await this.#connection.requestNow("discover.unsubscribe", {
+      subscription: state.id,
+    })?.catch(() => {});
   }
 
   #notification(method: string, params: unknown): void {
-    if (method !== Methods.event) return;
+    if (method !== "discover.event") return;
     const { subscription, result } = params as EventParams;
-    this.#bySubscription.get(subscription)?.apply(result);
-  }
-
-  async #ping(socket: WebSocket) {
-    const peer = this.#peer;
-    if (socket !== this.#socket || !peer) return;
-    try {
-      await peer.request(Methods.ping, undefined, {
-        timeout: this.#requestTimeout,
-      });
-    } catch (error) {
-      if (error instanceof RpcError && error.code === ErrorCode.Timeout) {
-        // The agent or the path to it is dead: give up on this connection.
-        try {
-          socket.close(4000, "ping timeout");
-        } catch { /* already closing */ }
-        this.#lost(socket);
-      }
+    const state = this.#bySubscription.get(subscription);
+    if (!state) return;
+    state.control.apply(result);
+    if (result.kind === "current" && state.snapshot) {
+      state.epoch = state.snapshot.epoch;
+      state.snapshot = undefined;
     }
   }
 
   #ended() {
-    if (this.#state === "closed") return;
-    this.#state = "closed";
-    clearInterval(this.#pinger);
-    this.#peer?.close(
-      new RpcError(
-        ErrorCode.ConnectionClosed,
-        "the client closed before the response arrived",
-      ),
-    );
-    this.#up.resolve();
     this.#toRestore.clear();
-    this.#failing.clear();
     this.#kick.abort();
-    for (const set of this.#sets.keys()) set.ended();
+    for (const state of this.#sets.values()) state.control.ended();
     this.#sets.clear();
     this.#bySubscription.clear();
     this.dispatchEvent(new Event("close"));
   }
+}
+
+function describeHeld(held: Held): Registration {
+  const { service, at, attrs, state, error } = held;
+  return {
+    service,
+    at,
+    attrs: { ...attrs },
+    state,
+    ...(error === undefined ? {} : { error }),
+  };
+}
+
+/** The line written for a restore error nobody handled. */
+function restoreMessage(item: Restorable, event: RestoreErrorEvent): string {
+  const what = item.kind === "registration"
+    ? `registering ${item.service} at ${
+      typeof item.at === "number" ? `port ${item.at}` : item.at
+    } again`
+    : `resuming the set of '${item.set.service}'`;
+  const error = event.error;
+  const why = error instanceof RpcError
+    ? `${error.message} (${error.code})`
+    : String(error);
+  const outcome = event.permanent
+    ? item.kind === "registration"
+      ? "given up: register it again or unregister it"
+      : "given up: the set is closed"
+    : "retrying with backoff";
+  return `discover: ${what} after a reconnection failed: ${why}; ${outcome} (handle the client's "error" event to replace this message)`;
 }
 
 /** Typed listener overloads for {@linkcode Client}. */

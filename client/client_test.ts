@@ -5,7 +5,7 @@ import { startAgent } from "../agent/mod.ts";
 import type { StoredRecord, WriteOptions } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { connect } from "./client.ts";
+import { connect, type WebSocketConstructor } from "./client.ts";
 import { until } from "../tests/_wait.ts";
 
 const quiet = {
@@ -320,4 +320,306 @@ Deno.test("a shutdown answers the requests already under way before closing", as
   await stopping;
   // Refused after the drain: the connection closed with 1001.
   await until(() => client.closed, "the client sees the shutdown");
+});
+
+Deno.test("every options object rejects keys it does not know, naming the key and where it belongs", async () => {
+  await using agent = await startAgent({ port: 0, ...quiet });
+  await using client = await connect(agent.url);
+  // deno-lint-ignore no-explicit-any
+  const loose = client as any;
+  const cases: [() => Promise<unknown>, string][] = [
+    [
+      () => loose.register("cache", 9876, { id: "cache1" }),
+      "'id' is not an option of register(): attributes go in {attrs: {...}}",
+    ],
+    [
+      () => loose.register("cache", 9876, { ttl: 30 }),
+      "'ttl' is not an option of register(): its options are attrs, signal",
+    ],
+    [
+      () => loose.lookup("cache", { zone: "b" }),
+      `'zone' is not an option of lookup(): filter by attributes with {filter: {zone: "b"}}`,
+    ],
+    [
+      () => loose.services("cache", { zone: "b" }),
+      `'zone' is not an option of services(): filter by attributes with {filter: {zone: "b"}}`,
+    ],
+    [
+      () => loose.services("cache", { "my-zone": "b" }),
+      `'my-zone' is not an option of services(): filter by attributes with {filter: {"my-zone": "b"}}`,
+    ],
+    [
+      () => loose.unregister("cache", 9876, { force: true }),
+      "'force' is not an option of unregister(): its options are signal",
+    ],
+    [
+      () => loose.catalog({ service: "cache" }),
+      "'service' is not an option of catalog(): its options are signal",
+    ],
+    [
+      () => loose.status({ verbose: true }),
+      "'verbose' is not an option of status(): its options are signal",
+    ],
+    [
+      () => connect(agent.url, { retry: 3 } as never),
+      "'retry' is not an option of connect(): its options are signal, WebSocket, clientId, connectTimeout, requestTimeout, pingInterval, reconnect, waitForAgent",
+    ],
+    [
+      () => connect(agent.url, { reconnect: { max: 3 } } as never),
+      "'max' is not an option of connect({reconnect: {...}}): its options are initialDelay, maxDelay",
+    ],
+  ];
+  for (const [call, message] of cases) {
+    await assert.rejects(call, (e: unknown) => {
+      assert.ok(e instanceof TypeError, `${message}: got ${e}`);
+      assert.equal(e.message, message);
+      return true;
+    });
+  }
+  for (const bad of ["b", null, [], 5]) {
+    await assert.rejects(
+      () => loose.register("cache", 9876, bad),
+      /^TypeError: the options of register\(\) must be an object/,
+    );
+    await assert.rejects(
+      () => loose.lookup("cache", bad),
+      /^TypeError: the options of lookup\(\) must be an object/,
+    );
+  }
+  // The filter is an attribute map: its keys are free.
+  assert.deepEqual(
+    await client.lookup("cache", { filter: { signal: "x" } }),
+    [],
+  );
+  await assert.rejects(
+    () => connect(agent.url, { requestTimeout: -1 }),
+    /^RangeError: 'requestTimeout' must be a number of milliseconds/,
+  );
+  assert.equal(agent.revision, 0, "nothing was registered");
+  assert.deepEqual(client.registrations(), []);
+});
+
+/**
+ * A scripted WebSocket: the test plays the agent, answering the client's
+ * requests and sending events by hand.
+ */
+class FakeSocket extends EventTarget {
+  static opened: FakeSocket[] = [];
+  readyState = 0;
+  readonly requests: { id: number; method: string; params: unknown }[] = [];
+  #wake?: () => void;
+  constructor(readonly url: string) {
+    super();
+    FakeSocket.opened.push(this);
+    setTimeout(() => {
+      this.readyState = 1;
+      this.dispatchEvent(new Event("open"));
+    }, 0);
+  }
+  send(text: string) {
+    this.requests.push(JSON.parse(text));
+    this.#wake?.();
+  }
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.dispatchEvent(new Event("close"));
+  }
+  /** The next request of `method`, removed from the list. */
+  async take(method: string) {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const i = this.requests.findIndex((r) => r.method === method);
+      if (i >= 0) return this.requests.splice(i, 1)[0];
+      assert.ok(Date.now() < deadline, `no '${method}' request within 5 s`);
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+  }
+  frame(message: unknown) {
+    this.dispatchEvent(
+      new MessageEvent("message", {
+        data: JSON.stringify({ jsonrpc: "2.0", ...message as object }),
+      }),
+    );
+  }
+  /** The socket the client opened as its `n`th connection (from 0). */
+  static async nth(n: number): Promise<FakeSocket> {
+    await until(() => FakeSocket.opened.length > n, `connection ${n}`);
+    return FakeSocket.opened[n];
+  }
+}
+
+Deno.test("a set resumes with the epoch of its revision: a new epoch counts only once its snapshot is complete", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    reconnect: { initialDelay: 1, maxDelay: 5 },
+    pingInterval: 60_000,
+  });
+  const inst = (revision: number) => ({
+    id: "svc/h:1",
+    service: "svc",
+    addr: "h:1",
+    attrs: {},
+    revision,
+    registeredAt: 0,
+  });
+  const event = (revision: number, kind = "up") => ({
+    method: "discover.event",
+    params: {
+      subscription: "s",
+      result: kind === "current"
+        ? { kind, revision }
+        : { kind, revision, instance: inst(revision) },
+    },
+  });
+  /** Answers the subscribe of connection `n`; returns its params. */
+  const subscribe = async (
+    n: number,
+    epoch: string,
+    events: unknown[],
+    mode = "snapshot",
+  ) => {
+    const socket = await FakeSocket.nth(n);
+    const request = await socket.take("discover.subscribe");
+    socket.frame({
+      id: request.id,
+      result: { subscription: "s", revision: 10, epoch, mode },
+    });
+    for (const e of events) socket.frame(e);
+    return request.params;
+  };
+
+  const opening = client.services("svc");
+  assert.deepEqual(
+    await subscribe(0, "E1", [event(5), event(5, "current")]),
+    { service: "svc" },
+  );
+  const set = await opening;
+  assert.equal(set.revision, 5);
+
+  // Cut: the client resumes from revision 4 of epoch E1. The agent answers
+  // with a snapshot of a new epoch, E2, cut off before its `current`.
+  FakeSocket.opened[0].close();
+  assert.deepEqual(await subscribe(1, "E2", [event(10)]), {
+    service: "svc",
+    since: 4,
+    epoch: "E1",
+  });
+  assert.equal(set.revision, 5, "a snapshot counts once complete");
+  FakeSocket.opened[1].close();
+  // Revision 5 still belongs to E1: resuming it with E2 would replay the
+  // wrong changes.
+  assert.deepEqual(
+    await subscribe(2, "E2", [event(10), event(10, "current")]),
+    { service: "svc", since: 4, epoch: "E1" },
+  );
+  await until(() => set.revision === 10 && set.connected, "the snapshot");
+  FakeSocket.opened[2].close();
+  assert.deepEqual(await subscribe(3, "E2", [], "replay"), {
+    service: "svc",
+    since: 9,
+    epoch: "E2",
+  });
+  await client.close();
+});
+
+Deno.test("a set the agent refuses to resume: retried while the reason can pass, closed and reported once it cannot", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    reconnect: { initialDelay: 1, maxDelay: 5 },
+    pingInterval: 60_000,
+  });
+  const opening = client.services("svc");
+  const first = await FakeSocket.nth(0);
+  const request = await first.take("discover.subscribe");
+  first.frame({
+    id: request.id,
+    result: { subscription: "s", revision: 1, epoch: "E", mode: "snapshot" },
+  });
+  first.frame({
+    method: "discover.event",
+    params: { subscription: "s", result: { kind: "current", revision: 1 } },
+  });
+  const set = await opening;
+  const lines: string[] = [];
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => lines.push(args.join(" "));
+  try {
+    first.close();
+    const second = await FakeSocket.nth(1);
+    const refuse = async (code: number, message: string) => {
+      const { id } = await second.take("discover.subscribe");
+      second.frame({ id, error: { code, message } });
+    };
+    await refuse(ErrorCode.BackendUnavailable, "the backend is unreachable");
+    await until(() => lines.length === 1, "the first failure is reported");
+    assert.match(
+      lines[0],
+      /^discover: resuming the set of 'svc' after a reconnection failed: the backend is unreachable \(-32000\); retrying with backoff/,
+    );
+    assert.equal(set.closed, false);
+    // The retry is refused for good: the set ends.
+    await refuse(ErrorCode.LimitExceeded, "limit reached: maxSubscriptions");
+    await until(() => set.closed, "the set is closed");
+    assert.equal(lines.length, 2);
+    assert.match(
+      lines[1],
+      /limit reached: maxSubscriptions \(-32002\); given up: the set is closed/,
+    );
+  } finally {
+    console.error = consoleError;
+    await client.close();
+  }
+});
+
+Deno.test("a set never resumes with an empty epoch, and a refused resume point falls back to a snapshot", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    reconnect: { initialDelay: 1, maxDelay: 5 },
+    pingInterval: 60_000,
+  });
+  const answer = async (
+    socket: FakeSocket,
+    epoch: string,
+    revision: number,
+  ) => {
+    const request = await socket.take("discover.subscribe");
+    socket.frame({
+      id: request.id,
+      result: { subscription: "s", revision, epoch, mode: "snapshot" },
+    });
+    socket.frame({
+      method: "discover.event",
+      params: { subscription: "s", result: { kind: "current", revision } },
+    });
+    return request.params;
+  };
+  const opening = client.services("svc");
+  // An agent that has not reached its backend yet: no epoch.
+  await answer(await FakeSocket.nth(0), "", 3);
+  const set = await opening;
+  FakeSocket.opened[0].close();
+  assert.deepEqual(await answer(await FakeSocket.nth(1), "E", 4), {
+    service: "svc",
+  });
+  await until(() => set.revision === 4, "the snapshot");
+  FakeSocket.opened[1].close();
+  // An agent that refuses the resume point gets a snapshot request at once.
+  const third = await FakeSocket.nth(2);
+  const refused = await third.take("discover.subscribe");
+  assert.deepEqual(refused.params, { service: "svc", since: 3, epoch: "E" });
+  third.frame({
+    id: refused.id,
+    error: { code: ErrorCode.InvalidParams, message: "'since' is too old" },
+  });
+  assert.deepEqual(await answer(third, "E", 5), { service: "svc" });
+  await until(() => set.revision === 5 && set.connected, "the snapshot");
+  assert.equal(set.closed, false);
+  await client.close();
 });

@@ -10,8 +10,14 @@
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameAttrs } from "../protocol/instance_equal.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
 import { deferred } from "./_deferred.ts";
-import type { Instance, ServiceEvent } from "../protocol/types.ts";
+import { checkOptions } from "./_options.ts";
+import {
+  ALL_SERVICES,
+  type Instance,
+  type ServiceEvent,
+} from "../protocol/types.ts";
 
 /** A change of a {@linkcode ServiceSet}. */
 export interface ServiceUpdate {
@@ -78,6 +84,64 @@ export interface ServiceSetEventMap {
 /** How a set unsubscribes; provided by the client. */
 export type Unsubscribe = () => Promise<void>;
 
+/**
+ * How the client feeds a set: package-private (not exported by `mod.ts`),
+ * so a program cannot apply events of its own or end a set behind the
+ * client's back.
+ */
+export interface SetControl {
+  /** Settles once the set holds its initial state; rejects if it ends before. */
+  readonly initialized: Promise<void>;
+  /**
+   * A subscription starts in snapshot mode: the events up to `current` are
+   * the complete state, compared with what the set holds.
+   */
+  beginSnapshot(): void;
+  /** Applies one event of the subscription. */
+  apply(event: ServiceEvent): void;
+  /** The connection was lost; the client resumes the set after reconnecting. */
+  disconnected(): void;
+  /** The set ended without telling the agent (the client closed). */
+  ended(): void;
+}
+
+let open: (
+  service: string,
+  filter: Record<string, string> | undefined,
+  unsubscribe: Unsubscribe,
+) => { set: ServiceSet; control: SetControl };
+
+/**
+ * Creates an empty set and the control the client feeds it through.
+ *
+ * @example Usage
+ * ```ts
+ * import { openSet } from "./service_set.ts";
+ * const { set, control } = openSet("cache", undefined, () => Promise.resolve());
+ * control.beginSnapshot();
+ * control.apply({ kind: "current", revision: 1 });
+ * await control.initialized;
+ * console.log(set.connected); // true
+ * ```
+ *
+ * @param service The service, or `"*"`.
+ * @param filter The attribute filter.
+ * @param unsubscribe Ends the subscription at the agent.
+ * @returns The set and its control.
+ */
+export function openSet(
+  service: string,
+  filter: Record<string, string> | undefined,
+  unsubscribe: Unsubscribe,
+): { set: ServiceSet; control: SetControl } {
+  return open(service, filter, unsubscribe);
+}
+
+const UPDATES_OPTIONS = {
+  where: "updates()",
+  known: ["signal"],
+} as const;
+
 /** Most instances remembered by {@linkcode ServiceSet.offline}. */
 export const MAX_OFFLINE = 10_000;
 
@@ -125,14 +189,8 @@ export class ServiceSet extends EventTarget
   #lastSync?: Date;
   #initial = deferred<void>();
 
-  /**
-   * Creates an empty set; the client feeds it.
-   *
-   * @param service The service.
-   * @param filter The attribute filter.
-   * @param unsubscribe Ends the subscription at the agent.
-   */
-  constructor(
+  /** Sets are opened by `Client.services()`. */
+  private constructor(
     service: string,
     filter: Record<string, string> | undefined,
     unsubscribe: Unsubscribe,
@@ -143,12 +201,23 @@ export class ServiceSet extends EventTarget
     this.#unsubscribe = unsubscribe;
   }
 
-  /**
-   * Settles once the set holds its initial state; rejects if the set ends
-   * before that.
-   */
-  get initialized(): Promise<void> {
-    return this.#initial.promise;
+  static {
+    open = (service, filter, unsubscribe) => {
+      const set = new ServiceSet(service, filter, unsubscribe);
+      const control: SetControl = {
+        initialized: set.#initial.promise,
+        beginSnapshot: () => {
+          set.#staging = new Map();
+        },
+        apply: (event) => set.#apply(event),
+        disconnected: () => {
+          set.#staging = undefined;
+          set.#unsynced();
+        },
+        ended: () => set.#end(),
+      };
+      return { set, control };
+    };
   }
 
   /**
@@ -205,7 +274,7 @@ export class ServiceSet extends EventTarget
    */
   get(addr: string): Instance | undefined {
     return this.#online.get(
-      this.service === "*" ? addr : `${this.service}/${addr}`,
+      this.service === ALL_SERVICES ? addr : instanceKey(this.service, addr),
     );
   }
 
@@ -215,11 +284,12 @@ export class ServiceSet extends EventTarget
    *
    * @param options A signal to stop iterating.
    * @returns The iterator.
+   * @throws {TypeError} When `options` has a key other than `signal`.
    */
-  updates(options: UpdatesOptions = {}): AsyncIterableIterator<ServiceUpdate> {
+  updates(options?: UpdatesOptions): AsyncIterableIterator<ServiceUpdate> {
+    const { signal } = checkOptions(options, UPDATES_OPTIONS);
     const waiter: Waiter = { queue: [], readers: [], done: this.#closed };
     this.#waiters.add(waiter);
-    const signal = options.signal;
     const finish = () => {
       waiter.done = true;
       this.#waiters.delete(waiter);
@@ -263,7 +333,7 @@ export class ServiceSet extends EventTarget
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    this.ended();
+    this.#end();
     await this.#unsubscribe().catch(() => {});
   }
 
@@ -272,23 +342,8 @@ export class ServiceSet extends EventTarget
     return this.close();
   }
 
-  /**
-   * Starts receiving a snapshot (called by the client when a subscription
-   * starts in snapshot mode): the events up to `current` are the complete
-   * state, compared with what the set holds.
-   */
-  beginSnapshot(): void {
-    this.#staging = new Map();
-  }
-
-  /**
-   * Applies one event of the subscription (called by the client).
-   *
-   * @param event The event.
-   * @returns `true` once the set has received its initial state.
-   */
-  apply(event: ServiceEvent): boolean {
-    if (this.#closed) return this.#ready;
+  #apply(event: ServiceEvent) {
+    if (this.#closed) return;
     // A snapshot's revision counts only once it is complete (`current`):
     // a set cut off half-way through must not resume after it.
     if (!this.#staging && event.revision > this.#revision) {
@@ -296,40 +351,37 @@ export class ServiceSet extends EventTarget
     }
     const instance = event.instance;
     if (event.kind === "current") {
-      if (this.#staging) this.#resync(this.#staging, event.revision);
-      this.#revision = Math.max(this.#revision, event.revision);
+      if (this.#staging) {
+        // A complete snapshot is the whole state at its revision, which is
+        // lower than the set's after a change of epoch (a restarted agent):
+        // the set resumes from there, never from the old epoch's revision.
+        this.#resync(this.#staging, event.revision);
+        this.#revision = event.revision;
+      } else {
+        this.#revision = Math.max(this.#revision, event.revision);
+      }
       this.#staging = undefined;
       this.#ready = true;
       this.#connected = true;
       this.#lastSync = new Date();
       this.#initial.resolve();
       this.dispatchEvent(new Event("sync"));
-      return true;
+      return;
     }
     if (event.kind === "stale") {
       this.#unsynced();
-      return this.#ready;
+      return;
     }
-    if (!instance) return this.#ready;
+    if (!instance) return;
     if (this.#staging) {
       this.#staging.set(instance.id, instance);
-      return this.#ready;
+      return;
     }
     if (event.kind === "down") {
       this.#remove(instance, event.revision);
     } else {
       this.#add(instance, event.revision);
     }
-    return this.#ready;
-  }
-
-  /**
-   * Marks the set as out of sync (called by the client when the connection
-   * is lost; it resumes the set after reconnecting).
-   */
-  disconnected(): void {
-    this.#staging = undefined;
-    this.#unsynced();
   }
 
   #unsynced() {
@@ -338,11 +390,7 @@ export class ServiceSet extends EventTarget
     this.dispatchEvent(new Event("disconnect"));
   }
 
-  /**
-   * Marks the set as ended without telling the agent (called by the client
-   * when it closes).
-   */
-  ended(): void {
+  #end() {
     if (this.#closed) return;
     this.#closed = true;
     this.#connected = false;

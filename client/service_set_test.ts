@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import type { Instance, ServiceEvent } from "../protocol/types.ts";
 import {
+  openSet,
   ServiceSet,
   type ServiceUpdate,
   ServiceUpdateEvent,
@@ -35,22 +36,25 @@ const show = (u: ServiceUpdate) => `${u.kind} ${u.instance.addr} ${u.revision}`;
 
 function opened() {
   let unsubscribed = 0;
-  const set = new ServiceSet("svc", { zone: "b" }, () => {
+  const { set, control } = openSet("svc", { zone: "b" }, () => {
     unsubscribed++;
     return Promise.resolve();
   });
-  return { set, unsubscribed: () => unsubscribed };
+  return { set, control, unsubscribed: () => unsubscribed };
 }
 
 Deno.test("the initial snapshot fills the set silently and resolves initialized", async () => {
-  const { set } = opened();
+  const { set, control } = opened();
   const seen: string[] = [];
   set.addEventListener("update", (e) => seen.push(e.kind));
-  set.beginSnapshot();
-  assert.equal(set.apply(ev("up", 3, inst("h:1", 1))), false);
-  assert.equal(set.apply(ev("up", 3, inst("h:2", 2))), false);
-  assert.equal(set.apply(ev("current", 3)), true);
-  await set.initialized;
+  control.beginSnapshot();
+  control.apply(ev("up", 3, inst("h:1", 1)));
+  control.apply(ev("up", 3, inst("h:2", 2)));
+  assert.equal(set.connected, false);
+  assert.deepEqual(set.online(), [], "a snapshot counts once complete");
+  control.apply(ev("current", 3));
+  await control.initialized;
+  assert.equal(set.connected, true);
   assert.deepEqual(set.online().map((i) => i.addr), ["h:1", "h:2"]);
   assert.equal(set.revision, 3);
   assert.deepEqual(seen, []);
@@ -58,16 +62,16 @@ Deno.test("the initial snapshot fills the set silently and resolves initialized"
 });
 
 Deno.test("live events update online and offline, as iterator values and DOM events", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("up", 1, inst("h:1", 1)));
-  set.apply(ev("current", 1));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 1, inst("h:1", 1)));
+  control.apply(ev("current", 1));
   const events: ServiceUpdateEvent[] = [];
   set.addEventListener("update", (e) => events.push(e));
   const it = set.updates();
-  set.apply(ev("up", 2, inst("h:2", 2)));
-  set.apply(ev("update", 3, inst("h:1", 3, { v: "2" })));
-  set.apply(ev("down", 4, inst("h:2", 2)));
+  control.apply(ev("up", 2, inst("h:2", 2)));
+  control.apply(ev("update", 3, inst("h:1", 3, { v: "2" })));
+  control.apply(ev("down", 4, inst("h:2", 2)));
   assert.deepEqual(
     [await it.next(), await it.next(), await it.next()].map((r) =>
       show(r.value!)
@@ -85,23 +89,23 @@ Deno.test("live events update online and offline, as iterator values and DOM eve
   assert.deepEqual(set.get("h:1")?.attrs, { v: "2" });
   assert.deepEqual(set.offline().map((i) => i.addr), ["h:2"]);
   // Back up: no longer offline.
-  set.apply(ev("up", 5, inst("h:2", 5)));
+  control.apply(ev("up", 5, inst("h:2", 5)));
   assert.deepEqual(set.offline(), []);
 });
 
 Deno.test("a resync snapshot emits only the real differences", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("up", 3, inst("h:1", 1)));
-  set.apply(ev("up", 3, inst("h:2", 2)));
-  set.apply(ev("up", 3, inst("h:3", 3)));
-  set.apply(ev("current", 3));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 3, inst("h:1", 1)));
+  control.apply(ev("up", 3, inst("h:2", 2)));
+  control.apply(ev("up", 3, inst("h:3", 3)));
+  control.apply(ev("current", 3));
   const it = set.updates();
-  set.beginSnapshot();
-  set.apply(ev("up", 9, inst("h:1", 1))); // same: nothing
-  set.apply(ev("up", 9, inst("h:2", 7, { v: "2" }))); // changed: update
-  set.apply(ev("up", 9, inst("h:4", 8))); // new: up
-  set.apply(ev("current", 9)); // h:3 missing: down
+  control.beginSnapshot();
+  control.apply(ev("up", 9, inst("h:1", 1))); // same: nothing
+  control.apply(ev("up", 9, inst("h:2", 7, { v: "2" }))); // changed: update
+  control.apply(ev("up", 9, inst("h:4", 8))); // new: up
+  control.apply(ev("current", 9)); // h:3 missing: down
   const got: string[] = [];
   for (let i = 0; i < 3; i++) got.push(show((await it.next()).value!));
   assert.deepEqual(got.sort(), ["down h:3 9", "up h:4 9", "update h:2 9"]);
@@ -113,24 +117,24 @@ Deno.test("a resync snapshot emits only the real differences", async () => {
 });
 
 Deno.test("duplicate events are ignored", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("current", 1));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("current", 1));
   const seen: string[] = [];
   set.addEventListener("update", (e) => seen.push(show(e)));
-  set.apply(ev("up", 2, inst("h:1", 2)));
-  set.apply(ev("up", 2, inst("h:1", 2)));
-  set.apply(ev("down", 3, inst("h:9", 1))); // never seen up
-  set.apply(ev("down", 4, inst("h:1", 2)));
-  set.apply(ev("down", 4, inst("h:1", 2)));
+  control.apply(ev("up", 2, inst("h:1", 2)));
+  control.apply(ev("up", 2, inst("h:1", 2)));
+  control.apply(ev("down", 3, inst("h:9", 1))); // never seen up
+  control.apply(ev("down", 4, inst("h:1", 2)));
+  control.apply(ev("down", 4, inst("h:1", 2)));
   assert.deepEqual(seen, ["up h:1 2", "down h:1 4"]);
   await set.close();
 });
 
 Deno.test("close ends iterators, dispatches close, unsubscribes once", async () => {
-  const { set, unsubscribed } = opened();
-  set.beginSnapshot();
-  set.apply(ev("current", 1));
+  const { set, control, unsubscribed } = opened();
+  control.beginSnapshot();
+  control.apply(ev("current", 1));
   let closes = 0;
   set.addEventListener("close", () => closes++);
   const it = set.updates();
@@ -142,16 +146,16 @@ Deno.test("close ends iterators, dispatches close, unsubscribes once", async () 
   assert.equal(unsubscribed(), 1);
   assert.equal(set.closed, true);
   // Events after close change nothing.
-  set.apply(ev("up", 2, inst("h:1", 2)));
+  control.apply(ev("up", 2, inst("h:1", 2)));
   assert.deepEqual(set.online(), []);
   const late = set.updates();
   assert.equal((await late.next()).done, true);
 });
 
 Deno.test("an iterator stops on abort and on return; for await works on the set", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("current", 1));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("current", 1));
   const controller = new AbortController();
   const it = set.updates({ signal: controller.signal });
   const pending = it.next();
@@ -165,80 +169,133 @@ Deno.test("an iterator stops on abort and on return; for await works on the set"
       if (seen.length === 2) break;
     }
   })();
-  set.apply(ev("up", 2, inst("h:1", 2)));
-  set.apply(ev("up", 3, inst("h:2", 3)));
+  control.apply(ev("up", 2, inst("h:1", 2)));
+  control.apply(ev("up", 3, inst("h:2", 3)));
   await loop;
   assert.deepEqual(seen, ["up h:1 2", "up h:2 3"]);
 });
 
 Deno.test("a set that ends before its snapshot rejects initialized", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.ended();
-  await assert.rejects(set.initialized, /ended before its initial state/);
+  const { control } = opened();
+  control.beginSnapshot();
+  control.ended();
+  await assert.rejects(control.initialized, /ended before its initial state/);
 });
 
 Deno.test("concurrent next() calls each get their own update", async () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("current", 1));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("current", 1));
   const it = set.updates();
   const first = it.next(), second = it.next();
-  set.apply(ev("up", 2, inst("h:1", 2)));
-  set.apply(ev("up", 3, inst("h:2", 3)));
+  control.apply(ev("up", 2, inst("h:1", 2)));
+  control.apply(ev("up", 3, inst("h:2", 3)));
   assert.deepEqual(
     [(await first).value!, (await second).value!].map(show),
     ["up h:1 2", "up h:2 3"],
   );
 });
 
+Deno.test("a complete snapshot sets the revision, also when it is lower (a new epoch)", () => {
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 500, inst("h:1", 480)));
+  control.apply(ev("current", 500));
+  assert.equal(set.revision, 500);
+  // The agent restarted on a memory backend: a snapshot of its new epoch.
+  control.beginSnapshot();
+  control.apply(ev("up", 3, inst("h:2", 2)));
+  control.apply(ev("current", 3));
+  assert.equal(set.revision, 3, "resume from the new epoch's revision");
+  assert.deepEqual(set.online().map((i) => i.addr), ["h:2"]);
+  // Live events of the new epoch still advance it.
+  control.apply(ev("up", 4, inst("h:3", 4)));
+  assert.equal(set.revision, 4);
+});
+
 Deno.test("a snapshot cut off half-way does not advance the revision", () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("up", 5, inst("h:1", 1)));
-  set.apply(ev("current", 5));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 5, inst("h:1", 1)));
+  control.apply(ev("current", 5));
   assert.equal(set.revision, 5);
-  set.disconnected();
+  control.disconnected();
   assert.equal(set.connected, false);
-  set.beginSnapshot(); // a resync snapshot at revision 9, cut off
-  set.apply(ev("up", 9, inst("h:2", 8)));
+  control.beginSnapshot(); // a resync snapshot at revision 9, cut off
+  control.apply(ev("up", 9, inst("h:2", 8)));
   assert.equal(set.revision, 5, "resume from before the snapshot");
   assert.deepEqual(set.online().map((i) => i.addr), ["h:1"]);
 });
 
 Deno.test("a new revision with the same attributes is not reported as an update", () => {
-  const { set } = opened();
-  set.beginSnapshot();
-  set.apply(ev("up", 1, inst("h:1", 1, { v: "1" })));
-  set.apply(ev("current", 1));
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 1, inst("h:1", 1, { v: "1" })));
+  control.apply(ev("current", 1));
   const seen: string[] = [];
   set.addEventListener("update", (e) => seen.push(show(e)));
-  set.apply(ev("update", 7, inst("h:1", 7, { v: "1" })));
+  control.apply(ev("update", 7, inst("h:1", 7, { v: "1" })));
   assert.deepEqual(seen, []);
   assert.equal(set.get("h:1")?.revision, 7, "the set keeps the newest copy");
-  set.apply(ev("update", 8, inst("h:1", 8, { v: "2" })));
+  control.apply(ev("update", 8, inst("h:1", 8, { v: "2" })));
   assert.deepEqual(seen, ["update h:1 8"]);
 });
 
 Deno.test("a stale event marks the set out of sync, fail-static, until current", () => {
-  const { set } = opened();
+  const { set, control } = opened();
   const signals: string[] = [];
   set.addEventListener("disconnect", () => signals.push("disconnect"));
   set.addEventListener("sync", () => signals.push("sync"));
-  set.beginSnapshot();
-  set.apply(ev("up", 5, inst("h:1", 3)));
-  set.apply(ev("current", 5));
+  control.beginSnapshot();
+  control.apply(ev("up", 5, inst("h:1", 3)));
+  control.apply(ev("current", 5));
   assert.ok(set.connected);
   const syncedAt = set.lastSync;
-  set.apply(ev("stale", 5));
+  control.apply(ev("stale", 5));
   assert.equal(set.connected, false);
   assert.equal(set.lastSync, syncedAt, "lastSync: when it was last in sync");
   assert.deepEqual(set.online().map((i) => i.addr), ["h:1"], "state kept");
-  set.apply(ev("stale", 5)); // said once
-  set.apply(ev("up", 6, inst("h:2", 6))); // changes still apply
-  set.apply(ev("current", 6));
+  control.apply(ev("stale", 5)); // said once
+  control.apply(ev("up", 6, inst("h:2", 6))); // changes still apply
+  control.apply(ev("current", 6));
   assert.ok(set.connected);
   assert.equal(set.revision, 6);
   assert.deepEqual(signals, ["sync", "disconnect", "sync"]);
   assert.deepEqual(set.online().map((i) => i.addr), ["h:1", "h:2"]);
+});
+
+Deno.test("the client's controls are not on the set, and updates() checks its options", () => {
+  const { set } = opened();
+  for (const name of ["apply", "beginSnapshot", "disconnected", "ended"]) {
+    assert.equal(name in set, false, `set.${name} is not public`);
+  }
+  assert.equal("initialized" in set, false);
+  assert.ok(set instanceof ServiceSet);
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => set.updates({ sigal: AbortSignal.abort() } as any),
+    (e: unknown) =>
+      e instanceof TypeError &&
+      e.message ===
+        "'sigal' is not an option of updates(): its options are signal",
+  );
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => set.updates("now" as any),
+    /the options of updates\(\) must be an object/,
+  );
+});
+
+Deno.test("get() finds an instance by address, or by id in a set of every service", () => {
+  const { set, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("up", 1, inst("h:1", 1)));
+  control.apply(ev("current", 1));
+  assert.equal(set.get("h:1")?.id, "svc/h:1");
+  const all = openSet("*", undefined, () => Promise.resolve());
+  all.control.beginSnapshot();
+  all.control.apply(ev("up", 1, inst("h:1", 1)));
+  all.control.apply(ev("current", 1));
+  assert.equal(all.set.get("svc/h:1")?.addr, "h:1");
+  assert.equal(all.set.get("h:1"), undefined);
 });

@@ -1,0 +1,132 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import { startAgent } from "../agent/mod.ts";
+import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import { agentUrls } from "./_connection.ts";
+import { connect } from "./client.ts";
+
+const quiet = {
+  advertiseHost: "127.0.0.1",
+  logger: { debug() {}, info() {}, warn() {}, error() {} },
+};
+
+/** A loopback port where nothing listens. */
+function deadPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test("agentUrls() keeps each URL's path and adds the client id", () => {
+  assert.deepEqual(agentUrls("ws://h:1111/x?a=1", "me"), [
+    { shown: "ws://h:1111/x?a=1", dialled: "ws://h:1111/x?a=1&client=me" },
+  ]);
+  assert.deepEqual(
+    agentUrls([new URL("wss://a:1"), "ws://b:2"], "me").map((u) => u.shown),
+    ["wss://a:1/", "ws://b:2/"],
+  );
+});
+
+Deno.test("agentUrls() throws TypeError for bad URLs and empty lists", () => {
+  for (
+    const [urls, rule] of [
+      ["not a url", /'url' must be a ws: or wss: URL such as/],
+      [
+        "http://127.0.0.1:1111",
+        /'url' must be a ws: or wss: URL: current value is 'http:/,
+      ],
+      ["ws://h:1111/#x", /must not have a fragment/],
+      ["ws://h:99999", /'url' must be a ws: or wss: URL such as/],
+      [[], /a non-empty array of them: current value is an empty array/],
+      [[5], /'url' must be a string or a URL: current value is 5/],
+    ] as const
+  ) {
+    assert.throws(
+      () => agentUrls(urls as unknown as string[], "me"),
+      (e: unknown) => e instanceof TypeError && rule.test(e.message),
+      String(urls),
+    );
+  }
+});
+
+Deno.test("connect() rejects bad URLs with TypeError before dialling", async () => {
+  for (const url of ["127.0.0.1:1111", "http://127.0.0.1:1111", "ws://h/#x"]) {
+    await assert.rejects(connect(url), TypeError, url);
+  }
+});
+
+Deno.test("a failed connection names the URL, path included, and what answered there", async () => {
+  await using agent = await startAgent({ port: 0, ...quiet });
+  const url = `ws://127.0.0.1:${agent.port}/foo`;
+  await assert.rejects(connect(url), (e: unknown) => {
+    assert.ok(e instanceof RpcError);
+    assert.equal(e.code, ErrorCode.ConnectionClosed);
+    assert.equal(
+      e.message,
+      `could not connect to ${url}: the server there answered HTTP 404 (not found: /foo) instead of a WebSocket upgrade; a discover agent listens at the root path, e.g. ws://host:1111/`,
+    );
+    return true;
+  });
+  const nobody = `ws://127.0.0.1:${deadPort()}/`;
+  await assert.rejects(
+    connect(nobody),
+    new RpcError(
+      ErrorCode.ConnectionClosed,
+      `could not connect to ${nobody}: nothing answered there; is the agent running, and is this its address?`,
+    ),
+  );
+  // A web server that answers GET but is no agent.
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("hello"),
+  );
+  await assert.rejects(
+    connect(`ws://127.0.0.1:${server.addr.port}`),
+    /the server there answers HTTP but refused the WebSocket upgrade/,
+  );
+});
+
+Deno.test("several URLs: the first that answers is used, and a failure names each", async () => {
+  await using agent = await startAgent({ port: 0, ...quiet });
+  const dead = `ws://127.0.0.1:${deadPort()}/`;
+  await using client = await connect([dead, agent.url]);
+  assert.equal(client.url, new URL(agent.url).href);
+  const other = `ws://127.0.0.1:${deadPort()}/`;
+  await assert.rejects(connect([dead, other]), (e: unknown) => {
+    assert.ok(e instanceof RpcError);
+    assert.equal(e.code, ErrorCode.ConnectionClosed);
+    assert.match(
+      e.message,
+      new RegExp(
+        `could not connect to ${dead}.*; could not connect to ${other}`,
+      ),
+    );
+    return true;
+  });
+});
+
+Deno.test("waitForAgent: connect() rejects with Timeout once the wait has passed, and honours its signal", async () => {
+  const url = `ws://127.0.0.1:${deadPort()}/`;
+  const started = Date.now();
+  await assert.rejects(connect(url, { waitForAgent: 600 }), (e: unknown) => {
+    assert.ok(e instanceof RpcError);
+    assert.equal(e.code, ErrorCode.Timeout);
+    assert.equal(
+      e.message,
+      `no agent answered within 600 ms (waitForAgent): could not connect to ${url}: nothing answered there; is the agent running, and is this its address?`,
+    );
+    return true;
+  });
+  const elapsed = Date.now() - started;
+  // It kept trying for the whole wait, and stopped soon after (generous
+  // bound for a loaded machine).
+  assert.ok(elapsed >= 600 && elapsed < 5000, `gave up after ${elapsed} ms`);
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(new Error("stop waiting")), 100);
+  await assert.rejects(
+    connect(url, { waitForAgent: 60_000, signal: controller.signal }),
+    /stop waiting/,
+  );
+});
