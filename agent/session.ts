@@ -29,7 +29,6 @@ import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
 import {
   type Filter,
   type Limits,
-  Methods,
   type SubscribeParams,
   type SubscribeResult,
 } from "../protocol/types.ts";
@@ -388,7 +387,7 @@ export class Session {
   }
 
   #handle(method: string, params: unknown, call: CallContext): unknown {
-    if (this.#context.shuttingDown() && method !== Methods.ping) {
+    if (this.#context.shuttingDown() && method !== "$/ping") {
       throw new RpcError(
         ErrorCode.ShuttingDown,
         "the agent is shutting down; reconnect and retry",

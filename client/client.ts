@@ -15,6 +15,7 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 import {
   ALL_SERVICES,
+  EVENT_NOTIFICATION,
   type Attrs,
   type CatalogResult,
   type EventParams,
@@ -988,7 +989,7 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   #notification(method: string, params: unknown): void {
-    if (method !== "discover.event") return;
+    if (method !== EVENT_NOTIFICATION) return;
     const { subscription, result } = params as EventParams;
     const state = this.#bySubscription.get(subscription);
     if (!state) return;

@@ -11,11 +11,24 @@ import {
   methodTable,
 } from "./methods.ts";
 import { openrpcDocument } from "./openrpc.ts";
-import { type MethodName, Methods, type OpenRpcDocument } from "./types.ts";
+import {
+  EVENT_NOTIFICATION,
+  type MethodName,
+  type OpenRpcDocument,
+} from "./types.ts";
 
-/** Every method of the protocol, as `Methods` (types.ts) names them. */
-const NAMES = Object.values(Methods).filter((name) => name !== Methods.event)
-  .sort();
+/** Every method of the protocol, as `protocol/README.md` lists them. */
+const NAMES: MethodName[] = [
+  "$/ping",
+  "discover.catalog",
+  "discover.register",
+  "discover.services",
+  "discover.status",
+  "discover.subscribe",
+  "discover.unregister",
+  "discover.unsubscribe",
+  "rpc.discover",
+];
 
 const call: CallContext = { notification: false, afterResponse() {} };
 
@@ -83,13 +96,13 @@ Deno.test("methodTable has an entry for every method, and no other", () => {
 
 Deno.test("the OpenRPC methods are the table's, and discover.event", () => {
   const names = openrpcDocument.methods.map((m) => m.name);
-  assert.deepEqual(names, [...Object.keys(methodTable), Methods.event]);
+  assert.deepEqual(names, [...Object.keys(methodTable), EVENT_NOTIFICATION]);
   for (const [name, spec] of Object.entries(methodTable)) {
     const entry = openrpcDocument.methods.find((m) => m.name === name);
     assert.deepEqual(entry, { name, ...spec.openrpc }, name);
   }
   assert.deepEqual(openrpcDocument.methods.at(-1), {
-    name: Methods.event,
+    name: EVENT_NOTIFICATION,
     ...eventNotification,
   });
 });

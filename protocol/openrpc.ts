@@ -15,7 +15,7 @@
 
 import { ErrorCode } from "./errors.ts";
 import { eventNotification, methodTable } from "./methods.ts";
-import { Methods, type OpenRpcDocument } from "./types.ts";
+import { EVENT_NOTIFICATION, type OpenRpcDocument } from "./types.ts";
 import {
   ADDR_PATTERN,
   ATTR_KEY_PATTERN,
@@ -71,7 +71,7 @@ export const openrpcDocument: OpenRpcDocument = {
       name,
       ...spec.openrpc,
     })),
-    { name: Methods.event, ...eventNotification },
+    { name: EVENT_NOTIFICATION, ...eventNotification },
   ],
   components: {
     schemas: {

@@ -5,9 +5,10 @@ import type { Ajv, ValidateFunction } from "ajv";
 import { META_ID, openrpcAjv } from "../tests/_openrpc_ajv.ts";
 import type { BackendChange } from "../backends/backend.ts";
 import { View } from "../agent/view.ts";
+import { methodTable } from "./methods.ts";
 import { openrpcDocument } from "./openrpc.ts";
 import { ErrorCode } from "./errors.ts";
-import { type Filter, Methods } from "./types.ts";
+import { EVENT_NOTIFICATION, type Filter } from "./types.ts";
 import {
   validateAddr,
   validateAttrs,
@@ -26,10 +27,10 @@ const DOC_ID = "urn:discover:openrpc";
 const CLIENT_ONLY: number[] = [ErrorCode.Timeout, ErrorCode.ConnectionClosed];
 /** Methods that take no params. */
 const NO_PARAMS: string[] = [
-  Methods.status,
-  Methods.catalog,
-  Methods.discover,
-  Methods.ping,
+  "discover.status",
+  "discover.catalog",
+  "rpc.discover",
+  "$/ping",
 ];
 
 /** An ajv that knows the OpenRPC meta-schema and this document. */
@@ -137,15 +138,15 @@ Deno.test("openrpcDocument has one by-name entry per method", () => {
   assert.equal(new Set(names).size, names.length, "duplicate method names");
   assert.deepEqual(
     [...names].sort(),
-    Object.values(Methods).sort(),
-    "the methods differ from Methods in types.ts",
+    [...Object.keys(methodTable), EVENT_NOTIFICATION].sort(),
+    "the methods differ from the method table",
   );
   for (const method of methods()) {
     assert.equal(method.paramStructure, "by-name", `${method.name}`);
     const examples = method.examples as unknown[] | undefined;
     assert.ok(examples?.length, `${method.name} has no example`);
   }
-  const event = methods()[methodIndex(Methods.event)];
+  const event = methods()[methodIndex(EVENT_NOTIFICATION)];
   assert.equal(event.result, undefined, "a notification has no result");
   assert.match(String(event.description), /notification/);
 });
@@ -306,10 +307,10 @@ function storyView(epoch: string, revision: number): View {
 }
 
 Deno.test("subscribe examples use one epoch and the agent's replay rules", () => {
-  const [status] = examples(Methods.status);
+  const [status] = examples("discover.status");
   const epoch = String(resultOf(status).epoch);
   let foreign = 0;
-  for (const example of examples(Methods.subscribe)) {
+  for (const example of examples("discover.subscribe")) {
     const where = `subscribe example '${example.name}'`;
     const params = paramsOf(example);
     const result = resultOf(example);
@@ -340,7 +341,7 @@ Deno.test("subscribe examples use one epoch and the agent's replay rules", () =>
 });
 
 Deno.test("address examples are in the canonical form validate.ts gives", () => {
-  for (const example of examples(Methods.register)) {
+  for (const example of examples("discover.register")) {
     const params = paramsOf(example);
     if (params.addr === undefined) continue;
     assert.equal(validateAddr(params.addr), resultOf(example).addr);
@@ -362,9 +363,9 @@ Deno.test("address examples are in the canonical form validate.ts gives", () => 
 
 Deno.test("schemas accept what validate.ts accepts", () => {
   const s = "/components/schemas";
-  const subscribe = methods()[methodIndex(Methods.subscribe)];
+  const subscribe = methods()[methodIndex("discover.subscribe")];
   const param = (name: string) =>
-    `/methods/${methodIndex(Methods.subscribe)}/params/${
+    `/methods/${methodIndex("discover.subscribe")}/params/${
       (subscribe.params as Json[]).findIndex((p) => p.name === name)
     }/schema`;
   const label = (n: number) => "a".repeat(n);

@@ -225,23 +225,8 @@ export interface OpenRpcDocument {
   components: Record<string, Record<string, unknown>>;
 }
 
-/**
- * Method names of the protocol, and of the `discover.event` notification: a
- * shorthand for the keys of {@linkcode MethodTypes}, which the compiler
- * holds it to (a name missing here, or not a method, does not compile).
- */
-export const Methods = {
-  register: "discover.register",
-  unregister: "discover.unregister",
-  services: "discover.services",
-  catalog: "discover.catalog",
-  subscribe: "discover.subscribe",
-  unsubscribe: "discover.unsubscribe",
-  status: "discover.status",
-  discover: "rpc.discover",
-  ping: "$/ping",
-  event: "discover.event",
-} as const;
+/** Wire name of the notification that carries subscription events. */
+export const EVENT_NOTIFICATION = "discover.event";
 
 /**
  * The params and result of every method, by wire name: the type half of the
@@ -277,16 +262,3 @@ export type ParamsOf<M extends MethodName> = MethodTypes[M]["params"];
 
 /** The result of method `M`. */
 export type ResultOf<M extends MethodName> = MethodTypes[M]["result"];
-
-/** `true` when `A` and `B` are the same set of names. */
-type SameNames<A, B> = [A] extends [B] ? [B] extends [A] ? true : false
-  : false;
-/** Compiles only when `T` is `true`. */
-type Expect<T extends true> = T;
-/** `Methods` names exactly the methods and the notification. */
-type _MethodsCheck = Expect<
-  SameNames<
-    (typeof Methods)[keyof typeof Methods],
-    MethodName | "discover.event"
-  >
->;
