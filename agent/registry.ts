@@ -228,6 +228,21 @@ export class Registry {
   }
 
   /**
+   * The instances of the view that `owner` holds, sorted by id.
+   *
+   * @param owner The owner.
+   * @returns Its instances.
+   */
+  owned(owner: Owner): Instance[] {
+    const instances: Instance[] = [];
+    for (const key of owner.keys) {
+      const entry = this.#view.get(...splitInstanceKey(key));
+      if (entry?.owner === owner.id) instances.push(entry.instance);
+    }
+    return instances.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  /**
    * Registers or re-registers an instance for `owner`.
    *
    * @param owner The owner.

@@ -420,6 +420,10 @@ export class Session {
         revision: ctx.view.revision,
         instances: ctx.view.list(p.service, p.filter),
       }),
+      "discover.owned": () => ({
+        revision: ctx.view.revision,
+        instances: ctx.registry.owned(this.owner),
+      }),
       "discover.catalog": () => ({
         revision: ctx.view.revision,
         services: ctx.view.catalog(),

@@ -224,6 +224,7 @@ Deno.test("while the agent shuts down, every method but $/ping gets -32004", asy
     { method: "discover.subscribe", params: { service: "big" } },
     { method: "discover.status" },
     { method: "discover.catalog" },
+    { method: "discover.owned" },
     { method: "rpc.discover" },
     { method: "discover.register", params: { service: "big", port: 80 } },
     { method: "$/ping" },

@@ -15,9 +15,9 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 import {
   ALL_SERVICES,
-  EVENT_NOTIFICATION,
   type Attrs,
   type CatalogResult,
+  EVENT_NOTIFICATION,
   type EventParams,
   type Instance,
   type StatusResult,
@@ -305,6 +305,7 @@ const SERVICES_RULE = filterRule("services()");
 const LOOKUP_RULE = filterRule("lookup()");
 const CATALOG_RULE: OptionsRule = { where: "catalog()", known: ["signal"] };
 const STATUS_RULE: OptionsRule = { where: "status()", known: ["signal"] };
+const OWNED_RULE: OptionsRule = { where: "owned()", known: ["signal"] };
 
 function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(12));
@@ -749,6 +750,30 @@ export class Client extends EventTarget implements AsyncDisposable {
     return await this.#connection.request("discover.catalog", undefined, {
       signal,
     });
+  }
+
+  /**
+   * The instances the agent holds for this client (its client id), sorted
+   * by id: the agent's side of {@linkcode Client.registrations}, which says
+   * what the client keeps registered. After a reconnection, it shows which
+   * registrations are back; an instance another client took over is not
+   * listed.
+   *
+   * @example Usage
+   * ```ts ignore
+   * for (const i of await client.owned()) console.log(i.service, i.addr);
+   * ```
+   *
+   * @param options A signal.
+   * @returns The instances.
+   * @throws {TypeError} When `options` has a key other than `signal`.
+   */
+  async owned(options?: CallOptions): Promise<Instance[]> {
+    const { signal } = checkOptions(options, OWNED_RULE);
+    const result = await this.#connection.request("discover.owned", undefined, {
+      signal,
+    });
+    return result.instances;
   }
 
   /**

@@ -450,6 +450,39 @@ export const methodTable: MethodTable = {
       ],
     },
   },
+  "discover.owned": {
+    validate: validateNoParams,
+    openrpc: {
+      summary: "Reads the instances the caller owns.",
+      description:
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602. " +
+        "Returns, sorted by `id`, the instances of the agent's view whose owner is the caller: its client id (`?client=`), shared by every session that connects with it, or the session itself when it connected without one. " +
+        "This is the agent's side of what a client believes it registered: after a reconnection, it shows which registrations are back. An instance another owner took over is not listed.",
+      tags: [{ name: "discovery" }],
+      paramStructure: "by-name",
+      params: [],
+      result: {
+        name: "owned",
+        description: "The view's revision and the caller's instances.",
+        schema: schema("ServicesResult"),
+      },
+      errors: [
+        error("InvalidParams"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "owned",
+          params: [],
+          result: {
+            name: "owned",
+            value: { revision: 44, instances: [ours44] },
+          },
+        },
+      ],
+    },
+  },
   "discover.subscribe": {
     validate: validateSubscribe,
     openrpc: {

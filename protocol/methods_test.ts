@@ -21,6 +21,7 @@ import {
 const NAMES: MethodName[] = [
   "$/ping",
   "discover.catalog",
+  "discover.owned",
   "discover.register",
   "discover.services",
   "discover.status",
@@ -62,6 +63,10 @@ function recording() {
     "discover.services": record("discover.services", {
       revision: 1,
       instances: [],
+    }),
+    "discover.owned": record("discover.owned", {
+      revision: 1,
+      instances: [instance],
     }),
     "discover.catalog": record("discover.catalog", {
       revision: 1,

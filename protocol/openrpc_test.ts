@@ -29,6 +29,7 @@ const CLIENT_ONLY: number[] = [ErrorCode.Timeout, ErrorCode.ConnectionClosed];
 const NO_PARAMS: string[] = [
   "discover.status",
   "discover.catalog",
+  "discover.owned",
   "rpc.discover",
   "$/ping",
 ];

@@ -240,6 +240,11 @@ export interface MethodTypes {
   "discover.unregister": { params: UnregisterParams; result: boolean };
   /** Reads the instances of a service once. */
   "discover.services": { params: ServicesParams; result: ServicesResult };
+  /**
+   * Reads the instances the caller owns (its client id's, or its session's
+   * when it connected without one), sorted by `id`.
+   */
+  "discover.owned": { params: undefined; result: ServicesResult };
   /** Reads the services that have instances. */
   "discover.catalog": { params: undefined; result: CatalogResult };
   /** Opens a subscription. */

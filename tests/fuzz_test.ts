@@ -79,6 +79,7 @@ const METHODS = [
   "discover.unregister",
   "discover.services",
   "discover.catalog",
+  "discover.owned",
   "discover.subscribe",
   "discover.unsubscribe",
   "discover.status",
