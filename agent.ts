@@ -2,261 +2,421 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * discoverd, the discover agent: `deno run --allow-net
- * --allow-sys=networkInterfaces agent.ts --help`. The etcd backend also
- * needs `--allow-read --allow-env --allow-sys` (its gRPC client reads its
- * protocol files and environment).
+ * discoverd, the discover agent: `deno task start --help`. The command
+ * line is composed of the agent's own flags and those of every backend in
+ * `backends/mod.ts` (see `BackendDescriptor`); a backend's flags are
+ * accepted only with `--backend` set to it.
+ *
+ * Permissions: `--allow-net` and `--allow-sys=networkInterfaces` for the
+ * memory backend; the etcd backend's gRPC client also reads a few
+ * environment variables (`GRPC_*`, the proxy ones) and its code and
+ * certificate files. `deno task start` grants exactly what both need.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { startAgent } from "./agent/mod.ts";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import {
+  type AgentOptions,
+  DEFAULT_LIMITS,
+  LIMIT_MINIMUMS,
+  ListenError,
+  startAgent,
+} from "./agent/mod.ts";
 import { createLogger, isLogLevel, LOG_LEVELS } from "./agent/log.ts";
-import type { Backend } from "./backends/backend.ts";
-import { MemoryBackend } from "./backends/memory.ts";
-import type { Logger } from "./agent/log.ts";
+import type { LogLevel } from "./agent/log.ts";
 import { VERSION } from "./agent/version.ts";
+import { BACKENDS } from "./backends/mod.ts";
+import {
+  type BackendDescriptor,
+  type Flag,
+  FlagError,
+  type FlagValues,
+  parseCount,
+  parseSeconds,
+} from "./backends/descriptor.ts";
+import { DEFAULT_HISTORY_BYTES } from "./agent/view.ts";
+import type { Limits } from "./protocol/types.ts";
 
-const HELP = `discoverd ${VERSION}: the discover agent
+/** The limit flags, by the limit each sets. */
+const LIMIT_FLAGS: [flag: string, limit: keyof Limits, help: string][] = [
+  ["max-frame-bytes", "maxFrameBytes", "largest accepted frame, in bytes"],
+  ["max-sessions", "maxSessions", "most sessions at once"],
+  [
+    "max-queue-bytes",
+    "maxQueueBytes",
+    "bytes queued for a session that does not read before it is dropped as a slow consumer; one subscription's snapshot at a time may go beyond",
+  ],
+  ["max-registrations", "maxRegistrations", "most instances per client"],
+  ["max-subscriptions", "maxSubscriptions", "most subscriptions per session"],
+];
 
-Usage: discoverd [options]
+/** The agent's own flags, in help order (the backend flags follow). */
+const AGENT_FLAGS: readonly Flag[] = [
+  {
+    name: "listen",
+    type: "string",
+    value: "HOST:PORT",
+    default: "127.0.0.1:1111",
+    help:
+      "where to accept WebSocket connections; port 0 picks a free one; [::1]:PORT for IPv6",
+  },
+  {
+    name: "advertise-host",
+    type: "string",
+    value: "HOST",
+    help:
+      "host used for registrations that give only a port (default: this host's most public non-loopback address, else 127.0.0.1)",
+  },
+  {
+    name: "backend",
+    type: "string",
+    value: "NAME",
+    default: BACKENDS[0].name,
+    help: `where registrations are kept: ${
+      BACKENDS.map((b) => b.name).join(" or ")
+    }, listed below`,
+  },
+  {
+    name: "ttl",
+    type: "string",
+    value: "SECONDS",
+    default: "10",
+    help:
+      "grace period before a lost session's instances go down; fractions accepted (e.g. 0.5)",
+  },
+  {
+    name: "idle-timeout",
+    type: "string",
+    value: "SECONDS",
+    default: "5",
+    help:
+      "drop a peer that answers no ping for this long; a silent peer is pinged after half of it; fractions accepted",
+  },
+  {
+    name: "history",
+    type: "string",
+    value: "N",
+    default: "50000",
+    help: "changes kept for resumes with 'since'; at least 1",
+  },
+  {
+    name: "history-bytes",
+    type: "string",
+    value: "N",
+    default: String(DEFAULT_HISTORY_BYTES),
+    help:
+      "bytes of changes kept for resumes, estimated; the oldest go first beyond this or --history; at least 1",
+  },
+  ...LIMIT_FLAGS.map(([name, limit, help]): Flag => ({
+    name,
+    type: "string",
+    value: "N",
+    default: String(DEFAULT_LIMITS[limit]),
+    help: `${help}; at least ${LIMIT_MINIMUMS[limit].value}${
+      LIMIT_MINIMUMS[limit].reason ? `, ${LIMIT_MINIMUMS[limit].reason}` : ""
+    }`,
+  })),
+  {
+    name: "allow-origin",
+    type: "string",
+    value: "URL",
+    multiple: true,
+    help:
+      "let web pages from this origin (http(s)://host:port) connect, besides the agent's own dashboard at /; repeatable or comma-separated; * allows any page",
+  },
+  {
+    name: "allow-host",
+    type: "string",
+    value: "NAME",
+    multiple: true,
+    help:
+      "accept requests addressed to this host name (the Host header), besides IP addresses and localhost; others get 403, which stops DNS rebinding attacks; repeatable or comma-separated; * allows any name",
+  },
+  {
+    name: "log-level",
+    type: "string",
+    value: "LEVEL",
+    default: "info",
+    help: LOG_LEVELS.join(", "),
+  },
+  { name: "help", short: "h", type: "boolean", help: "show this help" },
+  { name: "version", short: "V", type: "boolean", help: "show the version" },
+];
 
-Options:
-  --listen HOST:PORT        where to accept WebSocket connections
-                            (default 127.0.0.1:1111; port 0 picks a free one)
-  --advertise-host HOST     host used for registrations that give only a port
-                            (default: this host's most public non-loopback
-                            address, else 127.0.0.1)
-  --backend NAME            where registrations are kept: memory (default, one
-                            host) or etcd (many hosts sharing an etcd cluster)
-  --ttl SECONDS             grace period before a lost session's instances go
-                            down (default 10)
-  --idle-timeout SECONDS    drop a peer that answers no ping for this long; a
-                            silent peer is pinged after half of it (default 5)
-  --history N               changes kept for resumes with 'since' (default 50000)
-  --history-bytes N         bytes of changes kept for resumes, estimated; the
-                            oldest go first beyond this or --history
-                            (default 16777216, 16 MiB)
-  --max-frame-bytes N       largest accepted frame (default 1048576)
-  --max-sessions N          most sessions at once (default 50000)
-  --max-queue-bytes N       bytes queued for a session that does not read before
-                            it is dropped as a slow consumer (default 16777216);
-                            one subscription's snapshot at a time may go beyond
-  --max-registrations N     most instances per client (default 1000)
-  --max-subscriptions N     most subscriptions per session (default 1000)
-  --allow-origin URL        let web pages from this origin (http(s)://host:port)
-                            connect, besides the agent's own dashboard at /;
-                            repeatable or comma-separated; * allows any page
-  --allow-host NAME         accept requests addressed to this host name (the
-                            Host header), besides IP addresses and localhost;
-                            others get 403, which stops DNS rebinding attacks;
-                            repeatable or comma-separated; * allows any name
+/** Column where the help text of a flag starts. */
+const HELP_COLUMN = 28;
+/** Width the help is wrapped to. */
+const HELP_WIDTH = 80;
 
-etcd backend (--backend etcd):
-  --etcd-endpoints URLS     comma-separated client URLs
-                            (default http://127.0.0.1:2379)
-  --etcd-prefix PREFIX      key prefix (default /discover/)
-  --etcd-lease-ttl SECONDS  how long a dead agent's instances outlive it
-                            (default 10)
-  --etcd-timeout MS         deadline of each etcd call (default 3000)
-  --etcd-ca FILE            CA certificate for https endpoints
-  --etcd-cert FILE          client certificate (mutual TLS)
-  --etcd-key FILE           client key (mutual TLS)
-  --etcd-username NAME      etcd user; the password is read from the
-                            environment variable DISCOVER_ETCD_PASSWORD
-
-  --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
-  -h, --help                show this help
-  -V, --version             show the version
-
-The protocol (JSON-RPC 2.0 over WebSocket) is described at /openrpc.json on
-the listening port and in protocol/README.md.
-`;
-
-/** A command-line mistake: printed with a hint, exit code 2. */
-class UsageError extends Error {}
-
-function number(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(text) || !(value > 0)) {
-    throw new UsageError(
-      `--${name} must be a positive number: got '${text}'`,
-    );
+function wrap(text: string, indent: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line && indent + line.length + 1 + word.length > HELP_WIDTH) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
   }
-  return value;
+  if (line) lines.push(line);
+  return lines;
 }
 
-function count(name: string, text: string | undefined): number | undefined {
-  const value = number(name, text);
-  if (value !== undefined && !Number.isSafeInteger(value)) {
-    throw new UsageError(
-      `--${name} must be a positive whole number: got '${text}'`,
-    );
-  }
-  return value;
+function formatFlag(flag: Flag): string {
+  const label = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${
+    flag.value ? ` ${flag.value}` : ""
+  }`;
+  const text = flag.default === undefined
+    ? flag.help
+    : `${flag.help} (default ${flag.default})`;
+  const lines = wrap(text, HELP_COLUMN);
+  const pad = " ".repeat(HELP_COLUMN);
+  const first = label.length + 2 <= HELP_COLUMN
+    ? label.padEnd(HELP_COLUMN) + lines.shift()
+    : label;
+  return [first, ...lines.map((l) => pad + l)].join("\n");
 }
 
+/**
+ * The `--help` text: the agent's flags, the backends, and each backend's
+ * flags under its own heading, with their defaults.
+ *
+ * @param backends The backends offered.
+ * @returns The help text.
+ */
+export function helpText(
+  backends: readonly BackendDescriptor[] = BACKENDS,
+): string {
+  const column = Math.max(...backends.map((b) => b.name.length)) + 4;
+  const sections = [
+    `discoverd ${VERSION}: the discover agent`,
+    "Usage: discoverd [options]",
+    ["Options:", ...AGENT_FLAGS.map(formatFlag)].join("\n"),
+    [
+      "Backends (--backend NAME):",
+      ...backends.map((b, i) =>
+        [
+          `  ${b.name.padEnd(column - 2)}`,
+          wrap(`${b.summary}${i === 0 ? " (default)" : ""}`, column)
+            .join(`\n${" ".repeat(column)}`),
+        ].join("")
+      ),
+    ].join("\n"),
+    ...backends.filter((b) => b.flags.length > 0 || b.notes?.length).map((
+      b,
+    ) =>
+      [
+        `${b.name} backend (with --backend ${b.name}):`,
+        ...b.flags.map(formatFlag),
+        ...(b.notes ?? []).map((note) =>
+          wrap(note, 2).map((l) => `  ${l}`).join("\n")
+        ),
+      ].join("\n")
+    ),
+    "The protocol (JSON-RPC 2.0 over WebSocket) is described at /openrpc.json on\nthe listening port and in protocol/README.md.",
+  ];
+  return sections.join("\n\n") + "\n";
+}
+
+/**
+ * The option table of the flag parser: the agent's flags and every
+ * backend's. No defaults here, so that a flag given can be told from one
+ * left out.
+ *
+ * @param backends The backends offered.
+ * @returns The `parseArgs` options.
+ * @throws {Error} When a backend's flag does not start with its name, or
+ *   two flags share a name.
+ */
+export function optionTable(
+  backends: readonly BackendDescriptor[] = BACKENDS,
+): ParseArgsOptionsConfig {
+  const options: ParseArgsOptionsConfig = {};
+  const add = (flag: Flag, owner: string) => {
+    if (Object.hasOwn(options, flag.name)) {
+      throw new Error(`${owner} declares --${flag.name}, which is taken`);
+    }
+    options[flag.name] = {
+      type: flag.type,
+      ...(flag.short ? { short: flag.short } : {}),
+      ...(flag.multiple ? { multiple: true } : {}),
+    };
+  };
+  for (const flag of AGENT_FLAGS) add(flag, "the agent");
+  for (const backend of backends) {
+    for (const flag of backend.flags) {
+      if (!flag.name.startsWith(`${backend.name}-`)) {
+        throw new Error(
+          `the ${backend.name} backend's flag --${flag.name} must start with '${backend.name}-'`,
+        );
+      }
+      add(flag, `the ${backend.name} backend`);
+    }
+  }
+  return options;
+}
+
+/** What the command line asks for. */
+export type Command =
+  | { action: "help" }
+  | { action: "version" }
+  | {
+    action: "run";
+    /** Options of `startAgent`, but the backend, logger and signal. */
+    options: Omit<AgentOptions, "backend" | "logger" | "signal">;
+    /** The log level. */
+    logLevel: LogLevel;
+    /** The backend selected. */
+    backend: BackendDescriptor;
+    /** Its flags' values, defaults applied. */
+    backendValues: FlagValues;
+  };
+
+/** Parses `HOST:PORT` (`[v6]:PORT` for IPv6; an empty host is every interface). */
 function parseListen(text: string): { hostname: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):([0-9]{1,5})$/.exec(
     text,
   );
   const port = Number(match?.[3]);
   if (!match || port > 65535) {
-    throw new UsageError(
+    throw new FlagError(
       `--listen must be HOST:PORT (e.g. 127.0.0.1:1111 or [::1]:1111): got '${text}'`,
     );
   }
   return { hostname: match[1] ?? (match[2] || "0.0.0.0"), port };
 }
 
-type Values = Record<string, string | string[] | boolean | undefined>;
-
-async function openBackend(values: Values, log: Logger): Promise<Backend> {
-  const name = values.backend;
-  if (name === "memory") return new MemoryBackend();
-  if (name !== "etcd") {
-    throw new UsageError(
-      `--backend must be 'memory' or 'etcd': got '${name}'`,
-    );
-  }
-  const text = (flag: string) => values[flag] as string | undefined;
-  const endpoints = text("etcd-endpoints")!.split(",").map((e) => e.trim())
-    .filter((e) => e !== "");
-  for (const endpoint of endpoints) {
-    if (!/^https?:\/\/[^/]+\/?$/.test(endpoint)) {
-      throw new UsageError(
-        `--etcd-endpoints must be comma-separated http(s)://host:port URLs: got '${endpoint}'`,
-      );
-    }
-  }
-  const read = async (flag: string) => {
-    const path = text(flag);
-    if (path === undefined) return undefined;
-    try {
-      return await Deno.readFile(path);
-    } catch (error) {
-      throw new UsageError(
-        `--${flag}: cannot read '${path}': ${(error as Error).message}`,
-      );
-    }
-  };
-  const ca = await read("etcd-ca");
-  const cert = await read("etcd-cert");
-  const key = await read("etcd-key");
-  if ((cert === undefined) !== (key === undefined)) {
-    throw new UsageError("--etcd-cert and --etcd-key go together");
-  }
-  if (cert && !ca) {
-    throw new UsageError("--etcd-cert needs --etcd-ca too");
-  }
-  const username = text("etcd-username");
-  const password = username === undefined
-    ? undefined
-    : Deno.env.get("DISCOVER_ETCD_PASSWORD");
-  if (username !== undefined && password === undefined) {
-    throw new UsageError(
-      "--etcd-username needs the password in the environment variable DISCOVER_ETCD_PASSWORD",
-    );
-  }
-  const leaseTtl = count("etcd-lease-ttl", text("etcd-lease-ttl"));
-  if (leaseTtl !== undefined && leaseTtl < 2) {
-    throw new UsageError(
-      `--etcd-lease-ttl must be at least 2: got ${leaseTtl}`,
-    );
-  }
-  const { EtcdBackend } = await import("./backends/etcd.ts");
-  try {
-    return new EtcdBackend({
-      endpoints,
-      prefix: text("etcd-prefix"),
-      leaseTtl,
-      callTimeout: number("etcd-timeout", text("etcd-timeout")),
-      tls: ca ? { ca, cert, key } : undefined,
-      auth: username !== undefined
-        ? { username, password: password! }
-        : undefined,
-      log,
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+/** Each flag's value, or its default when it was not given. */
+function withDefaults(
+  flags: readonly Flag[],
+  values: FlagValues,
+): Record<string, string | boolean | string[] | undefined> {
+  const out: Record<string, string | boolean | string[] | undefined> = {};
+  for (const flag of flags) out[flag.name] = values[flag.name] ?? flag.default;
+  return out;
 }
 
-async function main(args: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      listen: { type: "string", default: "127.0.0.1:1111" },
-      "advertise-host": { type: "string" },
-      backend: { type: "string", default: "memory" },
-      ttl: { type: "string" },
-      "idle-timeout": { type: "string" },
-      history: { type: "string" },
-      "history-bytes": { type: "string" },
-      "max-frame-bytes": { type: "string" },
-      "max-sessions": { type: "string" },
-      "max-queue-bytes": { type: "string" },
-      "max-registrations": { type: "string" },
-      "max-subscriptions": { type: "string" },
-      "allow-origin": { type: "string", multiple: true },
-      "allow-host": { type: "string", multiple: true },
-      "log-level": { type: "string", default: "info" },
-      "etcd-endpoints": { type: "string", default: "http://127.0.0.1:2379" },
-      "etcd-prefix": { type: "string" },
-      "etcd-lease-ttl": { type: "string" },
-      "etcd-timeout": { type: "string" },
-      "etcd-ca": { type: "string" },
-      "etcd-cert": { type: "string" },
-      "etcd-key": { type: "string" },
-      "etcd-username": { type: "string" },
-      help: { type: "boolean", short: "h" },
-      version: { type: "boolean", short: "V" },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
+/**
+ * Reads the command line: every flag is checked here, so a mistake exits
+ * before anything starts.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { parseCommandLine } from "./agent.ts";
+ * const command = parseCommandLine(["--listen", "127.0.0.1:0"]);
+ * console.log(command.action); // "run"
+ * ```
+ *
+ * @param args The arguments, without the program.
+ * @param backends The backends offered.
+ * @returns What to do.
+ * @throws {FlagError} On an unknown flag, a bad value, or a backend's flag
+ *   without that backend.
+ */
+export function parseCommandLine(
+  args: string[],
+  backends: readonly BackendDescriptor[] = BACKENDS,
+): Command {
+  let values: FlagValues;
+  try {
+    // Only multiple string flags give lists.
+    values = parseArgs({
+      args,
+      options: optionTable(backends),
+      strict: true,
+      allowPositionals: false,
+    }).values as FlagValues;
+  } catch (error) {
+    if (!(error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      throw error;
+    }
+    throw new FlagError((error as Error).message);
   }
-  if (values.version) {
-    console.log(VERSION);
-    return 0;
+  if (values.help) return { action: "help" };
+  if (values.version) return { action: "version" };
+  const agent = withDefaults(AGENT_FLAGS, values);
+  const name = agent.backend as string;
+  const backend = backends.find((b) => b.name === name);
+  if (!backend) {
+    throw new FlagError(
+      `--backend must be one of ${
+        backends.map((b) => b.name).join(", ")
+      }: got '${name}'`,
+    );
   }
-  const level = values["log-level"];
+  for (const other of backends) {
+    if (other === backend) continue;
+    for (const flag of other.flags) {
+      if (values[flag.name] !== undefined) {
+        throw new FlagError(
+          `--${flag.name} needs --backend ${other.name} (the backend is ${backend.name})`,
+        );
+      }
+    }
+  }
+  const level = agent["log-level"] as string;
   if (!isLogLevel(level)) {
-    throw new UsageError(
+    throw new FlagError(
       `--log-level must be one of ${LOG_LEVELS.join(", ")}: got '${level}'`,
     );
   }
-  const log = createLogger(level);
-  const backend = await openBackend(values, log);
+  const text = (flag: string) => agent[flag] as string;
+  const limits: Partial<Limits> = {};
+  for (const [flag, limit] of LIMIT_FLAGS) {
+    limits[limit] = parseCount(flag, text(flag), {
+      min: LIMIT_MINIMUMS[limit].value,
+      reason: LIMIT_MINIMUMS[limit].reason,
+    });
+  }
+  return {
+    action: "run",
+    options: {
+      ...parseListen(text("listen")),
+      advertiseHost: agent["advertise-host"] as string | undefined,
+      ttl: parseSeconds("ttl", text("ttl")),
+      idleTimeout: parseSeconds("idle-timeout", text("idle-timeout")),
+      historySize: parseCount("history", text("history")),
+      historyBytes: parseCount("history-bytes", text("history-bytes")),
+      limits,
+      allowOrigins: agent["allow-origin"] as string[] | undefined,
+      allowHosts: agent["allow-host"] as string[] | undefined,
+    },
+    logLevel: level,
+    backend,
+    backendValues: withDefaults(backend.flags, values),
+  };
+}
+
+async function main(args: string[]): Promise<number> {
+  const command = parseCommandLine(args);
+  if (command.action === "help") {
+    console.log(helpText());
+    return 0;
+  }
+  if (command.action === "version") {
+    console.log(VERSION);
+    return 0;
+  }
+  const log = createLogger(command.logLevel);
+  const backend = await command.backend.create(command.backendValues, {
+    log,
+    env: (name) => Deno.env.get(name),
+    async readFile(flag, path) {
+      try {
+        return await Deno.readFile(path);
+      } catch (error) {
+        throw new FlagError(
+          `--${flag}: cannot read '${path}': ${(error as Error).message}`,
+        );
+      }
+    },
+  });
   const controller = new AbortController();
   const agent = await startAgent({
-    ...parseListen(values.listen),
-    advertiseHost: values["advertise-host"],
+    ...command.options,
     backend,
-    ttl: number("ttl", values.ttl),
-    idleTimeout: number("idle-timeout", values["idle-timeout"]),
-    historySize: count("history", values.history),
-    historyBytes: count("history-bytes", values["history-bytes"]),
-    limits: {
-      maxFrameBytes: count("max-frame-bytes", values["max-frame-bytes"]),
-      maxSessions: count("max-sessions", values["max-sessions"]),
-      maxQueueBytes: count("max-queue-bytes", values["max-queue-bytes"]),
-      maxRegistrations: count(
-        "max-registrations",
-        values["max-registrations"],
-      ),
-      maxSubscriptions: count(
-        "max-subscriptions",
-        values["max-subscriptions"],
-      ),
-    },
-    allowOrigins: values["allow-origin"],
-    allowHosts: values["allow-host"],
     logger: log,
     signal: controller.signal,
   });
@@ -269,19 +429,33 @@ async function main(args: string[]): Promise<number> {
   return 0;
 }
 
+/** What to print for an error that stops the agent at start, and the exit code. */
+function failure(error: unknown): { message: string; code: number } {
+  // Option checks of startAgent throw TypeError/RangeError: usage too.
+  if (
+    error instanceof FlagError || error instanceof TypeError ||
+    error instanceof RangeError
+  ) {
+    return {
+      message: `${error.message}\nRun 'discoverd --help' for the options.`,
+      code: 2,
+    };
+  }
+  if (error instanceof ListenError) {
+    const hint = error.cause instanceof Deno.errors.AddrInUse
+      ? "; is another agent running? choose another address with --listen HOST:PORT"
+      : "; choose another address with --listen HOST:PORT";
+    return { message: error.message + hint, code: 1 };
+  }
+  return { message: (error as Error)?.message ?? String(error), code: 1 };
+}
+
 if (import.meta.main) {
   try {
     Deno.exit(await main(Deno.args));
   } catch (error) {
-    // Option checks of startAgent throw TypeError/RangeError: a usage error too.
-    const usage = error instanceof UsageError ||
-      error instanceof TypeError || error instanceof RangeError ||
-      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    console.error(
-      `discoverd: ${(error as Error).message}${
-        usage ? "\nRun 'discoverd --help' for the options." : ""
-      }`,
-    );
-    Deno.exit(usage ? 2 : 1);
+    const { message, code } = failure(error);
+    console.error(`discoverd: ${message}`);
+    Deno.exit(code);
   }
 }

@@ -3,8 +3,17 @@
 import assert from "node:assert/strict";
 import { VERSION } from "./agent/version.ts";
 import { AGENT_RUN_ARGS } from "./tools/agent_command.ts";
+import { helpText, optionTable, parseCommandLine } from "./agent.ts";
+import {
+  DEFAULT_LIMITS,
+  LIMIT_MINIMUMS,
+  ListenError,
+  startAgent,
+} from "./agent/mod.ts";
+import { BACKENDS, FlagError } from "./backends/mod.ts";
+import { connect } from "./mod.ts";
+import { MAX_ATTRS_JSON_LENGTH } from "./protocol/validate.ts";
 
-const AGENT = new URL("./agent.ts", import.meta.url).pathname;
 const DENO_JSON = JSON.parse(
   await Deno.readTextFile(new URL("./deno.json", import.meta.url)),
 ) as { version: string };
@@ -39,6 +48,15 @@ const FLAGS = [
   "-V",
   "--version",
 ];
+
+/** The limit flags and the limit each sets. */
+const LIMIT_FLAG_NAMES = [
+  ["max-frame-bytes", "maxFrameBytes"],
+  ["max-sessions", "maxSessions"],
+  ["max-queue-bytes", "maxQueueBytes"],
+  ["max-registrations", "maxRegistrations"],
+  ["max-subscriptions", "maxSubscriptions"],
+] as const;
 
 function command(args: string[]): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
@@ -84,24 +102,57 @@ Deno.test("agent.ts --help exits 0 and lists every flag", async () => {
   }
 });
 
-Deno.test("agent.ts --help covers every option the parser knows", async () => {
-  // Read the option table from the source, so that a flag added without
-  // help (or without a line in FLAGS) fails this test.
-  const source = await Deno.readTextFile(AGENT);
-  const table = /parseArgs\(\{[\s\S]*?options: \{([\s\S]*?)\n {4}\},/.exec(
-    source,
-  );
-  assert.ok(table, "the parseArgs option table was not found in agent.ts");
-  const options = [
-    ...table[1].matchAll(
-      /^\s+"?([a-z][a-z-]*)"?: \{ type: "\w+"(?:, short: "(\w)")?/gm,
-    ),
-  ];
-  assert.ok(options.length >= 13, `only ${options.length} options found`);
-  const declared = options.flatMap((m) =>
-    m[2] ? [`--${m[1]}`, `-${m[2]}`] : [`--${m[1]}`]
+Deno.test("agent.ts --help covers every option the parser knows", () => {
+  // The parser's table is composed from the agent's flags and every
+  // backend's: a flag added without help (or without a line in FLAGS)
+  // fails this test.
+  const table = optionTable();
+  const declared = Object.entries(table).flatMap(([name, option]) =>
+    option.short ? [`--${name}`, `-${option.short}`] : [`--${name}`]
   );
   assert.deepEqual([...declared].sort(), [...FLAGS].sort());
+  const help = helpText();
+  for (const flag of declared) {
+    assert.match(help, new RegExp(`(^|[\\s,])${flag}[\\s,]`, "m"), flag);
+  }
+});
+
+Deno.test("agent.ts --help lists each backend's flags under its own heading, with defaults", () => {
+  const help = helpText();
+  const list = help.indexOf("Backends (--backend NAME):");
+  assert.ok(list > 0, help);
+  for (const backend of BACKENDS) {
+    assert.match(help.slice(list), new RegExp(`^  ${backend.name} `, "m"));
+    if (backend.flags.length === 0) continue;
+    const heading = help.indexOf(
+      `${backend.name} backend (with --backend ${backend.name}):`,
+    );
+    assert.ok(heading > list, `no heading for ${backend.name}`);
+    const section = help.slice(heading).split("\n\n")[0];
+    for (const flag of backend.flags) {
+      assert.ok(section.includes(`--${flag.name} `), flag.name);
+      if (flag.default !== undefined) {
+        // The default follows the flag's help, maybe wrapped.
+        const text = section.slice(section.indexOf(`--${flag.name} `))
+          .replace(/\s+/g, " ");
+        assert.ok(
+          text.includes(`(default ${flag.default})`),
+          `${flag.name}: no default in ${text.slice(0, 200)}`,
+        );
+      }
+    }
+  }
+  for (const [name, limit] of LIMIT_FLAG_NAMES) {
+    const text = help.slice(help.indexOf(`--${name} `)).replace(/\s+/g, " ");
+    assert.ok(
+      text.includes(`at least ${LIMIT_MINIMUMS[limit].value}`),
+      `${name}: no minimum`,
+    );
+    assert.ok(text.includes(`(default ${DEFAULT_LIMITS[limit]})`), name);
+  }
+  for (const line of help.split("\n")) {
+    assert.ok(line.length <= 80, `a line over 80 columns: ${line}`);
+  }
 });
 
 Deno.test("agent.ts --version prints deno.json's version", async () => {
@@ -189,4 +240,179 @@ Deno.test("agent.ts prints its URL and exits 0 on SIGTERM", async () => {
     await reader.cancel().catch(() => {});
     await stderr;
   }
+});
+
+/** Runs the parser and returns the error it throws. */
+function parseError(args: string[]): FlagError {
+  try {
+    parseCommandLine(args);
+  } catch (error) {
+    assert.ok(error instanceof FlagError, String(error));
+    return error;
+  }
+  assert.fail(`${args.join(" ")} was accepted`);
+}
+
+Deno.test("a backend's flag without that backend is a usage error naming both", async () => {
+  for (const flag of BACKENDS.flatMap((b) => b.flags)) {
+    const error = parseError([`--${flag.name}`, "x"]);
+    assert.match(
+      error.message,
+      new RegExp(`^--${flag.name} needs --backend ${flag.name.split("-")[0]}`),
+    );
+  }
+  const { code, stderr } = await run([
+    "--listen",
+    "127.0.0.1:0",
+    "--etcd-endpoints",
+    "http://127.0.0.1:2379",
+  ]);
+  assert.equal(code, 2, stderr);
+  assert.match(stderr, /--etcd-endpoints needs --backend etcd/);
+});
+
+Deno.test("an unknown backend is a usage error listing the known ones", () => {
+  const error = parseError(["--backend", "redis"]);
+  assert.equal(
+    error.message,
+    `--backend must be one of ${
+      BACKENDS.map((b) => b.name).join(", ")
+    }: got 'redis'`,
+  );
+});
+
+Deno.test("each limit flag accepts its minimum and refuses less, naming the minimum", () => {
+  for (const [name, limit] of LIMIT_FLAG_NAMES) {
+    const min = LIMIT_MINIMUMS[limit].value;
+    const command = parseCommandLine([`--${name}`, String(min)]);
+    assert.equal(command.action, "run");
+    if (command.action === "run") {
+      assert.equal(command.options.limits?.[limit], min, name);
+    }
+    const error = parseError([`--${name}`, String(min - 1)]);
+    assert.match(
+      error.message,
+      new RegExp(`^--${name} must be at least ${min}`),
+    );
+  }
+  assert.match(
+    parseError(["--max-frame-bytes", "10"]).message,
+    /--max-frame-bytes must be at least 32768 \(what the largest valid request needs\): got 10/,
+  );
+  for (const name of ["history", "history-bytes"]) {
+    assert.match(parseError([`--${name}`, "0"]).message, /at least 1/);
+  }
+});
+
+Deno.test("startAgent refuses limits below their minimum", async () => {
+  for (const [, limit] of LIMIT_FLAG_NAMES) {
+    const min = LIMIT_MINIMUMS[limit].value;
+    if (min <= 1) continue; // 0 is refused as not positive
+    await assert.rejects(
+      startAgent({ port: 0, logLevel: "error", limits: { [limit]: min - 1 } }),
+      new RegExp(`'limits.${limit}' must be at least ${min}`),
+    );
+  }
+  await assert.rejects(
+    startAgent({ port: 0, logLevel: "error", limits: { maxBatch: 0 } }),
+    RangeError,
+  );
+});
+
+Deno.test("durations in seconds take fractions, except the etcd lease TTL", async () => {
+  const command = parseCommandLine(["--ttl", "0.5", "--idle-timeout", "1.5"]);
+  assert.equal(command.action, "run");
+  if (command.action === "run") {
+    assert.equal(command.options.ttl, 0.5);
+    assert.equal(command.options.idleTimeout, 1.5);
+  }
+  const etcd = parseCommandLine([
+    "--backend",
+    "etcd",
+    "--etcd-timeout",
+    "0.5",
+  ]);
+  assert.equal(etcd.action, "run");
+  if (etcd.action === "run") {
+    assert.equal(etcd.backendValues["etcd-timeout"], "0.5");
+  }
+  assert.match(parseError(["--ttl", "0"]).message, /fractions/);
+  assert.match(parseError(["--idle-timeout=-1"]).message, /fractions/);
+  const etcdBackend = BACKENDS.find((b) => b.name === "etcd")!;
+  await assert.rejects(
+    etcdBackend.create({ "etcd-lease-ttl": "2.5" }, {
+      log: { info() {}, warn() {} },
+      env: () => undefined,
+      readFile: () => Promise.reject(new Error("no files")),
+    }),
+    /--etcd-lease-ttl must be a whole number of seconds, at least 2: got '2.5'/,
+  );
+});
+
+Deno.test("the largest valid request and event work at the smallest frame and queue limits", async () => {
+  // Eight values of 1015 three-byte characters and one empty value make
+  // attributes of exactly 8192 JSON characters: about 24 KiB of UTF-8.
+  const attrs: Record<string, string> = { b: "" };
+  for (let i = 0; i < 8; i++) attrs[`a${i}`] = "\u20ac".repeat(1015);
+  assert.equal(JSON.stringify(attrs).length, MAX_ATTRS_JSON_LENGTH);
+  await using agent = await startAgent({
+    port: 0,
+    logLevel: "error",
+    limits: {
+      maxFrameBytes: LIMIT_MINIMUMS.maxFrameBytes.value,
+      maxQueueBytes: LIMIT_MINIMUMS.maxQueueBytes.value,
+    },
+  });
+  await using watcher = await connect(agent.url);
+  const set = await watcher.services("s".repeat(63));
+  await using client = await connect(agent.url);
+  const host = `${"h".repeat(63)}.${"h".repeat(63)}.${"h".repeat(63)}.${
+    "h".repeat(61)
+  }`;
+  const frame = JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "discover.register",
+    params: { service: "s".repeat(63), addr: `${host}:65535`, attrs },
+  });
+  const bytes = new TextEncoder().encode(frame).length;
+  assert.ok(bytes > 24 * 1024, `the request is only ${bytes} bytes`);
+  const instance = await client.register("s".repeat(63), `${host}:65535`, {
+    attrs,
+  });
+  assert.deepEqual(instance.attrs, attrs);
+  const deadline = Date.now() + 10_000;
+  while (set.get(`${host}:65535`) === undefined) {
+    assert.ok(Date.now() < deadline, "the subscriber did not get the event");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.ok(set.connected);
+});
+
+Deno.test("a port in use exits 1 naming the address, with a hint and no stack trace", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const { code, stdout, stderr } = await run([
+    "--listen",
+    `127.0.0.1:${port}`,
+  ]);
+  assert.equal(code, 1, stderr);
+  assert.equal(
+    stderr.trim(),
+    `discoverd: cannot listen on 127.0.0.1:${port}: address already in use; is another agent running? choose another address with --listen HOST:PORT`,
+  );
+  assert.ok(!stdout.includes("listening"), stdout);
+});
+
+Deno.test("startAgent on a port in use rejects with a ListenError naming the address", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  await assert.rejects(
+    startAgent({ port, logLevel: "error" }),
+    (error: unknown) =>
+      error instanceof ListenError && error.port === port &&
+      error.cause instanceof Deno.errors.AddrInUse &&
+      error.message ===
+        `cannot listen on 127.0.0.1:${port}: address already in use`,
+  );
 });

@@ -45,6 +45,91 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxQueueBytes: 16 * 1024 * 1024,
 });
 
+/** The smallest value of one limit, and why smaller does not work. */
+export interface LimitMinimum {
+  /** The smallest value accepted. */
+  readonly value: number;
+  /** What needs that much, where it is more than 1. */
+  readonly reason?: string;
+}
+
+/**
+ * The smallest value of each limit with which every valid request of a
+ * session still works; {@linkcode startAgent} refuses smaller ones. The
+ * largest valid request carries attributes of 8192 JSON characters (up to
+ * 24 KiB of UTF-8) besides a service, an address and the JSON-RPC
+ * envelope: 32 KiB holds it. The largest event carries the same
+ * attributes, and a send queue holds at least two of them.
+ */
+export const LIMIT_MINIMUMS: Readonly<Record<keyof Limits, LimitMinimum>> =
+  Object.freeze({
+    maxFrameBytes: {
+      value: 32 * 1024,
+      reason: "what the largest valid request needs",
+    },
+    maxBatch: { value: 1 },
+    maxRegistrations: { value: 1 },
+    maxSubscriptions: { value: 1 },
+    maxSessions: { value: 1 },
+    maxQueueBytes: {
+      value: 64 * 1024,
+      reason: "room for two events of the largest instance",
+    },
+  });
+
+/**
+ * The agent could not listen where it was asked to. The message names the
+ * address and the reason; `cause` is the runtime's error
+ * (`Deno.errors.AddrInUse`, `Deno.errors.AddrNotAvailable`, ...).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { ListenError, startAgent } from "./mod.ts";
+ * try {
+ *   await startAgent({ port: 1111 });
+ * } catch (error) {
+ *   if (error instanceof ListenError) console.error(error.message);
+ *   // cannot listen on 127.0.0.1:1111: address already in use
+ * }
+ * ```
+ */
+export class ListenError extends Error {
+  /** The address asked for. */
+  readonly hostname: string;
+  /** The port asked for. */
+  readonly port: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param hostname The address asked for.
+   * @param port The port asked for.
+   * @param cause The runtime's error.
+   */
+  constructor(hostname: string, port: number, cause: unknown) {
+    super(
+      `cannot listen on ${joinHostPort(hostname, port)}: ${
+        listenReason(cause)
+      }`,
+      { cause },
+    );
+    this.name = "ListenError";
+    this.hostname = hostname;
+    this.port = port;
+  }
+}
+
+function listenReason(error: unknown): string {
+  if (error instanceof Deno.errors.AddrInUse) return "address already in use";
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    return "no interface of this host has that address";
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    return "permission denied (ports below 1024 need privileges)";
+  }
+  return (error as Error)?.message ?? String(error);
+}
+
 /** Options of {@linkcode startAgent}. */
 export interface AgentOptions {
   /**
@@ -187,7 +272,12 @@ function positive(name: string, value: number | undefined, fallback: number) {
 }
 
 /**
- * Starts an agent and resolves once it listens.
+ * Starts an agent and resolves once it listens and its backend has
+ * delivered its state, or has found its store unreachable: then the agent
+ * serves as not connected (`/healthz` answers 503, writes fail with
+ * -32000) while the backend keeps trying. A port that cannot be listened
+ * on rejects with a {@linkcode ListenError}; a bad option with a
+ * `TypeError` or `RangeError` naming it.
  *
  * @example Usage
  * ```ts ignore
@@ -219,9 +309,16 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         }`,
       );
     }
-    limits[key as keyof Limits] = Math.floor(
-      positive(`limits.${key}`, value, 0),
-    );
+    const limit = Math.floor(positive(`limits.${key}`, value, 0));
+    const minimum = LIMIT_MINIMUMS[key as keyof Limits];
+    if (limit < minimum.value) {
+      throw new RangeError(
+        `'limits.${key}' must be at least ${minimum.value}${
+          minimum.reason ? ` (${minimum.reason})` : ""
+        }: current value is ${value}`,
+      );
+    }
+    limits[key as keyof Limits] = limit;
   }
   const allowOrigins = parseAllowOrigins(options.allowOrigins ?? []);
   const allowHosts = parseAllowHosts(options.allowHosts ?? []);
@@ -238,7 +335,6 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   }
   const backend = options.backend ?? new MemoryBackend();
   const view = new View({ historySize, historyBytes });
-  await backend.open(view);
   const registry = new Registry(backend, view, {
     ttlMs: ttl * 1000,
     maxRegistrations: limits.maxRegistrations,
@@ -262,14 +358,23 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     allowHosts,
   });
 
+  // Listen first: a port in use fails at once, before the backend is
+  // reached, and the agent answers (as not connected) while a backend
+  // that cannot be reached yet is being retried.
+  const port = options.port ?? 1111;
   const { promise: listening, resolve: onListen } = Promise.withResolvers<
     Deno.NetAddr
   >();
-  const server = Deno.serve({
-    hostname,
-    port: options.port ?? 1111,
-    onListen: (addr) => onListen(addr as Deno.NetAddr),
-  }, sessions.handle);
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname,
+      port,
+      onListen: (addr) => onListen(addr as Deno.NetAddr),
+    }, sessions.handle);
+  } catch (error) {
+    throw new ListenError(hostname, port, error);
+  }
   const addr = await Promise.race([
     listening,
     server.finished.then(() => {
@@ -277,6 +382,15 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     }),
   ]);
   const url = `ws://${joinHostPort(addr.hostname, addr.port)}/`;
+  try {
+    // Resolves once the backend delivered its state, or once it found the
+    // store unreachable (it keeps trying; the view says not connected).
+    await backend.open(view);
+  } catch (error) {
+    registry.close();
+    await server.shutdown();
+    throw error;
+  }
 
   const { promise: done, resolve: markDone } = Promise.withResolvers<void>();
   let finished: Promise<void> | undefined;

@@ -149,7 +149,10 @@ export interface Backend {
   readonly name: string;
   /**
    * Connects, delivers the current state to `watcher.reset`, then streams
-   * changes to `watcher.changes` until {@linkcode Backend.close}.
+   * changes to `watcher.changes` until {@linkcode Backend.close}. A store
+   * that cannot be reached yet does not make it reject or wait: it says
+   * `watcher.status(false)`, resolves, and keeps trying; the state follows
+   * once it connects. (A watcher starts out not connected.)
    *
    * @param watcher Where to deliver state and changes.
    */

@@ -220,6 +220,45 @@ Deno.test({
       () => new EtcdBackend({ endpoints: ["http://x"], leaseTtl: 1 }),
       /leaseTtl/,
     );
+    assert.throws(
+      () => new EtcdBackend({ endpoints: ["http://x"], callTimeout: 0 }),
+      /callTimeout/,
+    );
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: open with etcd unreachable resolves, says not connected, logs each attempt, and close ends the retries",
+  async fn() {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close(); // nothing listens there now
+    const lines: string[] = [];
+    const backend = new EtcdBackend({
+      endpoints: [`http://127.0.0.1:${port}`],
+      prefix: prefix(),
+      log: { info() {}, warn: (m) => void lines.push(m) },
+    });
+    const r = recorder();
+    const started = Date.now();
+    await backend.open(r.watcher);
+    // A refused connection fails at once; the bound is generous.
+    assert.ok(Date.now() - started < 5000, "open waited for etcd");
+    assert.deepEqual(r.statuses, [false]);
+    assert.deepEqual(r.resets, []);
+    await until(() => lines.length >= 2, "attempts are logged", 10_000);
+    assert.match(
+      lines[0],
+      new RegExp(
+        `^etcd at 127\\.0\\.0\\.1:${port}: could not connect \\(connection refused\\); retrying in `,
+      ),
+    );
+    await backend.close();
+    const after = lines.length;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.ok(lines.length <= after + 1, "it kept retrying after close");
   },
 });
 

@@ -16,6 +16,8 @@ import {
   type StoredRecord,
   type WriteOptions,
 } from "./backend.ts";
+import type { BackendDescriptor } from "./descriptor.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
 
 /**
  * A {@linkcode Backend} that keeps records in a map. Changes reach the
@@ -69,7 +71,7 @@ export class MemoryBackend implements Backend {
    * @returns The revision of the write.
    */
   put(record: StoredRecord, options: WriteOptions = {}): Promise<number> {
-    const key = `${record.service}/${record.addr}`;
+    const key = instanceKey(record.service, record.addr);
     const conflict = this.#check(key, record.service, record.addr, options);
     if (conflict) return Promise.reject(conflict);
     const stored = { ...record, attrs: { ...record.attrs } };
@@ -92,7 +94,7 @@ export class MemoryBackend implements Backend {
     addr: string,
     options: WriteOptions = {},
   ): Promise<number | undefined> {
-    const key = `${service}/${addr}`;
+    const key = instanceKey(service, addr);
     if (!this.#records.has(key)) return Promise.resolve(undefined);
     const conflict = this.#check(key, service, addr, options);
     if (conflict) return Promise.reject(conflict);
@@ -129,3 +131,21 @@ export class MemoryBackend implements Backend {
     return change.revision;
   }
 }
+
+/**
+ * The memory backend as the agent's command line knows it
+ * (`--backend memory`, the default): no flags.
+ *
+ * @example Usage
+ * ```ts
+ * import { memoryDescriptor } from "./memory.ts";
+ * console.log(memoryDescriptor.name); // "memory"
+ * ```
+ */
+export const memoryDescriptor: BackendDescriptor = {
+  name: "memory",
+  summary:
+    "registrations kept in this agent's memory: one host; they are gone when the agent stops",
+  flags: [],
+  create: () => Promise.resolve(new MemoryBackend()),
+};

@@ -2,10 +2,34 @@
 
 /**
  * Backends: where an agent keeps registrations. See
- * {@linkcode Backend} for the interface a new store implements.
+ * {@linkcode Backend} for the interface a new store implements, and
+ * {@linkcode BackendDescriptor} for how it shows up on the agent's command
+ * line: a new backend adds its descriptor to {@linkcode BACKENDS}.
  *
  * @module
  */
 
+import type { BackendDescriptor } from "./descriptor.ts";
+import { etcdDescriptor } from "./etcd_descriptor.ts";
+import { memoryDescriptor } from "./memory.ts";
+
 export * from "./backend.ts";
-export { MemoryBackend } from "./memory.ts";
+export * from "./descriptor.ts";
+export { MemoryBackend, memoryDescriptor } from "./memory.ts";
+export { ETCD_PASSWORD_ENV, etcdDescriptor } from "./etcd_descriptor.ts";
+
+/**
+ * The backends the agent's command line offers, the default (`memory`)
+ * first. The etcd backend's code and its npm client are loaded only when
+ * it is selected.
+ *
+ * @example Usage
+ * ```ts
+ * import { BACKENDS } from "./mod.ts";
+ * console.log(BACKENDS.map((backend) => backend.name)); // ["memory", "etcd"]
+ * ```
+ */
+export const BACKENDS: readonly BackendDescriptor[] = Object.freeze([
+  memoryDescriptor,
+  etcdDescriptor,
+]);

@@ -775,7 +775,7 @@ Deno.test("jsonrpc errors: ownership, limits, subscriptions and frame size", asy
     "--max-subscriptions",
     "2",
     "--max-frame-bytes",
-    "4096",
+    "32768",
   ]);
   await using witness = await Witness.open(agent.url);
   await using raw = await openRaw(agent.url);
@@ -931,9 +931,9 @@ Deno.test("jsonrpc errors: ownership, limits, subscriptions and frame size", asy
     await witness.check();
   });
 
-  for (const c of frameCases(4096)) {
+  for (const c of frameCases(32768)) {
     await t.step(
-      `maxFrameBytes 4096: ${c.name}`,
+      `maxFrameBytes 32768: ${c.name}`,
       () => runCase(raw, witness, c),
     );
   }
@@ -949,14 +949,14 @@ Deno.test("jsonrpc errors: ownership, limits, subscriptions and frame size", asy
       const body = wrap("\u00e9".repeat(Math.floor((bytes - empty) / 2)));
       return body + " ".repeat(bytes - encoder.encode(body).length);
     };
-    const over = padded(4097);
-    assert.ok(over.length <= 4096, "the frame must be small in characters");
-    assert.equal(encoder.encode(over).length, 4097);
+    const over = padded(32769);
+    assert.ok(over.length <= 32768, "the frame must be small in characters");
+    assert.equal(encoder.encode(over).length, 32769);
     raw.send(over);
     await expectReply(raw, err(null, INVALID_REQUEST));
     await assertUsable(raw);
-    const exact = padded(4096);
-    assert.equal(encoder.encode(exact).length, 4096);
+    const exact = padded(32768);
+    assert.equal(encoder.encode(exact).length, 32768);
     raw.send(exact);
     await expectReply(raw, { batch: [{ id: "utf8", result: isPong }] });
     await assertUsable(raw);

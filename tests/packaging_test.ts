@@ -102,17 +102,31 @@ Deno.test("deno task compile lists the agent's permissions explicitly", async ()
   const compile = (await tasks()).compile;
   assert.match(compile, /^deno compile /);
   assert.match(compile, / agent\.ts$/);
-  const flags = compile.split(/\s+/).filter((w) => w.startsWith("-"));
+  // Words as the shell passes them: quotes removed.
+  const words = (task: string) =>
+    task.split(/\s+/).map((w) => w.replace(/^'|'$/g, ""));
+  const flags = words(compile).filter((w) => w.startsWith("-"));
   for (const broad of ["-A", "--allow-all"]) {
     assert.ok(!flags.includes(broad), `'${broad}' in: ${compile}`);
   }
-  const allowed = flags.filter((f) => f.startsWith("--allow-")).sort();
-  assert.deepEqual(allowed, [
+  const allowed = flags.filter((f) => f.startsWith("--allow-"));
+  assert.deepEqual(allowed.map((f) => f.replace(/=.*/, "")).sort(), [
     "--allow-env",
     "--allow-net",
     "--allow-read",
     "--allow-sys",
   ]);
+  // Environment and system access are scoped to what the agent reads.
+  for (const scoped of ["--allow-env=", "--allow-sys="]) {
+    assert.ok(
+      allowed.some((f) => f.startsWith(scoped)),
+      `'${scoped}...' in: ${compile}`,
+    );
+  }
+  // The start task grants the same as the compiled agent.
+  const start = (await tasks()).start;
+  const startAllowed = words(start).filter((w) => w.startsWith("--allow-"));
+  assert.deepEqual(startAllowed.sort(), [...allowed].sort());
 });
 
 Deno.test("deno task compile builds the agent's graph and takes its runtime from DENORT_BIN", async () => {

@@ -36,13 +36,6 @@ export interface EtcdCluster extends AsyncDisposable {
   stop(): Promise<void>;
 }
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 /** Fails with an install hint when `etcd` is not on PATH. */
 export async function requireEtcd(): Promise<void> {
   try {
@@ -73,19 +66,47 @@ async function waitHealthy(url: string, ms = 60_000): Promise<void> {
   }
 }
 
+/** Options of {@linkcode startEtcd}. */
+export interface StartEtcdOptions {
+  /**
+   * Client ports of the members, in order (a member without one gets a
+   * free port): to start etcd where an agent already looks for it.
+   */
+  clientPorts?: number[];
+}
+
+/**
+ * Picks a free loopback port (closed again: someone may take it first).
+ *
+ * @returns The port.
+ */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
 /**
  * Starts an etcd cluster of `size` members and waits until every member is
  * healthy.
  *
  * @param size Number of members.
+ * @param options Client ports.
  * @returns The cluster.
  */
-export async function startEtcd(size = 1): Promise<EtcdCluster> {
+export async function startEtcd(
+  size = 1,
+  options: StartEtcdOptions = {},
+): Promise<EtcdCluster> {
   await requireEtcd();
   const root = await Deno.makeTempDir({ prefix: "discover-etcd-" });
   const ports = [];
   for (let i = 0; i < size; i++) {
-    ports.push({ client: freePort(), peer: freePort() });
+    ports.push({
+      client: options.clientPorts?.[i] ?? freePort(),
+      peer: freePort(),
+    });
   }
   const token = `discover-test-${crypto.randomUUID()}`;
   const initialCluster = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`)

@@ -1,0 +1,180 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The etcd backend's record codec: the key layout and the value format.
+ *
+ * Every instance is one key, `<prefix>instances/<instanceKey>` (see
+ * `protocol/instance_key.ts`: `service/addr`), whose value is the JSON
+ * object `{"attrs":{...},"owner":"...","registeredAt":<ms>}`. A service
+ * name never holds a `/` and an address never does, so a key can never
+ * leave its service's range.
+ *
+ * @module
+ */
+
+import type { StoredRecord } from "./backend.ts";
+import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
+import { SERVICE_NAME_PATTERN, validateAddr } from "../protocol/validate.ts";
+
+/** What a conditional write needs to know of a key: who owns it, its version and lease. */
+export interface Known {
+  /** The record's owner. */
+  owner: string;
+  /** The key's modification revision, as etcd gives it (a decimal string). */
+  modRevision: string;
+  /** The lease the key is attached to, as a decimal string (`"0"`: none). */
+  lease: string;
+}
+
+/** The parts of an etcd key-value this module reads (etcd3's `IKeyValue`). */
+export interface StoredKeyValue {
+  /** The key. */
+  key: { toString(): string };
+  /** The value. */
+  value: { toString(): string };
+  /** The key's modification revision. */
+  mod_revision: string;
+  /** The key's lease id. */
+  lease: string | number;
+}
+
+/**
+ * Maps records to etcd keys and values under one prefix, and back.
+ *
+ * @example Usage
+ * ```ts
+ * import { RecordCodec } from "./_etcd_record.ts";
+ * const codec = new RecordCodec("/discover/");
+ * codec.key("cache", "10.0.0.1:6379"); // "/discover/instances/cache/10.0.0.1:6379"
+ * ```
+ */
+export class RecordCodec {
+  /** Start of every instance key: `<prefix>instances/`. */
+  readonly range: string;
+
+  /**
+   * Creates the codec.
+   *
+   * @param prefix The key prefix; starts and ends with `/`.
+   */
+  constructor(prefix: string) {
+    if (!prefix.startsWith("/") || !prefix.endsWith("/")) {
+      throw new TypeError(
+        `'prefix' must start and end with '/': current value is '${prefix}'`,
+      );
+    }
+    this.range = `${prefix}instances/`;
+  }
+
+  /**
+   * The key of an instance.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns The etcd key.
+   */
+  key(service: string, addr: string): string {
+    return this.range + instanceKey(service, addr);
+  }
+
+  /**
+   * Service and address of a key of {@linkcode RecordCodec.range}.
+   *
+   * @param key The etcd key.
+   * @returns `[service, addr]`.
+   */
+  split(key: string): [string, string] {
+    return splitInstanceKey(key.slice(this.range.length));
+  }
+
+  /**
+   * The value stored for a record.
+   *
+   * @param record The record.
+   * @returns Its JSON value.
+   */
+  encode(record: StoredRecord): string {
+    return JSON.stringify({
+      attrs: record.attrs,
+      owner: record.owner,
+      registeredAt: record.registeredAt,
+    });
+  }
+
+  /**
+   * The record a key and value hold.
+   *
+   * @param key The etcd key.
+   * @param value Its value.
+   * @returns The record.
+   * @throws {Error} When they are not a discover record; the message says why.
+   */
+  decode(key: string, value: string): StoredRecord {
+    if (!key.startsWith(this.range)) {
+      throw new Error(`the key is not under '${this.range}'`);
+    }
+    const [service, addr] = this.split(key);
+    if (!SERVICE_NAME_PATTERN.test(service) || validateAddr(addr) !== addr) {
+      throw new Error("not a valid service/addr key");
+    }
+    const parsed = JSON.parse(value);
+    if (
+      typeof parsed?.owner !== "string" ||
+      typeof parsed.registeredAt !== "number" ||
+      typeof parsed.attrs !== "object" || parsed.attrs === null ||
+      Object.values(parsed.attrs).some((v) => typeof v !== "string")
+    ) throw new Error("the value is not a discover record");
+    return {
+      service,
+      addr,
+      attrs: parsed.attrs,
+      owner: parsed.owner,
+      registeredAt: parsed.registeredAt,
+    };
+  }
+}
+
+/**
+ * What a conditional write needs to know of a key-value the store gave:
+ * its owner, version and lease; `undefined` when the value is not JSON
+ * with an owner.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseKnown } from "./_etcd_record.ts";
+ * parseKnown({ key: "k", value: '{"owner":"o"}', mod_revision: "7", lease: "9" });
+ * // { owner: "o", modRevision: "7", lease: "9" }
+ * ```
+ *
+ * @param kv The key-value.
+ * @returns Owner, modification revision and lease.
+ */
+export function parseKnown(kv: StoredKeyValue): Known | undefined {
+  try {
+    const { owner } = JSON.parse(kv.value.toString());
+    return { owner, modRevision: kv.mod_revision, lease: String(kv.lease) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a conditional write needs to know of a decoded record.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { knownOf } from "./_etcd_record.ts";
+ * const known = knownOf(record, kv);
+ * ```
+ *
+ * @param record The record decoded from `kv`.
+ * @param kv The key-value.
+ * @returns Owner, modification revision and lease.
+ */
+export function knownOf(record: StoredRecord, kv: StoredKeyValue): Known {
+  return {
+    owner: record.owner,
+    modRevision: kv.mod_revision,
+    lease: String(kv.lease),
+  };
+}

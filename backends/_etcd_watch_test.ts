@@ -1,0 +1,132 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
+import type { Etcd3, IWatchResponse } from "etcd3";
+import { StateWatch, type StateWatchHooks } from "./_etcd_watch.ts";
+
+class FakeWatcher extends EventEmitter {
+  cancelled = false;
+  cancel() {
+    this.cancelled = true;
+    return Promise.resolve();
+  }
+}
+
+/** A client whose watches are fake watchers, recorded with their start revision. */
+function fakeClient() {
+  const watches: { prefix: string; from: string; watcher: FakeWatcher }[] = [];
+  const client = {
+    watch() {
+      let prefix = "", from = "";
+      const builder = {
+        prefix(p: string) {
+          prefix = p;
+          return builder;
+        },
+        startRevision(r: string) {
+          from = r;
+          return builder;
+        },
+        create() {
+          const watcher = new FakeWatcher();
+          watches.push({ prefix, from, watcher });
+          return Promise.resolve(watcher);
+        },
+      };
+      return builder;
+    },
+  } as unknown as Etcd3;
+  return { client, watches };
+}
+
+const response = (n: number) => ({ events: [n] }) as unknown as IWatchResponse;
+
+function hooks(read: () => Promise<number | undefined>) {
+  const log: string[] = [];
+  const h: StateWatchHooks = {
+    readState: async () => {
+      log.push("read");
+      return await read();
+    },
+    apply: (r) => void log.push(`apply ${(r.events as unknown[])[0]}`),
+    status: (up) => void log.push(up ? "up" : "down"),
+    retrying: async (_what, attempt) => {
+      while (!(await attempt().catch(() => false))) { /* again */ }
+    },
+  };
+  return { log, hooks: h };
+}
+
+Deno.test("StateWatch.start: reads, says up, and watches from the revision after the read", async () => {
+  const { client, watches } = fakeClient();
+  const { log, hooks: h } = hooks(() => Promise.resolve(41));
+  const watch = new StateWatch(client, "/p/instances/", h);
+  await watch.start();
+  assert.ok(watch.active);
+  assert.deepEqual(watches.map((w) => [w.prefix, w.from]), [[
+    "/p/instances/",
+    "42",
+  ]]);
+  watches[0].watcher.emit("data", response(1));
+  assert.deepEqual(log, ["read", "up", "apply 1"]);
+  await watch.close();
+  assert.ok(watches[0].watcher.cancelled);
+  assert.ok(!watch.active);
+});
+
+Deno.test("StateWatch.catchUp: says down, holds events during the read, applies them after it, then says up", async () => {
+  const { client, watches } = fakeClient();
+  let release: (() => void) | undefined;
+  let reads = 0;
+  const { log, hooks: h } = hooks(() => {
+    if (++reads === 1) return Promise.resolve(10);
+    return new Promise((resolve) => release = () => resolve(20));
+  });
+  const watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  const catchingUp = watch.catchUp();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  watches[0].watcher.emit("data", response(7)); // during the read: held
+  release!();
+  await catchingUp;
+  assert.deepEqual(log, ["read", "up", "down", "read", "apply 7", "up"]);
+  await watch.close();
+});
+
+Deno.test("StateWatch: a lost stream says down, and catches up when it is back", async () => {
+  const { client, watches } = fakeClient();
+  const { log, hooks: h } = hooks(() => Promise.resolve(5));
+  const watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  const { watcher } = watches[0];
+  watcher.emit("disconnected");
+  watcher.emit("connected");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(log, ["read", "up", "down", "down", "read", "up"]);
+  await watch.close();
+});
+
+Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; nothing after close", async () => {
+  const { client, watches } = fakeClient();
+  let revision = 5;
+  const { log, hooks: h } = hooks(() => Promise.resolve(revision++));
+  const watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  watches[0].watcher.emit(
+    "error",
+    new Error("etcdserver: mvcc: required revision has been compacted"),
+  );
+  assert.deepEqual(log, ["read", "up", "down"]);
+  const deadline = Date.now() + 5000; // the resync waits 500 ms
+  while (watches.length < 2) {
+    assert.ok(Date.now() < deadline, "no resync");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.ok(watches[0].watcher.cancelled);
+  assert.equal(watches[1].from, "7");
+  await watch.close();
+  watches[1].watcher.emit("error", new Error("late"));
+  await watch.resync();
+  assert.equal(watches.length, 2);
+});
