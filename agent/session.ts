@@ -26,11 +26,11 @@ import {
   type RequestHandler,
 } from "../protocol/jsonrpc.ts";
 import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
-import {
-  type Filter,
-  type Limits,
-  type SubscribeParams,
-  type SubscribeResult,
+import type {
+  Filter,
+  Limits,
+  SubscribeParams,
+  SubscribeResult,
 } from "../protocol/types.ts";
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
