@@ -77,15 +77,40 @@ if (import.meta.main) {
   Deno.addSignalListener("SIGINT", () => void stop(0));
   Deno.addSignalListener("SIGTERM", () => void stop(0));
   console.log(`dev: etcd at ${endpoint}`);
+  // An agent answers before it reaches etcd (as not connected): the line
+  // below is printed once both serve registrations.
+  const exited = Promise.race(agents.map((a) => a.status));
+  const serving = await Promise.race([
+    Promise.all(ports(values.ports!).map(connected)).then(() => true),
+    exited.then(() => false),
+  ]);
+  if (!serving) {
+    console.error(`dev: an agent exited with code ${(await exited).code}`);
+    await stop(1);
+  }
   console.log(
     `dev: agents at ${
       ports(values.ports!).map((p) => `ws://127.0.0.1:${p}/`).join(" ")
     } (Ctrl-C stops everything)`,
   );
   // An agent that exits on its own (a port in use, say) ends the setup.
-  const first = await Promise.race(agents.map((a) => a.status));
+  const first = await exited;
   if (!stopping) {
     console.error(`dev: an agent exited with code ${first.code}; stopping`);
     await stop(1);
+  }
+}
+
+/** Resolves once the agent on `port` answers `/healthz` with 200 (connected). */
+async function connected(port: number): Promise<void> {
+  for (;;) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+      await response.body?.cancel();
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
