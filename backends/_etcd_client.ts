@@ -18,6 +18,7 @@
 
 import { Buffer } from "node:buffer";
 import type { IOptions } from "etcd3";
+import { Backoff } from "../protocol/backoff.ts";
 import type { EndpointHealth, HostPolicy } from "./_etcd_health.ts";
 
 type FaultHandling = NonNullable<IOptions["faultHandling"]>;
@@ -111,7 +112,40 @@ export function withHealth(
     ...options,
     faultHandling: {
       host: (endpoint) => health.policy(endpoint) as PoolHostPolicy,
+      watchBackoff: watchBackoff(),
     },
+  };
+}
+
+/** The delays of one run of {@linkcode watchBackoff}, as `etcd3` takes them. */
+export interface WatchDelay {
+  /** Milliseconds to wait before this attempt. */
+  readonly duration: number;
+  /** The delay of the attempt after this one. */
+  next(): WatchDelay;
+}
+
+/**
+ * How the watch stream waits between reconnections: the project's
+ * {@linkcode Backoff} (250 ms doubling, with jitter) capped at
+ * {@linkcode RECONNECT_MAX_MS}, like the connections themselves; the
+ * library's own default grows to 30 s, during which the agent would miss
+ * every change after etcd came back.
+ *
+ * @returns The start of a run: `etcd3` takes its `next()` each time it
+ *   starts over (at first and after each success); its own `duration` is
+ *   never waited.
+ */
+export function watchBackoff(): WatchDelay {
+  const step = (backoff: Backoff): WatchDelay => {
+    const duration = backoff.next();
+    let after: WatchDelay | undefined;
+    return { duration, next: () => after ??= step(backoff) };
+  };
+  return {
+    duration: 0,
+    next: () =>
+      step(new Backoff({ initialDelay: 250, maxDelay: RECONNECT_MAX_MS })),
   };
 }
 

@@ -6,6 +6,7 @@ import {
   PROBE_TIMEOUT_MS,
   probeOptions,
   RECONNECT_MAX_MS,
+  watchBackoff,
 } from "./_etcd_client.ts";
 
 const settings = {
@@ -54,4 +55,21 @@ Deno.test("probeOptions: one member, a short dial, no retries of its own", async
   // deno-lint-ignore no-explicit-any
   const result = await (policy as any).execute(() => 42);
   assert.equal(result, 42);
+});
+
+Deno.test("watchBackoff: each run starts near 250 ms and never waits more than RECONNECT_MAX_MS", () => {
+  const start = watchBackoff();
+  for (let run = 0; run < 3; run++) {
+    let delay = start.next();
+    const durations: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      durations.push(delay.duration);
+      assert.equal(delay.next(), delay.next(), "one next delay per attempt");
+      delay = delay.next();
+    }
+    assert.ok(durations[0] <= 250, `first ${durations[0]}`);
+    for (const d of durations) {
+      assert.ok(d >= 0 && d <= RECONNECT_MAX_MS, `${durations}`);
+    }
+  }
 });

@@ -131,11 +131,16 @@ export class AgentLease {
     if (quiet < (this.#ttl * 1000) / 2) return;
     this.#renewing = true;
     try {
-      await lease.keepaliveOnce({
+      const response = await lease.keepaliveOnce({
         deadline: Date.now() + Math.min(this.#callTimeout, 1000),
       });
+      if (this.#lease !== lease) return;
+      if (expired(response)) {
+        this.#events.lost(this.#id!, expiredError(response));
+        return;
+      }
       this.#lastRenewal = Date.now();
-      if (this.#lease === lease) this.#events.renewed();
+      this.#events.renewed();
     } catch (error) {
       this.#events.failed(error);
     } finally {
@@ -154,9 +159,14 @@ export class AgentLease {
     lease.on("lost", (error) => {
       if (this.#lease === lease) this.#events.lost(this.#id!, error);
     });
-    lease.on("keepaliveSucceeded", () => {
+    lease.on("keepaliveSucceeded", (response) => {
+      if (this.#lease !== lease) return;
+      if (expired(response)) {
+        this.#events.lost(this.#id!, expiredError(response));
+        return;
+      }
       this.#lastRenewal = Date.now();
-      if (this.#lease === lease) this.#events.renewed();
+      this.#events.renewed();
     });
     let id: string;
     try {
@@ -181,4 +191,22 @@ export class AgentLease {
     this.#events.renewed();
     return id;
   }
+}
+
+/**
+ * Whether a keep-alive response says the lease is gone. etcd answers TTL 0
+ * for an expired lease, which the client library reports as lost; the gRPC
+ * proxy of etcd 3.4 answers -1, which the library takes for a renewal.
+ *
+ * @param response A keep-alive response.
+ * @returns Whether the lease no longer exists.
+ */
+export function expired(response: { TTL: string | number }): boolean {
+  return Number(response.TTL) <= 0;
+}
+
+function expiredError(response: { TTL: string | number }): Error {
+  return new Error(
+    `the etcd lease expired (a keep-alive answered TTL ${response.TTL})`,
+  );
 }

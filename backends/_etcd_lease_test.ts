@@ -6,6 +6,7 @@ import type { Etcd3 } from "etcd3";
 import {
   AgentLease,
   type AgentLeaseEvents,
+  expired,
   MAX_OWN_LEASES,
 } from "./_etcd_lease.ts";
 
@@ -15,7 +16,7 @@ class FakeLease extends EventEmitter {
   renewals = 0;
   constructor(
     readonly granted: Promise<string>,
-    readonly renew: () => Promise<void>,
+    readonly renew: () => Promise<{ TTL: string }>,
   ) {
     super();
     granted.catch(() => {});
@@ -34,7 +35,7 @@ class FakeLease extends EventEmitter {
 
 function fakeClient(
   grants: (() => Promise<string>)[],
-  renew = () => Promise.resolve(),
+  renew = () => Promise.resolve({ TTL: "10" }),
 ) {
   const leases: FakeLease[] = [];
   const client = {
@@ -123,7 +124,7 @@ Deno.test("AgentLease: check renews on a fresh call only after half the TTL with
     () =>
       fail
         ? Promise.reject(new Error("4 DEADLINE_EXCEEDED"))
-        : Promise.resolve(),
+        : Promise.resolve({ TTL: "1" }),
   );
   const { seen, events } = recorder();
   // A TTL of 0.02 s: half of it passes in 10 ms.
@@ -145,4 +146,39 @@ Deno.test("AgentLease: check renews on a fresh call only after half the TTL with
   lease.close();
   await lease.check(); // closed: nothing
   assert.equal(leases[0].renewals, 2);
+});
+
+Deno.test("expired: a keep-alive TTL of 0 (etcd) or -1 (etcd 3.4's gRPC proxy) means the lease is gone", () => {
+  assert.equal(expired({ TTL: "0" }), true);
+  assert.equal(expired({ TTL: "-1" }), true);
+  assert.equal(expired({ TTL: 0 }), true);
+  assert.equal(expired({ TTL: "10" }), false);
+  assert.equal(expired({ TTL: "1" }), false);
+});
+
+Deno.test("AgentLease: a renewal answered with TTL -1 or 0 is a lost lease, not a renewal", async () => {
+  for (const TTL of ["-1", "0"]) {
+    const { client, leases } = fakeClient(
+      [() => Promise.resolve("5")],
+      () => Promise.resolve({ TTL }),
+    );
+    const { seen, events } = recorder();
+    const lease = new AgentLease(client, {
+      ttl: 0.02,
+      callTimeout: 3000,
+      events,
+    });
+    await lease.current();
+    assert.deepEqual(seen.splice(0), ["renewed"], "the grant");
+    // The keep-alive stream's answer, as the gRPC proxy of etcd 3.4 sends it
+    // for an expired lease.
+    leases[0].emit("keepaliveSucceeded", { ID: "5", TTL });
+    assert.deepEqual(seen, ["lost 5"], `stream, TTL ${TTL}`);
+    seen.length = 0;
+    // A fresh renewal after half the TTL answers the same.
+    await new Promise((resolve) => setTimeout(resolve, 15));
+    await lease.check();
+    assert.deepEqual(seen, ["lost 5"], `check, TTL ${TTL}`);
+    lease.close();
+  }
 });

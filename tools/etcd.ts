@@ -3,7 +3,8 @@
 /**
  * Runs real etcd members (the `etcd` binary from PATH, e.g.
  * Debian's `etcd-server`) on free loopback ports, each with a throwaway
- * data directory, and removes everything when stopped.
+ * data directory, and removes everything when stopped; and etcd's gRPC
+ * proxy (`etcd grpc-proxy start`) in front of them.
  *
  * @module
  */
@@ -195,6 +196,110 @@ export async function startEtcd(
         .text();
       const line = text.split("\n").find((l) => l.startsWith(`${name} `));
       return line ? Number(line.split(" ")[1]) : 0;
+    },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** A running etcd gRPC proxy (`etcd grpc-proxy start`). */
+export interface EtcdGrpcProxy extends AsyncDisposable {
+  /** URL agents use as their etcd endpoint, e.g. `http://127.0.0.1:41235`. */
+  readonly url: string;
+  /** Whether the process is running. */
+  readonly running: boolean;
+  /** Kills the process (SIGKILL) and waits for it to exit. */
+  kill(): Promise<void>;
+  /** Starts the process again on the same address, and waits until it reaches etcd. */
+  restart(): Promise<void>;
+  /** Stops the process and removes its data directory. */
+  stop(): Promise<void>;
+}
+
+/** Options of {@linkcode startGrpcProxy}. */
+export interface StartGrpcProxyOptions {
+  /** Port the proxy listens on (default: a free port). */
+  port?: number;
+}
+
+/**
+ * Starts etcd's gRPC proxy in front of `endpoints` on a loopback port
+ * and waits until it answers `/health` (which it does once it reaches
+ * etcd). The proxy serves the etcd v3 gRPC API, so an agent uses its URL
+ * as its only etcd endpoint.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { startEtcd, startGrpcProxy } from "./etcd.ts";
+ * await using cluster = await startEtcd();
+ * await using proxy = await startGrpcProxy(cluster.endpoints);
+ * console.log(proxy.url); // e.g. "http://127.0.0.1:41235"
+ * ```
+ *
+ * @param endpoints Client URLs of the etcd members.
+ * @param options The listening port.
+ * @returns The running proxy.
+ */
+export async function startGrpcProxy(
+  endpoints: string[],
+  options: StartGrpcProxyOptions = {},
+): Promise<EtcdGrpcProxy> {
+  await requireEtcd();
+  const dataDir = await Deno.makeTempDir({ prefix: "discover-grpc-proxy-" });
+  const listen = `127.0.0.1:${options.port ?? freePort()}`;
+  const url = `http://${listen}`;
+  const args = [
+    "grpc-proxy",
+    "start",
+    "--endpoints",
+    endpoints.join(","),
+    "--listen-addr",
+    listen,
+    "--advertise-client-url",
+    listen,
+    "--data-dir",
+    dataDir,
+  ];
+  let child: Deno.ChildProcess | undefined;
+  let exited: Promise<unknown> = Promise.resolve();
+  const spawn = () => {
+    child = new Deno.Command("etcd", {
+      args,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    exited = child.status;
+  };
+  const kill = async () => {
+    if (!child) return;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await exited;
+    child = undefined;
+  };
+  const stop = async () => {
+    await kill();
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  };
+  spawn();
+  try {
+    await waitHealthy(url);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    url,
+    get running() {
+      return child !== undefined;
+    },
+    kill,
+    async restart() {
+      await kill();
+      spawn();
+      await waitHealthy(url);
     },
     stop,
     [Symbol.asyncDispose]: stop,
