@@ -10,6 +10,13 @@
  * changed often cannot grow the agent without bound. The oldest changes go
  * first; a resume from before the oldest one kept gets a snapshot.
  *
+ * An agent may hold hundreds of thousands of instances, so the view keeps
+ * little of each: the record its backend delivered, shared with the
+ * backend and never changed, and the revision of the instance's last
+ * visible change. The wire {@linkcode Instance} (with its `id`) is built
+ * when it is asked for, and a change in the history refers to what the
+ * view holds instead of copying it.
+ *
  * @module
  */
 
@@ -21,6 +28,7 @@ import type {
 } from "../backends/backend.ts";
 import {
   ALL_SERVICES,
+  type Attrs,
   type CatalogEntry,
   type EventKind,
   type Filter,
@@ -30,7 +38,7 @@ import {
 import { matches, sameAttrs } from "../protocol/instance_equal.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 
-/** A current instance and the owner that registered it. */
+/** A current instance and the owner that registered it (made on each {@linkcode View.get}). */
 export interface Entry {
   /** The instance as sent on the wire. */
   instance: Instance;
@@ -124,11 +132,15 @@ const CHANGE_OVERHEAD_BYTES = 256;
  * @returns The estimate in bytes.
  */
 export function changeBytes(change: Change): number {
-  const instance = change.after ?? change.before!;
-  let bytes = CHANGE_OVERHEAD_BYTES + instance.service.length +
-    instance.addr.length;
-  for (const key in instance.attrs) {
-    bytes += key.length + instance.attrs[key].length;
+  return bytesOf(change.after ?? change.before!);
+}
+
+/** {@linkcode changeBytes} of a change that introduces (or removes) `subject`. */
+function bytesOf(subject: { service: string; addr: string; attrs: Attrs }) {
+  let bytes = CHANGE_OVERHEAD_BYTES + subject.service.length +
+    subject.addr.length;
+  for (const key in subject.attrs) {
+    bytes += key.length + subject.attrs[key].length;
   }
   return bytes;
 }
@@ -145,33 +157,155 @@ export function eventFor(
   filter: Filter | undefined,
 ): { kind: EventKind; instance: Instance } | undefined {
   const { before, after } = change;
-  const was = before !== undefined && matches(before.attrs, filter);
-  const is = after !== undefined && matches(after.attrs, filter);
-  if (is) return { kind: was ? "update" : "up", instance: after! };
-  if (was) return { kind: "down", instance: after ?? before! };
-  return undefined;
+  const kind = kindOf(before?.attrs, after?.attrs, filter);
+  return kind && { kind, instance: subjectOf(kind, before, after) };
+}
+
+/**
+ * The event kind of a change from attributes `before` to `after` (absent:
+ * no instance) for a subscriber with `filter`: see {@linkcode eventFor}.
+ */
+function kindOf(
+  before: Attrs | undefined,
+  after: Attrs | undefined,
+  filter: Filter | undefined,
+): EventKind | undefined {
+  const was = before !== undefined && matches(before, filter);
+  const is = after !== undefined && matches(after, filter);
+  if (is) return was ? "update" : "up";
+  return was ? "down" : undefined;
+}
+
+/** Which of `before` and `after` an event of `kind` carries. */
+function subjectOf<T>(kind: EventKind, before?: T, after?: T): T {
+  return kind === "down" ? after ?? before! : after!;
+}
+
+/**
+ * What the view holds of a current instance (and what its history refers
+ * to): the record as the backend delivered it, which nobody changes, and
+ * the revision of the instance's last visible change (an owner change
+ * alone keeps it).
+ */
+interface Held {
+  readonly record: StoredRecord;
+  readonly revision: number;
+}
+
+/** The wire instance of what the view holds. */
+function instanceOf(held: Held): Instance {
+  const { service, addr, attrs, registeredAt } = held.record;
+  return {
+    // One flat string: `JSON.stringify` writes the concatenation that
+    // `instanceKey` returns about half as fast, and a snapshot of 100,000
+    // instances writes 100,000 ids. `normalize` flattens it and keeps its
+    // text (service names and addresses are ASCII).
+    id: instanceKey(service, addr).normalize(),
+    service,
+    addr,
+    attrs,
+    revision: held.revision,
+    registeredAt,
+  };
 }
 
 /** A change with its serialized events, made once and shared by every subscriber. */
 class Fanned {
   #json: Partial<Record<EventKind, string>> = {};
-  constructor(readonly change: Change) {}
-  json(kind: EventKind, instance: Instance): string {
+  constructor(readonly revision: number) {}
+  json(kind: EventKind, subject: Held): string {
     return this.#json[kind] ??= JSON.stringify(
-      { kind, revision: this.change.revision, instance } satisfies ServiceEvent,
+      {
+        kind,
+        revision: this.revision,
+        instance: instanceOf(subject),
+      } satisfies ServiceEvent,
     );
   }
 }
 
-function instanceOf(record: StoredRecord, revision: number): Instance {
-  return {
-    id: instanceKey(record.service, record.addr),
-    service: record.service,
-    addr: record.addr,
-    attrs: record.attrs,
-    revision,
-    registeredAt: record.registeredAt,
-  };
+/**
+ * The changes kept for `since` replays, oldest first: a ring of three
+ * columns (the revision, what was held before the change, after it) that
+ * grows up to the most changes it may hold, and no further.
+ */
+class History {
+  #revisions = new Float64Array(0);
+  #before: (Held | undefined)[] = [];
+  #after: (Held | undefined)[] = [];
+  /** Index of the oldest change. */
+  #head = 0;
+  #length = 0;
+
+  /** @param max Most changes held at once. */
+  constructor(readonly max: number) {}
+
+  /** Number of changes held. */
+  get length(): number {
+    return this.#length;
+  }
+
+  /** Revision of the `i`-th oldest change. */
+  revision(i: number): number {
+    return this.#revisions[this.#slot(i)];
+  }
+
+  /** What was held before the `i`-th oldest change (absent when it created the instance). */
+  before(i: number): Held | undefined {
+    return this.#before[this.#slot(i)];
+  }
+
+  /** What was held after the `i`-th oldest change (absent when it removed the instance). */
+  after(i: number): Held | undefined {
+    return this.#after[this.#slot(i)];
+  }
+
+  /** Adds the newest change; there must be room (`length < max`). */
+  push(revision: number, before?: Held, after?: Held): void {
+    if (this.#length === this.#revisions.length) this.#grow();
+    const slot = this.#slot(this.#length++);
+    this.#revisions[slot] = revision;
+    this.#before[slot] = before;
+    this.#after[slot] = after;
+  }
+
+  /** Forgets the oldest change. */
+  shift(): void {
+    this.#before[this.#head] = this.#after[this.#head] = undefined;
+    this.#head = this.#slot(1);
+    this.#length--;
+  }
+
+  /** Forgets every change. */
+  clear(): void {
+    this.#revisions = new Float64Array(0);
+    this.#before = [];
+    this.#after = [];
+    this.#head = this.#length = 0;
+  }
+
+  #slot(i: number): number {
+    const slot = this.#head + i;
+    return slot < this.#revisions.length ? slot : slot - this.#revisions.length;
+  }
+
+  /** Doubles the columns (up to `max`), the oldest change first. */
+  #grow() {
+    const capacity = Math.min(Math.max(4, this.#length * 2), this.max);
+    const revisions = new Float64Array(capacity);
+    const before = new Array<Held | undefined>(capacity);
+    const after = new Array<Held | undefined>(capacity);
+    for (let i = 0; i < this.#length; i++) {
+      const slot = this.#slot(i);
+      revisions[i] = this.#revisions[slot];
+      before[i] = this.#before[slot];
+      after[i] = this.#after[slot];
+    }
+    this.#revisions = revisions;
+    this.#before = before;
+    this.#after = after;
+    this.#head = 0;
+  }
 }
 
 /**
@@ -191,16 +325,12 @@ function instanceOf(record: StoredRecord, revision: number): Instance {
  * ```
  */
 export class View implements BackendWatcher {
-  #services = new Map<string, Map<string, Entry>>();
+  #services = new Map<string, Map<string, Held>>();
   #subscribers = new Map<string, Set<Subscriber>>();
-  /** Changes from `#historyStart` on; the slots before it are emptied. */
-  #history: (Change | undefined)[] = [];
-  /** {@linkcode changeBytes} of each change of `#history`, same index. */
-  #historyCosts: number[] = [];
-  #historyStart = 0;
+  #history: History;
   #historySize: number;
   #historyBytes: number;
-  /** Sum of the costs of the changes kept (from `#historyStart`). */
+  /** Sum of the {@linkcode changeBytes} of the changes kept. */
   #historyUsed = 0;
   #floor = 0;
   #revision = 0;
@@ -220,6 +350,8 @@ export class View implements BackendWatcher {
    */
   constructor(options: ViewOptions = {}) {
     this.#historySize = options.historySize ?? 50_000;
+    // One more than the bound: a change is added before the oldest go.
+    this.#history = new History(Math.floor(Math.max(0, this.#historySize)) + 1);
     this.#historyBytes = options.historyBytes ?? DEFAULT_HISTORY_BYTES;
   }
 
@@ -246,7 +378,8 @@ export class View implements BackendWatcher {
    * @returns The entry, if any.
    */
   get(service: string, addr: string): Entry | undefined {
-    return this.#services.get(service)?.get(addr);
+    const held = this.#services.get(service)?.get(addr);
+    return held && { instance: instanceOf(held), owner: held.record.owner };
   }
 
   /**
@@ -260,10 +393,10 @@ export class View implements BackendWatcher {
     const out: Instance[] = [];
     const groups = service === ALL_SERVICES
       ? this.#services.values()
-      : [this.#services.get(service) ?? new Map<string, Entry>()];
+      : [this.#services.get(service) ?? new Map<string, Held>()];
     for (const entries of groups) {
-      for (const { instance } of entries.values()) {
-        if (matches(instance.attrs, filter)) out.push(instance);
+      for (const held of entries.values()) {
+        if (matches(held.record.attrs, filter)) out.push(instanceOf(held));
       }
     }
     return out;
@@ -324,24 +457,26 @@ export class View implements BackendWatcher {
   ): ServiceEvent[] | undefined {
     if (epoch !== this.#epoch) return undefined;
     if (since < this.#floor || since > this.#revision) return undefined;
-    const h = this.#history;
-    let lo = this.#historyStart, hi = h.length;
+    const history = this.#history;
+    let lo = 0, hi = history.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (h[mid]!.revision <= since) lo = mid + 1;
+      if (history.revision(mid) <= since) lo = mid + 1;
       else hi = mid;
     }
     const out: ServiceEvent[] = [];
-    for (let i = lo; i < h.length; i++) {
-      const change = h[i]!;
-      const subject = change.after ?? change.before!;
-      if (service !== ALL_SERVICES && subject.service !== service) continue;
-      const event = eventFor(change, filter);
-      if (event) {
+    for (let i = lo; i < history.length; i++) {
+      const before = history.before(i), after = history.after(i);
+      if (
+        service !== ALL_SERVICES &&
+        (after ?? before!).record.service !== service
+      ) continue;
+      const kind = kindOf(before?.record.attrs, after?.record.attrs, filter);
+      if (kind) {
         out.push({
-          kind: event.kind,
-          revision: change.revision,
-          instance: event.instance,
+          kind,
+          revision: history.revision(i),
+          instance: instanceOf(subjectOf(kind, before, after)),
         });
       }
     }
@@ -373,7 +508,8 @@ export class View implements BackendWatcher {
   }
 
   /**
-   * Applies backend changes (part of {@linkcode BackendWatcher}).
+   * Applies backend changes (part of {@linkcode BackendWatcher}). The view
+   * keeps the records it is given: they must not change afterwards.
    *
    * @param changes The changes in revision order.
    */
@@ -394,7 +530,8 @@ export class View implements BackendWatcher {
 
   /**
    * Replaces the view with a complete state, emitting only the real
-   * differences (part of {@linkcode BackendWatcher}).
+   * differences (part of {@linkcode BackendWatcher}). The view keeps the
+   * records it is given: they must not change afterwards.
    *
    * @param state The complete state.
    */
@@ -405,20 +542,19 @@ export class View implements BackendWatcher {
       // A new sequence, or a store that went back in time (restored from a
       // backup, say): the history no longer leads to the new state, so
       // resumes get snapshots.
-      this.#history = [];
-      this.#historyCosts = [];
-      this.#historyStart = 0;
+      this.#history.clear();
       this.#historyUsed = 0;
       this.#floor = revision;
       this.#epoch = state.epoch;
     }
     for (const record of state.records) {
       seen.add(instanceKey(record.service, record.addr));
-      const entry = this.get(record.service, record.addr);
+      const current = this.#services.get(record.service)?.get(record.addr)
+        ?.record;
       if (
-        entry && entry.owner === record.owner &&
-        entry.instance.registeredAt === record.registeredAt &&
-        sameAttrs(entry.instance.attrs, record.attrs)
+        current && current.owner === record.owner &&
+        current.registeredAt === record.registeredAt &&
+        sameAttrs(current.attrs, record.attrs)
       ) continue;
       this.#put(record, revision);
     }
@@ -461,60 +597,64 @@ export class View implements BackendWatcher {
   #put(record: StoredRecord, revision: number) {
     let entries = this.#services.get(record.service);
     if (!entries) this.#services.set(record.service, entries = new Map());
-    const before = entries.get(record.addr)?.instance;
-    if (before && sameAttrs(before.attrs, record.attrs)) {
-      // An owner change alone (a takeover) is invisible to subscribers.
-      entries.set(record.addr, { instance: before, owner: record.owner });
+    const before = entries.get(record.addr);
+    if (before && sameAttrs(before.record.attrs, record.attrs)) {
+      // An owner change alone (a takeover) is invisible to subscribers:
+      // the instance keeps its revision and its time of registration.
+      const { registeredAt } = before.record;
+      entries.set(record.addr, {
+        record: record.registeredAt === registeredAt
+          ? record
+          : { ...record, registeredAt },
+        revision: before.revision,
+      });
       return;
     }
-    const after = instanceOf(record, revision);
-    entries.set(record.addr, { instance: after, owner: record.owner });
-    this.#record({ revision, before, after });
+    const after: Held = { record, revision };
+    entries.set(record.addr, after);
+    this.#record(revision, before, after);
   }
 
   #delete(service: string, addr: string, revision: number) {
     const entries = this.#services.get(service);
-    const before = entries?.get(addr)?.instance;
+    const before = entries?.get(addr);
     if (!entries || !before) return;
     entries.delete(addr);
     if (entries.size === 0) this.#services.delete(service);
-    this.#record({ revision, before });
+    this.#record(revision, before, undefined);
   }
 
-  #record(change: Change) {
-    const cost = changeBytes(change);
-    this.#history.push(change);
-    this.#historyCosts.push(cost);
-    this.#historyUsed += cost;
+  #record(revision: number, before?: Held, after?: Held) {
+    const subject = (after ?? before!).record;
+    const history = this.#history;
+    history.push(revision, before, after);
+    this.#historyUsed += bytesOf(subject);
     // Drop the oldest changes while over either bound; a resume from
     // before the floor gets a snapshot instead of a replay.
     while (
-      this.#history.length - this.#historyStart > this.#historySize ||
-      (this.#historyUsed > this.#historyBytes &&
-        this.#historyStart < this.#history.length)
+      history.length > this.#historySize ||
+      (this.#historyUsed > this.#historyBytes && history.length > 0)
     ) {
-      this.#floor = this.#history[this.#historyStart]!.revision;
-      this.#historyUsed -= this.#historyCosts[this.#historyStart];
-      this.#history[this.#historyStart] = undefined; // for the collector
-      this.#historyStart++;
+      this.#floor = history.revision(0);
+      this.#historyUsed -= bytesOf(
+        (history.after(0) ?? history.before(0)!).record,
+      );
+      history.shift();
     }
-    if (
-      this.#historyStart > 1024 &&
-      this.#historyStart * 2 > this.#history.length
-    ) {
-      this.#history = this.#history.slice(this.#historyStart);
-      this.#historyCosts = this.#historyCosts.slice(this.#historyStart);
-      this.#historyStart = 0;
-    }
-    const service = (change.after ?? change.before!).service;
-    const subscribers = this.#subscribers.get(service);
+    const subscribers = this.#subscribers.get(subject.service);
     const everything = this.#subscribers.get(ALL_SERVICES);
     if (!subscribers && !everything) return;
-    const fanned = new Fanned(change);
+    const fanned = new Fanned(revision);
     for (const set of [subscribers, everything]) {
       for (const subscriber of set ?? []) {
-        const event = eventFor(change, subscriber.filter);
-        if (event) subscriber.deliver(fanned.json(event.kind, event.instance));
+        const kind = kindOf(
+          before?.record.attrs,
+          after?.record.attrs,
+          subscriber.filter,
+        );
+        if (kind) {
+          subscriber.deliver(fanned.json(kind, subjectOf(kind, before, after)));
+        }
       }
     }
   }

@@ -1,8 +1,10 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import type { StoredRecord } from "../backends/backend.ts";
-import type { Filter } from "../protocol/types.ts";
+import { sameAttrs } from "../protocol/instance_equal.ts";
+import type { Attrs, Filter } from "../protocol/types.ts";
 import { validateSubscribe } from "../protocol/validate.ts";
 import { changeBytes, eventFor, type Subscriber, View } from "./view.ts";
 
@@ -405,4 +407,145 @@ Deno.test("a change of backend reachability reaches every subscriber once, as st
     `a {"kind":"current","revision":5}`,
     `* {"kind":"current","revision":5}`,
   ]);
+});
+
+Deno.test("an owner change alone keeps the time of registration the instance was first seen with", () => {
+  const view = new View();
+  const l = listener("svc");
+  view.subscribe(l.sub);
+  view.changes([{ type: "put", revision: 1, record: rec("h:1", {}, "a") }]);
+  view.changes([{
+    type: "put",
+    revision: 2,
+    record: { ...rec("h:1", {}, "b"), registeredAt: 9 },
+  }]);
+  assert.deepEqual(l.got, ["up h:1 1"]);
+  assert.equal(view.get("svc", "h:1")?.owner, "b");
+  assert.deepEqual(view.get("svc", "h:1")?.instance, {
+    id: "svc/h:1",
+    service: "svc",
+    addr: "h:1",
+    attrs: {},
+    revision: 1,
+    registeredAt: 5,
+  });
+});
+
+Deno.test("replay matches a plain model of the bounded history, whatever the changes and bounds", () => {
+  // The model: every visible change in a list, the oldest dropped while
+  // over either bound, exactly as the view's documentation says.
+  type Op = { addr: string; zone?: string; pad: number; owner: string };
+  const op = fc.record({
+    addr: fc.constantFrom("h:1", "h:2", "h:3"),
+    zone: fc.option(fc.constantFrom("a", "b"), { nil: undefined }),
+    pad: fc.constantFrom(0, 40, 400),
+    owner: fc.constantFrom("o1", "o2"),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(op, { maxLength: 120 }),
+      fc.nat(40),
+      fc.integer({ min: 200, max: 6000 }),
+      (ops: Op[], historySize: number, historyBytes: number) => {
+        const view = new View({ historySize, historyBytes });
+        view.reset({ revision: 0, epoch: "e", records: [] });
+        const held = new Map<string, { attrs: Attrs; revision: number }>();
+        const kept: { revision: number; event: string; cost: number }[] = [];
+        let floor = 0, used = 0;
+        ops.forEach(({ addr, zone, pad, owner }, i) => {
+          const revision = i + 1;
+          const before = held.get(addr);
+          let event: string | undefined;
+          let attrs: Attrs | undefined;
+          if (zone === undefined) {
+            view.changes([{ type: "delete", revision, service: "svc", addr }]);
+            if (before) {
+              held.delete(addr);
+              event = `down ${addr} ${revision} ${before.revision}`;
+              attrs = before.attrs;
+            }
+          } else {
+            attrs = pad ? { zone, pad: "x".repeat(pad) } : { zone };
+            view.changes([{
+              type: "put",
+              revision,
+              record: rec(addr, attrs, owner),
+            }]);
+            if (!before || !sameAttrs(before.attrs, attrs)) {
+              held.set(addr, { attrs, revision });
+              event = `${
+                before ? "update" : "up"
+              } ${addr} ${revision} ${revision}`;
+            }
+          }
+          if (event === undefined) return;
+          let cost = 256 + "svc".length + addr.length;
+          for (const [k, v] of Object.entries(attrs!)) {
+            cost += k.length + v.length;
+          }
+          kept.push({ revision, event, cost });
+          used += cost;
+          while (
+            kept.length > historySize ||
+            (used > historyBytes && kept.length > 0)
+          ) {
+            const dropped = kept.shift()!;
+            floor = dropped.revision;
+            used -= dropped.cost;
+          }
+        });
+        for (let since = 0; since <= ops.length; since++) {
+          const got = view.replay("svc", undefined, since)?.map((e) =>
+            `${e.kind} ${e.instance?.addr} ${e.revision} ${e.instance?.revision}`
+          );
+          const want = since < floor ? undefined : kept
+            .filter((c) => c.revision > since)
+            .map((c) => c.event);
+          assert.deepEqual(got, want, `since ${since}`);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("the view holds little per instance: the record it was given, and a revision", async () => {
+  // Heap per instance, measured after full collections in a process of its
+  // own. The records are held outside the view, as a backend holds them.
+  // Measured: about 110 bytes at 20,000 instances (a wire instance, its id
+  // and an entry per instance came to about 290).
+  const script = `
+    const { View } = await import(${
+    JSON.stringify(import.meta.resolve("./view.ts"))
+  });
+    const n = 20_000;
+    const records = Array.from({ length: n }, (_, i) => ({
+      service: "svc",
+      addr: "10.0." + (i >> 8) + "." + (i & 255) + ":80",
+      attrs: { zone: "a" },
+      owner: "o",
+      registeredAt: 1_700_000_000_000,
+    }));
+    const view = new View();
+    gc(); gc();
+    const before = Deno.memoryUsage().heapUsed;
+    records.forEach((record, i) =>
+      view.changes([{ type: "put", revision: i + 1, record }])
+    );
+    gc(); gc();
+    const perInstance = (Deno.memoryUsage().heapUsed - before) / n;
+    console.log(JSON.stringify({ perInstance, listed: view.list("svc").length, records: records.length }));
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--expose-gc", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, stderr);
+  const { perInstance, listed } = JSON.parse(
+    new TextDecoder().decode(out.stdout),
+  );
+  assert.equal(listed, 20_000);
+  assert.ok(perInstance < 160, `${perInstance.toFixed(0)} bytes per instance`);
 });
