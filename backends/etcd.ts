@@ -43,6 +43,16 @@
  * that exceeds gRPC's message limit (4 MiB by default) is read again at
  * half the size, down to one key.
  *
+ * ## Registration storms
+ *
+ * Writes go to etcd in batches (`_etcd_write.ts`): a write goes at once
+ * unless 4 transactions are in flight; writes that arrive meanwhile wait
+ * for one to return and go together, at most
+ * {@linkcode BATCH_MAX_WRITES} writes and about 1 MiB per transaction, each a nested transaction with its own
+ * condition and outcome. The writes of one batch share a revision. When
+ * an agent restarts or a rollout registers thousands of instances at
+ * once, etcd sees a few dozen transactions instead of thousands of calls.
+ *
  * ## Failures
  *
  * Every unary call has a deadline (`callTimeout`; `_etcd_client.ts`). With
@@ -90,9 +100,19 @@ import {
 } from "./_etcd_record.ts";
 import { describeEtcdError, retrying } from "./_etcd_retry.ts";
 import { StateWatch } from "./_etcd_watch.ts";
-import { allows, isConditional, KeyedSerial } from "./_etcd_write.ts";
+import {
+  allows,
+  isConditional,
+  type KeyChange,
+  KeyedSerial,
+  keyWrite,
+  type KeyWriteOptions,
+  TxnBatcher,
+  type TxnOutcome,
+} from "./_etcd_write.ts";
 
 export { READ_PAGE_KEYS } from "./_etcd_read.ts";
+export { BATCH_MAX_WRITES } from "./_etcd_write.ts";
 
 /** What the etcd backend logs. */
 export interface EtcdLogger {
@@ -180,6 +200,8 @@ export class EtcdBackend implements Backend {
   #readRevision = 0;
   /** Writes per key, one at a time (a lease restore must not race an unregister). */
   #serial = new KeyedSerial();
+  /** Every write goes through it: concurrent writes share transactions. */
+  readonly #batcher: TxnBatcher;
 
   /**
    * Creates the backend; nothing connects before {@linkcode EtcdBackend.open}.
@@ -206,6 +228,10 @@ export class EtcdBackend implements Backend {
       );
     }
     this.#log = options.log;
+    this.#batcher = new TxnBatcher(
+      (txn) => this.#open().client.kv.txn(txn),
+      { timeout: callTimeout, log: options.log },
+    );
     this.#settings = {
       endpoints: [...options.endpoints],
       callTimeout,
@@ -358,26 +384,27 @@ export class EtcdBackend implements Backend {
     const { lease } = this.#open();
     const key = this.#codec.key(record.service, record.addr);
     const value = this.#codec.encode(record);
-    for (let attempt = 1;; attempt++) {
-      const leaseId = await lease.current();
-      try {
-        return await this.#serial.run(key, async () => {
+    // In the serial from the call on: writes of one key go in call order.
+    return await this.#serial.run(key, async () => {
+      for (let attempt = 1;; attempt++) {
+        const leaseId = await lease.current();
+        try {
           const revision = await this.#conditional(
             key,
             options,
-            (client) => client.put(key).value(value).lease(leaseId),
+            { put: value, lease: leaseId },
           );
           this.#mine.set(key, { ...record, attrs: { ...record.attrs } });
           return revision;
-        });
-      } catch (error) {
-        if (!(error instanceof EtcdLeaseInvalidError) || attempt > 1) {
-          throw error;
+        } catch (error) {
+          if (!(error instanceof EtcdLeaseInvalidError) || attempt > 1) {
+            throw error;
+          }
+          // etcd expired our lease before the keep-alive loop noticed.
+          this.#leaseLost(leaseId, error);
         }
-        // etcd expired our lease before the keep-alive loop noticed.
-        this.#leaseLost(leaseId, error);
       }
-    }
+    });
   }
 
   /**
@@ -408,18 +435,13 @@ export class EtcdBackend implements Backend {
     key: string,
     options: WriteOptions,
   ): Promise<number | undefined> {
-    const { client } = this.#open();
     if (!isConditional(options)) {
-      const res = await client.delete().key(key).exec();
-      return Number(res.deleted) > 0 ? Number(res.header.revision) : undefined;
+      const res = await this.#write(key, { delete: true });
+      const deleted = res.responses[0]?.response_delete_range?.deleted;
+      return Number(deleted ?? 0) > 0 ? res.revision : undefined;
     }
     try {
-      return await this.#conditional(
-        key,
-        options,
-        (client) => client.delete().key(key),
-        true,
-      );
+      return await this.#conditional(key, options, { delete: true }, true);
     } catch (error) {
       if (error instanceof OwnerConflictError && error.owner === null) {
         return undefined;
@@ -474,18 +496,26 @@ export class EtcdBackend implements Backend {
     });
   }
 
-  /** Runs `op` in a transaction guarded by the owner condition. */
+  /** Makes `change` to `key`, in a transaction shared with other writes. */
+  #write(
+    key: string,
+    change: KeyChange,
+    options?: KeyWriteOptions,
+  ): Promise<TxnOutcome> {
+    this.#open();
+    return this.#batcher.run(keyWrite(key, change, options));
+  }
+
+  /** Makes `change` to `key` in a transaction guarded by the owner condition. */
   async #conditional(
     key: string,
     options: WriteOptions,
-    // deno-lint-ignore no-explicit-any
-    op: (client: Etcd3) => any,
+    change: KeyChange,
     removal = false,
   ): Promise<number> {
     const { client, lease } = this.#open();
     if (!isConditional(options)) {
-      const res = await op(client).exec();
-      return Number(res.header.revision);
+      return (await this.#write(key, change)).revision;
     }
     const ours = (id: string) => lease.ours(id);
     let known = this.#known.get(key);
@@ -511,13 +541,14 @@ export class EtcdBackend implements Backend {
         attempt--;
         continue;
       }
-      const txn = known === undefined
-        ? client.if(key, "Create", "==", 0)
-        : client.if(key, "Mod", "==", known.modRevision);
-      const res = await txn.then(op(client)).else(client.get(key)).commit();
-      if (res.succeeded) return Number(res.header.revision);
+      const res = await this.#write(key, change, {
+        guard: known === undefined
+          ? { absent: true }
+          : { modRevision: known.modRevision },
+      });
+      if (res.succeeded) return res.revision;
       // The key changed since the watch told us about it: look again.
-      revision = Number(res.header.revision);
+      revision = res.revision;
       const kv = res.responses[0]?.response_range?.kvs?.[0];
       known = kv ? parseKnown(kv) : undefined;
       fresh = true;
@@ -558,12 +589,14 @@ export class EtcdBackend implements Backend {
     try {
       await retrying("restore the lease", async () => {
         const leaseId = await on.lease.current();
-        for (const [key, record] of [...this.#mine]) {
-          await this.#serial.run(
-            key,
-            () => this.#restoreKey(key, record, leaseId),
-          );
-        }
+        // All at once: they go to etcd in shared transactions.
+        const restored = await Promise.allSettled(
+          [...this.#mine].map(([key, record]) =>
+            this.#serial.run(key, () => this.#restoreKey(key, record, leaseId))
+          ),
+        );
+        const failed = restored.find((r) => r.status === "rejected");
+        if (failed) throw failed.reason;
         if (on.lease.id !== leaseId) return false; // lost again meanwhile
         this.#log?.info("etcd lease restored", { records: this.#mine.size });
         this.#restoring = false;
@@ -587,11 +620,9 @@ export class EtcdBackend implements Backend {
    */
   async #restoreKey(key: string, record: StoredRecord, leaseId: string) {
     if (this.#mine.get(key) !== record) return; // unregistered or rewritten
-    const { client, lease } = this.#open();
-    const value = this.#codec.encode(record);
-    const res = await client.if(key, "Create", "==", 0)
-      .then(client.put(key).value(value).lease(leaseId))
-      .else(client.get(key)).commit();
+    const { lease } = this.#open();
+    const change = { put: this.#codec.encode(record), lease: leaseId };
+    const res = await this.#write(key, change, { guard: { absent: true } });
     if (res.succeeded) return;
     const kv = res.responses[0]?.response_range?.kvs?.[0];
     const current = kv ? parseKnown(kv) : undefined;
@@ -603,9 +634,9 @@ export class EtcdBackend implements Backend {
       return;
     }
     if (current.lease === leaseId) return; // already written back
-    const moved = await client.if(key, "Mod", "==", current.modRevision)
-      .then(client.put(key).value(value).lease(leaseId))
-      .commit();
+    const moved = await this.#write(key, change, {
+      guard: { modRevision: current.modRevision },
+    });
     if (!moved.succeeded) throw new Error(`'${key}' changed while restoring`);
   }
 

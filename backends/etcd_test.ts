@@ -4,13 +4,14 @@ import assert from "node:assert/strict";
 import { startEtcd } from "../tools/etcd.ts";
 import { testBackend } from "./backend_suite.ts";
 import { Etcd3 } from "etcd3";
-import { EtcdBackend, READ_PAGE_KEYS } from "./etcd.ts";
+import { BATCH_MAX_WRITES, EtcdBackend, READ_PAGE_KEYS } from "./etcd.ts";
 import {
   type BackendChange,
   type BackendState,
   OwnerConflictError,
 } from "./backend.ts";
 import { until } from "../tests/_wait.ts";
+import { keyWrite, TxnBatcher } from "./_etcd_write.ts";
 
 // One etcd for this module; every test gets its own key prefix.
 const cluster = await startEtcd();
@@ -373,6 +374,341 @@ Deno.test({
       assert.equal(addrs.length, count);
       assert.equal(new Set(addrs).size, count, "no key read twice");
     } finally {
+      await backend.close();
+    }
+  },
+});
+
+/** A watcher that keeps each `changes()` call apart. */
+function callRecorder() {
+  const calls: BackendChange[][] = [];
+  return {
+    calls,
+    /** Every change delivered. */
+    get changes() {
+      return calls.flat();
+    },
+    watcher: {
+      changes: (c: BackendChange[]) => void calls.push([...c]),
+      reset() {},
+      status() {},
+    },
+  };
+}
+
+/** Each revision of `calls`, with its changes: they must all come in one call. */
+function byRevision(calls: BackendChange[][]): Map<number, BackendChange[]> {
+  const out = new Map<number, BackendChange[]>();
+  const seenIn = new Map<number, number>();
+  for (const [i, call] of calls.entries()) {
+    for (const change of call) {
+      const first = seenIn.get(change.revision) ?? i;
+      assert.equal(
+        first,
+        i,
+        `revision ${change.revision} came in two changes() calls`,
+      );
+      seenIn.set(change.revision, i);
+      out.set(change.revision, [...out.get(change.revision) ?? [], change]);
+    }
+  }
+  return out;
+}
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: a storm of 500 concurrent registrations takes far fewer transactions than writes, each revision delivered in one call",
+  async fn() {
+    const p = prefix();
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+    });
+    const watching = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+    });
+    const r = callRecorder();
+    await backend.open(recorder().watcher);
+    await watching.open(r.watcher);
+    try {
+      const count = 500;
+      const revisions = await Promise.all(
+        Array.from(
+          { length: count },
+          (_, i) =>
+            backend.put(record(`10.3.${i >> 8}.${i & 255}:80`), {
+              ifOwner: null,
+            }),
+        ),
+      );
+      // Each transaction is one revision: at least count / BATCH_MAX_WRITES
+      // of them, and far fewer than one per write.
+      const txns = new Set(revisions).size;
+      assert.ok(
+        txns >= Math.ceil(count / BATCH_MAX_WRITES) && txns <= count / 5,
+        `${count} writes in ${txns} transactions`,
+      );
+      await until(() => r.changes.length === count, "every registration");
+      const delivered = byRevision(r.calls);
+      assert.deepEqual(
+        [...delivered.keys()].sort((a, b) => a - b),
+        [...new Set(revisions)].sort((a, b) => a - b),
+      );
+      for (const [revision, changes] of delivered) {
+        assert.equal(
+          changes.length,
+          revisions.filter((x) => x === revision).length,
+          `the writes of revision ${revision}`,
+        );
+      }
+    } finally {
+      await backend.close();
+      await watching.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: within a batch each write keeps its own condition: one conflict fails alone",
+  async fn() {
+    const p = prefix();
+    await using pair = await twoAgents(p);
+    const { a, b, ra } = pair;
+    // Another agent holds h:7; agent a has not heard of it yet, or has.
+    const taken = await b.put(record("h:7", "other"), { ifOwner: null });
+    await until(
+      () => ra.changes.some((c) => c.revision === taken),
+      "a sees b's write",
+    );
+    // Held in flight: everything below goes in shared transactions.
+    const first = a.put(record("h:0"), { ifOwner: null });
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: 40 },
+        (_, i) => a.put(record(`h:${i + 1}`), { ifOwner: null }),
+      ),
+    );
+    await first;
+    const rejected = results.flatMap((r, i) =>
+      r.status === "rejected" ? [[i + 1, r.reason]] : []
+    );
+    assert.equal(rejected.length, 1, "only the conflicting write fails");
+    const [index, error] = rejected[0];
+    assert.equal(index, 7);
+    assert.ok(error instanceof OwnerConflictError);
+    assert.equal(error.owner, "other");
+    const fulfilled = results.flatMap((r) =>
+      r.status === "fulfilled" ? [r.value] : []
+    );
+    assert.ok(
+      new Set(fulfilled).size < fulfilled.length,
+      "the others shared transactions",
+    );
+    // A conditional delete in a batch with others: the same.
+    const removals = await Promise.allSettled([
+      a.delete("svc", "h:1", { ifOwner: "o1" }),
+      a.delete("svc", "h:7", { ifOwner: "o1" }),
+      a.delete("svc", "h:2", { ifOwner: "o1" }),
+    ]);
+    assert.deepEqual(removals.map((r) => r.status), [
+      "fulfilled",
+      "rejected",
+      "fulfilled",
+    ]);
+    const keys = await getKeys(`${p}instances/svc/`);
+    assert.ok(keys.includes(`${p}instances/svc/h:7`));
+    assert.ok(!keys.includes(`${p}instances/svc/h:1`));
+    assert.equal(keys.length, 41 - 2);
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: etcd decides each write of a batch by its own compare, in one revision",
+  async fn() {
+    const p = prefix();
+    const etcd = new Etcd3({ hosts: cluster.endpoints });
+    try {
+      await etcd.put(`${p}taken`).value("theirs");
+      const old = await etcd.put(`${p}moved`).value("v1");
+      await etcd.put(`${p}moved`).value("v2");
+      let transactions = 0;
+      const batcher = new TxnBatcher((txn) => {
+        transactions++;
+        return etcd.kv.txn(txn);
+      }, { timeout: 10_000 });
+      const put = (key: string, guard?: { absent: true }) =>
+        batcher.run(
+          keyWrite(`${p}${key}`, { put: "ours", lease: "0" }, { guard }),
+        );
+      const outcomes = await Promise.all([
+        put("free", { absent: true }),
+        put("taken", { absent: true }),
+        batcher.run(keyWrite(`${p}moved`, { delete: true }, {
+          guard: { modRevision: old.header.revision },
+        })),
+        put("plain"),
+      ]);
+      assert.equal(transactions, 1);
+      assert.deepEqual(outcomes.map((o) => o.succeeded), [
+        true,
+        false,
+        false,
+        true,
+      ]);
+      assert.equal(new Set(outcomes.map((o) => o.revision)).size, 1);
+      // A failed compare reads the key instead.
+      assert.equal(
+        outcomes[1].responses[0].response_range.kvs[0].value.toString(),
+        "theirs",
+      );
+      assert.equal(
+        outcomes[2].responses[0].response_range.kvs[0].value.toString(),
+        "v2",
+      );
+      const values = await etcd.getAll().prefix(p).strings();
+      assert.deepEqual(values, {
+        [`${p}free`]: "ours",
+        [`${p}moved`]: "v2",
+        [`${p}plain`]: "ours",
+        [`${p}taken`]: "theirs",
+      });
+    } finally {
+      etcd.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name: "etcd backend: writes of one key keep their order, batched or not",
+  async fn() {
+    const p = prefix();
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+    });
+    const r = callRecorder();
+    await backend.open(r.watcher);
+    try {
+      const v = (n: string) => ({ ...record("h:1"), attrs: { v: n } });
+      // Other keys keep transactions busy meanwhile.
+      const noise = Array.from(
+        { length: 100 },
+        (_, i) => backend.put(record(`n:${i + 1}`)),
+      );
+      const ordered = [
+        backend.put(v("1")),
+        backend.put(v("2")),
+        backend.delete("svc", "h:1", { ifOwner: "o1" }),
+        backend.put(v("3")),
+        backend.delete("svc", "h:1"),
+        backend.put(v("4")),
+      ];
+      const revisions = await Promise.all(ordered);
+      await Promise.all(noise);
+      for (let i = 1; i < revisions.length; i++) {
+        assert.ok(revisions[i]! > revisions[i - 1]!, revisions.join(", "));
+      }
+      await until(() => r.changes.length === 106, "every change");
+      const mine = r.changes.filter((c) =>
+        c.type === "delete" ? c.addr === "h:1" : c.record.addr === "h:1"
+      );
+      assert.deepEqual(
+        mine.map((c) => c.type === "put" ? c.record.attrs.v : "deleted"),
+        ["1", "2", "deleted", "3", "deleted", "4"],
+      );
+    } finally {
+      await backend.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: a flood of records with 24 KiB attributes stays under etcd's request limit",
+  async fn() {
+    const p = prefix();
+    const warnings: string[] = [];
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+      log: { info() {}, warn: (m) => void warnings.push(m) },
+    });
+    const r = callRecorder();
+    await backend.open(r.watcher);
+    try {
+      // 8,180 characters of 3 bytes: about 24 KiB of attributes each, so
+      // 64 in one transaction would exceed etcd's 1.5 MiB.
+      const big = "€".repeat(8180);
+      const count = 200;
+      const revisions = await Promise.all(
+        Array.from(
+          { length: count },
+          (_, i) =>
+            backend.put({ ...record(`h:${i + 1}`), attrs: { a: big } }, {
+              ifOwner: null,
+            }),
+        ),
+      );
+      assert.deepEqual(warnings, [], "no transaction refused");
+      await until(() => r.changes.length === count, "every record");
+      const delivered = byRevision(r.calls);
+      const perTxn = [...delivered.values()].map((c) => c.length);
+      // At most 1 MiB of values a transaction: 42 of these.
+      assert.ok(perTxn.every((n) => n <= 42), perTxn.join(","));
+      assert.ok(new Set(revisions).size < count / 5, "still batched");
+    } finally {
+      await backend.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
+    "etcd backend: the records of a lost lease are written back together, in a few transactions",
+  async fn() {
+    const p = prefix();
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: p,
+      leaseTtl: 3,
+    });
+    const r = callRecorder();
+    await backend.open(r.watcher);
+    const etcd = new Etcd3({ hosts: cluster.endpoints });
+    try {
+      const count = 300;
+      await Promise.all(
+        Array.from(
+          { length: count },
+          (_, i) => backend.put(record(`h:${i + 1}`)),
+        ),
+      );
+      await until(() => r.changes.length === count, "every record");
+      const kv = await etcd.get(`${p}instances/svc/h:1`).exec();
+      await etcd.leaseClient.leaseRevoke({ ID: kv.kvs[0].lease });
+      // etcd deletes them all; the backend grants a new lease and writes
+      // every record back.
+      await until(
+        () => r.changes.length === 3 * count,
+        "every record written back",
+        20_000,
+      );
+      const back = r.changes.slice(2 * count);
+      assert.ok(back.every((c) => c.type === "put"));
+      const txns = new Set(back.map((c) => c.revision)).size;
+      assert.ok(txns <= count / 5, `${count} records in ${txns} transactions`);
+      assert.equal((await getKeys(`${p}instances/svc/`)).length, count);
+    } finally {
+      etcd.close();
       await backend.close();
     }
   },

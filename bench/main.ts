@@ -23,6 +23,7 @@ import { fanOut } from "./fan_out.ts";
 import { scale } from "./scale.ts";
 import { backendCost } from "./backend_cost.ts";
 import { catchUp } from "./catch_up.ts";
+import { registrationStorm } from "./registration_storm.ts";
 
 /** The benchmarks, by number. */
 export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
@@ -33,6 +34,7 @@ export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
   ["5", scale],
   ["6", backendCost],
   ["7", catchUp],
+  ["8", registrationStorm],
 ]);
 
 /** The machine the suite ran on. */

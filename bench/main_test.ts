@@ -45,6 +45,7 @@ Deno.test({
         "5",
         "6",
         "7",
+        "8",
       ]);
       for (const f of results.figures) {
         assert.ok(
@@ -72,6 +73,8 @@ Deno.test({
           /^6 etcd writes\/s, idle agent/,
           /^6 go-discover equivalent/,
           /^7 catch-up after .* missed events$/,
+          /^5 memory held per instance/,
+          /^8 .* registrations at once, until all are up at agent B$/,
         ]
       ) {
         assert.ok(
