@@ -25,6 +25,8 @@ import {
   JsonRpcPeer,
   type RequestHandler,
 } from "../protocol/jsonrpc.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
+import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
 import type {
   Filter,
@@ -179,7 +181,8 @@ export class Session {
   /** Subscribes waiting for the send queue to drain, oldest first. */
   #drainWaiters: DrainWaiter[] = [];
   #drainTimer: ReturnType<typeof setTimeout> | undefined;
-  #mutations: Promise<unknown> = Promise.resolve();
+  /** Register/unregister calls in flight, one queue per instance. */
+  readonly #mutations = new KeyedSerial();
   #ended = false;
 
   /**
@@ -374,11 +377,13 @@ export class Session {
     }));
   }
 
-  /** Runs register/unregister of this session strictly in arrival order. */
-  #serial<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#mutations.then(fn, fn);
-    this.#mutations = run.catch(() => {});
-    return run;
+  /**
+   * Runs the register/unregister calls of this session about one instance
+   * strictly in arrival order; calls about other instances run meanwhile,
+   * so a batch of registrations reaches the backend together.
+   */
+  #serial<T>(service: string, addr: string, fn: () => Promise<T>): Promise<T> {
+    return this.#mutations.run(instanceKey(service, addr), fn);
   }
 
   #addr(target: { port?: number; addr?: string }): string {
@@ -402,18 +407,23 @@ export class Session {
     return {
       "discover.register": (p) => {
         const addr = this.#addr(p);
-        return this.#serial(() =>
-          ctx.registry.register(this.owner, {
-            service: p.service,
-            addr,
-            attrs: p.attrs ?? {},
-          })
+        return this.#serial(
+          p.service,
+          addr,
+          () =>
+            ctx.registry.register(this.owner, {
+              service: p.service,
+              addr,
+              attrs: p.attrs ?? {},
+            }),
         );
       },
       "discover.unregister": (p) => {
         const addr = this.#addr(p);
-        return this.#serial(() =>
-          ctx.registry.unregister(this.owner, p.service, addr)
+        return this.#serial(
+          p.service,
+          addr,
+          () => ctx.registry.unregister(this.owner, p.service, addr),
         );
       },
       "discover.services": (p) => ({

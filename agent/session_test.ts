@@ -46,7 +46,10 @@ const IDLE_TIMEOUT_S = 1;
  * A session over a view of 20 instances with 1,000-byte attributes. The
  * agent shuts down once `agent.shuttingDown` is set.
  */
-function setup(agent = { shuttingDown: false }) {
+function setup(
+  agent = { shuttingDown: false },
+  registry: Partial<Registry> = {},
+) {
   const view = new View();
   view.reset({ revision: 0, epoch: "e", records: [] });
   view.status(true);
@@ -71,7 +74,7 @@ function setup(agent = { shuttingDown: false }) {
   const session = new Session(
     {
       view,
-      registry: { detach() {} } as unknown as Registry,
+      registry: { detach() {}, ...registry } as unknown as Registry,
       backendName: "memory",
       advertiseHost: "127.0.0.1",
       ttl: 10,
@@ -243,5 +246,60 @@ Deno.test("while the agent shuts down, every method but $/ping gets -32004", asy
     id: requests.length,
     result: "pong",
   });
+  session.closed(true);
+});
+
+Deno.test("register/unregister keep arrival order per instance; other instances do not wait", async () => {
+  const log: string[] = [];
+  const gates = new Map<string, () => void>();
+  const call = (what: string, addr: string) => {
+    log.push(`start ${what} ${addr}`);
+    return new Promise<void>((resolve) =>
+      gates.set(`${what} ${addr}`, () => {
+        log.push(`end ${what} ${addr}`);
+        resolve();
+      })
+    );
+  };
+  const { socket, session } = setup({ shuttingDown: false }, {
+    register: async (_owner, { addr }) => {
+      await call("register", addr);
+      return {} as never;
+    },
+    unregister: async (_owner, _service, addr) => {
+      await call("unregister", addr);
+      return true;
+    },
+  });
+  const rpc = (id: number, method: string, addr: string) => ({
+    jsonrpc: "2.0",
+    id,
+    method,
+    params: { service: "web", addr },
+  });
+  session.receive(JSON.stringify([
+    rpc(1, "discover.register", "10.0.0.1:80"),
+    rpc(2, "discover.unregister", "10.0.0.1:80"),
+    rpc(3, "discover.register", "10.0.0.2:80"),
+  ]));
+  await until(() => gates.size === 2, "two instances under way");
+  // The second instance did not wait for the first; the first's unregister
+  // waits for its register.
+  assert.deepEqual(log, [
+    "start register 10.0.0.1:80",
+    "start register 10.0.0.2:80",
+  ]);
+  gates.get("register 10.0.0.2:80")!();
+  gates.get("register 10.0.0.1:80")!();
+  await until(() => gates.has("unregister 10.0.0.1:80"), "the unregister");
+  assert.deepEqual(log.slice(2), [
+    "end register 10.0.0.2:80",
+    "end register 10.0.0.1:80",
+    "start unregister 10.0.0.1:80",
+  ]);
+  gates.get("unregister 10.0.0.1:80")!();
+  await until(() => socket.bufferedAmount > 0, "the batch response");
+  const [responses] = socket.read();
+  assert.deepEqual(responses.map((r: Json) => r.id), [1, 2, 3]);
   session.closed(true);
 });

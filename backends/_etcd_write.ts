@@ -3,7 +3,7 @@
 /**
  * How the etcd backend orders, guards and batches its writes.
  *
- * - The writes of one key run one at a time ({@linkcode KeyedSerial}: a
+ * - The writes of one key run one at a time (`KeyedSerial` in `protocol/keyed_serial.ts`: a
  *   lease restore must not race an unregister).
  * - A conditional write first checks its conditions against what the
  *   watch told of the key ({@linkcode allows}), then lets etcd check the
@@ -92,50 +92,6 @@ export function allows(
     return false;
   }
   return true;
-}
-
-/**
- * Runs tasks one at a time per key, in the order they are given; a task
- * starts once every earlier task of its key has settled, whatever its
- * outcome.
- *
- * @example Usage
- * ```ts
- * import { KeyedSerial } from "./_etcd_write.ts";
- * const serial = new KeyedSerial();
- * const order: number[] = [];
- * await Promise.all([
- *   serial.run("k", async () => void order.push(1)),
- *   serial.run("k", async () => void order.push(2)),
- * ]);
- * console.log(order); // [1, 2]
- * ```
- */
-export class KeyedSerial {
-  #tails = new Map<string, Promise<unknown>>();
-
-  /** Number of keys with a task queued or running. */
-  get size(): number {
-    return this.#tails.size;
-  }
-
-  /**
-   * Runs `fn` after every earlier task of `key` has settled.
-   *
-   * @param key The key.
-   * @param fn The task.
-   * @returns What the task returns.
-   */
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#tails.get(key) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const settled = run.catch(() => {});
-    this.#tails.set(key, settled);
-    settled.then(() => {
-      if (this.#tails.get(key) === settled) this.#tails.delete(key);
-    });
-    return run;
-  }
 }
 
 /**

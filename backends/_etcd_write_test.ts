@@ -12,7 +12,6 @@ import {
 import {
   allows,
   isConditional,
-  KeyedSerial,
   keyWrite,
   type KeyWriteOptions,
   TxnBatcher,
@@ -53,33 +52,6 @@ Deno.test("allows: ifVersion needs that version, unless only this agent moved th
   assert.ok(allows(restored, { ifVersion: "5", ifOwner: "a" }, ours));
   assert.ok(!allows(restored, { ifVersion: "5", ifOwner: "b" }, ours));
   assert.ok(!allows(undefined, { ifVersion: "5" }, ours));
-});
-
-Deno.test("KeyedSerial: tasks of one key run one at a time, in order, whatever their outcome", async () => {
-  const serial = new KeyedSerial();
-  const log: string[] = [];
-  const task = (name: string, fail = false) => async () => {
-    log.push(`start ${name}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-    log.push(`end ${name}`);
-    if (fail) throw new Error(name);
-    return name;
-  };
-  const results = await Promise.allSettled([
-    serial.run("k", task("a", true)),
-    serial.run("k", task("b")),
-    serial.run("other", task("c")),
-  ]);
-  assert.deepEqual(results.map((r) => r.status), [
-    "rejected",
-    "fulfilled",
-    "fulfilled",
-  ]);
-  assert.ok(log.indexOf("end a") < log.indexOf("start b"), log.join(", "));
-  // Another key does not wait.
-  assert.ok(log.indexOf("start c") < log.indexOf("end a"), log.join(", "));
-  await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.equal(serial.size, 0);
 });
 
 /** What the fake store holds of a key. */

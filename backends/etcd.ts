@@ -100,11 +100,11 @@ import {
 } from "./_etcd_record.ts";
 import { describeEtcdError, retrying } from "./_etcd_retry.ts";
 import { StateWatch } from "./_etcd_watch.ts";
+import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import {
   allows,
   isConditional,
   type KeyChange,
-  KeyedSerial,
   keyWrite,
   type KeyWriteOptions,
   TxnBatcher,
