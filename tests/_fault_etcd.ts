@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { Etcd3 } from "etcd3";
+import { Etcd3 } from "etcd3";
+import type { EtcdCluster } from "../tools/etcd.ts";
 
 /**
  * The history of `key` from etcd's first revision, one line per change,
@@ -66,4 +67,27 @@ export async function keyHistory(
     }
   }
   return lines;
+}
+
+/**
+ * The addresses etcd itself holds for `service`, sorted.
+ *
+ * @param cluster The etcd cluster.
+ * @param keyPrefix The agents' key prefix (`--etcd-prefix`).
+ * @param service The service.
+ * @returns The addresses.
+ */
+export async function etcdAddrs(
+  cluster: EtcdCluster,
+  keyPrefix: string,
+  service: string,
+): Promise<string[]> {
+  const etcd = new Etcd3({ hosts: cluster.endpoints });
+  try {
+    const keys = await etcd.getAll().prefix(`${keyPrefix}instances/${service}/`)
+      .keys();
+    return keys.map((k) => k.slice(k.lastIndexOf("/") + 1)).sort();
+  } finally {
+    etcd.close();
+  }
 }

@@ -7,9 +7,10 @@
  */
 
 import assert from "node:assert/strict";
-import { type Client, connect, type ServiceSet } from "../mod.ts";
+import { type Client, connect } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
+import { record } from "./_set_log.ts";
 import { openRaw as openRawClient } from "./_raw_socket.ts";
 import { spawnRegistrant, until } from "./_wait.ts";
 
@@ -41,17 +42,6 @@ function etcdAgent(
 }
 
 const fast = { reconnect: { maxDelay: 200 }, requestTimeout: 4000 };
-
-/** Every update a set sees, as `kind addr attrs`. */
-function record(set: ServiceSet): string[] {
-  const log: string[] = [];
-  set.addEventListener("update", (e) => {
-    log.push(
-      `${e.kind} ${e.instance.addr} ${JSON.stringify(e.instance.attrs)}`,
-    );
-  });
-  return log;
-}
 
 /** Retries `fn` until it succeeds; returns how long that took. */
 async function eventually(

@@ -26,14 +26,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Etcd3 } from "etcd3";
-import {
-  connect,
-  ErrorCode,
-  RpcError,
-  type ServiceSet,
-  type StatusResult,
-} from "../mod.ts";
+import { connect, ErrorCode, RpcError, type StatusResult } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import {
   type EtcdCluster,
@@ -41,6 +34,8 @@ import {
   startEtcd,
   startGrpcProxy,
 } from "../tools/etcd.ts";
+import { etcdAddrs } from "./_fault_etcd.ts";
+import { record } from "./_set_log.ts";
 import { openRaw } from "./_raw_socket.ts";
 import { until } from "./_wait.ts";
 
@@ -82,17 +77,6 @@ function etcdAgent(
   ]);
 }
 
-/** Every update a set sees, as `kind addr attrs`. */
-function record(set: ServiceSet): string[] {
-  const log: string[] = [];
-  set.addEventListener("update", (e) => {
-    log.push(
-      `${e.kind} ${e.instance.addr} ${JSON.stringify(e.instance.attrs)}`,
-    );
-  });
-  return log;
-}
-
 /** Polls an async condition until it holds (a rejection counts as not yet). */
 async function eventually(
   condition: () => Promise<boolean>,
@@ -120,22 +104,6 @@ async function healthz(agent: AgentProcess): Promise<number> {
 async function status(agent: AgentProcess): Promise<StatusResult> {
   await using client = await connect(agent.url, { reconnect: false });
   return await client.status();
-}
-
-/** The addresses etcd itself holds for `service`, sorted. */
-async function etcdAddrs(
-  cluster: EtcdCluster,
-  keyPrefix: string,
-  service: string,
-): Promise<string[]> {
-  const etcd = new Etcd3({ hosts: cluster.endpoints });
-  try {
-    const keys = await etcd.getAll().prefix(`${keyPrefix}instances/${service}/`)
-      .keys();
-    return keys.map((k) => k.slice(k.lastIndexOf("/") + 1)).sort();
-  } finally {
-    etcd.close();
-  }
 }
 
 /** Both gauges of etcd's watch load. */

@@ -17,7 +17,8 @@ import assert from "node:assert/strict";
 import { Etcd3 } from "etcd3";
 import { connect, ErrorCode, RpcError, type ServiceSet } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
-import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
+import { startEtcd } from "../tools/etcd.ts";
+import { etcdAddrs } from "./_fault_etcd.ts";
 import { tcpProxy } from "./_proxy.ts";
 import { spawnRegistrant, until } from "./_wait.ts";
 
@@ -45,22 +46,6 @@ function agentArgs(endpoint: string, keyPrefix: string): string[] {
     "--log-level",
     "error",
   ];
-}
-
-/** The addresses etcd holds for `service`, sorted. */
-async function etcdAddrs(
-  cluster: EtcdCluster,
-  keyPrefix: string,
-  service: string,
-): Promise<string[]> {
-  const etcd = new Etcd3({ hosts: cluster.endpoints });
-  try {
-    const keys = await etcd.getAll().prefix(`${keyPrefix}instances/${service}/`)
-      .keys();
-    return keys.map((k) => k.slice(k.lastIndexOf("/") + 1)).sort();
-  } finally {
-    etcd.close();
-  }
 }
 
 /** Polls an async condition until it holds. */
