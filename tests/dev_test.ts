@@ -28,40 +28,51 @@ Deno.test({
     }).spawn();
     const reader = child.stdout.pipeThrough(new TextDecoderStream())
       .getReader();
-    let out = "";
-    while (!out.includes("agents at")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      out += value;
-    }
-    assert.match(out, /etcd at http:\/\/127\.0\.0\.1:\d+/);
-    const etcdUrl = /etcd at (\S+)/.exec(out)![1];
-    // The agents may need a moment after the line is printed.
-    const open = async (port: number) => {
-      for (let i = 0;; i++) {
-        try {
-          return await connect(`ws://127.0.0.1:${port}`);
-        } catch (error) {
-          if (i > 100) throw error;
-          await new Promise((r) => setTimeout(r, 100));
-        }
+    let stopped = false;
+    try {
+      let out = "";
+      while (!out.includes("agents at")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += value;
       }
-    };
-    const a = await open(p1), b = await open(p2);
-    const set = await b.services("dev");
-    await a.register("dev", 4000, { attrs: { from: "a" } });
-    for (let i = 0; set.online().length === 0; i++) {
-      assert.ok(i < 100, "the registration reaches the other agent");
-      await new Promise((r) => setTimeout(r, 50));
+      assert.match(out, /etcd at http:\/\/127\.0\.0\.1:\d+/);
+      const etcdUrl = /etcd at (\S+)/.exec(out)![1];
+      // The agents may need a moment after the line is printed.
+      const open = async (port: number) => {
+        for (let i = 0;; i++) {
+          try {
+            return await connect(`ws://127.0.0.1:${port}`);
+          } catch (error) {
+            if (i > 100) throw error;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+      };
+      const a = await open(p1), b = await open(p2);
+      const set = await b.services("dev");
+      await a.register("dev", 4000, { attrs: { from: "a" } });
+      for (let i = 0; set.online().length === 0; i++) {
+        assert.ok(i < 100, "the registration reaches the other agent");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.deepEqual(set.online()[0].attrs, { from: "a" });
+      await a.close();
+      await b.close();
+      child.kill("SIGINT");
+      stopped = true;
+      const status = await child.status;
+      await reader.cancel();
+      assert.equal(status.code, 0);
+      // etcd is gone with it.
+      await assert.rejects(fetch(`${etcdUrl}/health`));
+    } finally {
+      // A failed step must not leave etcd and the agents running.
+      if (!stopped) {
+        child.kill("SIGINT");
+        await child.status;
+        await reader.cancel().catch(() => {});
+      }
     }
-    assert.deepEqual(set.online()[0].attrs, { from: "a" });
-    await a.close();
-    await b.close();
-    child.kill("SIGINT");
-    const status = await child.status;
-    await reader.cancel();
-    assert.equal(status.code, 0);
-    // etcd is gone with it.
-    await assert.rejects(fetch(`${etcdUrl}/health`));
   },
 });
