@@ -137,43 +137,26 @@ export async function startEtcd(
       "--log-level",
       "error",
     ];
-    let child: Deno.ChildProcess | undefined;
-    let exited: Promise<unknown> = Promise.resolve();
-    const spawn = () => {
-      child = new Deno.Command("etcd", {
-        args,
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      exited = child.status;
-    };
+    const proc = etcdProcess(args);
+    const spawn = () => proc.spawn();
     const member: EtcdMember & { spawn(): void; stopped(): Promise<unknown> } =
       {
         name,
         clientUrl,
         get running() {
-          return child !== undefined;
+          return proc.running;
         },
         signal(signal) {
-          child?.kill(signal);
+          proc.signal(signal);
         },
-        async kill() {
-          if (!child) return;
-          try {
-            child.kill("SIGCONT");
-            child.kill("SIGKILL");
-          } catch { /* exited */ }
-          await exited;
-          child = undefined;
-        },
+        kill: () => proc.kill(),
         async restart() {
           await member.kill();
           spawn();
           await waitHealthy(clientUrl);
         },
         spawn,
-        stopped: () => exited,
+        stopped: () => proc.exited,
       };
     return member;
   });
@@ -260,25 +243,9 @@ export async function startGrpcProxy(
     "--data-dir",
     dataDir,
   ];
-  let child: Deno.ChildProcess | undefined;
-  let exited: Promise<unknown> = Promise.resolve();
-  const spawn = () => {
-    child = new Deno.Command("etcd", {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    exited = child.status;
-  };
-  const kill = async () => {
-    if (!child) return;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await exited;
-    child = undefined;
-  };
+  const proc = etcdProcess(args);
+  const spawn = () => proc.spawn();
+  const kill = () => proc.kill();
   const stop = async () => {
     await kill();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
@@ -293,7 +260,7 @@ export async function startGrpcProxy(
   return {
     url,
     get running() {
-      return child !== undefined;
+      return proc.running;
     },
     kill,
     async restart() {
@@ -303,5 +270,42 @@ export async function startGrpcProxy(
     },
     stop,
     [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** One `etcd` process (a member or a gRPC proxy) that can be killed and started again. */
+function etcdProcess(args: string[]) {
+  let child: Deno.ChildProcess | undefined;
+  let exited: Promise<unknown> = Promise.resolve();
+  return {
+    get running(): boolean {
+      return child !== undefined;
+    },
+    /** Settles once the current process exited. */
+    get exited(): Promise<unknown> {
+      return exited;
+    },
+    spawn(): void {
+      child = new Deno.Command("etcd", {
+        args,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      exited = child.status;
+    },
+    signal(signal: Deno.Signal): void {
+      child?.kill(signal);
+    },
+    /** SIGKILL (after SIGCONT, should it be stopped); resolves once it exited. */
+    async kill(): Promise<void> {
+      if (!child) return;
+      try {
+        child.kill("SIGCONT");
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await exited;
+      child = undefined;
+    },
   };
 }
