@@ -58,11 +58,6 @@ export class StateWatch {
   #resyncing?: Promise<void>;
   /** Watch responses held while a catch-up read is under way. */
   #held?: IWatchResponse[];
-  /**
-   * The watch stream is reconnecting: no catch-up may say the watch is
-   * live before it is back (its return catches up again).
-   */
-  #streamDown = false;
   #closed = false;
 
   /**
@@ -101,18 +96,15 @@ export class StateWatch {
       return;
     }
     this.#watcher = watcher;
-    this.#streamDown = false;
     watcher.on("data", (response) => this.#onData(response));
+    let lost = false;
     watcher.on("disconnected", () => {
-      if (this.#watcher !== watcher) return;
-      this.#streamDown = true;
+      lost = true;
       this.#hooks.status(false);
     });
     watcher.on("connected", () => {
-      if (!this.#streamDown || this.#closed || this.#watcher !== watcher) {
-        return;
-      }
-      this.#streamDown = false;
+      if (!lost || this.#closed || this.#watcher !== watcher) return;
+      lost = false;
       void this.catchUp();
     });
     watcher.on("error", (error) => {
@@ -162,9 +154,7 @@ export class StateWatch {
         const held = this.#held!;
         this.#held = undefined;
         for (const response of held) this.#onData(response);
-        // A stream still reconnecting misses changes: live only once it is
-        // back, when its own catch-up runs.
-        if (!this.#streamDown) this.#hooks.status(true);
+        this.#hooks.status(true);
         return true;
       });
     } finally {

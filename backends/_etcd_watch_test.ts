@@ -107,23 +107,6 @@ Deno.test("StateWatch: a lost stream says down, and catches up when it is back",
   await watch.close();
 });
 
-Deno.test("StateWatch: a catch-up while the stream is still reconnecting does not say up", async () => {
-  const { client, watches } = fakeClient();
-  const { log, hooks: h } = hooks(() => Promise.resolve(5));
-  const watch = new StateWatch(client, "/p/", h);
-  await watch.start();
-  const { watcher } = watches[0];
-  watcher.emit("disconnected");
-  // The lease came back first: a catch-up runs while the stream is down.
-  await watch.catchUp();
-  assert.deepEqual(log, ["read", "up", "down", "down", "read"]);
-  // The stream is back: its catch-up says up.
-  watcher.emit("connected");
-  await new Promise((resolve) => setTimeout(resolve, 0));
-  assert.deepEqual(log.slice(5), ["down", "read", "up"]);
-  await watch.close();
-});
-
 Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; nothing after close", async () => {
   const { client, watches } = fakeClient();
   let revision = 5;
