@@ -25,6 +25,7 @@ import {
 } from "./agent/mod.ts";
 import { createLogger, isLogLevel, LOG_LEVELS } from "./agent/log.ts";
 import type { LogLevel } from "./agent/log.ts";
+import { checkTls, type TlsPem } from "./agent/server.ts";
 import { VERSION } from "./agent/version.ts";
 import { BACKENDS } from "./backends/mod.ts";
 import {
@@ -36,6 +37,7 @@ import {
   parseSeconds,
 } from "./backends/descriptor.ts";
 import { DEFAULT_HISTORY_BYTES } from "./agent/view.ts";
+import { DEFAULT_IDLE_MS, DEFAULT_MAX_SCOPES } from "./agent/views.ts";
 import type { Limits } from "./protocol/types.ts";
 
 /** The limit flags, by the limit each sets. */
@@ -60,6 +62,19 @@ const AGENT_FLAGS: readonly Flag[] = [
     default: "127.0.0.1:1111",
     help:
       "where to accept WebSocket connections; port 0 picks a free one; [::1]:PORT for IPv6",
+  },
+  {
+    name: "tls-cert",
+    type: "string",
+    value: "FILE",
+    help:
+      "certificate chain (PEM, the agent's certificate first) to serve https:// and wss:// only, with --tls-key; it must name the host clients use",
+  },
+  {
+    name: "tls-key",
+    type: "string",
+    value: "FILE",
+    help: "private key (PEM) of --tls-cert",
   },
   {
     name: "advertise-host",
@@ -107,6 +122,22 @@ const AGENT_FLAGS: readonly Flag[] = [
     default: String(DEFAULT_HISTORY_BYTES),
     help:
       "bytes of changes kept for resumes, estimated; the oldest go first beyond this or --history; at least 1",
+  },
+  {
+    name: "watch-idle",
+    type: "string",
+    value: "SECONDS",
+    default: String(DEFAULT_IDLE_MS / 1000),
+    help:
+      "keep watching a service this long after nothing on this agent uses it (a client that comes back finds it warm); fractions accepted",
+  },
+  {
+    name: "max-watches",
+    type: "string",
+    value: "N",
+    default: String(DEFAULT_MAX_SCOPES),
+    help:
+      "most services watched at once; the oldest idle ones make room, then subscribes and lookups of others fail (-32002); at least 1",
   },
   ...LIMIT_FLAGS.map(([name, limit, help]): Flag => ({
     name,
@@ -264,8 +295,10 @@ export type Command =
   | { action: "version" }
   | {
     action: "run";
-    /** Options of `startAgent`, but the backend, logger and signal. */
-    options: Omit<AgentOptions, "backend" | "logger" | "signal">;
+    /** Options of `startAgent`, but the backend, logger, signal and TLS. */
+    options: Omit<AgentOptions, "backend" | "logger" | "signal" | "tls">;
+    /** The certificate and key files, read when the agent starts. */
+    tls?: { certFile: string; keyFile: string };
     /** The log level. */
     logLevel: LogLevel;
     /** The backend selected. */
@@ -363,6 +396,15 @@ export function parseCommandLine(
     );
   }
   const text = (flag: string) => agent[flag] as string;
+  const certFile = agent["tls-cert"] as string | undefined;
+  const keyFile = agent["tls-key"] as string | undefined;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new FlagError(
+      `--tls-cert and --tls-key go together: give both to serve https:// and wss://, or neither (got only --${
+        certFile === undefined ? "tls-key" : "tls-cert"
+      })`,
+    );
+  }
   const limits: Partial<Limits> = {};
   for (const [flag, limit] of LIMIT_FLAGS) {
     limits[limit] = parseCount(flag, text(flag), {
@@ -379,14 +421,50 @@ export function parseCommandLine(
       idleTimeout: parseSeconds("idle-timeout", text("idle-timeout")),
       historySize: parseCount("history", text("history")),
       historyBytes: parseCount("history-bytes", text("history-bytes")),
+      watchIdle: parseSeconds("watch-idle", text("watch-idle")),
+      maxWatches: parseCount("max-watches", text("max-watches")),
       limits,
       allowOrigins: agent["allow-origin"] as string[] | undefined,
       allowHosts: agent["allow-host"] as string[] | undefined,
     },
+    ...(certFile !== undefined && keyFile !== undefined
+      ? { tls: { certFile, keyFile } }
+      : {}),
     logLevel: level,
     backend,
     backendValues: withDefaults(backend.flags, values),
   };
+}
+
+/** Reads the file a flag names; the error names both when it cannot. */
+async function readFlagFile(flag: string, path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (error) {
+    throw new FlagError(
+      `--${flag}: cannot read '${path}': ${(error as Error).message}`,
+    );
+  }
+}
+
+/** Reads and checks the certificate and key of `--tls-cert` and `--tls-key`. */
+async function readTls(
+  files: { certFile: string; keyFile: string },
+): Promise<TlsPem> {
+  const decoder = new TextDecoder();
+  const cert = decoder.decode(await readFlagFile("tls-cert", files.certFile));
+  const key = decoder.decode(await readFlagFile("tls-key", files.keyFile));
+  try {
+    return checkTls({ cert, key });
+  } catch (error) {
+    // The cause is the TLS library's reason.
+    const reason = (error as Error).cause ?? error;
+    throw new FlagError(
+      `--tls-cert '${files.certFile}' and --tls-key '${files.keyFile}' must be a PEM certificate chain and the private key of its first certificate: ${
+        (reason as Error).message
+      }`,
+    );
+  }
 }
 
 async function main(args: string[]): Promise<number> {
@@ -399,23 +477,18 @@ async function main(args: string[]): Promise<number> {
     console.log(VERSION);
     return 0;
   }
+  // Before the backend: a mistake exits before etcd is dialled.
+  const tls = command.tls && await readTls(command.tls);
   const log = createLogger(command.logLevel);
   const backend = await command.backend.create(command.backendValues, {
     log,
     env: (name) => Deno.env.get(name),
-    async readFile(flag, path) {
-      try {
-        return await Deno.readFile(path);
-      } catch (error) {
-        throw new FlagError(
-          `--${flag}: cannot read '${path}': ${(error as Error).message}`,
-        );
-      }
-    },
+    readFile: readFlagFile,
   });
   const controller = new AbortController();
   const agent = await startAgent({
     ...command.options,
+    tls,
     backend,
     logger: log,
     signal: controller.signal,

@@ -21,6 +21,10 @@ const DENO_JSON = JSON.parse(
 /** Every flag of the command line, as the help must list it. */
 const FLAGS = [
   "--listen",
+  "--tls-cert",
+  "--tls-key",
+  "--watch-idle",
+  "--max-watches",
   "--advertise-host",
   "--backend",
   "--ttl",
@@ -170,6 +174,8 @@ Deno.test("agent.ts exits 2 on a bad flag, naming it", async () => {
     [["--ttl", "abc"], "--ttl"],
     [["--ttl", "-5"], "--ttl"],
     [["--idle-timeout", "0"], "--idle-timeout"],
+    [["--watch-idle", "soon"], "--watch-idle"],
+    [["--max-watches", "0"], "--max-watches"],
     [["--max-sessions", "many"], "--max-sessions"],
     [["--listen", "nope"], "--listen"],
     [["--listen", "127.0.0.1:99999"], "--listen"],

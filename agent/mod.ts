@@ -23,7 +23,8 @@ import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
-import { DEFAULT_HISTORY_BYTES, View } from "./view.ts";
+import { DEFAULT_HISTORY_BYTES } from "./view.ts";
+import { DEFAULT_IDLE_MS, DEFAULT_MAX_SCOPES, Views } from "./views.ts";
 
 export {
   createLogger,
@@ -186,6 +187,22 @@ export interface AgentOptions {
    */
   historyBytes?: number;
   /**
+   * Seconds a service's watch stays open once nothing on this agent uses
+   * it (no subscription, registration or lookup): a client that comes
+   * back within it finds the service's view warm, with its history.
+   *
+   * @default {30}
+   */
+  watchIdle?: number;
+  /**
+   * Most services watched at once (the oldest idle ones are closed first
+   * to make room; beyond it, a subscribe or lookup of another service
+   * fails with -32002).
+   *
+   * @default {10000}
+   */
+  maxWatches?: number;
+  /**
    * Limits; unset fields keep {@linkcode DEFAULT_LIMITS}.
    *
    * @default {DEFAULT_LIMITS}
@@ -225,6 +242,15 @@ export interface AgentOptions {
    * @default {[]}
    */
   allowHosts?: string[];
+  /**
+   * A certificate chain and its private key, PEM text: the agent then
+   * serves `https://` and `wss://` only (its `url` is `wss://...`). The
+   * certificate must name the host clients use (a subject alternative
+   * name) and be issued by a CA they trust.
+   *
+   * @default {none: plain http:// and ws://}
+   */
+  tls?: { cert: string; key: string };
   /** Shuts the agent down when aborted. */
   signal?: AbortSignal;
 }
@@ -241,7 +267,7 @@ export interface Agent extends AsyncDisposable {
   readonly advertiseHost: string;
   /** Number of open sessions. */
   readonly sessions: number;
-  /** Current revision of the agent's view. */
+  /** Highest revision the agent's views have seen. */
   readonly revision: number;
   /** Closes every session with 1001, stops listening and closes the backend. */
   shutdown(): Promise<void>;
@@ -299,6 +325,14 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     options.historyBytes,
     DEFAULT_HISTORY_BYTES,
   );
+  const watchIdle = positive(
+    "watchIdle",
+    options.watchIdle,
+    DEFAULT_IDLE_MS / 1000,
+  );
+  const maxWatches = Math.floor(
+    positive("maxWatches", options.maxWatches, DEFAULT_MAX_SCOPES),
+  );
   const limits: Limits = { ...DEFAULT_LIMITS };
   for (const [key, value] of Object.entries(options.limits ?? {})) {
     if (value === undefined) continue;
@@ -334,15 +368,20 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     } catch { /* not a host: Deno.serve reports a bad hostname */ }
   }
   const backend = options.backend ?? new MemoryBackend();
-  const view = new View({ historySize, historyBytes });
-  const registry = new Registry(backend, view, {
+  const views = new Views(backend, {
+    historySize,
+    historyBytes,
+    idleMs: watchIdle * 1000,
+    maxScopes: maxWatches,
+  });
+  const registry = new Registry(backend, views, {
     ttlMs: ttl * 1000,
     maxRegistrations: limits.maxRegistrations,
     log,
   });
   let shuttingDown = false;
   const sessions = new SessionServer({
-    view,
+    views,
     registry,
     backendName: backend.name,
     advertiseHost,
@@ -356,6 +395,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     agentId: crypto.randomUUID().slice(0, 8),
     allowOrigins,
     allowHosts,
+    tls: options.tls,
   });
 
   // Listen first: a port in use fails at once, before the backend is
@@ -370,6 +410,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     server = Deno.serve({
       hostname,
       port,
+      ...sessions.tls,
       onListen: (addr) => onListen(addr as Deno.NetAddr),
     }, sessions.handle);
   } catch (error) {
@@ -381,11 +422,13 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       throw new Error("the agent's server stopped before it listened");
     }),
   ]);
-  const url = `ws://${joinHostPort(addr.hostname, addr.port)}/`;
+  const url = `${sessions.tls ? "wss" : "ws"}://${
+    joinHostPort(addr.hostname, addr.port)
+  }/`;
   try {
     // Resolves once the backend delivered its state, or once it found the
     // store unreachable (it keeps trying; the view says not connected).
-    await backend.open(view);
+    await views.open();
   } catch (error) {
     registry.close();
     await server.shutdown();
@@ -401,6 +444,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       await sessions.closeAll();
       registry.close();
       await server.shutdown();
+      await views.close();
       await backend.close();
       log.info("stopped");
       markDone();
@@ -423,7 +467,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       return sessions.sessions;
     },
     get revision() {
-      return view.revision;
+      return views.revision;
     },
     shutdown,
     finished: done,

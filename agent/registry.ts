@@ -31,13 +31,87 @@ import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
 import type { Attrs, Instance } from "../protocol/types.ts";
 import type { Logger } from "./log.ts";
 import type { View } from "./view.ts";
+import type { Hold, Views } from "./views.ts";
+
+/**
+ * Holds the view of every service that has a key in a {@linkcode PinnedKeys}
+ * or {@linkcode PinnedMap}, for as long as it has one: the agent watches
+ * the services it keeps registrations (or removals) in.
+ */
+class ServicePins {
+  #pins = new Map<string, { count: number; hold?: Hold }>();
+  constructor(readonly views: Views) {}
+
+  pin(key: string) {
+    const [service] = splitInstanceKey(key);
+    let pin = this.#pins.get(service);
+    if (!pin) {
+      let hold: Hold | undefined;
+      try {
+        hold = this.views.hold(service);
+      } catch { /* no room: the next register or unregister holds it */ }
+      this.#pins.set(service, pin = { count: 0, hold });
+    }
+    pin.count++;
+  }
+
+  unpin(key: string) {
+    const [service] = splitInstanceKey(key);
+    const pin = this.#pins.get(service);
+    if (!pin || --pin.count > 0) return;
+    this.#pins.delete(service);
+    pin.hold?.release();
+  }
+}
+
+/** A set of instance keys that pins their services' views. */
+class PinnedKeys extends Set<string> {
+  readonly #pins?: ServicePins;
+  constructor(pins?: ServicePins) {
+    super();
+    this.#pins = pins;
+  }
+  override add(key: string): this {
+    if (!this.has(key)) {
+      super.add(key);
+      this.#pins?.pin(key);
+    }
+    return this;
+  }
+  override delete(key: string): boolean {
+    if (!super.delete(key)) return false;
+    this.#pins?.unpin(key);
+    return true;
+  }
+  override clear(): void {
+    for (const key of [...this]) this.delete(key);
+  }
+}
+
+/** A map by instance key that pins the keys' services' views. */
+class PinnedMap<V> extends Map<string, V> {
+  readonly #pins: ServicePins;
+  constructor(pins: ServicePins) {
+    super();
+    this.#pins = pins;
+  }
+  override set(key: string, value: V): this {
+    if (!this.has(key)) this.#pins.pin(key);
+    return super.set(key, value);
+  }
+  override delete(key: string): boolean {
+    if (!super.delete(key)) return false;
+    this.#pins.unpin(key);
+    return true;
+  }
+}
 
 /** The registrations of one owner. */
 export class Owner {
   /** Open sessions of this owner. */
   sessions = 0;
   /** Instance keys ({@linkcode instanceKey}) this owner registered and may still own. */
-  readonly keys = new Set<string>();
+  readonly keys: Set<string>;
   /** Timer that removes the instances of a lost owner. */
   expiry?: ReturnType<typeof setTimeout>;
   /** Register/unregister calls of this owner still waiting for the backend. */
@@ -49,8 +123,11 @@ export class Owner {
    * Creates an owner.
    *
    * @param id The owner id stored with its records.
+   * @param pins Holds the views of the services the owner has keys in.
    */
-  constructor(readonly id: string) {}
+  constructor(readonly id: string, pins?: ServicePins) {
+    this.keys = new PinnedKeys(pins);
+  }
 
   /** Whether the owner has an open session. */
   get live(): boolean {
@@ -76,6 +153,27 @@ export interface Registration {
   addr: string;
   /** Attributes. */
   attrs: Attrs;
+}
+
+/** Options of {@linkcode Registry.register} and {@linkcode Registry.unregister}. */
+export interface CallOptions {
+  /**
+   * Abandons the call, before its write reaches the backend, when it
+   * aborts: the agent aborts the calls of a session that closed, so that
+   * a call its client gave up on cannot land after a later one the client
+   * made elsewhere.
+   */
+  signal?: AbortSignal;
+}
+
+/** Throws -32006 once `signal` has aborted. */
+function abandoned(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) {
+    throw new RpcError(
+      ErrorCode.ConnectionClosed,
+      "the session closed before the change was made; nothing was changed",
+    );
+  }
 }
 
 const ATTEMPTS = 3;
@@ -106,11 +204,11 @@ interface PendingRemoval {
  * import { MemoryBackend } from "../backends/memory.ts";
  * import { createLogger } from "./log.ts";
  * import { Registry } from "./registry.ts";
- * import { View } from "./view.ts";
- * const view = new View();
+ * import { Views } from "./views.ts";
  * const backend = new MemoryBackend();
- * await backend.open(view);
- * const registry = new Registry(backend, view, {
+ * const views = new Views(backend);
+ * await views.open();
+ * const registry = new Registry(backend, views, {
  *   ttlMs: 10_000,
  *   maxRegistrations: 1000,
  *   log: createLogger("error"),
@@ -122,12 +220,13 @@ interface PendingRemoval {
  */
 export class Registry {
   #backend: Backend;
-  #view: View;
+  #views: Views;
+  #pins: ServicePins;
   #options: RegistryOptions;
   #owners = new Map<string, Owner>();
   #closed = false;
   /** Removals the backend could not make yet, by key. */
-  #removals = new Map<string, PendingRemoval>();
+  #removals: Map<string, PendingRemoval>;
   #removalTimer?: ReturnType<typeof setTimeout>;
   #removalBackoff = new Backoff(REMOVAL_RETRY);
   /** A pass over the removals is under way. */
@@ -137,12 +236,14 @@ export class Registry {
    * Creates a registry.
    *
    * @param backend Where records are written.
-   * @param view The view the backend feeds.
+   * @param views The views the backend feeds.
    * @param options TTL, limits and logger.
    */
-  constructor(backend: Backend, view: View, options: RegistryOptions) {
+  constructor(backend: Backend, views: Views, options: RegistryOptions) {
     this.#backend = backend;
-    this.#view = view;
+    this.#views = views;
+    this.#pins = new ServicePins(views);
+    this.#removals = new PinnedMap(this.#pins);
     this.#options = options;
   }
 
@@ -164,7 +265,7 @@ export class Registry {
    */
   attach(id: string): Owner {
     let owner = this.#owners.get(id);
-    if (!owner) this.#owners.set(id, owner = new Owner(id));
+    if (!owner) this.#owners.set(id, owner = new Owner(id, this.#pins));
     owner.sessions++;
     owner.lastClose = undefined;
     if (owner.expiry !== undefined) {
@@ -236,7 +337,8 @@ export class Registry {
   owned(owner: Owner): Instance[] {
     const instances: Instance[] = [];
     for (const key of owner.keys) {
-      const entry = this.#view.get(...splitInstanceKey(key));
+      const [service, addr] = splitInstanceKey(key);
+      const entry = this.#views.peek(service)?.get(service, addr);
       if (entry?.owner === owner.id) instances.push(entry.instance);
     }
     return instances.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
@@ -247,20 +349,48 @@ export class Registry {
    *
    * @param owner The owner.
    * @param registration What to register.
+   * @param options A signal that abandons the call (its session closed).
    * @returns The instance as the view holds it afterwards.
    */
-  register(owner: Owner, registration: Registration): Promise<Instance> {
-    return this.#write(owner, () => this.#register(owner, registration));
+  register(
+    owner: Owner,
+    registration: Registration,
+    options: CallOptions = {},
+  ): Promise<Instance> {
+    return this.#write(
+      owner,
+      () =>
+        this.#holding(
+          registration.service,
+          (view) => this.#register(owner, registration, view, options.signal),
+        ),
+    );
+  }
+
+  /** Runs `fn` with the view of `service`, held (and its state loaded) meanwhile. */
+  async #holding<T>(
+    service: string,
+    fn: (view: View) => Promise<T>,
+  ): Promise<T> {
+    const hold = await this.#views.acquire(service);
+    try {
+      return await fn(hold.view);
+    } finally {
+      hold.release();
+    }
   }
 
   async #register(
     owner: Owner,
     registration: Registration,
+    view: View,
+    signal?: AbortSignal,
   ): Promise<Instance> {
     const { service, addr, attrs } = registration;
     const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
-      const entry = this.#view.get(service, addr);
+      abandoned(signal);
+      const entry = view.get(service, addr);
       let previous: Owner | undefined;
       if (entry && entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key);
@@ -273,7 +403,7 @@ export class Registry {
         owner.keys.add(key);
         return entry.instance;
       }
-      this.#requireBackend(key);
+      this.#requireBackend(view, key);
       if (
         !owner.keys.has(key) &&
         owner.keys.size >= this.#options.maxRegistrations
@@ -299,8 +429,16 @@ export class Registry {
           attrs,
           owner: owner.id,
           registeredAt: entry?.instance.registeredAt ?? Date.now(),
-        }, { ifOwner: entry?.owner ?? null });
+        }, { ifOwner: entry?.owner ?? null, signal });
       } catch (error) {
+        if (signal?.aborted) {
+          if (added) owner.keys.delete(key);
+          if (withdrawn && !this.#removals.has(key)) {
+            this.#removals.set(key, withdrawn);
+            this.#scheduleRemovals();
+          }
+          abandoned(signal);
+        }
         const conflict = error instanceof OwnerConflictError;
         if (conflict && added) owner.keys.delete(key);
         // Another owner's removal stands: its owner condition spares this
@@ -313,15 +451,15 @@ export class Registry {
           this.#scheduleRemovals();
         }
         if (conflict && attempt < ATTEMPTS) {
-          await this.#caughtUp(error);
+          await this.#caughtUp(view, error, key);
           continue; // the view was behind the store: look again
         }
         throw this.#backendError(error, key);
       }
-      await this.#applied(revision, key);
+      await this.#applied(service, revision, key);
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
-      const now = this.#view.get(service, addr);
+      const now = view.get(service, addr);
       if (now) return now.instance;
       throw new RpcError(
         ErrorCode.BackendUnavailable,
@@ -334,22 +472,36 @@ export class Registry {
    * Removes an instance of `owner`.
    *
    * @param owner The owner.
-   * @param service The service.
-   * @param addr The address.
+   * @param target The service and the address.
+   * @param options A signal that abandons the call (its session closed).
    * @returns Whether an instance was removed.
    */
-  unregister(owner: Owner, service: string, addr: string): Promise<boolean> {
-    return this.#write(owner, () => this.#unregister(owner, service, addr));
+  unregister(
+    owner: Owner,
+    target: { service: string; addr: string },
+    options: CallOptions = {},
+  ): Promise<boolean> {
+    const { service, addr } = target;
+    return this.#write(
+      owner,
+      () =>
+        this.#holding(
+          service,
+          (view) =>
+            this.#unregister(owner, { service, addr, view }, options.signal),
+        ),
+    );
   }
 
   async #unregister(
     owner: Owner,
-    service: string,
-    addr: string,
+    { service, addr, view }: { service: string; addr: string; view: View },
+    signal?: AbortSignal,
   ): Promise<boolean> {
     const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
-      const entry = this.#view.get(service, addr);
+      abandoned(signal);
+      const entry = view.get(service, addr);
       if (!entry) {
         owner.keys.delete(key);
         // The view may have lost the record with a lease that the backend
@@ -357,27 +509,29 @@ export class Registry {
         // keeps of it, through the queue (retried until the store says).
         this.#queueRemoval(key, { owner: owner.id, ifKept: true });
         // A view cut off from the store cannot say there is nothing.
-        this.#requireBackend(key);
+        this.#requireBackend(view, key);
         return false;
       }
       let previous: Owner | undefined;
       if (entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key);
       }
-      if (!this.#view.connected) {
+      if (!view.connected) {
         // Not lost: removed as soon as the backend is back.
         owner.keys.delete(key);
         this.#queueRemoval(key, { owner: entry.owner, ifKept: false });
-        this.#requireBackend(key);
+        this.#requireBackend(view, key);
       }
       let revision: number | undefined;
       try {
         revision = await this.#backend.delete(service, addr, {
           ifOwner: entry.owner,
+          signal,
         });
       } catch (error) {
+        abandoned(signal);
         if (error instanceof OwnerConflictError && attempt < ATTEMPTS) {
-          await this.#caughtUp(error);
+          await this.#caughtUp(view, error, key);
           continue;
         }
         if (!(error instanceof OwnerConflictError)) {
@@ -390,7 +544,7 @@ export class Registry {
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       if (revision === undefined) return false;
-      await this.#applied(revision, key);
+      await this.#applied(service, revision, key);
       return true;
     }
   }
@@ -403,8 +557,8 @@ export class Registry {
   }
 
   /** Fails fast while the backend is unreachable, well within a client's request timeout. */
-  #requireBackend(key: string): void {
-    if (this.#view.connected) return;
+  #requireBackend(view: View, key: string): void {
+    if (view.connected) return;
     throw new RpcError(
       ErrorCode.BackendUnavailable,
       `the agent cannot reach its backend, so '${key}' cannot be changed now; the instances it knows stay as they were until the backend is back (an unregistered instance is removed then); retry later`,
@@ -430,21 +584,37 @@ export class Registry {
   }
 
   /**
-   * After a conflict: waits until the view has seen what the store had
-   * then (a write of its own agent that the change stream has not
-   * delivered yet, say), within a deadline; a timeout just ends the wait.
+   * After a conflict: waits until the view shows what the store had then
+   * (the owner it found, or no record), or has reached the store's
+   * revision, within a deadline (a write of its own agent that the change
+   * stream has not delivered yet, say); a timeout just ends the wait. (A
+   * view of one service may never reach the store's revision: it moves
+   * only when its service changes.)
    */
-  async #caughtUp(conflict: OwnerConflictError): Promise<void> {
-    if (conflict.revision === undefined) return;
-    await this.#view.waitFor(conflict.revision, WRITE_VISIBLE_MS).catch(
-      () => {},
-    );
+  async #caughtUp(
+    view: View,
+    conflict: OwnerConflictError,
+    key: string,
+  ): Promise<void> {
+    const { revision, owner } = conflict;
+    if (revision === undefined) return;
+    const [service, addr] = splitInstanceKey(key);
+    await view.waitUntil(
+      () =>
+        view.revision >= revision ||
+        (view.get(service, addr)?.owner ?? null) === owner,
+      WRITE_VISIBLE_MS,
+    ).catch(() => {});
   }
 
-  /** Waits until the view has applied a write, within a deadline. */
-  async #applied(revision: number, key: string): Promise<void> {
+  /** Waits until the views of `service` have applied a write, within a deadline. */
+  async #applied(
+    service: string,
+    revision: number,
+    key: string,
+  ): Promise<void> {
     try {
-      await this.#view.waitFor(revision, WRITE_VISIBLE_MS);
+      await this.#views.waitFor(service, revision, WRITE_VISIBLE_MS);
     } catch {
       throw new RpcError(
         ErrorCode.BackendUnavailable,
@@ -511,9 +681,8 @@ export class Registry {
             ifVersion: removal.ifVersion,
           });
           if (revision !== undefined) {
-            await this.#view.waitFor(revision, WRITE_VISIBLE_MS).catch(
-              () => {},
-            );
+            await this.#views.waitFor(service, revision, WRITE_VISIBLE_MS)
+              .catch(() => {});
           }
         } catch (error) {
           if (!(error instanceof OwnerConflictError)) {

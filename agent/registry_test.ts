@@ -10,13 +10,15 @@ import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { createLogger } from "./log.ts";
 import { Registry } from "./registry.ts";
-import { View } from "./view.ts";
+import { Views } from "./views.ts";
 import { until } from "../tests/_wait.ts";
 
 async function setup(ttlMs = 10_000, backend = new MemoryBackend()) {
-  const view = new View();
-  await backend.open(view);
-  const registry = new Registry(backend, view, {
+  const views = new Views(backend);
+  await views.open();
+  // The view of "svc", held for the whole test.
+  const { view } = await views.acquire("svc");
+  const registry = new Registry(backend, views, {
     ttlMs,
     maxRegistrations: 3,
     log: createLogger("error", { write: () => {} }),
@@ -42,8 +44,14 @@ Deno.test("an owner registers, re-registers and unregisters its own instances", 
   assert.equal(same.revision, first.revision, "identical attrs write nothing");
   const changed = await registry.register(owner, reg("h:1", { v: "2" }));
   assert.ok(changed.revision > first.revision);
-  assert.equal(await registry.unregister(owner, "svc", "h:1"), true);
-  assert.equal(await registry.unregister(owner, "svc", "h:1"), false);
+  assert.equal(
+    await registry.unregister(owner, { service: "svc", addr: "h:1" }),
+    true,
+  );
+  assert.equal(
+    await registry.unregister(owner, { service: "svc", addr: "h:1" }),
+    false,
+  );
   assert.equal(view.list("*").length, 0);
 });
 
@@ -56,7 +64,7 @@ Deno.test("a live owner's instance cannot be changed or removed by another owner
     isCode(ErrorCode.NotOwner),
   );
   await assert.rejects(
-    registry.unregister(b, "svc", "h:1"),
+    registry.unregister(b, { service: "svc", addr: "h:1" }),
     isCode(ErrorCode.NotOwner),
   );
   assert.deepEqual(view.get("svc", "h:1")?.instance.attrs, { v: "a" });
@@ -71,7 +79,7 @@ Deno.test("the registration limit counts an owner's instances", async () => {
     isCode(ErrorCode.LimitExceeded),
   );
   await registry.register(a, reg("h:3", { changed: "yes" })); // re-registering is fine
-  await registry.unregister(a, "svc", "h:1");
+  await registry.unregister(a, { service: "svc", addr: "h:1" });
   await registry.register(a, reg("h:4"));
 });
 
@@ -245,10 +253,16 @@ Deno.test("while the backend is unreachable writes fail at once, and an unregist
     isCode(ErrorCode.BackendUnavailable)(e) &&
     (e as Error).message.includes("cannot reach its backend");
   await assert.rejects(registry.register(a, reg("h:3")), unavailable);
-  await assert.rejects(registry.unregister(a, "svc", "h:1"), unavailable);
+  await assert.rejects(
+    registry.unregister(a, { service: "svc", addr: "h:1" }),
+    unavailable,
+  );
   // A view cut off from the store cannot say that there is nothing; what
   // this agent keeps of it is removed once the store is back.
-  await assert.rejects(registry.unregister(a, "svc", "h:9"), unavailable);
+  await assert.rejects(
+    registry.unregister(a, { service: "svc", addr: "h:9" }),
+    unavailable,
+  );
   assert.deepEqual(backend.released, ["svc/h:1", "svc/h:9"]);
   // An unchanged re-registration (a client restoring after a reconnection)
   // is answered from what the agent keeps.
@@ -266,7 +280,10 @@ Deno.test("an unregister the view no longer knows still tells the backend", asyn
   const backend = new Unreachable();
   const { registry } = await setup(10_000, backend);
   const a = registry.attach("a");
-  assert.equal(await registry.unregister(a, "svc", "h:9"), false);
+  assert.equal(
+    await registry.unregister(a, { service: "svc", addr: "h:9" }),
+    false,
+  );
   await until(() => backend.deletes.length === 1, "told");
   assert.deepEqual(backend.deletes, [{
     ifOwner: "a",
@@ -279,8 +296,8 @@ Deno.test("an unregister the view no longer knows still tells the backend", asyn
 Deno.test("a conflict seen while the view lags the store is looked at again once the view has caught up", async () => {
   /** Delivers changes to the view 50 ms late, as a remote store's stream may. */
   class Lagging extends MemoryBackend {
-    override open(watcher: BackendWatcher) {
-      return super.open({
+    override watch(scope: string, watcher: BackendWatcher) {
+      return super.watch(scope, {
         changes: (c) => void setTimeout(() => watcher.changes(c), 50),
         reset: (s) => watcher.reset(s),
         status: (c) => watcher.status(c),
@@ -302,4 +319,45 @@ Deno.test("a conflict seen while the view lags the store is looked at again once
   const instance = await registry.register(a, reg("h:1", { v: "2" }));
   assert.deepEqual(instance.attrs, { v: "2" });
   assert.equal(view.get("svc", "h:1")?.owner, "a");
+});
+
+Deno.test("a call whose session closed before its write reached the backend writes nothing", async () => {
+  /** Holds every put until `open()`: the store is slow (a lease being granted, say). */
+  class Gated extends MemoryBackend {
+    #gate = Promise.withResolvers<void>();
+    puts = 0;
+    open_() {
+      this.#gate.resolve();
+    }
+    override async put(record: StoredRecord, options: WriteOptions = {}) {
+      this.puts++;
+      await this.#gate.promise;
+      return await super.put(record, options);
+    }
+  }
+  const backend = new Gated();
+  const { view, registry } = await setup(10_000, backend);
+  const a = registry.attach("a");
+  const session = new AbortController();
+  const call = registry.register(a, reg("h:1", { v: "old" }), {
+    signal: session.signal,
+  });
+  await until(() => backend.puts === 1, "the put waits for the store");
+  // The client gave up on this call (its connection was cut) and went on.
+  session.abort(new Error("the session closed"));
+  backend.open_();
+  await assert.rejects(call, isCode(ErrorCode.ConnectionClosed));
+  assert.equal(view.get("svc", "h:1"), undefined, "nothing was written");
+  assert.deepEqual(registry.owned(a), []);
+  // An unregister abandoned the same way removes nothing.
+  await registry.register(a, reg("h:2"));
+  const gone = new AbortController();
+  gone.abort(new Error("the session closed"));
+  await assert.rejects(
+    registry.unregister(a, { service: "svc", addr: "h:2" }, {
+      signal: gone.signal,
+    }),
+    isCode(ErrorCode.ConnectionClosed),
+  );
+  assert.equal(view.get("svc", "h:2")?.owner, "a");
 });

@@ -6,6 +6,8 @@
  * WebSocket upgrades at `/` become sessions (browser pages only from
  * allowed origins); a plain `GET /` gets the dashboard, `/client.js` the
  * browser client, and `/healthz` and `/openrpc.json` answer plain HTTP.
+ * Given a certificate and its key, the agent serves `https://` and
+ * `wss://` only: a plain request to its port fails its TLS handshake.
  *
  * @module
  */
@@ -19,6 +21,72 @@ import { DASHBOARD_HTML } from "./dashboard/page.ts";
 import type { Logger } from "./log.ts";
 import type { Registry } from "./registry.ts";
 import { Session, type SessionContext } from "./session.ts";
+
+/** A certificate chain and its private key, PEM text. */
+export interface TlsPem {
+  /**
+   * The agent's certificate first, then any intermediate CA certificates
+   * (`-----BEGIN CERTIFICATE-----`); clients name the agent by one of its
+   * subject alternative names.
+   */
+  cert: string;
+  /** The private key of the first certificate (PKCS#8, RSA or EC). */
+  key: string;
+}
+
+/**
+ * Checks that the runtime's TLS library reads `tls` as a certificate chain
+ * and the private key of its first certificate, as serving it would, but
+ * without listening.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { checkTls } from "./server.ts";
+ * const tls = checkTls({
+ *   cert: await Deno.readTextFile("agent.pem"),
+ *   key: await Deno.readTextFile("agent.key"),
+ * });
+ * ```
+ *
+ * @param tls The certificate chain and key.
+ * @returns A copy of `tls`.
+ * @throws {TypeError} Naming what is wrong, without the key's text.
+ */
+export function checkTls(tls: TlsPem): TlsPem {
+  if (typeof tls?.cert !== "string" || typeof tls?.key !== "string") {
+    throw new TypeError(
+      `'tls' must be { cert, key }, both PEM text: current value has a cert of type ${typeof tls
+        ?.cert} and a key of type ${typeof tls?.key}`,
+    );
+  }
+  try {
+    // Parses both and matches the key to the certificate, as serving
+    // would, without listening anywhere (a client presents the same pair).
+    Deno.createHttpClient({ cert: tls.cert, key: tls.key }).close();
+  } catch (error) {
+    throw new TypeError(
+      `'tls' must hold a PEM certificate chain in 'cert' and the private key of its first certificate in 'key': ${
+        (error as Error).message
+      }`,
+      { cause: error },
+    );
+  }
+  return { cert: tls.cert, key: tls.key };
+}
+
+/**
+ * The request as admission sees it over TLS. Browsers speak HTTP/2 there,
+ * which names the host in `:authority` (the request URL's host) instead of
+ * a `Host` header; that name is the one checked then. (A WebSocket
+ * upgrade is HTTP/1.1, with `Host`.) Admission reads only `Host` and the
+ * URL.
+ */
+function withAuthority(request: Request): Request {
+  if (request.headers.has("host")) return request;
+  return new Request(request.url, {
+    headers: { host: new URL(request.url).host },
+  });
+}
 
 /** Options of {@linkcode SessionServer}. */
 export interface SessionServerOptions {
@@ -36,6 +104,13 @@ export interface SessionServerOptions {
    * any); see `admit.ts`.
    */
   allowHosts: readonly string[];
+  /**
+   * The certificate and key to serve `https://` and `wss://` with, checked
+   * when the server is created.
+   *
+   * @default {none: plain http:// and ws://}
+   */
+  tls?: TlsPem;
 }
 
 function json(body: unknown, status = 200): Response {
@@ -50,6 +125,7 @@ export class SessionServer {
   readonly #context: SessionContext;
   readonly #registry: Registry;
   readonly #options: SessionServerOptions;
+  readonly #tls: TlsPem | undefined;
   readonly #sockets = new Map<WebSocket, Session>();
   #nextSession = 1;
   #closing = false;
@@ -58,12 +134,23 @@ export class SessionServer {
    * Creates the server's request handler state.
    *
    * @param context What the sessions share.
-   * @param options Idle timeout and agent id.
+   * @param options Idle timeout, agent id, admission and TLS.
+   * @throws {TypeError} When `options.tls` is not a certificate chain and
+   *   its key.
    */
   constructor(context: SessionContext, options: SessionServerOptions) {
+    this.#tls = options.tls === undefined ? undefined : checkTls(options.tls);
     this.#context = context;
     this.#registry = context.registry;
     this.#options = options;
+  }
+
+  /**
+   * The certificate and key to give `Deno.serve` (spread into its options),
+   * or `undefined` for plain HTTP.
+   */
+  get tls(): TlsPem | undefined {
+    return this.#tls;
   }
 
   /** Number of open sessions. */
@@ -85,7 +172,10 @@ export class SessionServer {
     // First: a request addressed to a name that is not the agent's may come
     // from a DNS-rebinding page. Once admitted, the URL's origin (built
     // from Host) is one of the agent's own, as the Origin check expects.
-    const refused = admit(request, this.#options);
+    const refused = admit(
+      this.#tls ? withAuthority(request) : request,
+      this.#options,
+    );
     if (refused) {
       this.#log.warn(
         refused.status === 403
@@ -122,14 +212,17 @@ export class SessionServer {
       case "/healthz": {
         // 503 while the backend is unreachable: the agent still serves its
         // last known state, but a load balancer should prefer another one.
-        const connected = this.#context.view.connected;
+        const connected = this.#context.views.connected;
         return json({
           status: connected ? "ok" : "backend unreachable",
           backend: this.#context.backendName,
           connected,
-          revision: this.#context.view.revision,
-          epoch: this.#context.view.epoch,
+          revision: this.#context.views.revision,
+          epoch: this.#context.views.epoch,
           sessions: this.sessions,
+          // Services watched now, in use or idle ("*" counts as one).
+          watches: this.#context.views.size,
+          tls: this.#tls !== undefined,
         }, connected ? 200 : 503);
       }
       case "/openrpc.json":

@@ -19,6 +19,7 @@
  * @module
  */
 
+import type { BackendState } from "../backends/backend.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import {
   type CallContext,
@@ -39,12 +40,13 @@ import { joinHostPort } from "./advertise.ts";
 import type { Logger } from "./log.ts";
 import type { Owner, Registry } from "./registry.ts";
 import type { Subscriber, View } from "./view.ts";
+import type { Hold, Views } from "./views.ts";
 import { VERSION } from "./version.ts";
 
 /** What every session of an agent shares. */
 export interface SessionContext {
-  /** The agent's view. */
-  view: View;
+  /** The agent's views of the services it uses. */
+  views: Views;
   /** Ownership and liveness of registrations. */
   registry: Registry;
   /** Name of the backend. */
@@ -85,6 +87,14 @@ interface DrainWaiter extends PromiseWithResolvers<void> {
   frame: Frame;
 }
 
+/** A subscribe on its way: its view, the store's history it may need, and its count. */
+interface Opening {
+  hold: Hold;
+  past: BackendState | undefined;
+  /** Stops counting it as opening (it is about to be counted as open). */
+  opened(): void;
+}
+
 /** A subscription of a session: buffers events until its response is sent. */
 class Subscription implements Subscriber {
   #pending: string[] | undefined = [];
@@ -97,11 +107,20 @@ class Subscription implements Subscriber {
     readonly service: string,
     readonly filter: Filter | undefined,
     readonly session: Session,
+    readonly hold: Hold,
   ) {
     this.#prefix =
       `{"jsonrpc":"2.0","method":"discover.event","params":{"subscription":${
         JSON.stringify(id)
       },"result":`;
+  }
+
+  /** Stops the subscription and lets its service's view go. */
+  end(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.hold.view.unsubscribe(this);
+    this.hold.release();
   }
 
   deliver(resultJson: string): void {
@@ -168,6 +187,10 @@ export class Session {
   readonly #dispatch: RequestHandler;
   readonly #subscriptions = new Map<string, Subscription>();
   #nextSubscription = 1;
+  /** Subscribes waiting for their service's view. */
+  #opening = 0;
+  /** Aborted when the session ends: its writes not sent yet are abandoned. */
+  #closing = new AbortController();
   #inflight = 0;
   /** Bytes of snapshots allowed above the queue limit. */
   #allowance = 0;
@@ -353,6 +376,7 @@ export class Session {
   closed(clean: boolean): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#closing.abort(new Error("the session closed"));
     clearTimeout(this.#drainTimer);
     this.#drainTimer = undefined;
     for (const waiter of this.#drainWaiters.splice(0)) {
@@ -361,8 +385,7 @@ export class Session {
       );
     }
     for (const subscription of this.#subscriptions.values()) {
-      subscription.stopped = true;
-      this.#context.view.unsubscribe(subscription);
+      subscription.end();
     }
     this.#subscriptions.clear();
     this.#peer.close(new Error("session closed"));
@@ -415,7 +438,7 @@ export class Session {
               service: p.service,
               addr,
               attrs: p.attrs ?? {},
-            }),
+            }, { signal: this.#closing.signal }),
         );
       },
       "discover.unregister": (p) => {
@@ -423,21 +446,46 @@ export class Session {
         return this.#serial(
           p.service,
           addr,
-          () => ctx.registry.unregister(this.owner, p.service, addr),
+          () =>
+            ctx.registry.unregister(this.owner, {
+              service: p.service,
+              addr,
+            }, { signal: this.#closing.signal }),
         );
       },
-      "discover.services": (p) => ({
-        revision: ctx.view.revision,
-        instances: ctx.view.list(p.service, p.filter),
-      }),
+      "discover.services": async (p) => {
+        const hold = await ctx.views.acquire(p.service);
+        try {
+          return {
+            revision: hold.view.revision,
+            instances: hold.view.list(p.service, p.filter),
+          };
+        } finally {
+          hold.release();
+        }
+      },
       "discover.owned": () => ({
-        revision: ctx.view.revision,
+        revision: ctx.views.revision,
         instances: ctx.registry.owned(this.owner),
       }),
-      "discover.catalog": () => ({
-        revision: ctx.view.revision,
-        services: ctx.view.catalog(),
-      }),
+      "discover.catalog": async () => {
+        if (!ctx.views.connected) {
+          throw new RpcError(
+            ErrorCode.BackendUnavailable,
+            "the agent cannot reach its backend, so it cannot count the services now; retry later",
+          );
+        }
+        try {
+          return await ctx.views.catalog();
+        } catch (error) {
+          throw new RpcError(
+            ErrorCode.BackendUnavailable,
+            `the backend could not list the services: ${
+              error instanceof Error ? error.message : String(error)
+            }; retry later`,
+          );
+        }
+      },
       "discover.subscribe": (p, call) => this.#subscribe(p, call),
       "discover.unsubscribe": ({ subscription }) => {
         const sub = this.#subscriptions.get(subscription);
@@ -448,16 +496,15 @@ export class Session {
           );
         }
         this.#subscriptions.delete(subscription);
-        sub.stopped = true;
-        ctx.view.unsubscribe(sub);
+        sub.end();
         return true;
       },
       "discover.status": () => ({
         version: VERSION,
         backend: ctx.backendName,
-        connected: ctx.view.connected,
-        revision: ctx.view.revision,
-        epoch: ctx.view.epoch,
+        connected: ctx.views.connected,
+        revision: ctx.views.revision,
+        epoch: ctx.views.epoch,
         advertiseHost: ctx.advertiseHost,
         ttl: ctx.ttl,
         limits: ctx.limits,
@@ -470,17 +517,74 @@ export class Session {
   #subscribe(
     params: SubscribeParams,
     call: CallContext,
-    frame: Frame = this.#frame ?? { reserved: 0 },
-  ): SubscribeResult | Promise<SubscribeResult> {
+  ): Promise<SubscribeResult> {
     const ctx = this.#context;
-    const { service, filter, since, epoch } = params;
-    const open = this.#subscriptions.size + this.#drainWaiters.length;
+    const frame = this.#frame ?? { reserved: 0 };
+    // In flight: waiting for their view, the store's history, or the
+    // send queue to drain.
+    const open = this.#subscriptions.size + this.#opening;
     if (open >= ctx.limits.maxSubscriptions) {
       throw new RpcError(
         ErrorCode.LimitExceeded,
         `limit reached: this session already has ${open} subscriptions (maxSubscriptions); unsubscribe some first`,
       );
     }
+    this.#opening++;
+    // Counted as opening until it is in `#subscriptions` (or failed).
+    let opening = true;
+    const opened = () => {
+      if (opening) this.#opening--;
+      opening = false;
+    };
+    return (async () => {
+      let hold: Hold | undefined;
+      try {
+        // A service this agent does not watch yet starts at `since`, when
+        // the store still has it: the client gets every change it missed.
+        hold = await ctx.views.acquire(params.service, {
+          since: params.since,
+          epoch: params.epoch,
+        });
+        const past = await this.#past(hold.view, params);
+        if (this.#ended) {
+          throw new RpcError(ErrorCode.ConnectionClosed, "the session closed");
+        }
+        return await this.#start(params, call, frame, { hold, past, opened });
+      } catch (error) {
+        hold?.release();
+        throw error;
+      } finally {
+        opened();
+      }
+    })();
+  }
+
+  /**
+   * For a resume from before what the view's history holds: the scope's
+   * state at `since`, from the store's own history, if it has it.
+   */
+  async #past(
+    view: View,
+    { service, filter, since, epoch }: SubscribeParams,
+  ): Promise<BackendState | undefined> {
+    if (since === undefined || (epoch ?? view.epoch) !== view.epoch) {
+      return undefined;
+    }
+    if (view.replay(service, filter, since, epoch) !== undefined) {
+      return undefined;
+    }
+    return await this.#context.views.stateAt(service, since);
+  }
+
+  #start(
+    params: SubscribeParams,
+    call: CallContext,
+    frame: Frame,
+    opening: Opening,
+  ): SubscribeResult | Promise<SubscribeResult> {
+    const { hold, past } = opening;
+    const ctx = this.#context;
+    const { service, filter, since, epoch } = params;
     const limit = ctx.limits.maxQueueBytes;
     if (this.#socket.bufferedAmount + this.#reserved > limit) {
       // Initial events beyond the limit are allowed for one subscription
@@ -494,30 +598,33 @@ export class Session {
         );
       }
       return this.#drained(frame).then(() =>
-        this.#subscribe(params, call, frame)
+        this.#start(params, call, frame, opening)
       );
     }
-    const revision = ctx.view.revision;
+    const view = hold.view;
+    const revision = view.revision;
     const replay = since === undefined
       ? undefined
-      : ctx.view.replay(service, filter, since, epoch);
+      : view.replay(service, filter, since, epoch) ??
+        (past && view.replayFrom(past, service, filter));
     const initial = replay
       ? replay.map((event) => JSON.stringify(event))
-      : ctx.view.list(service, filter).map((instance) =>
+      : view.list(service, filter).map((instance) =>
         JSON.stringify({ kind: "up", revision, instance })
       );
     initial.push(JSON.stringify({ kind: "current", revision }));
-    if (!ctx.view.connected) {
+    if (!view.connected) {
       // Fail-static: the last known state, marked as possibly out of date.
       initial.push(JSON.stringify({ kind: "stale", revision }));
     }
     const id = String(this.#nextSubscription++);
-    const subscription = new Subscription(id, service, filter, this);
-    ctx.view.subscribe(subscription);
+    const subscription = new Subscription(id, service, filter, this, hold);
+    view.subscribe(subscription);
     if (call.notification) {
       // Nobody learns the id: the subscription would leak.
-      ctx.view.unsubscribe(subscription);
+      subscription.end();
     } else {
+      opening.opened();
       this.#subscriptions.set(id, subscription);
       const bytes = subscription.framesLength(initial);
       this.#reserved += bytes;
@@ -530,7 +637,7 @@ export class Session {
     return {
       subscription: id,
       revision,
-      epoch: ctx.view.epoch,
+      epoch: view.epoch,
       mode: replay ? "replay" : "snapshot",
     };
   }

@@ -7,6 +7,7 @@ import { DEFAULT_LIMITS } from "./mod.ts";
 import type { Owner, Registry } from "./registry.ts";
 import { Session } from "./session.ts";
 import { type Subscriber, View } from "./view.ts";
+import type { Views } from "./views.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -71,9 +72,31 @@ function setup(
   view.subscribe = (s) => (subscribers.add(s), subscribe(s));
   view.unsubscribe = (s) => (subscribers.delete(s), unsubscribe(s));
   const socket = new FakeSocket();
+  // Every scope is the one view; holds are counted.
+  const holds = { open: 0 };
+  const views = {
+    acquire: () => {
+      holds.open++;
+      let released = false;
+      return Promise.resolve({
+        view,
+        release: () => void (released || (released = true, holds.open--)),
+      });
+    },
+    stateAt: () => Promise.resolve(undefined),
+    get connected() {
+      return view.connected;
+    },
+    get revision() {
+      return view.revision;
+    },
+    get epoch() {
+      return view.epoch;
+    },
+  } as unknown as Views;
   const session = new Session(
     {
-      view,
+      views,
       registry: { detach() {}, ...registry } as unknown as Registry,
       backendName: "memory",
       advertiseHost: "127.0.0.1",
@@ -95,7 +118,7 @@ function setup(
       method: "discover.subscribe",
       params: { service },
     }) as const;
-  return { view, socket, session, subscribers, subscribe: request };
+  return { view, socket, session, subscribers, holds, subscribe: request };
 }
 
 const tick = (ms = 0) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -115,7 +138,7 @@ const snapshotOf = (frames: Json[], subscription: string) =>
   ).map((f) => f.params.result.kind);
 
 Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscribe waits until it is read", async () => {
-  const { socket, session, subscribers, subscribe } = setup();
+  const { socket, session, subscribers, holds, subscribe } = setup();
   for (let i = 0; i < 3; i++) session.receive(JSON.stringify(subscribe()));
   await tick(50);
   // The first snapshot alone is over the limit: the others wait for it.
@@ -136,10 +159,11 @@ Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscrib
   assert.equal(subscribers.size, 3);
   session.closed(true);
   assert.equal(subscribers.size, 0, "closing gives every subscription back");
+  assert.equal(holds.open, 0, "closing lets every service's view go");
 });
 
 Deno.test("a client that reads nothing holds one snapshot beyond the limit, then is dropped with 4008", async () => {
-  const { socket, session, subscribers, subscribe } = setup();
+  const { socket, session, subscribers, holds, subscribe } = setup();
   const snapshot = 21 * 1100; // 20 events of about 1,100 bytes, and current
   for (let i = 0; i < 40; i++) session.receive(JSON.stringify(subscribe()));
   await tick(100);
@@ -155,6 +179,7 @@ Deno.test("a client that reads nothing holds one snapshot beyond the limit, then
   assert.equal(socket.closedWith, 4008);
   assert.equal(subscribers.size, 0, "the drop gives every subscription back");
   await until(() => session.inflight === 0, "the waiting calls end");
+  assert.equal(holds.open, 0, "the waiting subscribes let their views go");
 });
 
 Deno.test("a slow reader that keeps reading is not dropped while it drains", async () => {
@@ -266,7 +291,7 @@ Deno.test("register/unregister keep arrival order per instance; other instances 
       await call("register", addr);
       return {} as never;
     },
-    unregister: async (_owner, _service, addr) => {
+    unregister: async (_owner, { addr }) => {
       await call("unregister", addr);
       return true;
     },

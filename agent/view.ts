@@ -73,7 +73,8 @@ export interface Subscriber {
 /** Options of {@linkcode View}. */
 export interface ViewOptions {
   /**
-   * Most changes kept for `since` replays.
+   * Most changes kept for `since` replays (by this view, or by every view
+   * sharing {@linkcode ViewOptions.budget}).
    *
    * @default {50000}
    */
@@ -86,6 +87,100 @@ export interface ViewOptions {
    * @default {16777216}
    */
   historyBytes?: number;
+  /**
+   * A history budget shared with other views (the agent's views of each
+   * service share one); its bounds replace `historySize` and
+   * `historyBytes`.
+   */
+  budget?: HistoryBudget;
+}
+
+/**
+ * What the views of one agent may keep for `since` replays, together: a
+ * number of changes and their estimated bytes. Beyond either bound, the
+ * oldest changes of all the views go first (a quiet service keeps its
+ * recent history while a busy one churns), so no service, however busy,
+ * can grow the agent.
+ *
+ * @example Usage
+ * ```ts
+ * import { HistoryBudget, View } from "./view.ts";
+ * const budget = new HistoryBudget({ historySize: 1000 });
+ * const a = new View({ budget });
+ * const b = new View({ budget });
+ * console.log(budget.changes, a.revision, b.revision); // 0 0 0
+ * ```
+ */
+export class HistoryBudget {
+  /** Most changes kept. */
+  readonly maxChanges: number;
+  /** Most bytes kept. */
+  readonly maxBytes: number;
+  /** Changes kept now. */
+  changes = 0;
+  /** Bytes kept now. */
+  bytes = 0;
+  /**
+   * Who added each change, oldest first, with the generation of its
+   * history then (a history cleared since makes its entries stale).
+   */
+  #owners: Trimmable[] = [];
+  #generations: number[] = [];
+  #head = 0;
+
+  /**
+   * Creates a budget.
+   *
+   * @param options The bounds.
+   */
+  constructor(options: Pick<ViewOptions, "historySize" | "historyBytes"> = {}) {
+    this.maxChanges = Math.floor(Math.max(0, options.historySize ?? 50_000));
+    this.maxBytes = options.historyBytes ?? DEFAULT_HISTORY_BYTES;
+  }
+
+  /** Counts a change `owner` added, then drops the oldest changes while over a bound. */
+  add(owner: Trimmable, bytes: number): void {
+    this.changes++;
+    this.bytes += bytes;
+    this.#owners.push(owner);
+    this.#generations.push(owner.generation);
+    while (
+      (this.changes > this.maxChanges || this.bytes > this.maxBytes) &&
+      this.#head < this.#owners.length
+    ) {
+      const oldest = this.#owners[this.#head];
+      const generation = this.#generations[this.#head];
+      this.#owners[this.#head++] = undefined as unknown as Trimmable;
+      if (oldest.generation === generation) oldest.dropOldest();
+    }
+    // Entries of cleared histories pile up only so far.
+    const live = this.#owners.length - this.#head;
+    if (this.#head > 1024 && this.#head > live) this.#compact();
+    else if (live > 2 * this.changes + 1024) this.#compact();
+  }
+
+  /** Forgets entries already dropped or made stale. */
+  #compact() {
+    const owners: Trimmable[] = [];
+    const generations: number[] = [];
+    for (let i = this.#head; i < this.#owners.length; i++) {
+      const owner = this.#owners[i];
+      if (owner.generation !== this.#generations[i]) continue;
+      owners.push(owner);
+      generations.push(this.#generations[i]);
+    }
+    this.#owners = owners;
+    this.#generations = generations;
+    this.#head = 0;
+  }
+}
+
+/** A history the budget can trim (a {@linkcode View}'s). */
+interface Trimmable {
+  /** Changes when the history is cleared: older budget entries are stale. */
+  readonly generation: number;
+  /** Drops the history's oldest change, giving its share back. */
+  dropOldest(): void;
 }
 
 /**
@@ -324,13 +419,12 @@ class History {
  * console.log(view.list("db").length); // 1
  * ```
  */
-export class View implements BackendWatcher {
+export class View implements BackendWatcher, Trimmable {
   #services = new Map<string, Map<string, Held>>();
   #subscribers = new Map<string, Set<Subscriber>>();
   #history: History;
-  #historySize: number;
-  #historyBytes: number;
-  /** Sum of the {@linkcode changeBytes} of the changes kept. */
+  #budget: HistoryBudget;
+  /** Sum of the {@linkcode changeBytes} of the changes this view keeps. */
   #historyUsed = 0;
   #floor = 0;
   #revision = 0;
@@ -341,7 +435,11 @@ export class View implements BackendWatcher {
    */
   #epoch = `unset-${crypto.randomUUID()}`;
   #connected = false;
-  #waiters: { revision: number; resolve: () => void }[] = [];
+  #waiters: { ready: () => boolean; resolve: () => void }[] = [];
+  #settled = Promise.withResolvers<void>();
+  #generation = 0;
+  /** Set while a reset starts a new sequence: its changes are not kept. */
+  #quiet = false;
 
   /**
    * Creates an empty view.
@@ -349,10 +447,18 @@ export class View implements BackendWatcher {
    * @param options History bounds.
    */
   constructor(options: ViewOptions = {}) {
-    this.#historySize = options.historySize ?? 50_000;
+    this.#budget = options.budget ?? new HistoryBudget(options);
     // One more than the bound: a change is added before the oldest go.
-    this.#history = new History(Math.floor(Math.max(0, this.#historySize)) + 1);
-    this.#historyBytes = options.historyBytes ?? DEFAULT_HISTORY_BYTES;
+    this.#history = new History(this.#budget.maxChanges + 1);
+  }
+
+  /**
+   * Resolves once the backend delivered the view's first state, or said
+   * that it cannot (the store is unreachable: the view serves what it has,
+   * nothing yet, as not connected).
+   */
+  get settled(): Promise<void> {
+    return this.#settled.promise;
   }
 
   /** Revision of the latest change applied. */
@@ -484,6 +590,58 @@ export class View implements BackendWatcher {
   }
 
   /**
+   * The events that take a subscriber from a past state of the store (as
+   * `Backend.stateAt` read it) to the view's current state: a
+   * replay built from the store's own history, for a `since` older than
+   * the view's. Only real differences count; every event carries the
+   * view's revision, and a `down` carries the instance as it was then
+   * (with the past revision as its `revision`).
+   *
+   * @param past The state at the past revision.
+   * @param service The service, or `"*"` for every service.
+   * @param filter The filter.
+   * @returns The events, or `undefined` when `past` is of another epoch.
+   */
+  replayFrom(
+    past: BackendState,
+    service: string,
+    filter: Filter | undefined,
+  ): ServiceEvent[] | undefined {
+    if (past.epoch !== this.#epoch || past.revision > this.#revision) {
+      return undefined;
+    }
+    const out: ServiceEvent[] = [];
+    const push = (before?: Held, after?: Held) => {
+      const kind = kindOf(before?.record.attrs, after?.record.attrs, filter);
+      if (kind) {
+        out.push({
+          kind,
+          revision: this.#revision,
+          instance: instanceOf(subjectOf(kind, before, after)),
+        });
+      }
+    };
+    const seen = new Set<string>();
+    for (const record of past.records) {
+      if (service !== ALL_SERVICES && record.service !== service) continue;
+      seen.add(instanceKey(record.service, record.addr));
+      const now = this.#services.get(record.service)?.get(record.addr);
+      if (now && sameAttrs(now.record.attrs, record.attrs)) continue;
+      push({ record, revision: past.revision }, now);
+    }
+    const groups = service === ALL_SERVICES
+      ? this.#services.values()
+      : [this.#services.get(service) ?? new Map<string, Held>()];
+    for (const entries of groups) {
+      for (const held of entries.values()) {
+        const { service, addr } = held.record;
+        if (!seen.has(instanceKey(service, addr))) push(undefined, held);
+      }
+    }
+    return out;
+  }
+
+  /**
    * Resolves once the view has applied `revision`.
    *
    * @param revision The revision to wait for.
@@ -491,20 +649,67 @@ export class View implements BackendWatcher {
    * @returns A promise that resolves then.
    */
   waitFor(revision: number, timeoutMs = 10_000): Promise<void> {
-    if (this.#revision >= revision) return Promise.resolve();
+    return this.waitUntil(
+      () => this.#revision >= revision,
+      timeoutMs,
+    ).catch(() => {
+      throw new Error(
+        `revision ${revision} was not applied in ${timeoutMs} ms`,
+      );
+    });
+  }
+
+  /**
+   * Resolves once `ready` returns true, checked now and after every state
+   * or change the view applies.
+   *
+   * @param ready The condition.
+   * @param timeoutMs Rejects after this many milliseconds.
+   * @returns A promise that resolves then.
+   */
+  waitUntil(ready: () => boolean, timeoutMs = 10_000): Promise<void> {
+    if (ready()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const waiter = {
-        revision,
+        ready,
         resolve: () => (clearTimeout(timer), resolve()),
       };
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(
-          new Error(`revision ${revision} was not applied in ${timeoutMs} ms`),
-        );
+        reject(new Error(`the view did not get there in ${timeoutMs} ms`));
       }, timeoutMs);
       this.#waiters.push(waiter);
     });
+  }
+
+  /**
+   * Forgets the history, giving its share of the budget back (the view
+   * is no longer used).
+   */
+  close(): void {
+    this.#budget.changes -= this.#history.length;
+    this.#budget.bytes -= this.#historyUsed;
+    this.#history.clear();
+    this.#historyUsed = 0;
+    this.#floor = this.#revision;
+    this.#generation++;
+  }
+
+  /** Changes each time the history is cleared (see {@linkcode HistoryBudget}). */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Drops the oldest change of the history (the budget's call). */
+  dropOldest(): void {
+    const history = this.#history;
+    if (history.length === 0) return;
+    this.#floor = history.revision(0);
+    const dropped = bytesOf((history.after(0) ?? history.before(0)!).record);
+    this.#historyUsed -= dropped;
+    this.#budget.changes--;
+    this.#budget.bytes -= dropped;
+    history.shift();
   }
 
   /**
@@ -536,18 +741,38 @@ export class View implements BackendWatcher {
    * @param state The complete state.
    */
   reset(state: BackendState): void {
+    const empty = this.#services.size === 0;
     const seen = new Set<string>();
     const revision = state.revision;
     if (revision < this.#revision || state.epoch !== this.#epoch) {
       // A new sequence, or a store that went back in time (restored from a
       // backup, say): the history no longer leads to the new state, so
-      // resumes get snapshots.
-      this.#history.clear();
-      this.#historyUsed = 0;
+      // resumes get snapshots. What this reset changes happens at the
+      // floor, where no replay ever starts: it is not kept.
+      this.close();
       this.#floor = revision;
       this.#epoch = state.epoch;
+      this.#quiet = true;
     }
-    for (const record of state.records) {
+    try {
+      this.#apply(state.records, revision, empty ? undefined : seen);
+    } finally {
+      this.#quiet = false;
+    }
+    // The differences just recorded at `revision` stand for whatever the
+    // stream skipped, so the history still replays correctly across it.
+    this.#revision = revision;
+    this.#settled.resolve();
+    this.#wake();
+  }
+
+  /** The records of a reset, then the removal of what is not in them (`seen` collects their keys; without it, the view was empty). */
+  #apply(records: StoredRecord[], revision: number, seen?: Set<string>) {
+    if (!seen) {
+      for (const record of records) this.#put(record, revision);
+      return;
+    }
+    for (const record of records) {
       seen.add(instanceKey(record.service, record.addr));
       const current = this.#services.get(record.service)?.get(record.addr)
         ?.record;
@@ -565,10 +790,6 @@ export class View implements BackendWatcher {
         }
       }
     }
-    // The differences just recorded at `revision` stand for whatever the
-    // stream skipped, so the history still replays correctly across it.
-    this.#revision = revision;
-    this.#wake();
   }
 
   /**
@@ -581,6 +802,7 @@ export class View implements BackendWatcher {
    * @param connected Whether it is.
    */
   status(connected: boolean): void {
+    if (!connected) this.#settled.resolve();
     if (connected === this.#connected) return;
     this.#connected = connected;
     const json = JSON.stringify(
@@ -626,20 +848,14 @@ export class View implements BackendWatcher {
 
   #record(revision: number, before?: Held, after?: Held) {
     const subject = (after ?? before!).record;
-    const history = this.#history;
-    history.push(revision, before, after);
-    this.#historyUsed += bytesOf(subject);
-    // Drop the oldest changes while over either bound; a resume from
-    // before the floor gets a snapshot instead of a replay.
-    while (
-      history.length > this.#historySize ||
-      (this.#historyUsed > this.#historyBytes && history.length > 0)
-    ) {
-      this.#floor = history.revision(0);
-      this.#historyUsed -= bytesOf(
-        (history.after(0) ?? history.before(0)!).record,
-      );
-      history.shift();
+    if (!this.#quiet) {
+      const bytes = bytesOf(subject);
+      this.#history.push(revision, before, after);
+      this.#historyUsed += bytes;
+      // The budget drops the oldest changes (of any view) while over either
+      // bound; a resume from before a view's floor gets a snapshot (or a
+      // replay from the store's own history).
+      this.#budget.add(this, bytes);
     }
     const subscribers = this.#subscribers.get(subject.service);
     const everything = this.#subscribers.get(ALL_SERVICES);
@@ -661,8 +877,8 @@ export class View implements BackendWatcher {
 
   #wake() {
     if (this.#waiters.length === 0) return;
-    const ready = this.#waiters.filter((w) => w.revision <= this.#revision);
-    this.#waiters = this.#waiters.filter((w) => w.revision > this.#revision);
+    const ready = this.#waiters.filter((w) => w.ready());
+    this.#waiters = this.#waiters.filter((w) => !ready.includes(w));
     for (const w of ready) w.resolve();
   }
 }

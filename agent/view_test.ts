@@ -6,7 +6,13 @@ import type { StoredRecord } from "../backends/backend.ts";
 import { sameAttrs } from "../protocol/instance_equal.ts";
 import type { Attrs, Filter } from "../protocol/types.ts";
 import { validateSubscribe } from "../protocol/validate.ts";
-import { changeBytes, eventFor, type Subscriber, View } from "./view.ts";
+import {
+  changeBytes,
+  eventFor,
+  HistoryBudget,
+  type Subscriber,
+  View,
+} from "./view.ts";
 
 function rec(
   addr: string,
@@ -548,4 +554,101 @@ Deno.test("the view holds little per instance: the record it was given, and a re
   );
   assert.equal(listed, 20_000);
   assert.ok(perInstance < 160, `${perInstance.toFixed(0)} bytes per instance`);
+});
+
+Deno.test("replayFrom turns a past state of the store into the events that lead to the view's", () => {
+  const view = new View();
+  view.reset({
+    revision: 20,
+    epoch: "e",
+    records: [
+      rec("h:1", { zone: "a", v: "1" }), // unchanged since
+      rec("h:2", { zone: "a", v: "2" }), // updated since
+      rec("h:4", { zone: "b" }), // new since
+      rec("h:9", {}, "o", "other"), // another service
+    ],
+  });
+  const past = {
+    revision: 12,
+    epoch: "e",
+    records: [
+      rec("h:1", { zone: "a", v: "1" }),
+      rec("h:2", { zone: "a", v: "1" }),
+      rec("h:3", { zone: "a" }), // gone since
+      rec("h:8", {}, "o", "other"),
+    ],
+  };
+  const events = view.replayFrom(past, "svc", undefined)!;
+  const shown = events.map((e) => `${e.kind} ${e.instance!.addr} ${e.revision}`)
+    .sort();
+  assert.deepEqual(shown, ["down h:3 20", "up h:4 20", "update h:2 20"]);
+  assert.deepEqual(
+    events.find((e) => e.kind === "down")!.instance!.attrs,
+    { zone: "a" },
+    "a down carries the instance as it was",
+  );
+  // With a filter: leaving it is a down, entering it an up.
+  const zoneB = view.replayFrom(past, "svc", { attrs: { zone: "b" } })!;
+  assert.deepEqual(zoneB.map((e) => `${e.kind} ${e.instance!.addr}`), [
+    "up h:4",
+  ]);
+  // Every service.
+  const all = view.replayFrom(past, "*", undefined)!.map((e) =>
+    `${e.kind} ${e.instance!.service}/${e.instance!.addr}`
+  ).sort();
+  assert.deepEqual(all, [
+    "down other/h:8",
+    "down svc/h:3",
+    "up other/h:9",
+    "up svc/h:4",
+    "update svc/h:2",
+  ]);
+  // Another epoch, or a state newer than the view: a snapshot instead.
+  assert.equal(
+    view.replayFrom({ ...past, epoch: "x" }, "svc", undefined),
+    undefined,
+  );
+  assert.equal(
+    view.replayFrom({ ...past, revision: 21 }, "svc", undefined),
+    undefined,
+  );
+});
+
+Deno.test("settled resolves at the first state, or when the backend says it cannot deliver one", async () => {
+  const loaded = new View();
+  let done = false;
+  void loaded.settled.then(() => done = true);
+  await Promise.resolve();
+  assert.equal(done, false);
+  loaded.reset({ revision: 1, epoch: "e", records: [] });
+  await loaded.settled;
+  const cutOff = new View();
+  cutOff.status(false);
+  await cutOff.settled;
+  assert.equal(cutOff.connected, false);
+});
+
+Deno.test("a reset that starts a sequence keeps no history (no replay starts at its floor); a resync within it does", () => {
+  const budget = new HistoryBudget({ historySize: 100 });
+  const view = new View({ budget });
+  const { sub, got } = listener("svc");
+  view.subscribe(sub);
+  view.reset({
+    revision: 10,
+    epoch: "e",
+    records: [rec("h:1"), rec("h:2")],
+  });
+  assert.equal(budget.changes, 0, "the first state is not history");
+  assert.deepEqual(got, ["up h:1 10", "up h:2 10"], "subscribers still told");
+  assert.deepEqual(view.replay("svc", undefined, 10), []);
+  assert.equal(view.replay("svc", undefined, 9), undefined, "before the floor");
+  // A resync of the same sequence: its differences are history.
+  view.reset({ revision: 14, epoch: "e", records: [rec("h:1", { v: "2" })] });
+  assert.equal(budget.changes, 2);
+  assert.deepEqual(
+    view.replay("svc", undefined, 10)?.map((e) =>
+      `${e.kind} ${e.instance!.addr}`
+    ),
+    ["update h:1", "down h:2"],
+  );
 });

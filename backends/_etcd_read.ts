@@ -56,6 +56,15 @@ export interface FullRead {
   kvs: PageKeyValue[];
 }
 
+/** Options of {@linkcode readAll} and {@linkcode readPages}. */
+export interface ReadOptions {
+  /**
+   * Read at this past revision instead of the current one (etcd keeps
+   * revisions until it compacts them; an older one rejects).
+   */
+  revision?: number;
+}
+
 /**
  * Reads every key under `prefix` through `query`, page by page.
  *
@@ -67,18 +76,67 @@ export interface FullRead {
  *
  * @param prefix The key prefix.
  * @param query Runs one range request.
+ * @param options A past revision to read at.
  * @returns The revision, the cluster id and the key-values.
  */
 export async function readAll(
   prefix: string,
   query: PageQuery,
+  options: ReadOptions = {},
 ): Promise<FullRead> {
+  const kvs: PageKeyValue[] = [];
+  const read = await readPages(prefix, query, {
+    ...options,
+    onPage: (page) => void kvs.push(...page),
+  });
+  return { ...read, kvs };
+}
+
+/** Options of {@linkcode readPages}. */
+export interface ReadPagesOptions extends ReadOptions {
+  /** Receives each page's key-values, in key order. */
+  onPage(kvs: PageKeyValue[]): void;
+  /**
+   * Most keys a page asks for. etcd 3.4 looks at every key left in the
+   * range for each limited page, so a read of `n` keys costs about
+   * `n² / pageKeys`: a keys-only read, whose pages are small, asks for
+   * more at a time.
+   *
+   * @default {READ_PAGE_KEYS}
+   */
+  pageKeys?: number;
+}
+
+/**
+ * Reads every key under `prefix` through `query`, handing each page to
+ * `onPage` without keeping it (a keys-only count of a large registry holds
+ * one page at a time).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { readPages } from "./_etcd_read.ts";
+ * let keys = 0;
+ * await readPages("/discover/instances/", query, { onPage: (p) => keys += p.length });
+ * ```
+ *
+ * @param prefix The key prefix.
+ * @param query Runs one range request.
+ * @param options Where pages go, and a past revision to read at.
+ * @returns The revision and the cluster id.
+ */
+export async function readPages(
+  prefix: string,
+  query: PageQuery,
+  options: ReadPagesOptions,
+): Promise<Omit<FullRead, "kvs">> {
   const end = Range.prefix(prefix).end;
   let start: Buffer = Buffer.from(prefix);
-  let limit = READ_PAGE_KEYS;
-  let revision: string | undefined;
-  let clusterId = "";
-  const kvs: PageKeyValue[] = [];
+  const pageKeys = options.pageKeys ?? READ_PAGE_KEYS;
+  let limit = pageKeys;
+  let revision = options.revision === undefined
+    ? undefined
+    : String(options.revision);
+  let clusterId: string | undefined;
   for (;;) {
     let res: Page;
     try {
@@ -90,17 +148,15 @@ export async function readAll(
       }
       throw error;
     }
-    if (revision === undefined) {
-      revision = String(res.header.revision);
-      clusterId = String(res.header.cluster_id);
-    }
-    kvs.push(...res.kvs);
+    revision ??= String(res.header.revision);
+    clusterId ??= String(res.header.cluster_id);
+    options.onPage(res.kvs);
     if (!res.more || res.kvs.length === 0) {
-      return { revision: Number(revision), clusterId, kvs };
+      return { revision: Number(revision), clusterId };
     }
     // The next page starts right after the last key read.
     start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.of(0)]);
-    limit = Math.min(READ_PAGE_KEYS, limit * 2);
+    limit = Math.min(pageKeys, limit * 2);
   }
 }
 

@@ -13,6 +13,7 @@
  */
 
 import type { StoredRecord } from "./backend.ts";
+import { ALL_SERVICES } from "../protocol/types.ts";
 import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
 import { SERVICE_NAME_PATTERN, validateAddr } from "../protocol/validate.ts";
 
@@ -64,6 +65,17 @@ export class RecordCodec {
       );
     }
     this.range = `${prefix}instances/`;
+  }
+
+  /**
+   * The key prefix of a scope: one service's range, or every instance for
+   * `"*"`.
+   *
+   * @param scope A service name, or `"*"`.
+   * @returns The prefix, e.g. `/discover/instances/cache/`.
+   */
+  scope(scope: string): string {
+    return scope === ALL_SERVICES ? this.range : this.key(scope, "");
   }
 
   /**

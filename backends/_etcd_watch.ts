@@ -59,6 +59,10 @@ export class StateWatch {
   /** Watch responses held while a catch-up read is under way. */
   #held?: IWatchResponse[];
   #closed = false;
+  /** A start is under way (reading, then creating the watch). */
+  #starting = false;
+  /** A catch-up was asked for while a start was under way: it follows the start. */
+  #catchUpAfterStart = false;
 
   /**
    * Creates the watch; nothing is read before {@linkcode StateWatch.start}.
@@ -86,9 +90,24 @@ export class StateWatch {
     const old = this.#watcher;
     this.#watcher = undefined;
     await old?.cancel().catch(() => {});
+    this.#starting = true;
+    this.#catchUpAfterStart = false;
+    try {
+      await this.#start();
+    } finally {
+      this.#starting = false;
+    }
+    if (this.#catchUpAfterStart && this.#watcher) {
+      // The store was in doubt after this start's read: read again.
+      this.#catchUpAfterStart = false;
+      void this.catchUp();
+    }
+  }
+
+  async #start(): Promise<void> {
     const revision = await this.#hooks.readState();
     if (revision === undefined) return;
-    this.#hooks.status(true);
+    if (!this.#catchUpAfterStart) this.#hooks.status(true);
     const watcher = await this.#client.watch().prefix(this.#prefix)
       .startRevision(String(revision + 1)).create();
     if (this.#closed) {
@@ -146,6 +165,16 @@ export class StateWatch {
    */
   async catchUp(): Promise<void> {
     if (this.#held || this.#closed) return;
+    if (!this.#watcher) {
+      // A start under way read before the store was in doubt: it catches
+      // up once its watch exists, and says live only then. (Without a
+      // start under way, the next one reads afresh anyway.)
+      if (this.#starting) {
+        this.#catchUpAfterStart = true;
+        this.#hooks.status(false);
+      }
+      return;
+    }
     this.#held = [];
     this.#hooks.status(false);
     try {

@@ -130,3 +130,43 @@ Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; no
   await watch.resync();
   assert.equal(watches.length, 2);
 });
+
+Deno.test("StateWatch.catchUp while a start creates its watch: down at once, then a fresh read once the watch exists, and only then up", async () => {
+  const { client, watches } = fakeClient();
+  // Watch creation waits until released (the stream is slow to open).
+  const gate = Promise.withResolvers<void>();
+  const create = client.watch;
+  client.watch = () => {
+    const builder = create.call(client);
+    const created = builder.create.bind(builder);
+    builder.create = async () => {
+      await gate.promise;
+      return await created();
+    };
+    return builder;
+  };
+  let revision = 10;
+  const { log, hooks: h } = hooks(() => Promise.resolve(revision++));
+  const watch = new StateWatch(client, "/p/instances/", h);
+  const started = watch.start();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(log, ["read", "up"]);
+  // The store was in doubt (a lost lease, back now) before the watch exists.
+  await watch.catchUp();
+  assert.deepEqual(log, ["read", "up", "down"]);
+  gate.resolve();
+  await started;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(log, ["read", "up", "down", "down", "read", "up"]);
+  assert.equal(watches.length, 1, "the watch itself is kept");
+  await watch.close();
+});
+
+Deno.test("StateWatch.catchUp with no start under way does nothing: the next start reads afresh", async () => {
+  const { client } = fakeClient();
+  const { log, hooks: h } = hooks(() => Promise.resolve(1));
+  const watch = new StateWatch(client, "/p/instances/", h);
+  await watch.catchUp();
+  assert.deepEqual(log, []);
+  await watch.close();
+});

@@ -151,6 +151,11 @@ export interface KeyWriteOptions {
    * write reads the key instead. Omit it for an unconditional write.
    */
   guard?: KeyGuard;
+  /**
+   * Abandons the write if this aborts before the write is sent: it then
+   * rejects with the signal's reason, and nothing is written.
+   */
+  signal?: AbortSignal;
 }
 
 /** One write: a transaction of its own on one key. */
@@ -163,6 +168,8 @@ export interface TxnWrite {
   readonly lease: string;
   /** Roughly what it adds to a request, in bytes. */
   readonly bytes: number;
+  /** Abandons the write if it aborts before the write is sent. */
+  readonly signal?: AbortSignal;
 }
 
 /** What became of a write. */
@@ -238,6 +245,7 @@ export function keyWrite(
     txn: { compare, success: [op], failure },
     lease: "put" in change ? change.lease : "",
     bytes: ops * (k.length + OP_OVERHEAD) + value,
+    ...(options.signal ? { signal: options.signal } : {}),
   };
 }
 
@@ -456,6 +464,13 @@ export class TxnBatcher {
     let bytes = 0;
     while (this.queued > 0 && batch.length < this.#maxWrites) {
       const next = this.#queue[this.#head];
+      if (next.write.signal?.aborted) {
+        // Abandoned while it waited: never sent.
+        this.#head++;
+        this.#queuedBytes -= next.write.bytes;
+        next.reject(next.write.signal.reason);
+        continue;
+      }
       const { key } = next.write;
       if (keys.has(key) || this.#busy.has(key)) break;
       if (batch.length > 0 && bytes + next.write.bytes > this.#maxBytes) break;

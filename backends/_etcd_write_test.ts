@@ -487,3 +487,30 @@ Deno.test("TxnBatcher: options are checked", () => {
     /maxInFlight/,
   );
 });
+
+Deno.test("TxnBatcher: a queued write whose signal aborted is never sent; the others go", async () => {
+  const etcd = new FakeEtcd();
+  etcd.hold = true;
+  const batcher = new TxnBatcher(etcd.commit, {
+    timeout: 10_000,
+    maxInFlight: 1,
+  });
+  const first = batcher.run(put("/a"));
+  await until(() => etcd.waiting === 1, "the first write is sent");
+  const abandon = new AbortController();
+  const gone = batcher.run(put("/b", { signal: abandon.signal }));
+  const kept = batcher.run(put("/c"));
+  await Promise.resolve();
+  abandon.abort(new Error("the session closed"));
+  etcd.release();
+  await first;
+  await assert.rejects(gone, /the session closed/);
+  await until(() => etcd.waiting === 1, "the rest is sent");
+  etcd.release();
+  await kept;
+  assert.equal(etcd.calls.length, 2);
+  assert.equal(writesOf(etcd.calls[1]), 1, "only /c");
+  assert.ok(!etcd.kvs.has("/b"), "/b was never written");
+  assert.ok(etcd.kvs.has("/c"));
+  assert.equal(batcher.queued, 0);
+});

@@ -5,24 +5,27 @@
  *
  * A backend stores records keyed by (service, addr), gives every change a
  * revision from one counter that never decreases, and streams the changes
- * to the agent that opened it. The agent keeps its own view of every
- * service from that stream (one stream per agent, however many
- * subscribers it has), answers reads from the view, and fans changes out.
+ * of a service to the agent that watches it. The agent watches a service
+ * only while something on it needs it (a subscription, a registration, a
+ * lookup), keeps its own view of each watched service, answers reads from
+ * it, and fans changes out. `"*"` watches every service at once.
  *
  * ## What a backend must guarantee
  *
  * 1. **One order.** Every change has a revision; revisions increase
  *    across all services, except that changes made in one transaction
  *    share a revision, and then arrive together in one
- *    {@linkcode BackendWatcher.changes} call. Changes arrive in revision
- *    order, each exactly once, and never with a revision below one already
- *    delivered (a {@linkcode BackendWatcher.reset} restarts the sequence at
- *    its revision).
+ *    {@linkcode BackendWatcher.changes} call. A watch delivers the changes
+ *    of its scope in revision order, each exactly once, and never with a
+ *    revision below one already delivered (a
+ *    {@linkcode BackendWatcher.reset} restarts the sequence at its
+ *    revision).
  * 2. **Read your writes.** The revision that {@linkcode Backend.put} or
  *    {@linkcode Backend.delete} resolves with is eventually delivered to
- *    the watcher (or covered by a reset at or above it); the agent waits
- *    for it before it answers the client, so a client that registered can
- *    read its own registration at once.
+ *    every watch of the record's service and of `"*"` (or covered by a
+ *    reset at or above it); the agent waits for it before it answers the
+ *    client, so a client that registered can read its own registration at
+ *    once.
  * 3. **Conditional writes.** `ifOwner` is checked atomically with the
  *    write: when the stored owner differs, nothing is written and the call
  *    rejects with {@linkcode OwnerConflictError}. This is what stops two
@@ -35,13 +38,16 @@
  *    agent deletes a lost session's records after the grace TTL.
  * 5. **Cheap when idle.** Keeping an agent's records alive must cost the
  *    store the same whatever the number of records (one lease keep-alive,
- *    not one write per record).
+ *    not one write per record), and a watch costs nothing while its
+ *    service does not change.
  * 6. **Resync.** When the backend cannot deliver a gap-free change stream
- *    (a compacted revision, a lost watch), it calls
- *    {@linkcode BackendWatcher.reset} with the complete current state; the
- *    agent diffs it against its view and emits only the real differences.
- * 7. **Status.** It reports whether the store is reachable through
- *    {@linkcode BackendWatcher.status}; while it is not, the agent keeps
+ *    to a watch (a compacted revision, a lost watch), it calls
+ *    {@linkcode BackendWatcher.reset} with the complete current state of
+ *    the watch's scope; the agent diffs it against its view and emits only
+ *    the real differences.
+ * 7. **Status.** It reports whether the store is reachable, to the agent
+ *    ({@linkcode BackendStatus.status}) and to each watch
+ *    ({@linkcode BackendWatcher.status}); while it is not, the agent keeps
  *    serving its last known view and says so.
  *
  * The memory backend (`backends/memory.ts`) is the smallest complete
@@ -103,14 +109,52 @@ export interface BackendState {
   records: StoredRecord[];
 }
 
-/** Receives what a backend has to tell its agent. */
+/** Receives what a backend has to tell a watch of one scope (a service, or `"*"`). */
 export interface BackendWatcher {
-  /** Changes, in revision order, each delivered once. */
+  /** Changes of the scope, in revision order, each delivered once. */
   changes(changes: BackendChange[]): void;
-  /** The complete state, replacing everything delivered before. */
+  /** The complete state of the scope, replacing everything delivered before. */
   reset(state: BackendState): void;
-  /** Whether the store is reachable. */
+  /**
+   * Whether the store is reachable and the watch is live. A watch whose
+   * first read fails says `false` (once), so that the agent serves what it
+   * has, marked stale, while the backend keeps trying.
+   */
   status(connected: boolean): void;
+}
+
+/** Receives whether the store is reachable, for the agent as a whole. */
+export interface BackendStatus {
+  /** Whether the store is reachable (writes can succeed). */
+  status(connected: boolean): void;
+  /**
+   * The store's epoch (see {@linkcode BackendState.epoch}) and a revision
+   * it has reached, as soon as the backend knows them (on connecting),
+   * before any watch.
+   */
+  epoch?(epoch: string, revision: number): void;
+}
+
+/** An open watch of one scope; see {@linkcode Backend.watch}. */
+export interface BackendWatch {
+  /** Stops delivering to the watcher and releases what the watch holds. */
+  close(): Promise<void>;
+}
+
+/** Options of {@linkcode Backend.watch}. */
+export interface WatchOptions {
+  /** Start from the scope's state at this past revision, if the store still has it. */
+  since?: number;
+  /** The epoch of `since`: another epoch than the store's means the current state. */
+  epoch?: string;
+}
+
+/** The services of a store, as {@linkcode Backend.catalog} counts them. */
+export interface BackendCatalog {
+  /** Revision of the read. */
+  revision: number;
+  /** Every service with at least one instance, with their number, sorted by name. */
+  services: { service: string; instances: number }[];
 }
 
 /** Options of {@linkcode Backend.put} and {@linkcode Backend.delete}. */
@@ -141,6 +185,15 @@ export interface WriteOptions {
    * version counts as an owner conflict.
    */
   ifVersion?: string;
+  /**
+   * Abandons the write if this aborts before the write reaches the store
+   * (a write that waits for the store, its lease or an earlier write of
+   * the same record): it then rejects with the signal's reason, and
+   * nothing is written. The agent aborts the writes of a session that
+   * closed, so that a call its client gave up on cannot land after a
+   * later one the client made elsewhere.
+   */
+  signal?: AbortSignal;
 }
 
 /** A store of registrations. See the module documentation for its contract. */
@@ -148,15 +201,56 @@ export interface Backend {
   /** Short name shown in status (`memory`, `etcd`, ...). */
   readonly name: string;
   /**
-   * Connects, delivers the current state to `watcher.reset`, then streams
-   * changes to `watcher.changes` until {@linkcode Backend.close}. A store
-   * that cannot be reached yet does not make it reject or wait: it says
-   * `watcher.status(false)`, resolves, and keeps trying; the state follows
-   * once it connects. (A watcher starts out not connected.)
+   * Connects and says whether the store is reachable through
+   * `events.status`. A store that cannot be reached yet does not make it
+   * reject or wait: it says `status(false)`, resolves, and keeps trying.
    *
-   * @param watcher Where to deliver state and changes.
+   * @param events Where to say whether the store is reachable.
    */
-  open(watcher: BackendWatcher): Promise<void>;
+  open(events: BackendStatus): Promise<void>;
+  /**
+   * Starts watching a scope: delivers its current state to
+   * `watcher.reset`, then its changes to `watcher.changes`, until the
+   * returned watch is closed. The scope is one service, or `"*"` for every
+   * service (which costs what the whole store costs). Several watches of
+   * the same scope may be open at once; each gets everything.
+   *
+   * With `options.since`, a backend that keeps history may instead start
+   * from the scope's state at that past revision and deliver every change
+   * after it (etcd: a read at `since`, then a watch from `since + 1`): a
+   * client resuming from `since` at an agent that did not watch the scope
+   * then gets exactly the changes it missed. A revision the store no
+   * longer has, or of another epoch, starts from the current state.
+   *
+   * @param scope A service name, or `"*"`.
+   * @param watcher Where to deliver state and changes.
+   * @param options Where to start from.
+   * @returns The watch.
+   */
+  watch(
+    scope: string,
+    watcher: BackendWatcher,
+    options?: WatchOptions,
+  ): BackendWatch;
+  /**
+   * Counts the instances of every service, without the agent holding any
+   * of them.
+   *
+   * @returns The services with instances, sorted by name.
+   */
+  catalog(): Promise<BackendCatalog>;
+  /**
+   * The records of a scope as they were at a past revision, for a client
+   * resuming from it at an agent whose own history of the scope does not
+   * reach that far back. Without this method, or when the store no longer
+   * has that revision (compacted), `undefined`: the client gets a
+   * snapshot instead.
+   *
+   * @param scope A service name, or `"*"`.
+   * @param revision The past revision.
+   * @returns The state at `revision`, or `undefined`.
+   */
+  stateAt?(scope: string, revision: number): Promise<BackendState | undefined>;
   /**
    * Creates or replaces a record.
    *
@@ -226,7 +320,7 @@ export interface Backend {
    * @returns The version, if known.
    */
   version?(service: string, addr: string): string | undefined;
-  /** Stops the stream and releases the store (and with it this agent's records, where the store keeps them per agent). */
+  /** Stops every watch and releases the store (and with it this agent's records, where the store keeps them per agent). */
   close(): Promise<void>;
 }
 

@@ -17,9 +17,46 @@ import {
   type Backend,
   type BackendChange,
   type BackendState,
+  type BackendWatch,
+  type BackendWatcher,
   OwnerConflictError,
   type StoredRecord,
 } from "./backend.ts";
+
+/**
+ * Opens a backend and watches one scope (every service by default) with
+ * the same watcher, which then also hears the backend's own status.
+ * Resolves once the watch delivered its first state, or said it cannot
+ * (the store is unreachable).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const watch = await openWatching(backend, recorder);
+ * ```
+ *
+ * @param backend The backend.
+ * @param watcher Where state, changes and status go.
+ * @param scope A service name, or `"*"`.
+ * @returns The watch.
+ */
+export async function openWatching(
+  backend: Backend,
+  watcher: BackendWatcher,
+  scope = "*",
+): Promise<BackendWatch> {
+  await backend.open(watcher);
+  const { promise: settled, resolve } = Promise.withResolvers<void>();
+  const watch = backend.watch(scope, {
+    changes: (changes) => watcher.changes(changes),
+    reset: (state) => (watcher.reset(state), resolve()),
+    status: (connected) => {
+      watcher.status(connected);
+      if (!connected) resolve();
+    },
+  });
+  await settled;
+  return watch;
+}
 
 /** A watcher that records everything a backend tells it. */
 class Recorder {
@@ -38,6 +75,19 @@ class Recorder {
   }
   status(connected: boolean) {
     this.connected = connected;
+  }
+
+  /** Waits until a first state arrived. */
+  async settled(ms = 10_000) {
+    const deadline = Date.now() + ms;
+    while (this.resets.length === 0) {
+      const left = deadline - Date.now();
+      assert.ok(left > 0, `no state was delivered in ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => (clearTimeout(timer), resolve()));
+      });
+    }
   }
 
   /** Waits until a change at or above `revision` (or a reset covering it) arrived. */
@@ -71,27 +121,35 @@ function record(
  *
  * @param name The backend's name, used in test names.
  * @param make Creates a fresh, empty backend for each test.
- * @param options Extra `Deno.test` options (sanitizers, ignore).
+ * @param options Extra `Deno.test` options (sanitizers, ignore), and
+ *   whether the backend keeps history (`history: true`: it implements
+ *   `stateAt`, which is then tested).
  */
 export function testBackend(
   name: string,
   make: () => Backend | Promise<Backend>,
-  options: Omit<Deno.TestDefinition, "name" | "fn"> = {},
+  options: Omit<Deno.TestDefinition, "name" | "fn"> & { history?: boolean } =
+    {},
 ) {
+  const { history, ...testOptions } = options;
   const test = (
     title: string,
     fn: (b: Backend, w: Recorder) => Promise<void>,
   ) =>
-    Deno.test({ ...options, name: `${name} backend: ${title}` }, async () => {
-      const backend = await make();
-      const watcher = new Recorder();
-      await backend.open(watcher);
-      try {
-        await fn(backend, watcher);
-      } finally {
-        await backend.close();
-      }
-    });
+    Deno.test(
+      { ...testOptions, name: `${name} backend: ${title}` },
+      async () => {
+        const backend = await make();
+        const watcher = new Recorder();
+        await openWatching(backend, watcher);
+        await watcher.settled();
+        try {
+          await fn(backend, watcher);
+        } finally {
+          await backend.close();
+        }
+      },
+    );
 
   test(
     "open delivers the initial state and says it is connected",
@@ -182,7 +240,7 @@ export function testBackend(
     const last = await b.put(record("svc", "h:2", "o2", { k: "v" }));
     await b.close();
     const again = new Recorder();
-    await b.open(again);
+    await openWatching(b, again);
     await again.until(last);
     const state = again.resets.at(-1)!;
     assert.ok(state.revision >= last);
@@ -191,4 +249,120 @@ export function testBackend(
       ["svc/h:1/o1", "svc/h:2/o2"],
     );
   });
+
+  test(
+    "a watch of one service gets that service only, from its state on",
+    async (b) => {
+      await b.put(record("web", "h:1"));
+      await b.put(record("db", "h:1"));
+      const web = new Recorder();
+      const watch = b.watch("web", web);
+      await web.settled();
+      assert.deepEqual(
+        web.resets[0].records.map((r) => `${r.service}/${r.addr}`),
+        ["web/h:1"],
+      );
+      await b.put(record("db", "h:2"));
+      const r = await b.put(record("web", "h:2"));
+      await web.until(r);
+      assert.deepEqual(
+        web.changeLog.map((c) => c.type === "put" ? c.record.service : ""),
+        ["web"],
+      );
+      await watch.close();
+      const after = await b.put(record("web", "h:3"));
+      const all = new Recorder();
+      const everything = b.watch("*", all);
+      await all.until(after);
+      assert.equal(web.changeLog.length, 1, "a closed watch gets nothing");
+      await everything.close();
+    },
+  );
+
+  test("two watches of one service each get every change", async (b) => {
+    const one = new Recorder(), two = new Recorder();
+    const w1 = b.watch("web", one), w2 = b.watch("web", two);
+    await one.settled();
+    await two.settled();
+    const r = await b.put(record("web", "h:1"));
+    await one.until(r);
+    await two.until(r);
+    assert.equal(one.changeLog.length, 1);
+    assert.equal(two.changeLog.length, 1);
+    await w1.close();
+    const r2 = await b.delete("web", "h:1");
+    await two.until(r2!);
+    assert.equal(one.changeLog.length, 1);
+    await w2.close();
+  });
+
+  test("catalog counts the instances of every service", async (b) => {
+    await b.put(record("web", "h:1"));
+    await b.put(record("web", "h:2"));
+    const last = await b.put(record("db", "h:1"));
+    const catalog = await b.catalog();
+    assert.ok(catalog.revision >= last);
+    assert.deepEqual(catalog.services, [
+      { service: "db", instances: 1 },
+      { service: "web", instances: 2 },
+    ]);
+    await b.delete("db", "h:1");
+    assert.deepEqual((await b.catalog()).services, [
+      { service: "web", instances: 2 },
+    ]);
+  });
+
+  if (!history) return;
+  test("stateAt reads a scope as it was", async (b, w) => {
+    assert.ok(b.stateAt, "a backend with history implements stateAt");
+    const r1 = await b.put(record("web", "h:1", "o1", { v: "1" }));
+    await b.put(record("db", "h:1"));
+    await b.put(record("web", "h:1", "o1", { v: "2" }));
+    const r4 = await b.put(record("web", "h:2"));
+    await w.until(r4);
+    const past = await b.stateAt!("web", r1);
+    assert.ok(past);
+    assert.equal(past.revision, r1);
+    assert.equal(past.epoch, w.resets[0].epoch);
+    assert.deepEqual(
+      past.records.map((r) => [r.service, r.addr, r.attrs.v]),
+      [["web", "h:1", "1"]],
+    );
+  });
+
+  test(
+    "a watch with since starts at that past state and delivers every change after it",
+    async (b, w) => {
+      const r1 = await b.put(record("web", "h:1", "o1", { v: "1" }));
+      const r2 = await b.put(record("web", "h:1", "o1", { v: "2" }));
+      await b.put(record("db", "h:1"));
+      const r4 = await b.put(record("web", "h:2"));
+      const r5 = await b.delete("web", "h:2");
+      await w.until(r5!);
+      const epoch = w.resets[0].epoch;
+      const past = new Recorder();
+      const watch = b.watch("web", past, { since: r1, epoch });
+      await past.until(r5!);
+      assert.equal(past.resets[0].revision, r1);
+      assert.deepEqual(
+        past.resets[0].records.map((r) => [r.addr, r.attrs.v]),
+        [["h:1", "1"]],
+      );
+      assert.deepEqual(
+        past.changeLog.map((c) => [c.type, c.revision]),
+        [["put", r2], ["put", r4], ["delete", r5]],
+      );
+      await watch.close();
+      // Another epoch: the current state instead.
+      const other = new Recorder();
+      const current = b.watch("web", other, { since: r1, epoch: "elsewhere" });
+      await other.settled();
+      assert.ok(other.resets[0].revision >= r5!);
+      assert.deepEqual(
+        other.resets[0].records.map((r) => [r.addr, r.attrs.v]),
+        [["h:1", "2"]],
+      );
+      await current.close();
+    },
+  );
 }

@@ -31,17 +31,32 @@
  *
  * ## Watching
  *
- * One prefix watch per agent, however many subscribers it has
- * (`_etcd_watch.ts`). A broken stream resumes from the last revision seen;
- * a compacted revision (or any other watch failure) triggers a full
- * resync: the current state is read and handed to the agent, which emits
- * only the real differences.
+ * One watch per scope the agent uses: a service's range
+ * (`<prefix>instances/<service>/`), or the whole prefix for `"*"`
+ * (`_etcd_watch.ts`). Each starts with a range read at a revision and
+ * watches from the revision after it; every watch of the agent shares the
+ * client's one gRPC watch stream, and an etcd gRPC proxy in front of the
+ * cluster coalesces identical watches of many agents. A broken stream
+ * resumes from the last revision seen; a compacted revision (or any other
+ * watch failure) triggers a resync of that scope: its current state is
+ * read and handed to the agent, which emits only the real differences.
  *
- * The full read is paginated (`_etcd_read.ts`): pages of at most
+ * A read is paginated (`_etcd_read.ts`): pages of at most
  * {@linkcode READ_PAGE_KEYS} keys, all read at the revision of the first
- * page (one consistent snapshot, however large the registry), and a page
+ * page (one consistent snapshot, however large the scope), and a page
  * that exceeds gRPC's message limit (4 MiB by default) is read again at
  * half the size, down to one key.
+ *
+ * ## History and the catalog
+ *
+ * {@linkcode EtcdBackend.stateAt} reads a scope at a past revision from
+ * etcd's own history (until etcd compacts it), so a client can resume at
+ * any agent. {@linkcode EtcdBackend.catalog} counts instances per service
+ * with a keys-only read of the whole prefix, {@linkcode CATALOG_PAGE_KEYS}
+ * keys a page: it sends every key once per call (about 60 bytes each), and
+ * the agent holds one page. etcd 3.4 looks at every key left in the range
+ * for each page, so its cost there grows with the square of the registry
+ * (see the README's "Capacity").
  *
  * ## Registration storms
  *
@@ -72,13 +87,19 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { Etcd3, EtcdLeaseInvalidError, type IWatchResponse } from "etcd3";
 import {
   type Backend,
+  type BackendCatalog,
   type BackendChange,
+  type BackendState,
+  type BackendStatus,
+  type BackendWatch,
   type BackendWatcher,
   OwnerConflictError,
   type StoredRecord,
+  type WatchOptions,
   type WriteOptions,
 } from "./backend.ts";
 import { EndpointHealth } from "./_etcd_health.ts";
@@ -90,7 +111,7 @@ import {
   withHealth,
 } from "./_etcd_client.ts";
 import { AgentLease } from "./_etcd_lease.ts";
-import { readAll } from "./_etcd_read.ts";
+import { type PageQuery, readAll, readPages } from "./_etcd_read.ts";
 import {
   type Known,
   knownOf,
@@ -101,6 +122,7 @@ import {
 import { describeEtcdError, retrying } from "./_etcd_retry.ts";
 import { StateWatch } from "./_etcd_watch.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
+import { ALL_SERVICES } from "../protocol/types.ts";
 import {
   allows,
   isConditional,
@@ -112,6 +134,12 @@ import {
 } from "./_etcd_write.ts";
 
 export { READ_PAGE_KEYS } from "./_etcd_read.ts";
+
+/**
+ * Keys per page of the catalog's keys-only read (about 60 bytes each on
+ * the wire, so a page stays far below gRPC's 4 MiB).
+ */
+export const CATALOG_PAGE_KEYS = 10_000;
 export { BATCH_MAX_WRITES } from "./_etcd_write.ts";
 
 /** What the etcd backend logs. */
@@ -153,11 +181,31 @@ export interface EtcdBackendOptions {
   log?: EtcdLogger;
 }
 
+/** One open watch of a scope (see {@linkcode EtcdBackend.watch}). */
+interface ScopeWatch {
+  readonly scope: string;
+  /** The key prefix watched. */
+  readonly range: string;
+  readonly sink: BackendWatcher;
+  /** What this scope's reads and events told about each key: for conditional writes. */
+  readonly known: Map<string, Known>;
+  /** Revision of the scope's last full read: events up to it are in it. */
+  readRevision: number;
+  /** Where the first read starts, when it is in the past (see `watch`). */
+  from?: WatchOptions;
+  stream?: StateWatch;
+  /** The watch is live and caught up. */
+  up: boolean;
+  /** What the sink was last told; nothing before the first read was tried. */
+  said?: boolean;
+  tried: boolean;
+  closed: boolean;
+}
+
 /** What the backend runs on while open. */
 interface Connection {
   client: Etcd3;
   lease: AgentLease;
-  watch: StateWatch;
   health?: EndpointHealth;
   probes: Map<string, Etcd3>;
   watchdog: ReturnType<typeof setInterval>;
@@ -182,22 +230,19 @@ export class EtcdBackend implements Backend {
   readonly #codec: RecordCodec;
   readonly #leaseTtl: number;
   readonly #log?: EtcdLogger;
-  #sink?: BackendWatcher;
+  #events?: BackendStatus;
   #on?: Connection;
   #epoch = "";
-  /** What the watch told us about each key: for conditional writes and `keeps`. */
-  #known = new Map<string, Known>();
+  /** Open watches, by scope. */
+  #scopes = new Map<string, Set<ScopeWatch>>();
   /** Records this agent keeps alive (see `keeps`): written back after a lost lease. */
   #mine = new Map<string, StoredRecord>();
   #closed = false;
-  /** What `status` last said: the watch is live and the lease is renewed. */
-  #connected = false;
-  #watchUp = false;
+  /** What `status` last said: the lease is renewed and every watch is live. */
+  #connected?: boolean;
   #leaseUp = false;
   /** A lost lease is being replaced and its records written back. */
   #restoring = false;
-  /** Revision of the last full read: watch events up to it are in it. */
-  #readRevision = 0;
   /** Writes per key, one at a time (a lease restore must not race an unregister). */
   #serial = new KeyedSerial();
   /** Every write goes through it: concurrent writes share transactions. */
@@ -241,15 +286,15 @@ export class EtcdBackend implements Backend {
   }
 
   /**
-   * Connects: grants the lease, reads the current state, delivers it, and
-   * starts the watch. Resolves once that is done, or once the first
-   * attempt failed: then the backend has said it is not connected, and it
-   * keeps trying (logging each failure) until it connects or closes.
+   * Connects and grants the lease; the watches opened before or after
+   * start reading. Resolves once that is done, or once the first attempt
+   * failed: then the backend has said it is not connected, and it keeps
+   * trying (logging each failure) until it connects or closes.
    *
-   * @param watcher Where to deliver state and changes.
+   * @param events Where to say whether etcd is reachable.
    */
-  async open(watcher: BackendWatcher): Promise<void> {
-    this.#sink = watcher;
+  async open(events: BackendStatus): Promise<void> {
+    this.#events = events;
     this.#closed = false;
     const { endpoints } = this.#settings;
     let options = clientOptions(this.#settings);
@@ -260,18 +305,12 @@ export class EtcdBackend implements Backend {
       health = new EndpointHealth(
         endpoints,
         (endpoint) => this.#probe(endpoint),
-        { log: this.#log, onDown: () => this.#on?.watch.move() },
+        { log: this.#log, onDown: () => this.#moveStream() },
       );
       options = withHealth(options, health);
     }
     const client = new Etcd3(options);
     const closing = new AbortController();
-    const retry = (what: string, attempt: () => Promise<boolean>) =>
-      retrying(what, attempt, {
-        signal: closing.signal,
-        endpoints,
-        log: this.#log,
-      });
     const lease = new AgentLease(client, {
       ttl: this.#leaseTtl,
       callTimeout: this.#settings.callTimeout,
@@ -291,39 +330,135 @@ export class EtcdBackend implements Backend {
         },
       },
     });
-    const watch = new StateWatch(client, this.#codec.range, {
-      readState: () => this.#readState(),
-      apply: (response) => this.#apply(response),
-      status: (up) => this.#status({ watch: up }),
-      retrying: retry,
-      log: this.#log,
-    });
     this.#on = {
       client,
       lease,
-      watch,
       health,
       probes: new Map(),
       closing,
       watchdog: setInterval(() => void lease.check(), 500),
     };
+    for (const set of this.#scopes.values()) {
+      for (const entry of set) this.#startScope(entry);
+    }
     const { promise: tried, resolve } = Promise.withResolvers<void>();
-    let first = true;
-    void retry("connect", async () => {
+    void this.#retry("connect", async () => {
       try {
         await lease.current();
-        await watch.start();
+        // The cluster id (the epoch) and the revision, before any watch.
+        const { header } = await client.kv.range({
+          key: Buffer.from(this.#codec.range),
+          count_only: true,
+        }, { deadline: Date.now() + this.#settings.callTimeout });
+        this.#epoch = `etcd-${header.cluster_id}`;
+        events.epoch?.(this.#epoch, Number(header.revision));
         return true;
       } catch (error) {
-        this.#status({ watch: false });
-        if (first) this.#sink?.status(false);
+        this.#status({ lease: false });
         throw error;
       } finally {
-        first = false;
         resolve();
       }
     }).finally(resolve);
     await tried;
+  }
+
+  /**
+   * Watches a scope: reads its range, delivers it as a reset, and watches
+   * from the revision after it, on the client's shared watch stream.
+   *
+   * With `options.since`, the first read is at that past revision (etcd
+   * keeps it until it compacts) and the watch starts right after it, so
+   * every change since is delivered; a compacted revision, or another
+   * epoch, reads the current state instead.
+   *
+   * @param scope A service name, or `"*"` for every service.
+   * @param watcher Where to deliver state and changes.
+   * @param options Where to start from.
+   * @returns The watch.
+   */
+  watch(
+    scope: string,
+    watcher: BackendWatcher,
+    options: WatchOptions = {},
+  ): BackendWatch {
+    const { since } = options;
+    const entry: ScopeWatch = {
+      scope,
+      range: this.#codec.scope(scope),
+      sink: watcher,
+      known: new Map(),
+      readRevision: 0,
+      // Revision 0 is etcd's "now", and a fresh etcd starts at 1.
+      from: since !== undefined && since >= 1 ? options : undefined,
+      up: false,
+      tried: false,
+      closed: false,
+    };
+    let set = this.#scopes.get(scope);
+    if (!set) this.#scopes.set(scope, set = new Set());
+    set.add(entry);
+    if (this.#on) this.#startScope(entry);
+    return { close: () => this.#closeScope(entry) };
+  }
+
+  /**
+   * Counts the instances of every service with a keys-only read of the
+   * whole prefix, one page at a time.
+   *
+   * @returns The services with instances, sorted by name.
+   */
+  async catalog(): Promise<BackendCatalog> {
+    const { client } = this.#open();
+    const counts = new Map<string, number>();
+    const range = this.#codec.range;
+    const { revision } = await readPages(
+      range,
+      this.#query(client, { keysOnly: true }),
+      {
+        pageKeys: CATALOG_PAGE_KEYS,
+        onPage: (kvs) => {
+          for (const kv of kvs) {
+            const key = kv.key.toString();
+            const slash = key.indexOf("/", range.length);
+            if (slash < 0) continue;
+            const service = key.slice(range.length, slash);
+            counts.set(service, (counts.get(service) ?? 0) + 1);
+          }
+        },
+      },
+    );
+    const services = [...counts]
+      .map(([service, instances]) => ({ service, instances }))
+      .sort((a, b) =>
+        a.service < b.service ? -1 : a.service > b.service ? 1 : 0
+      );
+    return { revision, services };
+  }
+
+  /**
+   * Reads a scope at a past revision from etcd's history.
+   *
+   * @param scope A service name, or `"*"`.
+   * @param revision The past revision.
+   * @returns The state then; rejects once etcd has compacted it.
+   */
+  async stateAt(scope: string, revision: number): Promise<BackendState> {
+    const { client } = this.#open();
+    if (revision < 1) {
+      // Before etcd's first revision (0 would mean "now" to etcd).
+      if (!this.#epoch) throw new Error("the etcd cluster id is not known yet");
+      return { revision, epoch: this.#epoch, records: [] };
+    }
+    const read = await readAll(this.#codec.scope(scope), this.#query(client), {
+      revision,
+    });
+    const records: StoredRecord[] = [];
+    for (const kv of read.kvs) {
+      const record = this.#decode(kv);
+      if (record) records.push(record);
+    }
+    return { revision, epoch: `etcd-${read.clusterId}`, records };
   }
 
   /**
@@ -370,7 +505,7 @@ export class EtcdBackend implements Backend {
    * @returns The revision, as a string, if the record is known.
    */
   version(service: string, addr: string): string | undefined {
-    return this.#known.get(this.#codec.key(service, addr))?.modRevision;
+    return this.#knownOf(this.#codec.key(service, addr))?.modRevision;
   }
 
   /**
@@ -388,6 +523,8 @@ export class EtcdBackend implements Backend {
     return await this.#serial.run(key, async () => {
       for (let attempt = 1;; attempt++) {
         const leaseId = await lease.current();
+        // Abandoned while it waited for the lease or an earlier write.
+        options.signal?.throwIfAborted();
         try {
           const revision = await this.#conditional(
             key,
@@ -427,6 +564,7 @@ export class EtcdBackend implements Backend {
     this.#release(key, options.ifOwner);
     return await this.#serial.run(key, () => {
       this.#release(key, options.ifOwner);
+      options.signal?.throwIfAborted();
       return this.#deleteNow(key, options);
     });
   }
@@ -436,7 +574,9 @@ export class EtcdBackend implements Backend {
     options: WriteOptions,
   ): Promise<number | undefined> {
     if (!isConditional(options)) {
-      const res = await this.#write(key, { delete: true });
+      const res = await this.#write(key, { delete: true }, {
+        signal: options.signal,
+      });
       const deleted = res.responses[0]?.response_delete_range?.deleted;
       return Number(deleted ?? 0) > 0 ? res.revision : undefined;
     }
@@ -457,13 +597,15 @@ export class EtcdBackend implements Backend {
    */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#sink = undefined;
+    this.#events = undefined;
     const on = this.#on;
     this.#on = undefined;
+    const entries = [...this.#scopes.values()].flatMap((set) => [...set]);
+    this.#scopes.clear();
+    await Promise.all(entries.map((entry) => this.#closeScope(entry)));
     if (!on) return;
     on.closing.abort();
     clearInterval(on.watchdog);
-    await on.watch.close();
     on.lease.close();
     on.health?.close();
     for (const probe of on.probes.values()) probe.close();
@@ -514,11 +656,12 @@ export class EtcdBackend implements Backend {
     removal = false,
   ): Promise<number> {
     const { client, lease } = this.#open();
+    const { signal } = options;
     if (!isConditional(options)) {
-      return (await this.#write(key, change)).revision;
+      return (await this.#write(key, change, { signal })).revision;
     }
     const ours = (id: string) => lease.ours(id);
-    let known = this.#known.get(key);
+    let known = this.#knownOf(key);
     /** The store's revision at the last transaction, once there was one. */
     let revision: number | undefined;
     /** Whether `known` comes from the store itself rather than the watch. */
@@ -545,6 +688,7 @@ export class EtcdBackend implements Backend {
         guard: known === undefined
           ? { absent: true }
           : { modRevision: known.modRevision },
+        signal,
       });
       if (res.succeeded) return res.revision;
       // The key changed since the watch told us about it: look again.
@@ -641,80 +785,227 @@ export class EtcdBackend implements Backend {
   }
 
   /**
-   * Tells the agent whether the store is reachable: the watch is live and
-   * the lease is renewed (a lost lease counts as unreachable until its
-   * records are written back).
+   * Records whether the lease is renewed, and tells the agent and every
+   * watch whether the store is reachable: for a watch, it is live and the
+   * lease is renewed (a lost lease counts as unreachable until its
+   * records are written back); for the agent, the lease is renewed and
+   * every watch is live.
    */
-  #status(parts: { watch?: boolean; lease?: boolean }) {
-    if (parts.watch !== undefined) this.#watchUp = parts.watch;
-    if (parts.lease === true && !this.#leaseUp && this.#on?.watch.active) {
-      // Back after the lease was in doubt: the watch may lag as well.
+  #status(parts: { lease?: boolean }) {
+    if (parts.lease === true && !this.#leaseUp) {
       this.#leaseUp = true;
-      void this.#on.watch.catchUp();
-      return;
+      // Back after the lease was in doubt: the watches may lag as well
+      // (including one whose start was under way meanwhile).
+      for (const entry of this.#entries()) void entry.stream?.catchUp();
+    } else if (parts.lease !== undefined) {
+      this.#leaseUp = parts.lease;
     }
-    if (parts.lease !== undefined) this.#leaseUp = parts.lease;
-    const connected = this.#watchUp && this.#leaseUp;
-    if (connected === this.#connected) return;
-    this.#connected = connected;
-    this.#sink?.status(connected);
+    this.#tell();
+  }
+
+  /** Says what changed of {@linkcode EtcdBackend.#status} to the agent and the watches. */
+  #tell() {
+    let all = this.#leaseUp;
+    for (const entry of this.#entries()) {
+      const up = entry.up && this.#leaseUp;
+      all &&= entry.up || !entry.tried;
+      if (up !== entry.said && entry.tried && !entry.closed) {
+        entry.said = up;
+        entry.sink.status(up);
+      }
+    }
+    if (all !== this.#connected) {
+      const before = this.#connected;
+      this.#connected = all;
+      if (all) {
+        if (before === false) this.#log?.info("etcd is reachable again");
+      } else if (before === true) {
+        const down = [...this.#entries()].filter((e) => e.tried && !e.up);
+        this.#log?.warn(
+          "etcd is unreachable: serving the last known state, writes fail",
+          {
+            lease: this.#leaseUp ? "renewed" : "in doubt",
+            ...(down.length > 0
+              ? { watches: `${down.length} not live, e.g. '${down[0].scope}'` }
+              : {}),
+          },
+        );
+      }
+      this.#events?.status(all);
+    }
+  }
+
+  /** Every open watch. */
+  *#entries(): Iterable<ScopeWatch> {
+    for (const set of this.#scopes.values()) yield* set;
+  }
+
+  /** What the watches of the key's service (or of `"*"`) know of a key. */
+  #knownOf(key: string): Known | undefined {
+    let service: string;
+    try {
+      [service] = this.#codec.split(key);
+    } catch {
+      return undefined;
+    }
+    for (const scope of [service, ALL_SERVICES]) {
+      for (const entry of this.#scopes.get(scope) ?? []) {
+        const known = entry.known.get(key);
+        if (known) return known;
+      }
+    }
+    return undefined;
+  }
+
+  /** Runs `attempt` until it says it is done, retrying failures until close. */
+  #retry(what: string, attempt: () => Promise<boolean>): Promise<void> {
+    const on = this.#on;
+    if (!on) return Promise.resolve();
+    return retrying(what, attempt, {
+      signal: on.closing.signal,
+      endpoints: this.#settings.endpoints,
+      log: this.#log,
+    });
+  }
+
+  /** A range query on `client` (keys only for a count). */
+  #query(client: Etcd3, options: { keysOnly?: boolean } = {}): PageQuery {
+    return (start, end, limit, at) =>
+      client.kv.range({
+        key: start,
+        range_end: end,
+        limit: String(limit),
+        ...(at === undefined ? {} : { revision: at }),
+        ...(options.keysOnly ? { keys_only: true } : {}),
+      }, { deadline: Date.now() + this.#settings.callTimeout }) as Promise<
+        Awaited<ReturnType<PageQuery>>
+      >;
+  }
+
+  /** Starts reading and watching a scope, retrying until it is done or closed. */
+  #startScope(entry: ScopeWatch) {
+    const on = this.#open();
+    entry.stream = new StateWatch(on.client, entry.range, {
+      readState: () => this.#readState(entry),
+      apply: (response) => this.#apply(entry, response),
+      status: (up) => {
+        entry.up = up;
+        entry.tried = true;
+        this.#tell();
+      },
+      retrying: (what, attempt) =>
+        this.#retry(`${what} '${entry.scope}'`, attempt),
+      log: this.#log,
+    });
+    if (this.#connected === false) {
+      // Known unreachable: the agent serves what it has until the read works.
+      entry.up = false;
+      entry.tried = true;
+      entry.said = false;
+      entry.sink.status(false);
+    }
+    void entry.stream.resync();
+  }
+
+  async #closeScope(entry: ScopeWatch) {
+    if (entry.closed) return;
+    entry.closed = true;
+    const set = this.#scopes.get(entry.scope);
+    set?.delete(entry);
+    if (set?.size === 0) this.#scopes.delete(entry.scope);
+    await entry.stream?.close();
+    this.#tell();
+  }
+
+  /** A member was left out: moves the shared watch stream (see `StateWatch.move`). */
+  #moveStream() {
+    for (const entry of this.#entries()) {
+      if (entry.stream?.active) return entry.stream.move();
+    }
   }
 
   /**
-   * Reads everything and hands it to the agent as a reset; the watch
+   * Reads a scope and hands it to its watcher as a reset; the watch
    * events at or below its revision are already in it.
    *
    * @returns The revision read, or `undefined` once closed.
    */
-  async #readState(): Promise<number | undefined> {
+  async #readState(entry: ScopeWatch): Promise<number | undefined> {
     const { client, lease } = this.#open();
-    const { revision, clusterId, kvs } = await readAll(
-      this.#codec.range,
-      (start, end, limit, at) => {
-        const query = client.getAll().inRange({ start, end }).limit(limit);
-        if (at !== undefined) query.revision(at);
-        return query.exec();
-      },
-    );
-    if (this.#closed) return undefined;
+    const past = await this.#readPast(entry);
+    const { revision, clusterId, kvs } = past ??
+      await readAll(entry.range, this.#query(client));
+    if (this.#closed || entry.closed) return undefined;
     this.#epoch = `etcd-${clusterId}`;
     const records: StoredRecord[] = [];
-    this.#known.clear();
+    entry.known.clear();
     for (const kv of kvs) {
       const record = this.#decode(kv);
       if (!record) continue;
       const key = kv.key.toString();
       const known = knownOf(record, kv);
       records.push(record);
-      this.#known.set(key, known);
-      if (!lease.ours(known.lease)) this.#mine.delete(key);
+      entry.known.set(key, known);
+      // (A past state says nothing of who keeps a record now.)
+      if (!past && !lease.ours(known.lease)) this.#mine.delete(key);
     }
-    this.#readRevision = revision;
-    this.#sink?.reset({ revision, epoch: this.#epoch, records });
+    entry.readRevision = revision;
+    entry.sink.reset({ revision, epoch: this.#epoch, records });
     return revision;
   }
 
-  /** Applies one watch response: the changes above the last full read. */
-  #apply(response: IWatchResponse) {
+  /**
+   * The first read of a watch that starts in the past: the scope at that
+   * revision, or `undefined` (then the current state is read) when etcd
+   * compacted it or it belongs to another cluster.
+   */
+  async #readPast(entry: ScopeWatch) {
+    const from = entry.from;
+    entry.from = undefined;
+    if (from?.since === undefined) return undefined;
+    try {
+      const read = await readAll(
+        entry.range,
+        this.#query(this.#open().client),
+        {
+          revision: from.since,
+        },
+      );
+      if (from.epoch !== undefined && from.epoch !== `etcd-${read.clusterId}`) {
+        return undefined;
+      }
+      return read;
+    } catch (error) {
+      this.#log?.info("reading the current state instead of a past one", {
+        scope: entry.scope,
+        since: from.since,
+        error: describeEtcdError(error),
+      });
+      return undefined;
+    }
+  }
+
+  /** Applies one watch response of a scope: the changes above its last full read. */
+  #apply(entry: ScopeWatch, response: IWatchResponse) {
     const lease = this.#on?.lease;
-    if (!lease) return;
+    if (!lease || entry.closed) return;
     const changes: BackendChange[] = [];
     for (const event of response.events) {
       const kv = event.kv;
       const key = kv.key.toString();
-      if (!key.startsWith(this.#codec.range)) continue;
+      if (!key.startsWith(entry.range)) continue;
       const revision = Number(kv.mod_revision);
-      if (revision <= this.#readRevision) continue; // in the last full read
+      if (revision <= entry.readRevision) continue; // in the last full read
       if (event.type === "Put") {
         const record = this.#decode(kv);
         if (!record) continue;
         const known = knownOf(record, kv);
-        this.#known.set(key, known);
+        entry.known.set(key, known);
         // Written by another agent (or by hand): it keeps the record now.
         if (!lease.ours(known.lease)) this.#mine.delete(key);
         changes.push({ type: "put", revision, record });
       } else {
-        this.#known.delete(key);
+        entry.known.delete(key);
         let service: string, addr: string;
         try {
           [service, addr] = this.#codec.split(key);
@@ -724,6 +1015,6 @@ export class EtcdBackend implements Backend {
         changes.push({ type: "delete", revision, service, addr });
       }
     }
-    if (changes.length > 0) this.#sink?.changes(changes);
+    if (changes.length > 0) entry.sink.changes(changes);
   }
 }

@@ -170,6 +170,17 @@ function parseEndpoints(list: string): string[] {
         `--etcd-endpoints must be comma-separated http(s)://host:port URLs: got '${endpoint}'`,
       );
     }
+    const host = new URL(endpoint).hostname;
+    if (
+      endpoint.startsWith("https:") &&
+      (/^[0-9.]+$/.test(host) || host.startsWith("["))
+    ) {
+      // Deno's TLS refuses an IP address as the server name gRPC sends:
+      // the agent would retry forever.
+      throw new FlagError(
+        `--etcd-endpoints: an https endpoint must name its host by DNS name, as its certificate does (e.g. https://localhost:2379), not by IP address: got '${endpoint}'`,
+      );
+    }
   }
   return endpoints;
 }

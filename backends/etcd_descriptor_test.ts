@@ -68,6 +68,14 @@ Deno.test("etcd descriptor: bad values are flag errors naming the flag", async (
   const cases: [Record<string, string>, RegExp][] = [
     [{ "etcd-endpoints": "nope" }, /--etcd-endpoints must be .*'nope'/],
     [{ "etcd-endpoints": " , " }, /--etcd-endpoints must list at least one/],
+    [
+      { "etcd-endpoints": "https://127.0.0.1:2379" },
+      /an https endpoint must name its host by DNS name.*'https:\/\/127\.0\.0\.1:2379'/,
+    ],
+    [
+      { "etcd-endpoints": "https://[::1]:2379" },
+      /an https endpoint must name its host by DNS name/,
+    ],
     [{ "etcd-prefix": "discover" }, /--etcd-prefix must start and end/],
     [
       { "etcd-lease-ttl": "1" },

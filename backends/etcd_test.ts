@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { startEtcd } from "../tools/etcd.ts";
-import { testBackend } from "./backend_suite.ts";
+import { openWatching, testBackend } from "./backend_suite.ts";
 import { Etcd3 } from "etcd3";
 import { BATCH_MAX_WRITES, EtcdBackend, READ_PAGE_KEYS } from "./etcd.ts";
 import {
@@ -21,7 +21,7 @@ const prefix = () => `/test-${crypto.randomUUID()}/`;
 testBackend(
   "etcd",
   () => new EtcdBackend({ endpoints: cluster.endpoints, prefix: prefix() }),
-  etcdTest,
+  { ...etcdTest, history: true },
 );
 
 function recorder() {
@@ -51,8 +51,8 @@ async function twoAgents(keyPrefix: string) {
     prefix: keyPrefix,
   });
   const ra = recorder(), rb = recorder();
-  await a.open(ra.watcher);
-  await b.open(rb.watcher);
+  await openWatching(a, ra.watcher);
+  await openWatching(b, rb.watcher);
   return {
     a,
     b,
@@ -84,7 +84,7 @@ Deno.test({
       prefix: p,
     });
     const r = recorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     try {
       await backend.put(record("10.0.0.1:80"));
       const res = await fetch(`${cluster.endpoints[0]}/v3/kv/range`, {
@@ -146,8 +146,8 @@ Deno.test({
       prefix: p,
     });
     const r = recorder();
-    await a.open(recorder().watcher);
-    await watcher.open(r.watcher);
+    await openWatching(a, recorder().watcher);
+    await openWatching(watcher, r.watcher);
     try {
       for (let i = 1; i <= 5; i++) await a.put(record(`h:${i}`));
       await until(() => r.changes.length === 5, "five puts");
@@ -183,7 +183,7 @@ Deno.test({
       prefix: p,
     });
     const r = recorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     try {
       const put = (key: string, value: string) =>
         fetch(`${cluster.endpoints[0]}/v3/kv/put`, {
@@ -248,7 +248,11 @@ Deno.test({
     // A refused connection fails at once; the bound is generous.
     assert.ok(Date.now() - started < 5000, "open waited for etcd");
     assert.deepEqual(r.statuses, [false]);
-    assert.deepEqual(r.resets, []);
+    // A watch opened meanwhile says at once that it is not connected.
+    const w = recorder();
+    backend.watch("svc", w.watcher);
+    assert.deepEqual(w.statuses, [false]);
+    assert.deepEqual(w.resets, []);
     await until(() => lines.length >= 2, "attempts are logged", 10_000);
     assert.match(
       lines[0],
@@ -313,7 +317,7 @@ Deno.test({
       endpoints: cluster.endpoints,
       prefix: p,
     });
-    await backend.open(recorder().watcher);
+    await openWatching(backend, recorder().watcher);
     try {
       await backend.put(record("h:1"));
       // A delete on another owner's behalf leaves this owner's record kept.
@@ -368,7 +372,7 @@ Deno.test({
       prefix: p,
     });
     const r = recorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     try {
       const addrs = r.resets[0].records.map((x) => x.addr);
       assert.equal(addrs.length, count);
@@ -430,8 +434,8 @@ Deno.test({
       prefix: p,
     });
     const r = callRecorder();
-    await backend.open(recorder().watcher);
-    await watching.open(r.watcher);
+    await openWatching(backend, recorder().watcher);
+    await openWatching(watching, r.watcher);
     try {
       const count = 500;
       const revisions = await Promise.all(
@@ -594,7 +598,7 @@ Deno.test({
       prefix: p,
     });
     const r = callRecorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     try {
       const v = (n: string) => ({ ...record("h:1"), attrs: { v: n } });
       // Other keys keep transactions busy meanwhile.
@@ -642,7 +646,7 @@ Deno.test({
       log: { info() {}, warn: (m) => void warnings.push(m) },
     });
     const r = callRecorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     try {
       // 8,180 characters of 3 bytes: about 24 KiB of attributes each, so
       // 64 in one transaction would exceed etcd's 1.5 MiB.
@@ -682,7 +686,7 @@ Deno.test({
       leaseTtl: 3,
     });
     const r = callRecorder();
-    await backend.open(r.watcher);
+    await openWatching(backend, r.watcher);
     const etcd = new Etcd3({ hosts: cluster.endpoints });
     try {
       const count = 300;

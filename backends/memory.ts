@@ -10,7 +10,10 @@
 
 import {
   type Backend,
+  type BackendCatalog,
   type BackendChange,
+  type BackendStatus,
+  type BackendWatch,
   type BackendWatcher,
   OwnerConflictError,
   type StoredRecord,
@@ -18,6 +21,7 @@ import {
 } from "./backend.ts";
 import type { BackendDescriptor } from "./descriptor.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
+import { ALL_SERVICES } from "../protocol/types.ts";
 
 /**
  * A {@linkcode Backend} that keeps records in a map. Changes reach the
@@ -27,7 +31,7 @@ import { instanceKey } from "../protocol/instance_key.ts";
  * ```ts
  * import { MemoryBackend } from "./memory.ts";
  * const backend = new MemoryBackend();
- * await backend.open({ changes() {}, reset() {}, status() {} });
+ * await backend.open({ status() {} });
  * const revision = await backend.put({
  *   service: "cache",
  *   addr: "127.0.0.1:6379",
@@ -45,22 +49,70 @@ export class MemoryBackend implements Backend {
   #records = new Map<string, StoredRecord>();
   #revision = 0;
   #epoch = crypto.randomUUID();
-  #watcher?: BackendWatcher;
+  /** Open watches, by scope. */
+  #watchers = new Map<string, Set<BackendWatcher>>();
+  #open = false;
 
   /**
-   * Starts delivering to `watcher`.
+   * Says the store is reachable (it always is).
    *
-   * @param watcher Where to deliver state and changes.
+   * @param events Where to say it.
    */
-  open(watcher: BackendWatcher): Promise<void> {
-    this.#watcher = watcher;
-    watcher.status(true);
-    watcher.reset({
-      revision: this.#revision,
-      epoch: this.#epoch,
-      records: [...this.#records.values()],
-    });
+  open(events: BackendStatus): Promise<void> {
+    this.#open = true;
+    events.epoch?.(this.#epoch, this.#revision);
+    events.status(true);
+    // Watches opened before: reachable now.
+    for (const set of this.#watchers.values()) {
+      for (const watcher of set) watcher.status(true);
+    }
     return Promise.resolve();
+  }
+
+  /**
+   * Delivers the current state of `scope` to `watcher`, then its changes,
+   * synchronously, until the watch is closed.
+   *
+   * @param scope A service name, or `"*"`.
+   * @param watcher Where to deliver state and changes.
+   * @returns The watch.
+   */
+  watch(scope: string, watcher: BackendWatcher): BackendWatch {
+    let set = this.#watchers.get(scope);
+    if (!set) this.#watchers.set(scope, set = new Set());
+    set.add(watcher);
+    const records = [...this.#records.values()].filter((record) =>
+      scope === ALL_SERVICES || record.service === scope
+    );
+    watcher.reset({ revision: this.#revision, epoch: this.#epoch, records });
+    if (this.#open) watcher.status(true);
+    return {
+      close: () => {
+        set.delete(watcher);
+        if (set.size === 0 && this.#watchers.get(scope) === set) {
+          this.#watchers.delete(scope);
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+
+  /**
+   * Counts the instances of every service.
+   *
+   * @returns The services with instances, sorted by name.
+   */
+  catalog(): Promise<BackendCatalog> {
+    const counts = new Map<string, number>();
+    for (const { service } of this.#records.values()) {
+      counts.set(service, (counts.get(service) ?? 0) + 1);
+    }
+    const services = [...counts]
+      .map(([service, instances]) => ({ service, instances }))
+      .sort((a, b) =>
+        a.service < b.service ? -1 : a.service > b.service ? 1 : 0
+      );
+    return Promise.resolve({ revision: this.#revision, services });
   }
 
   /**
@@ -71,6 +123,7 @@ export class MemoryBackend implements Backend {
    * @returns The revision of the write.
    */
   put(record: StoredRecord, options: WriteOptions = {}): Promise<number> {
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(record.service, record.addr);
     const conflict = this.#check(key, record.service, record.addr, options);
     if (conflict) return Promise.reject(conflict);
@@ -94,6 +147,7 @@ export class MemoryBackend implements Backend {
     addr: string,
     options: WriteOptions = {},
   ): Promise<number | undefined> {
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(service, addr);
     if (!this.#records.has(key)) return Promise.resolve(undefined);
     const conflict = this.#check(key, service, addr, options);
@@ -106,7 +160,8 @@ export class MemoryBackend implements Backend {
 
   /** Stops delivering changes; the records stay for a later `open`. */
   close(): Promise<void> {
-    this.#watcher = undefined;
+    this.#watchers.clear();
+    this.#open = false;
     return Promise.resolve();
   }
 
@@ -127,7 +182,14 @@ export class MemoryBackend implements Backend {
   }
 
   #emit(change: BackendChange): number {
-    this.#watcher?.changes([change]);
+    const service = change.type === "put"
+      ? change.record.service
+      : change.service;
+    for (const scope of [service, ALL_SERVICES]) {
+      for (const watcher of this.#watchers.get(scope) ?? []) {
+        watcher.changes([change]);
+      }
+    }
     return change.revision;
   }
 }

@@ -29,11 +29,7 @@ Deno.test("BACKENDS: the memory backend builds and opens", async () => {
     readFile: () => Promise.reject(new Error("no files")),
   });
   let connected = false;
-  await backend.open({
-    changes() {},
-    reset() {},
-    status: (up) => void (connected = up),
-  });
+  await backend.open({ status: (up) => void (connected = up) });
   assert.ok(connected);
   await backend.close();
 });

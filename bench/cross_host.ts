@@ -31,6 +31,7 @@ import {
   type Sampler,
   socketWriter,
 } from "./_propagation.ts";
+import { spawnEtcdWatcher } from "./_watcher_process.ts";
 
 const VALUE = JSON.stringify({
   attrs: {},
@@ -102,41 +103,12 @@ export async function otherProcessSampler(
   endpoints: string[],
 ): Promise<Sampler> {
   const prefix = `/bench-${crypto.randomUUID().slice(0, 8)}/`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      "--allow-sys",
-      new URL("./_etcd_watcher.ts", import.meta.url).pathname,
-      endpoints[0],
-      prefix,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
   let expect: { key: string; resolve: () => void } | undefined;
-  let ready!: () => void;
-  const watching = new Promise<void>((resolve) => ready = resolve);
-  const reading = (async () => {
-    for (;;) {
-      const { value, done } = await lines.read();
-      if (done) return;
-      buffered += value;
-      let end;
-      while ((end = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, end);
-        buffered = buffered.slice(end + 1);
-        if (line === "watching") ready();
-        else if (expect && line === expect.key) expect.resolve();
-      }
-    }
-  })();
-  await watching;
+  const watcher = await spawnEtcdWatcher(endpoints[0], prefix, {
+    onKey: (key) => {
+      if (expect && key === expect.key) expect.resolve();
+    },
+  });
   const client = new Etcd3({ hosts: endpoints });
   return putSampler(
     client,
@@ -144,9 +116,7 @@ export async function otherProcessSampler(
     (key) => new Promise<void>((resolve) => expect = { key, resolve }),
     async () => {
       client.close();
-      child.kill("SIGTERM");
-      await child.status;
-      await reading;
+      await watcher.stop();
     },
   );
 }

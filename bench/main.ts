@@ -24,6 +24,9 @@ import { scale } from "./scale.ts";
 import { backendCost } from "./backend_cost.ts";
 import { catchUp } from "./catch_up.ts";
 import { registrationStorm } from "./registration_storm.ts";
+import { fleetMemory } from "./fleet_memory.ts";
+import { firstSubscriber } from "./first_subscriber.ts";
+import { fleetAgents } from "./fleet_agents.ts";
 
 /** The benchmarks, by number. */
 export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
@@ -35,6 +38,9 @@ export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
   ["6", backendCost],
   ["7", catchUp],
   ["8", registrationStorm],
+  ["9", fleetMemory],
+  ["10", firstSubscriber],
+  ["11", fleetAgents],
 ]);
 
 /** The machine the suite ran on. */

@@ -37,7 +37,7 @@ Deno.test({
       const numbers = new Set(
         results.figures.map((f) => f.figure.split(" ")[0]),
       );
-      assert.deepEqual([...numbers].sort(), [
+      assert.deepEqual([...numbers].sort((a, b) => Number(a) - Number(b)), [
         "1",
         "2",
         "3",
@@ -46,6 +46,9 @@ Deno.test({
         "6",
         "7",
         "8",
+        "9",
+        "10",
+        "11",
       ]);
       for (const f of results.figures) {
         assert.ok(
@@ -75,6 +78,11 @@ Deno.test({
           /^7 catch-up after .* missed events$/,
           /^5 memory held per instance/,
           /^8 .* registrations at once, until all are up at agent B$/,
+          /^9 agent RSS, .* instances in etcd, .* sessions using .*$/,
+          /^9 service list \(catalog\) of .* instances, through the agent$/,
+          /^10 first subscriber to a service of .* instances in etcd$/,
+          /^11 cross-host propagation p99, .* agents, .* changes\/s$/,
+          /^11 agent CPU, mean per agent, .* agents, .* changes\/s$/,
         ]
       ) {
         assert.ok(

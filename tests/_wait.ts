@@ -61,19 +61,20 @@ export async function collect(
 }
 
 /**
- * Polls `condition` until it holds, failing with `what` after `ms`.
+ * Polls `condition` (which may be async) until it holds, failing with
+ * `what` after `ms`.
  *
  * @param condition The condition.
  * @param what What is awaited, for the failure message.
  * @param ms Milliseconds to wait.
  */
 export async function until(
-  condition: () => boolean,
+  condition: () => boolean | Promise<boolean>,
   what: string,
   ms = 10_000,
 ): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!condition()) {
+  while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }

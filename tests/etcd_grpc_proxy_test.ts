@@ -191,7 +191,10 @@ Deno.test({
     ]);
 
     // A subscriber that last saw `since` at A resumes at B (behind the
-    // proxy) and at C (direct): both replay the same changes.
+    // proxy, which watches "cache" already: its own history) and at C
+    // (direct, which does not: etcd's history, read at `since` and
+    // watched from `since + 1`, the changes following `current` there):
+    // both replay the same changes.
     for (const agent of [b, c]) {
       await using raw = await openRaw(agent.url);
       const response = await raw.call("discover.subscribe", {
@@ -203,13 +206,20 @@ Deno.test({
       assert.equal(result.mode, "replay", agent.url);
       assert.equal(result.epoch, epoch);
       const kinds: string[] = [];
-      while (kinds.at(-1) !== "current") {
+      while (
+        kinds.filter((kind) => kind !== "current").length < 3 ||
+        !kinds.includes("current")
+      ) {
         const frame = await raw.next() as {
           params: { result: { kind: string } };
         };
         kinds.push(frame.params.result.kind);
       }
-      assert.deepEqual(kinds, ["up", "update", "down", "current"], agent.url);
+      assert.deepEqual(
+        kinds.filter((kind) => kind !== "current"),
+        ["up", "update", "down"],
+        agent.url,
+      );
     }
   },
 });

@@ -4,7 +4,9 @@
  * Runs real etcd members (the `etcd` binary from PATH, e.g.
  * Debian's `etcd-server`) on free loopback ports, each with a throwaway
  * data directory, and removes everything when stopped; and etcd's gRPC
- * proxy (`etcd grpc-proxy start`) in front of them.
+ * proxy (`etcd grpc-proxy start`) in front of them. Members serve their
+ * clients over plain HTTP, or over TLS with client certificates required
+ * ({@linkcode StartEtcdOptions.tls}).
  *
  * @module
  */
@@ -13,7 +15,10 @@
 export interface EtcdMember {
   /** Member name. */
   readonly name: string;
-  /** Client URL, e.g. `http://127.0.0.1:41234`. */
+  /**
+   * Client URL, e.g. `http://127.0.0.1:41234`, or `https://localhost:41234`
+   * over TLS.
+   */
   readonly clientUrl: string;
   /** Whether the process is running. */
   readonly running: boolean;
@@ -50,12 +55,17 @@ export async function requireEtcd(): Promise<void> {
   }
 }
 
-async function waitHealthy(url: string, ms = 60_000): Promise<void> {
+async function waitHealthy(
+  url: string,
+  client?: Deno.HttpClient,
+  ms = 60_000,
+): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     try {
       const res = await fetch(`${url}/health`, {
         signal: AbortSignal.timeout(1000),
+        client,
       });
       const body = await res.json();
       if (body.health === "true") return;
@@ -67,6 +77,26 @@ async function waitHealthy(url: string, ms = 60_000): Promise<void> {
   }
 }
 
+/**
+ * Certificates (PEM files) with which members serve their clients over
+ * TLS and require a client certificate signed by the CA from each
+ * (`--client-cert-auth`). Their client URLs are then
+ * `https://localhost:PORT` (they listen on 127.0.0.1). Members talk to
+ * each other over plain HTTP on loopback.
+ */
+export interface EtcdTlsOptions {
+  /** The CA that signed the members' and the clients' certificates. */
+  caFile: string;
+  /** The members' certificate; it must name `localhost`. */
+  certFile: string;
+  /** Its private key. */
+  keyFile: string;
+  /** A client certificate the CA signed, which the health checks present. */
+  clientCertFile: string;
+  /** Its private key. */
+  clientKeyFile: string;
+}
+
 /** Options of {@linkcode startEtcd}. */
 export interface StartEtcdOptions {
   /**
@@ -74,6 +104,12 @@ export interface StartEtcdOptions {
    * free port): to start etcd where an agent already looks for it.
    */
   clientPorts?: number[];
+  /**
+   * Serve clients over TLS with client certificates required.
+   *
+   * @default {plain HTTP}
+   */
+  tls?: EtcdTlsOptions;
 }
 
 /**
@@ -101,6 +137,25 @@ export async function startEtcd(
   options: StartEtcdOptions = {},
 ): Promise<EtcdCluster> {
   await requireEtcd();
+  const { tls } = options;
+  // What the health checks and metric reads present to TLS members.
+  const client = tls && Deno.createHttpClient({
+    caCerts: [await Deno.readTextFile(tls.caFile)],
+    cert: await Deno.readTextFile(tls.clientCertFile),
+    key: await Deno.readTextFile(tls.clientKeyFile),
+  });
+  const scheme = tls ? "https" : "http";
+  const tlsArgs = tls
+    ? [
+      "--cert-file",
+      tls.certFile,
+      "--key-file",
+      tls.keyFile,
+      "--trusted-ca-file",
+      tls.caFile,
+      "--client-cert-auth",
+    ]
+    : [];
   const root = await Deno.makeTempDir({ prefix: "discover-etcd-" });
   const ports = [];
   for (let i = 0; i < size; i++) {
@@ -114,14 +169,17 @@ export async function startEtcd(
     .join(",");
   const members = ports.map((p, i) => {
     const name = `m${i}`;
-    const clientUrl = `http://127.0.0.1:${p.client}`;
+    // Over TLS, clients name the member: Deno's TLS refuses an IP address
+    // as the server name that gRPC sends for an IP endpoint.
+    const listenUrl = `${scheme}://127.0.0.1:${p.client}`;
+    const clientUrl = tls ? `https://localhost:${p.client}` : listenUrl;
     const args = [
       "--name",
       name,
       "--data-dir",
       `${root}/${name}`,
       "--listen-client-urls",
-      clientUrl,
+      listenUrl,
       "--advertise-client-urls",
       clientUrl,
       "--listen-peer-urls",
@@ -136,6 +194,7 @@ export async function startEtcd(
       "new",
       "--log-level",
       "error",
+      ...tlsArgs,
     ];
     const proc = etcdProcess(args);
     const spawn = () => proc.spawn();
@@ -153,7 +212,7 @@ export async function startEtcd(
         async restart() {
           await member.kill();
           spawn();
-          await waitHealthy(clientUrl);
+          await waitHealthy(clientUrl, client);
         },
         spawn,
         stopped: () => proc.exited,
@@ -163,10 +222,11 @@ export async function startEtcd(
   for (const member of members) member.spawn();
   const stop = async () => {
     await Promise.all(members.map((m) => m.kill()));
+    client?.close();
     await Deno.remove(root, { recursive: true }).catch(() => {});
   };
   try {
-    await Promise.all(members.map((m) => waitHealthy(m.clientUrl)));
+    await Promise.all(members.map((m) => waitHealthy(m.clientUrl, client)));
   } catch (error) {
     await stop();
     throw error;
@@ -175,8 +235,9 @@ export async function startEtcd(
     members,
     endpoints: members.map((m) => m.clientUrl),
     async metric(name, member = 0) {
-      const text = await (await fetch(`${members[member].clientUrl}/metrics`))
-        .text();
+      const text = await (await fetch(`${members[member].clientUrl}/metrics`, {
+        client,
+      })).text();
       const line = text.split("\n").find((l) => l.startsWith(`${name} `));
       return line ? Number(line.split(" ")[1]) : 0;
     },

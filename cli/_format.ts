@@ -1,0 +1,286 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * What `discover` prints: aligned tables with a header on a terminal,
+ * lines of tab-separated fields without a header otherwise, and JSON with
+ * `--json`. Every function returns lines, without their newlines.
+ *
+ * @module
+ */
+
+import type {
+  Attrs,
+  CatalogResult,
+  Instance,
+  ServiceUpdate,
+  StatusResult,
+} from "../mod.ts";
+
+/** How to print. */
+export interface FormatOptions {
+  /** Aligned columns with a header (a terminal), or tab-separated fields. */
+  tty: boolean;
+  /** JSON instead of text. */
+  json: boolean;
+}
+
+/** Attribute values printed bare; any other value is a JSON string. */
+const BARE_VALUE = /^[A-Za-z0-9._:\/@%+,-]+$/;
+/**
+ * What JSON leaves as it is but a terminal may act on: DEL, the C1
+ * controls, line and paragraph separators, and bidirectional overrides.
+ */
+const UNSAFE = /[\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** A JSON string with nothing a terminal may act on. */
+function quote(value: string): string {
+  return JSON.stringify(value).replace(
+    UNSAFE,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/**
+ * Attributes as `KEY=VALUE` separated by spaces, in their order; a value
+ * with other characters than `A-Z a-z 0-9 . _ : / @ % + , -` (spaces,
+ * tabs, quotes, control characters, the empty value) is written as a JSON
+ * string, with the characters a terminal may act on escaped too, so that a
+ * line stays one line and its fields stay apart.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatAttrs } from "./_format.ts";
+ * formatAttrs({ zone: "b", note: "two words" }); // 'zone=b note="two words"'
+ * ```
+ *
+ * @param attrs The attributes.
+ * @returns The text; empty without attributes.
+ */
+export function formatAttrs(attrs: Readonly<Attrs>): string {
+  return Object.entries(attrs)
+    .map(([key, value]) =>
+      `${key}=${BARE_VALUE.test(value) ? value : quote(value)}`
+    )
+    .join(" ");
+}
+
+/**
+ * A duration as its largest whole unit: `42s`, `5m`, `3h`, `12d`.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatAge } from "./_format.ts";
+ * formatAge(90_000); // "1m"
+ * ```
+ *
+ * @param ms Milliseconds; negative counts as 0.
+ * @returns The text.
+ */
+export function formatAge(ms: number): string {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86_400)}d`;
+}
+
+/**
+ * Rows as a table: on a terminal, the header then columns aligned two
+ * spaces apart; otherwise the rows alone, fields separated by a tab.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatTable } from "./_format.ts";
+ * formatTable(["SERVICE", "INSTANCES"], [["cache", "2"]], { tty: true });
+ * // ["SERVICE  INSTANCES", "cache    2"]
+ * ```
+ *
+ * @param header The column names (terminal only).
+ * @param rows The rows, as many fields as the header.
+ * @param options Whether to align (a terminal).
+ * @returns The lines.
+ */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  options: { tty: boolean },
+): string[] {
+  if (!options.tty) return rows.map((row) => row.join("\t"));
+  const all = [header, ...rows];
+  const widths = header.map((_, i) =>
+    Math.max(...all.map((row) => row[i].length))
+  );
+  return all.map((row) =>
+    row.map((field, i) => field.padEnd(widths[i])).join("  ").trimEnd()
+  );
+}
+
+/**
+ * The output of `discover services`: each service and its number of
+ * instances.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatServices } from "./_format.ts";
+ * const catalog = { revision: 3, services: [{ service: "cache", instances: 2 }] };
+ * formatServices(catalog, { tty: false, json: false }); // ["cache\t2"]
+ * ```
+ *
+ * @param catalog The agent's catalog.
+ * @param options Terminal and JSON.
+ * @returns The lines: one JSON array with `--json`.
+ */
+export function formatServices(
+  catalog: CatalogResult,
+  options: FormatOptions,
+): string[] {
+  if (options.json) return [JSON.stringify(catalog.services)];
+  if (options.tty && catalog.services.length === 0) return ["(no services)"];
+  return formatTable(
+    ["SERVICE", "INSTANCES"],
+    catalog.services.map((s) => [s.service, String(s.instances)]),
+    options,
+  );
+}
+
+/**
+ * Instances in address order (ports compared as numbers).
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { sortInstances } from "./_format.ts";
+ * sortInstances(instances).map((i) => i.addr);
+ * ```
+ *
+ * @param instances The instances.
+ * @returns A sorted copy.
+ */
+export function sortInstances(instances: readonly Instance[]): Instance[] {
+  return [...instances].sort((a, b) =>
+    a.addr.localeCompare(b.addr, "en", { numeric: true })
+  );
+}
+
+/**
+ * The output of `discover ls`: on a terminal, address, age and attributes
+ * under a header; otherwise address and attributes, tab-separated; with
+ * `--json`, the instances as an array.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatInstances } from "./_format.ts";
+ * const web = {
+ *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
+ *   attrs: { zone: "b" }, revision: 1, registeredAt: 0,
+ * };
+ * formatInstances([web], { tty: false, json: false, now: 0 });
+ * // ["127.0.0.1:80\tzone=b"]
+ * ```
+ *
+ * @param instances The instances, printed in address order.
+ * @param options Terminal, JSON, and the time now (for ages).
+ * @returns The lines: one JSON array with `--json`.
+ */
+export function formatInstances(
+  instances: readonly Instance[],
+  options: FormatOptions & { now: number },
+): string[] {
+  const sorted = sortInstances(instances);
+  if (options.json) return [JSON.stringify(sorted)];
+  if (!options.tty) {
+    return formatTable(
+      [],
+      sorted.map((i) => [i.addr, formatAttrs(i.attrs)]),
+      options,
+    );
+  }
+  if (sorted.length === 0) return ["(no instances)"];
+  return formatTable(
+    ["ADDR", "AGE", "ATTRS"],
+    sorted.map((i) => [
+      i.addr,
+      formatAge(options.now - i.registeredAt),
+      formatAttrs(i.attrs),
+    ]),
+    options,
+  );
+}
+
+/** Longest kind of update, `update`: kinds are padded to it on a terminal. */
+const KIND_WIDTH = 6;
+
+/**
+ * One line of `discover watch`: on a terminal, the local time, the kind,
+ * the address and the attributes; otherwise kind, address and attributes,
+ * tab-separated; with `--json`, `{"kind", "revision", "instance"}`.
+ *
+ * @example Usage
+ * ```ts
+ * import { formatUpdate } from "./_format.ts";
+ * const instance = {
+ *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
+ *   attrs: {}, revision: 4, registeredAt: 0,
+ * };
+ * formatUpdate({ kind: "up", instance, revision: 4 }, {
+ *   tty: false, json: false, now: new Date(),
+ * }); // "up\t127.0.0.1:80\t"
+ * ```
+ *
+ * @param update The update.
+ * @param options Terminal, JSON, and the time to show.
+ * @returns The line.
+ */
+export function formatUpdate(
+  update: ServiceUpdate,
+  options: FormatOptions & { now: Date },
+): string {
+  const { kind, instance, revision } = update;
+  if (options.json) return JSON.stringify({ kind, revision, instance });
+  const attrs = formatAttrs(instance.attrs);
+  if (!options.tty) return [kind, instance.addr, attrs].join("\t");
+  const time = [
+    options.now.getHours(),
+    options.now.getMinutes(),
+    options.now.getSeconds(),
+  ].map((n) => String(n).padStart(2, "0")).join(":");
+  return `${time}  ${kind.padEnd(KIND_WIDTH)}  ${instance.addr}  ${attrs}`
+    .trimEnd();
+}
+
+/** Nested objects as `parent.child` keys, in their order. */
+function flatten(
+  value: Record<string, unknown>,
+  prefix = "",
+): [string, string][] {
+  return Object.entries(value).flatMap(([key, item]) =>
+    item !== null && typeof item === "object" && !Array.isArray(item)
+      ? flatten(item as Record<string, unknown>, `${prefix}${key}.`)
+      : [[`${prefix}${key}`, String(item)] as [string, string]]
+  );
+}
+
+/**
+ * The output of `discover status`: one field a line, named as in the
+ * JSON (`limits.maxFrameBytes`), aligned on a terminal and tab-separated
+ * otherwise; with `--json`, the status object.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { formatStatus } from "./_format.ts";
+ * formatStatus(await client.status(), { tty: true, json: false });
+ * ```
+ *
+ * @param status The agent's status.
+ * @param options Terminal and JSON.
+ * @returns The lines.
+ */
+export function formatStatus(
+  status: StatusResult,
+  options: FormatOptions,
+): string[] {
+  if (options.json) return [JSON.stringify(status)];
+  const rows = flatten(status as unknown as Record<string, unknown>);
+  if (!options.tty) return formatTable([], rows, options);
+  const width = Math.max(...rows.map(([key]) => key.length));
+  return rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`);
+}

@@ -1,0 +1,504 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The command line of `discover` without an agent: how arguments are read
+ * and refused, and what is printed. `tests/cli_test.ts` runs the program
+ * against real agents.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  AGENT_ENV,
+  type Command,
+  DEFAULT_AGENT,
+  helpText,
+  parseCommandLine,
+  parsePairs,
+  parseTarget,
+  UsageError,
+} from "./cli/_args.ts";
+import {
+  formatAge,
+  formatAttrs,
+  formatInstances,
+  formatServices,
+  formatStatus,
+  formatTable,
+  formatUpdate,
+} from "./cli/_format.ts";
+import type { Instance, StatusResult } from "./mod.ts";
+
+const noEnv = { env: () => undefined };
+
+function parse(...args: string[]): Command {
+  return parseCommandLine(args, noEnv);
+}
+
+/** The usage error `args` gives: its message and help pointer. */
+function refused(args: string[], env?: Record<string, string>) {
+  try {
+    parseCommandLine(args, { env: (name) => env?.[name] });
+  } catch (error) {
+    assert.ok(error instanceof UsageError, String(error));
+    return { message: error.message, help: error.help };
+  }
+  assert.fail(`accepted: ${JSON.stringify(args)}`);
+}
+
+Deno.test("each command reads its arguments and flags", () => {
+  assert.deepEqual(parse("services"), {
+    name: "services",
+    agent: DEFAULT_AGENT,
+    json: false,
+  });
+  assert.deepEqual(parse("status", "--json"), {
+    name: "status",
+    agent: DEFAULT_AGENT,
+    json: true,
+  });
+  assert.deepEqual(parse("ls", "cache", "--filter", "zone=b", "--filter=a=1"), {
+    name: "ls",
+    agent: DEFAULT_AGENT,
+    json: false,
+    service: "cache",
+    filter: { zone: "b", a: "1" },
+  });
+  assert.deepEqual(parse("watch", "cache"), {
+    name: "watch",
+    agent: DEFAULT_AGENT,
+    json: false,
+    service: "cache",
+    filter: {},
+  });
+  assert.deepEqual(parse("unregister", "cache", "Cache-1.Example:6379"), {
+    name: "unregister",
+    agent: DEFAULT_AGENT,
+    json: false,
+    service: "cache",
+    target: "cache-1.example:6379",
+  });
+  assert.deepEqual(
+    parse("register", "web", "8080", "--attr", "zone=b", "--attr", "e="),
+    {
+      name: "register",
+      agent: DEFAULT_AGENT,
+      json: false,
+      service: "web",
+      target: 8080,
+      attrs: { zone: "b", e: "" },
+    },
+  );
+});
+
+Deno.test("register takes the command to run after '--', flags and all", () => {
+  const command = parse(
+    "register",
+    "web",
+    "[::1]:8080",
+    "--json",
+    "--",
+    "./server",
+    "--port",
+    "8080",
+    "--",
+    "x",
+  );
+  assert.equal(command.name, "register");
+  assert.ok(command.name === "register");
+  assert.equal(command.target, "[::1]:8080");
+  assert.equal(command.json, true);
+  assert.deepEqual(command.run, ["./server", "--port", "8080", "--", "x"]);
+  // Without '--' nothing runs.
+  assert.ok(!("run" in parse("register", "web", "8080")));
+});
+
+Deno.test("global flags go before or after the command; a leading '--' is skipped", () => {
+  const expected = {
+    name: "services",
+    agent: "ws://10.0.0.1:1111",
+    json: true,
+  };
+  assert.deepEqual(
+    parse("--agent", "ws://10.0.0.1:1111", "--json", "services"),
+    expected,
+  );
+  assert.deepEqual(
+    parse("services", "--agent=ws://10.0.0.1:1111", "--json"),
+    expected,
+  );
+  // `deno task cli -- services ...` passes the '--' on.
+  assert.deepEqual(
+    parse("--", "services", "--json", "--agent", "ws://10.0.0.1:1111"),
+    expected,
+  );
+});
+
+Deno.test("the agent comes from --agent, else DISCOVER_AGENT, else the default", () => {
+  const env = (value: string) => ({
+    env: (name: string) => name === AGENT_ENV ? value : undefined,
+  });
+  const agent = (args: string[], options = {}) =>
+    (parseCommandLine(args, options) as { agent: string }).agent;
+  assert.equal(agent(["status"]), "ws://127.0.0.1:1111");
+  assert.equal(agent(["status"], env("wss://a.example/")), "wss://a.example/");
+  assert.equal(agent(["status"], env("")), "ws://127.0.0.1:1111");
+  assert.equal(
+    agent(["status", "--agent", "ws://b:2"], env("ws://a:1")),
+    "ws://b:2",
+  );
+  // The message names where the bad URL came from.
+  assert.match(
+    refused(["status"], { [AGENT_ENV]: "http://a:1" }).message,
+    /^\$DISCOVER_AGENT must be a ws:\/\/ or wss:\/\/ URL .*: got 'http:\/\/a:1'$/,
+  );
+  assert.match(
+    refused(["status", "--agent", "127.0.0.1:1111"]).message,
+    /^--agent must be a ws:\/\/ or wss:\/\/ URL .*: got '127.0.0.1:1111'$/,
+  );
+  assert.match(
+    refused(["status", "--agent", "ws://a:1/#x"]).message,
+    /--agent must not have a fragment/,
+  );
+});
+
+Deno.test("help: at the top, per command, and as 'help COMMAND'", () => {
+  const top = parse("--help");
+  assert.equal(top.name, "help");
+  assert.ok(top.name === "help");
+  for (
+    const name of [
+      "services",
+      "ls",
+      "watch",
+      "status",
+      "register",
+      "unregister",
+    ]
+  ) {
+    assert.match(top.text, new RegExp(`^  ${name}\\b`, "m"));
+    const own = parse(name, "-h");
+    assert.ok(own.name === "help");
+    assert.match(own.text, new RegExp(`^Usage: discover ${name}\\b`));
+    assert.match(own.text, /--agent URL/);
+    assert.match(own.text, /Exit codes: 0 done; 1 failure .* 2 usage error/s);
+    assert.deepEqual(parse("help", name), own);
+  }
+  assert.match(helpText("ls"), /--filter KEY=VALUE/);
+  assert.match(helpText("register"), /--attr KEY=VALUE/);
+  assert.match(helpText("register"), /128 plus the signal number/);
+  assert.doesNotMatch(helpText("ls"), /--attr/);
+  // Help wins over what else is wrong, as long as the flags are known.
+  assert.equal(parse("ls", "--help").name, "help");
+  assert.equal(parse("register", "web", "--help").name, "help");
+});
+
+Deno.test("a wrong command, flag or argument is a usage error naming it", () => {
+  const cases: [string[], RegExp, string][] = [
+    [[], /^a command is needed: one of services, ls, watch/, "discover"],
+    [
+      ["lst"],
+      /^unknown command 'lst': the commands are services, ls/,
+      "discover",
+    ],
+    [
+      ["ls", "web", "--verbose"],
+      /^unknown flag '--verbose': the flags of 'discover ls' are --filter, --agent, --json, --help$/,
+      "discover ls",
+    ],
+    [
+      ["ls", "web", "--attr", "a=1"],
+      /^unknown flag '--attr': it is a flag of 'discover register'$/,
+      "discover ls",
+    ],
+    [["ls", "web", "-x"], /^unknown flag '-x'/, "discover ls"],
+    [["status", "--json=yes"], /^--json takes no value$/, "discover status"],
+    [
+      ["status", "--agent"],
+      /^--agent needs a value: --agent URL$/,
+      "discover status",
+    ],
+    [
+      ["ls", "web", "--filter", "-a=1"],
+      /^the value of --filter starts with '-': write it as --filter=VALUE$/,
+      "discover ls",
+    ],
+    [["ls"], /^ls needs SERVICE; usage: discover ls SERVICE/, "discover ls"],
+    [
+      ["register", "web"],
+      /^register needs PORT\|HOST:PORT; usage: discover register/,
+      "discover register",
+    ],
+    [
+      ["ls", "web", "api"],
+      /^unexpected argument 'api' for ls; usage: discover ls SERVICE/,
+      "discover ls",
+    ],
+    [
+      ["register", "web", "80", "./server", "8080"],
+      /^unexpected argument '\.\/server' for register; to run a command, put it after '--': discover register web 80 -- \.\/server 8080$/,
+      "discover register",
+    ],
+    [
+      ["register", "web", "80", "./server", "-v"],
+      /^unknown flag '-v': .*; a flag of the command to run goes after '--': discover register SERVICE PORT -- COMMAND -v$/,
+      "discover register",
+    ],
+    [
+      ["register", "web", "80", "--"],
+      /^'--' must be followed by the command to run/,
+      "discover register",
+    ],
+    [
+      ["status", "--", "x"],
+      /^unexpected argument 'x' for status/,
+      "discover status",
+    ],
+    [
+      ["ls", "no/slash"],
+      /^'SERVICE' must be 1 to 63 characters of A-Z a-z 0-9 \. _ - starting with a letter or digit: got "no\/slash"$/,
+      "discover ls",
+    ],
+    [
+      ["ls", "web", "--filter", "zone"],
+      /^--filter must be KEY=VALUE \(e\.g\. --filter zone=b\): got 'zone'$/,
+      "discover ls",
+    ],
+    [
+      ["watch", "web", "--filter", "=b"],
+      /^--filter must be KEY=VALUE .*: got '=b'$/,
+      "discover watch",
+    ],
+    [["help", "lst"], /^unknown command 'lst'/, "discover"],
+  ];
+  for (const [args, message, help] of cases) {
+    const error = refused(args);
+    assert.match(error.message, message, JSON.stringify(args));
+    assert.equal(error.help, `${help} --help`, JSON.stringify(args));
+  }
+});
+
+Deno.test("KEY=VALUE pairs: the value may hold '=', keys follow the protocol, once each", () => {
+  assert.deepEqual(parsePairs("attr", ["url=http://a/?b=c", "k="]), {
+    url: "http://a/?b=c",
+    k: "",
+  });
+  assert.throws(
+    () => parsePairs("attr", ["bad key=1"]),
+    /^UsageError: --attr key 'bad key' must be 1 to 64 characters of A-Z a-z 0-9 \. _ - : starting with a letter or digit \(in 'bad key=1'\)$/,
+  );
+  assert.throws(
+    () => parsePairs("attr", ["zone=a", "zone=b"]),
+    /--attr gives key 'zone' twice \('zone=a' and 'zone=b'\): give each key once/,
+  );
+  assert.throws(
+    () => parsePairs("attr", [`big=${"x".repeat(1025)}`]),
+    /'--attr\.big' must be at most 1024 characters/,
+  );
+  const many = Array.from({ length: 65 }, (_, i) => `k${i}=v`);
+  assert.throws(() => parsePairs("filter", many), /at most 64 keys: got 65/);
+});
+
+Deno.test("PORT|HOST:PORT: a port, or a canonical address", () => {
+  assert.equal(parseTarget("1"), 1);
+  assert.equal(parseTarget("65535"), 65535);
+  assert.equal(parseTarget("010.0.0.7:80"), "10.0.0.7:80");
+  assert.equal(parseTarget("[0:0::1]:80"), "[::1]:80");
+  for (const bad of ["0", "65536", "99999999999999999999"]) {
+    assert.throws(
+      () => parseTarget(bad),
+      new RegExp(`^UsageError: PORT must be from 1 to 65535: got '${bad}'$`),
+    );
+  }
+  for (const bad of ["web", "host:0", "host:", ":80", "-1", "1.5", "a b:80"]) {
+    assert.throws(
+      () => parseTarget(bad),
+      /^UsageError: PORT\|HOST:PORT must be a port from 1 to 65535, or HOST:PORT .*: got '/,
+      bad,
+    );
+  }
+});
+
+Deno.test("attributes print as KEY=VALUE, odd values as JSON strings", () => {
+  assert.equal(formatAttrs({}), "");
+  assert.equal(
+    formatAttrs({ zone: "b", url: "http://a:1/x", v: "1.2.3+build,x@y%z" }),
+    "zone=b url=http://a:1/x v=1.2.3+build,x@y%z",
+  );
+  assert.equal(
+    formatAttrs({ note: "two words", tab: "a\tb", empty: "", q: '"' }),
+    'note="two words" tab="a\\tb" empty="" q="\\""',
+  );
+  // One line whatever the values hold, and no terminal escapes.
+  const odd = formatAttrs({
+    nl: "a\nb",
+    esc: "\x1b[31m",
+    csi: "\x9b31m",
+    rtl: "\u202eab",
+  });
+  assert.equal(
+    odd,
+    'nl="a\\nb" esc="\\u001b[31m" csi="\\u009b31m" rtl="\\u202eab"',
+  );
+  // JSON.parse reads each value back.
+  assert.equal(JSON.parse('"\\u009b31m"'), "\x9b31m");
+});
+
+Deno.test("ages in their largest whole unit", () => {
+  assert.equal(formatAge(-5), "0s");
+  assert.equal(formatAge(59_999), "59s");
+  assert.equal(formatAge(60_000), "1m");
+  assert.equal(formatAge(3_599_999), "59m");
+  assert.equal(formatAge(3_600_000), "1h");
+  assert.equal(formatAge(86_400_000 * 3), "3d");
+});
+
+Deno.test("tables: aligned with a header on a terminal, tab-separated otherwise", () => {
+  const rows = [["cache", "12"], ["a-long-name", "1"]];
+  assert.deepEqual(formatTable(["SERVICE", "INSTANCES"], rows, { tty: true }), [
+    "SERVICE      INSTANCES",
+    "cache        12",
+    "a-long-name  1",
+  ]);
+  assert.deepEqual(
+    formatTable(["SERVICE", "INSTANCES"], rows, { tty: false }),
+    [
+      "cache\t12",
+      "a-long-name\t1",
+    ],
+  );
+});
+
+const catalog = {
+  revision: 9,
+  services: [
+    { service: "api", instances: 1 },
+    { service: "web", instances: 12 },
+  ],
+};
+
+Deno.test("services: JSON array, table, or lines", () => {
+  assert.deepEqual(
+    JSON.parse(formatServices(catalog, { tty: false, json: true })[0]),
+    catalog.services,
+  );
+  assert.deepEqual(formatServices(catalog, { tty: false, json: false }), [
+    "api\t1",
+    "web\t12",
+  ]);
+  assert.deepEqual(formatServices(catalog, { tty: true, json: false }), [
+    "SERVICE  INSTANCES",
+    "api      1",
+    "web      12",
+  ]);
+  const none = { revision: 0, services: [] };
+  assert.deepEqual(formatServices(none, { tty: true, json: false }), [
+    "(no services)",
+  ]);
+  assert.deepEqual(formatServices(none, { tty: false, json: false }), []);
+  assert.deepEqual(formatServices(none, { tty: false, json: true }), ["[]"]);
+});
+
+function instance(addr: string, attrs = {}, registeredAt = 0): Instance {
+  return {
+    id: `web/${addr}`,
+    service: "web",
+    addr,
+    attrs,
+    revision: 3,
+    registeredAt,
+  };
+}
+
+Deno.test("ls: instances in address order, ports as numbers", () => {
+  const now = 200_000;
+  const list = [
+    instance("10.0.0.2:80", {}, now - 5_000),
+    instance("10.0.0.1:8080", { zone: "b" }, now - 120_000),
+    instance("10.0.0.1:443", { note: "a b" }, now),
+  ];
+  assert.deepEqual(formatInstances(list, { tty: false, json: false, now }), [
+    '10.0.0.1:443\tnote="a b"',
+    "10.0.0.1:8080\tzone=b",
+    "10.0.0.2:80\t",
+  ]);
+  assert.deepEqual(formatInstances(list, { tty: true, json: false, now }), [
+    "ADDR           AGE  ATTRS",
+    '10.0.0.1:443   0s   note="a b"',
+    "10.0.0.1:8080  2m   zone=b",
+    "10.0.0.2:80    5s",
+  ]);
+  const json = JSON.parse(
+    formatInstances(list, { tty: false, json: true, now })[0],
+  );
+  assert.deepEqual(json.map((i: Instance) => i.addr), [
+    "10.0.0.1:443",
+    "10.0.0.1:8080",
+    "10.0.0.2:80",
+  ]);
+  assert.deepEqual(json[1], list[1]);
+  assert.deepEqual(formatInstances([], { tty: true, json: false, now }), [
+    "(no instances)",
+  ]);
+  assert.deepEqual(formatInstances([], { tty: false, json: true, now }), [
+    "[]",
+  ]);
+});
+
+Deno.test("watch: one line per update", () => {
+  const update = {
+    kind: "update" as const,
+    instance: instance("10.0.0.1:80", { zone: "b" }),
+    revision: 7,
+  };
+  const now = new Date(2026, 0, 2, 3, 4, 5);
+  assert.equal(
+    formatUpdate(update, { tty: false, json: false, now }),
+    "update\t10.0.0.1:80\tzone=b",
+  );
+  assert.equal(
+    formatUpdate(update, { tty: true, json: false, now }),
+    "03:04:05  update  10.0.0.1:80  zone=b",
+  );
+  assert.equal(
+    formatUpdate({ ...update, kind: "up" }, { tty: true, json: false, now }),
+    "03:04:05  up      10.0.0.1:80  zone=b",
+  );
+  assert.deepEqual(
+    JSON.parse(formatUpdate(update, { tty: true, json: true, now })),
+    update,
+  );
+});
+
+Deno.test("status: one field a line, nested fields named with a dot", () => {
+  const status: StatusResult = {
+    version: "0.1.0",
+    backend: "memory",
+    connected: true,
+    revision: 4,
+    epoch: "e1",
+    advertiseHost: "192.0.2.10",
+    ttl: 10,
+    limits: {
+      maxFrameBytes: 1,
+      maxBatch: 2,
+      maxRegistrations: 3,
+      maxSubscriptions: 4,
+      maxSessions: 5,
+      maxQueueBytes: 6,
+    },
+  };
+  const plain = formatStatus(status, { tty: false, json: false });
+  assert.equal(plain[0], "version\t0.1.0");
+  assert.ok(plain.includes("connected\ttrue"));
+  assert.ok(plain.includes("limits.maxQueueBytes\t6"));
+  assert.equal(plain.length, 13);
+  const tty = formatStatus(status, { tty: true, json: false });
+  assert.equal(tty[0], "version                  0.1.0");
+  assert.equal(tty[12], "limits.maxQueueBytes     6");
+  assert.deepEqual(
+    JSON.parse(formatStatus(status, { tty: false, json: true })[0]),
+    status,
+  );
+});
