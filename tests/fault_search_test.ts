@@ -1134,10 +1134,22 @@ class Round {
     const ms = Date.now() - started;
     this.note(`every answer equals the truth; holding for ${HOLD_MS} ms`);
     const holdEnd = Date.now() + HOLD_MS;
+    const crashes = this.runtimeCrashes;
     while (Date.now() < holdEnd) {
       await sleep(500);
+      if (this.runtimeCrashes !== crashes) {
+        // A runtime crash is a fault like the others: the restarted agent
+        // must come out right again, within the usual bound.
+        this.note(
+          "an agent was restarted after a runtime crash: converging again",
+        );
+        return await this.converge(started, Date.now() + CONVERGE_MS);
+      }
       const problems = await this.observe();
       if (problems.length > 0) {
+        // The exit of a crashed agent may be noticed after its answers.
+        await sleep(1000);
+        if (this.runtimeCrashes !== crashes) continue;
         this.note("answers changed after converging");
         return {
           problems: [
