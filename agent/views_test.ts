@@ -150,7 +150,7 @@ Deno.test("Views: one history budget for every view", async () => {
 
 Deno.test("Views: stateAt says undefined when the store cannot say", async () => {
   class Failing extends MemoryBackend {
-    stateAt(): Promise<BackendState> {
+    override stateAt(): Promise<BackendState> {
       return Promise.reject(
         new Error("mvcc: required revision has been compacted"),
       );
@@ -160,7 +160,11 @@ Deno.test("Views: stateAt says undefined when the store cannot say", async () =>
   await views.open();
   assert.equal(await views.stateAt("db", 1), undefined);
   const plain = new Views(new MemoryBackend());
-  assert.equal(await plain.stateAt("db", 1), undefined, "no history at all");
+  assert.equal(
+    await plain.stateAt("db", 1),
+    undefined,
+    "a revision the store has not reached",
+  );
 });
 
 Deno.test("Views: a new scope of a shut agent is refused with -32004", async () => {

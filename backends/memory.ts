@@ -5,6 +5,12 @@
  * lives in the agent process; an agent restart starts from empty at
  * revision 0 (clients re-register when they reconnect).
  *
+ * It keeps its latest changes (at most {@linkcode MemoryBackendOptions.historySize},
+ * each referring to the record it replaced) so that it can say what a
+ * service held at a recent revision ({@linkcode MemoryBackend.stateAt}),
+ * and start a watch there: a client resuming at an agent that stopped
+ * watching its service meanwhile gets a replay, not a snapshot.
+ *
  * @module
  */
 
@@ -12,11 +18,13 @@ import {
   type Backend,
   type BackendCatalog,
   type BackendChange,
+  type BackendState,
   type BackendStatus,
   type BackendWatch,
   type BackendWatcher,
   OwnerConflictError,
   type StoredRecord,
+  type WatchOptions,
   type WriteOptions,
 } from "./backend.ts";
 import type { BackendDescriptor } from "./descriptor.ts";
@@ -52,6 +60,55 @@ export class MemoryBackend implements Backend {
   /** Open watches, by scope. */
   #watchers = new Map<string, Set<BackendWatcher>>();
   #open = false;
+  /** The latest changes, oldest first, each with the record it replaced. */
+  #log: { change: BackendChange; before?: StoredRecord }[] = [];
+  #logHead = 0;
+  readonly #historySize: number;
+
+  /**
+   * Creates an empty backend.
+   *
+   * @param options How many changes it keeps.
+   */
+  constructor(options: MemoryBackendOptions = {}) {
+    this.#historySize = options.historySize ?? 10_000;
+  }
+
+  /**
+   * The records of a scope at a past revision, rebuilt from the changes
+   * kept since.
+   *
+   * @param scope A service name, or `"*"`.
+   * @param revision The past revision.
+   * @returns The state then, or `undefined` when the changes kept do not
+   *   reach back that far.
+   */
+  stateAt(scope: string, revision: number): Promise<BackendState | undefined> {
+    return Promise.resolve(this.#stateAt(scope, revision));
+  }
+
+  #stateAt(scope: string, revision: number): BackendState | undefined {
+    const oldest = this.#log[this.#logHead]?.change.revision ??
+      this.#revision + 1;
+    if (revision < 0 || revision > this.#revision || revision < oldest - 1) {
+      return undefined;
+    }
+    const records = new Map<string, StoredRecord>();
+    for (const [key, record] of this.#records) {
+      if (inScope(scope, record.service)) records.set(key, record);
+    }
+    // Undo the changes after `revision`, newest first.
+    for (let i = this.#log.length - 1; i >= this.#logHead; i--) {
+      const { change, before } = this.#log[i];
+      if (change.revision <= revision) break;
+      const service = serviceOf(change);
+      if (!inScope(scope, service)) continue;
+      const key = instanceKey(service, addrOf(change));
+      if (before) records.set(key, before);
+      else records.delete(key);
+    }
+    return { revision, epoch: this.#epoch, records: [...records.values()] };
+  }
 
   /**
    * Says the store is reachable (it always is).
@@ -73,18 +130,42 @@ export class MemoryBackend implements Backend {
    * Delivers the current state of `scope` to `watcher`, then its changes,
    * synchronously, until the watch is closed.
    *
+   * With `options.since`, it starts from the scope's state at that
+   * revision instead, when the changes kept reach back that far, and
+   * delivers every change after it.
+   *
    * @param scope A service name, or `"*"`.
    * @param watcher Where to deliver state and changes.
+   * @param options Where to start from.
    * @returns The watch.
    */
-  watch(scope: string, watcher: BackendWatcher): BackendWatch {
+  watch(
+    scope: string,
+    watcher: BackendWatcher,
+    options: WatchOptions = {},
+  ): BackendWatch {
     let set = this.#watchers.get(scope);
     if (!set) this.#watchers.set(scope, set = new Set());
     set.add(watcher);
-    const records = [...this.#records.values()].filter((record) =>
-      scope === ALL_SERVICES || record.service === scope
-    );
-    watcher.reset({ revision: this.#revision, epoch: this.#epoch, records });
+    const { since, epoch } = options;
+    const past = since !== undefined &&
+        (epoch === undefined || epoch === this.#epoch)
+      ? this.#stateAt(scope, since)
+      : undefined;
+    if (past) {
+      watcher.reset(past);
+      const after = this.#log.slice(this.#logHead)
+        .filter(({ change }) =>
+          change.revision > past.revision && inScope(scope, serviceOf(change))
+        )
+        .map(({ change }) => change);
+      if (after.length > 0) watcher.changes(after);
+    } else {
+      const records = [...this.#records.values()].filter((record) =>
+        inScope(scope, record.service)
+      );
+      watcher.reset({ revision: this.#revision, epoch: this.#epoch, records });
+    }
     if (this.#open) watcher.status(true);
     return {
       close: () => {
@@ -128,9 +209,13 @@ export class MemoryBackend implements Backend {
     const conflict = this.#check(key, record.service, record.addr, options);
     if (conflict) return Promise.reject(conflict);
     const stored = { ...record, attrs: { ...record.attrs } };
+    const before = this.#records.get(key);
     this.#records.set(key, stored);
     return Promise.resolve(
-      this.#emit({ type: "put", revision: ++this.#revision, record: stored }),
+      this.#emit(
+        { type: "put", revision: ++this.#revision, record: stored },
+        before,
+      ),
     );
   }
 
@@ -152,9 +237,13 @@ export class MemoryBackend implements Backend {
     if (!this.#records.has(key)) return Promise.resolve(undefined);
     const conflict = this.#check(key, service, addr, options);
     if (conflict) return Promise.reject(conflict);
+    const before = this.#records.get(key);
     this.#records.delete(key);
     return Promise.resolve(
-      this.#emit({ type: "delete", revision: ++this.#revision, service, addr }),
+      this.#emit(
+        { type: "delete", revision: ++this.#revision, service, addr },
+        before,
+      ),
     );
   }
 
@@ -181,10 +270,16 @@ export class MemoryBackend implements Backend {
       });
   }
 
-  #emit(change: BackendChange): number {
-    const service = change.type === "put"
-      ? change.record.service
-      : change.service;
+  #emit(change: BackendChange, before?: StoredRecord): number {
+    this.#log.push({ change, before });
+    if (this.#log.length - this.#logHead > this.#historySize) {
+      this.#log[this.#logHead++] = undefined as never;
+      if (this.#logHead > 1024 && this.#logHead * 2 > this.#log.length) {
+        this.#log = this.#log.slice(this.#logHead);
+        this.#logHead = 0;
+      }
+    }
+    const service = serviceOf(change);
     for (const scope of [service, ALL_SERVICES]) {
       for (const watcher of this.#watchers.get(scope) ?? []) {
         watcher.changes([change]);
@@ -192,6 +287,30 @@ export class MemoryBackend implements Backend {
     }
     return change.revision;
   }
+}
+
+/** Options of {@linkcode MemoryBackend}. */
+export interface MemoryBackendOptions {
+  /**
+   * Most changes kept for {@linkcode MemoryBackend.stateAt}: about 70
+   * bytes each, plus the records they replaced while nothing else holds
+   * them.
+   *
+   * @default {10000}
+   */
+  historySize?: number;
+}
+
+function inScope(scope: string, service: string): boolean {
+  return scope === ALL_SERVICES || scope === service;
+}
+
+function serviceOf(change: BackendChange): string {
+  return change.type === "put" ? change.record.service : change.service;
+}
+
+function addrOf(change: BackendChange): string {
+  return change.type === "put" ? change.record.addr : change.addr;
 }
 
 /**

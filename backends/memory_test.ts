@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { openWatching, testBackend } from "./backend_suite.ts";
 import { MemoryBackend } from "./memory.ts";
 
-testBackend("memory", () => new MemoryBackend());
+testBackend("memory", () => new MemoryBackend(), { history: true });
 
 Deno.test("memory backend: changes reach the watcher before the write resolves", async () => {
   const backend = new MemoryBackend();
@@ -36,5 +36,31 @@ Deno.test("memory backend: a watch opened before open is told it is connected on
   assert.deepEqual(statuses, []);
   await backend.open({ status: () => {} });
   assert.deepEqual(statuses, [true]);
+  await backend.close();
+});
+
+Deno.test("memory backend: stateAt reaches back as far as the changes kept, no further", async () => {
+  const backend = new MemoryBackend({ historySize: 2 });
+  await backend.open({ status: () => {} });
+  const put = (addr: string, v: string) =>
+    backend.put({
+      service: "s",
+      addr,
+      attrs: { v },
+      owner: "o",
+      registeredAt: 0,
+    });
+  const r1 = await put("h:1", "1");
+  const r2 = await put("h:1", "2");
+  const r3 = await put("h:2", "1");
+  // Kept: r2 and r3, so the state at r1 and after can be rebuilt.
+  const at1 = await backend.stateAt("s", r1);
+  assert.deepEqual(at1?.records.map((r) => [r.addr, r.attrs.v]), [[
+    "h:1",
+    "1",
+  ]]);
+  assert.equal((await backend.stateAt("s", r2))?.records.length, 1);
+  assert.equal(await backend.stateAt("s", r1 - 1), undefined, "not kept");
+  assert.equal(await backend.stateAt("s", r3 + 1), undefined, "the future");
   await backend.close();
 });

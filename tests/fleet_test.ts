@@ -215,6 +215,58 @@ Deno.test({
   },
 });
 
+Deno.test("fleet: on the memory backend, a client resumes with a replay after the agent let its service go", async () => {
+  await using agent = await startAgent({
+    port: 0,
+    logLevel: "error",
+    advertiseHost: "127.0.0.1",
+    watchIdle: 0.2,
+  });
+  await using writer = await connect(agent.url);
+  await writer.register("api", 8001, { attrs: { v: "1" } });
+  let since: number, epoch: string;
+  {
+    await using raw = await openRaw(agent.url);
+    const response = await raw.call("discover.subscribe", { service: "api" });
+    ({ revision: since, epoch } = response.result as {
+      revision: number;
+      epoch: string;
+    });
+  }
+  await writer.register("api", 8001, { attrs: { v: "2" } });
+  await writer.register("api", 8002);
+  await writer.unregister("api", 8002);
+  // The writer's registration holds "api": let it go, then wait it out.
+  await writer.close();
+  await until(
+    async () => (await health(agent.url)).watches === 0,
+    "the service let go",
+    5000,
+  );
+  await using raw = await openRaw(agent.url);
+  const response = await raw.call("discover.subscribe", {
+    service: "api",
+    since,
+    epoch,
+  });
+  assert.equal((response.result as { mode: string }).mode, "replay");
+  const kinds: string[] = [];
+  while (kinds.filter((k) => k !== "current").length < 4) {
+    const frame = await raw.next() as {
+      params: { result: { kind: string; instance?: { addr: string } } };
+    };
+    const { kind, instance } = frame.params.result;
+    kinds.push(instance ? `${kind} ${instance.addr}` : kind);
+  }
+  // The writer's clean close removed 8001 too.
+  assert.deepEqual(kinds.filter((k) => k !== "current"), [
+    "update 127.0.0.1:8001",
+    "up 127.0.0.1:8002",
+    "down 127.0.0.1:8002",
+    "down 127.0.0.1:8001",
+  ]);
+});
+
 Deno.test({
   ...etcdTest,
   name: "fleet: stop the module's etcd",
