@@ -171,6 +171,14 @@ const AGENT_FLAGS: readonly Flag[] = [
     default: "info",
     help: LOG_LEVELS.join(", "),
   },
+  {
+    name: "metrics",
+    type: "string",
+    value: "on|off",
+    default: "on",
+    help:
+      "count what the agent does and serve it at /metrics in the Prometheus text format; off: /metrics answers 404",
+  },
   { name: "help", short: "h", type: "boolean", help: "show this help" },
   { name: "version", short: "V", type: "boolean", help: "show the version" },
 ];
@@ -396,6 +404,11 @@ export function parseCommandLine(
     );
   }
   const text = (flag: string) => agent[flag] as string;
+  if (text("metrics") !== "on" && text("metrics") !== "off") {
+    throw new FlagError(
+      `--metrics must be on or off: got '${text("metrics")}'`,
+    );
+  }
   const certFile = agent["tls-cert"] as string | undefined;
   const keyFile = agent["tls-key"] as string | undefined;
   if ((certFile === undefined) !== (keyFile === undefined)) {
@@ -426,6 +439,7 @@ export function parseCommandLine(
       limits,
       allowOrigins: agent["allow-origin"] as string[] | undefined,
       allowHosts: agent["allow-host"] as string[] | undefined,
+      metrics: text("metrics") === "on",
     },
     ...(certFile !== undefined && keyFile !== undefined
       ? { tls: { certFile, keyFile } }

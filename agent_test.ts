@@ -39,6 +39,7 @@ const FLAGS = [
   "--allow-host",
   "--history-bytes",
   "--log-level",
+  "--metrics",
   "--etcd-endpoints",
   "--etcd-prefix",
   "--etcd-lease-ttl",

@@ -21,6 +21,7 @@ import { parseAllowHosts } from "./admit.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
 import { DEFAULT_HISTORY_BYTES } from "./view.ts";
@@ -251,6 +252,13 @@ export interface AgentOptions {
    * @default {none: plain http:// and ws://}
    */
   tls?: { cert: string; key: string };
+  /**
+   * Whether the agent counts what it does and serves it at `GET /metrics`
+   * (Prometheus text format); off, `/metrics` answers 404.
+   *
+   * @default {true}
+   */
+  metrics?: boolean;
   /** Shuts the agent down when aborted. */
   signal?: AbortSignal;
 }
@@ -367,7 +375,17 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       allowHosts.push(...parseAllowHosts([own]));
     } catch { /* not a host: Deno.serve reports a bad hostname */ }
   }
-  const backend = options.backend ?? new MemoryBackend();
+  // Read at each scrape, once the views and sessions below exist.
+  const metrics: Metrics | undefined = options.metrics === false
+    ? undefined
+    : new Metrics({
+      sessions: () => sessions.sessions,
+      queuedBytes: () => sessions.queuedBytes,
+      connected: () => views.connected,
+      view: (scope) => views.peek(scope),
+    });
+  const store = options.backend ?? new MemoryBackend();
+  const backend: Backend = metrics ? metrics.meter(store) : store;
   const views = new Views(backend, {
     historySize,
     historyBytes,
@@ -380,7 +398,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     log,
   });
   let shuttingDown = false;
-  const sessions = new SessionServer({
+  const sessions: SessionServer = new SessionServer({
     views,
     registry,
     backendName: backend.name,
@@ -390,6 +408,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     idleTimeout,
     log,
     shuttingDown: () => shuttingDown,
+    metrics,
   }, {
     idleTimeout,
     agentId: crypto.randomUUID().slice(0, 8),

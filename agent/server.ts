@@ -5,7 +5,8 @@
  * (`admit.ts`: only the agent's own names, against DNS rebinding); then
  * WebSocket upgrades at `/` become sessions (browser pages only from
  * allowed origins); a plain `GET /` gets the dashboard, `/client.js` the
- * browser client, and `/healthz` and `/openrpc.json` answer plain HTTP.
+ * browser client, and `/healthz`, `/openrpc.json` and `/metrics`
+ * (Prometheus text, `metrics.ts`) answer plain HTTP.
  * Given a certificate and its key, the agent serves `https://` and
  * `wss://` only: a plain request to its port fails its TLS handshake.
  *
@@ -158,6 +159,13 @@ export class SessionServer {
     return this.#sockets.size;
   }
 
+  /** Bytes waiting in the send queues of every open session. */
+  get queuedBytes(): number {
+    let bytes = 0;
+    for (const session of this.#sockets.values()) bytes += session.queued;
+    return bytes;
+  }
+
   get #log(): Logger {
     return this.#context.log;
   }
@@ -168,7 +176,7 @@ export class SessionServer {
    * @param request The request.
    * @returns The response.
    */
-  handle = (request: Request): Response => {
+  handle = (request: Request): Response | Promise<Response> => {
     // First: a request addressed to a name that is not the agent's may come
     // from a DNS-rebinding page. Once admitted, the URL's origin (built
     // from Host) is one of the agent's own, as the Origin check expects.
@@ -227,6 +235,19 @@ export class SessionServer {
       }
       case "/openrpc.json":
         return json(openrpcDocument);
+      case "/metrics": {
+        const metrics = this.#context.metrics;
+        if (metrics === undefined) {
+          return new Response("not found: /metrics (metrics are off)\n", {
+            status: 404,
+          });
+        }
+        return metrics.text().then((text) =>
+          new Response(text, {
+            headers: { "content-type": metrics.contentType },
+          })
+        );
+      }
       default:
         return new Response(`not found: ${url.pathname}\n`, { status: 404 });
     }

@@ -38,6 +38,7 @@ import type {
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
 import type { Logger } from "./log.ts";
+import { codeOf, type Metrics } from "./metrics.ts";
 import type { Owner, Registry } from "./registry.ts";
 import type { Subscriber, View } from "./view.ts";
 import type { Hold, Views } from "./views.ts";
@@ -67,6 +68,8 @@ export interface SessionContext {
   log: Logger;
   /** Whether the agent is shutting down. */
   shuttingDown(): boolean;
+  /** Where calls, events and drops are counted; none when metrics are off. */
+  metrics?: Metrics;
 }
 
 const encoder = new TextEncoder();
@@ -126,7 +129,10 @@ class Subscription implements Subscriber {
   deliver(resultJson: string): void {
     if (this.stopped) return;
     if (this.#pending) this.#pending.push(resultJson);
-    else this.session.send(this.frame(resultJson));
+    else {
+      this.session.send(this.frame(resultJson));
+      this.session.eventsSent(1);
+    }
   }
 
   /**
@@ -167,6 +173,7 @@ class Subscription implements Subscriber {
     this.#pending = undefined;
     this.session.sendInitial(events.map((json) => this.frame(json)), bytes);
     for (const json of pending) this.session.send(this.frame(json));
+    this.session.eventsSent(events.length + pending.length);
   }
 }
 
@@ -239,6 +246,20 @@ export class Session {
     return this.#inflight;
   }
 
+  /** Bytes waiting in the socket's send queue. */
+  get queued(): number {
+    return this.#socket.bufferedAmount;
+  }
+
+  /**
+   * Counts event notifications sent to the client (see `metrics.ts`).
+   *
+   * @param n How many.
+   */
+  eventsSent(n: number): void {
+    this.#context.metrics?.eventsSent(n);
+  }
+
   /**
    * Sends one text frame if the socket is open.
    *
@@ -281,6 +302,7 @@ export class Session {
    * grace TTL); the client reconnects and resumes with `since`.
    */
   #dropSlow(queued: number) {
+    this.#context.metrics?.drop();
     this.#context.log.warn("slow consumer dropped", {
       session: this.id,
       queued,
@@ -414,7 +436,7 @@ export class Session {
       joinHostPort(this.#context.advertiseHost, target.port!);
   }
 
-  #handle(method: string, params: unknown, call: CallContext): unknown {
+  #answer(method: string, params: unknown, call: CallContext): unknown {
     if (this.#context.shuttingDown() && method !== "$/ping") {
       throw new RpcError(
         ErrorCode.ShuttingDown,
@@ -422,6 +444,29 @@ export class Session {
       );
     }
     return this.#dispatch(method, params, call);
+  }
+
+  /** Answers a call, counting it and its duration when metrics are on. */
+  #handle(method: string, params: unknown, call: CallContext): unknown {
+    const metrics = this.#context.metrics;
+    if (metrics === undefined) return this.#answer(method, params, call);
+    const started = performance.now();
+    const done = (error?: unknown) =>
+      metrics.request(
+        method,
+        codeOf(error),
+        (performance.now() - started) / 1000,
+      );
+    let result: unknown;
+    try {
+      result = this.#answer(method, params, call);
+    } catch (error) {
+      done(error);
+      throw error;
+    }
+    if (result instanceof Promise) result.then(() => done(), done);
+    else done();
+    return result;
   }
 
   /** The session's answer to every method, given checked params. */

@@ -61,9 +61,12 @@ export class MemoryBackend implements Backend {
   #watchers = new Map<string, Set<BackendWatcher>>();
   #open = false;
   /** The latest changes, oldest first, each with the record it replaced. */
-  #log: { change: BackendChange; before?: StoredRecord }[] = [];
+  #log: { change: BackendChange; before?: StoredRecord; bytes: number }[] = [];
   #logHead = 0;
+  /** Estimated bytes of the changes kept. */
+  #logBytes = 0;
   readonly #historySize: number;
+  readonly #historyBytes: number;
 
   /**
    * Creates an empty backend.
@@ -72,6 +75,7 @@ export class MemoryBackend implements Backend {
    */
   constructor(options: MemoryBackendOptions = {}) {
     this.#historySize = options.historySize ?? 10_000;
+    this.#historyBytes = options.historyBytes ?? 16 * 1024 * 1024;
   }
 
   /**
@@ -271,13 +275,22 @@ export class MemoryBackend implements Backend {
   }
 
   #emit(change: BackendChange, before?: StoredRecord): number {
-    this.#log.push({ change, before });
-    if (this.#log.length - this.#logHead > this.#historySize) {
+    // Each record is counted once, with the put that made it (a later
+    // change's `before` is the same object).
+    const bytes = LOG_ENTRY_BYTES +
+      (change.type === "put" ? recordBytes(change.record) : 0);
+    this.#log.push({ change, before, bytes });
+    this.#logBytes += bytes;
+    while (
+      this.#log.length - this.#logHead > this.#historySize ||
+      this.#logBytes > this.#historyBytes
+    ) {
+      this.#logBytes -= this.#log[this.#logHead].bytes;
       this.#log[this.#logHead++] = undefined as never;
-      if (this.#logHead > 1024 && this.#logHead * 2 > this.#log.length) {
-        this.#log = this.#log.slice(this.#logHead);
-        this.#logHead = 0;
-      }
+    }
+    if (this.#logHead > 1024 && this.#logHead * 2 > this.#log.length) {
+      this.#log = this.#log.slice(this.#logHead);
+      this.#logHead = 0;
     }
     const service = serviceOf(change);
     for (const scope of [service, ALL_SERVICES]) {
@@ -292,13 +305,30 @@ export class MemoryBackend implements Backend {
 /** Options of {@linkcode MemoryBackend}. */
 export interface MemoryBackendOptions {
   /**
-   * Most changes kept for {@linkcode MemoryBackend.stateAt}: about 70
-   * bytes each, plus the records they replaced while nothing else holds
-   * them.
+   * Most changes kept for {@linkcode MemoryBackend.stateAt}.
    *
    * @default {10000}
    */
   historySize?: number;
+  /**
+   * Most bytes of changes kept, estimated: 64 bytes a change, plus the
+   * lengths of the service, address and attributes of the record it
+   * wrote (which the change keeps alive once replaced). 16 MiB.
+   *
+   * @default {16777216}
+   */
+  historyBytes?: number;
+}
+
+/** Fixed part of a kept change's estimate. */
+const LOG_ENTRY_BYTES = 64;
+
+function recordBytes(record: StoredRecord): number {
+  let bytes = record.service.length + record.addr.length + record.owner.length;
+  for (const key in record.attrs) {
+    bytes += key.length + record.attrs[key].length;
+  }
+  return bytes;
 }
 
 function inScope(scope: string, service: string): boolean {

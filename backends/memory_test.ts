@@ -64,3 +64,23 @@ Deno.test("memory backend: stateAt reaches back as far as the changes kept, no f
   assert.equal(await backend.stateAt("s", r3 + 1), undefined, "the future");
   await backend.close();
 });
+
+Deno.test("memory backend: the changes kept are bounded by bytes too", async () => {
+  const backend = new MemoryBackend({ historyBytes: 10_000 });
+  await backend.open({ status: () => {} });
+  const put = (v: string) =>
+    backend.put({
+      service: "s",
+      addr: "h:1",
+      attrs: { pad: v.repeat(1000) },
+      owner: "o",
+      registeredAt: 0,
+    });
+  const revisions: number[] = [];
+  for (let i = 0; i < 30; i++) revisions.push(await put(String(i % 10)));
+  // About 1,100 bytes a change: fewer than 10 of the 30 are kept.
+  assert.equal(await backend.stateAt("s", revisions[5]), undefined);
+  const recent = await backend.stateAt("s", revisions[25]);
+  assert.equal(recent?.records[0].attrs.pad, "5".repeat(1000));
+  await backend.close();
+});

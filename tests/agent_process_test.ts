@@ -213,14 +213,34 @@ Deno.test("a subscription resumes with since: replay when history has it, snapsh
     ["current", undefined, 6],
   ]);
 
-  // History holds 4 changes (3..6): since=1 is too old, since=99 is ahead,
-  // and since=2 of another epoch (another agent process) means nothing here.
+  // The view's history holds 4 changes (3..6): since=1 is older, so the
+  // replay comes from the backend's own history (the memory backend keeps
+  // its last 10,000 changes): the differences between then and now, at 6.
   const epoch = (resumed.result as Json).epoch;
   assert.equal(typeof epoch, "string");
   assert.equal((first.result as Json).epoch, epoch);
+  const old = await reader.call("discover.subscribe", {
+    service: "web",
+    since: 1,
+    epoch,
+  });
+  assert.equal((old.result as Json).mode, "replay");
+  const diff: Json[] = [];
+  for (let i = 0; i < 3; i++) {
+    diff.push((await reader.next() as Json).params.result);
+  }
+  assert.deepEqual(
+    diff.map((e) => [e.kind, e.instance?.addr, e.revision]).sort(),
+    [
+      ["current", undefined, 6],
+      ["up", "127.0.0.1:82", 6],
+      ["update", "127.0.0.1:80", 6],
+    ],
+  );
+  // since=99 is ahead, and since=2 of another epoch (another agent
+  // process) means nothing here: snapshots.
   for (
     const params of [
-      { since: 1, epoch },
       { since: 99 },
       { since: seen, epoch: "another-agent-process" },
     ]
