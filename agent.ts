@@ -39,6 +39,7 @@ import {
 import { DEFAULT_HISTORY_BYTES } from "./agent/view.ts";
 import { DEFAULT_IDLE_MS, DEFAULT_MAX_SCOPES } from "./agent/views.ts";
 import type { Limits } from "./protocol/types.ts";
+import { wrap } from "./_help_text.ts";
 
 /** The limit flags, by the limit each sets. */
 const LIMIT_FLAGS: [flag: string, limit: keyof Limits, help: string][] = [
@@ -185,23 +186,6 @@ const AGENT_FLAGS: readonly Flag[] = [
 
 /** Column where the help text of a flag starts. */
 const HELP_COLUMN = 28;
-/** Width the help is wrapped to. */
-const HELP_WIDTH = 80;
-
-function wrap(text: string, indent: number): string[] {
-  const lines: string[] = [];
-  let line = "";
-  for (const word of text.split(/\s+/)) {
-    if (line && indent + line.length + 1 + word.length > HELP_WIDTH) {
-      lines.push(line);
-      line = word;
-    } else {
-      line = line ? `${line} ${word}` : word;
-    }
-  }
-  if (line) lines.push(line);
-  return lines;
-}
 
 function formatFlag(flag: Flag): string {
   const label = `  ${flag.short ? `-${flag.short}, ` : ""}--${flag.name}${

@@ -19,6 +19,7 @@ import {
   validateAttrs,
   validateServiceName,
 } from "../protocol/validate.ts";
+import { wrap } from "../_help_text.ts";
 
 /** The environment variable that names the agent when `--agent` is not given. */
 export const AGENT_ENV = "DISCOVER_AGENT";
@@ -643,23 +644,6 @@ function helpCommand(rest: readonly string[]): Command {
 
 /** Column where the help text of a flag or command starts. */
 const HELP_COLUMN = 24;
-/** Width the help is wrapped to. */
-const HELP_WIDTH = 80;
-
-function wrap(text: string, indent: number): string[] {
-  const lines: string[] = [];
-  let line = "";
-  for (const word of text.split(/\s+/)) {
-    if (line && indent + line.length + 1 + word.length > HELP_WIDTH) {
-      lines.push(line);
-      line = word;
-    } else {
-      line = line ? `${line} ${word}` : word;
-    }
-  }
-  if (line) lines.push(line);
-  return lines;
-}
 
 /** A label and its text, the text in a column (below the label when it is long). */
 function entry(label: string, text: string): string {

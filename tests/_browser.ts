@@ -33,12 +33,23 @@ export interface Browser extends AsyncDisposable {
   readonly context: BrowserContext;
 }
 
+/** Options of {@linkcode launchChromium}. */
+export interface LaunchOptions {
+  /** More command-line switches. */
+  args?: string[];
+  /** The browser's environment (the test's own by default). */
+  env?: Record<string, string>;
+}
+
 /**
  * Launches headless Chromium with an empty temporary profile.
  *
+ * @param options More switches, and the environment.
  * @returns The browser; dispose of it to close it and remove the profile.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(
+  options: LaunchOptions = {},
+): Promise<Browser> {
   const profile = await Deno.makeTempDir({ prefix: "discover-chromium-" });
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -48,7 +59,9 @@ export async function launchChromium(): Promise<Browser> {
       "--no-sandbox",
       "--disable-gpu",
       "--disable-background-networking",
+      ...options.args ?? [],
     ],
+    ...(options.env ? { env: options.env } : {}),
   });
   context.setDefaultTimeout(30_000);
   return {

@@ -14,67 +14,14 @@
 import assert from "node:assert/strict";
 import { bundleClient } from "../tools/bundle.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
-
-const NODE_DIR = new URL("./node/", import.meta.url).pathname;
-const NODE = Deno.env.get("NODE") ?? "node";
-
-async function run(
-  command: string,
-  args: string[],
-  options: Deno.CommandOptions = {},
-): Promise<{ code: number; out: string }> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command(command, {
-      args,
-      stdin: "null",
-      signal: AbortSignal.timeout(120_000),
-      ...options,
-    }).output();
-  } catch (error) {
-    throw new Error(
-      `cannot run '${command}' (${
-        (error as Error).message
-      }): the Node tests need Node.js and npm on PATH`,
-    );
-  }
-  const text = new TextDecoder();
-  return {
-    code: output.code,
-    out: text.decode(output.stdout) + text.decode(output.stderr),
-  };
-}
-
-/** Installs npm `ws` into tests/node/node_modules unless it is there. */
-async function installWs(): Promise<void> {
-  try {
-    await Deno.stat(`${NODE_DIR}node_modules/ws/package.json`);
-    return;
-  } catch { /* not installed yet */ }
-  const { code, out } = await run("npm", [
-    "ci",
-    "--no-audit",
-    "--no-fund",
-    "--prefix",
-    NODE_DIR,
-  ]);
-  assert.equal(code, 0, `npm ci in ${NODE_DIR} failed:\n${out}`);
-}
-
-/** Node 20 and 21 hide the global WebSocket behind a flag. */
-async function websocketFlag(): Promise<string[]> {
-  const { code, out } = await run(NODE, ["--version"]);
-  assert.equal(code, 0, out);
-  const major = Number(/^v(\d+)/.exec(out.trim())?.[1]);
-  return major < 22 ? ["--experimental-websocket"] : [];
-}
-
-/** Reads a `# name N` count from a TAP summary. */
-function tapCount(tap: string, name: string): number {
-  const match = new RegExp(`^# ${name} (\\d+)$`, "m").exec(tap);
-  assert.ok(match, `no '# ${name}' line in Node's TAP output`);
-  return Number(match[1]);
-}
+import {
+  installWs,
+  NODE,
+  NODE_DIR,
+  run,
+  tapCount,
+  websocketFlag,
+} from "./_node.ts";
 
 Deno.test("the bundled client passes its tests under Node.js (global WebSocket and npm ws)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "discover-node-" });

@@ -26,12 +26,18 @@ import { connect } from "../mod.ts";
 import { startAgent } from "../agent/mod.ts";
 import { AGENT_RUN_ARGS } from "../tools/agent_command.ts";
 import { CLIENT_JS } from "../agent/dashboard/_client_bundle.ts";
-import { CHROMIUM, launchChromium, spawnRegistrant } from "./_browser.ts";
+import { launchChromium, spawnRegistrant } from "./_browser.ts";
 import { createTestCa } from "./_tls.ts";
+import {
+  installWs,
+  NODE,
+  NODE_DIR,
+  run,
+  tapCount,
+  websocketFlag,
+} from "./_node.ts";
 import { nextWithin } from "./_wait.ts";
 
-const NODE_DIR = new URL("./node/", import.meta.url).pathname;
-const NODE = Deno.env.get("NODE") ?? "node";
 const STARTUP_MS = 20_000;
 const decoder = new TextDecoder();
 
@@ -281,39 +287,6 @@ Deno.test({
   },
 });
 
-async function run(
-  command: string,
-  args: string[],
-  options: Deno.CommandOptions = {},
-): Promise<{ code: number; out: string }> {
-  let output: Deno.CommandOutput;
-  try {
-    output = await new Deno.Command(command, {
-      args,
-      stdin: "null",
-      signal: AbortSignal.timeout(120_000),
-      ...options,
-    }).output();
-  } catch (error) {
-    throw new Error(
-      `cannot run '${command}' (${
-        (error as Error).message
-      }): the Node tests need Node.js and npm on PATH`,
-    );
-  }
-  return {
-    code: output.code,
-    out: decoder.decode(output.stdout) + decoder.decode(output.stderr),
-  };
-}
-
-/** Reads a `# name N` count from a TAP summary. */
-function tapCount(tap: string, name: string): number {
-  const match = new RegExp(`^# ${name} (\\d+)$`, "m").exec(tap);
-  assert.ok(match, `no '# ${name}' line in Node's TAP output:\n${tap}`);
-  return Number(match[1]);
-}
-
 Deno.test("Node.js: npm ws with 'ca', and the global WebSocket with NODE_EXTRA_CA_CERTS", async () => {
   await using ca = await createTestCa();
   const leaf = await ca.issue("agent");
@@ -323,24 +296,8 @@ Deno.test("Node.js: npm ws with 'ca', and the global WebSocket with NODE_EXTRA_C
     // (tools/bundle.ts; bundle_test.ts keeps it fresh).
     const module = `${dir}/discover.mjs`;
     await Deno.writeTextFile(module, CLIENT_JS);
-    // npm ws from tests/node's lockfile, once (as tests/node_test.ts does).
-    try {
-      await Deno.stat(`${NODE_DIR}node_modules/ws/package.json`);
-    } catch {
-      const { code, out } = await run("npm", [
-        "ci",
-        "--no-audit",
-        "--no-fund",
-        "--prefix",
-        NODE_DIR,
-      ]);
-      assert.equal(code, 0, `npm ci in ${NODE_DIR} failed:\n${out}`);
-    }
-    const version = await run(NODE, ["--version"]);
-    assert.equal(version.code, 0, version.out);
-    // Node 20 and 21 hide the global WebSocket behind a flag.
-    const major = Number(/^v(\d+)/.exec(version.out.trim())?.[1]);
-    const flags = major < 22 ? ["--experimental-websocket"] : [];
+    await installWs();
+    const flags = await websocketFlag();
     await using agent = await startAgent({
       port: 0,
       advertiseHost: "127.0.0.1",
@@ -387,35 +344,16 @@ type ChromiumTrust =
   /** Trusts the CA, imported into the NSS database under this HOME. */
   | { home: string };
 
-/** Headless Chromium (as `_browser.ts` starts it) trusting the agent. */
-async function launchTrustingChromium(trust: ChromiumTrust) {
-  // After _browser.ts, which makes playwright-core loadable under Deno.
-  const { chromium } = await import("playwright-core");
-  const profile = await Deno.makeTempDir({ prefix: "discover-chromium-" });
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      ...("spki" in trust
-        ? [`--ignore-certificate-errors-spki-list=${trust.spki}`]
-        : []),
-    ],
+/** Headless Chromium trusting the agent. */
+function launchTrustingChromium(trust: ChromiumTrust) {
+  return launchChromium({
+    args: "spki" in trust
+      ? [`--ignore-certificate-errors-spki-list=${trust.spki}`]
+      : [],
     ...("home" in trust
       ? { env: { ...Deno.env.toObject(), HOME: trust.home } }
       : {}),
   });
-  context.setDefaultTimeout(30_000);
-  return {
-    context,
-    async [Symbol.asyncDispose]() {
-      await context.close();
-      await Deno.remove(profile, { recursive: true });
-    },
-  };
 }
 
 /** Runs certutil (libnss3-tools) with `args`; fails on a non-zero exit. */
