@@ -274,14 +274,18 @@ Deno.test({
   async fn() {
     const p = prefix();
     await using pair = await twoAgents(p);
-    const { a, b, ra } = pair;
+    const { a, b, ra, rb } = pair;
     await a.put(record("h:1"));
     await a.put(record("h:2"));
     assert.ok(a.keeps("svc", "h:1") && a.keeps("svc", "h:2"));
     assert.equal(b.keeps("svc", "h:1"), false, "b did not write it");
 
-    // The same owner moves to agent b, which writes the record again.
-    await until(() => ra.changes.length === 2, "a sees its writes");
+    // The same owner moves to agent b, which writes the record again (b's
+    // conditional write goes by what b's watch told it).
+    await until(
+      () => ra.changes.length === 2 && rb.changes.length === 2,
+      "both see a's writes",
+    );
     const r3 = await b.put(record("h:1"), { ifOwner: "o1" });
     await until(() => ra.changes.some((c) => c.revision === r3), "a sees b");
     assert.equal(a.keeps("svc", "h:1"), false, "b keeps it now");
