@@ -13,11 +13,11 @@
 
 import assert from "node:assert/strict";
 import { Etcd3 } from "etcd3";
-import { connect } from "../mod.ts";
+import { type Client, connect } from "../mod.ts";
 import { startAgent } from "../agent/mod.ts";
 import { EtcdBackend } from "../backends/etcd.ts";
 import { startEtcd } from "../tools/etcd.ts";
-import { openRaw } from "./_raw_socket.ts";
+import { openRaw, type RawSocket } from "./_raw_socket.ts";
 import { until } from "./_wait.ts";
 
 const etcdTest = { sanitizeOps: false, sanitizeResources: false };
@@ -69,6 +69,40 @@ async function seed(keyPrefix: string, services: string[], count: number) {
 async function health(url: string) {
   const res = await fetch(url.replace(/^ws/, "http") + "healthz");
   return await res.json() as { watches: number; revision: number };
+}
+
+/**
+ * What a subscriber of "api" at `url` last saw (its revision and epoch),
+ * then the changes it misses: 8001 updated, 8002 up and down.
+ */
+async function missChanges(url: string, writer: Client) {
+  await using raw = await openRaw(url);
+  const response = await raw.call("discover.subscribe", { service: "api" });
+  const seen = response.result as { revision: number; epoch: string };
+  await writer.register("api", 8001, { attrs: { v: "2" } });
+  await writer.register("api", 8002);
+  await writer.unregister("api", 8002);
+  return { since: seen.revision, epoch: seen.epoch };
+}
+
+/** The next `count` events of `raw` other than `current`, as "kind addr attrs". */
+async function events(raw: RawSocket, count: number): Promise<string[]> {
+  const out: string[] = [];
+  while (out.length < count) {
+    const frame = await raw.next() as {
+      params: {
+        result: {
+          kind: string;
+          instance?: { addr: string; attrs: Record<string, string> };
+        };
+      };
+    };
+    const { kind, instance } = frame.params.result;
+    if (instance) {
+      out.push(`${kind} ${instance.addr} ${JSON.stringify(instance.attrs)}`);
+    }
+  }
+  return out;
 }
 
 Deno.test({
@@ -146,21 +180,8 @@ Deno.test({
     await using second = await agentOn(p);
     await using writer = await connect(first.url);
     await writer.register("api", 8001, { attrs: { v: "1" } });
-    // What a subscriber at the first agent last saw.
-    let since: number, epoch: string;
-    {
-      await using raw = await openRaw(first.url);
-      const response = await raw.call("discover.subscribe", {
-        service: "api",
-      });
-      ({ revision: since, epoch } = response.result as {
-        revision: number;
-        epoch: string;
-      });
-    }
-    await writer.register("api", 8001, { attrs: { v: "2" } });
-    await writer.register("api", 8002);
-    await writer.unregister("api", 8002);
+    // What a subscriber at the first agent last saw, then missed.
+    const { since, epoch } = await missChanges(first.url, writer);
     assert.equal((await health(second.url)).watches, 0);
 
     await using raw = await openRaw(second.url);
@@ -172,25 +193,7 @@ Deno.test({
     const result = response.result as { mode: string; epoch: string };
     assert.equal(result.mode, "replay");
     assert.equal(result.epoch, epoch);
-    const events: string[] = [];
-    while (events.filter((e) => !e.startsWith("current")).length < 3) {
-      const frame = await raw.next() as {
-        params: {
-          result: {
-            kind: string;
-            revision: number;
-            instance?: { addr: string; attrs: Record<string, string> };
-          };
-        };
-      };
-      const { kind, instance } = frame.params.result;
-      events.push(
-        instance
-          ? `${kind} ${instance.addr} ${JSON.stringify(instance.attrs)}`
-          : kind,
-      );
-    }
-    assert.deepEqual(events.filter((e) => e !== "current"), [
+    assert.deepEqual(await events(raw, 3), [
       'update 127.0.0.1:8001 {"v":"2"}',
       "up 127.0.0.1:8002 {}",
       "down 127.0.0.1:8002 {}",
@@ -224,18 +227,7 @@ Deno.test("fleet: on the memory backend, a client resumes with a replay after th
   });
   await using writer = await connect(agent.url);
   await writer.register("api", 8001, { attrs: { v: "1" } });
-  let since: number, epoch: string;
-  {
-    await using raw = await openRaw(agent.url);
-    const response = await raw.call("discover.subscribe", { service: "api" });
-    ({ revision: since, epoch } = response.result as {
-      revision: number;
-      epoch: string;
-    });
-  }
-  await writer.register("api", 8001, { attrs: { v: "2" } });
-  await writer.register("api", 8002);
-  await writer.unregister("api", 8002);
+  const { since, epoch } = await missChanges(agent.url, writer);
   // The writer's registration holds "api": let it go, then wait it out.
   await writer.close();
   await until(
@@ -250,20 +242,12 @@ Deno.test("fleet: on the memory backend, a client resumes with a replay after th
     epoch,
   });
   assert.equal((response.result as { mode: string }).mode, "replay");
-  const kinds: string[] = [];
-  while (kinds.filter((k) => k !== "current").length < 4) {
-    const frame = await raw.next() as {
-      params: { result: { kind: string; instance?: { addr: string } } };
-    };
-    const { kind, instance } = frame.params.result;
-    kinds.push(instance ? `${kind} ${instance.addr}` : kind);
-  }
   // The writer's clean close removed 8001 too.
-  assert.deepEqual(kinds.filter((k) => k !== "current"), [
-    "update 127.0.0.1:8001",
-    "up 127.0.0.1:8002",
-    "down 127.0.0.1:8002",
-    "down 127.0.0.1:8001",
+  assert.deepEqual(await events(raw, 4), [
+    'update 127.0.0.1:8001 {"v":"2"}',
+    "up 127.0.0.1:8002 {}",
+    "down 127.0.0.1:8002 {}",
+    'down 127.0.0.1:8001 {"v":"2"}',
   ]);
 });
 
