@@ -166,6 +166,14 @@ const AGENT_FLAGS: readonly Flag[] = [
       "accept requests addressed to this host name (the Host header), besides IP addresses and localhost; others get 403, which stops DNS rebinding attacks; repeatable or comma-separated; * allows any name",
   },
   {
+    name: "check-allow",
+    type: "string",
+    value: "HOSTS",
+    multiple: true,
+    help:
+      "let health checks target these hosts too, besides the instance's own host (and loopback for an instance on this agent's host); repeatable or comma-separated; * allows any host, which lets any client make the agent send requests anywhere it can reach",
+  },
+  {
     name: "log-level",
     type: "string",
     value: "LEVEL",
@@ -423,6 +431,10 @@ export function parseCommandLine(
       limits,
       allowOrigins: agent["allow-origin"] as string[] | undefined,
       allowHosts: agent["allow-host"] as string[] | undefined,
+      checkAllow: (agent["check-allow"] as string[] | undefined)
+        ?.flatMap((value) => value.split(","))
+        .map((value) => value.trim())
+        .filter((value) => value !== ""),
       metrics: text("metrics") === "on",
     },
     ...(certFile !== undefined && keyFile !== undefined

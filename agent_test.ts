@@ -37,6 +37,7 @@ const FLAGS = [
   "--max-subscriptions",
   "--allow-origin",
   "--allow-host",
+  "--check-allow",
   "--history-bytes",
   "--log-level",
   "--metrics",

@@ -14,7 +14,9 @@ import {
   type Command,
   DEFAULT_AGENT,
   helpText,
+  parseCheck,
   parseCommandLine,
+  parseHealth,
   parsePairs,
   parseTarget,
   UsageError,
@@ -22,6 +24,7 @@ import {
 import {
   formatAge,
   formatAttrs,
+  formatHealth,
   formatInstances,
   formatServices,
   formatStatus,
@@ -64,6 +67,7 @@ Deno.test("each command reads its arguments and flags", () => {
     json: false,
     service: "cache",
     filter: { zone: "b", a: "1" },
+    health: "passing",
   });
   assert.deepEqual(parse("watch", "cache"), {
     name: "watch",
@@ -71,6 +75,7 @@ Deno.test("each command reads its arguments and flags", () => {
     json: false,
     service: "cache",
     filter: {},
+    health: "passing",
   });
   assert.deepEqual(parse("unregister", "cache", "Cache-1.Example:6379"), {
     name: "unregister",
@@ -89,6 +94,134 @@ Deno.test("each command reads its arguments and flags", () => {
       target: 8080,
       attrs: { zone: "b", e: "" },
     },
+  );
+});
+
+Deno.test("--health of ls and watch: passing by default, or any", () => {
+  for (const name of ["ls", "watch"]) {
+    const health = (...flags: string[]) =>
+      (parse(name, "web", ...flags) as { health: string }).health;
+    assert.equal(health(), "passing");
+    assert.equal(health("--health", "passing"), "passing");
+    assert.equal(health("--health", "any"), "any");
+    assert.equal(health("--health=any"), "any");
+    const bad = refused([name, "web", "--health", "critical"]);
+    assert.equal(
+      bad.message,
+      `--health must be "passing" or "any": got "critical"`,
+    );
+    assert.equal(bad.help, `discover ${name} --help`);
+    assert.match(
+      refused([name, "web", "--health"]).message,
+      /^--health needs a value: --health passing\|any$/,
+    );
+  }
+  assert.equal(parseHealth(undefined), "passing");
+  assert.throws(() => parseHealth("ANY"), /^UsageError: --health must be/);
+  // Only ls and watch read by health.
+  assert.match(
+    refused(["services", "--health", "any"]).message,
+    /^unknown flag '--health': it is a flag of 'discover ls'$/,
+  );
+});
+
+Deno.test("register: --check-http or --check-tcp, with --check-interval and --check-timeout", () => {
+  const base = {
+    name: "register",
+    agent: DEFAULT_AGENT,
+    json: false,
+    service: "web",
+    target: 8080,
+    attrs: {},
+  };
+  assert.deepEqual(
+    parse("register", "web", "8080", "--check-http", "http://127.0.0.1:8080/h"),
+    { ...base, check: { http: "http://127.0.0.1:8080/h" } },
+  );
+  assert.deepEqual(
+    parse(
+      "register",
+      "web",
+      "8080",
+      "--check-tcp",
+      "LocalHost:8080",
+      "--check-interval",
+      "0.5",
+      "--check-timeout=.2",
+      "--",
+      "./server",
+    ),
+    {
+      ...base,
+      check: { tcp: "localhost:8080", interval: 0.5, timeout: 0.2 },
+      run: ["./server"],
+    },
+  );
+  // Without a check flag there is no check.
+  assert.ok(!("check" in parse("register", "web", "8080")));
+  assert.equal(parseCheck({}), undefined);
+  // The URL as the agent will see it.
+  assert.deepEqual(parseCheck({ http: "HTTP://Example.COM:80/h?x" }), {
+    http: "http://example.com/h?x",
+  });
+});
+
+Deno.test("register: a wrong check is a usage error with the protocol's rule", () => {
+  const url = ["--check-http", "http://127.0.0.1:8080/h"];
+  const cases: [string[], RegExp][] = [
+    [
+      [...url, "--check-tcp", "127.0.0.1:8080"],
+      /^give one check, --check-http URL or --check-tcp HOST:PORT: got both \(--check-http 'http:\/\/127\.0\.0\.1:8080\/h' and --check-tcp '127\.0\.0\.1:8080'\)$/,
+    ],
+    [
+      ["--check-interval", "5"],
+      /^--check-interval is only for a health check: give --check-http URL or --check-tcp HOST:PORT too$/,
+    ],
+    [
+      ["--check-timeout", "1"],
+      /^--check-timeout is only for a health check: give --check-http URL or --check-tcp HOST:PORT too$/,
+    ],
+    [
+      [...url, "--check-interval", "5s"],
+      /^--check-interval must be a number of seconds from 0\.1 to 86400: got "5s"$/,
+    ],
+    [
+      [...url, "--check-interval", "0"],
+      /^--check-interval must be a number of seconds from 0\.1 to 86400: got '0'$/,
+    ],
+    [
+      [...url, "--check-interval=-1"],
+      /^--check-interval must be a number of seconds from 0\.1 to 86400: got '-1'$/,
+    ],
+    [
+      [...url, "--check-interval", "100000"],
+      /^--check-interval must be a number of seconds from 0\.1 to 86400/,
+    ],
+    [
+      [...url, "--check-timeout", "9"],
+      /^--check-timeout must be above 0 and below --check-interval \(5 s\): got '9'$/,
+    ],
+    [
+      [...url, "--check-interval", "1", "--check-timeout", "1"],
+      /^--check-timeout must be above 0 and below --check-interval \(1 s\): got '1'$/,
+    ],
+    [
+      ["--check-http", "ftp://127.0.0.1/h"],
+      /^--check-http must be an http:\/\/ or https:\/\/ URL of at most 2048 characters: got "ftp:\/\/127\.0\.0\.1\/h"$/,
+    ],
+    [["--check-http", "not a url"], /^--check-http must be an http:\/\//],
+    [["--check-tcp", "8080"], /^--check-tcp must be host:port .*: got "8080"$/],
+    [[...url, "--check-interval"], /^--check-interval needs a value/],
+  ];
+  for (const [flags, message] of cases) {
+    const error = refused(["register", "web", "8080", ...flags]);
+    assert.match(error.message, message, flags.join(" "));
+    assert.equal(error.help, "discover register --help");
+  }
+  // Only register takes a check.
+  assert.match(
+    refused(["ls", "web", ...url]).message,
+    /^unknown flag '--check-http': it is a flag of 'discover register'$/,
   );
 });
 
@@ -188,6 +321,17 @@ Deno.test("help: at the top, per command, and as 'help COMMAND'", () => {
   assert.match(helpText("ls"), /--filter KEY=VALUE/);
   assert.match(helpText("register"), /--attr KEY=VALUE/);
   assert.match(helpText("register"), /128 plus the signal number/);
+  assert.match(helpText("register"), /--check-http URL/);
+  assert.match(helpText("register"), /--check-tcp HOST:PORT/);
+  assert.match(helpText("register"), /starts\s+critical/);
+  assert.match(helpText("register"), /The agent runs the check, not discover/);
+  assert.match(helpText("register"), /sidecar/);
+  assert.match(helpText("ls"), /--health passing\|any/);
+  assert.match(helpText("ls"), /ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE/);
+  assert.match(
+    helpText("watch"),
+    /KIND<TAB>ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE/,
+  );
   assert.doesNotMatch(helpText("ls"), /--attr/);
   // Help wins over what else is wrong, as long as the flags are known.
   assert.equal(parse("ls", "--help").name, "help");
@@ -204,7 +348,7 @@ Deno.test("a wrong command, flag or argument is a usage error naming it", () => 
     ],
     [
       ["ls", "web", "--verbose"],
-      /^unknown flag '--verbose': the flags of 'discover ls' are --filter, --agent, --json, --help$/,
+      /^unknown flag '--verbose': the flags of 'discover ls' are --filter, --health, --agent, --json, --help$/,
       "discover ls",
     ],
     [
@@ -408,6 +552,7 @@ function instance(addr: string, attrs = {}, registeredAt = 0): Instance {
     attrs,
     revision: 3,
     registeredAt,
+    health: "passing",
   };
 }
 
@@ -419,15 +564,15 @@ Deno.test("ls: instances in address order, ports as numbers", () => {
     instance("10.0.0.1:443", { note: "a b" }, now),
   ];
   assert.deepEqual(formatInstances(list, { tty: false, json: false, now }), [
-    '10.0.0.1:443\tnote="a b"',
-    "10.0.0.1:8080\tzone=b",
-    "10.0.0.2:80\t",
+    '10.0.0.1:443\tnote="a b"\tpassing\t',
+    "10.0.0.1:8080\tzone=b\tpassing\t",
+    "10.0.0.2:80\t\tpassing\t",
   ]);
   assert.deepEqual(formatInstances(list, { tty: true, json: false, now }), [
-    "ADDR           AGE  ATTRS",
-    '10.0.0.1:443   0s   note="a b"',
-    "10.0.0.1:8080  2m   zone=b",
-    "10.0.0.2:80    5s",
+    "ADDR           HEALTH   AGE  ATTRS",
+    '10.0.0.1:443   passing  0s   note="a b"',
+    "10.0.0.1:8080  passing  2m   zone=b",
+    "10.0.0.2:80    passing  5s",
   ]);
   const json = JSON.parse(
     formatInstances(list, { tty: false, json: true, now })[0],
@@ -446,6 +591,40 @@ Deno.test("ls: instances in address order, ports as numbers", () => {
   ]);
 });
 
+Deno.test("ls: a critical instance shows its note", () => {
+  const now = 60_000;
+  const sick: Instance = {
+    ...instance("10.0.0.1:80", { zone: "b" }, 0),
+    health: "critical",
+    note: "HTTP 500",
+  };
+  const list = [sick, instance("10.0.0.1:81", {}, now)];
+  assert.deepEqual(formatInstances(list, { tty: false, json: false, now }), [
+    "10.0.0.1:80\tzone=b\tcritical\tHTTP 500",
+    "10.0.0.1:81\t\tpassing\t",
+  ]);
+  assert.deepEqual(formatInstances(list, { tty: true, json: false, now }), [
+    "ADDR         HEALTH               AGE  ATTRS",
+    "10.0.0.1:80  critical (HTTP 500)  1m   zone=b",
+    "10.0.0.1:81  passing              0s",
+  ]);
+  const json = JSON.parse(
+    formatInstances(list, { tty: false, json: true, now })[0],
+  );
+  assert.deepEqual([json[0].health, json[0].note], ["critical", "HTTP 500"]);
+  // A note stays one field of one line, and shows no terminal escapes.
+  assert.deepEqual(
+    formatHealth({ health: "critical", note: "a\tb\nc\x1b[31m" }),
+    ["critical", '"a\\tb\\nc\\u001b[31m"'],
+  );
+  assert.deepEqual(formatHealth({ health: "critical", note: 'say "hi"' }), [
+    "critical",
+    '"say \\"hi\\""',
+  ]);
+  assert.deepEqual(formatHealth({ health: "critical" }), ["critical", ""]);
+  assert.deepEqual(formatHealth({ health: "passing" }), ["passing", ""]);
+});
+
 Deno.test("watch: one line per update", () => {
   const update = {
     kind: "update" as const,
@@ -455,15 +634,32 @@ Deno.test("watch: one line per update", () => {
   const now = new Date(2026, 0, 2, 3, 4, 5);
   assert.equal(
     formatUpdate(update, { tty: false, json: false, now }),
-    "update\t10.0.0.1:80\tzone=b",
+    "update\t10.0.0.1:80\tzone=b\tpassing\t",
   );
   assert.equal(
     formatUpdate(update, { tty: true, json: false, now }),
-    "03:04:05  update  10.0.0.1:80  zone=b",
+    "03:04:05  update  10.0.0.1:80  passing  zone=b",
   );
   assert.equal(
     formatUpdate({ ...update, kind: "up" }, { tty: true, json: false, now }),
-    "03:04:05  up      10.0.0.1:80  zone=b",
+    "03:04:05  up      10.0.0.1:80  passing  zone=b",
+  );
+  // A change of health (watch --health any), with its note.
+  const critical = {
+    ...update,
+    instance: {
+      ...update.instance,
+      health: "critical" as const,
+      note: "timeout",
+    },
+  };
+  assert.equal(
+    formatUpdate(critical, { tty: false, json: false, now }),
+    "update\t10.0.0.1:80\tzone=b\tcritical\ttimeout",
+  );
+  assert.equal(
+    formatUpdate(critical, { tty: true, json: false, now }),
+    "03:04:05  update  10.0.0.1:80  critical (timeout)  zone=b",
   );
   assert.deepEqual(
     JSON.parse(formatUpdate(update, { tty: true, json: true, now })),
@@ -488,12 +684,14 @@ Deno.test("status: one field a line, nested fields named with a dot", () => {
       maxSessions: 5,
       maxQueueBytes: 6,
     },
+    instances: { registered: 2, passing: 1, critical: 1, checks: 1 },
   };
   const plain = formatStatus(status, { tty: false, json: false });
   assert.equal(plain[0], "version\t0.1.0");
   assert.ok(plain.includes("connected\ttrue"));
   assert.ok(plain.includes("limits.maxQueueBytes\t6"));
-  assert.equal(plain.length, 13);
+  assert.ok(plain.includes("instances.critical\t1"));
+  assert.equal(plain.length, 17);
   const tty = formatStatus(status, { tty: true, json: false });
   assert.equal(tty[0], "version                  0.1.0");
   assert.equal(tty[12], "limits.maxQueueBytes     6");

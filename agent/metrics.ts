@@ -40,6 +40,7 @@ import type {
 import { OwnerConflictError } from "../backends/backend.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { methodTable } from "../protocol/methods.ts";
+import type { InstanceCounts } from "../protocol/types.ts";
 
 /** Most `discover_instances` series: the largest services, then `_other`. */
 export const MAX_SERVICE_SERIES = 100;
@@ -101,6 +102,12 @@ export interface MetricsSources {
    * @returns `true` when it is.
    */
   connected(): boolean;
+  /**
+   * The instances registered through the agent by health, and its checks.
+   *
+   * @returns The counts.
+   */
+  checks?(): InstanceCounts;
   /**
    * The view of a watched scope, if it is open.
    *
@@ -296,6 +303,8 @@ export class Metrics {
   readonly #backendErrors = new Map<string, number>();
   /** Watches open, by scope. */
   readonly #watched = new Map<string, number>();
+  /** Check runs, by result. */
+  readonly #checkRuns = { passed: 0, failed: 0 };
 
   /**
    * Creates the registry and the metrics.
@@ -383,6 +392,42 @@ export class Metrics {
         this.set(sources.queuedBytes());
       },
     });
+    const counts = sources.checks;
+    if (counts) {
+      new Gauge({
+        name: "discover_registered_instances",
+        help:
+          "Instances registered through this agent (held by its clients, or kept for their grace period), by health.",
+        labelNames: ["health"],
+        registers,
+        collect() {
+          const { passing, critical } = counts();
+          this.set({ health: "passing" }, passing);
+          this.set({ health: "critical" }, critical);
+        },
+      });
+      new Gauge({
+        name: "discover_checks",
+        help: "Health checks the agent runs.",
+        registers,
+        collect() {
+          this.set(counts().checks);
+        },
+      });
+    }
+    const runs = this.#checkRuns;
+    new Counter({
+      name: "discover_check_runs_total",
+      help:
+        "Health check runs, by result (passed, failed); only a change of health writes to the backend.",
+      labelNames: ["result"],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ result: "passed" }, runs.passed);
+        this.inc({ result: "failed" }, runs.failed);
+      },
+    });
     new Gauge({
       name: "discover_backend_connected",
       help: "1 when the backend says its store is reachable, else 0.",
@@ -443,6 +488,16 @@ export class Metrics {
    */
   eventsSent(n = 1): void {
     this.#events += n;
+  }
+
+  /**
+   * Counts one health check run.
+   *
+   * @param ok Whether it passed.
+   */
+  checkRun(ok: boolean): void {
+    if (ok) this.#checkRuns.passed++;
+    else this.#checkRuns.failed++;
   }
 
   /** Counts a session dropped as a slow consumer. */

@@ -224,3 +224,29 @@ Deno.test("discover_instances reports the services the backend watches, as they 
   assert.equal(await instances("api"), undefined, "no longer watched");
   await backend.close();
 });
+
+Deno.test("Metrics counts check runs by result and reads registered instances by health", async () => {
+  let counts = { registered: 3, passing: 2, critical: 1, checks: 2 };
+  const metrics = new Metrics(sources({ checks: () => counts }));
+  metrics.checkRun(true);
+  metrics.checkRun(true);
+  metrics.checkRun(false);
+  let text = await metrics.text();
+  assert.equal(sample(text, 'discover_check_runs_total{result="passed"}'), 2);
+  assert.equal(sample(text, 'discover_check_runs_total{result="failed"}'), 1);
+  assert.equal(
+    sample(text, 'discover_registered_instances{health="critical"}'),
+    1,
+  );
+  assert.equal(sample(text, "discover_checks"), 2);
+  counts = { registered: 3, passing: 3, critical: 0, checks: 2 };
+  text = await metrics.text();
+  assert.equal(
+    sample(text, 'discover_registered_instances{health="passing"}'),
+    3,
+  );
+  assert.equal(
+    sample(text, 'discover_registered_instances{health="critical"}'),
+    0,
+  );
+});

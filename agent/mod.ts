@@ -21,6 +21,7 @@ import { parseAllowHosts } from "./admit.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import { CheckPolicy, Checks } from "./checks.ts";
 import { Metrics } from "./metrics.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
@@ -158,6 +159,15 @@ export interface AgentOptions {
    * @default {a new MemoryBackend}
    */
   backend?: Backend;
+  /**
+   * Hosts any health check may target besides the instance's own host (and
+   * loopback for an instance on this agent's host); `"*"` allows every
+   * host. Widening it lets a client make this agent send requests to those
+   * hosts.
+   *
+   * @default {[]}
+   */
+  checkAllow?: string[];
   /**
    * Grace period, in seconds, before the instances of a lost session go down.
    *
@@ -381,6 +391,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     : new Metrics({
       sessions: () => sessions.sessions,
       queuedBytes: () => sessions.queuedBytes,
+      checks: () => registry.counts(),
       connected: () => views.connected,
       view: (scope) => views.peek(scope),
     });
@@ -392,10 +403,19 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     idleMs: watchIdle * 1000,
     maxScopes: maxWatches,
   });
+  const checks = new Checks({
+    log,
+    onRun: metrics && ((run) => metrics.checkRun(run.ok)),
+  });
   const registry = new Registry(backend, views, {
     ttlMs: ttl * 1000,
     maxRegistrations: limits.maxRegistrations,
     log,
+    checks,
+  });
+  const checkPolicy = new CheckPolicy({
+    localHosts: [hostname, advertiseHost],
+    allow: options.checkAllow ?? [],
   });
   let shuttingDown = false;
   const sessions: SessionServer = new SessionServer({
@@ -403,6 +423,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     registry,
     backendName: backend.name,
     advertiseHost,
+    checkPolicy,
     ttl,
     limits,
     idleTimeout,

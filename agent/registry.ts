@@ -26,9 +26,21 @@
 import { type Backend, OwnerConflictError } from "../backends/backend.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { sameAttrs } from "../protocol/instance_equal.ts";
+import { sameState } from "../protocol/instance_equal.ts";
 import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
-import type { Attrs, Instance } from "../protocol/types.ts";
+import { KeyedSerial } from "../protocol/keyed_serial.ts";
+import type {
+  Attrs,
+  Health,
+  Instance,
+  InstanceCounts,
+} from "../protocol/types.ts";
+import {
+  Checks,
+  type CheckSpec,
+  type HealthState,
+  sameCheck,
+} from "./checks.ts";
 import type { Logger } from "./log.ts";
 import type { View } from "./view.ts";
 import type { Hold, Views } from "./views.ts";
@@ -64,12 +76,17 @@ class ServicePins {
   }
 }
 
-/** A set of instance keys that pins their services' views. */
+/**
+ * A set of instance keys that pins their services' views, and says when a
+ * key leaves it (the owner no longer holds the instance).
+ */
 class PinnedKeys extends Set<string> {
   readonly #pins?: ServicePins;
-  constructor(pins?: ServicePins) {
+  readonly #onDelete?: (key: string) => void;
+  constructor(pins?: ServicePins, onDelete?: (key: string) => void) {
     super();
     this.#pins = pins;
+    this.#onDelete = onDelete;
   }
   override add(key: string): this {
     if (!this.has(key)) {
@@ -81,6 +98,7 @@ class PinnedKeys extends Set<string> {
   override delete(key: string): boolean {
     if (!super.delete(key)) return false;
     this.#pins?.unpin(key);
+    this.#onDelete?.(key);
     return true;
   }
   override clear(): void {
@@ -124,9 +142,14 @@ export class Owner {
    *
    * @param id The owner id stored with its records.
    * @param pins Holds the views of the services the owner has keys in.
+   * @param onDelete Called when a key leaves {@linkcode Owner.keys}.
    */
-  constructor(readonly id: string, pins?: ServicePins) {
-    this.keys = new PinnedKeys(pins);
+  constructor(
+    readonly id: string,
+    pins?: ServicePins,
+    onDelete?: (key: string) => void,
+  ) {
+    this.keys = new PinnedKeys(pins, onDelete);
   }
 
   /** Whether the owner has an open session. */
@@ -143,6 +166,8 @@ export interface RegistryOptions {
   maxRegistrations: number;
   /** Logger. */
   log: Logger;
+  /** Runs the health checks of the instances registered here. */
+  checks?: Checks;
 }
 
 /** What to register. */
@@ -153,6 +178,29 @@ export interface Registration {
   addr: string;
   /** Attributes. */
   attrs: Attrs;
+  /** A health check to run while the owner holds the instance (validated and allowed). */
+  check?: CheckSpec;
+}
+
+/** The note of an instance whose check has not run yet. */
+export const NO_RESULT_YET = "no check result yet";
+
+const PASSING: HealthState = { health: "passing" };
+
+/**
+ * The health of an instance from its check and its owner's report: critical
+ * when either is, with the check's note first.
+ */
+function combined(check: HealthState, self: HealthState): HealthState {
+  if (check.health === "critical") return check;
+  return self.health === "critical" ? self : PASSING;
+}
+
+/** The health a record holds. */
+function stateOf(record: { health?: Health; note?: string }): HealthState {
+  return record.health === "critical"
+    ? { health: "critical", ...(record.note ? { note: record.note } : {}) }
+    : PASSING;
 }
 
 /** Options of {@linkcode Registry.register} and {@linkcode Registry.unregister}. */
@@ -231,6 +279,17 @@ export class Registry {
   #removalBackoff = new Backoff(REMOVAL_RETRY);
   /** A pass over the removals is under way. */
   #removing = false;
+  /** One change of an instance at a time: registrations and health writes. */
+  #serial = new KeyedSerial();
+  #checks: Checks;
+  /** The owner and spec of every running check, by key. */
+  #checkOf = new Map<string, { owner: string; spec: CheckSpec }>();
+  /** Owners' own reports of critical health (`setHealth`), by key. */
+  #reports = new Map<string, { owner: string; state: HealthState }>();
+  /** Keys whose health the backend has not taken yet: retried with backoff. */
+  #healthRetry = new Set<string>();
+  #healthTimer?: ReturnType<typeof setTimeout>;
+  #healthBackoff = new Backoff(REMOVAL_RETRY);
 
   /**
    * Creates a registry.
@@ -245,6 +304,29 @@ export class Registry {
     this.#pins = new ServicePins(views);
     this.#removals = new PinnedMap(this.#pins);
     this.#options = options;
+    this.#checks = options.checks ?? new Checks({ log: options.log });
+  }
+
+  /**
+   * The instances this agent's owners hold, by health, and the checks it
+   * runs.
+   *
+   * @returns The counts.
+   */
+  counts(): InstanceCounts {
+    const counts = { registered: 0, passing: 0, critical: 0, checks: 0 };
+    for (const owner of this.#owners.values()) {
+      for (const key of owner.keys) {
+        counts.registered++;
+        const [service, addr] = splitInstanceKey(key);
+        const entry = this.#views.peek(service)?.get(service, addr);
+        if (entry?.owner !== owner.id) continue;
+        if (entry.instance.health === "critical") counts.critical++;
+        else counts.passing++;
+      }
+    }
+    counts.checks = this.#checks.size;
+    return counts;
   }
 
   /** Number of owners known (live or within their grace period). */
@@ -265,7 +347,10 @@ export class Registry {
    */
   attach(id: string): Owner {
     let owner = this.#owners.get(id);
-    if (!owner) this.#owners.set(id, owner = new Owner(id, this.#pins));
+    if (!owner) {
+      owner = new Owner(id, this.#pins, (key) => this.#forgetHealth(key, id));
+      this.#owners.set(id, owner);
+    }
     owner.sessions++;
     owner.lastClose = undefined;
     if (owner.expiry !== undefined) {
@@ -357,13 +442,15 @@ export class Registry {
     registration: Registration,
     options: CallOptions = {},
   ): Promise<Instance> {
+    const key = instanceKey(registration.service, registration.addr);
     return this.#write(
       owner,
       () =>
-        this.#holding(
-          registration.service,
-          (view) => this.#register(owner, registration, view, options.signal),
-        ),
+        this.#serial.run(key, () =>
+          this.#holding(
+            registration.service,
+            (view) => this.#register(owner, registration, view, options.signal),
+          )),
     );
   }
 
@@ -395,12 +482,16 @@ export class Registry {
       if (entry && entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key);
       }
+      const health = this.#healthAt(owner, registration, entry);
+      const state = combined(health.check, health.self);
       if (
-        entry?.owner === owner.id && sameAttrs(entry.instance.attrs, attrs) &&
+        entry?.owner === owner.id &&
+        sameState(entry.instance, { attrs, ...state }) &&
         (this.#backend.keeps?.(service, addr) ?? true) &&
         !this.#removals.has(key)
       ) {
         owner.keys.add(key);
+        this.#arm(owner, registration, health);
         return entry.instance;
       }
       this.#requireBackend(view, key);
@@ -429,6 +520,7 @@ export class Registry {
           attrs,
           owner: owner.id,
           registeredAt: entry?.instance.registeredAt ?? Date.now(),
+          ...state,
         }, { ifOwner: entry?.owner ?? null, signal });
       } catch (error) {
         if (signal?.aborted) {
@@ -460,6 +552,7 @@ export class Registry {
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       const now = view.get(service, addr);
+      if (now?.owner === owner.id) this.#arm(owner, registration, health);
       if (now) return now.instance;
       throw new RpcError(
         ErrorCode.BackendUnavailable,
@@ -485,11 +578,244 @@ export class Registry {
     return this.#write(
       owner,
       () =>
-        this.#holding(
-          service,
-          (view) =>
-            this.#unregister(owner, { service, addr, view }, options.signal),
+        this.#serial.run(instanceKey(service, addr), () =>
+          this.#holding(
+            service,
+            (view) =>
+              this.#unregister(owner, { service, addr, view }, options.signal),
+          )),
+    );
+  }
+
+  /**
+   * Sets the owner's own report of an instance's health
+   * (`discover.setHealth`). The instance is critical while its report or
+   * its check says so; the backend is written only when that changes.
+   *
+   * @param owner The owner.
+   * @param target The service, the address, the health and its note.
+   * @param options A signal that abandons the call (its session closed).
+   * @returns The instance as the view holds it afterwards.
+   */
+  setHealth(
+    owner: Owner,
+    target: { service: string; addr: string } & HealthState,
+    options: CallOptions = {},
+  ): Promise<Instance> {
+    const { service, addr } = target;
+    const key = instanceKey(service, addr);
+    const report: HealthState = target.health === "critical"
+      ? { health: "critical", ...(target.note ? { note: target.note } : {}) }
+      : PASSING;
+    return this.#write(
+      owner,
+      () =>
+        this.#serial.run(key, () =>
+          this.#holding(service, async (view) => {
+            abandoned(options.signal);
+            const entry = view.get(service, addr);
+            if (!entry) {
+              throw new RpcError(
+                ErrorCode.InvalidParams,
+                `'${key}' is not registered; register it before setting its health`,
+                { field: "service" },
+              );
+            }
+            if (entry.owner !== owner.id) {
+              throw new RpcError(
+                ErrorCode.NotOwner,
+                `'${key}' is registered by another client; only its owner sets its health`,
+              );
+            }
+            owner.keys.add(key);
+            const before = this.#reports.get(key);
+            this.#report(key, owner.id, report);
+            try {
+              return await this.#writeHealth(owner, view, key, options.signal);
+            } catch (error) {
+              // Nothing changed: the report stands as it was.
+              if (before) this.#reports.set(key, before);
+              else this.#reports.delete(key);
+              throw error;
+            }
+          })),
+    );
+  }
+
+  /**
+   * The health a registration starts from: the running check's; the stored
+   * record's for an instance this owner already holds (an agent restarted
+   * within the grace TTL resumes without a flap); critical until the first
+   * result for a new instance with a check. The owner's report likewise.
+   * `keep`: the same check already runs for this owner.
+   */
+  #healthAt(
+    owner: Owner,
+    registration: Registration,
+    entry: { instance: Instance; owner: string } | undefined,
+  ): { check: HealthState; self: HealthState; keep: boolean } {
+    const key = instanceKey(registration.service, registration.addr);
+    const mine = entry !== undefined && entry.owner === owner.id;
+    const running = this.#checkOf.get(key);
+    const ours = running !== undefined && running.owner === owner.id;
+    const keep = registration.check !== undefined && ours &&
+      sameCheck(running.spec, registration.check);
+    let check: HealthState = PASSING;
+    if (registration.check !== undefined) {
+      check = keep
+        ? this.#checks.state(key) ?? PASSING
+        : mine
+        ? stateOf(entry.instance)
+        : { health: "critical", note: NO_RESULT_YET };
+    }
+    const report = this.#reports.get(key);
+    let self: HealthState = PASSING;
+    if (report?.owner === owner.id) self = report.state;
+    else if (mine && !ours && registration.check === undefined) {
+      self = stateOf(entry.instance);
+    }
+    return { check, self, keep };
+  }
+
+  /** Starts, keeps or stops the check of a registration the owner now holds, and keeps its report. */
+  #arm(
+    owner: Owner,
+    registration: Registration,
+    health: { check: HealthState; self: HealthState; keep: boolean },
+  ): void {
+    if (this.#closed) return;
+    const key = instanceKey(registration.service, registration.addr);
+    this.#report(key, owner.id, health.self);
+    const spec = registration.check;
+    if (spec === undefined) {
+      this.#forgetCheck(key, owner.id);
+      return;
+    }
+    if (health.keep && this.#checks.has(key)) return;
+    this.#checkOf.set(key, { owner: owner.id, spec });
+    this.#checks.start(key, spec, {
+      initial: health.check,
+      onChange: () => this.#healthChanged(key),
+    });
+  }
+
+  #report(key: string, owner: string, state: HealthState): void {
+    if (state.health === "critical") this.#reports.set(key, { owner, state });
+    else if (this.#reports.get(key)?.owner === owner) this.#reports.delete(key);
+  }
+
+  #forgetCheck(key: string, owner: string): void {
+    if (this.#checkOf.get(key)?.owner !== owner) return;
+    this.#checkOf.delete(key);
+    this.#checks.stop(key);
+  }
+
+  /** A key left its owner: its check and report go with it. */
+  #forgetHealth(key: string, owner: string): void {
+    this.#forgetCheck(key, owner);
+    if (this.#reports.get(key)?.owner === owner) this.#reports.delete(key);
+  }
+
+  /** The health of an instance of `owner`: from its check and its report. */
+  #healthOf(key: string, owner: string): HealthState {
+    const check = this.#checkOf.get(key)?.owner === owner
+      ? this.#checks.state(key) ?? PASSING
+      : PASSING;
+    const report = this.#reports.get(key);
+    return combined(check, report?.owner === owner ? report.state : PASSING);
+  }
+
+  /** A check changed its result: write the instance's health, one change of the key at a time. */
+  #healthChanged(key: string): void {
+    const owner = this.#owners.get(
+      this.#checkOf.get(key)?.owner ?? this.#reports.get(key)?.owner ?? "",
+    );
+    if (!owner?.keys.has(key) || this.#closed) {
+      this.#healthRetry.delete(key);
+      return;
+    }
+    const [service] = splitInstanceKey(key);
+    this.#write(
+      owner,
+      () =>
+        this.#serial.run(
+          key,
+          () =>
+            this.#holding(
+              service,
+              (view) => this.#writeHealth(owner, view, key),
+            ),
         ),
+    ).then(() => {
+      if (this.#healthRetry.delete(key) && this.#healthRetry.size === 0) {
+        this.#healthBackoff.reset();
+      }
+    }, (error) => {
+      if (error instanceof RpcError && error.code === ErrorCode.NotOwner) {
+        this.#healthRetry.delete(key);
+        return;
+      }
+      this.#healthRetry.add(key);
+      this.#options.log.debug(
+        "could not write a health change; will retry",
+        { key, error },
+      );
+      if (this.#healthTimer !== undefined || this.#closed) return;
+      this.#healthTimer = setTimeout(() => {
+        this.#healthTimer = undefined;
+        for (const retry of [...this.#healthRetry]) {
+          this.#healthChanged(retry);
+        }
+      }, this.#healthBackoff.next());
+    });
+  }
+
+  /** Writes the health of an instance `owner` holds when the view shows another. */
+  async #writeHealth(
+    owner: Owner,
+    view: View,
+    key: string,
+    signal?: AbortSignal,
+  ): Promise<Instance> {
+    const [service, addr] = splitInstanceKey(key);
+    const entry = view.get(service, addr);
+    if (!entry || entry.owner !== owner.id) {
+      throw new RpcError(
+        ErrorCode.NotOwner,
+        `'${key}' is no longer registered by this client`,
+      );
+    }
+    const state = this.#healthOf(key, owner.id);
+    const { instance } = entry;
+    if (sameState(instance, { attrs: instance.attrs, ...state })) {
+      return instance;
+    }
+    this.#requireBackend(view, key);
+    let revision: number;
+    try {
+      revision = await this.#backend.put({
+        service,
+        addr,
+        attrs: instance.attrs,
+        owner: owner.id,
+        registeredAt: instance.registeredAt,
+        ...state,
+      }, { ifOwner: owner.id, signal });
+    } catch (error) {
+      abandoned(signal);
+      throw this.#backendError(error, key);
+    }
+    this.#options.log.info("instance health changed", {
+      key,
+      health: state.health,
+      note: state.note,
+    });
+    await this.#applied(service, revision, key);
+    const now = view.get(service, addr);
+    if (now) return now.instance;
+    throw new RpcError(
+      ErrorCode.BackendUnavailable,
+      `'${key}' was removed while its health was being set`,
     );
   }
 
@@ -552,6 +878,8 @@ export class Registry {
   /** Stops the expiry timers and removal retries; records stay in the backend. */
   close(): void {
     this.#closed = true;
+    this.#checks.close();
+    clearTimeout(this.#healthTimer);
     clearTimeout(this.#removalTimer);
     for (const owner of this.#owners.values()) clearTimeout(owner.expiry);
   }

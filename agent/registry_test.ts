@@ -8,8 +8,14 @@ import type {
 } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
+import {
+  Checks,
+  type CheckSpec,
+  type CheckStartOptions,
+  type HealthState,
+} from "./checks.ts";
 import { createLogger } from "./log.ts";
-import { Registry } from "./registry.ts";
+import { NO_RESULT_YET, Registry } from "./registry.ts";
 import { Views } from "./views.ts";
 import { until } from "../tests/_wait.ts";
 
@@ -360,4 +366,238 @@ Deno.test("a call whose session closed before its write reached the backend writ
     isCode(ErrorCode.ConnectionClosed),
   );
   assert.equal(view.get("svc", "h:2")?.owner, "a");
+});
+
+/**
+ * Checks that run nothing: a test sets a check's result and tells the
+ * registry, as a real check does when its health changes.
+ */
+class ScriptedChecks extends Checks {
+  started: { key: string; initial: HealthState }[] = [];
+  readonly #running = new Map<
+    string,
+    { state: HealthState; onChange: (state: HealthState) => void }
+  >();
+  override start(
+    key: string,
+    _spec: CheckSpec,
+    options: CheckStartOptions,
+  ): void {
+    this.started.push({ key, initial: options.initial });
+    this.#running.set(key, {
+      state: options.initial,
+      onChange: options.onChange,
+    });
+  }
+  override stop(key: string): void {
+    this.#running.delete(key);
+  }
+  override state(key: string): HealthState | undefined {
+    return this.#running.get(key)?.state;
+  }
+  override has(key: string): boolean {
+    return this.#running.has(key);
+  }
+  override get size(): number {
+    return this.#running.size;
+  }
+  override close(): void {
+    this.#running.clear();
+  }
+  /** The check of `key` now says `state`. */
+  result(key: string, state: HealthState): void {
+    const running = this.#running.get(key);
+    assert.ok(running, `no check runs for ${key}`);
+    running.state = state;
+    running.onChange(state);
+  }
+}
+
+const CHECK: CheckSpec = {
+  http: "http://h/healthz",
+  intervalMs: 1000,
+  timeoutMs: 500,
+  failuresBeforeCritical: 1,
+  successesBeforePassing: 1,
+};
+
+async function withChecks(backend = new MemoryBackend()) {
+  const views = new Views(backend);
+  await views.open();
+  const { view } = await views.acquire("svc");
+  const checks = new ScriptedChecks();
+  const registry = new Registry(backend, views, {
+    ttlMs: 10_000,
+    maxRegistrations: 3,
+    log: createLogger("error", { write: () => {} }),
+    checks,
+  });
+  return { view, registry, backend, checks, views };
+}
+
+Deno.test("an instance with a check starts critical and is written only when its health changes", async () => {
+  const { view, registry, checks } = await withChecks();
+  const owner = registry.attach("a");
+  const first = await registry.register(owner, {
+    ...reg("h:1"),
+    check: CHECK,
+  });
+  assert.equal(first.health, "critical");
+  assert.equal(first.note, NO_RESULT_YET);
+  assert.deepEqual(checks.started.map((s) => s.initial.health), ["critical"]);
+  checks.result("svc/h:1", { health: "passing" });
+  await until(
+    () => view.get("svc", "h:1")?.instance.health === "passing",
+    "health or note passing in the view",
+  );
+  const passing = view.get("svc", "h:1")!.instance;
+  assert.ok(passing.revision > first.revision);
+  assert.equal(passing.note, undefined);
+  // The same result again is no change: nothing is written.
+  checks.result("svc/h:1", { health: "passing" });
+  await sleep(50);
+  assert.equal(view.revision, passing.revision);
+  checks.result("svc/h:1", { health: "critical", note: "HTTP 500" });
+  await until(
+    () => view.get("svc", "h:1")?.instance.note === "HTTP 500",
+    "health or note HTTP 500 in the view",
+  );
+  // Re-registering with the same check keeps it and its health.
+  const again = await registry.register(owner, {
+    ...reg("h:1"),
+    check: CHECK,
+  });
+  assert.equal(again.health, "critical");
+  assert.equal(checks.started.length, 1, "the running check is kept");
+  assert.deepEqual(registry.counts(), {
+    registered: 1,
+    passing: 0,
+    critical: 1,
+    checks: 1,
+  });
+  // Without a check, a re-registration stops it and the instance passes.
+  const plain = await registry.register(owner, reg("h:1"));
+  assert.equal(plain.health, "passing");
+  assert.equal(checks.size, 0);
+});
+
+Deno.test("unregistering, a takeover and a lost owner's expiry stop the instance's check", async () => {
+  const { registry, checks } = await withChecks();
+  const a = registry.attach("a");
+  await registry.register(a, { ...reg("h:1"), check: CHECK });
+  await registry.unregister(a, { service: "svc", addr: "h:1" });
+  assert.equal(checks.size, 0);
+  await registry.register(a, { ...reg("h:2"), check: CHECK });
+  checks.result("svc/h:2", { health: "passing" });
+  registry.detach(a, false); // lost: kept for the TTL, its check too
+  assert.equal(checks.size, 1);
+  const b = registry.attach("b");
+  const taken = await registry.register(b, { ...reg("h:2"), check: CHECK });
+  // Another owner's check starts over: not ready until it passes.
+  assert.equal(taken.health, "critical");
+  assert.deepEqual(
+    checks.started.map((s) => s.initial.health),
+    ["critical", "critical", "critical"],
+  );
+  assert.equal(checks.size, 1);
+  registry.close();
+});
+
+Deno.test("an owner coming back to a restarted agent resumes its check without a write", async () => {
+  const backend = new MemoryBackend();
+  const before = await withChecks(backend);
+  const owner = before.registry.attach("a");
+  await before.registry.register(owner, { ...reg("h:1"), check: CHECK });
+  before.checks.result("svc/h:1", { health: "passing" });
+  await until(
+    () => before.view.get("svc", "h:1")?.instance.health === "passing",
+    "health or note passing in the view",
+  );
+  before.registry.close();
+  const revision = before.view.revision;
+  // The next agent process, same store: the record is there, passing.
+  const after = await withChecks(backend);
+  const again = after.registry.attach("a");
+  const resumed = await after.registry.register(again, {
+    ...reg("h:1"),
+    check: CHECK,
+  });
+  assert.equal(resumed.health, "passing");
+  assert.equal(after.view.revision, revision, "nothing was written");
+  assert.deepEqual(after.checks.started[0].initial, { health: "passing" });
+  after.registry.close();
+});
+
+Deno.test("setHealth: the owner's report, combined with its check", async () => {
+  const { view, registry, checks } = await withChecks();
+  const a = registry.attach("a"), b = registry.attach("b");
+  await registry.register(a, { ...reg("h:1"), check: CHECK });
+  await registry.register(a, reg("h:2"));
+  checks.result("svc/h:1", { health: "passing" });
+  await until(
+    () => view.get("svc", "h:1")?.instance.health === "passing",
+    "health or note passing in the view",
+  );
+  const down = await registry.setHealth(a, {
+    service: "svc",
+    addr: "h:1",
+    health: "critical",
+    note: "database unreachable",
+  });
+  assert.equal(down.health, "critical");
+  assert.equal(down.note, "database unreachable");
+  // A passing check does not override the owner's report.
+  checks.result("svc/h:1", { health: "passing" });
+  await sleep(50);
+  assert.equal(view.get("svc", "h:1")?.instance.health, "critical");
+  const up = await registry.setHealth(a, {
+    service: "svc",
+    addr: "h:1",
+    health: "passing",
+  });
+  assert.equal(up.health, "passing");
+  // Saying what is already so writes nothing.
+  const same = await registry.setHealth(a, {
+    service: "svc",
+    addr: "h:1",
+    health: "passing",
+  });
+  assert.equal(same.revision, up.revision);
+  // A report survives a re-registration of the same owner.
+  await registry.setHealth(a, {
+    service: "svc",
+    addr: "h:2",
+    health: "critical",
+  });
+  const kept = await registry.register(a, reg("h:2", { v: "2" }));
+  assert.equal(kept.health, "critical");
+  await assert.rejects(
+    registry.setHealth(b, { service: "svc", addr: "h:1", health: "critical" }),
+    isCode(ErrorCode.NotOwner),
+  );
+  await assert.rejects(
+    registry.setHealth(a, { service: "svc", addr: "h:9", health: "critical" }),
+    isCode(ErrorCode.InvalidParams),
+  );
+  registry.close();
+});
+
+Deno.test("a health change the backend refuses is retried until it lands", async () => {
+  const backend = new MemoryBackend();
+  const { view, registry, checks } = await withChecks(backend);
+  const owner = registry.attach("a");
+  await registry.register(owner, { ...reg("h:1"), check: CHECK });
+  const put = backend.put.bind(backend);
+  let refusals = 2;
+  backend.put = (record: StoredRecord, options?: WriteOptions) =>
+    refusals-- > 0
+      ? Promise.reject(new Error("store unreachable"))
+      : put(record, options);
+  checks.result("svc/h:1", { health: "passing" });
+  await until(
+    () => view.get("svc", "h:1")?.instance.health === "passing",
+    "health or note passing in the view",
+  );
+  assert.ok(refusals < 0, "the write was refused twice, then made");
+  registry.close();
 });

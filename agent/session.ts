@@ -30,7 +30,9 @@ import { instanceKey } from "../protocol/instance_key.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
 import type {
+  Check,
   Filter,
+  HealthFilter,
   Limits,
   SubscribeParams,
   SubscribeResult,
@@ -39,10 +41,30 @@ import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
 import type { Logger } from "./log.ts";
 import { codeOf, type Metrics } from "./metrics.ts";
+import type { CheckPolicy, CheckSpec } from "./checks.ts";
 import type { Owner, Registry } from "./registry.ts";
-import type { Subscriber, View } from "./view.ts";
+import type { SetFilter, Subscriber, View } from "./view.ts";
 import type { Hold, Views } from "./views.ts";
 import { VERSION } from "./version.ts";
+
+/** The set a read or subscription asks for: its attributes filter and its health filter. */
+function setFilter(
+  params: { filter?: Filter; health?: HealthFilter },
+): SetFilter | undefined {
+  if (params.health === undefined) return params.filter;
+  return { ...params.filter, health: params.health };
+}
+
+/** A checked `check` of `discover.register`, in milliseconds. */
+function specOf(check: Check): CheckSpec {
+  return {
+    ...(check.http === undefined ? { tcp: check.tcp } : { http: check.http }),
+    intervalMs: (check.interval ?? 5) * 1000,
+    timeoutMs: (check.timeout ?? 2) * 1000,
+    failuresBeforeCritical: check.failuresBeforeCritical ?? 1,
+    successesBeforePassing: check.successesBeforePassing ?? 1,
+  };
+}
 
 /** What every session of an agent shares. */
 export interface SessionContext {
@@ -54,6 +76,8 @@ export interface SessionContext {
   backendName: string;
   /** Host for registrations that give only a port. */
   advertiseHost: string;
+  /** Which hosts health checks may target. */
+  checkPolicy: CheckPolicy;
   /** Grace TTL in seconds. */
   ttl: number;
   /** Limits. */
@@ -108,7 +132,7 @@ class Subscription implements Subscriber {
   constructor(
     id: string,
     readonly service: string,
-    readonly filter: Filter | undefined,
+    readonly filter: SetFilter | undefined,
     readonly session: Session,
     readonly hold: Hold,
   ) {
@@ -475,6 +499,8 @@ export class Session {
     return {
       "discover.register": (p) => {
         const addr = this.#addr(p);
+        const check = p.check && specOf(p.check);
+        if (check) ctx.checkPolicy.assertAllowed(addr, check);
         return this.#serial(
           p.service,
           addr,
@@ -483,6 +509,21 @@ export class Session {
               service: p.service,
               addr,
               attrs: p.attrs ?? {},
+              ...(check ? { check } : {}),
+            }, { signal: this.#closing.signal }),
+        );
+      },
+      "discover.setHealth": (p) => {
+        const addr = this.#addr(p);
+        return this.#serial(
+          p.service,
+          addr,
+          () =>
+            ctx.registry.setHealth(this.owner, {
+              service: p.service,
+              addr,
+              health: p.health,
+              ...(p.note === undefined ? {} : { note: p.note }),
             }, { signal: this.#closing.signal }),
         );
       },
@@ -503,7 +544,7 @@ export class Session {
         try {
           return {
             revision: hold.view.revision,
-            instances: hold.view.list(p.service, p.filter),
+            instances: hold.view.list(p.service, setFilter(p)),
           };
         } finally {
           hold.release();
@@ -553,6 +594,7 @@ export class Session {
         advertiseHost: ctx.advertiseHost,
         ttl: ctx.ttl,
         limits: ctx.limits,
+        instances: ctx.registry.counts(),
       }),
       "rpc.discover": () => openrpcDocument,
       "$/ping": () => "pong",
@@ -610,8 +652,10 @@ export class Session {
    */
   async #past(
     view: View,
-    { service, filter, since, epoch }: SubscribeParams,
+    params: SubscribeParams,
   ): Promise<BackendState | undefined> {
+    const { service, since, epoch } = params;
+    const filter = setFilter(params);
     if (since === undefined || (epoch ?? view.epoch) !== view.epoch) {
       return undefined;
     }
@@ -629,7 +673,8 @@ export class Session {
   ): SubscribeResult | Promise<SubscribeResult> {
     const { hold, past } = opening;
     const ctx = this.#context;
-    const { service, filter, since, epoch } = params;
+    const { service, since, epoch } = params;
+    const filter = setFilter(params);
     const limit = ctx.limits.maxQueueBytes;
     if (this.#socket.bufferedAmount + this.#reserved > limit) {
       // Initial events beyond the limit are allowed for one subscription

@@ -2,6 +2,7 @@
 
 import assert from "node:assert/strict";
 import { ErrorCode } from "../protocol/errors.ts";
+import { CheckPolicy } from "./checks.ts";
 import { createLogger } from "./log.ts";
 import { DEFAULT_LIMITS } from "./mod.ts";
 import type { Owner, Registry } from "./registry.ts";
@@ -100,6 +101,7 @@ function setup(
       registry: { detach() {}, ...registry } as unknown as Registry,
       backendName: "memory",
       advertiseHost: "127.0.0.1",
+      checkPolicy: new CheckPolicy({ localHosts: ["127.0.0.1"] }),
       ttl: 10,
       limits: { ...DEFAULT_LIMITS, maxQueueBytes: MAX_QUEUE_BYTES },
       idleTimeout: IDLE_TIMEOUT_S,

@@ -32,10 +32,15 @@ import {
   type CatalogEntry,
   type EventKind,
   type Filter,
+  type HealthFilter,
   type Instance,
   type ServiceEvent,
 } from "../protocol/types.ts";
-import { matches, sameAttrs } from "../protocol/instance_equal.ts";
+import {
+  type InstanceState,
+  sameState,
+  selects,
+} from "../protocol/instance_equal.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 
 /** A current instance and the owner that registered it (made on each {@linkcode View.get}). */
@@ -56,12 +61,21 @@ export interface Change {
   after?: Instance;
 }
 
+/**
+ * Which instances of a service a set holds: the attributes filter of the
+ * wire, and the set's health filter (`passing` when absent).
+ */
+export interface SetFilter extends Filter {
+  /** Which instances by health. @default {"passing"} */
+  health?: HealthFilter;
+}
+
 /** Receives the changes of one service (or of all), already filtered and serialized. */
 export interface Subscriber {
   /** The service, or `"*"` for every service. */
   readonly service: string;
   /** The filter. */
-  readonly filter?: Filter;
+  readonly filter?: SetFilter;
   /**
    * Called for every change that concerns this subscriber.
    *
@@ -219,6 +233,7 @@ const CHANGE_OVERHEAD_BYTES = 256;
  *     attrs: { zone: "a" },
  *     revision: 1,
  *     registeredAt: 0,
+ *     health: "passing",
  *   },
  * }); // 256 + 2 + 3 + 5 = 266
  * ```
@@ -231,9 +246,11 @@ export function changeBytes(change: Change): number {
 }
 
 /** {@linkcode changeBytes} of a change that introduces (or removes) `subject`. */
-function bytesOf(subject: { service: string; addr: string; attrs: Attrs }) {
+function bytesOf(
+  subject: { service: string; addr: string; attrs: Attrs; note?: string },
+) {
   let bytes = CHANGE_OVERHEAD_BYTES + subject.service.length +
-    subject.addr.length;
+    subject.addr.length + (subject.note?.length ?? 0);
   for (const key in subject.attrs) {
     bytes += key.length + subject.attrs[key].length;
   }
@@ -249,24 +266,25 @@ function bytesOf(subject: { service: string; addr: string; attrs: Attrs }) {
  */
 export function eventFor(
   change: Change,
-  filter: Filter | undefined,
+  filter: SetFilter | undefined,
 ): { kind: EventKind; instance: Instance } | undefined {
   const { before, after } = change;
-  const kind = kindOf(before?.attrs, after?.attrs, filter);
+  const kind = kindOf(before, after, filter);
   return kind && { kind, instance: subjectOf(kind, before, after) };
 }
 
 /**
- * The event kind of a change from attributes `before` to `after` (absent:
- * no instance) for a subscriber with `filter`: see {@linkcode eventFor}.
+ * The event kind of a change from `before` to `after` (absent: no
+ * instance) for a subscriber with `filter`: see {@linkcode eventFor}.
  */
 function kindOf(
-  before: Attrs | undefined,
-  after: Attrs | undefined,
-  filter: Filter | undefined,
+  before: InstanceState | undefined,
+  after: InstanceState | undefined,
+  filter: SetFilter | undefined,
 ): EventKind | undefined {
-  const was = before !== undefined && matches(before, filter);
-  const is = after !== undefined && matches(after, filter);
+  const was = before !== undefined &&
+    selects(before, filter, filter?.health);
+  const is = after !== undefined && selects(after, filter, filter?.health);
   if (is) return was ? "update" : "up";
   return was ? "down" : undefined;
 }
@@ -289,8 +307,8 @@ interface Held {
 
 /** The wire instance of what the view holds. */
 function instanceOf(held: Held): Instance {
-  const { service, addr, attrs, registeredAt } = held.record;
-  return {
+  const { service, addr, attrs, registeredAt, health, note } = held.record;
+  const instance: Instance = {
     // One flat string: `JSON.stringify` writes the concatenation that
     // `instanceKey` returns about half as fast, and a snapshot of 100,000
     // instances writes 100,000 ids. `normalize` flattens it and keeps its
@@ -301,7 +319,10 @@ function instanceOf(held: Held): Instance {
     attrs,
     revision: held.revision,
     registeredAt,
+    health: health ?? "passing",
   };
+  if (note !== undefined && health === "critical") instance.note = note;
+  return instance;
 }
 
 /** A change with its serialized events, made once and shared by every subscriber. */
@@ -495,14 +516,16 @@ export class View implements BackendWatcher, Trimmable {
    * @param filter The filter.
    * @returns The instances.
    */
-  list(service: string, filter?: Filter): Instance[] {
+  list(service: string, filter?: SetFilter): Instance[] {
     const out: Instance[] = [];
     const groups = service === ALL_SERVICES
       ? this.#services.values()
       : [this.#services.get(service) ?? new Map<string, Held>()];
     for (const entries of groups) {
       for (const held of entries.values()) {
-        if (matches(held.record.attrs, filter)) out.push(instanceOf(held));
+        if (selects(held.record, filter, filter?.health)) {
+          out.push(instanceOf(held));
+        }
       }
     }
     return out;
@@ -557,7 +580,7 @@ export class View implements BackendWatcher, Trimmable {
    */
   replay(
     service: string,
-    filter: Filter | undefined,
+    filter: SetFilter | undefined,
     since: number,
     epoch: string = this.#epoch,
   ): ServiceEvent[] | undefined {
@@ -577,7 +600,7 @@ export class View implements BackendWatcher, Trimmable {
         service !== ALL_SERVICES &&
         (after ?? before!).record.service !== service
       ) continue;
-      const kind = kindOf(before?.record.attrs, after?.record.attrs, filter);
+      const kind = kindOf(before?.record, after?.record, filter);
       if (kind) {
         out.push({
           kind,
@@ -605,14 +628,14 @@ export class View implements BackendWatcher, Trimmable {
   replayFrom(
     past: BackendState,
     service: string,
-    filter: Filter | undefined,
+    filter: SetFilter | undefined,
   ): ServiceEvent[] | undefined {
     if (past.epoch !== this.#epoch || past.revision > this.#revision) {
       return undefined;
     }
     const out: ServiceEvent[] = [];
     const push = (before?: Held, after?: Held) => {
-      const kind = kindOf(before?.record.attrs, after?.record.attrs, filter);
+      const kind = kindOf(before?.record, after?.record, filter);
       if (kind) {
         out.push({
           kind,
@@ -626,7 +649,7 @@ export class View implements BackendWatcher, Trimmable {
       if (service !== ALL_SERVICES && record.service !== service) continue;
       seen.add(instanceKey(record.service, record.addr));
       const now = this.#services.get(record.service)?.get(record.addr);
-      if (now && sameAttrs(now.record.attrs, record.attrs)) continue;
+      if (now && sameState(now.record, record)) continue;
       push({ record, revision: past.revision }, now);
     }
     const groups = service === ALL_SERVICES
@@ -779,7 +802,7 @@ export class View implements BackendWatcher, Trimmable {
       if (
         current && current.owner === record.owner &&
         current.registeredAt === record.registeredAt &&
-        sameAttrs(current.attrs, record.attrs)
+        sameState(current, record)
       ) continue;
       this.#put(record, revision);
     }
@@ -820,7 +843,7 @@ export class View implements BackendWatcher, Trimmable {
     let entries = this.#services.get(record.service);
     if (!entries) this.#services.set(record.service, entries = new Map());
     const before = entries.get(record.addr);
-    if (before && sameAttrs(before.record.attrs, record.attrs)) {
+    if (before && sameState(before.record, record)) {
       // An owner change alone (a takeover) is invisible to subscribers:
       // the instance keeps its revision and its time of registration.
       const { registeredAt } = before.record;
@@ -863,11 +886,7 @@ export class View implements BackendWatcher, Trimmable {
     const fanned = new Fanned(revision);
     for (const set of [subscribers, everything]) {
       for (const subscriber of set ?? []) {
-        const kind = kindOf(
-          before?.record.attrs,
-          after?.record.attrs,
-          subscriber.filter,
-        );
+        const kind = kindOf(before?.record, after?.record, subscriber.filter);
         if (kind) {
           subscriber.deliver(fanned.json(kind, subjectOf(kind, before, after)));
         }

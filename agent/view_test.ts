@@ -10,6 +10,7 @@ import {
   changeBytes,
   eventFor,
   HistoryBudget,
+  type SetFilter,
   type Subscriber,
   View,
 } from "./view.ts";
@@ -23,7 +24,7 @@ function rec(
   return { service, addr, attrs, owner, registeredAt: 5 };
 }
 
-function listener(service: string, filter?: Filter) {
+function listener(service: string, filter?: SetFilter) {
   const got: string[] = [];
   const raw: string[] = [];
   const sub: Subscriber = {
@@ -46,6 +47,7 @@ Deno.test("eventFor maps filter transitions to up, update and down", () => {
     attrs,
     revision: 1,
     registeredAt: 0,
+    health: "passing" as const,
   });
   const f = { attrs: { zone: "b" } };
   const b = i({ zone: "b" }), a = i({ zone: "a" });
@@ -118,6 +120,7 @@ Deno.test("subscribers with the same view of a change share one serialized event
       attrs: {},
       revision: 1,
       registeredAt: 5,
+      health: "passing",
     },
   });
 });
@@ -180,6 +183,7 @@ Deno.test("changeBytes counts 256 bytes plus the text of the instance it introdu
     attrs,
     revision: 1,
     registeredAt: 0,
+    health: "passing" as const,
   });
   assert.equal(changeBytes({ revision: 1, after: instance({}) }), 256 + 6);
   const big = instance({ pad: "x".repeat(1000), zone: "a" });
@@ -434,6 +438,7 @@ Deno.test("an owner change alone keeps the time of registration the instance was
     attrs: {},
     revision: 1,
     registeredAt: 5,
+    health: "passing",
   });
 });
 
@@ -651,4 +656,61 @@ Deno.test("a reset that starts a sequence keeps no history (no replay starts at 
     ),
     ["update h:1", "down h:2"],
   );
+});
+
+Deno.test("health is part of a set: passing sets lose critical instances, 'any' sets see updates; replays agree", () => {
+  const view = new View();
+  const passing = listener("svc");
+  const any = listener("svc", { health: "any" });
+  view.subscribe(passing.sub);
+  view.subscribe(any.sub);
+  const critical = (note: string): StoredRecord => ({
+    ...rec("h:1"),
+    health: "critical",
+    note,
+  });
+  view.reset({ revision: 1, epoch: "e", records: [] });
+  view.changes([{ type: "put", revision: 2, record: critical("starting") }]);
+  view.changes([{ type: "put", revision: 3, record: rec("h:1") }]);
+  view.changes([{ type: "put", revision: 4, record: critical("HTTP 500") }]);
+  view.changes([{ type: "put", revision: 5, record: critical("timed out") }]);
+  view.changes([{ type: "put", revision: 6, record: rec("h:1") }]);
+  // Not ready until it passes; leaves while critical; back when it passes.
+  assert.deepEqual(passing.got, ["up h:1 3", "down h:1 4", "up h:1 6"]);
+  assert.deepEqual(any.got, [
+    "up h:1 2",
+    "update h:1 3",
+    "update h:1 4",
+    "update h:1 5",
+    "update h:1 6",
+  ]);
+  const down = JSON.parse(passing.raw[1]);
+  assert.equal(down.instance.health, "critical");
+  assert.equal(down.instance.note, "HTTP 500");
+  const shown = (events: { kind: string; revision: number }[] | undefined) =>
+    events?.map((e) => `${e.kind} ${e.revision}`);
+  assert.deepEqual(shown(view.replay("svc", undefined, 1)), [
+    "up 3",
+    "down 4",
+    "up 6",
+  ]);
+  assert.deepEqual(shown(view.replay("svc", { health: "any" }, 3)), [
+    "update 4",
+    "update 5",
+    "update 6",
+  ]);
+  assert.equal(view.list("svc").length, 1);
+  view.changes([{ type: "put", revision: 7, record: critical("HTTP 503") }]);
+  assert.equal(view.list("svc").length, 0);
+  assert.equal(view.list("svc", { health: "any" })[0].note, "HTTP 503");
+  // From the store's own history: passing at 6, critical now.
+  const past = {
+    revision: 6,
+    epoch: view.epoch,
+    records: [rec("h:1")],
+  };
+  assert.deepEqual(shown(view.replayFrom(past, "svc", undefined)), ["down 7"]);
+  assert.deepEqual(shown(view.replayFrom(past, "svc", { health: "any" })), [
+    "update 7",
+  ]);
 });

@@ -5,7 +5,9 @@
  *
  * Every instance is one key, `<prefix>instances/<instanceKey>` (see
  * `protocol/instance_key.ts`: `service/addr`), whose value is the JSON
- * object `{"attrs":{...},"owner":"...","registeredAt":<ms>}`. A service
+ * object `{"attrs":{...},"owner":"...","registeredAt":<ms>}`, with
+ * `"health":"critical"` and `"note":"..."` for a critical instance (an
+ * absent health is passing, so records stay as small as before). A service
  * name never holds a `/` and an address never does, so a key can never
  * leave its service's range.
  *
@@ -106,11 +108,21 @@ export class RecordCodec {
    * @returns Its JSON value.
    */
   encode(record: StoredRecord): string {
-    return JSON.stringify({
-      attrs: record.attrs,
-      owner: record.owner,
-      registeredAt: record.registeredAt,
-    });
+    return JSON.stringify(
+      record.health === "critical"
+        ? {
+          attrs: record.attrs,
+          owner: record.owner,
+          registeredAt: record.registeredAt,
+          health: "critical",
+          ...(record.note === undefined ? {} : { note: record.note }),
+        }
+        : {
+          attrs: record.attrs,
+          owner: record.owner,
+          registeredAt: record.registeredAt,
+        },
+    );
   }
 
   /**
@@ -134,15 +146,23 @@ export class RecordCodec {
       typeof parsed?.owner !== "string" ||
       typeof parsed.registeredAt !== "number" ||
       typeof parsed.attrs !== "object" || parsed.attrs === null ||
-      Object.values(parsed.attrs).some((v) => typeof v !== "string")
+      Object.values(parsed.attrs).some((v) => typeof v !== "string") ||
+      (parsed.health !== undefined && parsed.health !== "passing" &&
+        parsed.health !== "critical") ||
+      (parsed.note !== undefined && typeof parsed.note !== "string")
     ) throw new Error("the value is not a discover record");
-    return {
+    const record: StoredRecord = {
       service,
       addr,
       attrs: parsed.attrs,
       owner: parsed.owner,
       registeredAt: parsed.registeredAt,
     };
+    if (parsed.health === "critical") {
+      record.health = "critical";
+      if (parsed.note !== undefined) record.note = parsed.note;
+    }
+    return record;
   }
 }
 

@@ -78,3 +78,29 @@ Deno.test("parseKnown and knownOf: owner, modification revision and lease", () =
   assert.deepEqual(knownOf({ ...record, owner: "o" }, kv), expected);
   assert.equal(parseKnown({ ...kv, value: "{" }), undefined);
 });
+
+Deno.test("record codec: a critical record carries its health and note; a passing one stays as small as before", () => {
+  const key = codec.key(record.service, record.addr);
+  const critical = { ...record, health: "critical" as const, note: "HTTP 500" };
+  const value = codec.encode(critical);
+  assert.deepEqual(JSON.parse(value), {
+    attrs: { zone: "b" },
+    owner: "c:me",
+    registeredAt: 1700000000000,
+    health: "critical",
+    note: "HTTP 500",
+  });
+  assert.deepEqual(codec.decode(key, value), critical);
+  assert.equal(
+    codec.encode({ ...record, health: "passing" }),
+    codec.encode(record),
+  );
+  assert.throws(
+    () =>
+      codec.decode(
+        key,
+        '{"owner":"o","registeredAt":1,"attrs":{},"health":"sick"}',
+      ),
+    /not a discover record/,
+  );
+});

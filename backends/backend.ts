@@ -57,7 +57,7 @@
  * @module
  */
 
-import type { Attrs } from "../protocol/types.ts";
+import type { Attrs, Health } from "../protocol/types.ts";
 
 /** A stored registration. */
 export interface StoredRecord {
@@ -71,6 +71,10 @@ export interface StoredRecord {
   owner: string;
   /** Time of first registration, in milliseconds since the epoch. */
   registeredAt: number;
+  /** Health; absent means `passing`. */
+  health?: Health;
+  /** Why it is critical; only with `critical`. */
+  note?: string;
 }
 
 /** One change delivered by a backend. */

@@ -324,7 +324,8 @@ export interface MemoryBackendOptions {
 const LOG_ENTRY_BYTES = 64;
 
 function recordBytes(record: StoredRecord): number {
-  let bytes = record.service.length + record.addr.length + record.owner.length;
+  let bytes = record.service.length + record.addr.length + record.owner.length +
+    (record.note?.length ?? 0);
   for (const key in record.attrs) {
     bytes += key.length + record.attrs[key].length;
   }

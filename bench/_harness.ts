@@ -351,3 +351,56 @@ export function table(figures: Figure[]): string {
     ...rows.slice(1).map(line),
   ].join("\n");
 }
+
+/**
+ * CPU time so far of processes, in clock ticks (user plus system, from
+ * `/proc/PID/stat`; see {@linkcode ticksPerSecond}).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const [before] = await cpuTicks([pid]);
+ * ```
+ *
+ * @param pids The processes.
+ * @returns Their ticks, in the same order.
+ */
+export async function cpuTicks(pids: number[]): Promise<number[]> {
+  // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
+  const out = await new Deno.Command("cat", {
+    args: pids.map((pid) => `/proc/${pid}/stat`),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `could not read /proc/PID/stat of ${pids.join(", ")}: ${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+  return lines.map((line) => {
+    // Fields after the command name, which may hold spaces: state is
+    // field 3, utime 14, stime 15.
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  });
+}
+
+/**
+ * Clock ticks per second, for {@linkcode cpuTicks} (`getconf CLK_TCK`, 100
+ * when it cannot say).
+ *
+ * @example Usage
+ * ```ts ignore
+ * const seconds = ticks / await ticksPerSecond();
+ * ```
+ *
+ * @returns Ticks per second.
+ */
+export async function ticksPerSecond(): Promise<number> {
+  const out = await new Deno.Command("getconf", { args: ["CLK_TCK"] })
+    .output();
+  const n = Number(new TextDecoder().decode(out.stdout).trim());
+  return out.success && n > 0 ? n : 100;
+}

@@ -40,7 +40,15 @@ import { type Client, connect } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { fleetValue, writeFleet } from "./_etcd_fleet.ts";
-import { addrOf, type Bench, figure, percentile, within } from "./_harness.ts";
+import {
+  addrOf,
+  type Bench,
+  cpuTicks,
+  figure,
+  percentile,
+  ticksPerSecond,
+  within,
+} from "./_harness.ts";
 import { spawnEtcdWatcher, type WatcherProcess } from "./_watcher_process.ts";
 
 /** Instances of each service. */
@@ -97,38 +105,6 @@ async function startAll<T>(
   );
   const failure = results.find((r) => r.status === "rejected");
   if (failure) throw (failure as PromiseRejectedResult).reason;
-}
-
-/** CPU time of each process, in clock ticks (utime + stime). */
-async function cpuTicks(pids: number[]): Promise<number[]> {
-  // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
-  const out = await new Deno.Command("cat", {
-    args: pids.map((pid) => `/proc/${pid}/stat`),
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `could not read /proc/PID/stat of ${pids.join(", ")}: ${
-        new TextDecoder().decode(out.stderr)
-      }`,
-    );
-  }
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  return lines.map((line) => {
-    // Fields after the command name, which may hold spaces: state is
-    // field 3, utime 14, stime 15.
-    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]);
-  });
-}
-
-/** Clock ticks per second, for `cpuTicks`. */
-async function ticksPerSecond(): Promise<number> {
-  const out = await new Deno.Command("getconf", { args: ["CLK_TCK"] })
-    .output();
-  const n = Number(new TextDecoder().decode(out.stdout).trim());
-  return out.success && n > 0 ? n : 100;
 }
 
 /** Samples in flight, by key; each resolves with its time in ms. */

@@ -27,6 +27,7 @@ import { registrationStorm } from "./registration_storm.ts";
 import { fleetMemory } from "./fleet_memory.ts";
 import { firstSubscriber } from "./first_subscriber.ts";
 import { fleetAgents } from "./fleet_agents.ts";
+import { healthChecks } from "./health_checks.ts";
 
 /** The benchmarks, by number. */
 export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
@@ -41,6 +42,7 @@ export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
   ["9", fleetMemory],
   ["10", firstSubscriber],
   ["11", fleetAgents],
+  ["12", healthChecks],
 ]);
 
 /** The machine the suite ran on. */

@@ -49,6 +49,7 @@ Deno.test({
         "9",
         "10",
         "11",
+        "12",
       ]);
       for (const f of results.figures) {
         assert.ok(
@@ -84,6 +85,9 @@ Deno.test({
           /^10 first subscriber to a service of .* instances in etcd$/,
           /^11 cross-host propagation p99, .* agents, .* changes\/s$/,
           /^11 agent CPU, mean per agent, .* agents, .* changes\/s$/,
+          /^12 agent CPU, .* HTTP checks every .* s, all passing$/,
+          /^12 etcd writes\/s, .* HTTP checks every .* s, all passing$/,
+          /^12 failure to down at another agent's subscriber max$/,
         ]
       ) {
         assert.ok(

@@ -12,11 +12,14 @@
  */
 
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import type { Attrs, Target } from "../mod.ts";
+import { type Attrs, RpcError, type Target } from "../mod.ts";
+import type { Check, HealthFilter } from "../protocol/types.ts";
 import {
   ATTR_KEY_PATTERN,
   validateAddr,
   validateAttrs,
+  validateCheck,
+  validateHealthFilter,
   validateServiceName,
 } from "../protocol/validate.ts";
 import { wrap } from "../_help_text.ts";
@@ -135,6 +138,45 @@ const FILTER_FLAG: FlagSpec = {
     "only instances whose attribute KEY is VALUE; repeatable, every one must match",
 };
 
+const HEALTH_FLAG: FlagSpec = {
+  name: "health",
+  type: "string",
+  value: "passing|any",
+  help:
+    "passing (the default): only the instances able to serve; any: critical ones too",
+};
+
+/** The flags of `register` that give the instance a health check. */
+const CHECK_FLAGS: readonly FlagSpec[] = [
+  {
+    name: "check-http",
+    type: "string",
+    value: "URL",
+    help:
+      "the agent checks the instance with a GET of URL (http:// or https://): a 2xx status passes, anything else fails",
+  },
+  {
+    name: "check-tcp",
+    type: "string",
+    value: "HOST:PORT",
+    help:
+      "the agent checks the instance by opening a TCP connection to HOST:PORT: a connection passes",
+  },
+  {
+    name: "check-interval",
+    type: "string",
+    value: "SECONDS",
+    help: "seconds between checks (fractions allowed; default 5)",
+  },
+  {
+    name: "check-timeout",
+    type: "string",
+    value: "SECONDS",
+    help:
+      "seconds a check may take, less than the interval (default 2, or half the interval when that is shorter)",
+  },
+];
+
 const COMMANDS: readonly CommandSpec[] = [
   {
     name: "services",
@@ -149,28 +191,35 @@ const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "ls",
-    usage: "ls SERVICE [--filter KEY=VALUE ...]",
+    usage: "ls SERVICE [--filter KEY=VALUE ...] [--health passing|any]",
     summary: "the instances of SERVICE",
     details: [
-      "Lists the instances of SERVICE, sorted by address: address, age and attributes on a terminal; address and attributes separated by a tab otherwise; with --json, an array of the instances as the agent reports them (id, service, addr, attrs, revision, registeredAt).",
+      "Lists the instances of SERVICE, sorted by address: the passing ones, or with --health any the critical ones too (an instance whose health check fails).",
+      "On a terminal: address, health ('passing', or 'critical' and why in brackets), age and attributes under a header. Otherwise one line per instance, without a header: ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE, where HEALTH is passing or critical and NOTE says why it is critical (empty when passing). With --json, an array of the instances as the agent reports them (id, service, addr, attrs, revision, registeredAt, health, and note when critical).",
     ],
     positionals: ["SERVICE"],
-    flags: [FILTER_FLAG],
-    examples: ["discover ls cache", "discover ls cache --filter zone=b --json"],
+    flags: [FILTER_FLAG, HEALTH_FLAG],
+    examples: [
+      "discover ls cache",
+      "discover ls cache --filter zone=b --json",
+      "discover ls web --health any",
+    ],
   },
   {
     name: "watch",
-    usage: "watch SERVICE [--filter KEY=VALUE ...]",
+    usage: "watch SERVICE [--filter KEY=VALUE ...] [--health passing|any]",
     summary: "print the changes of SERVICE as they happen, until Ctrl-C",
     details: [
-      "Prints one line per instance of SERVICE (as 'up'), then one line per change: 'up' (an instance joined), 'update' (its attributes changed) or 'down' (it left), until Ctrl-C or SIGTERM (exit code 0). A line is the time (on a terminal), the kind, the address and the attributes; with --json, one object a line: {\"kind\", \"revision\", \"instance\"}.",
+      "Prints one line per instance of SERVICE (as 'up'), then one line per change: 'up' (an instance joined), 'update' (its attributes changed) or 'down' (it left), until Ctrl-C or SIGTERM (exit code 0). By default only passing instances count: one whose health check fails leaves ('down', with the reason) and joins again ('up') when it passes. With --health any every instance counts, and a change of health is an 'update'.",
+      'On a terminal a line is the time, the kind, the address, the health (\'passing\', or \'critical\' and why in brackets) and the attributes. Otherwise it is KIND<TAB>ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE (NOTE empty when passing). With --json, one object a line: {"kind", "revision", "instance"}.',
       "When the connection to the agent is lost, discover says so on standard error and reconnects by itself; it then prints what changed meanwhile, also across a restart of the agent.",
     ],
     positionals: ["SERVICE"],
-    flags: [FILTER_FLAG],
+    flags: [FILTER_FLAG, HEALTH_FLAG],
     examples: [
       "discover watch cache",
       "discover watch cache --filter zone=b --json",
+      "discover watch web --health any",
     ],
   },
   {
@@ -187,12 +236,14 @@ const COMMANDS: readonly CommandSpec[] = [
   {
     name: "register",
     usage:
-      "register SERVICE PORT|HOST:PORT [--attr KEY=VALUE ...] [-- COMMAND [ARGS...]]",
+      "register SERVICE PORT|HOST:PORT [--attr KEY=VALUE ...] [--check-http URL | --check-tcp HOST:PORT] [-- COMMAND [ARGS...]]",
     summary:
       "register an instance until Ctrl-C, or while COMMAND runs; HOST defaults to the agent's advertised host",
     details: [
       "Registers an instance of SERVICE at PORT on the agent's advertised host, or at HOST:PORT, prints it ('registered SERVICE ADDR ATTRS', or the instance as a JSON object with --json), and keeps it registered until Ctrl-C or SIGTERM, which unregister it (exit code 0). After a lost connection discover reconnects and registers it again by itself.",
       "With -- COMMAND, discover registers the instance, then runs COMMAND (standard input and output are COMMAND's; discover's own notices go to standard error), passes SIGINT and SIGTERM on to it, unregisters the instance as soon as it exits, and exits with its exit code: 128 plus the signal number when a signal killed it (137 for SIGKILL), 127 when COMMAND is not found, 126 when it cannot be run. A registration the agent refuses exits 1 without running COMMAND.",
+      "With --check-http URL or --check-tcp HOST:PORT (one of them), the agent checks the instance every --check-interval seconds (default 5), each check given --check-timeout seconds (default 2). The agent runs the check, not discover: from the agent's host, for as long as the instance is registered. The instance starts critical, left out of what others list and watch by default, until its first check passes; a failed check makes it critical again, with the reason (HTTP 500, connection refused, timeout...). The agent checks only the instance's own host, or loopback for an instance on the agent's host, unless it was started with --check-allow: a check it refuses exits 1 with its reason.",
+      "Together with -- COMMAND this is the sidecar that makes a program in any language a health-checked instance: discover registers it with its check, runs it, and unregisters it when it exits.",
     ],
     positionals: ["SERVICE", "PORT|HOST:PORT"],
     flags: [{
@@ -201,11 +252,13 @@ const COMMANDS: readonly CommandSpec[] = [
       multiple: true,
       value: "KEY=VALUE",
       help: "an attribute of the instance; repeatable",
-    }],
+    }, ...CHECK_FLAGS],
     runs: true,
     examples: [
       "discover register cache 6379 --attr zone=b",
       "discover register web 10.0.0.7:8080 -- ./server --port 8080",
+      "discover register web 8080 --check-http http://127.0.0.1:8080/healthz -- ./server --port 8080",
+      "discover register db 5432 --check-tcp 127.0.0.1:5432 --check-interval 10",
     ],
   },
   {
@@ -244,12 +297,16 @@ export type Command =
     readonly service: string;
     /** The attribute filter; empty: every instance. */
     readonly filter: Attrs;
+    /** Which instances by health: the passing ones, or any. */
+    readonly health: HealthFilter;
   })
   | (Globals & {
     readonly name: "register";
     readonly service: string;
     readonly target: Target;
     readonly attrs: Attrs;
+    /** The health check the agent runs for the instance. */
+    readonly check?: Check;
     /** The command to run while registered, program first. */
     readonly run?: readonly string[];
   })
@@ -481,6 +538,144 @@ export function parseTarget(
   }
 }
 
+/** The flags that set each field of a check, for messages. */
+const CHECK_FIELD_FLAGS: Readonly<Record<string, string>> = {
+  http: "--check-http",
+  tcp: "--check-tcp",
+  interval: "--check-interval",
+  timeout: "--check-timeout",
+};
+
+/**
+ * The protocol's refusal of a check or a health filter as a
+ * {@linkcode UsageError}: the same rule, with the flags' names for the
+ * fields (`'check.interval'` reads `--check-interval`).
+ */
+function usageFromRpc(error: unknown, where: string): UsageError {
+  if (!(error instanceof RpcError)) throw error;
+  const message = error.message
+    .replace(
+      /'check\.([a-z]+)'/g,
+      (all, field: string) => CHECK_FIELD_FLAGS[field] ?? all,
+    )
+    .replace(
+      /'(interval|timeout)'/g,
+      (_, field: string) => CHECK_FIELD_FLAGS[field],
+    )
+    .replace(/^'health'/, "--health")
+    .replace(/: got number (\S+)$/, ": got '$1'");
+  return new UsageError(message, where);
+}
+
+/**
+ * Reads `--health`: `passing` (the default) or `any`.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseHealth } from "./_args.ts";
+ * parseHealth(undefined); // "passing"
+ * parseHealth("any"); // "any"
+ * ```
+ *
+ * @param text The value given, if any.
+ * @param options The command, for the help pointer.
+ * @returns The health filter.
+ * @throws {UsageError} When it is neither `passing` nor `any`.
+ */
+export function parseHealth(
+  text: string | undefined,
+  options: WhereOptions = {},
+): HealthFilter {
+  try {
+    return validateHealthFilter(text) ?? "passing";
+  } catch (error) {
+    throw usageFromRpc(error, options.where ?? "discover");
+  }
+}
+
+/** The check flags of `register`, as given (each may be absent). */
+export interface CheckFlags {
+  /** `--check-http URL`. */
+  http?: string;
+  /** `--check-tcp HOST:PORT`. */
+  tcp?: string;
+  /** `--check-interval SECONDS`. */
+  interval?: string;
+  /** `--check-timeout SECONDS`. */
+  timeout?: string;
+}
+
+/** A decimal number of seconds, as a number; any other text stays text. */
+function secondsOf(text: string | undefined): number | string | undefined {
+  return text !== undefined && /^-?([0-9]+\.?[0-9]*|\.[0-9]+)$/.test(text)
+    ? Number(text)
+    : text;
+}
+
+/**
+ * Reads the check flags of `register` into the check the agent runs,
+ * checked against the protocol's rules (the ones `register` applies).
+ *
+ * @example Usage
+ * ```ts
+ * import { parseCheck } from "./_args.ts";
+ * parseCheck({ http: "http://127.0.0.1:8080/healthz", interval: "2" });
+ * // { http: "http://127.0.0.1:8080/healthz", interval: 2 }
+ * parseCheck({}); // undefined: no check
+ * ```
+ *
+ * @param flags The values of the flags given.
+ * @param options The command, for the help pointer.
+ * @returns The check (its target canonical, the times given), or
+ *   `undefined` without `--check-http` and `--check-tcp`.
+ * @throws {UsageError} When both targets are given, a time is given
+ *   without a target, or a value breaks the protocol's rule.
+ */
+export function parseCheck(
+  flags: CheckFlags,
+  options: WhereOptions = {},
+): Check | undefined {
+  const where = options.where ?? "discover";
+  const { http, tcp } = flags;
+  if (http !== undefined && tcp !== undefined) {
+    throw new UsageError(
+      `give one check, --check-http URL or --check-tcp HOST:PORT: got both (--check-http '${http}' and --check-tcp '${tcp}')`,
+      where,
+    );
+  }
+  if (http === undefined && tcp === undefined) {
+    const orphan = (["interval", "timeout"] as const).find((name) =>
+      flags[name] !== undefined
+    );
+    if (orphan === undefined) return undefined;
+    throw new UsageError(
+      `${
+        CHECK_FIELD_FLAGS[orphan]
+      } is only for a health check: give --check-http URL or --check-tcp HOST:PORT too`,
+      where,
+    );
+  }
+  const interval = secondsOf(flags.interval);
+  const timeout = secondsOf(flags.timeout);
+  let checked;
+  try {
+    checked = validateCheck({
+      ...(http !== undefined ? { http } : { tcp }),
+      ...(interval !== undefined ? { interval } : {}),
+      ...(timeout !== undefined ? { timeout } : {}),
+    });
+  } catch (error) {
+    throw usageFromRpc(error, where);
+  }
+  return {
+    ...(checked.http !== undefined
+      ? { http: checked.http }
+      : { tcp: checked.tcp }),
+    ...(interval !== undefined ? { interval: checked.interval } : {}),
+    ...(timeout !== undefined ? { timeout: checked.timeout } : {}),
+  };
+}
+
 function parseService(text: string, where: string): string {
   try {
     return validateServiceName(text, "SERVICE");
@@ -604,16 +799,25 @@ export function parseCommandLine(
         name: spec.name,
         service: parseService(positionals[0], where),
         filter: parsePairs("filter", list("filter"), { where }),
+        health: parseHealth(values.health as string | undefined, { where }),
       };
-    case "register":
+    case "register": {
+      const check = parseCheck({
+        http: values["check-http"] as string | undefined,
+        tcp: values["check-tcp"] as string | undefined,
+        interval: values["check-interval"] as string | undefined,
+        timeout: values["check-timeout"] as string | undefined,
+      }, { where });
       return {
         ...globals,
         name: "register",
         service: parseService(positionals[0], where),
         target: parseTarget(positionals[1], { where }),
         attrs: parsePairs("attr", list("attr"), { where }),
+        ...(check ? { check } : {}),
         ...(run.length > 0 ? { run } : {}),
       };
+    }
     case "unregister":
       return {
         ...globals,
@@ -665,7 +869,7 @@ function flagEntry(flag: FlagSpec): string {
 }
 
 const EXIT_CODES = [
-  "Exit codes: 0 done; 1 failure (the agent cannot be reached, or refused the request); 2 usage error (unknown command or flag, bad KEY=VALUE, bad port).",
+  "Exit codes: 0 done; 1 failure (the agent cannot be reached, or refused the request); 2 usage error (unknown command or flag, bad KEY=VALUE, bad port, bad check).",
   `Connecting to the agent gives up after ${
     TIMEOUT_MS / 1000
   } s, and so does each request.`,

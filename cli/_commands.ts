@@ -15,6 +15,7 @@ import {
   type ServiceSet,
   type Target,
 } from "../mod.ts";
+import type { Check, HealthFilter } from "../protocol/types.ts";
 import {
   AGENT_ENV,
   type Command,
@@ -115,8 +116,25 @@ function where(target: Target): string {
     : target;
 }
 
-function filterOption(filter: Readonly<Record<string, string>>) {
-  return Object.keys(filter).length > 0 ? { filter: { ...filter } } : {};
+/** The options of `lookup` and `services`: the filter and health given, if any. */
+function readOptions(
+  command: { filter: Readonly<Record<string, string>>; health: HealthFilter },
+) {
+  return {
+    ...(Object.keys(command.filter).length > 0
+      ? { filter: { ...command.filter } }
+      : {}),
+    // "passing" is the agent's default: not sent.
+    ...(command.health === "any" ? { health: command.health } : {}),
+  };
+}
+
+/** A check in messages: `GET URL every 5 s` or `a TCP connection to ADDR every 5 s`. */
+function describeCheck(check: Check): string {
+  const what = check.http !== undefined
+    ? `GET ${check.http}`
+    : `a TCP connection to ${check.tcp}`;
+  return `${what} every ${check.interval ?? 5} s`;
 }
 
 /** A command that does something: every one but `help`. */
@@ -158,7 +176,7 @@ export async function runCommand(
       return await oneShot(command.agent, async (client) => {
         const instances = await client.lookup(
           command.service,
-          filterOption(command.filter),
+          readOptions(command),
         ).catch((error) => {
           throw failed(`reading the instances of ${command.service}`, error);
         });
@@ -235,7 +253,7 @@ async function watch(
   const off = io.onSignal(() => stop.abort());
   let set: ServiceSet | undefined;
   try {
-    set = await client.services(command.service, filterOption(command.filter))
+    set = await client.services(command.service, readOptions(command))
       .catch((error) => {
         throw failed(`subscribing to ${command.service}`, error);
       });
@@ -287,7 +305,7 @@ async function register(
   command: Extract<Runnable, { name: "register" }>,
   io: Io,
 ): Promise<number> {
-  const { service, target, attrs, run } = command;
+  const { service, target, attrs, check, run } = command;
   const client = await open(command.agent);
   const stopped = Promise.withResolvers<void>();
   let signalled: ForwardedSignal | undefined;
@@ -297,7 +315,10 @@ async function register(
   });
   let addr = where(target);
   try {
-    const instance = await client.register(service, target, { attrs })
+    const instance = await client.register(service, target, {
+      attrs,
+      ...(check ? { check } : {}),
+    })
       .catch((error) => {
         throw failed(`registering ${service} at ${where(target)}`, error);
       });
@@ -322,6 +343,17 @@ async function register(
         ? ` ${formatAttrs(instance.attrs)}`
         : ""
     }`;
+    if (check) {
+      io.err(
+        `discover: the agent checks ${service} at ${addr} (${
+          describeCheck(check)
+        }); it is ${
+          instance.health === "passing"
+            ? "passing"
+            : "critical until a check passes"
+        }`,
+      );
+    }
     if (run === undefined) {
       try {
         io.out(

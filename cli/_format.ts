@@ -64,6 +64,52 @@ export function formatAttrs(attrs: Readonly<Attrs>): string {
     .join(" ");
 }
 
+/** Characters besides the C0 controls that a note shows as a JSON string. */
+const NOTE_QUOTED = /["\\\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+/**
+ * A note as it is, or as a JSON string when it holds a control character
+ * (a tab, a newline...), a quote, a backslash, or anything a terminal may
+ * act on.
+ */
+function safeNote(note: string): string {
+  const control = [...note].some((c) => c < " ");
+  return control || NOTE_QUOTED.test(note) ? quote(note) : note;
+}
+
+/**
+ * The health of an instance as fields: `passing` or `critical`, and the
+ * note that says why it is critical (empty when passing). A note with a
+ * control character (a tab, a newline...), a quote or a backslash is
+ * written as a JSON string, so that a line stays one line and its fields
+ * stay apart.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { formatHealth } from "./_format.ts";
+ * formatHealth({ ...instance, health: "critical", note: "HTTP 500" });
+ * // ["critical", "HTTP 500"]
+ * ```
+ *
+ * @param instance The instance.
+ * @returns The health and the note.
+ */
+export function formatHealth(
+  instance: Pick<Instance, "health" | "note">,
+): [string, string] {
+  const health = instance.health ?? "passing";
+  return [
+    health,
+    health === "critical" && instance.note ? safeNote(instance.note) : "",
+  ];
+}
+
+/** The health in one column of a terminal: `passing`, `critical (NOTE)`. */
+function healthCell(instance: Pick<Instance, "health" | "note">): string {
+  const [health, note] = formatHealth(instance);
+  return note ? `${health} (${note})` : health;
+}
+
 /**
  * A duration as its largest whole unit: `42s`, `5m`, `3h`, `12d`.
  *
@@ -162,8 +208,9 @@ export function sortInstances(instances: readonly Instance[]): Instance[] {
 }
 
 /**
- * The output of `discover ls`: on a terminal, address, age and attributes
- * under a header; otherwise address and attributes, tab-separated; with
+ * The output of `discover ls`: on a terminal, address, health (with the
+ * note in brackets when critical), age and attributes under a header;
+ * otherwise address, attributes, health and note, tab-separated; with
  * `--json`, the instances as an array.
  *
  * @example Usage
@@ -172,9 +219,10 @@ export function sortInstances(instances: readonly Instance[]): Instance[] {
  * const web = {
  *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
  *   attrs: { zone: "b" }, revision: 1, registeredAt: 0,
+ *   health: "critical" as const, note: "HTTP 500",
  * };
  * formatInstances([web], { tty: false, json: false, now: 0 });
- * // ["127.0.0.1:80\tzone=b"]
+ * // ["127.0.0.1:80\tzone=b\tcritical\tHTTP 500"]
  * ```
  *
  * @param instances The instances, printed in address order.
@@ -190,15 +238,16 @@ export function formatInstances(
   if (!options.tty) {
     return formatTable(
       [],
-      sorted.map((i) => [i.addr, formatAttrs(i.attrs)]),
+      sorted.map((i) => [i.addr, formatAttrs(i.attrs), ...formatHealth(i)]),
       options,
     );
   }
   if (sorted.length === 0) return ["(no instances)"];
   return formatTable(
-    ["ADDR", "AGE", "ATTRS"],
+    ["ADDR", "HEALTH", "AGE", "ATTRS"],
     sorted.map((i) => [
       i.addr,
+      healthCell(i),
       formatAge(options.now - i.registeredAt),
       formatAttrs(i.attrs),
     ]),
@@ -211,7 +260,8 @@ const KIND_WIDTH = 6;
 
 /**
  * One line of `discover watch`: on a terminal, the local time, the kind,
- * the address and the attributes; otherwise kind, address and attributes,
+ * the address, the health (with the note in brackets when critical) and
+ * the attributes; otherwise kind, address, attributes, health and note,
  * tab-separated; with `--json`, `{"kind", "revision", "instance"}`.
  *
  * @example Usage
@@ -219,11 +269,11 @@ const KIND_WIDTH = 6;
  * import { formatUpdate } from "./_format.ts";
  * const instance = {
  *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
- *   attrs: {}, revision: 4, registeredAt: 0,
+ *   attrs: {}, revision: 4, registeredAt: 0, health: "passing" as const,
  * };
  * formatUpdate({ kind: "up", instance, revision: 4 }, {
  *   tty: false, json: false, now: new Date(),
- * }); // "up\t127.0.0.1:80\t"
+ * }); // "up\t127.0.0.1:80\t\tpassing\t"
  * ```
  *
  * @param update The update.
@@ -237,14 +287,17 @@ export function formatUpdate(
   const { kind, instance, revision } = update;
   if (options.json) return JSON.stringify({ kind, revision, instance });
   const attrs = formatAttrs(instance.attrs);
-  if (!options.tty) return [kind, instance.addr, attrs].join("\t");
+  if (!options.tty) {
+    return [kind, instance.addr, attrs, ...formatHealth(instance)].join("\t");
+  }
   const time = [
     options.now.getHours(),
     options.now.getMinutes(),
     options.now.getSeconds(),
   ].map((n) => String(n).padStart(2, "0")).join(":");
-  return `${time}  ${kind.padEnd(KIND_WIDTH)}  ${instance.addr}  ${attrs}`
-    .trimEnd();
+  return `${time}  ${kind.padEnd(KIND_WIDTH)}  ${instance.addr}  ${
+    healthCell(instance)
+  }  ${attrs}`.trimEnd();
 }
 
 /** Nested objects as `parent.child` keys, in their order. */

@@ -17,8 +17,11 @@ import {
   ALL_SERVICES,
   type Attrs,
   type CatalogResult,
+  type Check,
   EVENT_NOTIFICATION,
   type EventParams,
+  type Health,
+  type HealthFilter,
   type Instance,
   type StatusResult,
 } from "../protocol/types.ts";
@@ -26,8 +29,11 @@ import {
   CLIENT_ID_PATTERN,
   validateAddr,
   validateAttrs,
+  validateCheck,
+  validateHealthFilter,
   validatePort,
   validateServiceName,
+  validateSetHealth,
 } from "../protocol/validate.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { agentUrls, Connection } from "./_connection.ts";
@@ -129,6 +135,19 @@ export interface RegisterOptions extends CallOptions {
    * @default {{}}
    */
   attrs?: Attrs;
+  /**
+   * A health check the agent runs for the instance: `{http: URL}` or
+   * `{tcp: "host:port"}`, with `interval` and `timeout` in seconds and the
+   * thresholds. The instance then starts critical and joins passing sets
+   * at its first passing result. A re-registration replaces it.
+   */
+  check?: Check;
+}
+
+/** Options of {@linkcode Client.setHealth}. */
+export interface SetHealthOptions extends CallOptions {
+  /** Why, when critical (at most 256 characters). */
+  note?: string;
 }
 
 /** Options of {@linkcode Client.services} and {@linkcode Client.lookup}. */
@@ -138,6 +157,14 @@ export interface ServicesOptions extends CallOptions {
    * (an attribute map: its keys are attribute names).
    */
   filter?: Attrs;
+  /**
+   * `"passing"`: only instances able to serve (an instance that turns
+   * critical leaves the set, and comes back when it passes); `"any"`: every
+   * instance, a health change being an update.
+   *
+   * @default {"passing"}
+   */
+  health?: HealthFilter;
 }
 
 /** A register/unregister target: a port on the agent's advertised host, or `host:port`. */
@@ -280,9 +307,13 @@ const RECONNECT_RULE: OptionsRule = {
 };
 const REGISTER_RULE: OptionsRule = {
   where: "register()",
-  known: ["attrs", "signal"],
+  known: ["attrs", "check", "signal"],
   hint: (_key, value) =>
     typeof value === "string" ? "attributes go in {attrs: {...}}" : undefined,
+};
+const SET_HEALTH_RULE: OptionsRule = {
+  where: "setHealth()",
+  known: ["note", "signal"],
 };
 const UNREGISTER_RULE: OptionsRule = {
   where: "unregister()",
@@ -292,7 +323,7 @@ const UNREGISTER_RULE: OptionsRule = {
 function filterRule(where: string): OptionsRule {
   return {
     where,
-    known: ["filter", "signal"],
+    known: ["filter", "health", "signal"],
     hint: (key, value) =>
       typeof value === "string"
         ? `filter by attributes with {filter: {${keyText(key)}: ${
@@ -397,6 +428,9 @@ interface Held {
   readonly at: Target;
   readonly params: { port: number } | { addr: string };
   readonly attrs: Attrs;
+  readonly check?: Check;
+  /** The client's latest report of the instance's health, sent again after a reconnection. */
+  report?: { health: Health; note?: string };
   state: RegistrationState;
   error?: unknown;
 }
@@ -407,6 +441,7 @@ interface SetState {
   readonly set: ServiceSet;
   readonly control: SetControl;
   readonly filter?: Attrs;
+  readonly health?: HealthFilter;
   /** Subscription id on the current connection. */
   id?: string;
   /** Epoch of the set's revision: sent back with `since`. */
@@ -571,9 +606,15 @@ export class Client extends EventTarget implements AsyncDisposable {
     at: Target,
     options?: RegisterOptions,
   ): Promise<Instance> {
-    const { attrs: given, signal } = checkOptions(options, REGISTER_RULE);
+    const { attrs: given, check: givenCheck, signal } = checkOptions(
+      options,
+      REGISTER_RULE,
+    );
     validateServiceName(service);
     const attrs = validateAttrs(given ?? {});
+    const check = givenCheck === undefined
+      ? undefined
+      : validateCheck(givenCheck);
     const { params, key } = target(service, at);
     const before = this.#registered.get(key);
     // This call is the newest intent: a restore must not send an older one.
@@ -582,7 +623,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     try {
       instance = await this.#connection.request(
         "discover.register",
-        { service, ...params, attrs },
+        { service, ...params, attrs, ...(check ? { check } : {}) },
         { signal },
       );
     } catch (error) {
@@ -600,8 +641,53 @@ export class Client extends EventTarget implements AsyncDisposable {
       at,
       params,
       attrs,
+      ...(check ? { check } : {}),
+      ...(before?.report ? { report: before.report } : {}),
       state: "registered",
     });
+    return instance;
+  }
+
+  /**
+   * Reports the health of an instance this client registered (the owner's
+   * own view, like a TTL check without its writes): `critical` takes it out
+   * of passing sets until it reports `passing` again. Combined with its
+   * check, if any: the instance is critical while either says so. The
+   * client sends it again after a reconnection.
+   *
+   * @example Usage
+   * ```ts ignore
+   * await client.setHealth("worker", 9000, "critical", { note: "database unreachable" });
+   * await client.setHealth("worker", 9000, "passing");
+   * ```
+   *
+   * @param service The service name.
+   * @param at The port or `host:port` given to {@linkcode Client.register}.
+   * @param health `"passing"` or `"critical"`.
+   * @param options A note (only with `critical`) and a signal.
+   * @returns The instance with its health as it is now.
+   * @throws {TypeError} When `options` has a key other than `note` and `signal`.
+   */
+  async setHealth(
+    service: string,
+    at: Target,
+    health: Health,
+    options?: SetHealthOptions,
+  ): Promise<Instance> {
+    const { note, signal } = checkOptions(options, SET_HEALTH_RULE);
+    const params = validateSetHealth({
+      service,
+      ...target(service, at).params,
+      health,
+      ...(note === undefined ? {} : { note }),
+    });
+    const instance = await this.#connection.request(
+      "discover.setHealth",
+      params,
+      { signal },
+    );
+    const held = this.#registered.get(target(service, at).key);
+    if (held) held.report = { health, ...(note ? { note } : {}) };
     return instance;
   }
 
@@ -674,17 +760,27 @@ export class Client extends EventTarget implements AsyncDisposable {
     service: string,
     options?: ServicesOptions,
   ): Promise<ServiceSet> {
-    const { filter: given, signal } = checkOptions(options, SERVICES_RULE);
+    const { filter: given, health, signal } = checkOptions(
+      options,
+      SERVICES_RULE,
+    );
     if (service !== ALL_SERVICES) validateServiceName(service);
     const filter = given === undefined
       ? undefined
       : validateAttrs(given, "filter");
+    validateHealthFilter(health);
     const { set, control } = openSet(
       service,
       filter,
       () => this.#unsubscribe(set),
     );
-    const state: SetState = { kind: "set", set, control, filter };
+    const state: SetState = {
+      kind: "set",
+      set,
+      control,
+      filter,
+      ...(health ? { health } : {}),
+    };
     this.#sets.set(set, state);
     // The caller's signal ends the wait, never the subscribe request itself:
     // the set is closed instead, which unsubscribes once the id is known.
@@ -718,14 +814,19 @@ export class Client extends EventTarget implements AsyncDisposable {
     service: string,
     options?: ServicesOptions,
   ): Promise<Instance[]> {
-    const { filter: given, signal } = checkOptions(options, LOOKUP_RULE);
+    const { filter: given, health, signal } = checkOptions(
+      options,
+      LOOKUP_RULE,
+    );
     validateServiceName(service);
     const filter = given === undefined
       ? undefined
       : validateAttrs(given, "filter");
+    validateHealthFilter(health);
     const result = await this.#connection.request("discover.services", {
       service,
       ...(filter ? { filter: { attrs: filter } } : {}),
+      ...(health ? { health } : {}),
     }, { signal });
     return result.instances;
   }
@@ -900,12 +1001,21 @@ export class Client extends EventTarget implements AsyncDisposable {
   async #reregister(held: Held) {
     // Withdrawn, or superseded by a newer register() call.
     if (!this.#toRestore.has(held)) return;
-    const { service, params, attrs } = held;
+    const { service, params, attrs, check } = held;
     await this.#connection.request("discover.register", {
       service,
       ...params,
       attrs,
+      ...(check ? { check } : {}),
     });
+    const report = held.report;
+    if (report && this.#toRestore.has(held)) {
+      await this.#connection.request("discover.setHealth", {
+        service,
+        ...params,
+        ...report,
+      });
+    }
     if (this.#toRestore.delete(held)) {
       held.state = "registered";
       held.error = undefined;
@@ -971,6 +1081,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     await this.#connection.request("discover.subscribe", {
       service: set.service,
       ...(state.filter ? { filter: { attrs: state.filter } } : {}),
+      ...(state.health ? { health: state.health } : {}),
       ...resume,
     }, {
       // Runs before the frames that follow the response: the set must be

@@ -334,7 +334,7 @@ Deno.test("every options object rejects keys it does not know, naming the key an
     ],
     [
       () => loose.register("cache", 9876, { ttl: 30 }),
-      "'ttl' is not an option of register(): its options are attrs, signal",
+      "'ttl' is not an option of register(): its options are attrs, check, signal",
     ],
     [
       () => loose.lookup("cache", { zone: "b" }),

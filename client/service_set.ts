@@ -9,7 +9,7 @@
  */
 
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { sameAttrs } from "../protocol/instance_equal.ts";
+import { sameState } from "../protocol/instance_equal.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 import { deferred } from "./_deferred.ts";
 import { checkOptions } from "./_options.ts";
@@ -421,9 +421,9 @@ export class ServiceSet extends EventTarget
     if (before && before.revision === instance.revision) return;
     this.#online.set(instance.id, instance);
     this.#offline.delete(instance.id);
-    // Same attributes under a new revision (re-registered at a restarted
+    // Same attributes and health under a new revision (re-registered at a restarted
     // agent, say) is no change to report.
-    if (before && sameAttrs(before.attrs, instance.attrs)) return;
+    if (before && sameState(before, instance)) return;
     this.#emit({ kind: before ? "update" : "up", instance, revision });
   }
 

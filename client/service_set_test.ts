@@ -21,6 +21,7 @@ function inst(
     attrs,
     revision,
     registeredAt: 0,
+    health: "passing",
   };
 }
 const ev = (

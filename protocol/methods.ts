@@ -29,6 +29,7 @@ import {
   validateNoParams,
   validateRegister,
   validateServices,
+  validateSetHealth,
   validateSubscribe,
   validateUnregister,
   validateUnsubscribe,
@@ -168,6 +169,7 @@ const ours42 = {
   attrs: { zone: "b" },
   revision: 42,
   registeredAt: REGISTERED_AT,
+  health: "passing" as const,
 };
 const ours43 = {
   ...ours42,
@@ -186,6 +188,7 @@ const other17 = {
   attrs: { zone: "b" },
   revision: 17,
   registeredAt: 1767225000000,
+  health: "passing" as const,
 };
 // Epoch of the example agent (a memory backend: a random UUID per process),
 // and the epoch of some other agent, for the example of a mismatch.
@@ -233,6 +236,12 @@ const filter: ContentDescriptor<"filter"> = {
     "Only instances that have every listed attribute with exactly that value. Absent: every instance of the service.",
   schema: schema("Filter"),
 };
+const healthFilter: ContentDescriptor<"health"> = {
+  name: "health",
+  description:
+    '`"passing"` (the default): only instances able to serve; an instance that turns critical leaves (`down`) and comes back (`up`) when it passes again. `"any"`: every instance, and a health change is an `update`.',
+  schema: schema("HealthFilter"),
+};
 const subscription: ContentDescriptor<"subscription"> = {
   name: "subscription",
   description: "Subscription id returned by `discover.subscribe`.",
@@ -266,7 +275,8 @@ export const methodTable: MethodTable = {
         "Registering it again from the same owner replaces its attributes: an `update` event if they changed, nothing (and the same revision) if they are identical. " +
         "If it belongs to another owner that is still connected: -32001. " +
         "If it belongs to a lost owner (disconnected, within its grace period), this session takes it over without a down/up flap (an `update` if the attributes differ). " +
-        "An owner holds at most `maxRegistrations` instances: -32002 beyond.",
+        "An owner holds at most `maxRegistrations` instances: -32002 beyond. " +
+        "Health: a new instance is `passing`, or `critical` until its first check passes when it has a `check`; re-registering keeps the health it has (an agent restarted within the grace TTL resumes its checks without a flap).",
       tags: [{ name: "registration" }],
       paramStructure: "by-name",
       params: [
@@ -278,6 +288,13 @@ export const methodTable: MethodTable = {
           description:
             "Attributes; replace the previous ones on re-registration. Default `{}`.",
           schema: schema("Attrs"),
+        },
+        {
+          name: "check",
+          description:
+            "A health check this agent runs while it holds the instance: `http` (2xx passes) or `tcp` (a connection passes), every `interval` seconds (default 5) with a deadline of `timeout` seconds (default 2, below `interval`); `failuresBeforeCritical` consecutive failures (default 1) turn the instance critical, `successesBeforePassing` consecutive successes (default 1) passing again. " +
+            "A new instance with a check starts `critical` (note `no check result yet`) and joins passing sets at its first passing result. The target must be the instance's own host, or loopback for an instance on the agent's host, unless the agent's `--check-allow` widens it: -32602 otherwise. Replaces the previous check on re-registration; without `check`, a re-registration removes it.",
+          schema: schema("Check"),
         },
       ],
       result: {
@@ -333,6 +350,66 @@ export const methodTable: MethodTable = {
               attrs: {},
               revision: 46,
               registeredAt: 1767225700000,
+              health: "passing",
+            },
+          },
+        },
+      ],
+    },
+  },
+  "discover.setHealth": {
+    validate: validateSetHealth,
+    openrpc: {
+      summary: "Sets the health of an instance of this session's owner.",
+      description:
+        "Give `service`, exactly one of `port` and `addr`, `health` (`passing` or `critical`) and, when critical, an optional `note` (at most 256 characters). The owner's own report, kept by the agent without any periodic write; it is combined with the instance's check, if any: the instance is critical while either says so. " +
+        "The backend is written only when the instance's health or note changes. An instance of another owner: -32001; an instance that is not registered: -32602.",
+      tags: [{ name: "registration" }],
+      paramStructure: "by-name",
+      params: [
+        service,
+        port,
+        addr,
+        {
+          name: "health",
+          description: "The health the owner reports.",
+          required: true,
+          schema: schema("Health"),
+        },
+        {
+          name: "note",
+          description: "Why, when `critical`.",
+          schema: schema("Note"),
+        },
+      ],
+      result: {
+        name: "instance",
+        description: "The instance with its health as it is now.",
+        schema: schema("Instance"),
+      },
+      errors: [
+        error("InvalidParams"),
+        error("NotOwner"),
+        error("BackendUnavailable"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "report critical",
+          params: [
+            { name: "service", value: "cache" },
+            { name: "port", value: 6379 },
+            { name: "health", value: "critical" },
+            { name: "note", value: "disk full" },
+          ],
+          result: {
+            name: "instance",
+            value: {
+              ...ours44,
+              revision: 47,
+              health: "critical",
+              note: "disk full",
             },
           },
         },
@@ -389,7 +466,7 @@ export const methodTable: MethodTable = {
         "A one-shot read of the agent's current view, optionally filtered by attributes. When the backend is unreachable the agent answers from its last known state (`connected` is false in `discover.status`).",
       tags: [{ name: "discovery" }],
       paramStructure: "by-name",
-      params: [service, filter],
+      params: [service, filter, healthFilter],
       result: {
         name: "services",
         description: "The view's revision and the matching instances.",
@@ -493,6 +570,7 @@ export const methodTable: MethodTable = {
         "Mode `snapshot` (no `since`; or `epoch` differs from the agent's current epoch; or the agent no longer holds the history after `since`; or `since` is ahead of the agent's revision): one `up` event per matching instance, each with the snapshot revision, then `current`, then live events. A snapshot is the complete state. " +
         "Mode `replay` (`since` given, its epoch is the agent's, and the history after it is available): the events after `since` that concern the subscription, in order with their original revisions, then `current`, then live events. An old `since` or a foreign `epoch` is never an error: it gets a snapshot. " +
         "With a filter, an attrs change that makes an instance match gives `up`, one that makes it stop matching gives `down` (with the new attributes), one that keeps it matching gives `update`. " +
+        "Health is part of the filter: with `health` `passing` (the default) an instance that turns critical gives `down` and one that passes again `up`; with `any` a health change gives `update`. " +
         `Applying and resuming (protocol/README.md, section 5). ${EPOCH_RULE} ${SINCE_RULE} ${DUPLICATE_RULE} ` +
         "A session holds at most `maxSubscriptions` subscriptions: -32002 beyond. A subscribe that finds the send queue over `maxQueueBytes` is answered once the client has read it below; in a batch, a subscribe after one whose initial events took the queue beyond `maxQueueBytes` gets -32002.",
       tags: [{ name: "discovery" }],
@@ -500,6 +578,7 @@ export const methodTable: MethodTable = {
       params: [
         serviceOrAll,
         filter,
+        healthFilter,
         {
           name: "since",
           description: `Asks for a replay. ${SINCE_RULE}`,
@@ -663,6 +742,7 @@ export const methodTable: MethodTable = {
               advertiseHost: HOST,
               ttl: 10,
               limits,
+              instances: { registered: 1, passing: 1, critical: 0, checks: 1 },
             },
           },
         },

@@ -24,6 +24,7 @@ const NAMES: MethodName[] = [
   "discover.owned",
   "discover.register",
   "discover.services",
+  "discover.setHealth",
   "discover.status",
   "discover.subscribe",
   "discover.unregister",
@@ -52,6 +53,7 @@ function recording() {
     attrs: {},
     revision: 1,
     registeredAt: 0,
+    health: "passing" as const,
   };
   const record = <T>(name: string, result: T) => (params: unknown): T => {
     calls.push([name, params]);
@@ -59,6 +61,7 @@ function recording() {
   };
   const handlers: MethodHandlers = {
     "discover.register": record("discover.register", instance),
+    "discover.setHealth": record("discover.setHealth", instance),
     "discover.unregister": record("discover.unregister", true),
     "discover.services": record("discover.services", {
       revision: 1,

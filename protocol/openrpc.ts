@@ -23,6 +23,11 @@ import {
   MAX_ATTR_VALUE_LENGTH,
   MAX_ATTRS,
   MAX_ATTRS_JSON_LENGTH,
+  MAX_CHECK_INTERVAL,
+  MAX_CHECK_TARGET_LENGTH,
+  MAX_CHECK_THRESHOLD,
+  MAX_NOTE_LENGTH,
+  MIN_CHECK_INTERVAL,
   SERVICE_NAME_PATTERN,
 } from "./validate.ts";
 
@@ -119,6 +124,73 @@ export const openrpcDocument: OpenRpcDocument = {
         additionalProperties: false,
         properties: { attrs: schema("Attrs") },
       },
+      Health: {
+        title: "Health",
+        description:
+          "`passing`: able to serve. `critical`: its check fails, or its owner said so with `discover.setHealth`.",
+        type: "string",
+        enum: ["passing", "critical"],
+      },
+      HealthFilter: {
+        title: "HealthFilter",
+        description:
+          "Which instances a read or subscription holds: `passing` (the default) or `any`.",
+        type: "string",
+        enum: ["passing", "any"],
+      },
+      Note: {
+        title: "Note",
+        description:
+          `Why an instance is critical: at most ${MAX_NOTE_LENGTH} characters.`,
+        type: "string",
+        maxLength: MAX_NOTE_LENGTH,
+      },
+      Check: {
+        title: "Check",
+        description:
+          "A health check the agent runs: exactly one of `http` and `tcp`.",
+        type: "object",
+        additionalProperties: false,
+        oneOf: [{ required: ["http"] }, { required: ["tcp"] }],
+        properties: {
+          http: {
+            description: "`http://` or `https://` URL; a 2xx status passes.",
+            type: "string",
+            format: "uri",
+            maxLength: MAX_CHECK_TARGET_LENGTH,
+          },
+          tcp: {
+            description: "`host:port`; an accepted connection passes.",
+            $ref: "#/components/schemas/Addr",
+          },
+          interval: {
+            description: "Seconds between runs. Default 5.",
+            type: "number",
+            minimum: MIN_CHECK_INTERVAL,
+            maximum: MAX_CHECK_INTERVAL,
+          },
+          timeout: {
+            description:
+              "Seconds a run may take; above 0 and below `interval`. Default 2 (half the interval when that is shorter).",
+            type: "number",
+            exclusiveMinimum: 0,
+          },
+          failuresBeforeCritical: {
+            description:
+              "Consecutive failures that turn the instance critical. Default 1.",
+            type: "integer",
+            minimum: 1,
+            maximum: MAX_CHECK_THRESHOLD,
+          },
+          successesBeforePassing: {
+            description:
+              "Consecutive successes that turn the instance passing. Default 1.",
+            type: "integer",
+            minimum: 1,
+            maximum: MAX_CHECK_THRESHOLD,
+          },
+        },
+      },
       Revision: {
         title: "Revision",
         description:
@@ -152,6 +224,7 @@ export const openrpcDocument: OpenRpcDocument = {
           "attrs",
           "revision",
           "registeredAt",
+          "health",
         ],
         properties: {
           id: {
@@ -171,6 +244,11 @@ export const openrpcDocument: OpenRpcDocument = {
               "Time of the first registration, in milliseconds since the epoch.",
             type: "integer",
             minimum: 0,
+          },
+          health: schema("Health"),
+          note: {
+            description: "Why the instance is critical; only then.",
+            $ref: "#/components/schemas/Note",
           },
         },
       },
@@ -306,6 +384,7 @@ export const openrpcDocument: OpenRpcDocument = {
           "advertiseHost",
           "ttl",
           "limits",
+          "instances",
         ],
         properties: {
           version: { description: "Agent software version.", type: "string" },
@@ -334,6 +413,19 @@ export const openrpcDocument: OpenRpcDocument = {
             minimum: 0,
           },
           limits: schema("Limits"),
+          instances: {
+            description:
+              "The instances registered through this agent (held by its clients, or kept for their grace period), by health, and the checks it runs.",
+            type: "object",
+            required: ["registered", "passing", "critical", "checks"],
+            additionalProperties: false,
+            properties: {
+              registered: { type: "integer", minimum: 0 },
+              passing: { type: "integer", minimum: 0 },
+              critical: { type: "integer", minimum: 0 },
+              checks: { type: "integer", minimum: 0 },
+            },
+          },
         },
       },
     },

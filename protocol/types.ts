@@ -11,6 +11,18 @@
 /** Attributes of an instance: a flat map of string keys to string values. */
 export type Attrs = Record<string, string>;
 
+/**
+ * Health of an instance: `passing` (able to serve) or `critical` (its check
+ * fails, or its owner said so with `discover.setHealth`).
+ */
+export type Health = "passing" | "critical";
+
+/**
+ * Which instances a read or a subscription holds: `passing` (the default)
+ * only instances able to serve, `any` every instance whatever its health.
+ */
+export type HealthFilter = "passing" | "any";
+
 /** One registered instance of a service, as the agent reports it. */
 export interface Instance {
   /** Stable identifier of the instance: `<service>/<addr>`. */
@@ -25,6 +37,32 @@ export interface Instance {
   revision: number;
   /** Time the instance was first registered, in milliseconds since the epoch. */
   registeredAt: number;
+  /**
+   * Whether the instance can serve. An instance registered with a check
+   * starts `critical` and passes once its check does.
+   */
+  health: Health;
+  /** Why the instance is `critical` (a status code, refused, timeout...); only then. */
+  note?: string;
+}
+
+/**
+ * A health check the agent runs for an instance it registered: exactly one
+ * of `http` and `tcp`, and how often and how patiently to run it.
+ */
+export interface Check {
+  /** `http://` or `https://` URL; any 2xx status passes, anything else fails. */
+  http?: string;
+  /** `host:port` to open a TCP connection to; a connection passes. */
+  tcp?: string;
+  /** Seconds between runs (fractions allowed). @default {5} */
+  interval?: number;
+  /** Seconds a run may take, less than `interval` (fractions allowed). @default {2} */
+  timeout?: number;
+  /** Consecutive failures that turn a passing instance critical. @default {1} */
+  failuresBeforeCritical?: number;
+  /** Consecutive successes that turn a critical instance passing. @default {1} */
+  successesBeforePassing?: number;
 }
 
 /** Params of `discover.register`: either `port` or `addr` must be given. */
@@ -37,6 +75,22 @@ export interface RegisterParams {
   addr?: string;
   /** Attributes; replaces the previous attributes on re-registration. */
   attrs?: Attrs;
+  /** A health check the agent runs; replaces the previous one on re-registration. */
+  check?: Check;
+}
+
+/** Params of `discover.setHealth`: either `port` or `addr` must be given. */
+export interface SetHealthParams {
+  /** Service name. */
+  service: string;
+  /** Port on the agent's advertised host. */
+  port?: number;
+  /** Full `host:port` address. */
+  addr?: string;
+  /** The health the owner reports. */
+  health: Health;
+  /** Why, when `critical` (at most 256 characters). */
+  note?: string;
 }
 
 /** Params of `discover.unregister`: either `port` or `addr` must be given. */
@@ -61,6 +115,8 @@ export interface ServicesParams {
   service: string;
   /** Optional filter. */
   filter?: Filter;
+  /** Which instances by health. @default {"passing"} */
+  health?: HealthFilter;
 }
 
 /** Result of `discover.services`. */
@@ -83,6 +139,14 @@ export interface SubscribeParams {
   service: string;
   /** Optional filter. */
   filter?: Filter;
+  /**
+   * Which instances by health: with `passing` an instance that turns
+   * critical leaves the set (`down`) and comes back (`up`) when it passes
+   * again; with `any` a health change is an `update`.
+   *
+   * @default {"passing"}
+   */
+  health?: HealthFilter;
   /**
    * Asks for a replay: the agent replays every event whose revision is
    * greater than `since`. Send the revision of the last event you applied
@@ -190,6 +254,20 @@ export interface StatusResult {
   ttl: number;
   /** Limits enforced by the agent. */
   limits: Limits;
+  /** The instances registered through this agent, by health. */
+  instances: InstanceCounts;
+}
+
+/** The instances registered through one agent, counted by health. */
+export interface InstanceCounts {
+  /** Instances its clients hold (registered, or kept for their grace period). */
+  registered: number;
+  /** Of those, the passing ones. */
+  passing: number;
+  /** Of those, the critical ones. */
+  critical: number;
+  /** Health checks the agent runs. */
+  checks: number;
 }
 
 /** Limits enforced by the agent on each session. */
@@ -236,6 +314,8 @@ export const EVENT_NOTIFICATION = "discover.event";
 export interface MethodTypes {
   /** Registers an instance, or replaces the attributes of one the caller owns. */
   "discover.register": { params: RegisterParams; result: Instance };
+  /** Sets the health of an instance the caller owns, as its owner sees it. */
+  "discover.setHealth": { params: SetHealthParams; result: Instance };
   /** Removes an instance the caller owns; `false` when there was none. */
   "discover.unregister": { params: UnregisterParams; result: boolean };
   /** Reads the instances of a service once. */

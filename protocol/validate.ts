@@ -12,9 +12,12 @@ import { invalidParams } from "./errors.ts";
 import {
   ALL_SERVICES,
   type Attrs,
+  type Check,
   type Filter,
+  type HealthFilter,
   type RegisterParams,
   type ServicesParams,
+  type SetHealthParams,
   type SubscribeParams,
   type UnregisterParams,
   type UnsubscribeParams,
@@ -261,6 +264,172 @@ function validateFilter(value: unknown): Filter | undefined {
   return { attrs: validateAttrs(attrs, "filter.attrs") };
 }
 
+/** Longest accepted `note` of `discover.setHealth`, in characters. */
+export const MAX_NOTE_LENGTH = 256;
+/** Longest accepted check URL or TCP target, in characters. */
+export const MAX_CHECK_TARGET_LENGTH = 2048;
+/** Shortest accepted check `interval`, in seconds. */
+export const MIN_CHECK_INTERVAL = 0.1;
+/** Longest accepted check `interval`, in seconds (one day). */
+export const MAX_CHECK_INTERVAL = 86_400;
+/** Most consecutive results a check threshold may ask for. */
+export const MAX_CHECK_THRESHOLD = 100;
+
+/** A {@linkcode Check} with every default applied. */
+export type CheckParams = Check & Required<Omit<Check, "http" | "tcp">>;
+
+function seconds(
+  value: unknown,
+  field: string,
+  bounds: { min: number; max: number; fallback: number },
+): number {
+  if (value === undefined) return bounds.fallback;
+  if (
+    typeof value !== "number" || !Number.isFinite(value) ||
+    value < bounds.min || value > bounds.max
+  ) {
+    throw invalidParams(
+      field,
+      `must be a number of seconds from ${bounds.min} to ${bounds.max}`,
+      value,
+    );
+  }
+  return value;
+}
+
+function threshold(value: unknown, field: string): number {
+  if (value === undefined) return 1;
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < 1 ||
+    value > MAX_CHECK_THRESHOLD
+  ) {
+    throw invalidParams(
+      field,
+      `must be an integer from 1 to ${MAX_CHECK_THRESHOLD}`,
+      value,
+    );
+  }
+  return value;
+}
+
+/**
+ * Checks the `check` of `discover.register`: exactly one of `http` (an
+ * `http:` or `https:` URL) and `tcp` (`host:port`), `interval` from 0.1 to
+ * 86,400 seconds (default 5), `timeout` above 0 and below `interval`
+ * (default 2, or half the interval when that is shorter), thresholds from 1
+ * to 100 (default 1).
+ *
+ * @example Usage
+ * ```ts
+ * import { validateCheck } from "./validate.ts";
+ * validateCheck({ http: "http://127.0.0.1:8080/healthz", interval: 2 });
+ * // { http: "http://127.0.0.1:8080/healthz", interval: 2, timeout: 1, ... }
+ * ```
+ *
+ * @param value The raw check.
+ * @param field The field name used in error messages.
+ * @returns The check with its defaults.
+ */
+export function validateCheck(value: unknown, field = "check"): CheckParams {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParams(
+      field,
+      'must be an object like {"http": URL} or {"tcp": "host:port"}',
+      value,
+    );
+  }
+  const c = value as Params;
+  onlyKeys(c, [
+    "http",
+    "tcp",
+    "interval",
+    "timeout",
+    "failuresBeforeCritical",
+    "successesBeforePassing",
+  ], `${field}.`);
+  if ((c.http === undefined) === (c.tcp === undefined)) {
+    throw invalidParams(field, "must have exactly one of 'http' and 'tcp'");
+  }
+  const target: Pick<Check, "http" | "tcp"> = {};
+  if (c.http !== undefined) {
+    let url: URL | undefined;
+    if (
+      typeof c.http === "string" && c.http.length <= MAX_CHECK_TARGET_LENGTH
+    ) {
+      try {
+        url = new URL(c.http);
+      } catch { /* reported below */ }
+    }
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+      throw invalidParams(
+        `${field}.http`,
+        `must be an http:// or https:// URL of at most ${MAX_CHECK_TARGET_LENGTH} characters`,
+        c.http,
+      );
+    }
+    target.http = url.href;
+  } else {
+    target.tcp = validateAddr(c.tcp, `${field}.tcp`);
+  }
+  const interval = seconds(c.interval, `${field}.interval`, {
+    min: MIN_CHECK_INTERVAL,
+    max: MAX_CHECK_INTERVAL,
+    fallback: 5,
+  });
+  const timeout = seconds(c.timeout, `${field}.timeout`, {
+    min: 0,
+    max: MAX_CHECK_INTERVAL,
+    fallback: Math.min(2, interval / 2),
+  });
+  if (timeout <= 0 || timeout >= interval) {
+    throw invalidParams(
+      `${field}.timeout`,
+      `must be above 0 and below 'interval' (${interval} s)`,
+      timeout,
+    );
+  }
+  return {
+    ...target,
+    interval,
+    timeout,
+    failuresBeforeCritical: threshold(
+      c.failuresBeforeCritical,
+      `${field}.failuresBeforeCritical`,
+    ),
+    successesBeforePassing: threshold(
+      c.successesBeforePassing,
+      `${field}.successesBeforePassing`,
+    ),
+  };
+}
+
+/**
+ * Checks the `health` of `discover.services` and `discover.subscribe`.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateHealthFilter } from "./validate.ts";
+ * validateHealthFilter("any"); // "any"
+ * validateHealthFilter(undefined); // undefined: passing
+ * ```
+ *
+ * @param value The raw value.
+ * @returns `"passing"`, `"any"`, or `undefined` when absent.
+ */
+export function validateHealthFilter(
+  value: unknown,
+): HealthFilter | undefined {
+  if (value === undefined || value === "passing" || value === "any") {
+    return value;
+  }
+  throw invalidParams("health", 'must be "passing" or "any"', value);
+}
+
+function healthOf(params: Params): { health?: HealthFilter } {
+  const health = validateHealthFilter(params.health);
+  return health === undefined ? {} : { health };
+}
+
 function validateAddress(params: Params): AddressParams {
   const { port, addr } = params;
   if (port !== undefined && addr !== undefined) {
@@ -287,11 +456,56 @@ export function validateRegister(
   params: unknown,
 ): RegisterParams & AddressParams & { attrs: Attrs } {
   const p = asObject(params);
-  onlyKeys(p, ["service", "port", "addr", "attrs"]);
+  onlyKeys(p, ["service", "port", "addr", "attrs", "check"]);
   const service = validateServiceName(p.service);
   const target = validateAddress(p);
   const attrs = p.attrs === undefined ? {} : validateAttrs(p.attrs);
-  return { service, ...target, attrs };
+  const check = p.check === undefined ? undefined : validateCheck(p.check);
+  return { service, ...target, attrs, ...(check ? { check } : {}) };
+}
+
+/**
+ * Checks `discover.setHealth` params.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateSetHealth } from "./validate.ts";
+ * validateSetHealth({ service: "worker", port: 9000, health: "critical", note: "db down" });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params (`note` only with `critical`).
+ */
+export function validateSetHealth(
+  params: unknown,
+): SetHealthParams & AddressParams {
+  const p = asObject(params);
+  onlyKeys(p, ["service", "port", "addr", "health", "note"]);
+  const service = validateServiceName(p.service);
+  const target = validateAddress(p);
+  const { health, note } = p;
+  if (health !== "passing" && health !== "critical") {
+    throw invalidParams("health", 'must be "passing" or "critical"', health);
+  }
+  if (
+    note !== undefined &&
+    (typeof note !== "string" || note.length > MAX_NOTE_LENGTH)
+  ) {
+    throw invalidParams(
+      "note",
+      `must be a string of at most ${MAX_NOTE_LENGTH} characters`,
+      note,
+    );
+  }
+  if (note !== undefined && health === "passing") {
+    throw invalidParams("note", 'is only for health "critical"');
+  }
+  return {
+    service,
+    ...target,
+    health,
+    ...(note === undefined ? {} : { note }),
+  };
 }
 
 /**
@@ -328,10 +542,11 @@ export function validateUnregister(
  */
 export function validateServices(params: unknown): ServicesParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "filter"]);
+  onlyKeys(p, ["service", "filter", "health"]);
   return {
     service: validateServiceName(p.service),
     filter: validateFilter(p.filter),
+    ...healthOf(p),
   };
 }
 
@@ -350,7 +565,7 @@ export function validateServices(params: unknown): ServicesParams {
  */
 export function validateSubscribe(params: unknown): SubscribeParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "filter", "since", "epoch"]);
+  onlyKeys(p, ["service", "filter", "health", "since", "epoch"]);
   const { since, epoch } = p;
   if (
     epoch !== undefined &&
@@ -373,6 +588,7 @@ export function validateSubscribe(params: unknown): SubscribeParams {
       ? ALL_SERVICES
       : validateServiceName(p.service),
     filter: validateFilter(p.filter),
+    ...healthOf(p),
     since: since as number | undefined,
     epoch: epoch as string | undefined,
   };

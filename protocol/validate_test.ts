@@ -12,11 +12,13 @@ import {
   SERVICE_NAME_PATTERN,
   validateAddr,
   validateAttrs,
+  validateCheck,
   validateNoParams,
   validatePort,
   validateRegister,
   validateServiceName,
   validateServices,
+  validateSetHealth,
   validateSubscribe,
   validateUnregister,
   validateUnsubscribe,
@@ -708,5 +710,115 @@ Deno.test("validateUnsubscribe() rejects bad ids and unknown fields", () => {
   assertInvalid(
     () => validateUnsubscribe({ subscription: "1", service: "cache" }),
     "service",
+  );
+});
+
+// --- health ----------------------------------------------------------------
+
+Deno.test("validateCheck() fills in the defaults and canonicalises the target", () => {
+  assert.deepEqual(validateCheck({ http: "HTTP://Example.COM:80/h" }), {
+    http: "http://example.com/h",
+    interval: 5,
+    timeout: 2,
+    failuresBeforeCritical: 1,
+    successesBeforePassing: 1,
+  });
+  assert.deepEqual(validateCheck({ tcp: "Db.Local:05432", interval: 0.5 }), {
+    tcp: "db.local:5432",
+    interval: 0.5,
+    timeout: 0.25,
+    failuresBeforeCritical: 1,
+    successesBeforePassing: 1,
+  });
+  const register = validateRegister({
+    service: "web",
+    port: 80,
+    check: { tcp: "127.0.0.1:80", failuresBeforeCritical: 3 },
+  });
+  assert.equal(register.check?.failuresBeforeCritical, 3);
+});
+
+Deno.test("validateCheck() rejects what it cannot run, naming the field", () => {
+  assertInvalid(() => validateCheck("http://x/"), "check");
+  assertInvalid(() => validateCheck({}), "check");
+  assertInvalid(
+    () => validateCheck({ http: "http://x/", tcp: "x:1" }),
+    "check",
+  );
+  assertInvalid(() => validateCheck({ http: "ftp://x/" }), "check.http");
+  assertInvalid(() => validateCheck({ http: "not a url" }), "check.http");
+  assertInvalid(
+    () => validateCheck({ http: `http://x/${"a".repeat(3000)}` }),
+    "check.http",
+  );
+  assertInvalid(() => validateCheck({ tcp: "x" }), "check.tcp");
+  assertInvalid(
+    () => validateCheck({ tcp: "x:1", script: "rm" }),
+    "check.script",
+  );
+  for (const interval of [0.05, 86_401, "5", Infinity]) {
+    assertInvalid(
+      () => validateCheck({ tcp: "x:1", interval }),
+      "check.interval",
+      `interval ${interval}`,
+    );
+  }
+  for (const timeout of [0, -1, 5, 6]) {
+    assertInvalid(
+      () => validateCheck({ tcp: "x:1", interval: 5, timeout }),
+      "check.timeout",
+      `timeout ${timeout}`,
+    );
+  }
+  for (const n of [0, 1.5, 101]) {
+    assertInvalid(
+      () => validateCheck({ tcp: "x:1", failuresBeforeCritical: n }),
+      "check.failuresBeforeCritical",
+    );
+    assertInvalid(
+      () => validateCheck({ tcp: "x:1", successesBeforePassing: n }),
+      "check.successesBeforePassing",
+    );
+  }
+});
+
+Deno.test("validateSetHealth() and the health filter of services and subscribe", () => {
+  assert.deepEqual(
+    validateSetHealth({
+      service: "w",
+      port: 9,
+      health: "critical",
+      note: "db down",
+    }),
+    { service: "w", port: 9, health: "critical", note: "db down" },
+  );
+  assertInvalid(
+    () => validateSetHealth({ service: "w", port: 9, health: "sick" }),
+    "health",
+  );
+  assertInvalid(
+    () =>
+      validateSetHealth({
+        service: "w",
+        port: 9,
+        health: "critical",
+        note: "x".repeat(257),
+      }),
+    "note",
+  );
+  assertInvalid(
+    () =>
+      validateSetHealth({ service: "w", port: 9, health: "passing", note: "" }),
+    "note",
+  );
+  assert.equal(validateServices({ service: "w", health: "any" }).health, "any");
+  assert.equal(
+    validateSubscribe({ service: "*", health: "passing" }).health,
+    "passing",
+  );
+  assert.equal("health" in validateServices({ service: "w" }), false);
+  assertInvalid(
+    () => validateSubscribe({ service: "w", health: "all" }),
+    "health",
   );
 });

@@ -14,12 +14,7 @@ import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
 import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
-import {
-  CHROMIUM,
-  launchChromium,
-  servePage,
-  spawnRegistrant,
-} from "./_browser.ts";
+import { launchChromium, servePage, spawnRegistrant } from "./_browser.ts";
 
 /** Probes the agent from another origin: a raw WebSocket, then the client. */
 const PROBE_PAGE = `<!doctype html>
@@ -46,9 +41,7 @@ try {
 window.result = result;
 </script>`;
 
-const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
 const options = {
-  ignore: !hasChromium,
   // Playwright keeps its pipe to the browser and timers across steps.
   sanitizeOps: false,
   sanitizeResources: false,

@@ -9,7 +9,9 @@
  * same host answers within milliseconds); a connection that nothing
  * answers is given up after the program's own 5 s, which the test allows
  * 20 s. After an agent restart the program reconnects within its longest
- * backoff delay (5 s): 20 s are allowed.
+ * backoff delay (5 s): 20 s are allowed. A health check run every 0.5 s
+ * on loopback changes an instance's health within a second: 10 s are
+ * allowed.
  *
  * @module
  */
@@ -185,7 +187,7 @@ Deno.test("services, ls and status print what the agent holds, as text and as JS
   assert.equal(ls.code, 0, ls.stderr);
   assert.equal(
     ls.stdout,
-    '127.0.0.1:8080\tzone=a\n127.0.0.1:8081\tzone=b note="x y"\n',
+    '127.0.0.1:8080\tzone=a\tpassing\t\n127.0.0.1:8081\tzone=b note="x y"\tpassing\t\n',
   );
   assert.deepEqual(await cliJson(["ls", "nothing", ...url]), []);
 
@@ -348,6 +350,117 @@ Deno.test("register -- COMMAND: a command not found exits 127; a refused registr
   );
 });
 
+/** An HTTP server on a free loopback port whose status can be switched. */
+function healthServer() {
+  let status = 200;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(null, { status }),
+  );
+  return {
+    port: server.addr.port,
+    set(code: number) {
+      status = code;
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("register --check-http: the agent checks the instance; ls and watch show its health", async () => {
+  await using agent = await quietAgent();
+  await using client = await connect(agent.url);
+  await using http = healthServer();
+  const { port } = http;
+  const addr = `127.0.0.1:${port}`;
+  const url = ["--agent", agent.url];
+  const health = async () =>
+    (await client.lookup("svc", { health: "any" })).map((i) =>
+      [i.health, i.note ?? ""].join(" ").trim()
+    );
+
+  await using register = spawnCli([
+    "register",
+    "svc",
+    String(port),
+    "--check-http",
+    `http://127.0.0.1:${port}/h`,
+    "--check-interval",
+    "0.5",
+    ...url,
+  ]);
+  assert.equal(await register.line(), `registered svc ${addr}`);
+  // Standard error is read apart from standard output: waited for.
+  const notice = new RegExp(
+    `the agent checks svc at ${addr} \\(GET http://127\\.0\\.0\\.1:${port}/h every 0\\.5 s\\); it is (critical until a check passes|passing)`,
+  );
+  await until(() => notice.test(register.stderr()), "the check notice");
+  await until(
+    async () => (await health()).join() === "passing",
+    "the first check passes",
+  );
+  const passing = await cli(["ls", "svc", ...url]);
+  assert.equal(passing.code, 0, passing.stderr);
+  assert.equal(passing.stdout, `${addr}\t\tpassing\t\n`);
+
+  await using watch = spawnCli(["watch", "svc", "--health", "any", ...url]);
+  assert.equal(await watch.line(), `up\t${addr}\t\tpassing\t`);
+
+  http.set(500);
+  await until(
+    async () => (await health()).join() === "critical HTTP 500",
+    "the check fails",
+  );
+  assert.equal(await watch.line(), `update\t${addr}\t\tcritical\tHTTP 500`);
+  // Left out by default, shown with --health any.
+  const omitted = await cli(["ls", "svc", ...url]);
+  assert.equal(omitted.code, 0, omitted.stderr);
+  assert.equal(omitted.stdout, "");
+  assert.deepEqual(await cliJson(["ls", "svc", ...url]), []);
+  const any = await cliJson(["ls", "svc", "--health", "any", ...url]);
+  assert.deepEqual(
+    (any as Instance[]).map((i) => [i.addr, i.health, i.note]),
+    [[addr, "critical", "HTTP 500"]],
+  );
+  const anyText = await cli(["ls", "svc", "--health", "any", ...url]);
+  assert.equal(anyText.stdout, `${addr}\t\tcritical\tHTTP 500\n`);
+
+  http.set(204);
+  assert.equal(await watch.line(), `update\t${addr}\t\tpassing\t`);
+  watch.child.kill("SIGINT");
+  assert.equal((await watch.exit()).code, 0, watch.stderr());
+
+  register.child.kill("SIGINT");
+  assert.equal((await register.exit()).code, 0, register.stderr());
+  assert.deepEqual(await health(), []);
+});
+
+Deno.test("register --check-http -- COMMAND: a check the agent refuses exits 1 naming --check-allow", async () => {
+  await using agent = await quietAgent();
+  await using client = await connect(agent.url);
+  const refused = await cli([
+    "register",
+    "svc",
+    "127.0.0.1:7010",
+    "--check-http",
+    "http://192.0.2.1/h",
+    "--agent",
+    agent.url,
+    "--",
+    "sh",
+    "-c",
+    "echo should not run",
+  ]);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.equal(refused.stdout, "");
+  assert.match(
+    refused.stderr,
+    /^discover: registering svc at 127\.0\.0\.1:7010 failed: 'check\.http' targets host "192\.0\.2\.1".*start the agent with --check-allow 192\.0\.2\.1 .*\(-32602\)$/m,
+  );
+  assert.deepEqual(await client.lookup("svc", { health: "any" }), []);
+});
+
 Deno.test("watch prints up, update and down as other clients change the service", async () => {
   await using agent = await quietAgent();
   await using client = await connect(agent.url);
@@ -400,10 +513,13 @@ Deno.test("watch with a filter prints tab-separated lines of the matching instan
   ]);
   // Registered until the watch has seen it: it may come as the state or as a change.
   await client.register("web", 8082, { attrs: { zone: "b" } });
-  assert.equal(await watch.line(), "up\t127.0.0.1:8082\tzone=b");
+  assert.equal(await watch.line(), "up\t127.0.0.1:8082\tzone=b\tpassing\t");
   await client.register("web", 8083, { attrs: { zone: "a" } });
   await client.unregister("web", 8082);
-  assert.equal(await watch.line(), "down\t127.0.0.1:8082\tzone=b");
+  assert.equal(
+    await watch.line(),
+    "down\t127.0.0.1:8082\tzone=b\tpassing\t",
+  );
   watch.child.kill("SIGINT");
   const { code, rest } = await watch.exit();
   assert.equal(code, 0, watch.stderr());
@@ -421,7 +537,7 @@ Deno.test({
       await using client = await connect(agent.url, fast);
       await client.register("web", 8080);
       await using watch = spawnCli(["watch", "web", "--agent", agent.url]);
-      assert.equal(await watch.line(), "up\t127.0.0.1:8080\t");
+      assert.equal(await watch.line(), "up\t127.0.0.1:8080\t\tpassing\t");
 
       const restored = new Promise((resolve) =>
         client.addEventListener("reconnect", resolve, { once: true })
@@ -432,9 +548,9 @@ Deno.test({
       await client.register("web", 8081);
       // A memory agent starts empty: the watch may see 8080 leave and come
       // back, depending on who reconnects first.
-      await watch.lineMatching(/^up\t127\.0\.0\.1:8081\t$/);
+      await watch.lineMatching(/^up\t127\.0\.0\.1:8081\t\tpassing\t$/);
       await client.unregister("web", 8080);
-      await watch.lineMatching(/^down\t127\.0\.0\.1:8080\t$/);
+      await watch.lineMatching(/^down\t127\.0\.0\.1:8080\t\tpassing\t$/);
       await until(
         () => /in sync with the agent .* again/.test(watch.stderr()),
         "the watch says it is in sync again",
@@ -497,6 +613,38 @@ Deno.test("usage errors exit 2 with the bad value and the rule; --help exits 0",
       /^discover: PORT must be from 1 to 65535: got '0'/,
     ],
     [["ls"], /^discover: ls needs SERVICE/],
+    [
+      [
+        "register",
+        "web",
+        "80",
+        "--check-http",
+        "http://127.0.0.1/h",
+        "--check-tcp",
+        "127.0.0.1:80",
+      ],
+      /^discover: give one check, --check-http URL or --check-tcp HOST:PORT: got both/,
+    ],
+    [
+      ["register", "web", "80", "--check-interval", "5"],
+      /^discover: --check-interval is only for a health check/,
+    ],
+    [
+      [
+        "register",
+        "web",
+        "80",
+        "--check-tcp",
+        "127.0.0.1:80",
+        "--check-interval",
+        "0.01",
+      ],
+      /^discover: --check-interval must be a number of seconds from 0\.1 to 86400: got '0\.01'/,
+    ],
+    [
+      ["ls", "web", "--health", "critical"],
+      /^discover: --health must be "passing" or "any": got "critical"/,
+    ],
   ];
   for (const [args, message] of cases) {
     const { code, stdout, stderr } = await cli(args);
@@ -603,7 +751,7 @@ Deno.test({
       );
       assert.equal(
         await watch.lineMatching(/8080/),
-        "up\t127.0.0.1:8080\tzone=b",
+        "up\t127.0.0.1:8080\tzone=b\tpassing\t",
       );
       assert.deepEqual(await cliJson(["services", ...url]), [
         { service: "web", instances: 1 },
@@ -625,8 +773,8 @@ Deno.test({
         "exit 4",
       ]);
       assert.equal(job.code, 4, job.stderr);
-      assert.equal(await watch.line(), "up\t127.0.0.1:8082\t");
-      assert.equal(await watch.line(), "down\t127.0.0.1:8082\t");
+      assert.equal(await watch.line(), "up\t127.0.0.1:8082\t\tpassing\t");
+      assert.equal(await watch.line(), "down\t127.0.0.1:8082\t\tpassing\t");
       const none = await cli(["unregister", "web", "8082", ...url]);
       assert.equal(none.code, 1);
       assert.match(none.stderr, /nothing to unregister/);
@@ -647,7 +795,9 @@ Deno.test({
       );
       register.child.kill("SIGINT");
       assert.equal((await register.exit()).code, 0, register.stderr());
-      await watch.lineMatching(/^down\t127\.0\.0\.1:8080\tzone=b$/);
+      await watch.lineMatching(
+        /^down\t127\.0\.0\.1:8080\tzone=b\tpassing\t$/,
+      );
       assert.deepEqual(await cliJson(["ls", "web", ...url]), []);
       watch.child.kill("SIGINT");
       assert.equal((await watch.exit()).code, 0, watch.stderr());

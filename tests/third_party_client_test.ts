@@ -110,6 +110,7 @@ Deno.test("third-party client: @open-rpc/client-js over WebSocket", async (t) =>
     service: "web",
     addr: "127.0.0.1:8080",
     attrs: { zone: "b", tier: "front" },
+    health: "passing",
   };
   let registered: Json = {};
 

@@ -1,38 +1,101 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * The dashboard the agent serves at `GET /`: one HTML page without
- * framework whose script imports the real client from `/client.js`, opens
- * one live set of every service (`client.services("*")`) and renders it.
- * It is also a worked example of the client in a browser.
+ * The dashboard the agent serves at `GET /`: one self-contained HTML page
+ * (no framework, no external resource: its favicon is an inline `data:`
+ * SVG) whose script imports the real client from `/client.js`, opens one
+ * live set of every instance of every service, whatever its health
+ * (`client.services("*", { health: "any" })`), and renders it. It is also a
+ * worked example of the client in a browser.
+ *
+ * What it shows, and how long:
+ *
+ * - The header: the agent's version and address (from `discover.status`),
+ *   the connection state, totals of the set (services, instances,
+ *   passing, critical, and the down instances still shown), and the
+ *   backend, revision, epoch and this agent's own instances and checks.
+ * - One table per service, sorted by service then address (numbers in
+ *   addresses compare as numbers). A `critical` instance is marked as such
+ *   with its note (`HTTP 500`, `connection refused`...).
+ * - An instance that leaves the set is kept greyed as `down at HH:MM:SS`
+ *   (the page's local time when it learned of it) for 60 seconds, then
+ *   dropped; at most 200 are kept, the oldest dropped first. The query
+ *   parameter `keepDown` sets the time in seconds, from 0 to 86,400
+ *   (`http://127.0.0.1:1111/?keepDown=300`); another value is ignored,
+ *   and the page says so.
+ * - While the page is not in sync with the agent (the connection is lost
+ *   and the client reconnects, or the agent cannot reach its backend)
+ *   nothing says "connected": the connection state says what is wrong,
+ *   and every row is marked `stale since HH:MM:SS` until the set is
+ *   current again. The agent's status is read after changes, and every 2
+ *   seconds while it says its backend is unreachable; never polled
+ *   otherwise.
+ *
+ * Elements tests and scripts may rely on: `#connection[data-state]`
+ * (`loading`, `connected`, `catching-up`, `backend-unreachable`,
+ * `disconnected`, `closed`), `#version`, `#address`, `#totals`, `#status`,
+ * `#filter`, `section[data-service]` with its `.count`, and one
+ * `tr[data-id]` per instance with `data-state` (`up` or `down`),
+ * `data-health` (`passing` or `critical`, on `up` rows), `data-stale` while
+ * stale, and cells `.addr`, `.health` (with `.note`, `.down-at`,
+ * `.stale`), `.attrs` and `.age`.
  *
  * @module
  */
 
+/** Seconds a down instance stays on the page by default. */
+const KEEP_DOWN_SECONDS = 60;
+/** Most down instances kept on the page at once. */
+const MAX_DOWN = 200;
+/** Largest accepted `keepDown`, in seconds (one day). */
+const MAX_KEEP_DOWN_SECONDS = 86_400;
+
 const STYLE = `
-:root { color-scheme: light dark; --muted: #888; --ok: #1a7f37; --bad: #cf222e; }
+:root { color-scheme: light dark; --muted: #888; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700;
+  --bad-bg: #cf222e1a; --warn-bg: #d4a72c26; }
 * { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, sans-serif; margin: 0; padding: 1.5rem; max-width: 70rem; }
-header { display: flex; flex-wrap: wrap; align-items: baseline; gap: .5rem 1.5rem; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0; padding: 1rem 1.5rem 2rem; }
+header { display: flex; flex-direction: column; gap: .3rem; }
+header .line { display: flex; flex-wrap: wrap; align-items: baseline; gap: .3rem 1.2rem; }
 h1 { font-size: 1.3rem; margin: 0; }
-h2 { font-size: 1rem; margin: 1.5rem 0 .4rem; }
-h2 .count { color: var(--muted); font-weight: normal; }
+#version, #address, #status { color: var(--muted); font-family: ui-monospace, monospace; font-size: 12px; }
 #connection { font-weight: 600; }
 #connection[data-state="connected"] { color: var(--ok); }
+#connection[data-state="catching-up"], #connection[data-state="loading"] { color: var(--muted); }
+#connection[data-state="backend-unreachable"] { color: var(--warn); }
 #connection[data-state="disconnected"], #connection[data-state="closed"] { color: var(--bad); }
-#status { color: var(--muted); font-family: ui-monospace, monospace; font-size: 12px; }
-#filter { width: 100%; margin: 1rem 0 0; padding: .45rem .6rem; font: inherit; }
+#totals b { font-weight: 600; }
+#totals .critical { color: var(--bad); }
+#banner { margin: .8rem 0 0; padding: .5rem .8rem; border-radius: 6px; background: var(--warn-bg);
+  border-left: 4px solid var(--warn); }
+#banner[data-kind="disconnected"] { background: var(--bad-bg); border-left-color: var(--bad); }
+#notice { margin: .5rem 0 0; color: var(--warn); }
+#filter { width: 100%; margin: .8rem 0 0; padding: .45rem .6rem; font: inherit; }
+h2 { font-size: 1rem; margin: 1.3rem 0 .3rem; }
+h2 .count { color: var(--muted); font-weight: normal; }
 table { width: 100%; border-collapse: collapse; table-layout: fixed; }
-th:nth-child(1) { width: 14rem; }
-th:nth-child(3) { width: 7rem; }
+th:nth-child(1) { width: 16rem; }
+th:nth-child(2) { width: 24rem; }
+th:nth-child(4) { width: 7rem; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #8884; vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; }
-td.addr { font-family: ui-monospace, monospace; white-space: nowrap; }
+td.addr { font-family: ui-monospace, monospace; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 td.age { white-space: nowrap; }
 .attr { display: inline-block; margin: 0 .3rem .2rem 0; padding: 0 .35rem; border-radius: 4px;
   background: #8882; font-family: ui-monospace, monospace; font-size: 12px; }
-tr[data-state="down"] { opacity: .5; text-decoration: line-through; }
-#empty { color: var(--muted); }
+.badge { display: inline-block; padding: 0 .4rem; border-radius: 4px; font-size: 12px; font-weight: 600;
+  color: #fff; background: var(--ok); }
+.note, .down-at, .stale { margin-left: .4rem; }
+.note { font-family: ui-monospace, monospace; font-size: 12px; }
+.stale { display: inline-block; color: var(--warn); font-style: italic; font-size: 12px; }
+tr[data-health="critical"] { background: var(--bad-bg); }
+tr[data-health="critical"] td:first-child { box-shadow: inset 3px 0 var(--bad); }
+tr[data-health="critical"] .badge { background: var(--bad); }
+tr[data-state="down"] { opacity: .5; }
+tr[data-state="down"] td.addr { text-decoration: line-through; }
+tr[data-state="down"] .badge { background: var(--muted); }
+tr[data-stale] td { background-image: repeating-linear-gradient(135deg, transparent 0 8px, #8881 8px 16px); }
+#empty, #loading { color: var(--muted); }
 `;
 
 const SCRIPT = `
@@ -45,6 +108,22 @@ const el = (tag, props = {}, ...children) => {
   return node;
 };
 
+// How long down instances stay (seconds): ?keepDown=N, from 0 to ${MAX_KEEP_DOWN_SECONDS}.
+const params = new URLSearchParams(location.search);
+let keepDown = ${KEEP_DOWN_SECONDS};
+if (params.has("keepDown")) {
+  const raw = params.get("keepDown");
+  const value = Number(raw);
+  if (raw.trim() !== "" && Number.isFinite(value) && value >= 0 && value <= ${MAX_KEEP_DOWN_SECONDS}) {
+    keepDown = value;
+  } else {
+    $("notice").hidden = false;
+    $("notice").textContent = "Ignored keepDown=" + JSON.stringify(raw) +
+      ": it must be a number of seconds from 0 to ${MAX_KEEP_DOWN_SECONDS}; down instances stay " + keepDown + " s.";
+  }
+}
+const MAX_DOWN = ${MAX_DOWN};
+
 function age(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   if (s < 60) return s + "s";
@@ -53,127 +132,343 @@ function age(ms) {
   return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
 }
 
-function setConnection(state, text) {
-  const node = $("connection");
-  node.dataset.state = state;
-  node.textContent = text;
+const pad = (n) => String(n).padStart(2, "0");
+const clock = (ms) => {
+  const d = new Date(ms);
+  return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+};
+
+const byAddr = (a, b) => a.localeCompare(b, "en", { numeric: true });
+
+const FAVICON_COLORS = { ok: "#1a7f37", critical: "#cf222e", stale: "#9a6700", off: "#888888" };
+let faviconKind;
+function setFavicon(kind) {
+  if (kind === faviconKind) return;
+  faviconKind = kind;
+  const color = FAVICON_COLORS[kind];
+  const svg = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">' +
+    '<circle cx="8" cy="8" r="6.5" fill="none" stroke="' + color + '" stroke-width="3"/>' +
+    '<circle cx="8" cy="8" r="2.5" fill="' + color + '"/></svg>';
+  $("favicon").href = "data:image/svg+xml," + encodeURIComponent(svg);
 }
 
 const agentUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/";
-let client, all, status = {};
+let client, all;
+let status;
+let linkUp = false; // the client's connection to the agent
+let lostAt; // when that connection was lost
+let closed = false;
+let staleSince; // when the set stopped being in sync with the agent
+const down = new Map(); // id -> { instance, at }, oldest first
 
-function showStatus() {
-  const { backend = "?", connected, epoch = "?" } = status;
-  $("status").textContent = "backend " + backend +
-    (connected === false ? " (unreachable)" : connected ? " (connected)" : "") +
-    " · revision " + (all ? all.revision : status.revision ?? "?") +
-    " · epoch " + epoch;
+function connectionState() {
+  if (closed) return ["closed", "closed"];
+  if (!linkUp) {
+    return ["disconnected", lostAt === undefined
+      ? "connecting…"
+      : "connection to the agent lost at " + clock(lostAt) + ": reconnecting…"];
+  }
+  if (status && status.connected === false) {
+    return ["backend-unreachable", "backend " + status.backend + " unreachable"];
+  }
+  if (all && !all.connected) return ["catching-up", "catching up…"];
+  if (!all) return ["loading", "loading…"];
+  return ["connected", "connected"];
 }
 
+let lastCounts;
+function showHeader(counts = lastCounts) {
+  lastCounts = counts;
+  const [state, text] = connectionState();
+  const node = $("connection");
+  node.dataset.state = state;
+  node.textContent = text;
+
+  if (status) {
+    $("version").textContent = "v" + status.version;
+    $("address").textContent = location.host + " · advertises " + status.advertiseHost;
+    const mine = status.instances;
+    $("status").textContent = (state === "connected" ? "" : "last received: ") +
+      "backend " + status.backend +
+      (status.connected === false ? " (unreachable)" : "") +
+      " · revision " + (all ? all.revision : status.revision) +
+      " · epoch " + status.epoch +
+      (mine ? " · this agent holds " + mine.registered + " (" + mine.passing + " passing, " +
+        mine.critical + " critical) and runs " + mine.checks + " check" + (mine.checks === 1 ? "" : "s") : "");
+  }
+
+  if (counts) {
+    const part = (n, label, cls) =>
+      el("span", { className: cls || "" }, el("b", { textContent: String(n) }), " " + label);
+    const parts = [
+      part(counts.services, counts.services === 1 ? "service" : "services"),
+      part(counts.instances, counts.instances === 1 ? "instance" : "instances"),
+      part(counts.passing, "passing"),
+      part(counts.critical, "critical", counts.critical ? "critical" : ""),
+      part(counts.down, "down (shown " + keepDown + " s)"),
+    ];
+    $("totals").replaceChildren(...parts.flatMap((p, i) => i ? [" · ", p] : [p]));
+  }
+
+  const banner = $("banner");
+  if (state === "disconnected" && lostAt !== undefined) {
+    banner.hidden = false;
+    banner.dataset.kind = "disconnected";
+    banner.textContent = "The connection to the agent was lost at " + clock(lostAt) +
+      ". Showing the state last received, stale since " + clock(staleSince ?? lostAt) +
+      ", until the page reconnects.";
+  } else if (state === "backend-unreachable" || (state === "catching-up" && staleSince !== undefined)) {
+    banner.hidden = false;
+    banner.dataset.kind = state;
+    banner.textContent = (state === "catching-up"
+      ? "Not in sync with the agent yet."
+      : "The agent cannot reach its backend (" + status.backend + ").") +
+      " Showing the last known state, stale since " + clock(staleSince ?? Date.now()) + ".";
+  } else {
+    banner.hidden = true;
+  }
+
+  const critical = counts ? counts.critical : 0;
+  setFavicon(state === "connected" ? (critical ? "critical" : "ok")
+    : state === "disconnected" || state === "closed" ? "off" : "stale");
+  document.title = (state === "connected" ? "" : "(" + state.replace("-", " ") + ") ") +
+    (critical ? critical + " critical · " : "") + "discover " + location.host;
+}
+
+// Read after changes, and every few seconds while the agent says its
+// backend is unreachable (to see it come back); never polled otherwise.
+const STATUS_RETRY_MS = 2000;
+let statusBusy = false, statusAgain = false, statusTimer;
 async function refreshStatus() {
+  if (!client || client.state !== "connected") return;
+  if (statusBusy) { statusAgain = true; return; }
+  statusBusy = true;
+  clearTimeout(statusTimer);
   try {
     status = await client.status();
-  } catch { /* shown as disconnected already */ }
-  showStatus();
+  } catch { /* the connection state says why */ }
+  statusBusy = false;
+  if (statusAgain) {
+    statusAgain = false;
+    void refreshStatus();
+  } else if (status && status.connected === false) {
+    statusTimer = setTimeout(() => void refreshStatus(), STATUS_RETRY_MS);
+  }
+  showHeader();
 }
 
 function matchesFilter(instance, words) {
-  const text = (instance.service + " " + instance.addr + " " +
+  const text = (instance.service + " " + instance.addr + " " + (instance.health ?? "") + " " +
+    (instance.note ?? "") + " " +
     Object.entries(instance.attrs).map(([k, v]) => k + "=" + v).join(" ")).toLowerCase();
   return words.every((word) => text.includes(word));
 }
 
-function row(instance, state) {
+function row(instance, downAt) {
   const attrs = Object.entries(instance.attrs).map(([k, v]) =>
     el("span", { className: "attr", textContent: k + "=" + v }));
+  const health = el("td", { className: "health" });
+  if (downAt !== undefined) {
+    health.append(el("span", { className: "badge", textContent: "down" }),
+      el("span", { className: "down-at", textContent: "at " + clock(downAt) }));
+  } else if (instance.health === "critical") {
+    health.append(el("span", { className: "badge", textContent: "critical" }),
+      el("span", { className: "note", textContent: instance.note ?? "" }));
+  } else {
+    health.append(el("span", { className: "badge", textContent: "passing" }));
+  }
+  if (staleSince !== undefined) {
+    health.append(" ", el("span", { className: "stale", textContent: "stale since " + clock(staleSince) }));
+  }
   const tr = el("tr", {},
-    el("td", { className: "addr", textContent: instance.addr }),
+    el("td", { className: "addr", textContent: instance.addr, title: instance.addr }),
+    health,
     el("td", { className: "attrs" }, ...attrs),
-    el("td", { className: "age", textContent: state === "down" ? "down" : age(Date.now() - instance.registeredAt) }),
+    el("td", { className: "age", textContent: downAt !== undefined ? "down" : age(Date.now() - instance.registeredAt) }),
   );
   tr.dataset.id = instance.id;
-  tr.dataset.state = state;
+  tr.dataset.addr = instance.addr;
+  tr.dataset.state = downAt !== undefined ? "down" : "up";
+  if (downAt === undefined) tr.dataset.health = instance.health === "critical" ? "critical" : "passing";
+  if (staleSince !== undefined) tr.dataset.stale = "true";
   tr.dataset.registeredAt = instance.registeredAt;
   return tr;
 }
 
 function render() {
+  if (!all) return;
   const words = $("filter").value.toLowerCase().split(/\\s+/).filter(Boolean);
+  const online = all.online();
+  const counts = {
+    services: new Set(online.map((i) => i.service)).size,
+    instances: online.length,
+    passing: online.filter((i) => i.health !== "critical").length,
+    critical: online.filter((i) => i.health === "critical").length,
+    down: down.size,
+  };
   const byService = new Map();
-  const add = (instance, state) => {
+  const add = (instance, downAt) => {
     if (!matchesFilter(instance, words)) return;
     if (!byService.has(instance.service)) byService.set(instance.service, []);
-    byService.get(instance.service).push(row(instance, state));
+    byService.get(instance.service).push(row(instance, downAt));
   };
-  for (const instance of all.online()) add(instance, "up");
-  for (const instance of all.offline()) add(instance, "down");
+  for (const instance of online) add(instance);
+  for (const { instance, at } of down.values()) add(instance, at);
   const sections = [...byService.keys()].sort().map((service) => {
-    const rows = byService.get(service);
-    const up = rows.filter((r) => r.dataset.state === "up").length;
+    const rows = byService.get(service).sort((a, b) => byAddr(a.dataset.addr, b.dataset.addr));
+    const up = rows.filter((r) => r.dataset.health === "passing").length;
+    const critical = rows.filter((r) => r.dataset.health === "critical").length;
     const section = el("section", {},
-      el("h2", {}, service + " ", el("span", { className: "count", textContent: up + " up" })),
+      el("h2", {}, service + " ", el("span", { className: "count",
+        textContent: up + " up" + (critical ? " · " + critical + " critical" : "") })),
       el("table", {},
-        el("thead", {}, el("tr", {}, ...["address", "attributes", "age"].map((t) => el("th", { textContent: t })))),
+        el("thead", {}, el("tr", {}, ...["address", "health", "attributes", "age"].map((t) => el("th", { textContent: t })))),
         el("tbody", {}, ...rows)),
     );
     section.dataset.service = service;
     return section;
   });
-  const empty = el("p", { id: "empty", textContent: all.online().length === 0
-    ? "No service is registered with this agent yet."
+  const empty = el("p", { id: "empty", textContent: online.length === 0 && down.size === 0
+    ? "No instances registered yet."
     : "No instance matches the filter." });
   $("services").replaceChildren(...(sections.length ? sections : [empty]));
-  showStatus();
+  showHeader(counts);
+}
+
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  setTimeout(() => { renderPending = false; render(); }, 0);
+}
+
+// Drops the down instances kept longer than keepDown; true when one went.
+function expireDown() {
+  const limit = Date.now() - keepDown * 1000;
+  let dropped = false;
+  for (const [id, { at }] of down) {
+    if (at > limit && down.size <= MAX_DOWN) break; // oldest first
+    down.delete(id);
+    dropped = true;
+  }
+  return dropped;
+}
+
+function onUpdate(event) {
+  const { kind, instance } = event;
+  if (kind === "down") {
+    down.delete(instance.id);
+    down.set(instance.id, { instance, at: Date.now() });
+    expireDown();
+  } else {
+    down.delete(instance.id);
+  }
+  scheduleRender();
+  // A status read after changes keeps the agent's own counts current
+  // without polling it.
+  void refreshStatus();
 }
 
 function tick() {
+  if (expireDown()) render();
   for (const tr of document.querySelectorAll('tr[data-state="up"]')) {
     tr.querySelector(".age").textContent = age(Date.now() - Number(tr.dataset.registeredAt));
   }
 }
 
 async function main() {
-  setConnection("disconnected", "connecting…");
+  showHeader();
   client = await connect(agentUrl);
-  setConnection("connected", "connected");
-  client.addEventListener("disconnect", () => setConnection("disconnected", "connection lost: reconnecting…"));
-  client.addEventListener("reconnect", () => { setConnection("connected", "connected"); refreshStatus(); });
-  client.addEventListener("close", () => setConnection("closed", "closed"));
-  all = await client.services("*");
-  all.addEventListener("update", render);
-  all.addEventListener("sync", render);
+  linkUp = true;
+  client.addEventListener("disconnect", () => {
+    linkUp = false;
+    lostAt = Date.now();
+    staleSince ??= lostAt;
+    render();
+    showHeader();
+  });
+  client.addEventListener("reconnect", () => {
+    linkUp = true;
+    showHeader();
+    void refreshStatus();
+  });
+  client.addEventListener("close", () => {
+    closed = true;
+    linkUp = false;
+    showHeader();
+  });
+  showHeader();
+  await refreshStatus();
+  all = await client.services("*", { health: "any" });
+  all.addEventListener("update", onUpdate);
+  all.addEventListener("disconnect", () => {
+    staleSince ??= Date.now();
+    scheduleRender();
+    // After the client's own "disconnect", when the connection is what was lost.
+    setTimeout(() => void refreshStatus(), 0);
+  });
+  all.addEventListener("sync", () => {
+    staleSince = undefined;
+    render();
+    void refreshStatus();
+  });
   $("filter").addEventListener("input", render);
   render();
-  await refreshStatus();
-  // A status read after each change keeps revision and backend health current
-  // without polling the agent.
-  all.addEventListener("update", () => void refreshStatus());
   setInterval(tick, 1000);
-  globalThis.discoverDashboard = { client, set: all };
+  globalThis.discoverDashboard = { client, set: all, keepDown };
 }
 
 main().catch((error) => {
-  setConnection("closed", "could not connect: " + error.message);
+  closed = true;
+  showHeader();
+  $("connection").textContent = "could not connect: " + error.message;
+  $("services").replaceChildren(el("p", { id: "empty", textContent: "Could not connect to the agent at " +
+    agentUrl + ": " + error.message + ". Reload the page to try again." }));
 });
 `;
 
-/** The dashboard page. */
+const FAVICON = "data:image/svg+xml," + encodeURIComponent(
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">' +
+    '<circle cx="8" cy="8" r="6.5" fill="none" stroke="#888888" stroke-width="3"/>' +
+    '<circle cx="8" cy="8" r="2.5" fill="#888888"/></svg>',
+);
+
+/**
+ * The dashboard page, served at `GET /`.
+ *
+ * @example Usage
+ * ```ts
+ * import { DASHBOARD_HTML } from "./page.ts";
+ * const response = new Response(DASHBOARD_HTML, {
+ *   headers: { "content-type": "text/html; charset=utf-8" },
+ * });
+ * console.log(response.status); // 200
+ * ```
+ */
 export const DASHBOARD_HTML: string = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>discover agent</title>
+<link id="favicon" rel="icon" type="image/svg+xml" href="${FAVICON}">
 <style>${STYLE}</style>
 </head>
 <body>
 <header>
+<div class="line">
 <h1>discover agent</h1>
-<span id="connection" data-state="disconnected">loading…</span>
-<span id="status"></span>
+<span id="version"></span>
+<span id="address"></span>
+<span id="connection" data-state="loading">loading…</span>
+</div>
+<div class="line" id="totals"></div>
+<div class="line" id="status"></div>
 </header>
-<input id="filter" type="search" placeholder="Filter by service, address or attribute (e.g. zone=b)" autofocus>
-<main id="services"></main>
+<div id="banner" role="status" hidden></div>
+<p id="notice" hidden></p>
+<input id="filter" type="search" placeholder="Filter by service, address, health, note or attribute (e.g. zone=b, critical)" autofocus>
+<main id="services"><p id="loading">Loading…</p></main>
 <script type="module">${SCRIPT}</script>
 </body>
 </html>

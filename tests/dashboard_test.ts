@@ -1,0 +1,325 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * The dashboard (`agent/dashboard/page.ts`) in Debian's headless Chromium
+ * (`/usr/bin/chromium`, or `CHROMIUM_PATH`), driven by `playwright-core`,
+ * against an agent started in-process: critical instances with their
+ * note, the header, down instances kept for `?keepDown` seconds, and what
+ * the page says once the agent is gone and when it is back; and an
+ * agent whose etcd is killed and restarted.
+ *
+ * With `DISCOVER_SCREENSHOTS=1` it also writes `docs/dashboard-live.png`
+ * and `docs/dashboard-disconnected.png` (the README's pictures).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import type { Page } from "playwright-core";
+import { startAgent } from "../agent/mod.ts";
+import { VERSION } from "../agent/version.ts";
+import { connect } from "../mod.ts";
+import { spawnAgent } from "../tools/agent_process.ts";
+import { startEtcd } from "../tools/etcd.ts";
+import { launchChromium } from "./_browser.ts";
+
+const options = {
+  // Playwright keeps its pipe to the browser and timers across steps.
+  sanitizeOps: false,
+  sanitizeResources: false,
+};
+
+const SCREENSHOTS = Deno.env.get("DISCOVER_SCREENSHOTS") === "1";
+
+async function screenshot(page: Page, name: string) {
+  if (!SCREENSHOTS) return;
+  await page.screenshot({
+    path: new URL(`../docs/${name}`, import.meta.url).pathname,
+    fullPage: true,
+  });
+}
+
+/** An HTTP health-check target whose answer the test switches. */
+function checkTarget() {
+  let status = 200;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(null, { status }),
+  );
+  return {
+    port: server.addr.port,
+    set status(value: number) {
+      status = value;
+    },
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+const row = (id: string) => `tr[data-id="${id}"]`;
+const text = async (page: Page, selector: string) =>
+  (await page.textContent(selector))?.replace(/\s+/g, " ").trim();
+const CLOCK = /\d\d:\d\d:\d\d/;
+
+/** Records every state and text of `#connection` from now on, in `seen`. */
+const RECORD_CONNECTION = `(() => {
+  const seen = (globalThis.seen = []);
+  const node = document.getElementById("connection");
+  new MutationObserver(() => {
+    seen.push(node.dataset.state + ": " + node.textContent);
+  }).observe(node, {
+    attributes: true,
+    childList: true,
+    characterData: true,
+    subtree: true,
+  });
+})()`;
+
+Deno.test(
+  "dashboard: health, header, down instances, disconnection",
+  options,
+  async (t) => {
+    await using target = checkTarget();
+    const agentOptions = {
+      hostname: "127.0.0.1",
+      advertiseHost: "127.0.0.1",
+      logLevel: "error",
+    } as const;
+    await using agent = await startAgent({ ...agentOptions, port: 0 });
+    const http = agent.url.replace(/^ws/, "http");
+    await using browser = await launchChromium();
+    const page = await browser.context.newPage();
+    await page.setViewportSize({ width: 1280, height: 620 });
+    // A second page that keeps down instances for 1 s only.
+    const brief = await browser.context.newPage();
+    const requested: string[] = [];
+    page.on("request", (request) => void requested.push(request.url()));
+
+    await t.step("loading, then the empty state", async () => {
+      const html = await (await fetch(http)).text();
+      assert.match(html, /<span id="connection" data-state="loading">/);
+      assert.match(html, /<p id="loading">Loading…<\/p>/);
+      await page.goto(http);
+      await page.waitForSelector('#connection[data-state="connected"]');
+      assert.equal(await text(page, "#empty"), "No instances registered yet.");
+      assert.match(
+        await text(page, "#totals") ?? "",
+        /^0 services · 0 instances · 0 passing · 0 critical/,
+      );
+    });
+
+    await using client = await connect(agent.url);
+    await client.register("web", 10000, { attrs: { zone: "b" } });
+    await client.register("web", 8080, {
+      attrs: { zone: "a", version: "1.4.2" },
+    });
+    await client.register("web", 8081, {
+      attrs: { zone: "b", version: "1.4.2" },
+    });
+    await client.register("cache", 6379, { attrs: { role: "primary" } });
+    await client.register("api", target.port, {
+      attrs: { zone: "a" },
+      check: { http: `http://127.0.0.1:${target.port}/healthz`, interval: 0.2 },
+    });
+    const api = row(`api/127.0.0.1:${target.port}`);
+
+    await t.step("the header: version, address and totals", async () => {
+      await page.waitForSelector(`${api}[data-health="passing"]`);
+      assert.equal(await text(page, "#version"), `v${VERSION}`);
+      assert.equal(
+        await text(page, "#address"),
+        `127.0.0.1:${agent.port} · advertises 127.0.0.1`,
+      );
+      await page.waitForSelector(
+        '#totals:has-text("3 services · 5 instances · 5 passing · 0 critical")',
+      );
+      assert.match(await text(page, "#status") ?? "", /^backend memory · /);
+      // Sorted by service, then by address (ports as numbers).
+      assert.deepEqual(
+        await page.$$eval("section", (s) => s.map((n) => n.dataset.service)),
+        ["api", "cache", "web"],
+      );
+      assert.deepEqual(
+        await page.$$eval(
+          'section[data-service="web"] tr[data-id]',
+          (rows) => rows.map((r) => r.querySelector(".addr")!.textContent),
+        ),
+        ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:10000"],
+      );
+      // The favicon is inline: the page loads nothing but itself and /client.js.
+      assert.match(
+        await page.getAttribute("#favicon", "href") ?? "",
+        /^data:image\/svg\+xml,/,
+      );
+      assert.deepEqual(
+        requested.filter((url) => !url.startsWith("data:")),
+        [http, `${http}client.js`],
+      );
+    });
+
+    await t.step("a critical instance is shown with its note", async () => {
+      target.status = 500;
+      await page.waitForSelector(`${api}[data-health="critical"]`);
+      assert.equal(await text(page, `${api} .health .badge`), "critical");
+      assert.equal(await text(page, `${api} .note`), "HTTP 500");
+      assert.equal(
+        await text(page, 'section[data-service="api"] .count'),
+        "0 up · 1 critical",
+      );
+      await page.waitForSelector(
+        '#totals:has-text("5 instances · 4 passing · 1 critical")',
+      );
+      await page.waitForSelector(
+        '#status:has-text("(4 passing, 1 critical) and runs 1 check")',
+      );
+    });
+
+    await t.step(
+      "an unregistered instance shows as down with its time, then goes",
+      async () => {
+        await brief.goto(`${http}?keepDown=1`);
+        await brief.waitForSelector('#connection[data-state="connected"]');
+        await brief.waitForSelector(`${api}[data-health="critical"]`);
+        const gone = row("web/127.0.0.1:8081");
+        await client.unregister("web", 8081);
+        for (const p of [page, brief]) {
+          await p.waitForSelector(`${gone}[data-state="down"]`);
+          assert.match(await text(p, `${gone} .down-at`) ?? "", CLOCK);
+          assert.equal(await text(p, `${gone} .age`), "down");
+        }
+        await page.waitForSelector('#totals:has-text("4 instances")');
+        assert.match(
+          await text(page, "#totals") ?? "",
+          /1 down \(shown 60 s\)/,
+        );
+        assert.equal(
+          await text(page, 'section[data-service="web"] .count'),
+          "2 up",
+        );
+        // Dropped after its keep time; kept where the keep time is longer.
+        await brief.waitForSelector(gone, { state: "detached" });
+        assert.match(
+          await text(brief, "#totals") ?? "",
+          /0 down \(shown 1 s\)/,
+        );
+        assert.equal(await page.getAttribute(gone, "data-state"), "down");
+        await screenshot(page, "dashboard-live.png");
+      },
+    );
+
+    await t.step("an invalid keepDown is ignored, and said so", async () => {
+      await brief.goto(`${http}?keepDown=soon`);
+      await brief.waitForSelector('#connection[data-state="connected"]');
+      assert.match(
+        await text(brief, "#notice") ?? "",
+        /^Ignored keepDown="soon": it must be a number of seconds from 0 to 86400/,
+      );
+      await brief.close();
+    });
+
+    await t.step(
+      "once the agent is gone: disconnected and stale, never connected",
+      async () => {
+        await page.evaluate(RECORD_CONNECTION);
+        await agent.shutdown();
+        await page.waitForSelector('#connection[data-state="disconnected"]');
+        await page.waitForSelector("tr[data-id]:not([data-stale])", {
+          state: "detached",
+        });
+        assert.match(
+          await text(page, "#connection") ?? "",
+          /^connection to the agent lost at \d\d:\d\d:\d\d/,
+        );
+        assert.match(
+          await text(page, `${api} .stale`) ?? "",
+          /^stale since \d\d:\d\d:\d\d$/,
+        );
+        assert.match(await text(page, "#banner") ?? "", /stale since/);
+        // The page keeps failing to reconnect for a while (the client retries
+        // with backoff from 0.1 s); it never claims to be connected meanwhile.
+        await new Promise((resolve) => setTimeout(resolve, 2000));
+        const body = await page.innerText("body");
+        assert.doesNotMatch(body, /\bconnected\b/i);
+        const seen = await page.evaluate(() =>
+          (globalThis as unknown as { seen: string[] }).seen
+        );
+        assert.ok(seen.length > 0);
+        for (const state of seen) assert.match(state, /^disconnected: /);
+        assert.equal(
+          await page.getAttribute(`${api}`, "data-health"),
+          "critical",
+        );
+        await screenshot(page, "dashboard-disconnected.png");
+      },
+    );
+
+    await t.step(
+      "an agent back at the address makes the page current again",
+      async () => {
+        await using again = await startAgent({
+          ...agentOptions,
+          port: agent.port,
+        });
+        // The client registers its instances again, and its check runs again.
+        await page.waitForSelector('#connection[data-state="connected"]');
+        await page.waitForSelector(`${api}[data-health="critical"]`);
+        await page.waitForSelector("tr[data-stale]", { state: "detached" });
+        assert.equal(await page.isHidden("#banner"), true);
+        target.status = 200;
+        await page.waitForSelector(`${api}[data-health="passing"]`);
+        await page.waitForSelector(
+          '#totals:has-text("3 services · 4 instances · 4 passing · 0 critical")',
+        );
+        await client.close();
+        await again.shutdown();
+      },
+    );
+  },
+);
+
+Deno.test(
+  "dashboard: an agent whose backend is unreachable says so",
+  options,
+  async () => {
+    await using cluster = await startEtcd();
+    await using agent = await spawnAgent([
+      "--backend",
+      "etcd",
+      "--etcd-endpoints",
+      cluster.endpoints[0],
+      "--etcd-prefix",
+      `/dashboard-${crypto.randomUUID().slice(0, 8)}/`,
+      "--log-level",
+      "error",
+    ]);
+    await using client = await connect(agent.url);
+    await client.register("web", "10.0.0.1:80");
+    const web = row("web/10.0.0.1:80");
+    await using browser = await launchChromium();
+    const page = await browser.context.newPage();
+    await page.goto(agent.http);
+    await page.waitForSelector('#connection[data-state="connected"]');
+    await page.waitForSelector(`${web}[data-health="passing"]`);
+
+    await cluster.members[0].kill();
+    // The agent notices within its etcd deadlines (3 s calls, keep-alive).
+    await page.waitForSelector('#connection[data-state="backend-unreachable"]');
+    assert.equal(await text(page, "#connection"), "backend etcd unreachable");
+    await page.waitForSelector(`${web}[data-stale]`);
+    assert.match(await text(page, `${web} .stale`) ?? "", /^stale since /);
+    assert.match(
+      await text(page, "#banner") ?? "",
+      /^The agent cannot reach its backend \(etcd\)\. Showing the last known state, stale since \d\d:\d\d:\d\d\.$/,
+    );
+    assert.match(
+      await text(page, "#status") ?? "",
+      /backend etcd \(unreachable\)/,
+    );
+    assert.doesNotMatch(await page.innerText("body"), /\bconnected\b/i);
+
+    await cluster.members[0].restart();
+    await page.waitForSelector('#connection[data-state="connected"]');
+    await page.waitForSelector("tr[data-stale]", { state: "detached" });
+    assert.equal(await page.isHidden("#banner"), true);
+    assert.doesNotMatch(await text(page, "#status") ?? "", /unreachable/);
+  },
+);
