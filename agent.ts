@@ -188,6 +188,27 @@ const AGENT_FLAGS: readonly Flag[] = [
     help:
       "count what the agent does and serve it at /metrics in the Prometheus text format; off: /metrics answers 404",
   },
+  {
+    name: "dns",
+    type: "string",
+    value: "HOST:PORT",
+    help:
+      "also answer DNS queries (UDP and TCP) on this address, e.g. 127.0.0.1:8600; off by default",
+  },
+  {
+    name: "dns-domain",
+    type: "string",
+    value: "DOMAIN",
+    default: "discover.",
+    help: "the zone the DNS server answers for (SERVICE.service.DOMAIN)",
+  },
+  {
+    name: "dns-ttl",
+    type: "string",
+    value: "SECONDS",
+    default: "0",
+    help: "TTL of DNS answers, a whole number of seconds",
+  },
   { name: "help", short: "h", type: "boolean", help: "show this help" },
   { name: "version", short: "V", type: "boolean", help: "show the version" },
 ];
@@ -308,14 +329,17 @@ export type Command =
   };
 
 /** Parses `HOST:PORT` (`[v6]:PORT` for IPv6; an empty host is every interface). */
-function parseListen(text: string): { hostname: string; port: number } {
+function parseListen(
+  text: string,
+  flag = "listen",
+): { hostname: string; port: number } {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):([0-9]{1,5})$/.exec(
     text,
   );
   const port = Number(match?.[3]);
   if (!match || port > 65535) {
     throw new FlagError(
-      `--listen must be HOST:PORT (e.g. 127.0.0.1:1111 or [::1]:1111): got '${text}'`,
+      `--${flag} must be HOST:PORT (e.g. 127.0.0.1:1111 or [::1]:1111): got '${text}'`,
     );
   }
   return { hostname: match[1] ?? (match[2] || "0.0.0.0"), port };
@@ -410,6 +434,18 @@ export function parseCommandLine(
       })`,
     );
   }
+  const dnsListen = agent.dns as string | undefined;
+  if (
+    dnsListen === undefined &&
+    (values["dns-domain"] !== undefined || values["dns-ttl"] !== undefined)
+  ) {
+    throw new FlagError("--dns-domain and --dns-ttl need --dns HOST:PORT");
+  }
+  const dns = dnsListen === undefined ? undefined : {
+    ...parseListen(dnsListen, "dns"),
+    domain: text("dns-domain"),
+    ttl: parseCount("dns-ttl", text("dns-ttl"), { min: 0 }),
+  };
   const limits: Partial<Limits> = {};
   for (const [flag, limit] of LIMIT_FLAGS) {
     limits[limit] = parseCount(flag, text(flag), {
@@ -436,6 +472,7 @@ export function parseCommandLine(
         .map((value) => value.trim())
         .filter((value) => value !== ""),
       metrics: text("metrics") === "on",
+      ...(dns ? { dns } : {}),
     },
     ...(certFile !== undefined && keyFile !== undefined
       ? { tls: { certFile, keyFile } }

@@ -552,6 +552,7 @@ function instance(addr: string, attrs = {}, registeredAt = 0): Instance {
     attrs,
     revision: 3,
     registeredAt,
+    created: 3,
     health: "passing",
   };
 }

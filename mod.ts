@@ -37,6 +37,7 @@ export {
   type WebSocketConstructor,
 } from "./client/client.ts";
 export {
+  LeaderEvent,
   MAX_OFFLINE,
   ServiceSet,
   type ServiceSetEventMap,

@@ -22,6 +22,7 @@ import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
 import { CheckPolicy, Checks } from "./checks.ts";
+import { type DnsServer, startDns } from "./dns.ts";
 import { Metrics } from "./metrics.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
@@ -269,6 +270,13 @@ export interface AgentOptions {
    * @default {true}
    */
   metrics?: boolean;
+  /**
+   * Serves DNS over UDP and TCP on this address (port 0 picks a free one),
+   * for the zone `domain` with answers of `ttl` seconds: see `agent/dns.ts`.
+   *
+   * @default {no DNS server}
+   */
+  dns?: { hostname: string; port: number; domain?: string; ttl?: number };
   /** Shuts the agent down when aborted. */
   signal?: AbortSignal;
 }
@@ -287,6 +295,8 @@ export interface Agent extends AsyncDisposable {
   readonly sessions: number;
   /** Highest revision the agent's views have seen. */
   readonly revision: number;
+  /** Port of the DNS server (UDP and TCP), when `dns` was given. */
+  readonly dnsPort?: number;
   /** Closes every session with 1001, stops listening and closes the backend. */
   shutdown(): Promise<void>;
   /** Resolves once the agent has shut down. */
@@ -465,12 +475,31 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   const url = `${sessions.tls ? "wss" : "ws"}://${
     joinHostPort(addr.hostname, addr.port)
   }/`;
+  let dns: DnsServer | undefined;
+  if (options.dns) {
+    const { hostname: dnsHost, port: dnsPort, domain, ttl } = options.dns;
+    try {
+      dns = await startDns(views, {
+        hostname: dnsHost,
+        port: dnsPort,
+        domain,
+        ttl,
+        log,
+      });
+    } catch (error) {
+      registry.close();
+      await server.shutdown();
+      if (error instanceof TypeError) throw error; // a bad domain or TTL
+      throw new ListenError(dnsHost, dnsPort, error);
+    }
+  }
   try {
     // Resolves once the backend delivered its state, or once it found the
     // store unreachable (it keeps trying; the view says not connected).
     await views.open();
   } catch (error) {
     registry.close();
+    await dns?.close();
     await server.shutdown();
     throw error;
   }
@@ -484,6 +513,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
       await sessions.closeAll();
       registry.close();
       await server.shutdown();
+      await dns?.close();
       await views.close();
       await backend.close();
       log.info("stopped");
@@ -497,6 +527,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     backend: backend.name,
     advertiseHost,
     ttl,
+    ...(dns ? { dns: joinHostPort(dns.hostname, dns.port) } : {}),
   });
   return {
     url,
@@ -509,6 +540,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     get revision() {
       return views.revision;
     },
+    dnsPort: dns?.port,
     shutdown,
     finished: done,
     [Symbol.asyncDispose]: shutdown,

@@ -29,13 +29,14 @@ import {
 import { instanceKey } from "../protocol/instance_key.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import { dispatcher, type MethodHandlers } from "../protocol/methods.ts";
-import type {
-  Check,
-  Filter,
-  HealthFilter,
-  Limits,
-  SubscribeParams,
-  SubscribeResult,
+import {
+  ALL_SERVICES,
+  type Check,
+  type Filter,
+  type HealthFilter,
+  type Limits,
+  type SubscribeParams,
+  type SubscribeResult,
 } from "../protocol/types.ts";
 import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
@@ -550,6 +551,14 @@ export class Session {
           hold.release();
         }
       },
+      "discover.leader": async (p) => {
+        const hold = await ctx.views.acquire(p.service);
+        try {
+          return hold.view.leader(p.service, setFilter(p)) ?? null;
+        } finally {
+          hold.release();
+        }
+      },
       "discover.owned": () => ({
         revision: ctx.views.revision,
         instances: ctx.registry.owned(this.owner),
@@ -702,6 +711,9 @@ export class Session {
       : view.list(service, filter).map((instance) =>
         JSON.stringify({ kind: "up", revision, instance })
       );
+    if (service !== ALL_SERVICES) {
+      initial.push(view.leaderEvent(service, filter));
+    }
     initial.push(JSON.stringify({ kind: "current", revision }));
     if (!view.connected) {
       // Fail-static: the last known state, marked as possibly out of date.

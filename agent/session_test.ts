@@ -148,14 +148,14 @@ Deno.test("a snapshot larger than maxQueueBytes is sent whole; the next subscrib
   let frames = socket.read();
   assert.deepEqual(frames.filter((f) => f.id).map((f) => f.id), [1]);
   const first = snapshotOf(frames, "1");
-  assert.equal(first.length, 21);
+  assert.equal(first.length, 22); // 20 up, leader, current
   assert.equal(first.at(-1), "current");
   // Once read, the next one goes, and so on.
   for (const id of [2, 3]) {
     await until(() => socket.bufferedAmount > 0, `subscribe ${id}`);
     frames = socket.read();
     assert.deepEqual(frames.filter((f) => f.id).map((f) => f.id), [id]);
-    assert.equal(snapshotOf(frames, String(id)).length, 21);
+    assert.equal(snapshotOf(frames, String(id)).length, 22);
   }
   assert.equal(socket.closedWith, undefined, "a reader is never dropped");
   assert.equal(subscribers.size, 3);
@@ -219,7 +219,7 @@ Deno.test("in one batch, initial events beyond the limit go to one subscription;
   assert.match(second.error.message, /separate message/);
   // Even a small snapshot: the first one already takes the queue over.
   assert.equal(small.error.code, ErrorCode.LimitExceeded);
-  assert.equal(snapshotOf(frames, "1").length, 21);
+  assert.equal(snapshotOf(frames, "1").length, 22);
   // Read, the same subscribe in its own message succeeds.
   session.receive(JSON.stringify(subscribe()));
   await until(() => socket.bufferedAmount > 0, "the retry");

@@ -42,6 +42,7 @@ import {
   selects,
 } from "../protocol/instance_equal.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
+import { precedes, type Ranked } from "../protocol/leader.ts";
 
 /** A current instance and the owner that registered it (made on each {@linkcode View.get}). */
 export interface Entry {
@@ -233,6 +234,7 @@ const CHANGE_OVERHEAD_BYTES = 256;
  *     attrs: { zone: "a" },
  *     revision: 1,
  *     registeredAt: 0,
+ *     created: 1,
  *     health: "passing",
  *   },
  * }); // 256 + 2 + 3 + 5 = 266
@@ -319,10 +321,35 @@ function instanceOf(held: Held): Instance {
     attrs,
     revision: held.revision,
     registeredAt,
+    created: held.record.created ?? 0,
     health: health ?? "passing",
   };
   if (note !== undefined && health === "critical") instance.note = note;
   return instance;
+}
+
+/** What deciding the leader needs of what the view holds. */
+function rankOf(held: Held): Ranked {
+  return { created: held.record.created ?? 0, addr: held.record.addr };
+}
+
+/** Whether two leaders are the same instance in the same life. */
+function sameLeader(a: Held | undefined, b: Held | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined) return false;
+  return a.record.service === b.record.service &&
+    a.record.addr === b.record.addr && a.record.created === b.record.created;
+}
+
+/** The serialized `leader` event of a set whose leader is now `leader`. */
+function leaderJson(revision: number, leader: Held | undefined): string {
+  return JSON.stringify(
+    {
+      kind: "leader",
+      revision,
+      instance: leader ? instanceOf(leader) : null,
+    } satisfies ServiceEvent,
+  );
 }
 
 /** A change with its serialized events, made once and shared by every subscriber. */
@@ -443,6 +470,8 @@ class History {
 export class View implements BackendWatcher, Trimmable {
   #services = new Map<string, Map<string, Held>>();
   #subscribers = new Map<string, Set<Subscriber>>();
+  /** The leader each subscriber of one service was last told of. */
+  #leaders = new Map<Subscriber, Held | undefined>();
   #history: History;
   #budget: HistoryBudget;
   /** Sum of the {@linkcode changeBytes} of the changes this view keeps. */
@@ -532,6 +561,44 @@ export class View implements BackendWatcher, Trimmable {
   }
 
   /**
+   * The leader of a set: its instance with the lowest `created`, ties
+   * broken by `addr` (`protocol/leader.ts`).
+   *
+   * @param service The service.
+   * @param filter The set's filter (and health).
+   * @returns The leader, or `undefined` when the set is empty.
+   */
+  leader(service: string, filter?: SetFilter): Instance | undefined {
+    const held = this.#leaderOf(service, filter);
+    return held && instanceOf(held);
+  }
+
+  /**
+   * The serialized `leader` event of a subscriber's set as it is now: the
+   * one a snapshot or replay ends with, before `current`.
+   *
+   * @param service The service (not `"*"`: a set of every service has no leader).
+   * @param filter The set's filter.
+   * @returns The event's JSON.
+   */
+  leaderEvent(service: string, filter?: SetFilter): string {
+    return leaderJson(this.#revision, this.#leaderOf(service, filter));
+  }
+
+  #leaderOf(service: string, filter?: SetFilter): Held | undefined {
+    const entries = this.#services.get(service);
+    if (!entries) return undefined;
+    let leader: Held | undefined;
+    for (const held of entries.values()) {
+      if (!selects(held.record, filter, filter?.health)) continue;
+      if (leader === undefined || precedes(rankOf(held), rankOf(leader))) {
+        leader = held;
+      }
+    }
+    return leader;
+  }
+
+  /**
    * Every service that has instances, with their number, sorted by name.
    *
    * @returns The catalog.
@@ -554,6 +621,12 @@ export class View implements BackendWatcher, Trimmable {
     let set = this.#subscribers.get(subscriber.service);
     if (!set) this.#subscribers.set(subscriber.service, set = new Set());
     set.add(subscriber);
+    if (subscriber.service !== ALL_SERVICES) {
+      this.#leaders.set(
+        subscriber,
+        this.#leaderOf(subscriber.service, subscriber.filter),
+      );
+    }
   }
 
   /**
@@ -562,6 +635,7 @@ export class View implements BackendWatcher, Trimmable {
    * @param subscriber The subscriber.
    */
   unsubscribe(subscriber: Subscriber): void {
+    this.#leaders.delete(subscriber);
     const set = this.#subscribers.get(subscriber.service);
     if (!set) return;
     set.delete(subscriber);
@@ -890,7 +964,43 @@ export class View implements BackendWatcher, Trimmable {
         if (kind) {
           subscriber.deliver(fanned.json(kind, subjectOf(kind, before, after)));
         }
+        if (set === subscribers) {
+          this.#follow(subscriber, revision, before ?? after!, after);
+        }
       }
+    }
+  }
+
+  /**
+   * Keeps a subscriber's leader up to date after a change of the instance
+   * `changed` (now `after`, or removed), and tells it when the leader is
+   * another instance: the new leader wins at once; when the leader leaves,
+   * the set is looked through for the next one.
+   */
+  #follow(
+    subscriber: Subscriber,
+    revision: number,
+    changed: Held,
+    after: Held | undefined,
+  ): void {
+    const leader = this.#leaders.get(subscriber);
+    const filter = subscriber.filter;
+    const inSet = after !== undefined &&
+      selects(after.record, filter, filter?.health);
+    let next = leader;
+    if (leader !== undefined && leader.record.addr === changed.record.addr) {
+      next = inSet
+        ? after
+        : this.#leaderOf(subscriber.service, subscriber.filter);
+    } else if (
+      inSet && (leader === undefined || precedes(rankOf(after), rankOf(leader)))
+    ) {
+      next = after;
+    }
+    if (next === leader) return;
+    this.#leaders.set(subscriber, next);
+    if (!sameLeader(leader, next)) {
+      subscriber.deliver(leaderJson(revision, next));
     }
   }
 

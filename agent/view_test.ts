@@ -27,16 +27,21 @@ function rec(
 function listener(service: string, filter?: SetFilter) {
   const got: string[] = [];
   const raw: string[] = [];
+  const leaders: string[] = [];
   const sub: Subscriber = {
     service,
     filter,
     deliver(json) {
-      raw.push(json);
       const e = JSON.parse(json);
+      if (e.kind === "leader") {
+        leaders.push(`${e.instance?.addr ?? "none"} ${e.revision}`);
+        return;
+      }
+      raw.push(json);
       got.push(`${e.kind} ${e.instance.addr} ${e.revision}`);
     },
   };
-  return { sub, got, raw };
+  return { sub, got, raw, leaders };
 }
 
 Deno.test("eventFor maps filter transitions to up, update and down", () => {
@@ -47,6 +52,7 @@ Deno.test("eventFor maps filter transitions to up, update and down", () => {
     attrs,
     revision: 1,
     registeredAt: 0,
+    created: 1,
     health: "passing" as const,
   });
   const f = { attrs: { zone: "b" } };
@@ -120,6 +126,7 @@ Deno.test("subscribers with the same view of a change share one serialized event
       attrs: {},
       revision: 1,
       registeredAt: 5,
+      created: 0,
       health: "passing",
     },
   });
@@ -183,6 +190,7 @@ Deno.test("changeBytes counts 256 bytes plus the text of the instance it introdu
     attrs,
     revision: 1,
     registeredAt: 0,
+    created: 1,
     health: "passing" as const,
   });
   assert.equal(changeBytes({ revision: 1, after: instance({}) }), 256 + 6);
@@ -438,6 +446,7 @@ Deno.test("an owner change alone keeps the time of registration the instance was
     attrs: {},
     revision: 1,
     registeredAt: 5,
+    created: 0,
     health: "passing",
   });
 });
@@ -713,4 +722,95 @@ Deno.test("health is part of a set: passing sets lose critical instances, 'any' 
   assert.deepEqual(shown(view.replayFrom(past, "svc", { health: "any" })), [
     "update 7",
   ]);
+});
+
+Deno.test("a subscriber is told when its set's leader changes: the lowest created, ties by address, filter and health applied", () => {
+  const view = new View();
+  const at = (
+    addr: string,
+    created: number,
+    attrs: Record<string, string> = {},
+  ): StoredRecord => ({ ...rec(addr, attrs), created });
+  view.reset({ revision: 1, epoch: "e", records: [] });
+  const all = listener("svc");
+  const zoneA = listener("svc", { attrs: { zone: "a" } });
+  const every = listener("*");
+  view.subscribe(all.sub);
+  view.subscribe(zoneA.sub);
+  view.subscribe(every.sub);
+  view.changes([{ type: "put", revision: 2, record: at("h:5", 2) }]);
+  view.changes([{
+    type: "put",
+    revision: 3,
+    record: at("h:3", 3, { zone: "a" }),
+  }]);
+  // Re-registered: same life, same leader, no event.
+  view.changes([{
+    type: "put",
+    revision: 4,
+    record: at("h:5", 2, { v: "2" }),
+  }]);
+  view.changes([{ type: "delete", revision: 5, service: "svc", addr: "h:5" }]);
+  // Critical: out of the passing set, and of its leadership.
+  view.changes([{
+    type: "put",
+    revision: 6,
+    record: { ...at("h:3", 3, { zone: "a" }), health: "critical" },
+  }]);
+  view.changes([{ type: "put", revision: 7, record: at("h:5", 7) }]);
+  assert.deepEqual(all.leaders, ["h:5 2", "h:3 5", "none 6", "h:5 7"]);
+  assert.deepEqual(zoneA.leaders, ["h:3 3", "none 6"]);
+  assert.deepEqual(every.leaders, [], "a set of every service has no leader");
+  assert.equal(view.leader("svc")?.addr, "h:5");
+  assert.equal(view.leader("svc", { health: "any" })?.addr, "h:3");
+  assert.equal(view.leader("svc", { attrs: { zone: "a" } }), undefined);
+  assert.deepEqual(JSON.parse(view.leaderEvent("svc")), {
+    kind: "leader",
+    revision: 7,
+    instance: view.leader("svc"),
+  });
+  assert.equal(JSON.parse(view.leaderEvent("nothing")).instance, null);
+});
+
+Deno.test("the leader a subscriber is told of is always the one a full scan finds, whatever the changes", () => {
+  const op = fc.record({
+    addr: fc.constantFrom("h:1", "h:2", "h:3", "h:4"),
+    remove: fc.boolean(),
+    zone: fc.constantFrom("a", "b"),
+    critical: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
+      const view = new View();
+      view.reset({ revision: 0, epoch: "e", records: [] });
+      const set = listener("svc", { attrs: { zone: "a" } });
+      view.subscribe(set.sub);
+      const created = new Map<string, number>();
+      let told: string | undefined;
+      set.sub.deliver = (json) => {
+        const e = JSON.parse(json);
+        if (e.kind === "leader") told = e.instance?.addr;
+      };
+      ops.forEach(({ addr, remove, zone, critical }, i) => {
+        const revision = i + 1;
+        if (remove) {
+          created.delete(addr);
+          view.changes([{ type: "delete", revision, service: "svc", addr }]);
+          return;
+        }
+        if (!created.has(addr)) created.set(addr, revision);
+        view.changes([{
+          type: "put",
+          revision,
+          record: {
+            ...rec(addr, { zone }),
+            created: created.get(addr)!,
+            ...(critical ? { health: "critical" as const } : {}),
+          },
+        }]);
+        assert.equal(told, view.leader("svc", { attrs: { zone: "a" } })?.addr);
+      });
+      assert.equal(told, view.leader("svc", { attrs: { zone: "a" } })?.addr);
+    }),
+  );
 });

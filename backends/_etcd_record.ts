@@ -37,6 +37,8 @@ export interface StoredKeyValue {
   value: { toString(): string };
   /** The key's modification revision. */
   mod_revision: string;
+  /** The revision that created the key (in its current life). */
+  create_revision?: string;
   /** The key's lease id. */
   lease: string | number;
 }

@@ -75,6 +75,12 @@ export interface StoredRecord {
   health?: Health;
   /** Why it is critical; only with `critical`. */
   note?: string;
+  /**
+   * Revision at which the record's key was created in its current life
+   * (a put keeps it; a delete and a put start a new one). Set by the
+   * backend on what it delivers; ignored in what is written.
+   */
+  created?: number;
 }
 
 /** One change delivered by a backend. */

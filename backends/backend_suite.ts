@@ -232,8 +232,29 @@ export function testBackend(
     await w.until(r);
     const change = w.changeLog.at(-1)!;
     assert.equal(change.type, "put");
-    if (change.type === "put") assert.deepEqual(change.record, stored);
+    if (change.type === "put") {
+      assert.deepEqual(change.record, { ...stored, created: r });
+    }
   });
+
+  test(
+    "a record's created revision is its first put's, kept by later puts, new after a delete",
+    async (b, w) => {
+      const first = await b.put(record("svc", "h:1", "o", { v: "1" }));
+      const second = await b.put(record("svc", "h:1", "o2", { v: "2" }));
+      await w.until(second);
+      const created = () => {
+        const last = w.changeLog.at(-1)!;
+        return last.type === "put" ? last.record.created : undefined;
+      };
+      assert.equal(created(), first);
+      await b.delete("svc", "h:1");
+      const again = await b.put(record("svc", "h:1"));
+      await w.until(again);
+      assert.equal(created(), again);
+      assert.ok(again > first);
+    },
+  );
 
   test("a reopened watcher gets the current state as a reset", async (b) => {
     await b.put(record("svc", "h:1"));

@@ -704,7 +704,12 @@ export class EtcdBackend implements Backend {
   #decode(kv: StoredKeyValue): StoredRecord | undefined {
     const key = kv.key.toString();
     try {
-      return this.#codec.decode(key, kv.value.toString());
+      const record = this.#codec.decode(key, kv.value.toString());
+      // The key's life: a put keeps it, a delete and a put start another.
+      if (kv.create_revision !== undefined) {
+        record.created = Number(kv.create_revision);
+      }
+      return record;
     } catch (error) {
       this.#log?.warn("ignoring a key that is not a discover record", {
         key,

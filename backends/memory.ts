@@ -212,14 +212,17 @@ export class MemoryBackend implements Backend {
     const key = instanceKey(record.service, record.addr);
     const conflict = this.#check(key, record.service, record.addr, options);
     if (conflict) return Promise.reject(conflict);
-    const stored = { ...record, attrs: { ...record.attrs } };
     const before = this.#records.get(key);
+    const revision = ++this.#revision;
+    const stored = {
+      ...record,
+      attrs: { ...record.attrs },
+      // The key's life: a put keeps it, a delete and a put start another.
+      created: before?.created ?? revision,
+    };
     this.#records.set(key, stored);
     return Promise.resolve(
-      this.#emit(
-        { type: "put", revision: ++this.#revision, record: stored },
-        before,
-      ),
+      this.#emit({ type: "put", revision, record: stored }, before),
     );
   }
 

@@ -218,7 +218,7 @@ export function sortInstances(instances: readonly Instance[]): Instance[] {
  * import { formatInstances } from "./_format.ts";
  * const web = {
  *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
- *   attrs: { zone: "b" }, revision: 1, registeredAt: 0,
+ *   attrs: { zone: "b" }, revision: 1, registeredAt: 0, created: 1,
  *   health: "critical" as const, note: "HTTP 500",
  * };
  * formatInstances([web], { tty: false, json: false, now: 0 });
@@ -269,7 +269,8 @@ const KIND_WIDTH = 6;
  * import { formatUpdate } from "./_format.ts";
  * const instance = {
  *   id: "web/127.0.0.1:80", service: "web", addr: "127.0.0.1:80",
- *   attrs: {}, revision: 4, registeredAt: 0, health: "passing" as const,
+ *   attrs: {}, revision: 4, registeredAt: 0, created: 4,
+ *   health: "passing" as const,
  * };
  * formatUpdate({ kind: "up", instance, revision: 4 }, {
  *   tty: false, json: false, now: new Date(),

@@ -334,6 +334,7 @@ function filterRule(where: string): OptionsRule {
 }
 const SERVICES_RULE = filterRule("services()");
 const LOOKUP_RULE = filterRule("lookup()");
+const LEADER_RULE = filterRule("leader()");
 const CATALOG_RULE: OptionsRule = { where: "catalog()", known: ["signal"] };
 const STATUS_RULE: OptionsRule = { where: "status()", known: ["signal"] };
 const OWNED_RULE: OptionsRule = { where: "owned()", known: ["signal"] };
@@ -829,6 +830,46 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...(health ? { health } : {}),
     }, { signal });
     return result.instances;
+  }
+
+  /**
+   * Reads the leader of a set once, without subscribing: its instance with
+   * the lowest `created` revision (ties broken by `addr`), whose `created`
+   * is its fencing token. To follow it, open the set with
+   * {@linkcode Client.services} and use `set.leader()` and its `"leader"`
+   * events.
+   *
+   * @example Usage
+   * ```ts ignore
+   * const leader = await client.leader("db", { filter: { shard: "3" } });
+   * console.log(leader?.addr, leader?.created);
+   * ```
+   *
+   * @param service The service name.
+   * @param options Filter, health and signal.
+   * @returns The leader, or `undefined` when the set is empty.
+   * @throws {TypeError} When `options` has a key other than `filter`,
+   *   `health` and `signal`.
+   */
+  async leader(
+    service: string,
+    options?: ServicesOptions,
+  ): Promise<Instance | undefined> {
+    const { filter: given, health, signal } = checkOptions(
+      options,
+      LEADER_RULE,
+    );
+    validateServiceName(service);
+    const filter = given === undefined
+      ? undefined
+      : validateAttrs(given, "filter");
+    validateHealthFilter(health);
+    const leader = await this.#connection.request("discover.leader", {
+      service,
+      ...(filter ? { filter: { attrs: filter } } : {}),
+      ...(health ? { health } : {}),
+    }, { signal });
+    return leader ?? undefined;
   }
 
   /**

@@ -11,6 +11,7 @@
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameState } from "../protocol/instance_equal.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
+import { leaderOf, precedes } from "../protocol/leader.ts";
 import { deferred } from "./_deferred.ts";
 import { checkOptions } from "./_options.ts";
 import {
@@ -59,6 +60,29 @@ export class ServiceUpdateEvent extends Event implements ServiceUpdate {
   }
 }
 
+/**
+ * The `"leader"` event of a {@linkcode ServiceSet}: the set's leader is
+ * another instance now, or none.
+ */
+export class LeaderEvent extends Event {
+  /** The new leader; `undefined` when the set is empty. */
+  readonly instance: Instance | undefined;
+  /** Revision of the change. */
+  readonly revision: number;
+
+  /**
+   * Creates the event.
+   *
+   * @param instance The new leader, if any.
+   * @param revision Revision of the change.
+   */
+  constructor(instance: Instance | undefined, revision: number) {
+    super("leader");
+    this.instance = instance;
+    this.revision = revision;
+  }
+}
+
 /** Options of {@linkcode ServiceSet.updates}. */
 export interface UpdatesOptions {
   /** Ends the iteration when aborted. */
@@ -69,6 +93,12 @@ export interface UpdatesOptions {
 export interface ServiceSetEventMap {
   /** One update. */
   update: ServiceUpdateEvent;
+  /**
+   * The leader changed: another instance leads, or none (see
+   * {@linkcode ServiceSet.leader}). Not fired for the initial state, nor
+   * in a set of every service.
+   */
+  leader: LeaderEvent;
   /**
    * The set is out of sync: the connection to the agent was lost, or the
    * agent cannot reach its backend. The set keeps serving its last known
@@ -178,6 +208,8 @@ export class ServiceSet extends EventTarget
   /** The attribute filter the agent applies. */
   readonly filter: Readonly<Record<string, string>> | undefined;
   #online = new Map<string, Instance>();
+  /** The leader, kept up to date with every change (not in a `"*"` set). */
+  #leader?: Instance;
   #offline = new Map<string, Instance>();
   #staging?: Map<string, Instance>;
   #revision = 0;
@@ -253,6 +285,26 @@ export class ServiceSet extends EventTarget
    */
   online(): Instance[] {
     return [...this.#online.values()];
+  }
+
+  /**
+   * The set's leader: its instance with the lowest `created` revision, ties
+   * broken by the lower `addr`, which every client and agent derives alike
+   * from the same instances. Its `created` is its fencing token: a later
+   * leader of the same set always has a greater one. `undefined` when the
+   * set is empty, and in a set of every service (`"*"`).
+   *
+   * @example Usage
+   * ```ts ignore
+   * const dbs = await client.services("db", { filter: { shard: "3" } });
+   * const leader = dbs.leader();
+   * dbs.addEventListener("leader", (e) => console.log("now", e.instance?.addr));
+   * ```
+   *
+   * @returns The leader, if any.
+   */
+  leader(): Instance | undefined {
+    return this.#leader;
   }
 
   /**
@@ -372,7 +424,9 @@ export class ServiceSet extends EventTarget
       this.#unsynced();
       return;
     }
-    if (!instance) return;
+    // The set's own instances say who leads: the agent's `leader` events
+    // are for clients that keep no set.
+    if (!instance || event.kind === "leader") return;
     if (this.#staging) {
       this.#staging.set(instance.id, instance);
       return;
@@ -414,6 +468,34 @@ export class ServiceSet extends EventTarget
       if (!state.has(instance.id)) this.#remove(instance, revision);
     }
     for (const instance of state.values()) this.#add(instance, revision);
+    this.#lead(leaderOf(this.#online.values()), revision);
+  }
+
+  /** Follows the leader after `instance` joined, changed or (`gone`) left. */
+  #follow(instance: Instance, revision: number, gone: boolean) {
+    if (this.service === ALL_SERVICES || this.#staging) return;
+    const leader = this.#leader;
+    if (leader !== undefined && leader.id === instance.id) {
+      this.#lead(
+        gone ? leaderOf(this.#online.values()) : instance,
+        revision,
+      );
+    } else if (!gone && (leader === undefined || precedes(instance, leader))) {
+      this.#lead(instance, revision);
+    }
+  }
+
+  /** Makes `next` the leader, telling listeners when it is another instance. */
+  #lead(next: Instance | undefined, revision: number) {
+    if (this.service === ALL_SERVICES) return;
+    const before = this.#leader;
+    this.#leader = next;
+    const same = before === next ||
+      (before !== undefined && next !== undefined && before.id === next.id &&
+        before.created === next.created);
+    if (!same && this.#ready) {
+      this.dispatchEvent(new LeaderEvent(next, revision));
+    }
   }
 
   #add(instance: Instance, revision: number) {
@@ -421,10 +503,12 @@ export class ServiceSet extends EventTarget
     if (before && before.revision === instance.revision) return;
     this.#online.set(instance.id, instance);
     this.#offline.delete(instance.id);
-    // Same attributes and health under a new revision (re-registered at a restarted
-    // agent, say) is no change to report.
-    if (before && sameState(before, instance)) return;
-    this.#emit({ kind: before ? "update" : "up", instance, revision });
+    // Same attributes and health under a new revision (re-registered at a
+    // restarted agent, say) is no change to report.
+    if (!before || !sameState(before, instance)) {
+      this.#emit({ kind: before ? "update" : "up", instance, revision });
+    }
+    this.#follow(instance, revision, false);
   }
 
   #remove(instance: Instance, revision: number) {
@@ -437,6 +521,7 @@ export class ServiceSet extends EventTarget
       this.#offline.delete(this.#offline.keys().next().value!);
     }
     this.#emit({ kind: "down", instance, revision });
+    this.#follow(before, revision, true);
   }
 
   #emit(update: ServiceUpdate) {

@@ -21,6 +21,7 @@ function inst(
     attrs,
     revision,
     registeredAt: 0,
+    created: revision,
     health: "passing",
   };
 }
@@ -299,4 +300,36 @@ Deno.test("get() finds an instance by address, or by id in a set of every servic
   all.control.apply(ev("current", 1));
   assert.equal(all.set.get("svc/h:1")?.addr, "h:1");
   assert.equal(all.set.get("h:1"), undefined);
+});
+
+Deno.test("leader() is the lowest created, ties by address; 'leader' fires when another instance leads", async () => {
+  const { set, control } = opened();
+  const told: string[] = [];
+  set.addEventListener("leader", (e) => {
+    told.push(`${e.instance?.addr ?? "none"} ${e.revision}`);
+  });
+  control.beginSnapshot();
+  control.apply(ev("up", 5, { ...inst("h:2", 4), created: 3 }));
+  control.apply(ev("up", 5, { ...inst("h:1", 5), created: 3 }));
+  control.apply(ev("up", 5, inst("h:9", 2)));
+  // The agent's own leader events change nothing a set derives itself.
+  control.apply(ev("leader", 5, inst("h:9", 2)));
+  control.apply(ev("current", 5));
+  await control.initialized;
+  assert.equal(set.leader()?.addr, "h:9");
+  assert.deepEqual(told, [], "the initial state is no change");
+  control.apply(ev("update", 6, { ...inst("h:9", 6), created: 2 }));
+  control.apply(ev("down", 7, inst("h:9", 6)));
+  control.apply(ev("up", 8, inst("h:0", 8)));
+  control.apply(ev("down", 9, { ...inst("h:1", 5), created: 3 }));
+  control.apply(ev("down", 10, { ...inst("h:2", 4), created: 3 }));
+  control.apply(ev("down", 11, inst("h:0", 8)));
+  assert.deepEqual(told, ["h:1 7", "h:2 9", "h:0 10", "none 11"]);
+  assert.equal(set.leader(), undefined);
+  // A resumed snapshot that changes the leader says so once.
+  control.beginSnapshot();
+  control.apply(ev("up", 12, inst("h:4", 12)));
+  control.apply(ev("current", 12));
+  assert.deepEqual(told.at(-1), "h:4 12");
+  assert.equal(set.leader()?.addr, "h:4");
 });

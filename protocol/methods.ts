@@ -26,6 +26,7 @@ import { instanceKey } from "./instance_key.ts";
 import type { CallContext, RequestHandler } from "./jsonrpc.ts";
 import type { EventParams, MethodName, ParamsOf, ResultOf } from "./types.ts";
 import {
+  validateLeader,
   validateNoParams,
   validateRegister,
   validateServices,
@@ -169,6 +170,7 @@ const ours42 = {
   attrs: { zone: "b" },
   revision: 42,
   registeredAt: REGISTERED_AT,
+  created: 42,
   health: "passing" as const,
 };
 const ours43 = {
@@ -188,6 +190,7 @@ const other17 = {
   attrs: { zone: "b" },
   revision: 17,
   registeredAt: 1767225000000,
+  created: 17,
   health: "passing" as const,
 };
 // Epoch of the example agent (a memory backend: a random UUID per process),
@@ -350,6 +353,7 @@ export const methodTable: MethodTable = {
               attrs: {},
               revision: 46,
               registeredAt: 1767225700000,
+              created: 46,
               health: "passing",
             },
           },
@@ -488,6 +492,36 @@ export const methodTable: MethodTable = {
             name: "services",
             value: { revision: 45, instances: [other17] },
           },
+        },
+      ],
+    },
+  },
+  "discover.leader": {
+    validate: validateLeader,
+    openrpc: {
+      summary: "Reads the leader of a set.",
+      description:
+        "The leader of the set that `discover.services` with the same params would read: its instance with the lowest `created` revision, ties broken by the lower `addr`; `null` when the set is empty. Every agent derives the same leader from the same instances, with no extra writes, and a later leader of the same set always has a greater `created`: it is the leader's fencing token. A one-shot read: subscribe to follow `leader` events.",
+      tags: [{ name: "discovery" }],
+      paramStructure: "by-name",
+      params: [service, filter, healthFilter],
+      result: {
+        name: "leader",
+        description: "The leader, or `null`.",
+        schema: { oneOf: [schema("Instance"), { type: "null" }] },
+      },
+      errors: [
+        error("InvalidParams"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "leader of a service",
+          description:
+            "192.0.2.11:6379 was registered at revision 17, before 192.0.2.10:6379 (42).",
+          params: [{ name: "service", value: "cache" }],
+          result: { name: "leader", value: other17 },
         },
       ],
     },
@@ -850,6 +884,16 @@ export const eventNotification: OpenRpcNotification<EventParams> = {
         {
           name: "result",
           value: { kind: "up", revision: 43, instance: other17 },
+        },
+      ],
+    },
+    {
+      name: "leader (before current, at the end of the snapshot)",
+      params: [
+        { name: "subscription", value: "1" },
+        {
+          name: "result",
+          value: { kind: "leader", revision: 43, instance: other17 },
         },
       ],
     },

@@ -21,6 +21,7 @@ import {
 const NAMES: MethodName[] = [
   "$/ping",
   "discover.catalog",
+  "discover.leader",
   "discover.owned",
   "discover.register",
   "discover.services",
@@ -53,6 +54,7 @@ function recording() {
     attrs: {},
     revision: 1,
     registeredAt: 0,
+    created: 1,
     health: "passing" as const,
   };
   const record = <T>(name: string, result: T) => (params: unknown): T => {
@@ -63,6 +65,7 @@ function recording() {
     "discover.register": record("discover.register", instance),
     "discover.setHealth": record("discover.setHealth", instance),
     "discover.unregister": record("discover.unregister", true),
+    "discover.leader": record("discover.leader", null),
     "discover.services": record("discover.services", {
       revision: 1,
       instances: [],

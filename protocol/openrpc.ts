@@ -224,6 +224,7 @@ export const openrpcDocument: OpenRpcDocument = {
           "attrs",
           "revision",
           "registeredAt",
+          "created",
           "health",
         ],
         properties: {
@@ -244,6 +245,11 @@ export const openrpcDocument: OpenRpcDocument = {
               "Time of the first registration, in milliseconds since the epoch.",
             type: "integer",
             minimum: 0,
+          },
+          created: {
+            description:
+              "Revision at which this (service, addr) was first registered in its current life: a re-registration keeps it, unregistering and registering again gives a new one. The leader of a set is its instance with the lowest `created` (ties broken by `addr`); `created` is the leader's fencing token.",
+            $ref: "#/components/schemas/Revision",
           },
           health: schema("Health"),
           note: {
@@ -309,20 +315,26 @@ export const openrpcDocument: OpenRpcDocument = {
       ServiceEvent: {
         title: "ServiceEvent",
         description:
-          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `current` and `stale`. `stale`: the agent cannot reach its backend and serves its last known state until a `current` event follows.",
+          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `current` and `stale`; on `leader` it is the set's new leader, or `null` when the set has none. `stale`: the agent cannot reach its backend and serves its last known state until a `current` event follows. `leader`: the leader of the subscription's set changed; also sent once before the `current` that ends a snapshot or replay; never on a `\"*\"` subscription.",
         type: "object",
         required: ["kind", "revision"],
         properties: {
           kind: {
             type: "string",
-            enum: ["up", "update", "down", "current", "stale"],
+            enum: ["up", "update", "down", "leader", "current", "stale"],
           },
           revision: schema("Revision"),
-          instance: schema("Instance"),
+          instance: {
+            oneOf: [schema("Instance"), { type: "null" }],
+          },
         },
         if: { properties: { kind: { enum: ["current", "stale"] } } },
         then: { not: { required: ["instance"] } },
-        else: { required: ["instance"] },
+        else: {
+          required: ["instance"],
+          if: { properties: { kind: { const: "leader" } } },
+          else: { properties: { instance: schema("Instance") } },
+        },
       },
       Limits: {
         title: "Limits",

@@ -545,9 +545,14 @@ Deno.test("event examples follow the rules of ServiceEvent", () => {
     attrs: {},
     revision: 1,
     registeredAt: 0,
+    created: 1,
     health: "passing",
   };
   assert.ok(validate({ kind: "current", revision: 3 }), explain(validate));
+  assert.ok(validate({ kind: "leader", revision: 3, instance }));
+  assert.ok(validate({ kind: "leader", revision: 3, instance: null }));
+  assert.ok(!validate({ kind: "leader", revision: 3 }));
+  assert.ok(!validate({ kind: "up", revision: 3, instance: null }));
   assert.ok(validate({
     kind: "down",
     revision: 3,

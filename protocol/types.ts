@@ -38,6 +38,14 @@ export interface Instance {
   /** Time the instance was first registered, in milliseconds since the epoch. */
   registeredAt: number;
   /**
+   * Revision at which this (service, addr) was first registered in its
+   * current life: a re-registration keeps it, unregistering and registering
+   * again gives a new one. The leader of a set is its instance with the
+   * lowest `created` (ties broken by `addr`), and `created` is its fencing
+   * token (`protocol/leader.ts`).
+   */
+  created: number;
+  /**
    * Whether the instance can serve. An instance registered with a check
    * starts `critical` and passes once its check does.
    */
@@ -107,6 +115,16 @@ export interface UnregisterParams {
 export interface Filter {
   /** Every listed attribute must be present with exactly this value. */
   attrs?: Attrs;
+}
+
+/** Params of `discover.leader`. */
+export interface LeaderParams {
+  /** Service name. */
+  service: string;
+  /** Optional filter. */
+  filter?: Filter;
+  /** Which instances by health. @default {"passing"} */
+  health?: HealthFilter;
 }
 
 /** Params of `discover.services`. */
@@ -194,9 +212,17 @@ export interface UnsubscribeParams {
  * agent's state at `revision` (end of a snapshot or replay, and again when
  * the agent reaches its backend after `stale`). `stale`: the agent cannot
  * reach its backend; it keeps serving its last known state, which may be
- * out of date, until `current` follows.
+ * out of date, until `current` follows. `leader`: the leader of the
+ * subscription's set changed (also sent once before `current` at the end of
+ * a snapshot or replay; never on a `"*"` subscription).
  */
-export type EventKind = "up" | "update" | "down" | "current" | "stale";
+export type EventKind =
+  | "up"
+  | "update"
+  | "down"
+  | "leader"
+  | "current"
+  | "stale";
 
 /** One subscription event. */
 export interface ServiceEvent {
@@ -204,8 +230,11 @@ export interface ServiceEvent {
   kind: EventKind;
   /** Revision at which it happened (the view's revision for `current`). */
   revision: number;
-  /** The instance (absent on `current`). */
-  instance?: Instance;
+  /**
+   * The instance (absent on `current` and `stale`); on `leader`, the set's
+   * new leader, or `null` when the set has none.
+   */
+  instance?: Instance | null;
 }
 
 /** Params of the `discover.event` notification. */
@@ -318,6 +347,8 @@ export interface MethodTypes {
   "discover.setHealth": { params: SetHealthParams; result: Instance };
   /** Removes an instance the caller owns; `false` when there was none. */
   "discover.unregister": { params: UnregisterParams; result: boolean };
+  /** Reads the leader of a set once: the instance, or `null` when the set is empty. */
+  "discover.leader": { params: LeaderParams; result: Instance | null };
   /** Reads the instances of a service once. */
   "discover.services": { params: ServicesParams; result: ServicesResult };
   /**

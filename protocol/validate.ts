@@ -15,6 +15,7 @@ import {
   type Check,
   type Filter,
   type HealthFilter,
+  type LeaderParams,
   type RegisterParams,
   type ServicesParams,
   type SetHealthParams,
@@ -526,6 +527,22 @@ export function validateUnregister(
   const p = asObject(params);
   onlyKeys(p, ["service", "port", "addr"]);
   return { service: validateServiceName(p.service), ...validateAddress(p) };
+}
+
+/**
+ * Checks `discover.leader` params: the same as `discover.services`.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateLeader } from "./validate.ts";
+ * validateLeader({ service: "db", filter: { attrs: { shard: "3" } } });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateLeader(params: unknown): LeaderParams {
+  return validateServices(params);
 }
 
 /**

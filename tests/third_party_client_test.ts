@@ -131,11 +131,12 @@ Deno.test("third-party client: @open-rpc/client-js over WebSocket", async (t) =>
         attrs: { zone: "b", tier: "front" },
       }) as Json;
       assert.deepEqual(
-        { ...registered, revision: 0, registeredAt: 0 },
-        { ...web1, revision: 0, registeredAt: 0 },
+        { ...registered, revision: 0, registeredAt: 0, created: 0 },
+        { ...web1, revision: 0, registeredAt: 0, created: 0 },
       );
       assert.ok(Number.isInteger(registered.revision));
       assert.ok(Number.isInteger(registered.registeredAt));
+      assert.equal(registered.created, registered.revision);
       const other = await request("discover.register", {
         service: "web",
         addr: "Web-2.Example:8081",
@@ -174,6 +175,14 @@ Deno.test("third-party client: @open-rpc/client-js over WebSocket", async (t) =>
         await nextNotification(),
         event({
           kind: "up",
+          revision: subscribed.revision,
+          instance: registered,
+        }),
+      );
+      assert.deepEqual(
+        await nextNotification(),
+        event({
+          kind: "leader",
           revision: subscribed.revision,
           instance: registered,
         }),
@@ -283,8 +292,9 @@ Deno.test("third-party client: @open-rpc/client-js over WebSocket", async (t) =>
         }
         return out.sort();
       };
-      assert.deepEqual(await kinds(3), [
+      assert.deepEqual(await kinds(4), [
         "current",
+        "leader 127.0.0.1:8080",
         "up 127.0.0.1:8080",
         "up web-2.example:8081",
       ]);
@@ -292,7 +302,11 @@ Deno.test("third-party client: @open-rpc/client-js over WebSocket", async (t) =>
       // "Sessions"), so the instances go down at once.
       const event = await closeClient() as CloseEvent;
       assert.equal(event.wasClean, true);
-      assert.deepEqual(await kinds(2), [
+      // Each down, and leadership passing on (or not, if the follower goes
+      // first), until nobody is left to lead.
+      const gone: string[] = [];
+      while (!gone.includes("leader")) gone.push(...await kinds(1));
+      assert.deepEqual(gone.filter((k) => k.startsWith("down")).sort(), [
         "down 127.0.0.1:8080",
         "down web-2.example:8081",
       ]);
