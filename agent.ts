@@ -166,6 +166,20 @@ const AGENT_FLAGS: readonly Flag[] = [
       "accept requests addressed to this host name (the Host header), besides IP addresses and localhost; others get 403, which stops DNS rebinding attacks; repeatable or comma-separated; * allows any name",
   },
   {
+    name: "acl",
+    type: "string",
+    value: "FILE",
+    help:
+      "access rules (JSON): tokens, as SHA-256 hashes, and the services each may read, write or administer; read again on SIGHUP. Without it anyone who can reach the agent may do anything",
+  },
+  {
+    name: "max-sessions-per-address",
+    type: "string",
+    value: "N",
+    default: "1000",
+    help: "most sessions from one remote address at once; at least 1",
+  },
+  {
     name: "check-allow",
     type: "string",
     value: "HOSTS",
@@ -467,6 +481,12 @@ export function parseCommandLine(
       limits,
       allowOrigins: agent["allow-origin"] as string[] | undefined,
       allowHosts: agent["allow-host"] as string[] | undefined,
+      acl: agent.acl as string | undefined,
+      maxSessionsPerAddress: parseCount(
+        "max-sessions-per-address",
+        text("max-sessions-per-address"),
+        { min: 1 },
+      ),
       checkAllow: (agent["check-allow"] as string[] | undefined)
         ?.flatMap((value) => value.split(","))
         .map((value) => value.trim())
@@ -544,6 +564,14 @@ async function main(args: string[]): Promise<number> {
   const stop = () => controller.abort();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  if (command.options.acl !== undefined) {
+    // The rules in force stay when the file does not load.
+    Deno.addSignalListener("SIGHUP", () => {
+      agent.reloadAcl().catch((error) =>
+        log.error("the access rules could not be loaded again", { error })
+      );
+    });
+  }
   console.log(`discoverd listening on ${agent.url}`);
   await agent.finished;
   return 0;

@@ -38,6 +38,8 @@ const FLAGS = [
   "--allow-origin",
   "--allow-host",
   "--check-allow",
+  "--acl",
+  "--max-sessions-per-address",
   "--dns",
   "--dns-domain",
   "--dns-ttl",

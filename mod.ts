@@ -34,6 +34,7 @@ export {
   type ServicesOptions,
   type SetHealthOptions,
   type Target,
+  type UnregisterOptions,
   type WebSocketConstructor,
 } from "./client/client.ts";
 export {

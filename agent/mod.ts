@@ -21,11 +21,13 @@ import { parseAllowHosts } from "./admit.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
 import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import { Acl, AuthLimiter } from "./acl.ts";
 import { CheckPolicy, Checks } from "./checks.ts";
 import { type DnsServer, startDns } from "./dns.ts";
 import { Metrics } from "./metrics.ts";
 import { Registry } from "./registry.ts";
 import { SessionServer } from "./server.ts";
+import type { AccessRules } from "./session.ts";
 import { DEFAULT_HISTORY_BYTES } from "./view.ts";
 import { DEFAULT_IDLE_MS, DEFAULT_MAX_SCOPES, Views } from "./views.ts";
 
@@ -160,6 +162,19 @@ export interface AgentOptions {
    * @default {a new MemoryBackend}
    */
   backend?: Backend;
+  /**
+   * Path of the access rules (JSON, see `agent/acl.ts`): tokens, stored as
+   * SHA-256 hashes, and what each may read, write or administer. Without
+   * it every session may do everything. {@linkcode Agent.reloadAcl} reads
+   * it again.
+   */
+  acl?: string;
+  /**
+   * Most sessions from one remote address at once.
+   *
+   * @default {1000}
+   */
+  maxSessionsPerAddress?: number;
   /**
    * Hosts any health check may target besides the instance's own host (and
    * loopback for an instance on this agent's host); `"*"` allows every
@@ -297,10 +312,24 @@ export interface Agent extends AsyncDisposable {
   readonly revision: number;
   /** Port of the DNS server (UDP and TCP), when `dns` was given. */
   readonly dnsPort?: number;
+  /**
+   * Reads the access rules file again (`acl`): sessions keep their
+   * connections; one whose token is gone or changed loses its rights at
+   * once, and subscriptions see the services they may no longer read go
+   * down (and those they may now read come up). A file that does not load
+   * rejects, and the rules in force stay.
+   */
+  reloadAcl(): Promise<void>;
   /** Closes every session with 1001, stops listening and closes the backend. */
   shutdown(): Promise<void>;
   /** Resolves once the agent has shut down. */
   readonly finished: Promise<void>;
+}
+
+/** Whether `hostname` is a loopback address or name. */
+function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" ||
+    hostname.startsWith("127.");
 }
 
 /** The host in the canonical form addresses have, or a clear error. */
@@ -427,6 +456,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     localHosts: [hostname, advertiseHost],
     allow: options.checkAllow ?? [],
   });
+  const access: AccessRules | undefined = options.acl === undefined
+    ? undefined
+    : { acl: await Acl.load(options.acl), limiter: new AuthLimiter() };
   let shuttingDown = false;
   const sessions: SessionServer = new SessionServer({
     views,
@@ -440,9 +472,15 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     log,
     shuttingDown: () => shuttingDown,
     metrics,
+    ...(access ? { access } : {}),
   }, {
     idleTimeout,
     agentId: crypto.randomUUID().slice(0, 8),
+    maxSessionsPerAddress: options.maxSessionsPerAddress === undefined
+      ? undefined
+      : Math.floor(
+        positive("maxSessionsPerAddress", options.maxSessionsPerAddress, 1),
+      ),
     allowOrigins,
     allowHosts,
     tls: options.tls,
@@ -528,7 +566,14 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     advertiseHost,
     ttl,
     ...(dns ? { dns: joinHostPort(dns.hostname, dns.port) } : {}),
+    ...(access ? { acl: options.acl, tokens: access.acl.names.length } : {}),
   });
+  if (!access && !isLoopback(addr.hostname)) {
+    log.warn(
+      "listening beyond this host without access rules: anyone who can reach the agent may register, change and remove any instance; give --acl FILE",
+      { hostname: addr.hostname },
+    );
+  }
   return {
     url,
     hostname: addr.hostname,
@@ -539,6 +584,16 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     },
     get revision() {
       return views.revision;
+    },
+    async reloadAcl() {
+      if (!access || options.acl === undefined) {
+        throw new Error("the agent was started without access rules (acl)");
+      }
+      const next = await Acl.load(options.acl);
+      const previous = access.acl;
+      access.acl = next;
+      sessions.reauthorized(previous);
+      log.info("access rules loaded again", { tokens: next.names.length });
     },
     dnsPort: dns?.port,
     shutdown,

@@ -136,6 +136,12 @@ export class Owner {
   pending = 0;
   /** How the owner's last session ended: decides what happens once idle. */
   lastClose?: "clean" | "lost";
+  /**
+   * The token name its sessions authenticated with (on an agent with
+   * access rules): only an owner of the same token may take its instances
+   * over.
+   */
+  name?: string;
 
   /**
    * Creates an owner.
@@ -205,6 +211,12 @@ function stateOf(record: { health?: Health; note?: string }): HealthState {
 
 /** Options of {@linkcode Registry.register} and {@linkcode Registry.unregister}. */
 export interface CallOptions {
+  /**
+   * With {@linkcode Registry.unregister}: removes the instance whoever
+   * holds it (an admin's force-deregister); the value names who did, for
+   * the log.
+   */
+  force?: string;
   /**
    * Abandons the call, before its write reaches the backend, when it
    * aborts: the agent aborts the calls of a session that closed, so that
@@ -343,12 +355,15 @@ export class Registry {
    * A session of `id` opened: returns its owner and cancels a pending expiry.
    *
    * @param id The owner id.
+   * @param options The token name of the session, on an agent with access
+   *   rules.
    * @returns The owner.
    */
-  attach(id: string): Owner {
+  attach(id: string, options: { name?: string } = {}): Owner {
     let owner = this.#owners.get(id);
     if (!owner) {
       owner = new Owner(id, this.#pins, (key) => this.#forgetHealth(key, id));
+      owner.name = options.name;
       this.#owners.set(id, owner);
     }
     owner.sessions++;
@@ -480,7 +495,7 @@ export class Registry {
       const entry = view.get(service, addr);
       let previous: Owner | undefined;
       if (entry && entry.owner !== owner.id) {
-        previous = this.#takeoverFrom(entry.owner, key);
+        previous = this.#takeoverFrom(entry.owner, key, owner);
       }
       const health = this.#healthAt(owner, registration, entry);
       const state = combined(health.check, health.self);
@@ -582,7 +597,11 @@ export class Registry {
           this.#holding(
             service,
             (view) =>
-              this.#unregister(owner, { service, addr, view }, options.signal),
+              this.#unregister(
+                owner,
+                { service, addr, view, force: options.force },
+                options.signal,
+              ),
           )),
     );
   }
@@ -821,7 +840,12 @@ export class Registry {
 
   async #unregister(
     owner: Owner,
-    { service, addr, view }: { service: string; addr: string; view: View },
+    { service, addr, view, force }: {
+      service: string;
+      addr: string;
+      view: View;
+      force?: string;
+    },
     signal?: AbortSignal,
   ): Promise<boolean> {
     const key = instanceKey(service, addr);
@@ -839,8 +863,14 @@ export class Registry {
         return false;
       }
       let previous: Owner | undefined;
-      if (entry.owner !== owner.id) {
-        previous = this.#takeoverFrom(entry.owner, key);
+      if (entry.owner !== owner.id && force === undefined) {
+        previous = this.#takeoverFrom(entry.owner, key, owner);
+      } else if (entry.owner !== owner.id) {
+        previous = this.#owners.get(entry.owner);
+        this.#options.log.warn("instance force-deregistered", {
+          key,
+          by: force || owner.id,
+        });
       }
       if (!view.connected) {
         // Not lost: removed as soon as the backend is back.
@@ -894,7 +924,11 @@ export class Registry {
   }
 
   /** Checks that an instance of `ownerId` may be taken over, and returns that owner. */
-  #takeoverFrom(ownerId: string, key: string): Owner | undefined {
+  #takeoverFrom(
+    ownerId: string,
+    key: string,
+    taker: Owner,
+  ): Owner | undefined {
     const other = this.#owners.get(ownerId);
     if (other === undefined) {
       throw new RpcError(
@@ -906,6 +940,12 @@ export class Registry {
       throw new RpcError(
         ErrorCode.NotOwner,
         `'${key}' is registered by another client that is still connected; choose another address or unregister it from that client`,
+      );
+    }
+    if (other.name !== taker.name) {
+      throw new RpcError(
+        ErrorCode.NotOwner,
+        `'${key}' is registered under another token; only a client of that token, or one with admin access (unregister with force), may take it over`,
       );
     }
     return other;

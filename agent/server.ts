@@ -19,6 +19,8 @@ import { admit } from "./admit.ts";
 import { CLIENT_JS } from "./dashboard/_client_bundle.ts";
 import { originAllowed } from "./dashboard/origin.ts";
 import { DASHBOARD_HTML } from "./dashboard/page.ts";
+import type { Acl } from "./acl.ts";
+import { clientOwnerId } from "./owner_id.ts";
 import type { Logger } from "./log.ts";
 import type { Registry } from "./registry.ts";
 import { Session, type SessionContext } from "./session.ts";
@@ -96,6 +98,13 @@ export interface SessionServerOptions {
   /** Identifies this agent in owner ids of anonymous sessions. */
   agentId: string;
   /**
+   * Most sessions from one remote address at once, so that one host
+   * cannot take all of `maxSessions`.
+   *
+   * @default {1000}
+   */
+  maxSessionsPerAddress?: number;
+  /**
    * Origins of other web pages that may connect (`*`: any); see
    * `dashboard/origin.ts`.
    */
@@ -128,6 +137,8 @@ export class SessionServer {
   readonly #options: SessionServerOptions;
   readonly #tls: TlsPem | undefined;
   readonly #sockets = new Map<WebSocket, Session>();
+  /** Open sessions by remote address. */
+  readonly #perAddress = new Map<string, number>();
   #nextSession = 1;
   #closing = false;
 
@@ -159,6 +170,18 @@ export class SessionServer {
     return this.#sockets.size;
   }
 
+  /**
+   * The access rules were loaded again: every session's subscriptions
+   * follow what it may read now.
+   *
+   * @param previous The rules before.
+   */
+  reauthorized(previous: Acl): void {
+    for (const session of this.#sockets.values()) {
+      session.reauthorized(previous);
+    }
+  }
+
   /** Bytes waiting in the send queues of every open session. */
   get queuedBytes(): number {
     let bytes = 0;
@@ -176,7 +199,10 @@ export class SessionServer {
    * @param request The request.
    * @returns The response.
    */
-  handle = (request: Request): Response | Promise<Response> => {
+  handle = (
+    request: Request,
+    info?: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> => {
     // First: a request addressed to a name that is not the agent's may come
     // from a DNS-rebinding page. Once admitted, the URL's origin (built
     // from Host) is one of the agent's own, as the Origin check expects.
@@ -196,7 +222,10 @@ export class SessionServer {
     const url = new URL(request.url);
     const upgrade =
       request.headers.get("upgrade")?.toLowerCase() === "websocket";
-    if (url.pathname === "/" && upgrade) return this.#upgrade(request, url);
+    if (url.pathname === "/" && upgrade) {
+      const remote = info?.remoteAddr as Deno.NetAddr | undefined;
+      return this.#upgrade(request, url, remote?.hostname ?? "");
+    }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed: use GET\n", { status: 405 });
     }
@@ -278,9 +307,17 @@ export class SessionServer {
       session.closed(false);
     }
     this.#sockets.clear();
+    this.#perAddress.clear();
   }
 
-  #upgrade(request: Request, url: URL): Response {
+  /** Every session by remote address, for the per-address cap. */
+  #count(remote: string, delta: number): void {
+    const n = (this.#perAddress.get(remote) ?? 0) + delta;
+    if (n > 0) this.#perAddress.set(remote, n);
+    else this.#perAddress.delete(remote);
+  }
+
+  #upgrade(request: Request, url: URL, remote: string): Response {
     const { limits } = this.#context;
     if (this.#closing) {
       return new Response("the agent is shutting down\n", { status: 503 });
@@ -291,6 +328,17 @@ export class SessionServer {
       });
       return new Response(
         `too many sessions: this agent holds its limit of ${limits.maxSessions}; retry later or use another agent\n`,
+        { status: 503, headers: { "retry-after": "1" } },
+      );
+    }
+    const perAddress = this.#options.maxSessionsPerAddress ?? 1000;
+    if ((this.#perAddress.get(remote) ?? 0) >= perAddress) {
+      this.#log.warn("session refused: maxSessionsPerAddress reached", {
+        remote,
+        maxSessionsPerAddress: perAddress,
+      });
+      return new Response(
+        `too many sessions from ${remote}: this agent takes at most ${perAddress} from one address; retry later\n`,
         { status: 503, headers: { "retry-after": "1" } },
       );
     }
@@ -331,7 +379,7 @@ export class SessionServer {
     const sessionId = String(this.#nextSession++);
     const ownerId = clientId === null
       ? `s:${this.#options.agentId}:${sessionId}`
-      : `c:${clientId}`;
+      : clientOwnerId(clientId);
     let session: Session | undefined;
     socket.addEventListener("open", () => {
       session = new Session(
@@ -339,13 +387,21 @@ export class SessionServer {
         socket,
         this.#registry.attach(ownerId),
         sessionId,
+        {
+          remote,
+          ...(clientId === null
+            ? {}
+            : { ownerFor: (name: string) => clientOwnerId(clientId, name) }),
+        },
       );
       this.#sockets.set(socket, session);
+      this.#count(remote, 1);
       this.#log.debug("session opened", { session: sessionId, owner: ownerId });
     });
     socket.addEventListener("message", (event) => session?.receive(event.data));
     socket.addEventListener("close", (event) => {
       if (!session || !this.#sockets.delete(socket)) return;
+      this.#count(remote, -1);
       // Clean: the client sent a close frame meaning "done" (1000, 1001, or
       // none, 1005). A dropped TCP connection (1006) or Deno's idle timeout
       // (1001 but not wasClean) means the session was lost.

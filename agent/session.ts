@@ -35,6 +35,7 @@ import {
   type Filter,
   type HealthFilter,
   type Limits,
+  type ServiceEvent,
   type SubscribeParams,
   type SubscribeResult,
 } from "../protocol/types.ts";
@@ -42,6 +43,7 @@ import { openrpcDocument } from "../protocol/openrpc.ts";
 import { joinHostPort } from "./advertise.ts";
 import type { Logger } from "./log.ts";
 import { codeOf, type Metrics } from "./metrics.ts";
+import { type Access, type Acl, allows, type AuthLimiter } from "./acl.ts";
 import type { CheckPolicy, CheckSpec } from "./checks.ts";
 import type { Owner, Registry } from "./registry.ts";
 import type { SetFilter, Subscriber, View } from "./view.ts";
@@ -65,6 +67,25 @@ function specOf(check: Check): CheckSpec {
     failuresBeforeCritical: check.failuresBeforeCritical ?? 1,
     successesBeforePassing: check.successesBeforePassing ?? 1,
   };
+}
+
+/** The agent's access rules (replaced on reload) and the pace of wrong tokens. */
+export interface AccessRules {
+  /** The rules in force. */
+  acl: Acl;
+  /** Slows down wrong tokens, per remote address. */
+  readonly limiter: AuthLimiter;
+}
+
+/** What a session knows of its connection besides its socket. */
+export interface SessionOptions {
+  /** The remote address (for the pace of wrong tokens, and logs). */
+  remote?: string;
+  /**
+   * The owner id of this connection's registrations once it authenticated
+   * as `name`; absent when its owner is the session itself.
+   */
+  ownerFor?: (name: string) => string;
 }
 
 /** What every session of an agent shares. */
@@ -95,6 +116,8 @@ export interface SessionContext {
   shuttingDown(): boolean;
   /** Where calls, events and drops are counted; none when metrics are off. */
   metrics?: Metrics;
+  /** Access rules; absent: every session may do everything. */
+  access?: AccessRules;
 }
 
 const encoder = new TextEncoder();
@@ -129,6 +152,8 @@ class Subscription implements Subscriber {
   #prefix: string;
   /** Set once unsubscribed: nothing more is sent. */
   stopped = false;
+  /** See {@linkcode Subscriber.admits}: set on an agent with access rules. */
+  admits?: (service: string) => boolean;
 
   constructor(
     id: string,
@@ -149,6 +174,41 @@ class Subscription implements Subscriber {
     this.stopped = true;
     this.hold.view.unsubscribe(this);
     this.hold.release();
+  }
+
+  /**
+   * The access rules changed: the services that became readable (by
+   * `before`'s rules they were not) come up, those that stopped being
+   * readable go down, instance by instance, with the view's revision.
+   */
+  reauthorized(before: (service: string) => boolean): void {
+    const view = this.hold.view;
+    const services = this.service === ALL_SERVICES
+      ? view.catalog().map((entry) => entry.service)
+      : [this.service];
+    const revision = view.revision;
+    for (const service of services) {
+      const now = this.session.readable(service);
+      if (now === before(service)) continue;
+      for (const instance of view.list(service, this.filter)) {
+        if (this.service === ALL_SERVICES && instance.service !== service) {
+          continue;
+        }
+        this.deliver(JSON.stringify(
+          {
+            kind: now ? "up" : "down",
+            revision,
+            instance,
+          } satisfies ServiceEvent,
+        ));
+      }
+      if (this.service === ALL_SERVICES) continue;
+      this.deliver(
+        now ? view.refollow(this) : JSON.stringify(
+          { kind: "leader", revision, instance: null } satisfies ServiceEvent,
+        ),
+      );
+    }
   }
 
   deliver(resultJson: string): void {
@@ -239,6 +299,89 @@ export class Session {
   /** Register/unregister calls in flight, one queue per instance. */
   readonly #mutations = new KeyedSerial();
   #ended = false;
+  #owner: Owner;
+  readonly #options: SessionOptions;
+  /** The token this session presented, and the rules it was checked against. */
+  #token?: { name: string; acl: Acl };
+
+  /** The owner of this session's registrations. */
+  get owner(): Owner {
+    return this.#owner;
+  }
+
+  /**
+   * The name of the session's token while the rules in force still hold
+   * it, with the same hash (a token removed or replaced on reload takes its
+   * rights with it at once).
+   */
+  #name(): string | undefined {
+    const token = this.#token;
+    const acl = this.#context.access?.acl;
+    if (!token || !acl) return undefined;
+    if (token.acl !== acl) {
+      if (!acl.has(token.name, { since: token.acl })) {
+        // Gone for good: the session presents a token again to get rights.
+        this.#token = undefined;
+        return undefined;
+      }
+      token.acl = acl;
+    }
+    return token.name;
+  }
+
+  /** The access the session has to `service` (everything without rules). */
+  access(service: string): Access {
+    const acl = this.#context.access?.acl;
+    return acl ? acl.access(this.#name(), service) : "admin";
+  }
+
+  /** Whether the session may read `service`. */
+  readable(service: string): boolean {
+    return allows(this.access(service), "read");
+  }
+
+  /** Throws -32007 unless the session has `needed` access to `service`. */
+  #require(service: string, needed: "read" | "write" | "admin"): void {
+    if (!this.#context.access) {
+      if (needed !== "admin") return;
+      throw new RpcError(
+        ErrorCode.Forbidden,
+        "'force' needs an agent with access rules (--acl) and a token with admin access to the service",
+      );
+    }
+    const access = this.access(service);
+    if (allows(access, needed)) return;
+    throw new RpcError(
+      ErrorCode.Forbidden,
+      `this call needs ${needed} access to '${service}'; this session has ${access} (${
+        this.#name() === undefined
+          ? "no token: present one with discover.authenticate"
+          : `token '${this.#name()}'`
+      })`,
+    );
+  }
+
+  /**
+   * The agent's rules were loaded again: subscriptions see the services
+   * that became readable come up, and those that stopped being readable go
+   * down, as if their instances had.
+   *
+   * @param previous The rules before.
+   */
+  reauthorized(previous: Acl): void {
+    const token = this.#token;
+    const before = (service: string) =>
+      allows(
+        previous.access(
+          token && token.acl === previous ? token.name : undefined,
+          service,
+        ),
+        "read",
+      );
+    for (const subscription of this.#subscriptions.values()) {
+      subscription.reauthorized(before);
+    }
+  }
 
   /**
    * Creates a session on an open socket.
@@ -247,13 +390,17 @@ export class Session {
    * @param socket The WebSocket.
    * @param owner The owner of this session's registrations.
    * @param id The session id, for logs.
+   * @param options The remote address, and the owner of an authenticated session.
    */
   constructor(
     context: SessionContext,
     socket: WebSocket,
-    readonly owner: Owner,
+    owner: Owner,
     readonly id: string,
+    options: SessionOptions = {},
   ) {
+    this.#owner = owner;
+    this.#options = options;
     this.#context = context;
     this.#socket = socket;
     this.#dispatch = dispatcher(this.#handlers());
@@ -436,7 +583,7 @@ export class Session {
     }
     this.#subscriptions.clear();
     this.#peer.close(new Error("session closed"));
-    this.#context.registry.detach(this.owner, clean);
+    this.#context.registry.detach(this.#owner, clean);
   }
 
   #sendError(message: string) {
@@ -498,7 +645,9 @@ export class Session {
   #handlers(): MethodHandlers {
     const ctx = this.#context;
     return {
+      "discover.authenticate": (p) => this.#authenticate(p.token),
       "discover.register": (p) => {
+        this.#require(p.service, "write");
         const addr = this.#addr(p);
         const check = p.check && specOf(p.check);
         if (check) ctx.checkPolicy.assertAllowed(addr, check);
@@ -506,7 +655,7 @@ export class Session {
           p.service,
           addr,
           () =>
-            ctx.registry.register(this.owner, {
+            ctx.registry.register(this.#owner, {
               service: p.service,
               addr,
               attrs: p.attrs ?? {},
@@ -515,12 +664,13 @@ export class Session {
         );
       },
       "discover.setHealth": (p) => {
+        this.#require(p.service, "write");
         const addr = this.#addr(p);
         return this.#serial(
           p.service,
           addr,
           () =>
-            ctx.registry.setHealth(this.owner, {
+            ctx.registry.setHealth(this.#owner, {
               service: p.service,
               addr,
               health: p.health,
@@ -529,18 +679,23 @@ export class Session {
         );
       },
       "discover.unregister": (p) => {
+        this.#require(p.service, p.force ? "admin" : "write");
         const addr = this.#addr(p);
         return this.#serial(
           p.service,
           addr,
           () =>
-            ctx.registry.unregister(this.owner, {
+            ctx.registry.unregister(this.#owner, {
               service: p.service,
               addr,
-            }, { signal: this.#closing.signal }),
+            }, {
+              signal: this.#closing.signal,
+              ...(p.force ? { force: this.#name() ?? "" } : {}),
+            }),
         );
       },
       "discover.services": async (p) => {
+        this.#require(p.service, "read");
         const hold = await ctx.views.acquire(p.service);
         try {
           return {
@@ -552,6 +707,7 @@ export class Session {
         }
       },
       "discover.leader": async (p) => {
+        this.#require(p.service, "read");
         const hold = await ctx.views.acquire(p.service);
         try {
           return hold.view.leader(p.service, setFilter(p)) ?? null;
@@ -561,7 +717,7 @@ export class Session {
       },
       "discover.owned": () => ({
         revision: ctx.views.revision,
-        instances: ctx.registry.owned(this.owner),
+        instances: ctx.registry.owned(this.#owner),
       }),
       "discover.catalog": async () => {
         if (!ctx.views.connected) {
@@ -571,7 +727,12 @@ export class Session {
           );
         }
         try {
-          return await ctx.views.catalog();
+          const catalog = await ctx.views.catalog();
+          if (!ctx.access) return catalog;
+          return {
+            ...catalog,
+            services: catalog.services.filter((s) => this.readable(s.service)),
+          };
         } catch (error) {
           throw new RpcError(
             ErrorCode.BackendUnavailable,
@@ -581,7 +742,11 @@ export class Session {
           );
         }
       },
-      "discover.subscribe": (p, call) => this.#subscribe(p, call),
+      "discover.subscribe": (p, call) => {
+        // Every service: filtered service by service (Subscriber.admits).
+        if (p.service !== ALL_SERVICES) this.#require(p.service, "read");
+        return this.#subscribe(p, call);
+      },
       "discover.unsubscribe": ({ subscription }) => {
         const sub = this.#subscriptions.get(subscription);
         if (!sub) {
@@ -608,6 +773,54 @@ export class Session {
       "rpc.discover": () => openrpcDocument,
       "$/ping": () => "pong",
     };
+  }
+
+  /** `discover.authenticate`: the token's name, or -32007 (slowed per address). */
+  async #authenticate(token: string): Promise<{ name: string }> {
+    const rules = this.#context.access;
+    const remote = this.#options.remote ?? "";
+    if (!rules) {
+      throw new RpcError(
+        ErrorCode.Forbidden,
+        "this agent has no access rules (--acl): there is nothing to authenticate to",
+      );
+    }
+    const wait = rules.limiter.delay(remote);
+    if (wait > 0) {
+      throw new RpcError(
+        ErrorCode.LimitExceeded,
+        `too many wrong tokens from this address; retry in ${
+          Math.ceil(wait)
+        } ms`,
+      );
+    }
+    const acl = rules.acl;
+    const name = await acl.authenticate(token);
+    if (name === undefined) {
+      rules.limiter.failed(remote);
+      this.#context.log.warn("authentication refused: unknown token", {
+        session: this.id,
+        remote,
+      });
+      throw new RpcError(
+        ErrorCode.Forbidden,
+        "unknown token: the agent's access rules have no token with this hash",
+      );
+    }
+    this.#token = { name, acl };
+    const ownerId = this.#options.ownerFor?.(name);
+    if (ownerId !== undefined && ownerId !== this.#owner.id) {
+      // The client id's registrations belong to the token that made them.
+      const previous = this.#owner;
+      this.#owner = this.#context.registry.attach(ownerId, { name });
+      this.#context.registry.detach(previous, true);
+    }
+    this.#context.log.info("session authenticated", {
+      session: this.id,
+      remote,
+      name,
+    });
+    return { name };
   }
 
   #subscribe(
@@ -706,9 +919,12 @@ export class Session {
       ? undefined
       : view.replay(service, filter, since, epoch) ??
         (past && view.replayFrom(past, service, filter));
+    const visible = (instance: { service: string }) =>
+      !ctx.access || this.readable(instance.service);
     const initial = replay
-      ? replay.map((event) => JSON.stringify(event))
-      : view.list(service, filter).map((instance) =>
+      ? replay.filter((event) => !event.instance || visible(event.instance))
+        .map((event) => JSON.stringify(event))
+      : view.list(service, filter).filter(visible).map((instance) =>
         JSON.stringify({ kind: "up", revision, instance })
       );
     if (service !== ALL_SERVICES) {
@@ -721,6 +937,9 @@ export class Session {
     }
     const id = String(this.#nextSubscription++);
     const subscription = new Subscription(id, service, filter, this, hold);
+    if (ctx.access) {
+      subscription.admits = (service) => this.readable(service);
+    }
     view.subscribe(subscription);
     if (call.notification) {
       // Nobody learns the id: the subscription would leak.

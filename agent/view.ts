@@ -78,6 +78,11 @@ export interface Subscriber {
   /** The filter. */
   readonly filter?: SetFilter;
   /**
+   * Whether the subscriber may see the instances of `service` now (the
+   * agent's access rules); absent: every service.
+   */
+  admits?(service: string): boolean;
+  /**
    * Called for every change that concerns this subscriber.
    *
    * @param resultJson The serialized `ServiceEvent`.
@@ -585,6 +590,20 @@ export class View implements BackendWatcher, Trimmable {
     return leaderJson(this.#revision, this.#leaderOf(service, filter));
   }
 
+  /**
+   * Takes a subscriber's leader from the view again (its changes were not
+   * delivered while {@linkcode Subscriber.admits} refused its service) and
+   * returns the `leader` event that says who it is.
+   *
+   * @param subscriber A subscriber of one service.
+   * @returns The event's JSON.
+   */
+  refollow(subscriber: Subscriber): string {
+    const leader = this.#leaderOf(subscriber.service, subscriber.filter);
+    if (this.#leaders.has(subscriber)) this.#leaders.set(subscriber, leader);
+    return leaderJson(this.#revision, leader);
+  }
+
   #leaderOf(service: string, filter?: SetFilter): Held | undefined {
     const entries = this.#services.get(service);
     if (!entries) return undefined;
@@ -960,6 +979,7 @@ export class View implements BackendWatcher, Trimmable {
     const fanned = new Fanned(revision);
     for (const set of [subscribers, everything]) {
       for (const subscriber of set ?? []) {
+        if (subscriber.admits && !subscriber.admits(subject.service)) continue;
         const kind = kindOf(before?.record, after?.record, subscriber.filter);
         if (kind) {
           subscriber.deliver(fanned.json(kind, subjectOf(kind, before, after)));

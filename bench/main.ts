@@ -28,6 +28,7 @@ import { fleetMemory } from "./fleet_memory.ts";
 import { firstSubscriber } from "./first_subscriber.ts";
 import { fleetAgents } from "./fleet_agents.ts";
 import { healthChecks } from "./health_checks.ts";
+import { dns } from "./dns.ts";
 
 /** The benchmarks, by number. */
 export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
@@ -43,6 +44,7 @@ export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
   ["10", firstSubscriber],
   ["11", fleetAgents],
   ["12", healthChecks],
+  ["13", dns],
 ]);
 
 /** The machine the suite ran on. */

@@ -50,6 +50,7 @@ Deno.test({
         "10",
         "11",
         "12",
+        "13",
       ]);
       for (const f of results.figures) {
         assert.ok(
@@ -88,6 +89,12 @@ Deno.test({
           /^12 agent CPU, .* HTTP checks every .* s, all passing$/,
           /^12 etcd writes\/s, .* HTTP checks every .* s, all passing$/,
           /^12 failure to down at another agent's subscriber max$/,
+          /^13 DNS queries\/s, A of .* instances$/,
+          /^13 CPU per DNS answer, A of .* instances$/,
+          /^13 DNS query latency p50, A of .* instances$/,
+          /^13 DNS query latency p99, A of .* instances$/,
+          /^13 DNS answer freshness p50, register at A -> resolves at B$/,
+          /^13 DNS answer freshness p99, register at A -> resolves at B$/,
         ]
       ) {
         assert.ok(

@@ -105,7 +105,20 @@ export interface ConnectionSettings {
    * (0: one attempt at each URL).
    */
   waitForAgent: number;
+  /**
+   * Runs on every new connection before any other request is sent on it
+   * (the client's token is presented this way). When it rejects, the
+   * connection is dropped as if the agent could not be reached, with its
+   * error.
+   */
+  hello?: (request: HelloRequest) => Promise<void>;
 }
+
+/** Sends one request on a connection that is not in use yet; see {@linkcode ConnectionSettings.hello}. */
+export type HelloRequest = <M extends MethodName>(
+  method: M,
+  params: ParamsOf<M>,
+) => Promise<ResultOf<M>>;
 
 /** What a {@linkcode Connection} tells its owner. */
 export interface ConnectionEvents {
@@ -252,6 +265,11 @@ async function connectError(
     if (error instanceof NotOpened) return await explain(url, timeout);
     return error instanceof Error ? error.message : String(error);
   }));
+  // An agent that refused the client's hello (a wrong token) said why.
+  const refusal = failures.find(({ error }) =>
+    error instanceof RpcError && error.code === ErrorCode.Forbidden
+  );
+  if (refusal) return refusal.error as RpcError;
   const timedOut = failures.every(({ error }) =>
     error instanceof RpcError && error.code === ErrorCode.Timeout
   );
@@ -462,14 +480,18 @@ export class Connection {
         throw closedError("connect");
       }
       this.#index = index;
-      this.#attach(socket);
-      return [];
+      const refused = await this.#attach(socket);
+      if (refused === undefined) return [];
+      failures.push({ url: urls[index], error: refused });
     }
     return failures;
   }
 
-  /** Makes an open socket the current connection. */
-  #attach(socket: WebSocket) {
+  /**
+   * Makes an open socket the current connection, once its hello (if any)
+   * succeeded; returns why it did not.
+   */
+  async #attach(socket: WebSocket): Promise<unknown> {
     const peer = new JsonRpcPeer({
       send: (text) => {
         if (socket.readyState === 1) socket.send(text);
@@ -483,6 +505,24 @@ export class Connection {
       if (typeof event.data === "string") void peer.receive(event.data);
     });
     socket.addEventListener("close", () => this.#lost(socket));
+    const hello = this.#settings.hello;
+    if (hello) {
+      try {
+        await hello((method, params) =>
+          peer.request(method, params).then(resultOf)
+        );
+      } catch (error) {
+        peer.close(new RpcError(ErrorCode.ConnectionClosed, "refused"));
+        try {
+          socket.close(1000);
+        } catch { /* already closing */ }
+        return error;
+      }
+      if ((this.#state as State) === "closed") {
+        socket.close(1000);
+        return closedError("connect");
+      }
+    }
     this.#socket = socket;
     this.#peer = peer;
     this.#state = "connected";
@@ -491,6 +531,7 @@ export class Connection {
       this.#settings.pingInterval,
     );
     this.#up.resolve();
+    return undefined;
   }
 
   /** The current connection ended without close(): reconnect, or end. */

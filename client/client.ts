@@ -27,6 +27,7 @@ import {
 } from "../protocol/types.ts";
 import {
   CLIENT_ID_PATTERN,
+  MAX_TOKEN_LENGTH,
   validateAddr,
   validateAttrs,
   validateCheck,
@@ -36,7 +37,7 @@ import {
   validateSetHealth,
 } from "../protocol/validate.ts";
 import { Backoff } from "../protocol/backoff.ts";
-import { agentUrls, Connection } from "./_connection.ts";
+import { agentUrls, Connection, type HelloRequest } from "./_connection.ts";
 import { deferred } from "./_deferred.ts";
 import { checkOptions, type OptionsRule } from "./_options.ts";
 import { openSet, type ServiceSet, type SetControl } from "./service_set.ts";
@@ -82,6 +83,14 @@ export interface ConnectOptions {
    * @default {a random id}
    */
   clientId?: string;
+  /**
+   * A token of the agent's access rules (`discover.authenticate`): the
+   * client presents it on every connection and reconnection, before any
+   * other call and before restoring registrations and sets. A wrong token
+   * fails {@linkcode connect} with a `Forbidden` `RpcError`. Never put it in
+   * the URL.
+   */
+  token?: string;
   /**
    * Milliseconds to wait for one connection to open.
    *
@@ -142,6 +151,15 @@ export interface RegisterOptions extends CallOptions {
    * at its first passing result. A re-registration replaces it.
    */
   check?: Check;
+}
+
+/** Options of {@linkcode Client.unregister}. */
+export interface UnregisterOptions extends CallOptions {
+  /**
+   * Removes the instance whoever holds it: needs `admin` access to the
+   * service on an agent with access rules.
+   */
+  force?: boolean;
 }
 
 /** Options of {@linkcode Client.setHealth}. */
@@ -294,6 +312,7 @@ const CONNECT_RULE: OptionsRule = {
     "signal",
     "WebSocket",
     "clientId",
+    "token",
     "connectTimeout",
     "requestTimeout",
     "pingInterval",
@@ -317,7 +336,7 @@ const SET_HEALTH_RULE: OptionsRule = {
 };
 const UNREGISTER_RULE: OptionsRule = {
   where: "unregister()",
-  known: ["signal"],
+  known: ["signal", "force"],
 };
 /** `services()` and `lookup()`: an attribute given as an option. */
 function filterRule(where: string): OptionsRule {
@@ -516,6 +535,16 @@ export class Client extends EventTarget implements AsyncDisposable {
         }`,
       );
     }
+    const token = opts.token;
+    if (
+      token !== undefined &&
+      (typeof token !== "string" || token.length === 0 ||
+        token.length > MAX_TOKEN_LENGTH)
+    ) {
+      throw new TypeError(
+        `'token' must be a string of 1 to ${MAX_TOKEN_LENGTH} characters`,
+      );
+    }
     const urls = agentUrls(url, clientId);
     const reconnect = opts.reconnect === false ? false : checkOptions(
       opts.reconnect === true ? undefined : opts.reconnect,
@@ -548,6 +577,11 @@ export class Client extends EventTarget implements AsyncDisposable {
         maxDelay: reconnect.maxDelay ?? DEFAULTS.maxDelay,
       },
       waitForAgent: millis("waitForAgent", opts.waitForAgent, 0, 0),
+      ...(token === undefined ? {} : {
+        hello: async (request: HelloRequest) => {
+          await request("discover.authenticate", { token });
+        },
+      }),
     }, {
       notification: (method, params) => this.#notification(method, params),
       lost: () => this.#lost(),
@@ -693,21 +727,24 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Removes an instance this client registered.
+   * Removes an instance this client registered; with `{force: true}`, any
+   * instance, whoever holds it (an admin's force-deregister: it needs a
+   * token with `admin` access to the service).
    *
    * @param service The service name.
    * @param at The port or `host:port` given to {@linkcode Client.register}.
-   * @param options A signal.
+   * @param options A signal, and `force`.
    * @returns Whether an instance was removed (`false` also when a retry
    *   after a reconnection found it already removed).
-   * @throws {TypeError} When `options` has a key other than `signal`.
+   * @throws {TypeError} When `options` has a key other than `signal` and
+   *   `force`.
    */
   async unregister(
     service: string,
     at: Target,
-    options?: CallOptions,
+    options?: UnregisterOptions,
   ): Promise<boolean> {
-    const { signal } = checkOptions(options, UNREGISTER_RULE);
+    const { signal, force } = checkOptions(options, UNREGISTER_RULE);
     validateServiceName(service);
     const { params, key } = target(service, at);
     const held = this.#registered.get(key);
@@ -715,7 +752,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     if (held) this.#toRestore.delete(held);
     return await this.#connection.request(
       "discover.unregister",
-      { service, ...params },
+      { service, ...params, ...(force === true ? { force } : {}) },
       { signal },
     );
   }

@@ -349,8 +349,8 @@ Deno.test("every options object rejects keys it does not know, naming the key an
       `'my-zone' is not an option of services(): filter by attributes with {filter: {"my-zone": "b"}}`,
     ],
     [
-      () => loose.unregister("cache", 9876, { force: true }),
-      "'force' is not an option of unregister(): its options are signal",
+      () => loose.unregister("cache", 9876, { forced: true }),
+      "'forced' is not an option of unregister(): its options are signal, force",
     ],
     [
       () => loose.catalog({ service: "cache" }),
@@ -362,7 +362,7 @@ Deno.test("every options object rejects keys it does not know, naming the key an
     ],
     [
       () => connect(agent.url, { retry: 3 } as never),
-      "'retry' is not an option of connect(): its options are signal, WebSocket, clientId, connectTimeout, requestTimeout, pingInterval, reconnect, waitForAgent",
+      "'retry' is not an option of connect(): its options are signal, WebSocket, clientId, token, connectTimeout, requestTimeout, pingInterval, reconnect, waitForAgent",
     ],
     [
       () => connect(agent.url, { reconnect: { max: 3 } } as never),

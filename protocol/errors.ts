@@ -34,6 +34,12 @@ export const ErrorCode = {
   Timeout: -32005,
   /** The connection closed before the response arrived (raised by clients, never sent by the agent). */
   ConnectionClosed: -32006,
+  /**
+   * The agent's access rules deny the call to this session: it has not
+   * authenticated (`discover.authenticate`), or its token's rules do not
+   * grant the access the call needs; also a wrong token.
+   */
+  Forbidden: -32007,
 } as const;
 
 /** The JSON-RPC 2.0 error object. */

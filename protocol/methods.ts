@@ -26,6 +26,7 @@ import { instanceKey } from "./instance_key.ts";
 import type { CallContext, RequestHandler } from "./jsonrpc.ts";
 import type { EventParams, MethodName, ParamsOf, ResultOf } from "./types.ts";
 import {
+  validateAuthenticate,
   validateLeader,
   validateNoParams,
   validateRegister,
@@ -307,6 +308,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("NotOwner"),
         error("LimitExceeded"),
         error("BackendUnavailable"),
@@ -393,6 +395,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("NotOwner"),
         error("BackendUnavailable"),
         error("ShuttingDown"),
@@ -420,6 +423,51 @@ export const methodTable: MethodTable = {
       ],
     },
   },
+  "discover.authenticate": {
+    validate: validateAuthenticate,
+    openrpc: {
+      summary: "Presents a token: the session gets the access its rules grant.",
+      description:
+        "Only meaningful on an agent started with access rules (`--acl FILE`); without them every session may do everything and any token is refused with -32007. " +
+        "The token is compared, by its SHA-256 hash and in constant time, with the tokens of the rules; a match gives the session that token's access from the next call on, and the result names the token. It may be called again to present another token (rotation); a wrong token leaves the session's access as it was and gets -32007. " +
+        "Wrong tokens are slowed per remote address: after a burst of 5, one more attempt a second (-32002 with the wait). The token is never logged and never sent in a URL: a browser presents it with this method, like any client.",
+      tags: [{ name: "meta" }],
+      paramStructure: "by-name",
+      params: [{
+        name: "token",
+        description: "The token, 1 to 4096 characters.",
+        required: true,
+        schema: { type: "string", minLength: 1, maxLength: 4096 },
+      }],
+      result: {
+        name: "authenticated",
+        description: "The token's name in the access rules.",
+        schema: {
+          type: "object",
+          required: ["name"],
+          additionalProperties: false,
+          properties: { name: { type: "string" } },
+        },
+      },
+      errors: [
+        error("InvalidParams"),
+        error("Forbidden"),
+        error("LimitExceeded"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "authenticate",
+          params: [{
+            name: "token",
+            value: "9c6a1f0e5d2b4a7c8e3f1a6b0d9c2e4f",
+          }],
+          result: { name: "authenticated", value: { name: "deployer" } },
+        },
+      ],
+    },
+  },
   "discover.unregister": {
     validate: validateUnregister,
     openrpc: {
@@ -429,7 +477,12 @@ export const methodTable: MethodTable = {
         "An instance of another owner that is still connected: -32001. An instance of a lost owner is removed (taken over).",
       tags: [{ name: "registration" }],
       paramStructure: "by-name",
-      params: [service, port, addr],
+      params: [service, port, addr, {
+        name: "force",
+        description:
+          "Removes the instance whoever holds it, connected or not. Needs `admin` access to the service on an agent with access rules (-32007 otherwise); the removal is logged with the session's token name.",
+        schema: { type: "boolean" },
+      }],
       result: {
         name: "removed",
         description: "Whether an instance was removed.",
@@ -437,6 +490,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("NotOwner"),
         error("BackendUnavailable"),
         error("ShuttingDown"),
@@ -478,6 +532,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -512,6 +567,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -543,6 +599,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("ShuttingDown"),
         error("InternalError"),
       ],
@@ -636,6 +693,7 @@ export const methodTable: MethodTable = {
       },
       errors: [
         error("InvalidParams"),
+        error("Forbidden"),
         error("LimitExceeded"),
         error("ShuttingDown"),
         error("InternalError"),

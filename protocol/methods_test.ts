@@ -20,6 +20,7 @@ import {
 /** Every method of the protocol, as `protocol/README.md` lists them. */
 const NAMES: MethodName[] = [
   "$/ping",
+  "discover.authenticate",
   "discover.catalog",
   "discover.leader",
   "discover.owned",
@@ -63,6 +64,7 @@ function recording() {
   };
   const handlers: MethodHandlers = {
     "discover.register": record("discover.register", instance),
+    "discover.authenticate": record("discover.authenticate", { name: "n" }),
     "discover.setHealth": record("discover.setHealth", instance),
     "discover.unregister": record("discover.unregister", true),
     "discover.leader": record("discover.leader", null),

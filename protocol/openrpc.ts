@@ -488,6 +488,11 @@ export const openrpcDocument: OpenRpcDocument = {
         message:
           "The agent is shutting down; reconnect to another agent or retry later.",
       },
+      Forbidden: {
+        code: ErrorCode.Forbidden,
+        message:
+          "The agent's access rules deny the call: authenticate (discover.authenticate) with a token whose rules grant the access it needs; also a wrong token.",
+      },
     },
   },
 };

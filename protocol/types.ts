@@ -109,6 +109,23 @@ export interface UnregisterParams {
   port?: number;
   /** Full `host:port` address. */
   addr?: string;
+  /**
+   * Removes the instance whoever holds it, connected or not: needs `admin`
+   * access to the service (and an agent with access rules).
+   */
+  force?: boolean;
+}
+
+/** Params of `discover.authenticate`. */
+export interface AuthenticateParams {
+  /** The token (at most 4096 characters); never logged, never stored. */
+  token: string;
+}
+
+/** Result of `discover.authenticate`. */
+export interface AuthenticateResult {
+  /** The name of the token in the agent's access rules. */
+  name: string;
 }
 
 /** A filter on instances, applied by the agent. */
@@ -345,6 +362,11 @@ export interface MethodTypes {
   "discover.register": { params: RegisterParams; result: Instance };
   /** Sets the health of an instance the caller owns, as its owner sees it. */
   "discover.setHealth": { params: SetHealthParams; result: Instance };
+  /** Presents a token: the session gets the access its rules grant. */
+  "discover.authenticate": {
+    params: AuthenticateParams;
+    result: AuthenticateResult;
+  };
   /** Removes an instance the caller owns; `false` when there was none. */
   "discover.unregister": { params: UnregisterParams; result: boolean };
   /** Reads the leader of a set once: the instance, or `null` when the set is empty. */

@@ -12,6 +12,7 @@ import { invalidParams } from "./errors.ts";
 import {
   ALL_SERVICES,
   type Attrs,
+  type AuthenticateParams,
   type Check,
   type Filter,
   type HealthFilter,
@@ -525,8 +526,47 @@ export function validateUnregister(
   params: unknown,
 ): UnregisterParams & AddressParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "port", "addr"]);
-  return { service: validateServiceName(p.service), ...validateAddress(p) };
+  onlyKeys(p, ["service", "port", "addr", "force"]);
+  const { force } = p;
+  if (force !== undefined && typeof force !== "boolean") {
+    throw invalidParams("force", "must be a boolean", force);
+  }
+  return {
+    service: validateServiceName(p.service),
+    ...validateAddress(p),
+    ...(force === true ? { force } : {}),
+  };
+}
+
+/** Longest accepted token of `discover.authenticate`, in characters. */
+export const MAX_TOKEN_LENGTH = 4096;
+
+/**
+ * Checks `discover.authenticate` params. The message never shows the token.
+ *
+ * @example Usage
+ * ```ts
+ * import { validateAuthenticate } from "./validate.ts";
+ * validateAuthenticate({ token: "s3cret-token" });
+ * ```
+ *
+ * @param params The raw params.
+ * @returns The checked params.
+ */
+export function validateAuthenticate(params: unknown): AuthenticateParams {
+  const p = asObject(params);
+  onlyKeys(p, ["token"]);
+  const { token } = p;
+  if (
+    typeof token !== "string" || token.length === 0 ||
+    token.length > MAX_TOKEN_LENGTH
+  ) {
+    throw invalidParams(
+      "token",
+      `must be a string of 1 to ${MAX_TOKEN_LENGTH} characters`,
+    );
+  }
+  return { token };
 }
 
 /**

@@ -131,7 +131,7 @@ Deno.test("subscribe sends the response, the snapshot, current, then live events
   const { subscription, revision } = response.result;
   assert.equal(revision, 3);
   const snapshot: Json[] = [];
-  for (let i = 0; i < 4; i++) snapshot.push(await reader.next() as Json);
+  for (let i = 0; i < 5; i++) snapshot.push(await reader.next() as Json);
   for (const frame of snapshot) {
     assert.equal(frame.method, "discover.event");
     assert.equal(frame.id, undefined);
@@ -139,13 +139,15 @@ Deno.test("subscribe sends the response, the snapshot, current, then live events
   }
   assert.deepEqual(
     snapshot.map((f) => [f.params.result.kind, f.params.result.revision]),
-    [["up", 3], ["up", 3], ["up", 3], ["current", 3]],
+    [["up", 3], ["up", 3], ["up", 3], ["leader", 3], ["current", 3]],
   );
   assert.deepEqual(
     snapshot.slice(0, 3).map((f) => f.params.result.instance.addr).sort(),
     ["127.0.0.1:2001", "127.0.0.1:2002", "127.0.0.1:2003"],
   );
-  assert.equal(snapshot[3].params.result.instance, undefined);
+  // The leader: the oldest instance.
+  assert.equal(snapshot[3].params.result.instance.addr, "127.0.0.1:2001");
+  assert.equal(snapshot[4].params.result.instance, undefined);
 
   await writer.call("discover.register", {
     service: "db",
@@ -203,13 +205,14 @@ Deno.test("a subscription resumes with since: replay when history has it, snapsh
   assert.equal((resumed.result as Json).mode, "replay");
   assert.equal((resumed.result as Json).revision, 6);
   const events: Json[] = [];
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 5; i++) {
     events.push((await reader.next() as Json).params.result);
   }
   assert.deepEqual(events.map((e) => [e.kind, e.instance?.addr, e.revision]), [
     ["update", "127.0.0.1:80", 3],
     ["down", "127.0.0.1:81", 4],
     ["up", "127.0.0.1:82", 6],
+    ["leader", "127.0.0.1:80", 6],
     ["current", undefined, 6],
   ]);
 
@@ -226,13 +229,14 @@ Deno.test("a subscription resumes with since: replay when history has it, snapsh
   });
   assert.equal((old.result as Json).mode, "replay");
   const diff: Json[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 4; i++) {
     diff.push((await reader.next() as Json).params.result);
   }
   assert.deepEqual(
     diff.map((e) => [e.kind, e.instance?.addr, e.revision]).sort(),
     [
       ["current", undefined, 6],
+      ["leader", "127.0.0.1:80", 6],
       ["up", "127.0.0.1:82", 6],
       ["update", "127.0.0.1:80", 6],
     ],
@@ -251,16 +255,17 @@ Deno.test("a subscription resumes with since: replay when history has it, snapsh
     });
     assert.equal((r.result as Json).mode, "snapshot", JSON.stringify(params));
     const snap: Json[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 4; i++) {
       snap.push((await reader.next() as Json).params.result);
     }
     assert.deepEqual(
       snap.map((e) => [e.kind, e.instance?.addr, e.revision]),
-      [["up", "127.0.0.1:80", 6], ["up", "127.0.0.1:82", 6], [
-        "current",
-        undefined,
-        6,
-      ]],
+      [
+        ["up", "127.0.0.1:80", 6],
+        ["up", "127.0.0.1:82", 6],
+        ["leader", "127.0.0.1:80", 6],
+        ["current", undefined, 6],
+      ],
     );
   }
 });

@@ -89,6 +89,7 @@ import {
   RpcError,
   type ServiceSet,
 } from "../mod.ts";
+import { clientOwnerId } from "../agent/owner_id.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
 import { type TcpProxy, tcpProxy } from "./_proxy.ts";
@@ -516,13 +517,10 @@ class Subscriber {
   }
 }
 
-/**
- * Whether a stored owner is the client id `clientId` (the agent may store
- * it with a prefix of its own, such as `c:`).
- */
+/** Whether a stored owner is the client id `clientId` (as the agent stores it). */
 function sameOwner(stored: string | undefined, clientId: string | undefined) {
   return stored !== undefined && clientId !== undefined &&
-    (stored === clientId || stored.endsWith(`:${clientId}`));
+    stored === clientOwnerId(clientId);
 }
 
 /** Differences of `actual` from `truth`, one line each. */

@@ -210,6 +210,10 @@ class Witness implements AsyncDisposable {
     );
     assert.deepEqual(
       await raw.next(),
+      this.#event({ kind: "leader", revision, instance: this.instance }),
+    );
+    assert.deepEqual(
+      await raw.next(),
       this.#event({ kind: "current", revision }),
     );
   }
@@ -880,12 +884,15 @@ Deno.test("jsonrpc errors: ownership, limits, subscriptions and frame size", asy
       { service: "nothing" },
       (result) => assert.ok(isObject(result)),
     ) as Json;
-    // Each accepted subscription sent one `current` event, and nothing else.
+    // Each accepted subscription (of a service with no instance) sent its
+    // leader (none) and `current`, and nothing else.
     const frames = await raw.drain(QUIET_MS);
-    assert.equal(frames.length, 3, show(frames));
+    assert.equal(frames.length, 6, show(frames));
     for (const f of frames) {
       assert.ok(isObject(f) && f.method === "discover.event", show(f));
-      assert.equal(((f.params as Json).result as Json).kind, "current");
+      const result = (f.params as Json).result as Json;
+      if (result.kind === "leader") assert.equal(result.instance, null);
+      else assert.equal(result.kind, "current");
     }
     for (const subscription of [ids[1], last.subscription]) {
       await expectCall(

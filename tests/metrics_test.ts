@@ -262,10 +262,11 @@ Deno.test("/metrics follows sessions, instances and calls in the Prometheus text
     }),
     3,
   );
-  // The subscriber had its snapshot's `current`, then two `up`s.
+  // The subscriber had its snapshot's leader (none) and `current`, then
+  // two `up`s, the first with its `leader` event.
   await until(
-    async () => value(await scrape(http), "discover_events_sent_total") === 3,
-    "3 events sent",
+    async () => value(await scrape(http), "discover_events_sent_total") === 5,
+    "5 events sent",
   );
   assert.equal(
     value(m, "discover_backend_request_duration_seconds_count", { op: "put" }),
