@@ -765,33 +765,43 @@ export function encodeWithin(
  * is one `dns-packet` encoded, with no compression of its own.
  */
 function compressOwners(message: Uint8Array): Uint8Array {
-  const view = new DataView(message.buffer, message.byteOffset);
+  const view = new DataView(
+    message.buffer,
+    message.byteOffset,
+    message.byteLength,
+  );
   if (view.getUint16(4) !== 1) return message;
   const records = view.getUint16(6) + view.getUint16(8) + view.getUint16(10);
   const nameEnd = (at: number) => {
     while (message[at] !== 0) at += message[at] + 1;
     return at + 1;
   };
-  const question = message.subarray(12, nameEnd(12));
-  const parts: Uint8Array[] = [message.subarray(0, question.length + 16)];
-  let at = 12 + question.length + 4;
+  const questionEnd = nameEnd(12);
+  const questionLength = questionEnd - 12;
+  // Never longer than the message: one buffer, written in one pass.
+  const out = new Uint8Array(message.length);
+  let written = questionEnd + 4;
+  out.set(message.subarray(0, written));
+  let at = written;
   for (let i = 0; i < records; i++) {
     const end = nameEnd(at);
-    const owner = message.subarray(at, end);
-    const same = owner.length === question.length &&
-      owner.every((byte, j) => byte === question[j]);
-    parts.push(same ? new Uint8Array([0xc0, 12]) : owner);
+    let same = end - at === questionLength;
+    for (let j = 0; same && j < questionLength; j++) {
+      same = message[at + j] === message[12 + j];
+    }
+    if (same) {
+      out[written++] = 0xc0;
+      out[written++] = 12;
+    } else {
+      out.set(message.subarray(at, end), written);
+      written += end - at;
+    }
     const length = view.getUint16(end + 8);
-    parts.push(message.subarray(end, end + 10 + length));
+    out.set(message.subarray(end, end + 10 + length), written);
+    written += 10 + length;
     at = end + 10 + length;
   }
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
+  return out.subarray(0, written);
 }
 
 /** A header-only answer to a packet that could not be decoded. */

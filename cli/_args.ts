@@ -27,6 +27,13 @@ import { wrap } from "../_help_text.ts";
 /** The environment variable that names the agent when `--agent` is not given. */
 export const AGENT_ENV = "DISCOVER_AGENT";
 
+/**
+ * The environment variable that holds the token to present to an agent
+ * with access rules (an environment variable, not a flag: command lines
+ * are visible to every user of the host).
+ */
+export const TOKEN_ENV = "DISCOVER_TOKEN";
+
 /** The agent used without `--agent` and {@linkcode AGENT_ENV}. */
 export const DEFAULT_AGENT = "ws://127.0.0.1:1111";
 
@@ -286,6 +293,8 @@ export interface Globals {
   readonly agent: string;
   /** Whether to print JSON. */
   readonly json: boolean;
+  /** The token to present ({@linkcode TOKEN_ENV}), if any. */
+  readonly token?: string;
 }
 
 /** What the command line asks for. */
@@ -783,9 +792,11 @@ export function parseCommandLine(
       where,
     );
   }
+  const token = env(TOKEN_ENV) || undefined;
   const globals: Globals = {
     agent: agentUrl(values.agent as string | undefined, env, where),
     json: values.json === true,
+    ...(token === undefined ? {} : { token }),
   };
   const list = (name: string) => (values[name] as string[] | undefined) ?? [];
   switch (spec.name) {
@@ -873,6 +884,7 @@ const EXIT_CODES = [
   `Connecting to the agent gives up after ${
     TIMEOUT_MS / 1000
   } s, and so does each request.`,
+  `An agent with access rules (--acl) wants a token: set $${TOKEN_ENV} (an environment variable, not a flag, so that other users of the host cannot read it in the process list).`,
 ];
 
 /**

@@ -92,12 +92,15 @@ function failed(what: string, error: unknown): CommandError {
   });
 }
 
-/** Connects, or fails with a message naming the URL and where it came from. */
-async function open(agent: string): Promise<Client> {
+/** Connects (presenting the token, if any), or fails with a message naming the URL and where it came from. */
+async function open(
+  { agent, token }: { agent: string; token?: string },
+): Promise<Client> {
   try {
     return await connect(agent, {
       connectTimeout: TIMEOUT_MS,
       requestTimeout: TIMEOUT_MS,
+      ...(token === undefined ? {} : { token }),
     });
   } catch (error) {
     throw new CommandError(
@@ -163,7 +166,7 @@ export async function runCommand(
 ): Promise<number> {
   switch (command.name) {
     case "services":
-      return await oneShot(command.agent, async (client) => {
+      return await oneShot(command, async (client) => {
         const catalog = await client.catalog().catch((error) => {
           throw failed("reading the services", error);
         });
@@ -173,7 +176,7 @@ export async function runCommand(
         return ExitCode.Ok;
       });
     case "ls":
-      return await oneShot(command.agent, async (client) => {
+      return await oneShot(command, async (client) => {
         const instances = await client.lookup(
           command.service,
           readOptions(command),
@@ -185,7 +188,7 @@ export async function runCommand(
         return ExitCode.Ok;
       });
     case "status":
-      return await oneShot(command.agent, async (client) => {
+      return await oneShot(command, async (client) => {
         const status = await client.status().catch((error) => {
           throw failed("reading the agent's status", error);
         });
@@ -195,7 +198,7 @@ export async function runCommand(
         return ExitCode.Ok;
       });
     case "unregister":
-      return await oneShot(command.agent, async (client) => {
+      return await oneShot(command, async (client) => {
         const { service, target } = command;
         const removed = await client.unregister(service, target).catch(
           (error) => {
@@ -232,10 +235,10 @@ export async function runCommand(
 
 /** Connects, runs `body`, and closes the connection whatever happens. */
 async function oneShot(
-  agent: string,
+  globals: { agent: string; token?: string },
   body: (client: Client) => Promise<number>,
 ): Promise<number> {
-  const client = await open(agent);
+  const client = await open(globals);
   try {
     return await body(client);
   } finally {
@@ -248,7 +251,7 @@ async function watch(
   command: Extract<Runnable, { name: "ls" | "watch" }>,
   io: Io,
 ): Promise<number> {
-  const client = await open(command.agent);
+  const client = await open(command);
   const stop = new AbortController();
   const off = io.onSignal(() => stop.abort());
   let set: ServiceSet | undefined;
@@ -306,7 +309,7 @@ async function register(
   io: Io,
 ): Promise<number> {
   const { service, target, attrs, check, run } = command;
-  const client = await open(command.agent);
+  const client = await open(command);
   const stopped = Promise.withResolvers<void>();
   let signalled: ForwardedSignal | undefined;
   let off = io.onSignal((signal) => {

@@ -273,3 +273,40 @@ Deno.test("acl: discoverd reads its rules again on SIGHUP", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("acl: the command line presents $DISCOVER_TOKEN", async () => {
+  await withRules(async (agent) => {
+    await using writer = await connect(agent.url, { token: TOKENS.writer });
+    await writer.register("db-1", "127.0.0.7:5432");
+    const cli = async (token?: string) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "cli.ts",
+          "--agent",
+          agent.url,
+          "--json",
+          "ls",
+          "db-1",
+        ],
+        env: token === undefined ? {} : { DISCOVER_TOKEN: token },
+        clearEnv: true,
+        cwd: new URL("..", import.meta.url),
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = (b: Uint8Array) => new TextDecoder().decode(b);
+      return { code: out.code, out: text(out.stdout), err: text(out.stderr) };
+    };
+    const refused = await cli();
+    assert.equal(refused.code, 1, refused.err);
+    assert.match(refused.err, /needs read access to 'db-1'/);
+    const listed = await cli(TOKENS.reader);
+    assert.equal(listed.code, 0, listed.err);
+    assert.deepEqual(
+      JSON.parse(listed.out).map((i: { addr: string }) => i.addr),
+      ["127.0.0.7:5432"],
+    );
+  });
+});

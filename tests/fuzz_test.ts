@@ -874,3 +874,87 @@ Deno.test({
     await agent.stop();
   },
 });
+
+Deno.test({
+  name:
+    "fuzz: with access rules, frames of sessions without a token change nothing",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const token = "fuzz-admin-token-0123456789abcdef";
+    const digest = await crypto.subtle.digest("SHA-256", encoder.encode(token));
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/acl.json`;
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        default: "deny",
+        tokens: [{
+          name: "admin",
+          sha256: [...new Uint8Array(digest)]
+            .map((b) => b.toString(16).padStart(2, "0")).join(""),
+          rules: [{ service: "*", access: "admin" }],
+        }],
+      }),
+    );
+    try {
+      await using agent = await spawnAgent([
+        "--acl",
+        path,
+        "--max-frame-bytes",
+        String(MAX_FRAME),
+        "--log-level",
+        "error",
+      ]);
+      await using admin = await openRaw(agent.url);
+      const authenticated = await admin.call("discover.authenticate", {
+        token,
+      });
+      assert.deepEqual(authenticated.result, { name: "admin" });
+      const registered = await admin.call("discover.register", {
+        service: BYSTANDER_SERVICE,
+        addr: BYSTANDER_ADDR,
+        attrs: { round: "0" },
+      });
+      assert.ok(isObject(registered.result), show(registered));
+      const catalog = async () => (await admin.call("discover.catalog")).result;
+      const before = await catalog();
+      // A frame the agent drops the connection for (binary, oversized)
+      // ends the socket: the next run opens another one.
+      let anonymous = await openRaw(agent.url);
+      let sockets = 1;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(anyFrame, { minLength: 1, maxLength: 5 }),
+          async (frames) => {
+            if (anonymous.socket.readyState !== WebSocket.OPEN) {
+              await anonymous.close();
+              anonymous = await openRaw(agent.url);
+              sockets++;
+            }
+            for (const frame of frames) {
+              if (anonymous.socket.readyState !== WebSocket.OPEN) break;
+              anonymous.send("text" in frame ? frame.text : frame.bytes);
+            }
+            await anonymous.drain(5);
+          },
+        ),
+        { numRuns: 200, seed: 7, endOnFailure: true },
+      );
+      await anonymous.drain(300);
+      await anonymous.close();
+      assert.ok(sockets < 200, "most runs reached an open session");
+      assert.deepEqual(await catalog(), before, "nothing was registered");
+      const listed = await admin.call("discover.services", {
+        service: BYSTANDER_SERVICE,
+      });
+      assert.deepEqual(
+        (listed.result as { instances: unknown[] }).instances,
+        [registered.result],
+        "the bystander is as it was",
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

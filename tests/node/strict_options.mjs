@@ -49,7 +49,7 @@ test("unknown options are TypeErrors that say where the key belongs, and nothing
     );
     await refused(
       client.unregister("cache", 9876, { id: "cache1" }),
-      "'id' is not an option of unregister(): its options are signal",
+      "'id' is not an option of unregister(): its options are signal, force",
     );
     await refused(
       client.catalog({ service: "cache" }),
@@ -61,7 +61,7 @@ test("unknown options are TypeErrors that say where the key belongs, and nothing
     );
     await refused(
       connect(url, { reconect: false }),
-      "'reconect' is not an option of connect(): its options are signal, WebSocket, clientId, connectTimeout, requestTimeout, pingInterval, reconnect, waitForAgent",
+      "'reconect' is not an option of connect(): its options are signal, WebSocket, clientId, token, connectTimeout, requestTimeout, pingInterval, reconnect, waitForAgent",
     );
     await refused(
       connect(url, { reconnect: { maxDelayMs: 100 } }),
