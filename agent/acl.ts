@@ -63,8 +63,11 @@
  * service ({@linkcode globMatch}: `*` any run of characters, `?` one
  * character). Rules only add: a token never has less than the default, and
  * the order of rules does not matter. A session without a token has the
- * default. The all-services subscription (service `"*"`) needs a rule whose
- * glob matches every service name, such as `*` ({@linkcode Acl.access}).
+ * default. Access to `"*"` means access to every service at once: only a
+ * rule whose glob matches every service name, such as `*`, gives it
+ * ({@linkcode Acl.access}). The agent itself filters a `"*"` subscription
+ * and the catalog service by service, so they show a session what it may
+ * read.
  *
  * ## Checking a token
  *
@@ -433,8 +436,8 @@ export class Acl {
    * The access `name` has to `service`: the highest of the default
    * (`"deny"` is `none`) and of the `access` of the token's rules whose
    * glob matches `service`. Without a name, or with a name this ACL does not
-   * hold, the default. For `service` `"*"` (the all-services
-   * subscription), only rules whose glob matches every service name count
+   * hold, the default. For `service` `"*"` (every service at once), only
+   * rules whose glob matches every service name count
    * (`*`, `**`, `?*`, ...): a rule on `db-*` does not open every service.
    *
    * @example Usage

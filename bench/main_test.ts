@@ -73,6 +73,7 @@ Deno.test({
           /^2 cross-host propagation p99$/,
           /^3 registration throughput/,
           /^3 registration throughput, metrics on vs off$/,
+          /^3 registration throughput, access rules on vs off$/,
           /^4 fan-out to .* subscribers p50$/,
           /^5 memory per session/,
           /^5 snapshot of .* instances to a new subscriber$/,

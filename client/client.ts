@@ -496,6 +496,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   readonly #connection: Connection;
   /** By instance key: port registrations by `service/:port`. */
   #registered = new Map<string, Held>();
+  /** register() calls under way, by key. */
+  #registering = new Map<string, number>();
   #sets = new Map<ServiceSet, SetState>();
   #bySubscription = new Map<string, SetState>();
   /** Registrations and sets still to restore after a reconnection. */
@@ -652,8 +654,11 @@ export class Client extends EventTarget implements AsyncDisposable {
       : validateCheck(givenCheck);
     const { params, key } = target(service, at);
     const before = this.#registered.get(key);
-    // This call is the newest intent: a restore must not send an older one.
+    // This call is the newest intent: a restore must not send an older one,
+    // now or while this call is under way (a reconnection meanwhile queues
+    // one; see #reregister).
     const restoring = before !== undefined && this.#toRestore.delete(before);
+    this.#registering.set(key, (this.#registering.get(key) ?? 0) + 1);
     let instance: Instance;
     try {
       instance = await this.#connection.request(
@@ -668,7 +673,13 @@ export class Client extends EventTarget implements AsyncDisposable {
         this.#keepRestoring();
       }
       throw error;
+    } finally {
+      const left = this.#registering.get(key)! - 1;
+      if (left > 0) this.#registering.set(key, left);
+      else this.#registering.delete(key);
     }
+    // Whatever a reconnection queued of the older registration is moot.
+    if (before) this.#toRestore.delete(before);
     this.#registered.set(key, {
       kind: "registration",
       key,
@@ -1079,6 +1090,10 @@ export class Client extends EventTarget implements AsyncDisposable {
   async #reregister(held: Held) {
     // Withdrawn, or superseded by a newer register() call.
     if (!this.#toRestore.has(held)) return;
+    // A register() of the same instance is under way: it carries the newer
+    // intent, and sending this older one now could land after it. Left to
+    // restore: the retry loop sends it if that call fails.
+    if (this.#registering.has(held.key)) return;
     const { service, params, attrs, check } = held;
     await this.#connection.request("discover.register", {
       service,

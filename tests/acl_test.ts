@@ -5,16 +5,20 @@
  * each method, the all-services subscription and the catalog showing only
  * what a token may read, wrong tokens slowed, an admin's force-deregister,
  * instances bound to the token that registered them, and rules loaded again
- * (in-process, and on SIGHUP) taking rights away at once.
+ * (in-process, and on SIGHUP) taking rights away at once; and, on etcd
+ * with two agents, a client id under another token refused at either.
  *
  * Waits are 10 s at most, generous for a busy 2-core machine.
  */
 
 import assert from "node:assert/strict";
+import { Etcd3 } from "etcd3";
 import { startAgent } from "../agent/mod.ts";
+import { EtcdBackend } from "../backends/etcd.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
+import { startEtcd } from "../tools/etcd.ts";
 import { openRaw } from "./_raw_socket.ts";
 import { until } from "./_wait.ts";
 
@@ -310,3 +314,69 @@ Deno.test("acl: the command line presents $DISCOVER_TOKEN", async () => {
     );
   });
 });
+
+Deno.test(
+  "acl, etcd with two agents: a client id under another token is another owner at every agent",
+  {
+    sanitizeOps: false,
+    sanitizeResources: false,
+  },
+  async () => {
+    await using cluster = await startEtcd();
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/acl.json`;
+    await writeRules(path);
+    const prefix = `/acl-${crypto.randomUUID().slice(0, 8)}/`;
+    const agentOn = () =>
+      startAgent({
+        port: 0,
+        advertiseHost: "127.0.0.1",
+        logLevel: "error",
+        acl: path,
+        backend: new EtcdBackend({
+          endpoints: cluster.endpoints,
+          prefix,
+          leaseTtl: 3,
+        }),
+      });
+    try {
+      await using a = await agentOn();
+      await using b = await agentOn();
+      const clientId = "shared-client-id-0123456789";
+      await using writer = await connect(a.url, {
+        token: TOKENS.writer,
+        clientId,
+        reconnect: false,
+      });
+      await writer.register("db-1", "127.0.0.8:5432");
+      await using other = await connect(b.url, {
+        token: TOKENS.other,
+        clientId,
+      });
+      await assert.rejects(
+        other.register("db-1", "127.0.0.8:5432"),
+        isCode(ErrorCode.NotOwner),
+      );
+      // The same token and client id is the same owner, at the other agent too.
+      await using again = await connect(b.url, {
+        token: TOKENS.writer,
+        clientId,
+      });
+      const moved = await again.register("db-1", "127.0.0.8:5432", {
+        attrs: { moved: "yes" },
+      });
+      assert.deepEqual(moved.attrs, { moved: "yes" });
+      // etcd holds a hash, not the client id.
+      const etcd = new Etcd3({ hosts: cluster.endpoints });
+      try {
+        const value = await etcd.get(`${prefix}instances/db-1/127.0.0.8:5432`)
+          .string();
+        assert.ok(value && !value.includes(clientId), value ?? "no record");
+      } finally {
+        etcd.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

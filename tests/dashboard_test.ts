@@ -6,7 +6,8 @@
  * against an agent started in-process: critical instances with their
  * note, the header, down instances kept for `?keepDown` seconds, and what
  * the page says once the agent is gone and when it is back; and an
- * agent whose etcd is killed and restarted.
+ * agent whose etcd is killed and restarted; and an agent with access rules,
+ * where the page asks for a token and keeps it in the tab's sessionStorage.
  *
  * With `DISCOVER_SCREENSHOTS=1` it also writes `docs/dashboard-live.png`
  * and `docs/dashboard-disconnected.png` (the README's pictures).
@@ -321,5 +322,180 @@ Deno.test(
     await page.waitForSelector("tr[data-stale]", { state: "detached" });
     assert.equal(await page.isHidden("#banner"), true);
     assert.doesNotMatch(await text(page, "#status") ?? "", /unreachable/);
+  },
+);
+
+/** The hex SHA-256 of `text`, as an ACL file stores a token. */
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+Deno.test(
+  "dashboard: a token prompt for an agent with access rules",
+  options,
+  async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "discover-dashboard-acl-" });
+    try {
+      const viewer = `view-${crypto.randomUUID()}`;
+      const ops = `ops-${crypto.randomUUID()}`;
+      const wrong = `wrong-${crypto.randomUUID()}`;
+      const acl = `${dir}/acl.json`;
+      await Deno.writeTextFile(
+        acl,
+        JSON.stringify({
+          default: "deny",
+          tokens: [
+            {
+              name: "viewer",
+              sha256: await sha256Hex(viewer),
+              rules: [{ service: "*", access: "read" }],
+            },
+            {
+              name: "ops",
+              sha256: await sha256Hex(ops),
+              rules: [{ service: "*", access: "admin" }],
+            },
+          ],
+        }),
+      );
+      await using agent = await startAgent({
+        hostname: "127.0.0.1",
+        advertiseHost: "127.0.0.1",
+        logLevel: "error",
+        port: 0,
+        acl,
+      });
+      const http = agent.url.replace(/^ws/, "http");
+      await using client = await connect(agent.url, { token: ops });
+      await client.register("web", 8080, { attrs: { zone: "a" } });
+      await client.register("cache", 6379);
+      const web = row("web/127.0.0.1:8080");
+
+      await using browser = await launchChromium();
+      const page = await browser.context.newPage();
+      // Every URL the page asks for: documents, scripts and WebSockets.
+      const urls: string[] = [];
+      page.on("request", (request) => void urls.push(request.url()));
+      page.on("websocket", (socket) => void urls.push(socket.url()));
+      const errors: string[] = [];
+      page.on("pageerror", (error) => void errors.push(error.message));
+      const stored = () =>
+        page.evaluate(() => ({
+          session: sessionStorage.getItem("discover.token"),
+          local: localStorage.length,
+        }));
+
+      await t.step(
+        "without a token: the prompt, and nothing else",
+        async () => {
+          await page.goto(http);
+          await page.waitForSelector(
+            '#auth[data-reason="empty"]:not([hidden])',
+          );
+          assert.equal(await page.$$eval("tr[data-id]", (r) => r.length), 0);
+          assert.equal(await page.getAttribute("#token", "type"), "password");
+          // No name: a form sent without the script would carry no token.
+          assert.equal(await page.getAttribute("#token", "name"), null);
+          assert.equal(await page.isHidden("#token-state"), true);
+          assert.deepEqual(await stored(), { session: null, local: 0 });
+        },
+      );
+
+      await t.step(
+        "a wrong token: the agent's message; the prompt stays",
+        async () => {
+          await page.fill("#token", wrong);
+          await page.click("#auth-submit");
+          await page.waitForSelector("#auth-error:not([hidden])");
+          assert.match(await text(page, "#auth-error") ?? "", /^unknown token/);
+          assert.equal(await page.isVisible("#auth"), true);
+          assert.equal(await page.inputValue("#token"), "");
+          assert.equal(await page.$$eval("tr[data-id]", (r) => r.length), 0);
+          assert.deepEqual(await stored(), { session: null, local: 0 });
+        },
+      );
+
+      await t.step(
+        "the right token: the instances, the token kept in the tab",
+        async () => {
+          await page.fill("#token", viewer);
+          await page.press("#token", "Enter");
+          await page.waitForSelector(`${web}[data-health="passing"]`);
+          await page.waitForSelector(row("cache/127.0.0.1:6379"));
+          await page.waitForSelector("#auth", { state: "hidden" });
+          assert.equal(await page.isHidden("#auth-error"), true);
+          assert.match(await text(page, "#token-state") ?? "", /^token in use/);
+          assert.equal(
+            await page.getAttribute("#connection", "data-state"),
+            "connected",
+          );
+          assert.deepEqual(await stored(), { session: viewer, local: 0 });
+          // Live: a new instance shows up.
+          await client.register("web", 8081);
+          await page.waitForSelector(row("web/127.0.0.1:8081"));
+        },
+      );
+
+      await t.step("a reload uses the token again", async () => {
+        await page.reload();
+        await page.waitForSelector(`${web}[data-health="passing"]`);
+        assert.equal(await page.isHidden("#auth"), true);
+        assert.equal(await page.isVisible("#token-state"), true);
+        // Another tab has its own sessionStorage: it asks again.
+        const other = await browser.context.newPage();
+        await other.goto(http);
+        await other.waitForSelector("#auth:not([hidden])");
+        assert.equal(await other.$$eval("tr[data-id]", (r) => r.length), 0);
+        await other.close();
+      });
+
+      await t.step(
+        "forget token: back to the prompt, nothing kept",
+        async () => {
+          await page.click("#forget-token");
+          await page.waitForSelector(web, { state: "detached" });
+          await page.waitForSelector("#auth:not([hidden])");
+          assert.equal(await page.isHidden("#token-state"), true);
+          assert.deepEqual(await stored(), { session: null, local: 0 });
+        },
+      );
+
+      await t.step(
+        "a kept token the agent refuses is dropped, and said so",
+        async () => {
+          await page.evaluate(
+            (value) => sessionStorage.setItem("discover.token", value),
+            wrong,
+          );
+          await page.reload();
+          await page.waitForSelector("#auth-error:not([hidden])");
+          assert.match(await text(page, "#auth-error") ?? "", /^unknown token/);
+          assert.deepEqual(await stored(), { session: null, local: 0 });
+          await page.fill("#token", viewer);
+          await page.click("#auth-submit");
+          await page.waitForSelector(`${web}[data-health="passing"]`);
+        },
+      );
+
+      await t.step("no token ever appears in a URL", () => {
+        assert.ok(urls.some((url) => url.startsWith("ws://")));
+        for (const url of urls) {
+          for (const secret of [viewer, wrong, ops]) {
+            assert.ok(!url.includes(secret), `${url} holds a token`);
+          }
+        }
+        assert.ok(!page.url().includes(viewer));
+        assert.deepEqual(errors, []);
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 );

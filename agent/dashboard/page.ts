@@ -30,15 +30,28 @@
  *   current again. The agent's status is read after changes, and every 2
  *   seconds while it says its backend is unreachable; never polled
  *   otherwise.
+ * - An agent with access rules (`--acl`): when opening the set is refused
+ *   (`-32007`), or it shows nothing without a token, the page asks for a
+ *   token (a password field). It connects again with
+ *   `connect(url, { token })`; a refused token leaves the prompt up with
+ *   the agent's message (`unknown token: ...`) and the current view as it
+ *   was. A token that works is kept in `sessionStorage` only (the tab's
+ *   storage, cleared when the tab closes; never in the URL, never in
+ *   `localStorage`), so a reload uses it again; the header then says
+ *   `token in use`, with a `forget token` button that drops it and
+ *   connects again without one. The field has no `name`, so even a form
+ *   submitted without the script would not send it anywhere.
  *
  * Elements tests and scripts may rely on: `#connection[data-state]`
  * (`loading`, `connected`, `catching-up`, `backend-unreachable`,
- * `disconnected`, `closed`), `#version`, `#address`, `#totals`, `#status`,
+ * `disconnected`, `closed`, `token-required`), `#version`, `#address`, `#totals`, `#status`,
  * `#filter`, `section[data-service]` with its `.count`, and one
  * `tr[data-id]` per instance with `data-state` (`up` or `down`),
  * `data-health` (`passing` or `critical`, on `up` rows), `data-stale` while
  * stale, and cells `.addr`, `.health` (with `.note`, `.down-at`,
- * `.stale`), `.attrs` and `.age`.
+ * `.stale`), `.attrs` and `.age`; the token prompt `#auth` (`data-reason`
+ * `refused` or `empty`) with `#token`, `#auth-submit` and `#auth-error`, and
+ * `#token-state` with `#forget-token` while a token is in use.
  *
  * @module
  */
@@ -64,6 +77,15 @@ h1 { font-size: 1.3rem; margin: 0; }
 #connection[data-state="catching-up"], #connection[data-state="loading"] { color: var(--muted); }
 #connection[data-state="backend-unreachable"] { color: var(--warn); }
 #connection[data-state="disconnected"], #connection[data-state="closed"] { color: var(--bad); }
+#connection[data-state="token-required"] { color: var(--warn); }
+#token-state { color: var(--muted); font-size: 12px; }
+#token-state button { font: inherit; margin-left: .3rem; }
+#auth { margin: .8rem 0 0; padding: .6rem .8rem; border-radius: 6px; background: var(--warn-bg);
+  border-left: 4px solid var(--warn); }
+#auth p { margin: 0 0 .4rem; }
+#auth input { font: inherit; padding: .3rem .5rem; width: 24rem; max-width: 100%; }
+#auth button { font: inherit; padding: .3rem .8rem; }
+#auth-error { color: var(--bad); margin: .4rem 0 0 !important; }
 #totals b { font-weight: 600; }
 #totals .critical { color: var(--bad); }
 #banner { margin: .8rem 0 0; padding: .5rem .8rem; border-radius: 6px; background: var(--warn-bg);
@@ -99,7 +121,7 @@ tr[data-stale] td { background-image: repeating-linear-gradient(135deg, transpar
 `;
 
 const SCRIPT = `
-import { connect } from "/client.js";
+import { connect, ErrorCode } from "/client.js";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -160,8 +182,10 @@ let lostAt; // when that connection was lost
 let closed = false;
 let staleSince; // when the set stopped being in sync with the agent
 const down = new Map(); // id -> { instance, at }, oldest first
+let authRequired = false; // opening the set was refused and no view is open
 
 function connectionState() {
+  if (authRequired) return ["token-required", "token required"];
   if (closed) return ["closed", "closed"];
   if (!linkUp) {
     return ["disconnected", lostAt === undefined
@@ -231,6 +255,7 @@ function showHeader(counts = lastCounts) {
   const critical = counts ? counts.critical : 0;
   setFavicon(state === "connected" ? (critical ? "critical" : "ok")
     : state === "disconnected" || state === "closed" ? "off" : "stale");
+  showTokenState();
   document.title = (state === "connected" ? "" : "(" + state.replace("-", " ") + ") ") +
     (critical ? critical + " critical · " : "") + "discover " + location.host;
 }
@@ -244,10 +269,13 @@ async function refreshStatus() {
   if (statusBusy) { statusAgain = true; return; }
   statusBusy = true;
   clearTimeout(statusTimer);
+  const asked = client;
   try {
-    status = await client.status();
+    const answer = await asked.status();
+    if (asked === client) status = answer;
   } catch { /* the connection state says why */ }
   statusBusy = false;
+  if (asked !== client) return; // another connection replaced this one
   if (statusAgain) {
     statusAgain = false;
     void refreshStatus();
@@ -333,6 +361,7 @@ function render() {
     : "No instance matches the filter." });
   $("services").replaceChildren(...(sections.length ? sections : [empty]));
   showHeader(counts);
+  showPrompt();
 }
 
 let renderPending = false;
@@ -376,55 +405,185 @@ function tick() {
   }
 }
 
-async function main() {
-  showHeader();
-  client = await connect(agentUrl);
-  linkUp = true;
-  client.addEventListener("disconnect", () => {
+// Access rules: the token lives in this tab's sessionStorage only (never
+// in the URL, never in localStorage), and is sent only by the client, in
+// discover.authenticate.
+const TOKEN_KEY = "discover.token";
+const storage = {
+  get() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || undefined; } catch { return undefined; }
+  },
+  set(value) {
+    try {
+      if (value === undefined) sessionStorage.removeItem(TOKEN_KEY);
+      else sessionStorage.setItem(TOKEN_KEY, value);
+    } catch { /* storage disabled: the token lasts as long as the page */ }
+  },
+};
+let token; // the token of the open connection, if any
+
+function showTokenState() {
+  $("token-state").hidden = token === undefined;
+}
+
+// The prompt shows while opening the set is refused, and, without a token,
+// while the set shows nothing (an agent may hide every service from a
+// session without one), or while the visitor is using it.
+function showPrompt(error) {
+  const prompt = $("auth");
+  if (error !== undefined) {
+    $("auth-error").hidden = false;
+    $("auth-error").textContent = error;
+  }
+  const nothing = all !== undefined && all.connected && all.online().length === 0 && down.size === 0;
+  const inUse = $("token").value !== "" || !$("auth-error").hidden;
+  const show = authRequired || (token === undefined && (nothing || (inUse && !prompt.hidden)));
+  const reason = authRequired ? "refused" : "empty";
+  prompt.dataset.reason = reason;
+  $("auth-reason").textContent = reason === "refused"
+    ? "This agent needs a token to show its services."
+    : "Nothing to show without a token. If this agent has access rules (--acl), a token may show more.";
+  if (show && prompt.hidden) {
+    prompt.hidden = false;
+    $("token").focus();
+  } else if (!show) {
+    prompt.hidden = true;
+  }
+  $("filter").hidden = authRequired;
+}
+
+// Opens a client (with a token or none), its status and its set; closes it
+// again when any of that fails.
+async function open(withToken) {
+  const next = await connect(agentUrl, withToken === undefined ? {} : { token: withToken });
+  try {
+    const answer = await next.status().catch((error) => {
+      if (error?.code === ErrorCode.Forbidden) throw error;
+      return undefined; // the connection state says why
+    });
+    const set = await next.services("*", { health: "any" });
+    return { next, answer, set };
+  } catch (error) {
+    void next.close().catch(() => {});
+    throw error;
+  }
+}
+
+// Makes an opened client the page's: forgets what the one before showed.
+function adopt({ next, answer, set }, withToken) {
+  const before = client;
+  client = next;
+  all = set;
+  status = answer;
+  token = withToken;
+  storage.set(withToken);
+  authRequired = false;
+  linkUp = next.state === "connected";
+  lostAt = undefined;
+  closed = false;
+  staleSince = undefined;
+  down.clear();
+  clearTimeout(statusTimer);
+  $("auth-error").hidden = true;
+  $("token").value = "";
+  void before?.close().catch(() => {});
+
+  const current = (listener) => (event) => { if (client === next) listener(event); };
+  next.addEventListener("disconnect", current(() => {
     linkUp = false;
     lostAt = Date.now();
     staleSince ??= lostAt;
     render();
     showHeader();
-  });
-  client.addEventListener("reconnect", () => {
+  }));
+  next.addEventListener("reconnect", current(() => {
     linkUp = true;
     showHeader();
     void refreshStatus();
-  });
-  client.addEventListener("close", () => {
+  }));
+  next.addEventListener("close", current(() => {
     closed = true;
     linkUp = false;
     showHeader();
-  });
-  showHeader();
-  await refreshStatus();
-  all = await client.services("*", { health: "any" });
-  all.addEventListener("update", onUpdate);
-  all.addEventListener("disconnect", () => {
+  }));
+  set.addEventListener("update", current(onUpdate));
+  set.addEventListener("disconnect", current(() => {
     staleSince ??= Date.now();
     scheduleRender();
     // After the client's own "disconnect", when the connection is what was lost.
     setTimeout(() => void refreshStatus(), 0);
-  });
-  all.addEventListener("sync", () => {
+  }));
+  set.addEventListener("sync", current(() => {
     staleSince = undefined;
     render();
     void refreshStatus();
-  });
-  $("filter").addEventListener("input", render);
+  }));
   render();
-  setInterval(tick, 1000);
   globalThis.discoverDashboard = { client, set: all, keepDown };
 }
 
-main().catch((error) => {
+// Connects with a token, or none. A refusal (-32007: a wrong token, or no
+// access) shows the prompt and keeps the view open before, if any; other
+// errors are thrown.
+let attempt = 0;
+async function start(withToken) {
+  const mine = ++attempt;
+  let opened;
+  try {
+    opened = await open(withToken);
+  } catch (error) {
+    if (mine !== attempt) return;
+    if (error?.code !== ErrorCode.Forbidden) throw error;
+    if (withToken !== undefined && storage.get() === withToken) storage.set(undefined);
+    if (!client && withToken !== undefined) {
+      // A token that no longer works (rules reloaded): carry on without
+      // one, and say why.
+      await start(undefined);
+      if (attempt === mine + 1) showPrompt(error.message);
+      return;
+    }
+    if (!client) {
+      authRequired = true;
+      $("services").replaceChildren();
+      $("totals").replaceChildren();
+      showHeader();
+    }
+    $("token").value = "";
+    showPrompt(error.message);
+    return;
+  }
+  if (mine !== attempt) {
+    void opened.next.close().catch(() => {});
+    return;
+  }
+  adopt(opened, withToken);
+}
+
+function failed(error) {
   closed = true;
   showHeader();
   $("connection").textContent = "could not connect: " + error.message;
   $("services").replaceChildren(el("p", { id: "empty", textContent: "Could not connect to the agent at " +
     agentUrl + ": " + error.message + ". Reload the page to try again." }));
+}
+
+$("auth").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = $("token").value;
+  if (value === "") return;
+  $("auth-submit").disabled = true;
+  start(value)
+    .catch((error) => showPrompt("could not connect: " + error.message))
+    .finally(() => { $("auth-submit").disabled = false; });
 });
+$("forget-token").addEventListener("click", () => {
+  storage.set(undefined);
+  start(undefined).catch(failed);
+});
+$("filter").addEventListener("input", render);
+setInterval(tick, 1000);
+showHeader();
+start(storage.get()).catch(failed);
 `;
 
 const FAVICON = "data:image/svg+xml," + encodeURIComponent(
@@ -461,12 +620,19 @@ export const DASHBOARD_HTML: string = `<!doctype html>
 <span id="version"></span>
 <span id="address"></span>
 <span id="connection" data-state="loading">loading…</span>
+<span id="token-state" hidden>token in use<button id="forget-token" type="button">forget token</button></span>
 </div>
 <div class="line" id="totals"></div>
 <div class="line" id="status"></div>
 </header>
 <div id="banner" role="status" hidden></div>
 <p id="notice" hidden></p>
+<form id="auth" data-reason="empty" autocomplete="off" hidden>
+<p id="auth-reason"></p>
+<input id="token" type="password" placeholder="token" aria-label="token" autocomplete="off" spellcheck="false">
+<button id="auth-submit" type="submit">Use token</button>
+<p id="auth-error" role="alert" hidden></p>
+</form>
 <input id="filter" type="search" placeholder="Filter by service, address, health, note or attribute (e.g. zone=b, critical)" autofocus>
 <main id="services"><p id="loading">Loading…</p></main>
 <script type="module">${SCRIPT}</script>
