@@ -90,6 +90,7 @@
  */
 
 import { findDuplicateKey } from "../protocol/_json_keys.ts";
+import { describeValue } from "../protocol/errors.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 import { MAX_TOKEN_LENGTH } from "../protocol/validate.ts";
 
@@ -285,12 +286,14 @@ export class Acl {
     if (!(DEFAULTS as readonly unknown[]).includes(fallback)) {
       fail(
         "default",
-        `'default' must be "deny", "read" or "write": got ${show(fallback)}`,
+        `'default' must be "deny", "read" or "write": got ${
+          describeValue(fallback)
+        }`,
       );
     }
     const tokens = top.tokens === undefined ? [] : top.tokens;
     if (!Array.isArray(tokens)) {
-      fail("tokens", `'tokens' must be an array: got ${show(tokens)}`);
+      fail("tokens", `'tokens' must be an array: got ${describeValue(tokens)}`);
     }
     const entries: Entry[] = [];
     const names = new Map<string, string>();
@@ -304,7 +307,7 @@ export class Acl {
         fail(
           `${at}.name`,
           `'${at}.name' must be 1 to 64 characters of A-Z a-z 0-9 _ . @ -: got ${
-            show(name)
+            describeValue(name)
           }`,
         );
       }
@@ -313,7 +316,7 @@ export class Acl {
         fail(
           `${at}.name`,
           `'${at}.name' must be unique: ${
-            show(name)
+            describeValue(name)
           } is also the name of ${twin}`,
         );
       }
@@ -326,7 +329,7 @@ export class Acl {
           `'${at}.sha256' must be the SHA-256 of the token as 64 lowercase hex digits (printf %s TOKEN | sha256sum): got ${
             typeof sha256 === "string"
               ? `a string of ${sha256.length} characters`
-              : show(sha256)
+              : describeValue(sha256)
           }`,
         );
       }
@@ -343,7 +346,7 @@ export class Acl {
         fail(
           `${at}.rules`,
           `'${at}.rules' must be an array of {"service", "access"}: got ${
-            show(rules)
+            describeValue(rules)
           }`,
         );
       }
@@ -557,7 +560,9 @@ export function allows(
  */
 export function globMatch(glob: string, service: string): boolean {
   const problem = globProblem(glob);
-  if (problem) throw new TypeError(`'glob' ${problem}: got ${show(glob)}`);
+  if (problem) {
+    throw new TypeError(`'glob' ${problem}: got ${describeValue(glob)}`);
+  }
   return compileGlob(glob).test(service);
 }
 
@@ -733,13 +738,16 @@ function compileRule(value: unknown, at: string, fail: Fail): CompiledRule {
   const { service, access } = rule;
   const problem = globProblem(service);
   if (problem) {
-    fail(`${at}.service`, `'${at}.service' ${problem}: got ${show(service)}`);
+    fail(
+      `${at}.service`,
+      `'${at}.service' ${problem}: got ${describeValue(service)}`,
+    );
   }
   if (!(RULE_ACCESS as readonly unknown[]).includes(access)) {
     fail(
       `${at}.access`,
       `'${at}.access' must be "read", "write" or "admin" (to deny, leave the service out of the rules): got ${
-        show(access)
+        describeValue(access)
       }`,
     );
   }
@@ -794,7 +802,7 @@ function object(
     fail(
       at,
       `${at === "" ? "the top level" : `'${at}'`} must be an object: got ${
-        show(value)
+        describeValue(value)
       }`,
     );
   }
@@ -821,19 +829,6 @@ function onlyKeys(
 function join(at: string, key: string): string {
   const shown = key.length > 40 ? `${key.slice(0, 40)}...` : key;
   return at === "" ? shown : `${at}.${shown}`;
-}
-
-function show(value: unknown): string {
-  if (value === undefined) return "nothing";
-  if (typeof value === "string") {
-    return value.length > 70
-      ? `a string of ${value.length} characters`
-      : JSON.stringify(value);
-  }
-  if (value === null) return "null";
-  if (Array.isArray(value)) return "an array";
-  if (typeof value === "object") return "an object";
-  return `${typeof value} ${String(value)}`;
 }
 
 function fromHex(hex: string): Uint8Array {

@@ -404,3 +404,33 @@ export async function ticksPerSecond(): Promise<number> {
   const n = Number(new TextDecoder().decode(out.stdout).trim());
   return out.success && n > 0 ? n : 100;
 }
+
+/**
+ * The command-line arguments of a benchmark agent on etcd: the etcd
+ * backend at `endpoints`, under `prefix` (a new one by default), logging
+ * warnings only.
+ *
+ * @example Usage
+ * ```ts ignore
+ * await using agent = await spawnAgent(etcdAgentArgs(cluster.endpoints));
+ * ```
+ *
+ * @param endpoints The etcd endpoints.
+ * @param prefix The key prefix.
+ * @returns The arguments.
+ */
+export function etcdAgentArgs(
+  endpoints: readonly string[],
+  prefix = `/bench-${crypto.randomUUID().slice(0, 8)}/`,
+): string[] {
+  return [
+    "--backend",
+    "etcd",
+    "--etcd-endpoints",
+    endpoints.join(","),
+    "--etcd-prefix",
+    prefix,
+    "--log-level",
+    "warn",
+  ];
+}

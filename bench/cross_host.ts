@@ -23,7 +23,7 @@ import { Etcd3 } from "etcd3";
 import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
-import { type Bench, figure, percentile } from "./_harness.ts";
+import { type Bench, etcdAgentArgs, figure, percentile } from "./_harness.ts";
 import {
   alternate,
   clientWriter,
@@ -126,16 +126,7 @@ export const crossHost: Bench = async ({ quick, log }) => {
   const samples = quick ? 50 : 2000;
   const warmup = quick ? 10 : 100;
   await using cluster = await startEtcd();
-  const etcdArgs = [
-    "--backend",
-    "etcd",
-    "--etcd-endpoints",
-    cluster.endpoints.join(","),
-    "--etcd-prefix",
-    `/bench-${crypto.randomUUID().slice(0, 8)}/`,
-    "--log-level",
-    "warn",
-  ];
+  const etcdArgs = etcdAgentArgs(cluster.endpoints);
   await using a = await spawnAgent(etcdArgs);
   await using b = await spawnAgent(etcdArgs);
   await using writer = await connect(a.url);

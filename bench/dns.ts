@@ -44,6 +44,7 @@ import {
   addrOf,
   type Bench,
   cpuTicks,
+  etcdAgentArgs,
   figure,
   openRaw,
   percentile,
@@ -532,16 +533,7 @@ export const dns: Bench = async ({ quick, log }) => {
 
     // Freshness.
     await using cluster = await startEtcd();
-    const etcdArgs = [
-      "--backend",
-      "etcd",
-      "--etcd-endpoints",
-      cluster.endpoints.join(","),
-      "--etcd-prefix",
-      `/bench-${crypto.randomUUID().slice(0, 8)}/`,
-      "--log-level",
-      "warn",
-    ];
+    const etcdArgs = etcdAgentArgs(cluster.endpoints);
     await using a = await spawnAgent(etcdArgs);
     await using b = await spawnDnsAgent(etcdArgs);
     await using other = await otherProcessSampler(cluster.endpoints);

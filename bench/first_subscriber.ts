@@ -24,7 +24,13 @@ import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { writeFleet } from "./_etcd_fleet.ts";
-import { type Bench, figure, percentile, within } from "./_harness.ts";
+import {
+  type Bench,
+  etcdAgentArgs,
+  figure,
+  percentile,
+  within,
+} from "./_harness.ts";
 
 /** Instances of the service. */
 const INSTANCES = 1000;
@@ -52,16 +58,7 @@ export const firstSubscriber: Bench = async ({ quick, log }) => {
     });
     log(`10: ${services.length} services of ${INSTANCES} instances written`);
     const idle = await etcd.watch().key("/bench-idle").create();
-    await using agent = await spawnAgent([
-      "--backend",
-      "etcd",
-      "--etcd-endpoints",
-      endpoint,
-      "--etcd-prefix",
-      PREFIX,
-      "--log-level",
-      "warn",
-    ]);
+    await using agent = await spawnAgent(etcdAgentArgs([endpoint], PREFIX));
     await using client = await connect(agent.url, { requestTimeout: 30_000 });
 
     const subscribe = async (service: string) => {

@@ -44,6 +44,7 @@ import {
   addrOf,
   type Bench,
   cpuTicks,
+  etcdAgentArgs,
   figure,
   percentile,
   ticksPerSecond,
@@ -158,16 +159,7 @@ export const fleetAgents: Bench = async ({ quick, log }) => {
       });
     }
     const ours = new Pending(), base = new Pending();
-    const agentArgs = [
-      "--backend",
-      "etcd",
-      "--etcd-endpoints",
-      endpoint,
-      "--etcd-prefix",
-      OURS,
-      "--log-level",
-      "warn",
-    ];
+    const agentArgs = etcdAgentArgs([endpoint], OURS);
     await startAll(agents, () => spawnAgent(agentArgs), { count: n });
     log(`11: ${n} agents started`);
     const seen = (key: string) =>

@@ -37,7 +37,7 @@ import { Etcd3 } from "etcd3";
 import { type Client, connect } from "../mod.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { writeFleet } from "./_etcd_fleet.ts";
-import { type Bench, figure, within } from "./_harness.ts";
+import { type Bench, etcdAgentArgs, figure, within } from "./_harness.ts";
 import { CATALOG_PAGE_KEYS } from "../backends/etcd.ts";
 import {
   type InspectedAgent,
@@ -100,16 +100,9 @@ async function measure(
   { prefix, used, expected }: MeasureOptions,
 ): Promise<Reading> {
   let began = performance.now();
-  await using inspected: InspectedAgent = await spawnInspectedAgent([
-    "--backend",
-    "etcd",
-    "--etcd-endpoints",
-    endpoint,
-    "--etcd-prefix",
-    prefix,
-    "--log-level",
-    "warn",
-  ]);
+  await using inspected: InspectedAgent = await spawnInspectedAgent(
+    etcdAgentArgs([endpoint], prefix),
+  );
   const started = performance.now() - began;
   const agent = inspected.agent;
   began = performance.now();

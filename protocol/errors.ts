@@ -114,7 +114,7 @@ export function invalidParams(
   rule: string,
   value?: unknown,
 ): RpcError {
-  const shown = value === undefined ? "" : `: got ${describe(value)}`;
+  const shown = value === undefined ? "" : `: got ${describeValue(value)}`;
   return new RpcError(
     ErrorCode.InvalidParams,
     `'${field}' ${rule}${shown}`,
@@ -122,7 +122,23 @@ export function invalidParams(
   );
 }
 
-function describe(value: unknown): string {
+/**
+ * A bad value as an error message shows it: a short string quoted, a long
+ * one by its length (it may be a secret pasted in the wrong place), and
+ * objects by their kind.
+ *
+ * @example Usage
+ * ```ts
+ * import { describeValue } from "./errors.ts";
+ * describeValue("allow"); // '"allow"'
+ * describeValue(["a"]); // "an array"
+ * ```
+ *
+ * @param value The value.
+ * @returns How to show it.
+ */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing";
   if (typeof value === "string") {
     return value.length > 40
       ? `a string of ${value.length} characters`
