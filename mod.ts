@@ -47,6 +47,7 @@ export {
   type UpdatesOptions,
 } from "./client/service_set.ts";
 export { ErrorCode, type ErrorObject, RpcError } from "./protocol/errors.ts";
+export { leaderOf, precedes, type Ranked } from "./protocol/leader.ts";
 export type {
   Attrs,
   CatalogEntry,

@@ -146,6 +146,18 @@ Deno.test(
         ),
         ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:10000"],
       );
+      // Each service's leader: its oldest passing instance, 10000 for web.
+      assert.deepEqual(
+        await page.$$eval(
+          'section[data-service="web"] tr[data-leader]',
+          (rows) => rows.map((r) => r.querySelector(".addr")!.textContent),
+        ),
+        ["127.0.0.1:10000"],
+      );
+      assert.equal(
+        await text(page, 'tr[data-id="web/127.0.0.1:10000"] .leader'),
+        "leader",
+      );
       // The favicon is inline: the page loads nothing but itself and /client.js.
       assert.match(
         await page.getAttribute("#favicon", "href") ?? "",
@@ -162,6 +174,8 @@ Deno.test(
       await page.waitForSelector(`${api}[data-health="critical"]`);
       assert.equal(await text(page, `${api} .health .badge`), "critical");
       assert.equal(await text(page, `${api} .note`), "HTTP 500");
+      // A critical instance leads nothing: api has no leader now.
+      assert.equal(await page.$(`${api}[data-leader]`), null);
       assert.equal(
         await text(page, 'section[data-service="api"] .count'),
         "0 up · 1 critical",

@@ -48,8 +48,9 @@
  * `#filter`, `section[data-service]` with its `.count`, and one
  * `tr[data-id]` per instance with `data-state` (`up` or `down`),
  * `data-health` (`passing` or `critical`, on `up` rows), `data-stale` while
- * stale, and cells `.addr`, `.health` (with `.note`, `.down-at`,
- * `.stale`), `.attrs` and `.age`; the token prompt `#auth` (`data-reason`
+ * stale, `data-leader` on its service's leader (the oldest passing
+ * instance, as `protocol/leader.ts` says), and cells `.addr`, `.health`
+ * (with `.note`, `.down-at`, `.stale`, `.leader`), `.attrs` and `.age`; the token prompt `#auth` (`data-reason`
  * `refused` or `empty`) with `#token`, `#auth-submit` and `#auth-error`, and
  * `#token-state` with `#forget-token` while a token is in use.
  *
@@ -114,6 +115,7 @@ tr[data-health="critical"] { background: var(--bad-bg); }
 tr[data-health="critical"] td:first-child { box-shadow: inset 3px 0 var(--bad); }
 tr[data-health="critical"] .badge { background: var(--bad); }
 tr[data-state="down"] { opacity: .5; }
+.leader { font-size: .75em; padding: 0 .4em; border: 1px solid currentColor; border-radius: .6em; }
 tr[data-state="down"] td.addr { text-decoration: line-through; }
 tr[data-state="down"] .badge { background: var(--muted); }
 tr[data-stale] td { background-image: repeating-linear-gradient(135deg, transparent 0 8px, #8881 8px 16px); }
@@ -121,7 +123,7 @@ tr[data-stale] td { background-image: repeating-linear-gradient(135deg, transpar
 `;
 
 const SCRIPT = `
-import { connect, ErrorCode } from "/client.js";
+import { connect, ErrorCode, leaderOf } from "/client.js";
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -292,7 +294,7 @@ function matchesFilter(instance, words) {
   return words.every((word) => text.includes(word));
 }
 
-function row(instance, downAt) {
+function row(instance, downAt, leads) {
   const attrs = Object.entries(instance.attrs).map(([k, v]) =>
     el("span", { className: "attr", textContent: k + "=" + v }));
   const health = el("td", { className: "health" });
@@ -308,6 +310,9 @@ function row(instance, downAt) {
   if (staleSince !== undefined) {
     health.append(" ", el("span", { className: "stale", textContent: "stale since " + clock(staleSince) }));
   }
+  if (leads) {
+    health.append(" ", el("span", { className: "leader", textContent: "leader", title: "the oldest passing instance of its service" }));
+  }
   const tr = el("tr", {},
     el("td", { className: "addr", textContent: instance.addr, title: instance.addr }),
     health,
@@ -319,6 +324,7 @@ function row(instance, downAt) {
   tr.dataset.state = downAt !== undefined ? "down" : "up";
   if (downAt === undefined) tr.dataset.health = instance.health === "critical" ? "critical" : "passing";
   if (staleSince !== undefined) tr.dataset.stale = "true";
+  if (leads) tr.dataset.leader = "true";
   tr.dataset.registeredAt = instance.registeredAt;
   return tr;
 }
@@ -334,11 +340,24 @@ function render() {
     critical: online.filter((i) => i.health === "critical").length,
     down: down.size,
   };
+  // Each service's leader, as every client and agent derives it: the
+  // oldest passing instance (protocol/leader.ts).
+  const passingOf = new Map();
+  for (const instance of online) {
+    if (instance.health === "critical") continue;
+    if (!passingOf.has(instance.service)) passingOf.set(instance.service, []);
+    passingOf.get(instance.service).push(instance);
+  }
+  const leaders = new Set(
+    [...passingOf.values()].map((instances) => leaderOf(instances).id),
+  );
   const byService = new Map();
   const add = (instance, downAt) => {
     if (!matchesFilter(instance, words)) return;
     if (!byService.has(instance.service)) byService.set(instance.service, []);
-    byService.get(instance.service).push(row(instance, downAt));
+    byService.get(instance.service).push(
+      row(instance, downAt, downAt === undefined && leaders.has(instance.id)),
+    );
   };
   for (const instance of online) add(instance);
   for (const { instance, at } of down.values()) add(instance, at);
