@@ -22,6 +22,7 @@ import { EtcdBackend } from "../backends/etcd.ts";
 import { type Client, connect, type Instance } from "../mod.ts";
 import { freePort, startEtcd } from "../tools/etcd.ts";
 import { nextWithin, until } from "./_wait.ts";
+import { healthServer } from "./_health_server.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const LINE_MS = 10_000;
@@ -349,24 +350,6 @@ Deno.test("register -- COMMAND: a command not found exits 127; a refused registr
     /^discover: registering job at 127\.0\.0\.1:7005 failed: .*still connected.*\(-32001\)$/m,
   );
 });
-
-/** An HTTP server on a free loopback port whose status can be switched. */
-function healthServer() {
-  let status = 200;
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response(null, { status }),
-  );
-  return {
-    port: server.addr.port,
-    set(code: number) {
-      status = code;
-    },
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-    },
-  };
-}
 
 Deno.test("register --check-http: the agent checks the instance; ls and watch show its health", async () => {
   await using agent = await quietAgent();

@@ -23,6 +23,7 @@ import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { launchChromium } from "./_browser.ts";
+import { healthServer } from "./_health_server.ts";
 
 const options = {
   // Playwright keeps its pipe to the browser and timers across steps.
@@ -38,22 +39,6 @@ async function screenshot(page: Page, name: string) {
     path: new URL(`../docs/${name}`, import.meta.url).pathname,
     fullPage: true,
   });
-}
-
-/** An HTTP health-check target whose answer the test switches. */
-function checkTarget() {
-  let status = 200;
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response(null, { status }),
-  );
-  return {
-    port: server.addr.port,
-    set status(value: number) {
-      status = value;
-    },
-    [Symbol.asyncDispose]: () => server.shutdown(),
-  };
 }
 
 const row = (id: string) => `tr[data-id="${id}"]`;
@@ -79,7 +64,7 @@ Deno.test(
   "dashboard: health, header, down instances, disconnection",
   options,
   async (t) => {
-    await using target = checkTarget();
+    await using target = healthServer();
     const agentOptions = {
       hostname: "127.0.0.1",
       advertiseHost: "127.0.0.1",
@@ -170,7 +155,7 @@ Deno.test(
     });
 
     await t.step("a critical instance is shown with its note", async () => {
-      target.status = 500;
+      target.set(500);
       await page.waitForSelector(`${api}[data-health="critical"]`);
       assert.equal(await text(page, `${api} .health .badge`), "critical");
       assert.equal(await text(page, `${api} .note`), "HTTP 500");
@@ -279,7 +264,7 @@ Deno.test(
         await page.waitForSelector(`${api}[data-health="critical"]`);
         await page.waitForSelector("tr[data-stale]", { state: "detached" });
         assert.equal(await page.isHidden("#banner"), true);
-        target.status = 200;
+        target.set(200);
         await page.waitForSelector(`${api}[data-health="passing"]`);
         await page.waitForSelector(
           '#totals:has-text("3 services · 4 instances · 4 passing · 0 critical")',

@@ -29,60 +29,12 @@ import {
 import { type Agent, type AgentOptions, startAgent } from "../agent/mod.ts";
 import { EtcdBackend } from "../backends/etcd.ts";
 import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
+import { healthServer } from "./_health_server.ts";
 import { until } from "./_wait.ts";
 
 /** Every wait: generous for a busy 2-core machine. */
 const WAIT_MS = 10_000;
 const etcdTest = { sanitizeOps: false, sanitizeResources: false };
-
-/** What an HTTP health endpoint answers: a status, or nothing until shutdown. */
-type Mode = 200 | 500 | "hang";
-
-/** A health endpoint on a free loopback port whose answer can be switched. */
-interface HealthServer extends AsyncDisposable {
-  /** The port it listens on. */
-  readonly port: number;
-  /** Its health URL. */
-  readonly url: string;
-  /** Requests received so far. */
-  readonly requests: number;
-  /** Switches what it answers. */
-  set(mode: Mode): void;
-}
-
-function healthServer(initial: Mode = 200): HealthServer {
-  let mode = initial;
-  let requests = 0;
-  const release = new AbortController();
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    onListen() {},
-  }, async () => {
-    requests++;
-    if (mode !== "hang") return new Response(null, { status: mode });
-    // Hung: no answer until the server stops.
-    await new Promise((resolve) =>
-      release.signal.addEventListener("abort", resolve, { once: true })
-    );
-    return new Response(null, { status: 503 });
-  });
-  const port = server.addr.port;
-  return {
-    port,
-    url: `http://127.0.0.1:${port}/health`,
-    get requests() {
-      return requests;
-    },
-    set(next: Mode) {
-      mode = next;
-    },
-    async [Symbol.asyncDispose]() {
-      release.abort();
-      await server.shutdown();
-    },
-  };
-}
 
 /** One update of a set, as recorded. */
 interface Seen {
