@@ -8,9 +8,11 @@
  * accepted only with `--backend` set to it.
  *
  * Permissions: `--allow-net` and `--allow-sys=networkInterfaces` for the
- * memory backend; the etcd backend's gRPC client also reads a few
+ * memory backend, and with `--data-dir` `--allow-write` for its directory
+ * and `--allow-sys=osUptime` (the host's boot time tells an agent restart
+ * from a host restart); the etcd backend's gRPC client also reads a few
  * environment variables (`GRPC_*`, the proxy ones) and its code and
- * certificate files. `deno task start` grants exactly what both need.
+ * certificate files. `deno task start` grants exactly what they need.
  *
  * @module
  */
@@ -23,13 +25,21 @@ import {
   ListenError,
   startAgent,
 } from "./agent/mod.ts";
-import { createLogger, isLogLevel, LOG_LEVELS } from "./agent/log.ts";
-import type { LogLevel } from "./agent/log.ts";
+import {
+  createLogger,
+  isLogFormat,
+  isLogLevel,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  type LogFormat,
+  type LogLevel,
+} from "./agent/log.ts";
 import { checkTls, type TlsPem } from "./agent/server.ts";
 import { VERSION } from "./agent/version.ts";
 import { BACKENDS } from "./backends/mod.ts";
 import {
   type BackendDescriptor,
+  checkFlagNames,
   type Flag,
   FlagError,
   type FlagValues,
@@ -192,7 +202,17 @@ const AGENT_FLAGS: readonly Flag[] = [
     type: "string",
     value: "LEVEL",
     default: "info",
-    help: LOG_LEVELS.join(", "),
+    help: `lowest level logged: ${
+      LOG_LEVELS.join(", ")
+    }; info shows sessions opened and closed (remote address, client id), instances registered, unregistered, taken over and expired (service, addr, owner), the backend lost and back, refused requests and slow consumers dropped`,
+  },
+  {
+    name: "log-format",
+    type: "string",
+    value: "text|json",
+    default: "text",
+    help:
+      "how log records are written to standard error, one a line: text is 'TIME LEVEL CATEGORY MESSAGE key=value ...'; json is an object with time, level, category (discover.agent, .session, .registry, .backend, .dns or .checks), message and the fields",
   },
   {
     name: "metrics",
@@ -293,8 +313,8 @@ export function helpText(
  *
  * @param backends The backends offered.
  * @returns The `parseArgs` options.
- * @throws {Error} When a backend's flag does not start with its name, or
- *   two flags share a name.
+ * @throws {Error} When a backend's flag breaks the rule of
+ *   `checkFlagNames`, or two flags share a name.
  */
 export function optionTable(
   backends: readonly BackendDescriptor[] = BACKENDS,
@@ -312,14 +332,8 @@ export function optionTable(
   };
   for (const flag of AGENT_FLAGS) add(flag, "the agent");
   for (const backend of backends) {
-    for (const flag of backend.flags) {
-      if (!flag.name.startsWith(`${backend.name}-`)) {
-        throw new Error(
-          `the ${backend.name} backend's flag --${flag.name} must start with '${backend.name}-'`,
-        );
-      }
-      add(flag, `the ${backend.name} backend`);
-    }
+    checkFlagNames(backend);
+    for (const flag of backend.flags) add(flag, `the ${backend.name} backend`);
   }
   return options;
 }
@@ -336,6 +350,8 @@ export type Command =
     tls?: { certFile: string; keyFile: string };
     /** The log level. */
     logLevel: LogLevel;
+    /** The format of log lines. */
+    logFormat: LogFormat;
     /** The backend selected. */
     backend: BackendDescriptor;
     /** Its flags' values, defaults applied. */
@@ -433,6 +449,12 @@ export function parseCommandLine(
       `--log-level must be one of ${LOG_LEVELS.join(", ")}: got '${level}'`,
     );
   }
+  const format = agent["log-format"] as string;
+  if (!isLogFormat(format)) {
+    throw new FlagError(
+      `--log-format must be one of ${LOG_FORMATS.join(", ")}: got '${format}'`,
+    );
+  }
   const text = (flag: string) => agent[flag] as string;
   if (text("metrics") !== "on" && text("metrics") !== "off") {
     throw new FlagError(
@@ -498,6 +520,7 @@ export function parseCommandLine(
       ? { tls: { certFile, keyFile } }
       : {}),
     logLevel: level,
+    logFormat: format,
     backend,
     backendValues: withDefaults(backend.flags, values),
   };
@@ -546,11 +569,12 @@ async function main(args: string[]): Promise<number> {
   }
   // Before the backend: a mistake exits before etcd is dialled.
   const tls = command.tls && await readTls(command.tls);
-  const log = createLogger(command.logLevel);
+  const log = createLogger(command.logLevel, { format: command.logFormat });
   const backend = await command.backend.create(command.backendValues, {
-    log,
+    log: log.child("backend"),
     env: (name) => Deno.env.get(name),
     readFile: readFlagFile,
+    ttlMs: command.options.ttl && command.options.ttl * 1000,
   });
   const controller = new AbortController();
   const agent = await startAgent({
@@ -568,11 +592,18 @@ async function main(args: string[]): Promise<number> {
     // The rules in force stay when the file does not load.
     Deno.addSignalListener("SIGHUP", () => {
       agent.reloadAcl().catch((error) =>
-        log.error("the access rules could not be loaded again", { error })
+        log.child("agent").error(
+          "the access rules could not be loaded again",
+          { error },
+        )
       );
     });
   }
-  console.log(`discoverd listening on ${agent.url}`);
+  // One line says where the agent listens: the log's `listening` record
+  // (standard error), or this one when the log level leaves it out.
+  if (command.logLevel === "warn" || command.logLevel === "error") {
+    console.log(`discoverd listening on ${agent.url}`);
+  }
   await agent.finished;
   return 0;
 }

@@ -45,6 +45,8 @@ const FLAGS = [
   "--dns-ttl",
   "--history-bytes",
   "--log-level",
+  "--data-dir",
+  "--log-format",
   "--metrics",
   "--etcd-endpoints",
   "--etcd-prefix",
@@ -54,6 +56,9 @@ const FLAGS = [
   "--etcd-cert",
   "--etcd-key",
   "--etcd-username",
+  "--zk-connect",
+  "--zk-prefix",
+  "--zk-session-timeout",
   "-h",
   "--help",
   "-V",
@@ -188,6 +193,7 @@ Deno.test("agent.ts exits 2 on a bad flag, naming it", async () => {
     [["--listen", "127.0.0.1:99999"], "--listen"],
     [["--backend", "nosuch"], "--backend"],
     [["--log-level", "loud"], "--log-level"],
+    [["--log-format", "xml"], "--log-format"],
     [["--nope"], "--nope"],
     [["--ttl"], "--ttl"], // missing value
     [["--backend", "etcd", "--etcd-endpoints", "nope"], "--etcd-endpoints"],
@@ -267,11 +273,30 @@ function parseError(args: string[]): FlagError {
 }
 
 Deno.test("a backend's flag without that backend is a usage error naming both", async () => {
-  for (const flag of BACKENDS.flatMap((b) => b.flags)) {
-    const error = parseError([`--${flag.name}`, "x"]);
+  for (const backend of BACKENDS.slice(1)) {
+    for (const flag of backend.flags) {
+      const error = parseError([`--${flag.name}`, "x"]);
+      assert.match(
+        error.message,
+        new RegExp(`^--${flag.name} needs --backend ${backend.name}`),
+      );
+    }
+  }
+  // The default backend's flags (--data-dir), with another backend.
+  for (const flag of BACKENDS[0].flags) {
+    const error = parseError([
+      "--backend",
+      BACKENDS[1].name,
+      `--${flag.name}`,
+      "x",
+    ]);
     assert.match(
       error.message,
-      new RegExp(`^--${flag.name} needs --backend ${flag.name.split("-")[0]}`),
+      new RegExp(
+        `^--${flag.name} needs --backend ${
+          BACKENDS[0].name
+        } \\(the backend is ${BACKENDS[1].name}\\)`,
+      ),
     );
   }
   const { code, stderr } = await run([
@@ -427,5 +452,24 @@ Deno.test("startAgent on a port in use rejects with a ListenError naming the add
       error.cause instanceof Deno.errors.AddrInUse &&
       error.message ===
         `cannot listen on 127.0.0.1:${port}: address already in use`,
+  );
+});
+
+Deno.test("--log-level and --log-format: info and text by default, each checked", () => {
+  const defaults = parseCommandLine([]);
+  assert.equal(defaults.action, "run");
+  if (defaults.action !== "run") return;
+  assert.deepEqual([defaults.logLevel, defaults.logFormat], ["info", "text"]);
+  const set = parseCommandLine([
+    "--log-level",
+    "debug",
+    "--log-format",
+    "json",
+  ]);
+  if (set.action !== "run") throw new Error(set.action);
+  assert.deepEqual([set.logLevel, set.logFormat], ["debug", "json"]);
+  assert.throws(
+    () => parseCommandLine(["--log-format", "JSON"]),
+    /--log-format must be one of text, json: got 'JSON'/,
   );
 });

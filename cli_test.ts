@@ -31,7 +31,7 @@ import {
   formatTable,
   formatUpdate,
 } from "./cli/_format.ts";
-import type { Instance, StatusResult } from "./mod.ts";
+import type { Instance, InstanceOwner, StatusResult } from "./mod.ts";
 
 const noEnv = { env: () => undefined };
 
@@ -565,15 +565,15 @@ Deno.test("ls: instances in address order, ports as numbers", () => {
     instance("10.0.0.1:443", { note: "a b" }, now),
   ];
   assert.deepEqual(formatInstances(list, { tty: false, json: false, now }), [
-    '10.0.0.1:443\tnote="a b"\tpassing\t',
-    "10.0.0.1:8080\tzone=b\tpassing\t",
-    "10.0.0.2:80\t\tpassing\t",
+    '10.0.0.1:443\tnote="a b"\tpassing\t\t\t',
+    "10.0.0.1:8080\tzone=b\tpassing\t\t\t",
+    "10.0.0.2:80\t\tpassing\t\t\t",
   ]);
   assert.deepEqual(formatInstances(list, { tty: true, json: false, now }), [
-    "ADDR           HEALTH   AGE  ATTRS",
-    '10.0.0.1:443   passing  0s   note="a b"',
-    "10.0.0.1:8080  passing  2m   zone=b",
-    "10.0.0.2:80    passing  5s",
+    "ADDR           HEALTH   AGE  OWNER  CLIENT  ATTRS",
+    '10.0.0.1:443   passing  0s   -      -       note="a b"',
+    "10.0.0.1:8080  passing  2m   -      -       zone=b",
+    "10.0.0.2:80    passing  5s   -      -",
   ]);
   const json = JSON.parse(
     formatInstances(list, { tty: false, json: true, now })[0],
@@ -601,13 +601,13 @@ Deno.test("ls: a critical instance shows its note", () => {
   };
   const list = [sick, instance("10.0.0.1:81", {}, now)];
   assert.deepEqual(formatInstances(list, { tty: false, json: false, now }), [
-    "10.0.0.1:80\tzone=b\tcritical\tHTTP 500",
-    "10.0.0.1:81\t\tpassing\t",
+    "10.0.0.1:80\tzone=b\tcritical\tHTTP 500\t\t",
+    "10.0.0.1:81\t\tpassing\t\t\t",
   ]);
   assert.deepEqual(formatInstances(list, { tty: true, json: false, now }), [
-    "ADDR         HEALTH               AGE  ATTRS",
-    "10.0.0.1:80  critical (HTTP 500)  1m   zone=b",
-    "10.0.0.1:81  passing              0s",
+    "ADDR         HEALTH               AGE  OWNER  CLIENT  ATTRS",
+    "10.0.0.1:80  critical (HTTP 500)  1m   -      -       zone=b",
+    "10.0.0.1:81  passing              0s   -      -",
   ]);
   const json = JSON.parse(
     formatInstances(list, { tty: false, json: true, now })[0],
@@ -624,6 +624,66 @@ Deno.test("ls: a critical instance shows its note", () => {
   ]);
   assert.deepEqual(formatHealth({ health: "critical" }), ["critical", ""]);
   assert.deepEqual(formatHealth({ health: "passing" }), ["passing", ""]);
+});
+
+Deno.test("ls: the owner of each instance, and its client's connection", () => {
+  const now = 1_000_000;
+  const list = [
+    instance("10.0.0.1:80", { zone: "b" }, now - 3_000),
+    instance("10.0.0.1:81", {}, now),
+    instance("10.0.0.1:82", {}, now),
+    instance("10.0.0.1:83", {}, now),
+  ];
+  const owners = new Map<string, InstanceOwner>([
+    ["10.0.0.1:80", {
+      addr: "10.0.0.1:80",
+      owner: "c:Q2hhbmdl",
+      client: "connected",
+      token: "deployer",
+    }],
+    ["10.0.0.1:81", {
+      addr: "10.0.0.1:81",
+      owner: "c:AbCdEfGh",
+      client: "lost",
+      expires: now + 12_400,
+    }],
+    ["10.0.0.1:82", {
+      addr: "10.0.0.1:82",
+      owner: "s:a1b2c3:7",
+      client: "elsewhere",
+    }],
+  ]);
+  const options = { json: false, now, owners };
+  // 10.0.0.1:83 left the set between the two reads: its owner is unknown.
+  assert.deepEqual(formatInstances(list, { ...options, tty: false }), [
+    "10.0.0.1:80\tzone=b\tpassing\t\tc:Q2hhbmdl\tconnected",
+    "10.0.0.1:81\t\tpassing\t\tc:AbCdEfGh\tlost",
+    "10.0.0.1:82\t\tpassing\t\ts:a1b2c3:7\telsewhere",
+    "10.0.0.1:83\t\tpassing\t\t\t",
+  ]);
+  assert.deepEqual(formatInstances(list, { ...options, tty: true }), [
+    "ADDR         HEALTH   AGE  OWNER                  CLIENT              ATTRS",
+    "10.0.0.1:80  passing  3s   c:Q2hhbmdl (deployer)  connected           zone=b",
+    "10.0.0.1:81  passing  0s   c:AbCdEfGh             lost (goes in 12s)",
+    "10.0.0.1:82  passing  0s   s:a1b2c3:7             elsewhere",
+    "10.0.0.1:83  passing  0s   -                      -",
+  ]);
+  const json = JSON.parse(
+    formatInstances(list, { ...options, tty: false, json: true })[0],
+  );
+  assert.deepEqual(json[0], {
+    ...list[0],
+    owner: "c:Q2hhbmdl",
+    client: "connected",
+    token: "deployer",
+  });
+  assert.deepEqual(json[1], {
+    ...list[1],
+    owner: "c:AbCdEfGh",
+    client: "lost",
+    expires: now + 12_400,
+  });
+  assert.deepEqual(json[3], list[3]);
 });
 
 Deno.test("watch: one line per update", () => {
@@ -665,6 +725,41 @@ Deno.test("watch: one line per update", () => {
   assert.deepEqual(
     JSON.parse(formatUpdate(update, { tty: true, json: true, now })),
     update,
+  );
+});
+
+Deno.test("watch: a change of leader, in the same style", () => {
+  const leader = {
+    kind: "leader" as const,
+    instance: instance("10.0.0.1:80", { zone: "b" }),
+    revision: 9,
+  };
+  const now = new Date(2026, 0, 2, 3, 4, 5);
+  assert.equal(
+    formatUpdate(leader, { tty: false, json: false, now }),
+    "leader\t10.0.0.1:80\tzone=b\tpassing\t",
+  );
+  assert.equal(
+    formatUpdate(leader, { tty: true, json: false, now }),
+    "03:04:05  leader  10.0.0.1:80  passing  zone=b",
+  );
+  assert.deepEqual(
+    JSON.parse(formatUpdate(leader, { tty: false, json: true, now })),
+    leader,
+  );
+  // The set is empty: no leader.
+  const none = { kind: "leader" as const, instance: undefined, revision: 10 };
+  assert.equal(
+    formatUpdate(none, { tty: false, json: false, now }),
+    "leader\t\t\t\t",
+  );
+  assert.equal(
+    formatUpdate(none, { tty: true, json: false, now }),
+    "03:04:05  leader  (none)",
+  );
+  assert.deepEqual(
+    JSON.parse(formatUpdate(none, { tty: false, json: true, now })),
+    { kind: "leader", revision: 10, instance: null },
   );
 });
 

@@ -38,6 +38,17 @@ export {
   type WebSocketConstructor,
 } from "./client/client.ts";
 export {
+  Campaign,
+  CampaignEndedError,
+  type CampaignEventMap,
+  type CampaignOptions,
+  CLOCK_RATE_MARGIN,
+  DeposedEvent,
+  type DeposedReason,
+  ElectedEvent,
+  TIMER_MARGIN_MS,
+} from "./client/campaign.ts";
+export {
   LeaderEvent,
   MAX_OFFLINE,
   ServiceSet,
@@ -58,7 +69,10 @@ export type {
   HealthFilter,
   Instance,
   InstanceCounts,
+  InstanceOwner,
+  LeaseResult,
   Limits,
+  OwnersResult,
   ServiceEvent,
   StatusResult,
 } from "./protocol/types.ts";

@@ -20,7 +20,12 @@ import { validateAddr } from "../protocol/validate.ts";
 import { parseAllowHosts } from "./admit.ts";
 import { defaultAdvertiseHost, joinHostPort } from "./advertise.ts";
 import { parseAllowOrigins } from "./dashboard/origin.ts";
-import { createLogger, type Logger, type LogLevel } from "./log.ts";
+import {
+  childLogger,
+  createLogger,
+  type Logger,
+  type LogLevel,
+} from "./log.ts";
 import { Acl, AuthLimiter } from "./acl.ts";
 import { CheckPolicy, Checks } from "./checks.ts";
 import { type DnsServer, startDns } from "./dns.ts";
@@ -32,12 +37,20 @@ import { DEFAULT_HISTORY_BYTES } from "./view.ts";
 import { DEFAULT_IDLE_MS, DEFAULT_MAX_SCOPES, Views } from "./views.ts";
 
 export {
+  type CategoryLogger,
+  childLogger,
   createLogger,
+  jsonFormatter,
+  type LineRecord,
+  LOG_FORMATS,
   LOG_LEVELS,
   type LogFields,
+  type LogFormat,
   type Logger,
   type LoggerOptions,
   type LogLevel,
+  logtapeLogger,
+  textFormatter,
 } from "./log.ts";
 export * from "../backends/mod.ts";
 
@@ -413,7 +426,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   }
   const allowOrigins = parseAllowOrigins(options.allowOrigins ?? []);
   const allowHosts = parseAllowHosts(options.allowHosts ?? []);
-  const log = options.logger ?? createLogger(options.logLevel ?? "info");
+  // One logger per layer: discover.agent, .checks, .registry, .session, .dns.
+  const root = options.logger ?? createLogger(options.logLevel ?? "info");
+  const log = childLogger(root, "agent");
   const hostname = options.hostname ?? "127.0.0.1";
   const advertiseHost = canonicalHost(
     options.advertiseHost ?? defaultAdvertiseHost(),
@@ -443,13 +458,13 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     maxScopes: maxWatches,
   });
   const checks = new Checks({
-    log,
+    log: childLogger(root, "checks"),
     onRun: metrics && ((run) => metrics.checkRun(run.ok)),
   });
   const registry = new Registry(backend, views, {
     ttlMs: ttl * 1000,
     maxRegistrations: limits.maxRegistrations,
-    log,
+    log: childLogger(root, "registry"),
     checks,
   });
   const checkPolicy = new CheckPolicy({
@@ -469,7 +484,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     ttl,
     limits,
     idleTimeout,
-    log,
+    log: childLogger(root, "session"),
     shuttingDown: () => shuttingDown,
     metrics,
     ...(access ? { access } : {}),
@@ -522,7 +537,7 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
         port: dnsPort,
         domain,
         ttl,
-        log,
+        log: childLogger(root, "dns"),
       });
     } catch (error) {
       registry.close();

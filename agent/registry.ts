@@ -34,6 +34,7 @@ import type {
   Health,
   Instance,
   InstanceCounts,
+  InstanceOwner,
 } from "../protocol/types.ts";
 import {
   Checks,
@@ -42,7 +43,7 @@ import {
   sameCheck,
 } from "./checks.ts";
 import type { Logger } from "./log.ts";
-import type { View } from "./view.ts";
+import type { SetFilter, View } from "./view.ts";
 import type { Hold, Views } from "./views.ts";
 
 /**
@@ -132,6 +133,8 @@ export class Owner {
   readonly keys: Set<string>;
   /** Timer that removes the instances of a lost owner. */
   expiry?: ReturnType<typeof setTimeout>;
+  /** When {@linkcode Owner.expiry} fires, in milliseconds since the epoch. */
+  expiresAt?: number;
   /** Register/unregister calls of this owner still waiting for the backend. */
   pending = 0;
   /** How the owner's last session ended: decides what happens once idle. */
@@ -346,6 +349,29 @@ export class Registry {
     return this.#owners.size;
   }
 
+  /**
+   * Milliseconds, from now, during which no agent can see an owner's
+   * instances leave but through the owner's own calls (or a forced
+   * unregister): an owner lost after now keeps them for the grace TTL,
+   * and the backend's lease cannot expire before what is left of it
+   * (`discover.lease`); and the id of that lease.
+   *
+   * @example Usage
+   * ```ts ignore
+   * const { ms, lease } = registry.vouch();
+   * ```
+   *
+   * @returns The milliseconds (at least 0) and the backend's lease id
+   *   (`""` without one).
+   */
+  vouch(): { ms: number; lease: string } {
+    const lease = this.#backend.lease?.() ?? { id: "", left: Infinity };
+    return {
+      ms: Math.max(0, Math.floor(Math.min(this.#options.ttlMs, lease.left))),
+      lease: lease.id,
+    };
+  }
+
   /** Number of removals waiting for the backend to be reachable. */
   get pendingRemovals(): number {
     return this.#removals.size;
@@ -371,7 +397,8 @@ export class Registry {
     if (owner.expiry !== undefined) {
       clearTimeout(owner.expiry);
       owner.expiry = undefined;
-      this.#options.log.debug("owner is back within its grace period", { id });
+      owner.expiresAt = undefined;
+      this.#options.log.info("owner is back within its grace period", { id });
     }
     return owner;
   }
@@ -401,18 +428,23 @@ export class Registry {
       return;
     }
     if (owner.lastClose === "clean") {
-      this.#removeAll(owner);
+      this.#removeAll(owner, "instance unregistered: its client closed");
     } else if (owner.keys.size === 0) {
       this.#forgetIfEmpty(owner);
     } else if (owner.expiry === undefined) {
-      this.#options.log.debug("owner lost; instances kept for the grace TTL", {
+      this.#options.log.info("owner lost; instances kept for the grace TTL", {
         id: owner.id,
         instances: owner.keys.size,
         ttlMs: this.#options.ttlMs,
       });
+      owner.expiresAt = Date.now() + this.#options.ttlMs;
       owner.expiry = setTimeout(() => {
         owner.expiry = undefined;
-        this.#removeAll(owner);
+        owner.expiresAt = undefined;
+        this.#removeAll(
+          owner,
+          "instance expired: its client did not come back within the grace TTL",
+        );
       }, this.#options.ttlMs);
     }
   }
@@ -442,6 +474,37 @@ export class Registry {
       if (entry?.owner === owner.id) instances.push(entry.instance);
     }
     return instances.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  /**
+   * Whose the instances of a set are, and what this agent knows of their
+   * owners' connections (`discover.owners`).
+   *
+   * @param view A view of the set's service, held by the caller.
+   * @param service The service.
+   * @param filter Which instances, as for `discover.services`.
+   * @returns One entry per instance, sorted by address.
+   */
+  ownersOf(view: View, service: string, filter?: SetFilter): InstanceOwner[] {
+    const out: InstanceOwner[] = [];
+    for (const instance of view.list(service, filter)) {
+      const id = view.get(service, instance.addr)?.owner;
+      if (id === undefined) continue;
+      const known = this.#owners.get(id);
+      const key = instanceKey(service, instance.addr);
+      const here = known !== undefined && known.keys.has(key);
+      const entry: InstanceOwner = {
+        addr: instance.addr,
+        owner: id.startsWith("c:") ? id.slice(0, 10) : id,
+        client: !here ? "elsewhere" : known.live ? "connected" : "lost",
+      };
+      if (here && !known.live && known.expiresAt !== undefined) {
+        entry.expires = known.expiresAt;
+      }
+      if (here && known.name !== undefined) entry.token = known.name;
+      out.push(entry);
+    }
+    return out.sort((a, b) => a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0);
   }
 
   /**
@@ -564,6 +627,20 @@ export class Registry {
         throw this.#backendError(error, key);
       }
       await this.#applied(service, revision, key);
+      if (previous) {
+        this.#options.log.info("instance taken over", {
+          service,
+          addr,
+          owner: owner.id,
+          from: previous.id,
+        });
+      } else if (!entry) {
+        this.#options.log.info("instance registered", {
+          service,
+          addr,
+          owner: owner.id,
+        });
+      }
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       const now = view.get(service, addr);
@@ -900,6 +977,11 @@ export class Registry {
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       if (revision === undefined) return false;
+      this.#options.log.info("instance unregistered", {
+        service,
+        addr,
+        owner: entry.owner,
+      });
       await this.#applied(service, revision, key);
       return true;
     }
@@ -998,8 +1080,10 @@ export class Registry {
   }
 
   /** Removes every instance of an owner that is gone (closed, or lost past its TTL). */
-  #removeAll(owner: Owner): void {
+  #removeAll(owner: Owner, why: string): void {
     for (const key of owner.keys) {
+      const [service, addr] = splitInstanceKey(key);
+      this.#options.log.info(why, { service, addr, owner: owner.id });
       // Only records this agent keeps alive: a client that moved to another
       // agent (same owner id) has its records held there now.
       this.#queueRemoval(key, { owner: owner.id, ifKept: true });

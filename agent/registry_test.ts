@@ -202,8 +202,13 @@ class Unreachable extends MemoryBackend {
   down = false;
   deletes: WriteOptions[] = [];
   released: string[] = [];
-  release(service: string, addr: string) {
+  override release(
+    service: string,
+    addr: string,
+    options?: { ifOwner?: string },
+  ) {
     this.released.push(`${service}/${addr}`);
+    super.release(service, addr, options);
   }
   override delete(service: string, addr: string, options?: WriteOptions) {
     this.deletes.push(options ?? {});

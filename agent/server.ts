@@ -14,7 +14,7 @@
  */
 
 import { openrpcDocument } from "../protocol/openrpc.ts";
-import { CLIENT_ID_PATTERN } from "../protocol/validate.ts";
+import { CLIENT_ID_PATTERN, CLIENT_ID_RULE } from "../protocol/validate.ts";
 import { admit } from "./admit.ts";
 import { CLIENT_JS } from "./dashboard/_client_bundle.ts";
 import { originAllowed } from "./dashboard/origin.ts";
@@ -206,6 +206,8 @@ export class SessionServer {
     // First: a request addressed to a name that is not the agent's may come
     // from a DNS-rebinding page. Once admitted, the URL's origin (built
     // from Host) is one of the agent's own, as the Origin check expects.
+    const remote = (info?.remoteAddr as Deno.NetAddr | undefined)?.hostname ??
+      "";
     const refused = admit(
       this.#tls ? withAuthority(request) : request,
       this.#options,
@@ -215,7 +217,10 @@ export class SessionServer {
         refused.status === 403
           ? "request refused: Host is not a name of this agent"
           : "request refused: no or malformed Host",
-        { host: request.headers.get("host") },
+        {
+          host: request.headers.get("host"),
+          remote,
+        },
       );
       return refused;
     }
@@ -223,8 +228,7 @@ export class SessionServer {
     const upgrade =
       request.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (url.pathname === "/" && upgrade) {
-      const remote = info?.remoteAddr as Deno.NetAddr | undefined;
-      return this.#upgrade(request, url, remote?.hostname ?? "");
+      return this.#upgrade(request, url, remote);
     }
     if (request.method !== "GET" && request.method !== "HEAD") {
       return new Response("method not allowed: use GET\n", { status: 405 });
@@ -324,6 +328,7 @@ export class SessionServer {
     }
     if (this.#sockets.size >= limits.maxSessions) {
       this.#log.warn("session refused: maxSessions reached", {
+        remote,
         maxSessions: limits.maxSessions,
       });
       return new Response(
@@ -345,7 +350,7 @@ export class SessionServer {
     const clientId = url.searchParams.get("client");
     if (clientId !== null && !CLIENT_ID_PATTERN.test(clientId)) {
       return new Response(
-        "bad request: 'client' must be 1 to 64 characters of A-Z a-z 0-9 _ -\n",
+        `bad request: 'client' must be ${CLIENT_ID_RULE}\n`,
         { status: 400 },
       );
     }
@@ -356,7 +361,10 @@ export class SessionServer {
     }
     if (!originAllowed(request, this.#options.allowOrigins)) {
       const origin = request.headers.get("origin");
-      this.#log.warn("session refused: origin not allowed", { origin });
+      this.#log.warn("session refused: origin not allowed", {
+        origin,
+        remote,
+      });
       return new Response(
         `forbidden: web pages from origin '${origin}' may not connect to this agent; start it with --allow-origin ${origin} to allow them\n`,
         { status: 403 },
@@ -377,6 +385,10 @@ export class SessionServer {
     }
     const { socket, response } = upgraded;
     const sessionId = String(this.#nextSession++);
+    // Logged as its first 8 characters: the whole id acts as a credential.
+    const shownClient = clientId === null
+      ? {}
+      : { client: `${clientId.slice(0, 8)}…` };
     const ownerId = clientId === null
       ? `s:${this.#options.agentId}:${sessionId}`
       : clientOwnerId(clientId);
@@ -396,7 +408,12 @@ export class SessionServer {
       );
       this.#sockets.set(socket, session);
       this.#count(remote, 1);
-      this.#log.debug("session opened", { session: sessionId, owner: ownerId });
+      this.#log.info("session opened", {
+        session: sessionId,
+        remote,
+        ...shownClient,
+        owner: ownerId,
+      });
     });
     socket.addEventListener("message", (event) => session?.receive(event.data));
     socket.addEventListener("close", (event) => {
@@ -407,8 +424,10 @@ export class SessionServer {
       // (1001 but not wasClean) means the session was lost.
       const clean = event.wasClean &&
         (event.code === 1000 || event.code === 1001 || event.code === 1005);
-      this.#log.debug("session closed", {
+      this.#log.info("session closed", {
         session: sessionId,
+        remote,
+        ...shownClient,
         code: event.code,
         clean,
       });

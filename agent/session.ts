@@ -35,6 +35,7 @@ import {
   type Filter,
   type HealthFilter,
   type Limits,
+  MAX_INITIAL_BATCH,
   type ServiceEvent,
   type SubscribeParams,
   type SubscribeResult,
@@ -248,18 +249,40 @@ class Subscription implements Subscriber {
    *
    * @param events The initial events, serialized.
    * @param bytes Their frames' size, as reserved by the session.
+   * @param options `batch`: the client takes the initial events in batch
+   *   frames (`SubscribeParams.batch`).
    */
-  start(events: readonly string[], bytes: number): void {
+  start(
+    events: readonly string[],
+    bytes: number,
+    options: { batch?: boolean } = {},
+  ): void {
     if (this.stopped) {
       this.session.sendInitial([], bytes);
       return;
     }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    this.session.sendInitial(events.map((json) => this.frame(json)), bytes);
+    const frames = events.map((json) => this.frame(json));
+    this.session.sendInitial(
+      options.batch ? batched(frames, MAX_INITIAL_BATCH) : frames,
+      bytes,
+    );
     for (const json of pending) this.session.send(this.frame(json));
     this.session.eventsSent(events.length + pending.length);
   }
+}
+
+/**
+ * Groups frames, in order, into JSON-RPC batch frames (JSON arrays) of at
+ * most `size` messages each.
+ */
+function batched(frames: readonly string[], size: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < frames.length; i += size) {
+    out.push(`[${frames.slice(i, i + size).join(",")}]`);
+  }
+  return out;
 }
 
 /**
@@ -715,6 +738,18 @@ export class Session {
           hold.release();
         }
       },
+      "discover.owners": async (p) => {
+        this.#require(p.service, "read");
+        const hold = await ctx.views.acquire(p.service);
+        try {
+          return {
+            revision: hold.view.revision,
+            owners: ctx.registry.ownersOf(hold.view, p.service, setFilter(p)),
+          };
+        } finally {
+          hold.release();
+        }
+      },
       "discover.owned": () => ({
         revision: ctx.views.revision,
         instances: ctx.registry.owned(this.#owner),
@@ -770,6 +805,7 @@ export class Session {
         limits: ctx.limits,
         instances: ctx.registry.counts(),
       }),
+      "discover.lease": () => ctx.registry.vouch(),
       "rpc.discover": () => openrpcDocument,
       "$/ping": () => "pong",
     };
@@ -952,7 +988,7 @@ export class Session {
       frame.reserved += bytes;
       call.afterResponse(() => {
         frame.reserved -= bytes;
-        subscription.start(initial, bytes);
+        subscription.start(initial, bytes, { batch: params.batch });
       });
     }
     return {

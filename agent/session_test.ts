@@ -330,3 +330,47 @@ Deno.test("register/unregister keep arrival order per instance; other instances 
   assert.deepEqual(responses.map((r: Json) => r.id), [1, 2, 3]);
   session.closed(true);
 });
+
+Deno.test("with batch, the initial events arrive in order as batch frames of at most 1,000 notifications; later events one per frame", async () => {
+  const { view, socket, session } = setup();
+  view.changes(Array.from({ length: 1000 }, (_, i) => ({
+    type: "put" as const,
+    revision: 21 + i,
+    record: {
+      service: "big",
+      addr: `10.1.${i >> 8}.${i & 255}:80`,
+      attrs: {},
+      owner: "o",
+      registeredAt: 0,
+    },
+  })));
+  session.receive(JSON.stringify({
+    jsonrpc: "2.0",
+    id: 1,
+    method: "discover.subscribe",
+    params: { service: "big", batch: true },
+  }));
+  await until(() => socket.bufferedAmount > 0, "the snapshot");
+  await tick(20);
+  const frames = socket.read();
+  assert.equal(frames[0].id, 1, "the response comes first, alone");
+  const batches = frames.slice(1);
+  assert.deepEqual(batches.map((b) => Array.isArray(b)), [true, true]);
+  assert.deepEqual(batches.map((b) => b.length), [1000, 22]);
+  const kinds = batches.flat().map((n: Json) => n.params.result.kind);
+  assert.equal(kinds.length, 1022); // 1,020 up, leader, current
+  assert.ok(kinds.slice(0, 1020).every((k: string) => k === "up"));
+  assert.deepEqual(kinds.slice(1020), ["leader", "current"]);
+
+  view.changes([{
+    type: "delete",
+    revision: 2000,
+    service: "big",
+    addr: "10.0.0.1:80",
+  }]);
+  const later = socket.read();
+  assert.equal(later.length, 1);
+  assert.equal(Array.isArray(later[0]), false);
+  assert.equal(later[0].params.result.kind, "down");
+  session.closed(true);
+});

@@ -296,6 +296,16 @@ function kindOf(
   return was ? "down" : undefined;
 }
 
+/**
+ * Whether two records of one key show subscribers the same thing: the
+ * same state in the same life. A new `created` (the key was deleted and
+ * written again, as a lost lease's records are written back) is a change:
+ * its leadership and fencing token are not the old life's.
+ */
+function sameLife(a: StoredRecord, b: StoredRecord): boolean {
+  return sameState(a, b) && (a.created ?? 0) === (b.created ?? 0);
+}
+
 /** Which of `before` and `after` an event of `kind` carries. */
 function subjectOf<T>(kind: EventKind, before?: T, after?: T): T {
   return kind === "down" ? after ?? before! : after!;
@@ -742,7 +752,7 @@ export class View implements BackendWatcher, Trimmable {
       if (service !== ALL_SERVICES && record.service !== service) continue;
       seen.add(instanceKey(record.service, record.addr));
       const now = this.#services.get(record.service)?.get(record.addr);
-      if (now && sameState(now.record, record)) continue;
+      if (now && sameLife(now.record, record)) continue;
       push({ record, revision: past.revision }, now);
     }
     const groups = service === ALL_SERVICES
@@ -895,7 +905,7 @@ export class View implements BackendWatcher, Trimmable {
       if (
         current && current.owner === record.owner &&
         current.registeredAt === record.registeredAt &&
-        sameState(current, record)
+        sameLife(current, record)
       ) continue;
       this.#put(record, revision);
     }
@@ -936,7 +946,7 @@ export class View implements BackendWatcher, Trimmable {
     let entries = this.#services.get(record.service);
     if (!entries) this.#services.set(record.service, entries = new Map());
     const before = entries.get(record.addr);
-    if (before && sameState(before.record, record)) {
+    if (before && sameLife(before.record, record)) {
       // An owner change alone (a takeover) is invisible to subscribers:
       // the instance keeps its revision and its time of registration.
       const { registeredAt } = before.record;
@@ -1009,7 +1019,9 @@ export class View implements BackendWatcher, Trimmable {
       selects(after.record, filter, filter?.health);
     let next = leader;
     if (leader !== undefined && leader.record.addr === changed.record.addr) {
-      next = inSet
+      // In the same life it still leads; gone, or in a new life (written
+      // back after a lost lease), another instance may.
+      next = inSet && after.record.created === leader.record.created
         ? after
         : this.#leaderOf(subscriber.service, subscriber.filter);
     } else if (

@@ -814,3 +814,33 @@ Deno.test("the leader a subscriber is told of is always the one a full scan find
     }),
   );
 });
+
+Deno.test("a record written back in a new life (same state, new created) is an update, and its leadership is looked at again", () => {
+  const view = new View();
+  const l = listener("svc");
+  view.subscribe(l.sub);
+  view.changes([
+    { type: "put", revision: 2, record: { ...rec("h:2"), created: 2 } },
+    { type: "put", revision: 3, record: { ...rec("h:1"), created: 3 } },
+  ]);
+  assert.deepEqual(l.leaders, ["h:2 2"]);
+  // The key of the leader was deleted and written again (a lost lease's
+  // records written back): same state, a new life, last in line.
+  view.changes([
+    { type: "put", revision: 9, record: { ...rec("h:2"), created: 9 } },
+  ]);
+  assert.deepEqual(l.got, ["up h:2 2", "up h:1 3", "update h:2 9"]);
+  assert.equal(view.get("svc", "h:2")?.instance.created, 9);
+  assert.deepEqual(l.leaders, ["h:2 2", "h:1 9"]);
+  // A full read that finds a new life is a change too.
+  view.reset({
+    revision: 12,
+    epoch: "",
+    records: [
+      { ...rec("h:2"), created: 9 },
+      { ...rec("h:1"), created: 12 },
+    ],
+  });
+  assert.equal(view.get("svc", "h:1")?.instance.created, 12);
+  assert.deepEqual(l.leaders, ["h:2 2", "h:1 9", "h:2 12"]);
+});

@@ -13,6 +13,15 @@
  * on a fresh call with a deadline (which the connection pool may send to
  * another member) when no renewal has succeeded for half the TTL.
  *
+ * It also knows how long the lease is certain to live: etcd starts a
+ * lease's TTL over when it handles a keep-alive, which is after the agent
+ * sent it, so a lease renewed by a keep-alive sent at T cannot expire
+ * before T + TTL ({@linkcode AgentLease.left}). The library's stream does
+ * not say which keep-alive a response answers: the send times of the
+ * keep-alives fired on the current stream are queued, each response takes
+ * the oldest, and a new stream starts the queue over, so a renewal is
+ * never credited with a later send time than its own.
+ *
  * Every lease granted is remembered (the last {@linkcode MAX_OWN_LEASES}):
  * a key attached to one of them, lost ones included, was written by this
  * agent.
@@ -67,6 +76,10 @@ export class AgentLease {
   /** Every lease granted, lost ones included (the newest last). */
   #ours = new Set<string>();
   #lastRenewal = 0;
+  /** `performance.now()` at the send of the latest keep-alive known to have renewed the lease. */
+  #renewedSent = -Infinity;
+  /** Send times of the keep-alives fired on the current stream and not answered yet. */
+  #fired: number[] = [];
   #renewing = false;
   #closed = false;
 
@@ -86,6 +99,19 @@ export class AgentLease {
   /** The id of the current lease, once granted. */
   get id(): string | undefined {
     return this.#id;
+  }
+
+  /**
+   * Milliseconds from now before which the current lease cannot expire at
+   * etcd (see the module documentation); 0 without a lease, or once it may
+   * have expired.
+   *
+   * @returns The milliseconds left, at least 0.
+   */
+  left(): number {
+    if (!this.#lease) return 0;
+    const left = this.#renewedSent + this.#ttl * 1000 - performance.now();
+    return Math.max(0, left);
   }
 
   /**
@@ -118,6 +144,8 @@ export class AgentLease {
     this.#lease = undefined;
     this.#id = undefined;
     this.#ready = undefined;
+    this.#renewedSent = -Infinity;
+    this.#fired = [];
   }
 
   /**
@@ -130,6 +158,7 @@ export class AgentLease {
     const quiet = Date.now() - this.#lastRenewal;
     if (quiet < (this.#ttl * 1000) / 2) return;
     this.#renewing = true;
+    const sent = performance.now();
     try {
       const response = await lease.keepaliveOnce({
         deadline: Date.now() + Math.min(this.#callTimeout, 1000),
@@ -140,12 +169,18 @@ export class AgentLease {
         return;
       }
       this.#lastRenewal = Date.now();
+      this.#credit(sent);
       this.#events.renewed();
     } catch (error) {
       this.#events.failed(error);
     } finally {
       this.#renewing = false;
     }
+  }
+
+  /** A keep-alive sent at `sent` renewed the lease. */
+  #credit(sent: number) {
+    if (sent > this.#renewedSent) this.#renewedSent = sent;
   }
 
   /** Stops keeping the lease alive, without revoking it. */
@@ -155,7 +190,23 @@ export class AgentLease {
   }
 
   async #grant(): Promise<string> {
+    // The grant request is sent by the constructor: its TTL runs from
+    // when etcd handles it, after this.
+    const sent = performance.now();
     const lease = this.#client.lease(this.#ttl);
+    // Fired just before each keep-alive is written; a new stream's first
+    // comes right after `keepaliveEstablished`.
+    lease.on("keepaliveEstablished", () => {
+      if (this.#lease === lease || this.#lease === undefined) this.#fired = [];
+    });
+    lease.on("keepaliveFired", () => {
+      if (this.#lease === lease || this.#lease === undefined) {
+        this.#fired.push(performance.now());
+      }
+    });
+    lease.on("keepaliveFailed", () => {
+      if (this.#lease === lease) this.#fired = [];
+    });
     lease.on("lost", (error) => {
       if (this.#lease === lease) this.#events.lost(this.#id!, error);
     });
@@ -166,6 +217,8 @@ export class AgentLease {
         return;
       }
       this.#lastRenewal = Date.now();
+      const sent = this.#fired.shift();
+      if (sent !== undefined) this.#credit(sent);
       this.#events.renewed();
     });
     let id: string;
@@ -184,6 +237,7 @@ export class AgentLease {
     this.#lastRenewal = Date.now();
     this.#lease = lease;
     this.#id = id;
+    this.#renewedSent = sent;
     this.#ours.add(id);
     if (this.#ours.size > MAX_OWN_LEASES) {
       this.#ours.delete(this.#ours.values().next().value!);

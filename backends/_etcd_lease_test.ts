@@ -182,3 +182,37 @@ Deno.test("AgentLease: a renewal answered with TTL -1 or 0 is a lost lease, not 
     lease.close();
   }
 });
+
+Deno.test("AgentLease.left: a renewal counts from the send of the keep-alive it answers, never later", async () => {
+  const { client, leases } = fakeClient([() => Promise.resolve("21")]);
+  const { events } = recorder();
+  const lease = new AgentLease(client, { ttl: 10, callTimeout: 3000, events });
+  assert.equal(lease.left(), 0, "no lease yet");
+  const before = performance.now();
+  await lease.current();
+  // Granted: the TTL runs from (at the latest) the grant's send.
+  const granted = lease.left();
+  assert.ok(granted <= 10_000 && granted > 9_000, `left ${granted}`);
+  assert.ok(performance.now() + granted <= before + 10_000 + 50);
+  const stream = leases[0];
+  stream.emit("keepaliveEstablished");
+  stream.emit("keepaliveFired"); // sent now
+  const fired = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  stream.emit("keepaliveFired"); // a later one, not answered yet
+  // The answer is credited to the oldest keep-alive in flight.
+  stream.emit("keepaliveSucceeded", { TTL: "10" });
+  const left = lease.left();
+  assert.ok(
+    performance.now() + left <= fired + 10_000 + 1,
+    "credited with the first send, not the second",
+  );
+  // A new stream starts over: an answer without a keep-alive of its own
+  // credits nothing.
+  stream.emit("keepaliveEstablished");
+  const now = performance.now();
+  stream.emit("keepaliveSucceeded", { TTL: "10" });
+  assert.ok(now + lease.left() <= fired + 10_000 + 1);
+  lease.close();
+  assert.equal(lease.left(), 0, "closed: nothing to vouch for");
+});

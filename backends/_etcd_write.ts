@@ -6,7 +6,7 @@
  * - The writes of one key run one at a time (`KeyedSerial` in `protocol/keyed_serial.ts`: a
  *   lease restore must not race an unregister).
  * - A conditional write first checks its conditions against what the
- *   watch told of the key ({@linkcode allows}), then lets etcd check the
+ *   watch told of the key (`allows` in `_conditions.ts`), then lets etcd check the
  *   key's version atomically with the write ({@linkcode keyWrite}: a
  *   transaction of its own, whose failure branch reads the key).
  * - Writes go to etcd in batches ({@linkcode TxnBatcher}): a write goes at
@@ -32,67 +32,7 @@ import {
   type ITxnRequest,
   type ITxnResponse,
 } from "etcd3";
-import type { WriteOptions } from "./backend.ts";
-import type { Known } from "./_etcd_record.ts";
 import type { BackendLogger } from "./descriptor.ts";
-
-/**
- * Whether a write has a condition to check against the stored record.
- *
- * @example Usage
- * ```ts
- * import { isConditional } from "./_etcd_write.ts";
- * isConditional({}); // false
- * isConditional({ ifOwner: null }); // true
- * ```
- *
- * @param options The write's options.
- * @returns Whether it is conditional.
- */
-export function isConditional(options: WriteOptions): boolean {
-  return options.ifOwner !== undefined || options.ifKept === true ||
-    options.ifVersion !== undefined;
-}
-
-/**
- * Whether a write's conditions hold for the record as `known` says it is.
- *
- * @example Usage
- * ```ts
- * import { allows } from "./_etcd_write.ts";
- * const ours = (lease: string) => lease === "1";
- * allows({ owner: "a", modRevision: "5", lease: "1" }, { ifOwner: "a" }, ours); // true
- * allows(undefined, { ifKept: true }, ours); // false
- * ```
- *
- * @param known What the store holds for the key, if anything.
- * @param options The write's conditions.
- * @param ours Whether a lease is one of this agent's (current or lost).
- * @returns Whether the write may go ahead.
- */
-export function allows(
-  known: Known | undefined,
-  options: WriteOptions,
-  ours: (lease: string) => boolean,
-): boolean {
-  const owner = known?.owner ?? null;
-  if (options.ifOwner !== undefined && owner !== options.ifOwner) {
-    return false;
-  }
-  // Absent, or attached to another agent's lease: not ours to remove.
-  if (options.ifKept && (!known || !ours(known.lease))) return false;
-  // Written again since: not the record the write was meant for, unless
-  // only this agent moved it to a new lease (a restore; any other write
-  // through this agent withdraws a pending removal first).
-  if (
-    options.ifVersion !== undefined &&
-    known?.modRevision !== options.ifVersion &&
-    !(known && ours(known.lease) && owner === options.ifOwner)
-  ) {
-    return false;
-  }
-  return true;
-}
 
 /**
  * Most writes in one transaction. etcd refuses a transaction with more

@@ -10,49 +10,12 @@ import {
   type ITxnResponse,
 } from "etcd3";
 import {
-  allows,
-  isConditional,
   keyWrite,
   type KeyWriteOptions,
   TxnBatcher,
   WriteTimeoutError,
 } from "./_etcd_write.ts";
 import { until } from "../tests/_wait.ts";
-
-const ours = (lease: string) => lease === "1" || lease === "2";
-const mine = { owner: "a", modRevision: "5", lease: "1" };
-const theirs = { owner: "a", modRevision: "5", lease: "9" };
-
-Deno.test("isConditional: any of ifOwner, ifKept, ifVersion", () => {
-  assert.equal(isConditional({}), false);
-  assert.equal(isConditional({ ifKept: false }), false);
-  assert.equal(isConditional({ ifOwner: null }), true);
-  assert.equal(isConditional({ ifKept: true }), true);
-  assert.equal(isConditional({ ifVersion: "3" }), true);
-});
-
-Deno.test("allows: ifOwner compares the owner, null meaning no record", () => {
-  assert.ok(allows(mine, { ifOwner: "a" }, ours));
-  assert.ok(!allows(mine, { ifOwner: "b" }, ours));
-  assert.ok(allows(undefined, { ifOwner: null }, ours));
-  assert.ok(!allows(mine, { ifOwner: null }, ours));
-});
-
-Deno.test("allows: ifKept needs a record on one of this agent's leases", () => {
-  assert.ok(allows(mine, { ifKept: true }, ours));
-  assert.ok(!allows(theirs, { ifKept: true }, ours));
-  assert.ok(!allows(undefined, { ifKept: true }, ours));
-});
-
-Deno.test("allows: ifVersion needs that version, unless only this agent moved the record to a new lease", () => {
-  assert.ok(allows(mine, { ifVersion: "5" }, ours));
-  assert.ok(!allows(theirs, { ifVersion: "4" }, ours));
-  // Rewritten by this agent's restore (its lease, same owner): still the one.
-  const restored = { owner: "a", modRevision: "8", lease: "2" };
-  assert.ok(allows(restored, { ifVersion: "5", ifOwner: "a" }, ours));
-  assert.ok(!allows(restored, { ifVersion: "5", ifOwner: "b" }, ours));
-  assert.ok(!allows(undefined, { ifVersion: "5" }, ours));
-});
 
 /** What the fake store holds of a key. */
 interface FakeKv {

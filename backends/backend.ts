@@ -330,6 +330,19 @@ export interface Backend {
    * @returns The version, if known.
    */
   version?(service: string, addr: string): string | undefined;
+  /**
+   * The lease this agent's records are attached to: its `id` (it changes
+   * when a lease is lost and replaced; records written under the lost one
+   * may have expired) and the milliseconds from now during which no other
+   * agent can see it expire (etcd: the lease was last renewed by a
+   * keep-alive sent at T, so it cannot expire before T + its TTL), 0 when
+   * it may have expired already. Without this method, records never
+   * expire behind the agent's back (the memory backend). The agent vouches
+   * for its clients' instances no longer than this (`discover.lease`).
+   *
+   * @returns The lease id (`""` when there is none yet) and the time left.
+   */
+  lease?(): { id: string; left: number };
   /** Stops every watch and releases the store (and with it this agent's records, where the store keeps them per agent). */
   close(): Promise<void>;
 }

@@ -8,6 +8,12 @@
  * its flag parser and its `--help`, so adding a backend means adding its
  * descriptor to that list, nothing else.
  *
+ * A backend's flags start with its name (or its
+ * {@linkcode BackendDescriptor.flagPrefix}) and a dash, so that a flag
+ * says which backend it belongs to, except the few names in
+ * {@linkcode SHARED_FLAG_NAMES} that mean the same whichever backend
+ * declares them (`--data-dir`); {@linkcode checkFlagNames} is that rule.
+ *
  * The rules every flag value follows live here too:
  * {@linkcode parseSeconds} for durations, {@linkcode parseCount} for
  * counts and sizes, and {@linkcode FlagError} for a value that breaks
@@ -22,7 +28,8 @@ import type { Backend } from "./backend.ts";
 export interface Flag {
   /**
    * Name without the leading `--`, e.g. `etcd-endpoints`. A backend's
-   * flags start with the backend's name and a dash.
+   * flags start with the backend's name and a dash, or are one of
+   * {@linkcode SHARED_FLAG_NAMES} (see {@linkcode checkFlagNames}).
    */
   name: string;
   /** `"string"` takes a value; `"boolean"` is a switch. */
@@ -67,6 +74,12 @@ export interface BackendContext {
   readFile(flag: string, path: string): Promise<Uint8Array>;
   /** Reads an environment variable (a password, say). */
   env(name: string): string | undefined;
+  /**
+   * The agent's grace TTL (`--ttl`), in milliseconds: how long a lost
+   * client's instances stay. A backend that keeps records across agent
+   * restarts keeps its predecessor's that long.
+   */
+  ttlMs?: number;
 }
 
 /**
@@ -87,9 +100,17 @@ export interface BackendContext {
 export interface BackendDescriptor {
   /** The value of `--backend` that selects it, and the prefix of its flags. */
   readonly name: string;
+  /**
+   * The prefix of its flags, without the dash, when it is not `name`
+   * (a short form such as `zk` for `zookeeper`).
+   */
+  readonly flagPrefix?: string;
   /** One line for the list of backends in the help. */
   readonly summary: string;
-  /** Its flags; each name starts with `name` and a dash. */
+  /**
+   * Its flags; each name starts with `flagPrefix` (else `name`) and a
+   * dash, or is one of {@linkcode SHARED_FLAG_NAMES}.
+   */
   readonly flags: readonly Flag[];
   /** Paragraphs printed under its flags in the help. */
   readonly notes?: readonly string[];
@@ -102,6 +123,56 @@ export interface BackendDescriptor {
    * @returns The backend.
    */
   create(values: FlagValues, context: BackendContext): Promise<Backend>;
+}
+
+/**
+ * Flag names a backend may declare without its prefix: each means the
+ * same whichever backend declares it, so it is named for what it does.
+ * `data-dir`: the directory where a backend that keeps its state on this
+ * host keeps it.
+ *
+ * @example Usage
+ * ```ts
+ * import { SHARED_FLAG_NAMES } from "./descriptor.ts";
+ * console.log(SHARED_FLAG_NAMES.includes("data-dir")); // true
+ * ```
+ */
+export const SHARED_FLAG_NAMES: readonly string[] = Object.freeze([
+  "data-dir",
+]);
+
+/**
+ * Checks the names of a backend's flags: each starts with the backend's
+ * {@linkcode BackendDescriptor.flagPrefix} (its name by default) and a
+ * dash, or is one of {@linkcode SHARED_FLAG_NAMES}; and no name comes
+ * twice.
+ *
+ * @example Usage
+ * ```ts
+ * import { checkFlagNames } from "./descriptor.ts";
+ * import { memoryDescriptor } from "./memory.ts";
+ * checkFlagNames(memoryDescriptor); // --data-dir is shared: no error
+ * ```
+ *
+ * @param backend The backend's descriptor.
+ * @throws {Error} Naming the flag and the rule it breaks.
+ */
+export function checkFlagNames(backend: BackendDescriptor): void {
+  const prefix = `${backend.flagPrefix ?? backend.name}-`;
+  const seen = new Set<string>();
+  for (const { name } of backend.flags) {
+    if (!name.startsWith(prefix) && !SHARED_FLAG_NAMES.includes(name)) {
+      throw new Error(
+        `the ${backend.name} backend's flag --${name} must start with '${prefix}' or be one of ${
+          SHARED_FLAG_NAMES.map((shared) => `--${shared}`).join(", ")
+        }`,
+      );
+    }
+    if (seen.has(name)) {
+      throw new Error(`the ${backend.name} backend declares --${name} twice`);
+    }
+    seen.add(name);
+  }
 }
 
 /**

@@ -1,7 +1,14 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { FlagError, parseCount, parseSeconds } from "./descriptor.ts";
+import {
+  type BackendDescriptor,
+  checkFlagNames,
+  FlagError,
+  parseCount,
+  parseSeconds,
+  SHARED_FLAG_NAMES,
+} from "./descriptor.ts";
 
 Deno.test("parseSeconds: decimal seconds above 0, fractions included", () => {
   assert.equal(parseSeconds("ttl", "10"), 10);
@@ -41,5 +48,33 @@ Deno.test("parseCount: whole numbers, at least the minimum, with the reason", ()
   assert.throws(
     () => parseCount("max-frame-bytes", "10", { min: 32768, reason: "why" }),
     /--max-frame-bytes must be at least 32768 \(why\): got 10/,
+  );
+});
+
+Deno.test("checkFlagNames: a backend's prefix (its name, or flagPrefix) or a shared name, each once", () => {
+  const make = (
+    flags: string[],
+    flagPrefix?: string,
+  ): BackendDescriptor => ({
+    name: "zookeeper",
+    ...(flagPrefix ? { flagPrefix } : {}),
+    summary: "s",
+    flags: flags.map((name) => ({ name, type: "string", help: "h" })),
+    create: () => Promise.reject(new Error("not built here")),
+  });
+  checkFlagNames(make(["zookeeper-connect", "data-dir"]));
+  checkFlagNames(make(["zk-connect"], "zk"));
+  assert.ok(SHARED_FLAG_NAMES.includes("data-dir"));
+  assert.throws(
+    () => checkFlagNames(make(["zk-connect"])),
+    /the zookeeper backend's flag --zk-connect must start with 'zookeeper-' or be one of --data-dir/,
+  );
+  assert.throws(
+    () => checkFlagNames(make(["zookeeper-connect"], "zk")),
+    /must start with 'zk-'/,
+  );
+  assert.throws(
+    () => checkFlagNames(make(["data-dir", "data-dir"])),
+    /declares --data-dir twice/,
   );
 });

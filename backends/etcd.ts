@@ -108,6 +108,7 @@ import {
   type ClientSettings,
   PROBE_TIMEOUT_MS,
   probeOptions,
+  QuietLog,
   withHealth,
 } from "./_etcd_client.ts";
 import { AgentLease } from "./_etcd_lease.ts";
@@ -124,14 +125,13 @@ import { StateWatch } from "./_etcd_watch.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 import {
-  allows,
-  isConditional,
   type KeyChange,
   keyWrite,
   type KeyWriteOptions,
   TxnBatcher,
   type TxnOutcome,
 } from "./_etcd_write.ts";
+import { allows, isConditional } from "./_conditions.ts";
 
 export { READ_PAGE_KEYS } from "./_etcd_read.ts";
 
@@ -229,7 +229,8 @@ export class EtcdBackend implements Backend {
   readonly #settings: ClientSettings;
   readonly #codec: RecordCodec;
   readonly #leaseTtl: number;
-  readonly #log?: EtcdLogger;
+  /** Where to log: repeated warnings of an outage are counted (see `QuietLog`). */
+  readonly #log?: QuietLog;
   #events?: BackendStatus;
   #on?: Connection;
   #epoch = "";
@@ -272,10 +273,10 @@ export class EtcdBackend implements Backend {
         `'callTimeout' must be a number of milliseconds above 0: current value is ${callTimeout}`,
       );
     }
-    this.#log = options.log;
+    this.#log = options.log && new QuietLog(options.log);
     this.#batcher = new TxnBatcher(
       (txn) => this.#open().client.kv.txn(txn),
-      { timeout: callTimeout, log: options.log },
+      { timeout: callTimeout, log: this.#log },
     );
     this.#settings = {
       endpoints: [...options.endpoints],
@@ -336,7 +337,10 @@ export class EtcdBackend implements Backend {
       health,
       probes: new Map(),
       closing,
-      watchdog: setInterval(() => void lease.check(), 500),
+      watchdog: setInterval(() => {
+        void lease.check();
+        this.#checkLeaseDeadline(lease);
+      }, 500),
     };
     for (const set of this.#scopes.values()) {
       for (const entry of set) this.#startScope(entry);
@@ -509,6 +513,24 @@ export class EtcdBackend implements Backend {
   }
 
   /**
+   * The agent's lease: its id, and the milliseconds from now during which
+   * no other agent can see it expire (what is certainly left of it).
+   *
+   * @example Usage
+   * ```ts ignore
+   * const { id, left } = backend.lease();
+   * ```
+   *
+   * @returns The lease id (`""` before one is granted) and the time left
+   *   (0 when not open, or in doubt).
+   */
+  lease(): { id: string; left: number } {
+    const on = this.#on;
+    if (!on || this.#closed) return { id: "", left: 0 };
+    return { id: on.lease.id ?? "", left: on.lease.left() };
+  }
+
+  /**
    * Creates or replaces a record, attached to this agent's lease.
    *
    * @param record The record.
@@ -604,6 +626,11 @@ export class EtcdBackend implements Backend {
     this.#scopes.clear();
     await Promise.all(entries.map((entry) => this.#closeScope(entry)));
     if (!on) return;
+    this.#log?.settle();
+    this.#log?.info("etcd connection closed", {
+      endpoints: this.#settings.endpoints.join(","),
+    });
+    this.#connected = undefined;
     on.closing.abort();
     clearInterval(on.watchdog);
     on.lease.close();
@@ -672,7 +699,12 @@ export class EtcdBackend implements Backend {
         revision,
       });
     for (let attempt = 0; attempt < 3; attempt++) {
-      if (!allows(known, options, ours)) {
+      const held = known && {
+        owner: known.owner,
+        version: known.modRevision,
+        ours: ours(known.lease),
+      };
+      if (!allows(held, options)) {
         // A removal is never given up on what the watch says alone: it may
         // lag (a record just written back under a new lease, say).
         if (!removal || fresh) throw conflict();
@@ -717,6 +749,25 @@ export class EtcdBackend implements Backend {
       });
       return undefined;
     }
+  }
+
+  /**
+   * Says the state may be stale once less than a third of the lease TTL
+   * is certainly left (see `AgentLease.left`; two keep-alives in a row
+   * unanswered, and the fresh renewal of `AgentLease.check` too): other
+   * agents may see this agent's records expire soon after, and
+   * subscribers (campaigners among them) should hear of it first. A
+   * renewal says it is back. (A campaigner does not depend on hearing it
+   * in time: the agent vouches for its instances no longer than the lease
+   * is certain to live, `discover.lease`.)
+   */
+  #checkLeaseDeadline(lease: AgentLease) {
+    if (!this.#leaseUp || lease.id === undefined || this.#closed) return;
+    if (lease.left() > (this.#leaseTtl * 1000) / 3) return;
+    this.#status({ lease: false });
+    this.#log?.warn(
+      `no etcd lease renewal confirmed for two thirds of the lease TTL (${this.#leaseTtl} s); the state may be stale until one is`,
+    );
   }
 
   #leaseLost(leaseId: string, error: unknown) {
@@ -822,13 +873,24 @@ export class EtcdBackend implements Backend {
     if (all !== this.#connected) {
       const before = this.#connected;
       this.#connected = all;
-      if (all) {
-        if (before === false) this.#log?.info("etcd is reachable again");
-      } else if (before === true) {
+      const endpoints = this.#settings.endpoints.join(",");
+      if (this.#closed) {
+        // Watches closing: nothing to say.
+      } else if (all) {
+        // What was counted while it was away, before saying it is back.
+        this.#log?.settle();
+        this.#log?.info(
+          before === false ? "etcd is reachable again" : "etcd connected",
+          { endpoints },
+        );
+      } else {
         const down = [...this.#entries()].filter((e) => e.tried && !e.up);
         this.#log?.warn(
-          "etcd is unreachable: serving the last known state, writes fail",
+          before === undefined
+            ? "etcd is unreachable: writes fail until it answers"
+            : "etcd is unreachable: serving the last known state, writes fail",
           {
+            endpoints,
             lease: this.#leaseUp ? "renewed" : "in doubt",
             ...(down.length > 0
               ? { watches: `${down.length} not live, e.g. '${down[0].scope}'` }

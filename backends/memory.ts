@@ -2,8 +2,20 @@
 
 /**
  * The in-memory backend: the embedded default for a single host. State
- * lives in the agent process; an agent restart starts from empty at
- * revision 0 (clients re-register when they reconnect).
+ * lives in the agent process. Without a data directory, an agent restart
+ * starts from empty at revision 0 under a new epoch (clients re-register
+ * when they reconnect, and their subscribers see them go and come back).
+ *
+ * With {@linkcode MemoryBackendOptions.dataDir} (`--data-dir DIR`), every
+ * change is also appended to a log in that directory before it is applied
+ * (see `_durable_log.ts` for the format and what it guarantees), and an
+ * agent restarted on the same directory gets back its records, its
+ * revisions, its epoch and its recent changes. The records it finds are
+ * its predecessor's: like an etcd lease, they stay for
+ * {@linkcode MemoryBackendOptions.restartGrace} (the agent's grace TTL)
+ * and are removed then unless written again meanwhile. A client that
+ * reconnects in time registers them again with the same state, which
+ * subscribers do not see: a restart causes no `down` and no `up`.
  *
  * It keeps its latest changes (at most {@linkcode MemoryBackendOptions.historySize},
  * each referring to the record it replaced) so that it can say what a
@@ -27,7 +39,13 @@ import {
   type WatchOptions,
   type WriteOptions,
 } from "./backend.ts";
-import type { BackendDescriptor } from "./descriptor.ts";
+import type { BackendDescriptor, BackendLogger } from "./descriptor.ts";
+import {
+  concat,
+  DurableLog,
+  encodeChange,
+  type LogSnapshot,
+} from "./_durable_log.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 
@@ -55,8 +73,24 @@ export class MemoryBackend implements Backend {
   /** Always `"memory"`. */
   readonly name = "memory";
   #records = new Map<string, StoredRecord>();
+  /** Revision of `#records`. */
   #revision = 0;
-  #epoch = crypto.randomUUID();
+  /**
+   * The last revision on disk, which watchers and readers are at (with a
+   * data directory, the changes after it are being written; without,
+   * always `#revision`).
+   */
+  #durable = 0;
+  /** Changes applied but not written yet, in order, each with its caller. */
+  #queue: {
+    change: BackendChange;
+    frame: Uint8Array;
+    resolve: (revision: number) => void;
+    reject: (error: unknown) => void;
+  }[] = [];
+  /** Whether a write of `#queue` is due at the end of this turn. */
+  #writeDue = false;
+  #epoch: string = crypto.randomUUID();
   /** Open watches, by scope. */
   #watchers = new Map<string, Set<BackendWatcher>>();
   #open = false;
@@ -67,15 +101,34 @@ export class MemoryBackend implements Backend {
   #logBytes = 0;
   readonly #historySize: number;
   readonly #historyBytes: number;
+  readonly #options: MemoryBackendOptions;
+  /** The data file, while open (with a data directory). */
+  #store?: DurableLog;
+  /** Loading the data directory: until then, writes and reads wait. */
+  #opening?: Promise<void>;
+  /** Whether the state is known: always without a data directory; once loaded with one. */
+  #loaded: boolean;
+  /** Watches opened before the state was known: they start once it is. */
+  #unstarted = new Set<
+    { scope: string; watcher: BackendWatcher; options: WatchOptions }
+  >();
+  /** Records of the previous run not written again since (see `keeps`). */
+  #inherited = new Set<string>();
+  /** Records this agent stopped keeping alive (see `release`). */
+  #released = new Set<string>();
+  #graceTimer?: ReturnType<typeof setTimeout>;
 
   /**
-   * Creates an empty backend.
+   * Creates an empty backend; with a data directory, its state is read
+   * from there on {@linkcode MemoryBackend.open}.
    *
-   * @param options How many changes it keeps.
+   * @param options How many changes it keeps, and where it keeps them.
    */
   constructor(options: MemoryBackendOptions = {}) {
     this.#historySize = options.historySize ?? 10_000;
     this.#historyBytes = options.historyBytes ?? 16 * 1024 * 1024;
+    this.#options = options;
+    this.#loaded = options.dataDir === undefined;
   }
 
   /**
@@ -87,14 +140,18 @@ export class MemoryBackend implements Backend {
    * @returns The state then, or `undefined` when the changes kept do not
    *   reach back that far.
    */
-  stateAt(scope: string, revision: number): Promise<BackendState | undefined> {
-    return Promise.resolve(this.#stateAt(scope, revision));
+  async stateAt(
+    scope: string,
+    revision: number,
+  ): Promise<BackendState | undefined> {
+    await this.#ready();
+    return this.#stateAt(scope, revision);
   }
 
   #stateAt(scope: string, revision: number): BackendState | undefined {
     const oldest = this.#log[this.#logHead]?.change.revision ??
       this.#revision + 1;
-    if (revision < 0 || revision > this.#revision || revision < oldest - 1) {
+    if (revision < 0 || revision > this.#durable || revision < oldest - 1) {
       return undefined;
     }
     const records = new Map<string, StoredRecord>();
@@ -115,19 +172,133 @@ export class MemoryBackend implements Backend {
   }
 
   /**
-   * Says the store is reachable (it always is).
+   * Says the store is reachable (it always is). With a data directory, it
+   * first reads the state kept there and starts writing there.
    *
    * @param events Where to say it.
+   * @throws {Error} With a data directory that cannot be used (another
+   *   agent holds it, it cannot be written, or its file is not a discover
+   *   log): the message says what to do.
    */
-  open(events: BackendStatus): Promise<void> {
+  async open(events: BackendStatus): Promise<void> {
+    if (!this.#loaded) await (this.#opening ??= this.#load());
     this.#open = true;
-    events.epoch?.(this.#epoch, this.#revision);
+    events.epoch?.(this.#epoch, this.#durable);
     events.status(true);
     // Watches opened before: reachable now.
     for (const set of this.#watchers.values()) {
       for (const watcher of set) watcher.status(true);
     }
-    return Promise.resolve();
+  }
+
+  /** Reads the data directory, then writes there from now on. */
+  async #load(): Promise<void> {
+    const options = this.#options;
+    const store = await DurableLog.open(options.dataDir!, {
+      log: options.log,
+      compactBytes: options.compactBytes,
+    });
+    try {
+      const loaded = store.loaded;
+      this.#epoch = loaded.epoch;
+      this.#records = new Map();
+      this.#log = [];
+      this.#logHead = 0;
+      this.#logBytes = 0;
+      for (const record of loaded.records) {
+        this.#records.set(instanceKey(record.service, record.addr), record);
+      }
+      this.#revision = loaded.revision;
+      for (const change of loaded.changes) {
+        const key = instanceKey(serviceOf(change), addrOf(change));
+        const before = this.#records.get(key);
+        if (change.type === "put") this.#records.set(key, change.record);
+        else this.#records.delete(key);
+        this.#revision = change.revision;
+        this.#remember(change, before);
+      }
+      this.#durable = this.#revision;
+      this.#inherited = new Set(this.#records.keys());
+      this.#released.clear();
+      await store.begin((upTo) => this.#snapshot(upTo), this.#revision);
+    } catch (error) {
+      await store.close(this.#revision).catch(() => {});
+      throw error;
+    } finally {
+      this.#opening = undefined;
+    }
+    this.#store = store;
+    this.#loaded = true;
+    if (this.#inherited.size > 0) {
+      this.#graceTimer = setTimeout(
+        () => this.#expireInherited(),
+        this.#options.restartGrace ?? 10_000,
+      );
+    }
+    const unstarted = [...this.#unstarted];
+    this.#unstarted.clear();
+    for (const { scope, watcher, options } of unstarted) {
+      this.#start(scope, watcher, options);
+    }
+  }
+
+  /** The base state and the changes kept up to `upTo` (written), for a fresh data file. */
+  #snapshot(upTo: number): LogSnapshot {
+    const kept = this.#log.slice(this.#logHead)
+      .map(({ change }) => change)
+      .filter((change) => change.revision <= upTo);
+    const floor = (kept[0]?.revision ?? upTo + 1) - 1;
+    const base = this.#stateAt(ALL_SERVICES, floor)!;
+    return {
+      epoch: this.#epoch,
+      revision: floor,
+      records: base.records,
+      changes: kept,
+    };
+  }
+
+  /**
+   * Removes the records of the previous run that nobody wrote again
+   * within the grace period: their owners did not come back.
+   */
+  #expireInherited(): void {
+    this.#graceTimer = undefined;
+    const removals: Promise<unknown>[] = [];
+    for (const key of [...this.#inherited]) {
+      const record = this.#records.get(key);
+      this.#inherited.delete(key);
+      if (!record) continue;
+      removals.push(
+        this.#remove(key, record.service, record.addr).catch((error) => {
+          // The disk refused: tried again later.
+          if (!this.#records.has(key) || this.#graceTimer || !this.#store) {
+            return;
+          }
+          this.#inherited.add(key);
+          this.#options.log?.warn(
+            "could not remove an instance of the previous run; will retry",
+            { key, error },
+          );
+          this.#graceTimer = setTimeout(() => this.#expireInherited(), 1000);
+        }),
+      );
+    }
+    if (removals.length > 0) {
+      this.#options.log?.info(
+        "instances of the previous run that were not registered again within the grace TTL are removed",
+        { instances: removals.length },
+      );
+    }
+  }
+
+  /** Resolves once the state is known; rejects when it never will be (not open). */
+  #ready(): Promise<void> {
+    if (this.#loaded) return Promise.resolve();
+    return this.#opening ?? Promise.reject(
+      new Error(
+        `the memory backend on --data-dir '${this.#options.dataDir}' is not open`,
+      ),
+    );
   }
 
   /**
@@ -151,6 +322,27 @@ export class MemoryBackend implements Backend {
     let set = this.#watchers.get(scope);
     if (!set) this.#watchers.set(scope, set = new Set());
     set.add(watcher);
+    const pending = { scope, watcher, options };
+    if (this.#loaded) this.#start(scope, watcher, options);
+    else this.#unstarted.add(pending);
+    return {
+      close: () => {
+        set.delete(watcher);
+        this.#unstarted.delete(pending);
+        if (set.size === 0 && this.#watchers.get(scope) === set) {
+          this.#watchers.delete(scope);
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+
+  /** Delivers a new watch's first state, and any changes since `options.since`. */
+  #start(
+    scope: string,
+    watcher: BackendWatcher,
+    options: WatchOptions,
+  ): void {
     const { since, epoch } = options;
     const past = since !== undefined &&
         (epoch === undefined || epoch === this.#epoch)
@@ -160,26 +352,17 @@ export class MemoryBackend implements Backend {
       watcher.reset(past);
       const after = this.#log.slice(this.#logHead)
         .filter(({ change }) =>
-          change.revision > past.revision && inScope(scope, serviceOf(change))
+          change.revision > past.revision &&
+          change.revision <= this.#durable &&
+          inScope(scope, serviceOf(change))
         )
         .map(({ change }) => change);
       if (after.length > 0) watcher.changes(after);
     } else {
-      const records = [...this.#records.values()].filter((record) =>
-        inScope(scope, record.service)
-      );
-      watcher.reset({ revision: this.#revision, epoch: this.#epoch, records });
+      // What is on disk: the changes being written follow once they are.
+      watcher.reset(this.#current(scope));
     }
     if (this.#open) watcher.status(true);
-    return {
-      close: () => {
-        set.delete(watcher);
-        if (set.size === 0 && this.#watchers.get(scope) === set) {
-          this.#watchers.delete(scope);
-        }
-        return Promise.resolve();
-      },
-    };
   }
 
   /**
@@ -187,9 +370,10 @@ export class MemoryBackend implements Backend {
    *
    * @returns The services with instances, sorted by name.
    */
-  catalog(): Promise<BackendCatalog> {
+  async catalog(): Promise<BackendCatalog> {
+    await this.#ready();
     const counts = new Map<string, number>();
-    for (const { service } of this.#records.values()) {
+    for (const { service } of this.#current(ALL_SERVICES).records) {
       counts.set(service, (counts.get(service) ?? 0) + 1);
     }
     const services = [...counts]
@@ -197,7 +381,18 @@ export class MemoryBackend implements Backend {
       .sort((a, b) =>
         a.service < b.service ? -1 : a.service > b.service ? 1 : 0
       );
-    return Promise.resolve({ revision: this.#revision, services });
+    return { revision: this.#durable, services };
+  }
+
+  /** The records of a scope at the last revision written. */
+  #current(scope: string): BackendState {
+    if (this.#durable < this.#revision) {
+      return this.#stateAt(scope, this.#durable)!;
+    }
+    const records = [...this.#records.values()].filter((record) =>
+      inScope(scope, record.service)
+    );
+    return { revision: this.#revision, epoch: this.#epoch, records };
   }
 
   /**
@@ -208,22 +403,33 @@ export class MemoryBackend implements Backend {
    * @returns The revision of the write.
    */
   put(record: StoredRecord, options: WriteOptions = {}): Promise<number> {
+    if (!this.#loaded) {
+      return this.#ready().then(() => this.put(record, options));
+    }
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(record.service, record.addr);
     const conflict = this.#check(key, record.service, record.addr, options);
     if (conflict) return Promise.reject(conflict);
     const before = this.#records.get(key);
-    const revision = ++this.#revision;
+    const revision = this.#revision + 1;
     const stored = {
       ...record,
       attrs: { ...record.attrs },
       // The key's life: a put keeps it, a delete and a put start another.
       created: before?.created ?? revision,
     };
+    const change: BackendChange = { type: "put", revision, record: stored };
+    let frame: Uint8Array | undefined;
+    try {
+      frame = this.#store && encodeChange(change);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#revision = revision;
     this.#records.set(key, stored);
-    return Promise.resolve(
-      this.#emit({ type: "put", revision, record: stored }, before),
-    );
+    this.#inherited.delete(key);
+    this.#released.delete(key);
+    return this.#commit(change, before, frame);
   }
 
   /**
@@ -239,26 +445,159 @@ export class MemoryBackend implements Backend {
     addr: string,
     options: WriteOptions = {},
   ): Promise<number | undefined> {
+    if (!this.#loaded) {
+      return this.#ready().then(() => this.delete(service, addr, options));
+    }
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(service, addr);
+    this.#release(key, options.ifOwner);
     if (!this.#records.has(key)) return Promise.resolve(undefined);
     const conflict = this.#check(key, service, addr, options);
     if (conflict) return Promise.reject(conflict);
-    const before = this.#records.get(key);
-    this.#records.delete(key);
-    return Promise.resolve(
-      this.#emit(
-        { type: "delete", revision: ++this.#revision, service, addr },
-        before,
-      ),
-    );
+    return this.#remove(key, service, addr);
   }
 
-  /** Stops delivering changes; the records stay for a later `open`. */
-  close(): Promise<void> {
+  /** Removes a record that is there. */
+  #remove(key: string, service: string, addr: string): Promise<number> {
+    const change: BackendChange = {
+      type: "delete",
+      revision: this.#revision + 1,
+      service,
+      addr,
+    };
+    let frame: Uint8Array | undefined;
+    try {
+      frame = this.#store && encodeChange(change);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const before = this.#records.get(key);
+    this.#revision = change.revision;
+    this.#records.delete(key);
+    this.#inherited.delete(key);
+    this.#released.delete(key);
+    return this.#commit(change, before, frame);
+  }
+
+  /**
+   * A change just applied in memory: kept in the history, and delivered
+   * to the watchers at once, or once written with a data directory.
+   * Resolves with its revision then.
+   */
+  #commit(
+    change: BackendChange,
+    before: StoredRecord | undefined,
+    frame: Uint8Array | undefined,
+  ): Promise<number> {
+    this.#remember(change, before);
+    if (frame === undefined) {
+      this.#durable = change.revision;
+      this.#deliver(change);
+      return Promise.resolve(change.revision);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<number>();
+    this.#queue.push({ change, frame, resolve, reject });
+    if (!this.#writeDue) {
+      this.#writeDue = true;
+      // Before the callers' continuations run: they wait for `promise`.
+      queueMicrotask(() => this.#writeQueue());
+    }
+    return promise;
+  }
+
+  /**
+   * Writes the changes of this turn in one write, then delivers them and
+   * resolves their calls. When the write fails, its changes are undone
+   * and rejected: memory never runs ahead of the file.
+   */
+  #writeQueue(): void {
+    this.#writeDue = false;
+    const batch = this.#queue.splice(0);
+    if (batch.length === 0) return;
+    const revision = batch.at(-1)!.change.revision;
+    try {
+      this.#store!.write(concat(batch.map((q) => q.frame)), revision);
+    } catch (error) {
+      this.#undo(batch.length);
+      for (const { reject } of batch) reject(error);
+      return;
+    }
+    this.#durable = revision;
+    for (const { change, resolve } of batch) {
+      this.#deliver(change);
+      resolve(change.revision);
+    }
+  }
+
+  /** Undoes the last `count` changes, newest first (they were never written). */
+  #undo(count: number): void {
+    for (let i = 0; i < count; i++) {
+      const entry = this.#log.pop()!;
+      this.#logBytes -= entry.bytes;
+      const { change, before } = entry;
+      const key = instanceKey(serviceOf(change), addrOf(change));
+      if (before) this.#records.set(key, before);
+      else this.#records.delete(key);
+      this.#revision = change.revision - 1;
+    }
+  }
+
+  /**
+   * Whether this agent keeps the record alive: it is there, and this
+   * process wrote it (a record of the previous run on the data directory
+   * is not kept until written again) and has not released it since.
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @returns Whether the record is kept alive by this agent.
+   */
+  keeps(service: string, addr: string): boolean {
+    const key = instanceKey(service, addr);
+    return this.#records.has(key) && !this.#inherited.has(key) &&
+      !this.#released.has(key);
+  }
+
+  /**
+   * Stops keeping the record alive (see {@linkcode MemoryBackend.keeps}).
+   *
+   * @param service The service.
+   * @param addr The address.
+   * @param options Only if the record's owner is `ifOwner`.
+   */
+  release(
+    service: string,
+    addr: string,
+    options: { ifOwner?: string } = {},
+  ): void {
+    this.#release(instanceKey(service, addr), options.ifOwner);
+  }
+
+  #release(key: string, owner: string | null | undefined): void {
+    const record = this.#records.get(key);
+    if (record && (owner === undefined || record.owner === owner)) {
+      this.#released.add(key);
+    }
+  }
+
+  /**
+   * Stops delivering changes. Without a data directory, the records stay
+   * for a later `open`; with one, the writes so far are flushed to disk,
+   * the file says the agent stopped cleanly, and a later `open` reads it
+   * again.
+   */
+  async close(): Promise<void> {
+    clearTimeout(this.#graceTimer);
+    this.#graceTimer = undefined;
+    // The changes of this turn are written first: their callers get answers.
+    if (this.#writeDue) this.#writeQueue();
     this.#watchers.clear();
+    this.#unstarted.clear();
     this.#open = false;
-    return Promise.resolve();
+    const store = this.#store;
+    if (!store) return;
+    this.#store = undefined;
+    this.#loaded = false;
+    await store.close(this.#durable);
   }
 
   #check(
@@ -267,8 +606,15 @@ export class MemoryBackend implements Backend {
     addr: string,
     options: WriteOptions,
   ): OwnerConflictError | undefined {
-    if (options.ifOwner === undefined) return undefined;
     const owner = this.#records.get(key)?.owner ?? null;
+    if (options.ifKept && this.#inherited.has(key)) {
+      // Written by the previous run, not by this one.
+      return new OwnerConflictError(service, addr, {
+        owner,
+        revision: this.#revision,
+      });
+    }
+    if (options.ifOwner === undefined) return undefined;
     return owner === options.ifOwner
       ? undefined
       : new OwnerConflictError(service, addr, {
@@ -277,7 +623,18 @@ export class MemoryBackend implements Backend {
       });
   }
 
-  #emit(change: BackendChange, before?: StoredRecord): number {
+  /** Delivers a change to the watchers of its service and of `"*"`. */
+  #deliver(change: BackendChange): void {
+    const service = serviceOf(change);
+    for (const scope of [service, ALL_SERVICES]) {
+      for (const watcher of this.#watchers.get(scope) ?? []) {
+        watcher.changes([change]);
+      }
+    }
+  }
+
+  /** Keeps a change for `stateAt` and resumes, within the bounds. */
+  #remember(change: BackendChange, before?: StoredRecord): void {
     // Each record is counted once, with the put that made it (a later
     // change's `before` is the same object).
     const bytes = LOG_ENTRY_BYTES +
@@ -285,8 +642,10 @@ export class MemoryBackend implements Backend {
     this.#log.push({ change, before, bytes });
     this.#logBytes += bytes;
     while (
-      this.#log.length - this.#logHead > this.#historySize ||
-      this.#logBytes > this.#historyBytes
+      (this.#log.length - this.#logHead > this.#historySize ||
+        this.#logBytes > this.#historyBytes) &&
+      // Changes being written stay: a failed write undoes them.
+      this.#log[this.#logHead].change.revision <= this.#durable
     ) {
       this.#logBytes -= this.#log[this.#logHead].bytes;
       this.#log[this.#logHead++] = undefined as never;
@@ -295,13 +654,6 @@ export class MemoryBackend implements Backend {
       this.#log = this.#log.slice(this.#logHead);
       this.#logHead = 0;
     }
-    const service = serviceOf(change);
-    for (const scope of [service, ALL_SERVICES]) {
-      for (const watcher of this.#watchers.get(scope) ?? []) {
-        watcher.changes([change]);
-      }
-    }
-    return change.revision;
   }
 }
 
@@ -321,6 +673,29 @@ export interface MemoryBackendOptions {
    * @default {16777216}
    */
   historyBytes?: number;
+  /**
+   * A directory where the records, their revisions and the epoch are kept
+   * across restarts (`--data-dir`); created if needed, used by one agent at
+   * a time. Without it, nothing is kept.
+   */
+  dataDir?: string;
+  /**
+   * With `dataDir`: milliseconds the records found there stay without
+   * being written again (the agent's grace TTL), as if their owners'
+   * connections had been lost when the agent stopped. 10 s.
+   *
+   * @default {10000}
+   */
+  restartGrace?: number;
+  /**
+   * With `dataDir`: rewrite the data file once it has grown by this many
+   * bytes (and by twice its size after the last rewrite). 64 MiB.
+   *
+   * @default {67108864}
+   */
+  compactBytes?: number;
+  /** With `dataDir`: where to say what was found there, and what was dropped. */
+  log?: BackendLogger;
 }
 
 /** Fixed part of a kept change's estimate. */
@@ -348,19 +723,60 @@ function addrOf(change: BackendChange): string {
 }
 
 /**
+ * The data directory of the compiled agent (`deno task compile`, where
+ * `Deno.build.standalone` is true) when `--data-dir` is not given: the
+ * agent runs as a service there. Run from source (tests, `deno task
+ * start`), there is none.
+ *
+ * @example Usage
+ * ```ts
+ * import { COMPILED_DATA_DIR } from "./memory.ts";
+ * console.log(COMPILED_DATA_DIR); // "/var/lib/discoverd"
+ * ```
+ */
+export const COMPILED_DATA_DIR = "/var/lib/discoverd";
+
+/**
  * The memory backend as the agent's command line knows it
- * (`--backend memory`, the default): no flags.
+ * (`--backend memory`, the default): `--data-dir DIR` keeps its state
+ * across restarts; an empty value keeps nothing. Without it, the compiled
+ * agent uses {@linkcode COMPILED_DATA_DIR}, and the agent run from source
+ * keeps nothing.
  *
  * @example Usage
  * ```ts
  * import { memoryDescriptor } from "./memory.ts";
- * console.log(memoryDescriptor.name); // "memory"
+ * console.log(memoryDescriptor.flags[0].name); // "data-dir"
  * ```
  */
 export const memoryDescriptor: BackendDescriptor = {
   name: "memory",
   summary:
-    "registrations kept in this agent's memory: one host; they are gone when the agent stops",
-  flags: [],
-  create: () => Promise.resolve(new MemoryBackend()),
+    "registrations kept in this agent's memory: one host; with --data-dir they survive a restart, else they are gone when the agent stops",
+  flags: [{
+    name: "data-dir",
+    type: "string",
+    value: "DIR",
+    help:
+      `keep the registrations, their revisions and the epoch in this directory (created if needed; one agent at a time), so that an agent restarted on it keeps them: its clients' instances stay for the grace TTL (--ttl) for them to reconnect, and subscribers see no down and no up; an empty value keeps nothing; needs --allow-write for it (default: ${COMPILED_DATA_DIR} for the compiled discoverd, none when run from source)`,
+  }],
+  notes: [
+    "With --data-dir, every change is written to DIR/discover.log before it is acknowledged, so an agent killed at any moment restarts with every change it acknowledged; the file is flushed to disk continuously, and after a crash of the host the agent starts with what reached the disk, under a new epoch. A damaged file is detected by its checksums: the agent starts with the state before the damage, says what it dropped and keeps the damaged file aside.",
+  ],
+  create: (values, context) => {
+    const given = values["data-dir"];
+    const dataDir = typeof given === "string"
+      ? given
+      : Deno.build.standalone
+      ? COMPILED_DATA_DIR
+      : "";
+    if (dataDir === "") return Promise.resolve(new MemoryBackend());
+    return Promise.resolve(
+      new MemoryBackend({
+        dataDir,
+        restartGrace: context.ttlMs,
+        log: context.log,
+      }),
+    );
+  },
 };

@@ -1,8 +1,14 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import {
+  type BackendChange,
+  type BackendState,
+  type BackendWatcher,
+  OwnerConflictError,
+} from "./backend.ts";
 import { openWatching, testBackend } from "./backend_suite.ts";
-import { MemoryBackend } from "./memory.ts";
+import { MemoryBackend, memoryDescriptor } from "./memory.ts";
 
 testBackend("memory", () => new MemoryBackend(), { history: true });
 
@@ -83,4 +89,260 @@ Deno.test("memory backend: the changes kept are bounded by bytes too", async () 
   const recent = await backend.stateAt("s", revisions[25]);
   assert.equal(recent?.records[0].attrs.pad, "5".repeat(1000));
   await backend.close();
+});
+
+// With a data directory.
+
+/** Where this module's data directories go; removed when the tests end. */
+const DATA = Deno.makeTempDirSync({ prefix: "discover-memory-test-" });
+globalThis.addEventListener("unload", () => {
+  Deno.removeSync(DATA, { recursive: true });
+});
+let dirs = 0;
+
+/** A fresh data directory under {@linkcode DATA}. */
+function dataDir(): string {
+  return `${DATA}/${++dirs}`;
+}
+
+testBackend(
+  "memory with a data directory",
+  () => new MemoryBackend({ dataDir: dataDir() }),
+  { history: true },
+);
+
+function rec(addr: string, owner = "o", v = "1") {
+  return {
+    service: "web",
+    addr,
+    attrs: { v },
+    owner,
+    registeredAt: 1_700_000_000_000,
+  };
+}
+
+/** A watcher that keeps everything. */
+function keeper() {
+  const seen = {
+    resets: [] as BackendState[],
+    changes: [] as BackendChange[],
+  };
+  const watcher: BackendWatcher = {
+    changes: (changes) => seen.changes.push(...changes),
+    reset: (state) => seen.resets.push(state),
+    status: () => {},
+  };
+  return { seen, watcher };
+}
+
+Deno.test("memory backend with a data directory: a restart keeps the records, revisions, epoch and the changes kept", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  const r1 = await first.put(rec("h:1"));
+  const r2 = await first.put(rec("h:2"));
+  await first.put(rec("h:1", "o", "2"));
+  const r4 = await first.delete("web", "h:2");
+  const epoch = (await first.stateAt("*", r4!))!.epoch;
+  await first.close();
+
+  const second = new MemoryBackend({ dataDir: dir });
+  const told: [string, number][] = [];
+  await second.open({
+    status: () => {},
+    epoch: (e, revision) => told.push([e, revision]),
+  });
+  try {
+    assert.deepEqual(told, [[epoch, r4]]);
+    const { seen, watcher } = keeper();
+    // A subscriber that saw r2 resumes across the restart: a replay.
+    const watch = second.watch("web", watcher, { since: r2, epoch });
+    assert.equal(seen.resets[0].revision, r2);
+    assert.deepEqual(
+      seen.resets[0].records.map((r) => `${r.addr}=${r.attrs.v}`).sort(),
+      ["h:1=1", "h:2=1"],
+    );
+    assert.deepEqual(seen.changes.map((c) => `${c.type} ${c.revision}`), [
+      `put ${r2 + 1}`,
+      `delete ${r4}`,
+    ]);
+    // Revisions go on from there, and created revisions are kept.
+    const r5 = await second.put(rec("h:1", "o", "3"));
+    assert.equal(r5, r4! + 1);
+    const last = seen.changes.at(-1)!;
+    assert.equal(last.type === "put" && last.record.created, r1);
+    await watch.close();
+  } finally {
+    await second.close();
+  }
+});
+
+Deno.test("memory backend with a data directory: records of the previous run stay for the grace period unless written again", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  await first.put(rec("h:1", "a"));
+  await first.put(rec("h:2", "b"));
+  await first.put(rec("h:3", "c"));
+  assert.equal(first.keeps("web", "h:1"), true);
+  await first.close();
+
+  const second = new MemoryBackend({ dataDir: dir, restartGrace: 300 });
+  await second.open({ status: () => {} });
+  try {
+    const { seen, watcher } = keeper();
+    second.watch("*", watcher);
+    assert.equal(seen.resets[0].records.length, 3);
+    // Not kept by this run: an owner coming back writes its record again,
+    // with the same state (subscribers see nothing of it).
+    assert.equal(second.keeps("web", "h:1"), false);
+    await second.put(rec("h:1", "a"), { ifOwner: "a" });
+    assert.equal(second.keeps("web", "h:1"), true);
+    // A cleanup of the records this agent keeps leaves the others alone.
+    await assert.rejects(
+      second.delete("web", "h:2", { ifOwner: "b", ifKept: true }),
+      OwnerConflictError,
+    );
+    const before = seen.changes.length;
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // h:2 and h:3 were not written again: removed, like lost owners' records.
+    assert.deepEqual(
+      seen.changes.slice(before).map((c) =>
+        `${c.type} ${c.type === "delete" ? c.addr : ""}`
+      ).sort(),
+      ["delete h:2", "delete h:3"],
+    );
+    assert.deepEqual((await second.catalog()).services, [
+      { service: "web", instances: 1 },
+    ]);
+  } finally {
+    await second.close();
+  }
+  // The removals were written too.
+  const third = new MemoryBackend({ dataDir: dir });
+  await third.open({ status: () => {} });
+  assert.deepEqual((await third.catalog()).services, [
+    { service: "web", instances: 1 },
+  ]);
+  await third.close();
+});
+
+Deno.test("memory backend with a data directory: release stops keeping a record, a write keeps it again", async () => {
+  const backend = new MemoryBackend({ dataDir: dataDir() });
+  await backend.open({ status: () => {} });
+  try {
+    await backend.put(rec("h:1", "a"));
+    backend.release("web", "h:1", { ifOwner: "someone else" });
+    assert.equal(backend.keeps("web", "h:1"), true);
+    backend.release("web", "h:1", { ifOwner: "a" });
+    assert.equal(backend.keeps("web", "h:1"), false);
+    await backend.put(rec("h:1", "a"));
+    assert.equal(backend.keeps("web", "h:1"), true);
+    await backend.delete("web", "h:1", { ifOwner: "a", ifKept: true });
+    assert.equal(backend.keeps("web", "h:1"), false);
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("memory backend with a data directory: a watch opened before open gets the state read from disk", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  const revision = await first.put(rec("h:1"));
+  await first.close();
+  const second = new MemoryBackend({ dataDir: dir });
+  const { seen, watcher } = keeper();
+  second.watch("web", watcher);
+  assert.equal(seen.resets.length, 0, "nothing is known before open");
+  const opened = second.open({ status: () => {} });
+  const written = second.put(rec("h:2"));
+  await opened;
+  try {
+    assert.equal(seen.resets.length, 1);
+    assert.equal(seen.resets[0].revision, revision);
+    assert.equal(await written, revision + 1, "a write waits for the state");
+  } finally {
+    await second.close();
+  }
+});
+
+Deno.test("memory backend with a data directory: a second agent on the directory is refused, and writes after close fail", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  const second = new MemoryBackend({ dataDir: dir });
+  await assert.rejects(
+    second.open({ status: () => {} }),
+    /--data-dir '.*' is in use by another agent/,
+  );
+  await first.close();
+  await assert.rejects(first.put(rec("h:1")), /is not open/);
+});
+
+Deno.test("memoryDescriptor: --data-dir builds a durable backend with the agent's TTL; an empty value does not", async () => {
+  const dir = dataDir();
+  const context = {
+    log: { info() {}, warn() {} },
+    env: () => undefined,
+    readFile: () => Promise.reject(new Error("no files")),
+    ttlMs: 250,
+  };
+  const durable = await memoryDescriptor.create({ "data-dir": dir }, context);
+  await durable.open({ status: () => {} });
+  await durable.put(rec("h:1"));
+  await durable.close();
+  assert.ok((await Deno.stat(`${dir}/discover.log`)).isFile);
+  const again = await memoryDescriptor.create({ "data-dir": dir }, context);
+  await again.open({ status: () => {} });
+  // Nobody wrote it again within the TTL given.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.deepEqual((await again.catalog()).services, []);
+  await again.close();
+  const plain = await memoryDescriptor.create({ "data-dir": "" }, context);
+  await plain.open({ status: () => {} });
+  await plain.put(rec("h:1"));
+  await plain.close();
+});
+
+Deno.test("memory backend with a data directory: compactions while writes go on keep every change", async () => {
+  const dir = dataDir();
+  // A compacted file holds the state and the changes kept: 50 here.
+  const first = new MemoryBackend({
+    dataDir: dir,
+    compactBytes: 8192,
+    historySize: 50,
+  });
+  await first.open({ status: () => {} });
+  let last = 0;
+  for (let round = 0; round < 40; round++) {
+    // Several writes in one turn: they go to the file together.
+    const writes = [];
+    for (let i = 0; i < 25; i++) {
+      writes.push(first.put(rec(`h:${i}`, "o", `${round}`)));
+    }
+    writes.push(first.delete("web", `h:${round % 25}`));
+    last = Math.max(...(await Promise.all(writes)).map((r) => r ?? 0));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  const expected = (await first.stateAt("*", last))!.records
+    .map((r) => `${r.addr}=${r.attrs.v}`).sort();
+  await first.close();
+  const size = (await Deno.stat(`${dir}/discover.log`)).size;
+  // 1,040 changes of ~150 bytes would be ~150 KB without compaction.
+  assert.ok(size < 64 * 1024, `${size} bytes`);
+  const second = new MemoryBackend({ dataDir: dir, historySize: 50 });
+  await second.open({ status: () => {} });
+  try {
+    // The changes kept came back too: the state 40 changes ago.
+    assert.ok(await second.stateAt("*", last - 40));
+    const state = (await second.stateAt("*", last))!;
+    assert.equal(state.revision, last);
+    assert.deepEqual(
+      state.records.map((r) => `${r.addr}=${r.attrs.v}`).sort(),
+      expected,
+    );
+  } finally {
+    await second.close();
+  }
 });

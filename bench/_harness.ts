@@ -230,7 +230,11 @@ export async function registerRange(
       });
     }
     socket.send(JSON.stringify(batch));
-    const responses = JSON.parse(await socket.next());
+    const text = await socket.next();
+    const responses = JSON.parse(text);
+    if (!Array.isArray(responses)) {
+      throw new Error(`a batch of registrations got ${text.slice(0, 300)}`);
+    }
     const failed = responses.find((r: { error?: unknown }) => r.error);
     if (failed) {
       throw new Error(`a registration failed: ${JSON.stringify(failed)}`);

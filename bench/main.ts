@@ -29,6 +29,9 @@ import { firstSubscriber } from "./first_subscriber.ts";
 import { fleetAgents } from "./fleet_agents.ts";
 import { healthChecks } from "./health_checks.ts";
 import { dns } from "./dns.ts";
+import { durable } from "./durable.ts";
+import { zookeeperCrossHost } from "./zookeeper.ts";
+import { leaderFailover } from "./leader_failover.ts";
 
 /** The benchmarks, by number. */
 export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
@@ -45,6 +48,9 @@ export const BENCHMARKS: ReadonlyMap<string, Bench> = new Map([
   ["11", fleetAgents],
   ["12", healthChecks],
   ["13", dns],
+  ["14", durable],
+  ["15", zookeeperCrossHost],
+  ["16", leaderFailover],
 ]);
 
 /** The machine the suite ran on. */

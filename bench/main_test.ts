@@ -51,6 +51,9 @@ Deno.test({
         "11",
         "12",
         "13",
+        "14",
+        "15",
+        "16",
       ]);
       for (const f of results.figures) {
         assert.ok(

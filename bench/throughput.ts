@@ -92,7 +92,7 @@ function baseline(sockets: RawSocket[], ms: number): Promise<number> {
  * agent measured 0.74x of the same kind of agent 15 s of this load ahead).
  * Returns the calls per second of each agent's spans, by round.
  */
-async function alternate(
+export async function alternate(
   sides: Client[][],
   options: { rounds: number; span: number },
 ): Promise<number[][]> {
@@ -108,7 +108,7 @@ async function alternate(
 }
 
 /** Options of {@linkcode onVersusOff}. */
-interface OnVersusOffOptions {
+export interface OnVersusOffOptions {
   /** Milliseconds per span. */
   span: number;
   /** What the "off" side is, for the table. */
@@ -121,7 +121,7 @@ interface OnVersusOffOptions {
  * The figure of two agents' spans from {@linkcode alternate}: the median of
  * the rounds' on/off ratios (a busy spell slows both spans of a round alike).
  */
-function onVersusOff(
+export function onVersusOff(
   name: string,
   spans: { on: number[]; off: number[] },
   options: OnVersusOffOptions,

@@ -202,7 +202,8 @@ const COMMANDS: readonly CommandSpec[] = [
     summary: "the instances of SERVICE",
     details: [
       "Lists the instances of SERVICE, sorted by address: the passing ones, or with --health any the critical ones too (an instance whose health check fails).",
-      "On a terminal: address, health ('passing', or 'critical' and why in brackets), age and attributes under a header. Otherwise one line per instance, without a header: ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE, where HEALTH is passing or critical and NOTE says why it is critical (empty when passing). With --json, an array of the instances as the agent reports them (id, service, addr, attrs, revision, registeredAt, health, and note when critical).",
+      "On a terminal: address, health ('passing', or 'critical' and why in brackets), age, owner, client and attributes under a header. OWNER is who holds the instance: 'c:' and 8 characters standing for a client (never its id), or 's:AGENT:SESSION' for a session without a client id, with the name of its token in brackets when the agent knows it. CLIENT is what the agent knows of that owner's connection: 'connected', 'lost (goes in 12s)' (its connection ended without closing: the instance stays for the agent's TTL unless the client comes back; 'discover unregister' removes it at once), or 'elsewhere' (held through another agent).",
+      "Otherwise one line per instance, without a header: ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE<TAB>OWNER<TAB>CLIENT, where HEALTH is passing or critical, NOTE says why it is critical (empty when passing), and CLIENT is connected, lost or elsewhere. With --json, an array of the instances as the agent reports them (id, service, addr, attrs, revision, registeredAt, created, health, and note when critical), each with owner and client, expires (with lost: when it goes, in milliseconds since the epoch) and token when known.",
     ],
     positionals: ["SERVICE"],
     flags: [FILTER_FLAG, HEALTH_FLAG],
@@ -217,8 +218,9 @@ const COMMANDS: readonly CommandSpec[] = [
     usage: "watch SERVICE [--filter KEY=VALUE ...] [--health passing|any]",
     summary: "print the changes of SERVICE as they happen, until Ctrl-C",
     details: [
-      "Prints one line per instance of SERVICE (as 'up'), then one line per change: 'up' (an instance joined), 'update' (its attributes changed) or 'down' (it left), until Ctrl-C or SIGTERM (exit code 0). By default only passing instances count: one whose health check fails leaves ('down', with the reason) and joins again ('up') when it passes. With --health any every instance counts, and a change of health is an 'update'.",
-      'On a terminal a line is the time, the kind, the address, the health (\'passing\', or \'critical\' and why in brackets) and the attributes. Otherwise it is KIND<TAB>ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE (NOTE empty when passing). With --json, one object a line: {"kind", "revision", "instance"}.',
+      "Prints one line per instance of SERVICE (as 'up') and a 'leader' line naming its leader, then one line per change: 'up' (an instance joined), 'update' (its attributes changed), 'down' (it left) or 'leader' (another instance leads), until Ctrl-C or SIGTERM (exit code 0). By default only passing instances count: one whose health check fails leaves ('down', with the reason) and joins again ('up') when it passes. With --health any every instance counts, and a change of health is an 'update'.",
+      "The leader is the instance of the set registered first (the lowest created revision, ties broken by address), as every client and agent derives it: when it leaves, the next oldest leads, after its 'down' line. When the last instance leaves there is no leader: a 'leader' line without an instance.",
+      'On a terminal a line is the time, the kind, the address, the health (\'passing\', or \'critical\' and why in brackets) and the attributes (\'(none)\' for no leader). Otherwise it is KIND<TAB>ADDR<TAB>ATTRS<TAB>HEALTH<TAB>NOTE (NOTE empty when passing; every field but KIND empty for no leader). With --json, one object a line: {"kind", "revision", "instance"} ("instance": null for no leader).',
       "When the connection to the agent is lost, discover says so on standard error and reconnects by itself; it then prints what changed meanwhile, also across a restart of the agent.",
     ],
     positionals: ["SERVICE"],

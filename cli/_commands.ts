@@ -11,8 +11,11 @@
 import {
   type Client,
   connect,
+  ErrorCode,
+  type LeaderEvent,
   RpcError,
   type ServiceSet,
+  type ServiceUpdateEvent,
   type Target,
 } from "../mod.ts";
 import type { Check, HealthFilter } from "../protocol/types.ts";
@@ -30,7 +33,9 @@ import {
   formatServices,
   formatStatus,
   formatUpdate,
+  type OwnersByAddr,
   sortInstances,
+  type WatchEvent,
 } from "./_format.ts";
 
 /** Where a command writes, and how it hears of SIGINT and SIGTERM. */
@@ -177,13 +182,23 @@ export async function runCommand(
       });
     case "ls":
       return await oneShot(command, async (client) => {
-        const instances = await client.lookup(
-          command.service,
-          readOptions(command),
-        ).catch((error) => {
-          throw failed(`reading the instances of ${command.service}`, error);
-        });
-        const options = { ...command, tty: io.tty, now: Date.now() };
+        const [instances, owners] = await Promise.all([
+          client.lookup(command.service, readOptions(command)).catch(
+            (error) => {
+              throw failed(
+                `reading the instances of ${command.service}`,
+                error,
+              );
+            },
+          ),
+          readOwners(client, command),
+        ]);
+        const options = {
+          ...command,
+          tty: io.tty,
+          now: Date.now(),
+          ...(owners ? { owners } : {}),
+        };
         for (const line of formatInstances(instances, options)) io.out(line);
         return ExitCode.Ok;
       });
@@ -233,6 +248,78 @@ export async function runCommand(
   }
 }
 
+/**
+ * The owners of the instances `ls` lists, by address; `undefined` from an
+ * agent that does not know `discover.owners` (an older version), whose
+ * instances are listed without.
+ */
+async function readOwners(
+  client: Client,
+  command: Extract<Runnable, { name: "ls" | "watch" }>,
+): Promise<OwnersByAddr | undefined> {
+  try {
+    const { owners } = await client.owners(
+      command.service,
+      readOptions(command),
+    );
+    return new Map(owners.map((o) => [o.addr, o]));
+  } catch (error) {
+    if (error instanceof RpcError && error.code === ErrorCode.MethodNotFound) {
+      return undefined;
+    }
+    throw failed(`reading the owners of ${command.service}`, error);
+  }
+}
+
+/**
+ * The changes of a set and of its leader, in the order they happen, from
+ * the moment of the call (so that nothing is missed between the state read
+ * then and the first change), until the set closes or `signal` aborts.
+ */
+function follow(
+  set: ServiceSet,
+  signal: AbortSignal,
+): AsyncIterableIterator<WatchEvent> {
+  const queue: WatchEvent[] = [];
+  let wake = Promise.withResolvers<void>();
+  const push = (event?: WatchEvent) => {
+    if (event) queue.push(event);
+    wake.resolve();
+  };
+  const onUpdate = ({ kind, instance, revision }: ServiceUpdateEvent) =>
+    push({ kind, instance, revision });
+  const onLeader = ({ instance, revision }: LeaderEvent) =>
+    push({ kind: "leader", instance, revision });
+  const onEnd = () => push();
+  const listening = new AbortController();
+  const options = { signal: listening.signal };
+  set.addEventListener("update", onUpdate, options);
+  set.addEventListener("leader", onLeader, options);
+  set.addEventListener("close", onEnd, options);
+  signal.addEventListener("abort", onEnd, options);
+  const stop = () => listening.abort();
+  const iterator: AsyncIterableIterator<WatchEvent> = {
+    async next() {
+      for (;;) {
+        if (signal.aborted || (set.closed && queue.length === 0)) {
+          stop();
+          return { value: undefined, done: true };
+        }
+        const value = queue.shift();
+        if (value) return { value, done: false };
+        await wake.promise;
+        wake = Promise.withResolvers<void>();
+      }
+    },
+    return() {
+      stop();
+      return Promise.resolve({ value: undefined, done: true });
+    },
+    [Symbol.asyncIterator]: () => iterator,
+  };
+  return iterator;
+}
+
 /** Connects, runs `body`, and closes the connection whatever happens. */
 async function oneShot(
   globals: { agent: string; token?: string },
@@ -246,7 +333,10 @@ async function oneShot(
   }
 }
 
-/** `discover watch`: the instances as `up`, then every change, until a signal. */
+/**
+ * `discover watch`: the instances as `up` and the leader, then every
+ * change of either, until a signal.
+ */
 async function watch(
   command: Extract<Runnable, { name: "ls" | "watch" }>,
   io: Io,
@@ -273,17 +363,19 @@ async function watch(
       io.err(`discover: in sync with the agent at ${client.url} again`);
     });
     const options = { ...command, tty: io.tty };
-    const show = (update: Parameters<typeof formatUpdate>[0]) =>
+    const show = (update: WatchEvent) =>
       io.out(formatUpdate(update, { ...options, now: new Date() }));
     // Taken together, before any other event can be applied: nothing is
-    // missed between the state and the first update.
-    const updates = set.updates({ signal: stop.signal });
+    // missed between the state and the first change.
+    const changes = follow(set, stop.signal);
     const revision = set.revision;
+    const leader = set.leader();
     try {
       for (const instance of sortInstances(set.online())) {
         show({ kind: "up", instance, revision });
       }
-      for await (const update of updates) show(update);
+      if (leader) show({ kind: "leader", instance: leader, revision });
+      for await (const change of changes) show(change);
     } catch (error) {
       if (error instanceof Deno.errors.BrokenPipe) return ExitCode.Ok;
       throw error;

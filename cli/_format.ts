@@ -12,6 +12,7 @@ import type {
   Attrs,
   CatalogResult,
   Instance,
+  InstanceOwner,
   ServiceUpdate,
   StatusResult,
 } from "../mod.ts";
@@ -207,11 +208,41 @@ export function sortInstances(instances: readonly Instance[]): Instance[] {
   );
 }
 
+/** What `discover ls` knows of each instance's owner, by address. */
+export type OwnersByAddr = ReadonlyMap<string, InstanceOwner>;
+
+/**
+ * The owner of an instance as `discover ls` prints it on a terminal: the
+ * owner id, with the token name in brackets when the agent knows it; `-`
+ * when unknown.
+ */
+function ownerCell(owner: InstanceOwner | undefined): string {
+  if (owner === undefined) return "-";
+  return owner.token === undefined
+    ? owner.owner
+    : `${owner.owner} (${safeNote(owner.token)})`;
+}
+
+/**
+ * The owner's client as `discover ls` prints it on a terminal:
+ * `connected`, `elsewhere`, or `lost (goes in 12s)`; `-` when unknown.
+ */
+function clientCell(owner: InstanceOwner | undefined, now: number): string {
+  if (owner === undefined) return "-";
+  if (owner.client !== "lost" || owner.expires === undefined) {
+    return owner.client;
+  }
+  return `lost (goes in ${formatAge(owner.expires - now)})`;
+}
+
 /**
  * The output of `discover ls`: on a terminal, address, health (with the
- * note in brackets when critical), age and attributes under a header;
- * otherwise address, attributes, health and note, tab-separated; with
- * `--json`, the instances as an array.
+ * note in brackets when critical), age, owner (with its token name in
+ * brackets), the owner's client (`connected`, `lost (goes in 12s)` or
+ * `elsewhere`) and attributes under a header; otherwise address,
+ * attributes, health, note, owner and client, tab-separated (owner and
+ * client empty when unknown); with `--json`, the instances as an array,
+ * each with `owner`, `client`, and `expires` and `token` when known.
  *
  * @example Usage
  * ```ts
@@ -221,48 +252,87 @@ export function sortInstances(instances: readonly Instance[]): Instance[] {
  *   attrs: { zone: "b" }, revision: 1, registeredAt: 0, created: 1,
  *   health: "critical" as const, note: "HTTP 500",
  * };
- * formatInstances([web], { tty: false, json: false, now: 0 });
- * // ["127.0.0.1:80\tzone=b\tcritical\tHTTP 500"]
+ * const owners = new Map([["127.0.0.1:80", {
+ *   addr: "127.0.0.1:80", owner: "c:Q2hhbmdl", client: "connected" as const,
+ * }]]);
+ * formatInstances([web], { tty: false, json: false, now: 0, owners });
+ * // ["127.0.0.1:80\tzone=b\tcritical\tHTTP 500\tc:Q2hhbmdl\tconnected"]
  * ```
  *
  * @param instances The instances, printed in address order.
- * @param options Terminal, JSON, and the time now (for ages).
+ * @param options Terminal, JSON, the time now (for ages), and the owners
+ *   by address (none known without it).
  * @returns The lines: one JSON array with `--json`.
  */
 export function formatInstances(
   instances: readonly Instance[],
-  options: FormatOptions & { now: number },
+  options: FormatOptions & { now: number; owners?: OwnersByAddr },
 ): string[] {
   const sorted = sortInstances(instances);
-  if (options.json) return [JSON.stringify(sorted)];
+  const ownerOf = (i: Instance) => options.owners?.get(i.addr);
+  if (options.json) {
+    return [JSON.stringify(sorted.map((i) => {
+      const owner = ownerOf(i);
+      if (owner === undefined) return i;
+      const { addr: _, ...rest } = owner;
+      return { ...i, ...rest };
+    }))];
+  }
   if (!options.tty) {
     return formatTable(
       [],
-      sorted.map((i) => [i.addr, formatAttrs(i.attrs), ...formatHealth(i)]),
+      sorted.map((i) => [
+        i.addr,
+        formatAttrs(i.attrs),
+        ...formatHealth(i),
+        ownerOf(i)?.owner ?? "",
+        ownerOf(i)?.client ?? "",
+      ]),
       options,
     );
   }
   if (sorted.length === 0) return ["(no instances)"];
   return formatTable(
-    ["ADDR", "HEALTH", "AGE", "ATTRS"],
+    ["ADDR", "HEALTH", "AGE", "OWNER", "CLIENT", "ATTRS"],
     sorted.map((i) => [
       i.addr,
       healthCell(i),
       formatAge(options.now - i.registeredAt),
+      ownerCell(ownerOf(i)),
+      clientCell(ownerOf(i), options.now),
       formatAttrs(i.attrs),
     ]),
     options,
   );
 }
 
-/** Longest kind of update, `update`: kinds are padded to it on a terminal. */
+/**
+ * A change of the leader of a set, as `discover watch` prints it: the new
+ * leader, or none when the set is empty.
+ */
+export interface LeaderChange {
+  /** Always `leader`. */
+  kind: "leader";
+  /** The new leader; `undefined` when the set is empty. */
+  instance: Instance | undefined;
+  /** Revision of the change. */
+  revision: number;
+}
+
+/** What `discover watch` prints a line for. */
+export type WatchEvent = ServiceUpdate | LeaderChange;
+
+/** Longest kind, `update` and `leader`: kinds are padded to it on a terminal. */
 const KIND_WIDTH = 6;
 
 /**
  * One line of `discover watch`: on a terminal, the local time, the kind,
  * the address, the health (with the note in brackets when critical) and
  * the attributes; otherwise kind, address, attributes, health and note,
- * tab-separated; with `--json`, `{"kind", "revision", "instance"}`.
+ * tab-separated; with `--json`, `{"kind", "revision", "instance"}`. A
+ * `leader` line names the new leader the same way; when the set is empty
+ * it has no leader: `(none)` on a terminal, empty fields otherwise, and
+ * `"instance": null` in JSON.
  *
  * @example Usage
  * ```ts
@@ -275,30 +345,42 @@ const KIND_WIDTH = 6;
  * formatUpdate({ kind: "up", instance, revision: 4 }, {
  *   tty: false, json: false, now: new Date(),
  * }); // "up\t127.0.0.1:80\t\tpassing\t"
+ * formatUpdate({ kind: "leader", instance, revision: 4 }, {
+ *   tty: false, json: false, now: new Date(),
+ * }); // "leader\t127.0.0.1:80\t\tpassing\t"
  * ```
  *
- * @param update The update.
+ * @param update The update, or the change of leader.
  * @param options Terminal, JSON, and the time to show.
  * @returns The line.
  */
 export function formatUpdate(
-  update: ServiceUpdate,
+  update: WatchEvent,
   options: FormatOptions & { now: Date },
 ): string {
   const { kind, instance, revision } = update;
-  if (options.json) return JSON.stringify({ kind, revision, instance });
-  const attrs = formatAttrs(instance.attrs);
+  if (options.json) {
+    return JSON.stringify({ kind, revision, instance: instance ?? null });
+  }
   if (!options.tty) {
-    return [kind, instance.addr, attrs, ...formatHealth(instance)].join("\t");
+    return (instance === undefined ? [kind, "", "", "", ""] : [
+      kind,
+      instance.addr,
+      formatAttrs(instance.attrs),
+      ...formatHealth(instance),
+    ]).join("\t");
   }
   const time = [
     options.now.getHours(),
     options.now.getMinutes(),
     options.now.getSeconds(),
   ].map((n) => String(n).padStart(2, "0")).join(":");
-  return `${time}  ${kind.padEnd(KIND_WIDTH)}  ${instance.addr}  ${
-    healthCell(instance)
-  }  ${attrs}`.trimEnd();
+  const what = instance === undefined
+    ? "(none)"
+    : `${instance.addr}  ${healthCell(instance)}  ${
+      formatAttrs(instance.attrs)
+    }`;
+  return `${time}  ${kind.padEnd(KIND_WIDTH)}  ${what}`.trimEnd();
 }
 
 /** Nested objects as `parent.child` keys, in their order. */

@@ -23,10 +23,13 @@ import {
   type Health,
   type HealthFilter,
   type Instance,
+  type OwnersResult,
+  type ServicesParams,
   type StatusResult,
 } from "../protocol/types.ts";
 import {
   CLIENT_ID_PATTERN,
+  CLIENT_ID_RULE,
   MAX_TOKEN_LENGTH,
   validateAddr,
   validateAttrs,
@@ -41,6 +44,11 @@ import { agentUrls, Connection, type HelloRequest } from "./_connection.ts";
 import { deferred } from "./_deferred.ts";
 import { checkOptions, type OptionsRule } from "./_options.ts";
 import { openSet, type ServiceSet, type SetControl } from "./service_set.ts";
+import {
+  type Campaign,
+  type CampaignOptions,
+  startCampaign,
+} from "./campaign.ts";
 
 /** A WebSocket constructor: the global one, or one from a library such as npm `ws`. */
 export type WebSocketConstructor = new (url: string) => WebSocket;
@@ -354,6 +362,38 @@ function filterRule(where: string): OptionsRule {
 const SERVICES_RULE = filterRule("services()");
 const LOOKUP_RULE = filterRule("lookup()");
 const LEADER_RULE = filterRule("leader()");
+const OWNERS_RULE = filterRule("owners()");
+
+/**
+ * The params of a one-shot read of a set (`discover.services`,
+ * `discover.leader`, `discover.owners`), its options checked by `rule`.
+ */
+function setParams(
+  service: string,
+  options: ServicesOptions | undefined,
+  rule: OptionsRule,
+): { params: ServicesParams; signal?: AbortSignal } {
+  const { filter: given, health, signal } = checkOptions(options, rule);
+  validateServiceName(service);
+  const filter = given === undefined
+    ? undefined
+    : validateAttrs(given, "filter");
+  validateHealthFilter(health);
+  return {
+    params: {
+      service,
+      ...(filter ? { filter: { attrs: filter } } : {}),
+      ...(health ? { health } : {}),
+    },
+    signal,
+  };
+}
+const CAMPAIGN_RULE: OptionsRule = {
+  where: "campaign()",
+  known: ["attrs", "filter", "signal"],
+  hint: (_key, value) =>
+    typeof value === "string" ? "attributes go in {attrs: {...}}" : undefined,
+};
 const CATALOG_RULE: OptionsRule = { where: "catalog()", known: ["signal"] };
 const STATUS_RULE: OptionsRule = { where: "status()", known: ["signal"] };
 const OWNED_RULE: OptionsRule = { where: "owned()", known: ["signal"] };
@@ -500,6 +540,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   #registering = new Map<string, number>();
   #sets = new Map<ServiceSet, SetState>();
   #bySubscription = new Map<string, SetState>();
+  /** Whether subscribes ask for batch frames (`false` once an agent refused it). */
+  #batch = true;
   /** Registrations and sets still to restore after a reconnection. */
   #toRestore = new Set<Restorable>();
   /** Items of `#toRestore` with an attempt under way. */
@@ -507,6 +549,10 @@ export class Client extends EventTarget implements AsyncDisposable {
   #restoreLoop?: Promise<void>;
   /** Aborted on every new connection: a restore waiting out its backoff tries at once. */
   #kick = new AbortController();
+  /** Campaigns under way, by instance key: their instances are theirs alone. */
+  #campaigns = new Map<string, Campaign | undefined>();
+  /** Milliseconds between pings, and a request's timeout: the loss detection bound is their sum. */
+  readonly #timing: { pingInterval: number; requestTimeout: number };
 
   /**
    * Creates a client; use {@linkcode connect}, which also waits for the
@@ -532,7 +578,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     const clientId = opts.clientId ?? randomId();
     if (typeof clientId !== "string" || !CLIENT_ID_PATTERN.test(clientId)) {
       throw new TypeError(
-        `'clientId' must be 1 to 64 characters of A-Z a-z 0-9 _ -: current value is ${
+        `'clientId' must be ${CLIENT_ID_RULE}: current value is ${
           JSON.stringify(clientId)
         }`,
       );
@@ -548,6 +594,19 @@ export class Client extends EventTarget implements AsyncDisposable {
       );
     }
     const urls = agentUrls(url, clientId);
+    const requestTimeout = millis(
+      "requestTimeout",
+      opts.requestTimeout,
+      DEFAULTS.requestTimeout,
+      1,
+    );
+    const pingInterval = millis(
+      "pingInterval",
+      opts.pingInterval,
+      DEFAULTS.pingInterval,
+      1,
+    );
+    this.#timing = { pingInterval, requestTimeout };
     const reconnect = opts.reconnect === false ? false : checkOptions(
       opts.reconnect === true ? undefined : opts.reconnect,
       RECONNECT_RULE,
@@ -562,18 +621,8 @@ export class Client extends EventTarget implements AsyncDisposable {
         DEFAULTS.connectTimeout,
         1,
       ),
-      requestTimeout: millis(
-        "requestTimeout",
-        opts.requestTimeout,
-        DEFAULTS.requestTimeout,
-        1,
-      ),
-      pingInterval: millis(
-        "pingInterval",
-        opts.pingInterval,
-        DEFAULTS.pingInterval,
-        1,
-      ),
+      requestTimeout,
+      pingInterval,
       reconnect: reconnect && {
         initialDelay: reconnect.initialDelay ?? DEFAULTS.initialDelay,
         maxDelay: reconnect.maxDelay ?? DEFAULTS.maxDelay,
@@ -653,6 +702,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       ? undefined
       : validateCheck(givenCheck);
     const { params, key } = target(service, at);
+    this.#notCampaigning(key, "register()");
     const before = this.#registered.get(key);
     // This call is the newest intent: a restore must not send an older one,
     // now or while this call is under way (a reconnection meanwhile queues
@@ -727,6 +777,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       health,
       ...(note === undefined ? {} : { note }),
     });
+    this.#notCampaigning(target(service, at).key, "setHealth()");
     const instance = await this.#connection.request(
       "discover.setHealth",
       params,
@@ -758,6 +809,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     const { signal, force } = checkOptions(options, UNREGISTER_RULE);
     validateServiceName(service);
     const { params, key } = target(service, at);
+    this.#notCampaigning(key, "unregister()");
     const held = this.#registered.get(key);
     this.#registered.delete(key);
     if (held) this.#toRestore.delete(held);
@@ -766,6 +818,128 @@ export class Client extends EventTarget implements AsyncDisposable {
       { service, ...params, ...(force === true ? { force } : {}) },
       { signal },
     );
+  }
+
+  /**
+   * Campaigns for the leadership of a set: registers the instance, opens
+   * the set (the passing instances of `service` with the attributes of
+   * `filter`, by default the instance's own `attrs`) and resolves with a
+   * {@linkcode Campaign}. Its `elected` resolves when this instance leads,
+   * with its fencing token (also `token`); a `deposed` event says, at
+   * once, that this client can no longer be sure it leads (the
+   * connection is lost or in doubt, the agent cannot reach its backend or
+   * no longer vouches for the instance, another instance leads). After a
+   * `deposed`, the campaign registers its instance again in a new life:
+   * it leads again only after the instances older than that, with a
+   * greater token. `resign()` steps down.
+   *
+   * The instance is the campaign's: `register()`, `setHealth()` and
+   * `unregister()` of it throw while the campaign lasts. It has no health
+   * check: an agent-run check could take it out of the set before this
+   * client hears of it.
+   *
+   * @example Usage
+   * ```ts ignore
+   * const me = await client.campaign("db", 5432, { attrs: { shard: "3" } });
+   * me.addEventListener("deposed", () => stopWriting());
+   * const token = await me.elected;
+   * await me.resign();
+   * ```
+   *
+   * @param service The service name.
+   * @param at A port on the agent's advertised host, or a `host:port` address.
+   * @param options Attributes, the set's filter, and a signal.
+   * @returns The campaign, registered and following its set.
+   * @throws {TypeError} When `options` has a key other than `attrs`,
+   *   `filter` and `signal`, when `attrs` does not match `filter`, or when
+   *   this client already registered the instance or campaigns with it.
+   * @throws {RangeError} When the agent's grace TTL is not above the
+   *   client's loss detection bound (`pingInterval + requestTimeout`): a
+   *   lost client's instance could go before the client knows it is lost.
+   */
+  async campaign(
+    service: string,
+    at: Target,
+    options?: CampaignOptions,
+  ): Promise<Campaign> {
+    const { attrs: given, filter: givenFilter, signal } = checkOptions(
+      options,
+      CAMPAIGN_RULE,
+    );
+    validateServiceName(service);
+    const attrs = validateAttrs(given ?? {});
+    const filter = givenFilter === undefined
+      ? attrs
+      : validateAttrs(givenFilter, "filter");
+    for (const [key, value] of Object.entries(filter)) {
+      if (attrs[key] !== value) {
+        throw new TypeError(
+          `campaign(): 'attrs' must match 'filter', or the instance would never be in the set it campaigns in: attribute ${
+            keyText(key)
+          } is ${JSON.stringify(attrs[key] ?? null)}, the filter wants ${
+            JSON.stringify(value)
+          }`,
+        );
+      }
+    }
+    const { params, key } = target(service, at);
+    if (this.#campaigns.has(key) || this.#registered.has(key)) {
+      throw new TypeError(
+        `campaign(): ${service} at ${
+          typeof at === "number" ? `port ${at}` : at
+        } is already ${
+          this.#campaigns.has(key) ? "campaigning" : "registered"
+        } through this client: resign or unregister it first`,
+      );
+    }
+    this.#campaigns.set(key, undefined);
+    try {
+      const { ttl } = await this.status({ signal });
+      const { pingInterval, requestTimeout } = this.#timing;
+      const bound = pingInterval + requestTimeout;
+      if (ttl * 1000 <= bound) {
+        throw new RangeError(
+          `campaign(): the agent's grace TTL (${ttl} s, its --ttl) must be above this client's loss detection bound, pingInterval + requestTimeout (${pingInterval} + ${requestTimeout} = ${bound} ms): otherwise the agent could let the instance go before this client knows it is lost; lower the client's timings or raise the agent's --ttl`,
+        );
+      }
+      let campaign: Campaign | undefined = undefined;
+      campaign = await startCampaign({
+        service,
+        interval: pingInterval,
+        register: () =>
+          this.#connection.request("discover.register", {
+            service,
+            ...params,
+            attrs,
+          }),
+        unregister: () =>
+          this.#connection.request("discover.unregister", {
+            service,
+            ...params,
+          }),
+        lease: () => this.#connection.requestNow("discover.lease", undefined),
+        leaseBefore: () =>
+          this.#connection.request("discover.lease", undefined),
+        openSet: (signal) =>
+          this.services(service, { filter, health: "passing", signal }),
+        connected: () => this.state === "connected",
+        ended: () => {
+          // Ended while starting: the catch below forgets it.
+          if (campaign && this.#campaigns.get(key) === campaign) {
+            this.#campaigns.delete(key);
+          }
+        },
+      }, signal);
+      if (campaign.ended) {
+        this.#campaigns.delete(key);
+      } else {
+        this.#campaigns.set(key, campaign);
+      }
+      return campaign;
+    } catch (error) {
+      if (this.#campaigns.get(key) === undefined) this.#campaigns.delete(key);
+      throw error;
+    }
   }
 
   /**
@@ -863,20 +1037,10 @@ export class Client extends EventTarget implements AsyncDisposable {
     service: string,
     options?: ServicesOptions,
   ): Promise<Instance[]> {
-    const { filter: given, health, signal } = checkOptions(
-      options,
-      LOOKUP_RULE,
-    );
-    validateServiceName(service);
-    const filter = given === undefined
-      ? undefined
-      : validateAttrs(given, "filter");
-    validateHealthFilter(health);
-    const result = await this.#connection.request("discover.services", {
-      service,
-      ...(filter ? { filter: { attrs: filter } } : {}),
-      ...(health ? { health } : {}),
-    }, { signal });
+    const { params, signal } = setParams(service, options, LOOKUP_RULE);
+    const result = await this.#connection.request("discover.services", params, {
+      signal,
+    });
     return result.instances;
   }
 
@@ -903,21 +1067,40 @@ export class Client extends EventTarget implements AsyncDisposable {
     service: string,
     options?: ServicesOptions,
   ): Promise<Instance | undefined> {
-    const { filter: given, health, signal } = checkOptions(
-      options,
-      LEADER_RULE,
-    );
-    validateServiceName(service);
-    const filter = given === undefined
-      ? undefined
-      : validateAttrs(given, "filter");
-    validateHealthFilter(health);
-    const leader = await this.#connection.request("discover.leader", {
-      service,
-      ...(filter ? { filter: { attrs: filter } } : {}),
-      ...(health ? { health } : {}),
-    }, { signal });
+    const { params, signal } = setParams(service, options, LEADER_RULE);
+    const leader = await this.#connection.request("discover.leader", params, {
+      signal,
+    });
     return leader ?? undefined;
+  }
+
+  /**
+   * Whose the instances of a set are, for operators: each instance's owner
+   * (a short form of its stored hash, never a client id), whether that
+   * owner's client is connected to this agent, lost (the instance goes at
+   * `expires` unless it comes back) or held elsewhere, and its token name
+   * when the agent knows it.
+   *
+   * @example Usage
+   * ```ts ignore
+   * const { owners } = await client.owners("db", { health: "any" });
+   * for (const o of owners) console.log(o.addr, o.owner, o.client);
+   * ```
+   *
+   * @param service The service name.
+   * @param options Filter, health and signal.
+   * @returns The revision of the read and one entry per instance, by address.
+   * @throws {TypeError} When `options` has a key other than `filter`,
+   *   `health` and `signal`.
+   */
+  async owners(
+    service: string,
+    options?: ServicesOptions,
+  ): Promise<OwnersResult> {
+    const { params, signal } = setParams(service, options, OWNERS_RULE);
+    return await this.#connection.request("discover.owners", params, {
+      signal,
+    });
   }
 
   /**
@@ -986,6 +1169,10 @@ export class Client extends EventTarget implements AsyncDisposable {
    */
   async close(): Promise<void> {
     if (this.closed) return;
+    // Campaigns stop believing before their instances go.
+    await Promise.allSettled(
+      [...this.#campaigns.values()].map((c) => c?.resign()),
+    );
     await Promise.allSettled(
       [...this.#registered.values()]
         .filter((held) => held.state !== "failed")
@@ -1003,6 +1190,14 @@ export class Client extends EventTarget implements AsyncDisposable {
   /** Same as {@linkcode Client.close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** Throws when `key` is a campaign's instance. */
+  #notCampaigning(key: string, where: string) {
+    if (!this.#campaigns.has(key)) return;
+    throw new TypeError(
+      `${where}: '${key}' is a campaign's instance: resign the campaign first (a change of it could end its leadership before the campaign knows)`,
+    );
   }
 
   #lost() {
@@ -1169,6 +1364,23 @@ export class Client extends EventTarget implements AsyncDisposable {
   async #subscribeFrom(
     state: SetState,
     resume: { since: number; epoch: string } | undefined,
+  ): Promise<void> {
+    try {
+      await this.#subscribeOnce(state, resume);
+    } catch (error) {
+      const field = error instanceof RpcError &&
+        error.code === ErrorCode.InvalidParams &&
+        (error.data as { field?: unknown } | undefined)?.field;
+      if (field !== "batch" || !this.#batch) throw error;
+      // An agent of an earlier version: initial events one per frame.
+      this.#batch = false;
+      await this.#subscribeOnce(state, resume);
+    }
+  }
+
+  async #subscribeOnce(
+    state: SetState,
+    resume: { since: number; epoch: string } | undefined,
   ) {
     const { set, control } = state;
     await this.#connection.request("discover.subscribe", {
@@ -1176,6 +1388,8 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...(state.filter ? { filter: { attrs: state.filter } } : {}),
       ...(state.health ? { health: state.health } : {}),
       ...resume,
+      // Initial events in batch frames: a snapshot costs far fewer frames.
+      ...(this.#batch ? { batch: true } : {}),
     }, {
       // Runs before the frames that follow the response: the set must be
       // findable by the time its first event arrives.
@@ -1230,6 +1444,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   #ended() {
+    for (const campaign of this.#campaigns.values()) campaign?.end("closed");
+    this.#campaigns.clear();
     this.#toRestore.clear();
     this.#kick.abort();
     for (const state of this.#sets.values()) state.control.ended();

@@ -60,11 +60,11 @@ Deno.test("the client uses a WebSocket constructor given in its options", async 
   }
   await using client = await connect(agent.url, {
     WebSocket: Counting,
-    clientId: "abc",
+    clientId: "abc-0123456789abcdef",
   });
   assert.equal(urls.length, 1);
-  assert.match(urls[0], /[?&]client=abc$/);
-  assert.equal(client.clientId, "abc");
+  assert.match(urls[0], /[?&]client=abc-0123456789abcdef$/);
+  assert.equal(client.clientId, "abc-0123456789abcdef");
   assert.equal((await client.status()).backend, "memory");
 });
 
@@ -496,7 +496,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
   const opening = client.services("svc");
   assert.deepEqual(
     await subscribe(0, "E1", [event(5), event(5, "current")]),
-    { service: "svc" },
+    { service: "svc", batch: true },
   );
   const set = await opening;
   assert.equal(set.revision, 5);
@@ -508,6 +508,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
     service: "svc",
     since: 4,
     epoch: "E1",
+    batch: true,
   });
   assert.equal(set.revision, 5, "a snapshot counts once complete");
   FakeSocket.opened[1].close();
@@ -515,13 +516,14 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
   // wrong changes.
   assert.deepEqual(
     await subscribe(2, "E2", [event(10), event(10, "current")]),
-    { service: "svc", since: 4, epoch: "E1" },
+    { service: "svc", since: 4, epoch: "E1", batch: true },
   );
   await until(() => set.revision === 10 && set.connected, "the snapshot");
   FakeSocket.opened[2].close();
   assert.deepEqual(await subscribe(3, "E2", [], "replay"), {
     service: "svc",
     since: 9,
+    batch: true,
     epoch: "E2",
   });
   await client.close();
@@ -607,19 +609,85 @@ Deno.test("a set never resumes with an empty epoch, and a refused resume point f
   FakeSocket.opened[0].close();
   assert.deepEqual(await answer(await FakeSocket.nth(1), "E", 4), {
     service: "svc",
+    batch: true,
   });
   await until(() => set.revision === 4, "the snapshot");
   FakeSocket.opened[1].close();
   // An agent that refuses the resume point gets a snapshot request at once.
   const third = await FakeSocket.nth(2);
   const refused = await third.take("discover.subscribe");
-  assert.deepEqual(refused.params, { service: "svc", since: 3, epoch: "E" });
+  assert.deepEqual(refused.params, {
+    service: "svc",
+    since: 3,
+    epoch: "E",
+    batch: true,
+  });
   third.frame({
     id: refused.id,
     error: { code: ErrorCode.InvalidParams, message: "'since' is too old" },
   });
-  assert.deepEqual(await answer(third, "E", 5), { service: "svc" });
+  assert.deepEqual(await answer(third, "E", 5), {
+    service: "svc",
+    batch: true,
+  });
   await until(() => set.revision === 5 && set.connected, "the snapshot");
   assert.equal(set.closed, false);
   await client.close();
+});
+
+Deno.test("sets ask for batch frames; an agent that refuses the param gets subscribes without it from then on", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    pingInterval: 60_000,
+  });
+  try {
+    const socket = await FakeSocket.nth(0);
+    const opening = client.services("svc");
+    const first = await socket.take("discover.subscribe");
+    assert.deepEqual(first.params, { service: "svc", batch: true });
+    socket.frame({
+      id: first.id,
+      error: {
+        code: ErrorCode.InvalidParams,
+        message: "'batch' is not a known field",
+        data: { field: "batch" },
+      },
+    });
+    const second = await socket.take("discover.subscribe");
+    assert.deepEqual(second.params, { service: "svc" });
+    socket.frame({
+      id: second.id,
+      result: { subscription: "s", revision: 2, epoch: "E", mode: "snapshot" },
+    });
+    // A batch frame: a JSON array of notifications.
+    socket.dispatchEvent(
+      new MessageEvent("message", {
+        data: JSON.stringify([{
+          jsonrpc: "2.0",
+          method: "discover.event",
+          params: {
+            subscription: "s",
+            result: { kind: "current", revision: 2 },
+          },
+        }]),
+      }),
+    );
+    const set = await opening;
+    assert.equal(set.revision, 2, "a batch frame is read like single frames");
+    const other = client.services("other");
+    const third = await socket.take("discover.subscribe");
+    assert.deepEqual(third.params, { service: "other" });
+    socket.frame({
+      id: third.id,
+      result: { subscription: "t", revision: 2, epoch: "E", mode: "snapshot" },
+    });
+    socket.frame({
+      method: "discover.event",
+      params: { subscription: "t", result: { kind: "current", revision: 2 } },
+    });
+    await other;
+  } finally {
+    await client.close();
+  }
 });

@@ -476,8 +476,13 @@ export class ServiceSet extends EventTarget
     if (this.service === ALL_SERVICES || this.#staging) return;
     const leader = this.#leader;
     if (leader !== undefined && leader.id === instance.id) {
+      // The leader in the same life still leads; gone, or in a new life (a
+      // replay after a reconnection folds its removal and return into one
+      // update), it may not.
       this.#lead(
-        gone ? leaderOf(this.#online.values()) : instance,
+        gone || instance.created !== leader.created
+          ? leaderOf(this.#online.values())
+          : instance,
         revision,
       );
     } else if (!gone && (leader === undefined || precedes(instance, leader))) {

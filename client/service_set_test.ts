@@ -333,3 +333,21 @@ Deno.test("leader() is the lowest created, ties by address; 'leader' fires when 
   assert.deepEqual(told.at(-1), "h:4 12");
   assert.equal(set.leader()?.addr, "h:4");
 });
+
+Deno.test("a leader that comes back in a new life (one update with a greater created) is looked at again", async () => {
+  const { set, control } = opened();
+  const leaders: string[] = [];
+  set.addEventListener("leader", (e) => {
+    leaders.push(`${e.instance?.addr} ${e.instance?.created}`);
+  });
+  control.beginSnapshot();
+  control.apply(ev("up", 3, inst("h:1", 1)));
+  control.apply(ev("up", 3, inst("h:2", 2)));
+  control.apply(ev("current", 3));
+  await control.initialized;
+  assert.equal(set.leader()?.addr, "h:1");
+  // A replay folds h:1's removal and return into one update.
+  control.apply(ev("update", 7, inst("h:1", 7)));
+  assert.equal(set.leader()?.addr, "h:2");
+  assert.deepEqual(leaders, ["h:2 2"]);
+});

@@ -582,6 +582,49 @@ export const methodTable: MethodTable = {
       ],
     },
   },
+  "discover.owners": {
+    validate: validateServices,
+    openrpc: {
+      summary: "Reads whose the instances of a set are.",
+      description:
+        "For operators: the owner of each instance of the set that `discover.services` with the same params would read, sorted by address. " +
+        "`owner` is `c:` and the first 8 characters of the hash stored for a client id (never the id), or `s:AGENT:SESSION` for a session without one. " +
+        "`client` says what the answering agent knows of the owner: `connected` (a session of it is open here), `lost` (its last session here ended without closing: the instance goes at `expires`, milliseconds since the epoch, unless the client comes back), `elsewhere` (held through another agent). " +
+        "`token` is the token name the owner authenticated with, when this agent knows it.",
+      tags: [{ name: "discovery" }],
+      paramStructure: "by-name",
+      params: [service, filter, healthFilter],
+      result: {
+        name: "owners",
+        description: "The revision of the read and the owners.",
+        schema: schema("OwnersResult"),
+      },
+      errors: [
+        error("InvalidParams"),
+        error("Forbidden"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "owners",
+          params: [{ name: "service", value: "cache" }],
+          result: {
+            name: "owners",
+            value: {
+              revision: 44,
+              owners: [{
+                addr: "192.0.2.10:6379",
+                owner: "c:Q2hhbmdl",
+                client: "lost",
+                expires: 1767225600000,
+              }],
+            },
+          },
+        },
+      ],
+    },
+  },
   "discover.catalog": {
     validate: validateNoParams,
     openrpc: {
@@ -684,6 +727,12 @@ export const methodTable: MethodTable = {
           description:
             "Epoch the `since` revision belongs to: the `epoch` of the result of the subscription that `since` comes from. When it is not the agent's current epoch the agent sends a snapshot; when it is absent the agent assumes its own epoch. Has no effect without `since`.",
           schema: schema("Epoch"),
+        },
+        {
+          name: "batch",
+          description:
+            "When true, the initial events (the snapshot or the replay, the leader and `current`) may arrive as JSON-RPC batch frames: JSON arrays of up to 1,000 `discover.event` notifications, in order. Later events arrive one per frame. Default false.",
+          schema: { type: "boolean" },
         },
       ],
       result: {
@@ -836,6 +885,40 @@ export const methodTable: MethodTable = {
               limits,
               instances: { registered: 1, passing: 1, critical: 0, checks: 1 },
             },
+          },
+        },
+      ],
+    },
+  },
+  "discover.lease": {
+    validate: validateNoParams,
+    openrpc: {
+      summary:
+        "Says how long the agent vouches that the caller's instances stay.",
+      description:
+        "Takes no params: omit them or send `{}` or `[]`; anything else gets -32602. " +
+        "Returns `ms`: for that many milliseconds, counted from when the client sent the request, no agent can see the caller's instances leave for a reason other than the caller's own calls (an instance with a health check may still turn critical): the smaller of the grace TTL and what is left of the agent's backend lease (an etcd lease renewed at time T, with TTL L, cannot expire before T + L); 0 when the agent cannot vouch (its lease is past due); and `lease`, the backend lease it rests on (etcd: the lease id; empty without one), which changes when the lease is lost and replaced: instances written under the lost one may have left, so a client compares it with the `lease` answered just before it registered. " +
+        "A client that campaigns for leadership believes it leads only until its latest answered `discover.lease` runs out.",
+      tags: [{ name: "meta" }],
+      paramStructure: "by-name",
+      params: [],
+      result: {
+        name: "lease",
+        description: "How long the agent vouches, in milliseconds.",
+        schema: schema("LeaseResult"),
+      },
+      errors: [
+        error("InvalidParams"),
+        error("ShuttingDown"),
+        error("InternalError"),
+      ],
+      examples: [
+        {
+          name: "lease",
+          params: [],
+          result: {
+            name: "lease",
+            value: { ms: 9000, lease: "7587887049330127115" },
           },
         },
       ],

@@ -23,7 +23,9 @@ const NAMES: MethodName[] = [
   "discover.authenticate",
   "discover.catalog",
   "discover.leader",
+  "discover.lease",
   "discover.owned",
+  "discover.owners",
   "discover.register",
   "discover.services",
   "discover.setHealth",
@@ -72,6 +74,10 @@ function recording() {
       revision: 1,
       instances: [],
     }),
+    "discover.owners": record("discover.owners", {
+      revision: 1,
+      owners: [],
+    }),
     "discover.owned": record("discover.owned", {
       revision: 1,
       instances: [instance],
@@ -91,6 +97,7 @@ function recording() {
       calls.push(["discover.status", params]);
       return Promise.reject(new RpcError(ErrorCode.InternalError, "no status"));
     },
+    "discover.lease": record("discover.lease", { ms: 1000, lease: "" }),
     "rpc.discover": record("rpc.discover", document),
     "$/ping": record("$/ping", "pong" as const),
   };

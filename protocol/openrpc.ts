@@ -56,7 +56,7 @@ export const openrpcDocument: OpenRpcDocument = {
       "Params are always by name (an object); a method that takes params rejects unknown fields with -32602. " +
       "Every request may also fail with -32603 (internal error), and every request but `$/ping` with -32004 (the agent is shutting down). " +
       "Envelope errors (-32700 parse error, -32600 invalid request, -32601 method not found) are listed in `components.errors`. " +
-      "Registrations belong to an owner: the client id named in the connection URL (`?client=ID`, 1 to 64 characters of A-Z a-z 0-9 _ -), or the WebSocket session when it names none. " +
+      "Registrations belong to an owner: the client id named in the connection URL (`?client=ID`, 16 to 64 characters of A-Z a-z 0-9 _ -), or the WebSocket session when it names none. " +
       "When an owner's last session ends with a clean close (a completed WebSocket closing handshake whose close frame has code 1000, 1001 or no code), its instances go down at once; after any other end (a reset or dropped connection, another close code such as 4000, the agent's idle detection) the owner is lost and its instances stay for the grace period (`ttl` in `discover.status`). " +
       "The agent pings a peer that has sent nothing for half of its idle timeout (default 5 s) and drops it, as lost, when no pong has come back by the full idle timeout. " +
       "See protocol/README.md for liveness, ordering and limits.",
@@ -267,6 +267,31 @@ export const openrpcDocument: OpenRpcDocument = {
           instances: { type: "array", items: schema("Instance") },
         },
       },
+      OwnersResult: {
+        title: "OwnersResult",
+        type: "object",
+        required: ["revision", "owners"],
+        properties: {
+          revision: schema("Revision"),
+          owners: {
+            description:
+              "One entry per instance of the set, sorted by address.",
+            type: "array",
+            items: {
+              type: "object",
+              required: ["addr", "owner", "client"],
+              additionalProperties: false,
+              properties: {
+                addr: schema("Addr"),
+                owner: { type: "string" },
+                client: { enum: ["connected", "lost", "elsewhere"] },
+                expires: { type: "integer" },
+                token: { type: "string" },
+              },
+            },
+          },
+        },
+      },
       CatalogResult: {
         title: "CatalogResult",
         type: "object",
@@ -381,6 +406,25 @@ export const openrpcDocument: OpenRpcDocument = {
               "Most bytes queued for a session that does not read fast enough; beyond it the agent closes the connection with code 4008 (slow consumer), and the session is lost (its instances stay for the grace TTL while the client reconnects and resumes). A subscription's initial events do not count, one subscription at a time.",
             type: "integer",
             minimum: 1,
+          },
+        },
+      },
+      LeaseResult: {
+        title: "LeaseResult",
+        type: "object",
+        required: ["ms", "lease"],
+        additionalProperties: false,
+        properties: {
+          ms: {
+            description:
+              "Milliseconds, counted from when the request was sent, during which no agent can see the caller's instances leave for a reason other than the caller's own calls: the smaller of the grace TTL and what is left of the agent's backend lease; 0 when the agent cannot vouch.",
+            type: "number",
+            minimum: 0,
+          },
+          lease: {
+            description:
+              "The agent's backend lease the vouch rests on (etcd: the lease id; empty without one). It changes when the lease is lost and replaced: instances written under the lost lease may have left, so a vouch under another lease than the one an instance was registered under says nothing of it.",
+            type: "string",
           },
         },
       },

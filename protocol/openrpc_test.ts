@@ -30,6 +30,7 @@ const NO_PARAMS: string[] = [
   "discover.status",
   "discover.catalog",
   "discover.owned",
+  "discover.lease",
   "rpc.discover",
   "$/ping",
 ];

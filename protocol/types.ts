@@ -144,6 +144,41 @@ export interface LeaderParams {
   health?: HealthFilter;
 }
 
+/**
+ * Whose an instance is, as `discover.owners` tells it: for operators (the
+ * dashboard's owner column), never a credential.
+ */
+export interface InstanceOwner {
+  /** The instance's address. */
+  addr: string;
+  /**
+   * Its owner: `c:` and the first 8 characters of the hash stored for a
+   * client id (the id itself is never shown), or `s:AGENT:SESSION` for a
+   * session that connected without a client id.
+   */
+  owner: string;
+  /**
+   * The owner's connection, as the answering agent knows it: `connected`
+   * (a session of it is open here), `lost` (its last session here ended
+   * without closing: the instance stays until `expires` unless the client
+   * comes back), or `elsewhere` (not held through this agent: another
+   * agent's client, or one that moved).
+   */
+  client: "connected" | "lost" | "elsewhere";
+  /** With `lost`: when the instance goes, in milliseconds since the epoch. */
+  expires?: number;
+  /** The token name the owner authenticated with, when this agent knows it. */
+  token?: string;
+}
+
+/** Result of `discover.owners`. */
+export interface OwnersResult {
+  /** Revision of the agent's view at the read. */
+  revision: number;
+  /** One entry per instance of the set, sorted by address. */
+  owners: InstanceOwner[];
+}
+
 /** Params of `discover.services`. */
 export interface ServicesParams {
   /** Service name. */
@@ -196,7 +231,21 @@ export interface SubscribeParams {
    * agent sends a snapshot: revisions of different epochs are unrelated.
    */
   epoch?: string;
+  /**
+   * Whether the initial events (the snapshot or the replay, the leader and
+   * `current`) may arrive in JSON-RPC batches: frames that hold a JSON
+   * array of up to {@linkcode MAX_INITIAL_BATCH} `discover.event`
+   * notifications, in order. One frame instead of one per instance makes a
+   * large snapshot much cheaper to send and to receive. Later events keep
+   * arriving one per frame.
+   *
+   * @default {false}
+   */
+  batch?: boolean;
 }
+
+/** Most notifications in one batch frame of a subscription's initial events. */
+export const MAX_INITIAL_BATCH = 1000;
 
 /** Result of `discover.subscribe`. */
 export interface SubscribeResult {
@@ -304,6 +353,25 @@ export interface StatusResult {
   instances: InstanceCounts;
 }
 
+/** Result of `discover.lease`. */
+export interface LeaseResult {
+  /**
+   * Milliseconds, counted from when the request was sent, during which no
+   * agent can see the caller's instances leave for a reason other than the
+   * caller's own calls: the smaller of the agent's grace TTL and what is
+   * left of its backend lease. 0 when the agent cannot vouch at all.
+   */
+  ms: number;
+  /**
+   * The agent's backend lease the vouch rests on (etcd: the lease id; ""
+   * without one). It changes when the lease is lost and replaced: the
+   * instances written under the lost one may have left (and come back in
+   * a new life), so a vouch under another lease than the one an instance
+   * was registered under says nothing of it.
+   */
+  lease: string;
+}
+
 /** The instances registered through one agent, counted by health. */
 export interface InstanceCounts {
   /** Instances its clients hold (registered, or kept for their grace period). */
@@ -373,6 +441,8 @@ export interface MethodTypes {
   "discover.leader": { params: LeaderParams; result: Instance | null };
   /** Reads the instances of a service once. */
   "discover.services": { params: ServicesParams; result: ServicesResult };
+  /** Reads whose the instances of a set are, and whether their clients are connected. */
+  "discover.owners": { params: ServicesParams; result: OwnersResult };
   /**
    * Reads the instances the caller owns (its client id's, or its session's
    * when it connected without one), sorted by `id`.
@@ -386,6 +456,8 @@ export interface MethodTypes {
   "discover.unsubscribe": { params: UnsubscribeParams; result: boolean };
   /** The agent's status. */
   "discover.status": { params: undefined; result: StatusResult };
+  /** How long the agent vouches for the caller's instances (leader election). */
+  "discover.lease": { params: undefined; result: LeaseResult };
   /** The OpenRPC document. */
   "rpc.discover": { params: undefined; result: OpenRpcDocument };
   /** Liveness check. */

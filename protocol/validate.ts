@@ -29,8 +29,13 @@ import {
 export const SERVICE_NAME_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Attribute keys: 1 to 64 characters of `A-Z a-z 0-9 . _ - :`, starting with a letter or digit. */
 export const ATTR_KEY_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
-/** Client ids (the `client` query parameter): 1 to 64 characters of `A-Z a-z 0-9 _ -`. */
-export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
+/**
+ * The rule of client ids (the `client` query parameter), as error messages
+ * state it. At least 16 characters, so that an id cannot be guessed.
+ */
+export const CLIENT_ID_RULE = "16 to 64 characters of A-Z a-z 0-9 _ -";
+/** Client ids (the `client` query parameter): {@linkcode CLIENT_ID_RULE}. */
+export const CLIENT_ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{16,64}$/;
 /** Most attributes on one instance (and in one filter). */
 export const MAX_ATTRS = 64;
 /** Longest attribute value, in UTF-16 code units. */
@@ -145,6 +150,13 @@ export function validatePort(value: unknown, field = "port"): number {
 }
 
 /**
+ * An IPv4 `host:port` already in canonical form (no leading zeros, octets
+ * up to 255, port 1 to 65535): accepted as it is, without the full rule.
+ */
+const CANONICAL_IPV4_ADDR =
+  /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$/;
+
+/**
  * Checks a `host:port` address and returns it in canonical form (IPv6 hosts
  * in brackets, hostnames in lower case).
  *
@@ -162,6 +174,7 @@ export function validateAddr(value: unknown, field = "addr"): string {
   if (typeof value !== "string") {
     throw invalidParams(field, "must be a string", value);
   }
+  if (CANONICAL_IPV4_ADDR.test(value)) return value; // the common case, already canonical
   if (value.length > MAX_ADDR_LENGTH || !ADDR_PATTERN.test(value)) {
     throw invalidParams(
       field,
@@ -622,8 +635,11 @@ export function validateServices(params: unknown): ServicesParams {
  */
 export function validateSubscribe(params: unknown): SubscribeParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "filter", "health", "since", "epoch"]);
-  const { since, epoch } = p;
+  onlyKeys(p, ["service", "filter", "health", "since", "epoch", "batch"]);
+  const { since, epoch, batch } = p;
+  if (batch !== undefined && typeof batch !== "boolean") {
+    throw invalidParams("batch", "must be true or false", batch);
+  }
   if (
     epoch !== undefined &&
     (typeof epoch !== "string" || epoch.length === 0 || epoch.length > 64)
@@ -648,6 +664,7 @@ export function validateSubscribe(params: unknown): SubscribeParams {
     ...healthOf(p),
     since: since as number | undefined,
     epoch: epoch as string | undefined,
+    ...(batch ? { batch: true } : {}),
   };
 }
 

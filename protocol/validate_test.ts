@@ -822,3 +822,18 @@ Deno.test("validateSetHealth() and the health filter of services and subscribe",
     "health",
   );
 });
+
+Deno.test("validateSubscribe() takes batch as a boolean, and leaves it out when false", () => {
+  assert.equal(
+    validateSubscribe({ service: "cache", batch: true }).batch,
+    true,
+  );
+  assert.equal(
+    "batch" in validateSubscribe({ service: "cache", batch: false }),
+    false,
+  );
+  assert.throws(
+    () => validateSubscribe({ service: "cache", batch: "yes" }),
+    /'batch' must be true or false/,
+  );
+});

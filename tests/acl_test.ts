@@ -95,6 +95,7 @@ Deno.test("acl: each access level on each method", async () => {
       isCode(ErrorCode.Forbidden),
     );
     await assert.rejects(nobody.lookup("db-1"), isCode(ErrorCode.Forbidden));
+    await assert.rejects(nobody.owners("db-1"), isCode(ErrorCode.Forbidden));
     await assert.rejects(
       nobody.services("db-1"),
       isCode(ErrorCode.Forbidden),
@@ -118,6 +119,12 @@ Deno.test("acl: each access level on each method", async () => {
     await using reader = await connect(agent.url, { token: TOKENS.reader });
     assert.equal((await reader.lookup("db-1")).length, 1);
     assert.equal((await reader.leader("db-1"))?.addr, db.addr);
+    const [owned] = (await reader.owners("db-1")).owners;
+    assert.deepEqual([owned.addr, owned.client, owned.token], [
+      db.addr,
+      "connected",
+      "writer",
+    ]);
     await assert.rejects(
       reader.register("db-2", 5432),
       isCode(ErrorCode.Forbidden),

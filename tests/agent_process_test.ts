@@ -364,11 +364,13 @@ Deno.test("a lost session's instances are kept for the TTL and can be taken over
 
   // A client that reconnects with its client id within the TTL keeps its
   // instances without a flap.
-  const first = await openRaw(`${agent.url}?client=resumer`);
+  const first = await openRaw(`${agent.url}?client=resumer-0123456789`);
   await first.call("discover.register", { service: "svc", port: 2 });
   assert.equal((await nextWithin(updates)).kind, "up");
   await first.close(4000);
-  await using second = await connect(agent.url, { clientId: "resumer" });
+  await using second = await connect(agent.url, {
+    clientId: "resumer-0123456789",
+  });
   assert.equal((await second.lookup("svc")).length, 2);
 
   // Past the TTL, both instances are still there: nothing flapped.

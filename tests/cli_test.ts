@@ -87,10 +87,13 @@ interface Running extends AsyncDisposable {
   exit(): Promise<{ code: number; rest: string[] }>;
 }
 
-function spawnCli(args: string[], options: { stdin?: boolean } = {}): Running {
+function spawnCli(
+  args: string[],
+  options: { stdin?: boolean; env?: Record<string, string> } = {},
+): Running {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...args],
-    env: { DISCOVER_AGENT: "" },
+    env: { DISCOVER_AGENT: "", ...options.env },
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
@@ -147,6 +150,17 @@ function spawnCli(args: string[], options: { stdin?: boolean } = {}): Running {
   return running;
 }
 
+/** An owner id as `discover.owners` gives it for a client with an id. */
+const OWNER_ID = /^c:[A-Za-z0-9_-]{8}$/;
+
+/** An instance as `discover ls --json` prints it. */
+type Listed = Instance & {
+  owner: string;
+  client: "connected" | "lost" | "elsewhere";
+  expires?: number;
+  token?: string;
+};
+
 async function addrs(client: Client, service: string): Promise<string[]> {
   return (await client.lookup(service)).map((i) => i.addr).sort();
 }
@@ -171,15 +185,21 @@ Deno.test("services, ls and status print what the agent holds, as text and as JS
   assert.equal(services.code, 0, services.stderr);
   assert.equal(services.stdout, "api\t1\nweb\t2\n");
 
-  const web = await cliJson(["ls", "web", ...url]) as Instance[];
+  const web = await cliJson(["ls", "web", ...url]) as Listed[];
   assert.deepEqual(web.map((i) => [i.addr, i.attrs]), [
     ["127.0.0.1:8080", { zone: "a" }],
     ["127.0.0.1:8081", { zone: "b", note: "x y" }],
   ]);
+  // Each instance as the agent reports it, with its owner: the test's
+  // client, connected.
+  const { owner, client: state, ...listed } = web[0];
   assert.deepEqual(
-    web[0],
+    listed,
     (await client.lookup("web")).find((i) => i.addr === "127.0.0.1:8080"),
   );
+  assert.match(owner, OWNER_ID);
+  assert.equal(state, "connected");
+  assert.equal(web[1].owner, owner);
   const filtered = await cliJson(["ls", "web", "--filter", "zone=b", ...url]);
   assert.deepEqual((filtered as Instance[]).map((i) => i.addr), [
     "127.0.0.1:8081",
@@ -188,7 +208,7 @@ Deno.test("services, ls and status print what the agent holds, as text and as JS
   assert.equal(ls.code, 0, ls.stderr);
   assert.equal(
     ls.stdout,
-    '127.0.0.1:8080\tzone=a\tpassing\t\n127.0.0.1:8081\tzone=b note="x y"\tpassing\t\n',
+    `127.0.0.1:8080\tzone=a\tpassing\t\t${owner}\tconnected\n127.0.0.1:8081\tzone=b note="x y"\tpassing\t\t${owner}\tconnected\n`,
   );
   assert.deepEqual(await cliJson(["ls", "nothing", ...url]), []);
 
@@ -385,10 +405,14 @@ Deno.test("register --check-http: the agent checks the instance; ls and watch sh
   );
   const passing = await cli(["ls", "svc", ...url]);
   assert.equal(passing.code, 0, passing.stderr);
-  assert.equal(passing.stdout, `${addr}\t\tpassing\t\n`);
+  assert.match(
+    passing.stdout,
+    new RegExp(`^${addr}\t\tpassing\t\tc:[\\w-]{8}\tconnected\n$`),
+  );
 
   await using watch = spawnCli(["watch", "svc", "--health", "any", ...url]);
   assert.equal(await watch.line(), `up\t${addr}\t\tpassing\t`);
+  assert.equal(await watch.line(), `leader\t${addr}\t\tpassing\t`);
 
   http.set(500);
   await until(
@@ -407,7 +431,10 @@ Deno.test("register --check-http: the agent checks the instance; ls and watch sh
     [[addr, "critical", "HTTP 500"]],
   );
   const anyText = await cli(["ls", "svc", "--health", "any", ...url]);
-  assert.equal(anyText.stdout, `${addr}\t\tcritical\tHTTP 500\n`);
+  assert.match(
+    anyText.stdout,
+    new RegExp(`^${addr}\t\tcritical\tHTTP 500\tc:[\\w-]{8}\tconnected\n$`),
+  );
 
   http.set(204);
   assert.equal(await watch.line(), `update\t${addr}\t\tpassing\t`);
@@ -459,6 +486,8 @@ Deno.test("watch prints up, update and down as other clients change the service"
   const first = JSON.parse(await watch.line());
   assert.equal(first.kind, "up");
   assert.equal(first.instance.addr, "127.0.0.1:8080");
+  const leader = JSON.parse(await watch.line());
+  assert.deepEqual([leader.kind, leader.instance], ["leader", first.instance]);
   await client.register("web", 8081, { attrs: { zone: "a" } });
   const up = JSON.parse(await watch.line());
   assert.deepEqual([up.kind, up.instance.addr, up.instance.attrs], [
@@ -483,6 +512,167 @@ Deno.test("watch prints up, update and down as other clients change the service"
   assert.deepEqual(rest, []);
 });
 
+Deno.test("watch prints a leader line when the oldest instance leaves", async () => {
+  await using agent = await quietAgent();
+  await using first = await connect(agent.url);
+  await using later = await connect(agent.url);
+  await first.register("db", 5432);
+  await later.register("db", 5433);
+  await later.register("db", 5431);
+  const url = ["--agent", agent.url];
+  await using json = spawnCli(["watch", "db", "--json", ...url]);
+  await using text = spawnCli(["watch", "db", ...url]);
+  const next = async () => {
+    const line = JSON.parse(await json.line());
+    return [line.kind, line.instance?.addr ?? null];
+  };
+
+  // The instances by address, then the leader: the oldest, 5432.
+  assert.deepEqual(
+    [await next(), await next(), await next(), await next()],
+    [
+      ["up", "127.0.0.1:5431"],
+      ["up", "127.0.0.1:5432"],
+      ["up", "127.0.0.1:5433"],
+      ["leader", "127.0.0.1:5432"],
+    ],
+  );
+  for (const addr of ["127.0.0.1:5431", "127.0.0.1:5432", "127.0.0.1:5433"]) {
+    assert.equal(await text.line(), `up\t${addr}\t\tpassing\t`);
+  }
+  assert.equal(await text.line(), "leader\t127.0.0.1:5432\t\tpassing\t");
+
+  // A newer instance does not lead, whatever its address.
+  await later.register("db", 5430);
+  assert.deepEqual(await next(), ["up", "127.0.0.1:5430"]);
+  assert.equal(await text.line(), "up\t127.0.0.1:5430\t\tpassing\t");
+
+  // The leader leaves: the next oldest leads, after its down line.
+  await first.unregister("db", 5432);
+  const down = JSON.parse(await json.line());
+  const leader = JSON.parse(await json.line());
+  assert.deepEqual(
+    [down.kind, down.instance.addr, leader.kind, leader.instance.addr],
+    ["down", "127.0.0.1:5432", "leader", "127.0.0.1:5433"],
+  );
+  assert.ok(leader.revision >= down.revision);
+  assert.deepEqual(
+    leader.instance,
+    (await first.lookup("db")).find((i) => i.addr === "127.0.0.1:5433"),
+  );
+  assert.equal(await text.line(), "down\t127.0.0.1:5432\t\tpassing\t");
+  assert.equal(await text.line(), "leader\t127.0.0.1:5433\t\tpassing\t");
+
+  // A non-leader leaving changes nothing; the last one leaving leaves none.
+  await later.unregister("db", 5431);
+  assert.deepEqual(await next(), ["down", "127.0.0.1:5431"]);
+  await later.unregister("db", 5430);
+  assert.deepEqual(await next(), ["down", "127.0.0.1:5430"]);
+  await later.unregister("db", 5433);
+  assert.deepEqual(await next(), ["down", "127.0.0.1:5433"]);
+  assert.deepEqual(await next(), ["leader", null]);
+  for (const addr of ["127.0.0.1:5431", "127.0.0.1:5430", "127.0.0.1:5433"]) {
+    assert.equal(await text.line(), `down\t${addr}\t\tpassing\t`);
+  }
+  assert.equal(await text.line(), "leader\t\t\t\t");
+
+  for (const watch of [json, text]) {
+    watch.child.kill("SIGINT");
+    const { code, rest } = await watch.exit();
+    assert.equal(code, 0, watch.stderr());
+    assert.deepEqual(rest, []);
+  }
+});
+
+/** The hex SHA-256 of `text`, as an access rules file stores a token. */
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (byte) => byte.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+Deno.test("ls shows each instance's owner with its token name, and a lost client's", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "discover-cli-acl-" });
+  try {
+    const deployer = `deploy-${crypto.randomUUID()}`;
+    const viewer = `view-${crypto.randomUUID()}`;
+    const acl = `${dir}/acl.json`;
+    await Deno.writeTextFile(
+      acl,
+      JSON.stringify({
+        default: "deny",
+        tokens: [
+          {
+            name: "deployer",
+            sha256: await sha256Hex(deployer),
+            rules: [{ service: "*", access: "write" }],
+          },
+          {
+            name: "viewer",
+            sha256: await sha256Hex(viewer),
+            rules: [{ service: "*", access: "read" }],
+          },
+        ],
+      }),
+    );
+    await using agent = await startAgent({
+      port: 0,
+      ...quiet,
+      ttl: 60,
+      acl,
+    });
+    const url = ["--agent", agent.url];
+    await using client = await connect(agent.url, { token: deployer });
+    await client.register("web", 8080);
+    // A `discover register` (with the deployer's token) killed without a
+    // chance to unregister: its client is lost, its instance stays.
+    await using register = spawnCli(["register", "web", "8081", ...url], {
+      env: { DISCOVER_TOKEN: deployer },
+    });
+    assert.equal(await register.line(), "registered web 127.0.0.1:8081");
+    register.child.kill("SIGKILL");
+    assert.equal((await register.exit()).code, 137);
+    await until(
+      () => agent.sessions === 1,
+      "the agent notices the lost client",
+    );
+
+    const asViewer = { DISCOVER_TOKEN: viewer };
+    const listed = await cli(["ls", "web", "--json", ...url], asViewer);
+    assert.equal(listed.code, 0, listed.stderr);
+    const [live, lost] = JSON.parse(listed.stdout) as Listed[];
+    assert.deepEqual(
+      [live.addr, live.client, live.token, live.expires],
+      ["127.0.0.1:8080", "connected", "deployer", undefined],
+    );
+    assert.deepEqual(
+      [lost.addr, lost.client, lost.token],
+      ["127.0.0.1:8081", "lost", "deployer"],
+    );
+    for (const { owner } of [live, lost]) assert.match(owner, OWNER_ID);
+    assert.notEqual(live.owner, lost.owner);
+    assert.ok(lost.expires! > Date.now());
+    const text = await cli(["ls", "web", ...url], asViewer);
+    assert.equal(text.code, 0, text.stderr);
+    assert.equal(
+      text.stdout,
+      `127.0.0.1:8080\t\tpassing\t\t${live.owner}\tconnected\n` +
+        `127.0.0.1:8081\t\tpassing\t\t${lost.owner}\tlost\n`,
+    );
+    // Without a token, nothing may be read.
+    const refused = await cli(["ls", "web", ...url]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /\(-32007\)$/m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("watch with a filter prints tab-separated lines of the matching instances", async () => {
   await using agent = await quietAgent();
   await using client = await connect(agent.url);
@@ -497,12 +687,18 @@ Deno.test("watch with a filter prints tab-separated lines of the matching instan
   // Registered until the watch has seen it: it may come as the state or as a change.
   await client.register("web", 8082, { attrs: { zone: "b" } });
   assert.equal(await watch.line(), "up\t127.0.0.1:8082\tzone=b\tpassing\t");
+  assert.equal(
+    await watch.line(),
+    "leader\t127.0.0.1:8082\tzone=b\tpassing\t",
+  );
   await client.register("web", 8083, { attrs: { zone: "a" } });
   await client.unregister("web", 8082);
   assert.equal(
     await watch.line(),
     "down\t127.0.0.1:8082\tzone=b\tpassing\t",
   );
+  // None of the matching instances is left: no leader.
+  assert.equal(await watch.line(), "leader\t\t\t\t");
   watch.child.kill("SIGINT");
   const { code, rest } = await watch.exit();
   assert.equal(code, 0, watch.stderr());
@@ -561,6 +757,19 @@ Deno.test("unregister removes a lost client's instance, and refuses a connected 
   assert.equal((await register.exit()).code, 137);
   await until(() => agent.sessions === 1, "the agent notices the lost client");
   assert.deepEqual(await addrs(client, "db"), ["127.0.0.1:5433"]);
+  // ls says whose it is: a lost client's, until its TTL runs out.
+  const [lost] = await cliJson(["ls", "db", ...url]) as Listed[];
+  assert.match(lost.owner, OWNER_ID);
+  assert.equal(lost.client, "lost");
+  assert.ok(
+    lost.expires! > Date.now() && lost.expires! <= Date.now() + 60_000,
+    `expires ${lost.expires} is within the TTL`,
+  );
+  const lostText = await cli(["ls", "db", ...url]);
+  assert.equal(
+    lostText.stdout,
+    `127.0.0.1:5433\t\tpassing\t\t${lost.owner}\tlost\n`,
+  );
   assert.deepEqual(
     await cliJson(["unregister", "db", "127.0.0.1:5433", ...url]),
     { service: "db", addr: "127.0.0.1:5433", removed: true },
@@ -735,6 +944,10 @@ Deno.test({
       assert.equal(
         await watch.lineMatching(/8080/),
         "up\t127.0.0.1:8080\tzone=b\tpassing\t",
+      );
+      assert.equal(
+        await watch.line(),
+        "leader\t127.0.0.1:8080\tzone=b\tpassing\t",
       );
       assert.deepEqual(await cliJson(["services", ...url]), [
         { service: "web", instances: 1 },

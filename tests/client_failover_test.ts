@@ -14,19 +14,12 @@ import { startAgent } from "../agent/mod.ts";
 import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
+import { freePort } from "../tools/_process.ts";
 
 const quiet = {
   advertiseHost: "127.0.0.1",
   logger: { debug() {}, info() {}, warn() {}, error() {} },
 };
-
-/** A loopback port where nothing listens now. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 Deno.test("the first URL is dead: the client connects to the second", async () => {
   await using second = await spawnAgent();

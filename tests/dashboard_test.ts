@@ -7,10 +7,17 @@
  * note, the header, down instances kept for `?keepDown` seconds, and what
  * the page says once the agent is gone and when it is back; and an
  * agent whose etcd is killed and restarted; and an agent with access rules,
- * where the page asks for a token and keeps it in the tab's sessionStorage.
+ * where the page asks for a token and keeps it in the tab's sessionStorage;
+ * and the owner of each instance, a client cut off behind a TCP proxy
+ * whose instance waits out its grace TTL, and an admin's force-deregister.
  *
- * With `DISCOVER_SCREENSHOTS=1` it also writes `docs/dashboard-live.png`
- * and `docs/dashboard-disconnected.png` (the README's pictures).
+ * Bounds: Playwright's waits are 30 s (`tests/_browser.ts`); the page
+ * reads owners every 5 s, so a lost client shows within 10 s or so. The
+ * agent's TTL is 60 s where a lost client must stay listed for a few steps.
+ *
+ * With `DISCOVER_SCREENSHOTS=1` it also writes `docs/dashboard-live.png`,
+ * `docs/dashboard-grace.png` and `docs/dashboard-disconnected.png` (the
+ * README's pictures).
  *
  * @module
  */
@@ -24,6 +31,8 @@ import { spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { launchChromium } from "./_browser.ts";
 import { healthServer } from "./_health_server.ts";
+import { tcpProxy } from "./_proxy.ts";
+import { until } from "./_wait.ts";
 
 const options = {
   // Playwright keeps its pipe to the browser and timers across steps.
@@ -33,12 +42,14 @@ const options = {
 
 const SCREENSHOTS = Deno.env.get("DISCOVER_SCREENSHOTS") === "1";
 
-async function screenshot(page: Page, name: string) {
+async function screenshot(page: Page, name: string, selector?: string) {
   if (!SCREENSHOTS) return;
-  await page.screenshot({
-    path: new URL(`../docs/${name}`, import.meta.url).pathname,
-    fullPage: true,
-  });
+  const path = new URL(`../docs/${name}`, import.meta.url).pathname;
+  if (selector === undefined) {
+    await page.screenshot({ path, fullPage: true });
+  } else {
+    await page.locator(selector).screenshot({ path });
+  }
 }
 
 const row = (id: string) => `tr[data-id="${id}"]`;
@@ -143,6 +154,30 @@ Deno.test(
         await text(page, 'tr[data-id="web/127.0.0.1:10000"] .leader'),
         "leader",
       );
+      // The owner of each: the test's client, connected.
+      assert.deepEqual(
+        await page.$$eval(
+          'section[data-service="web"] th',
+          (th) => th.map((n) => n.textContent),
+        ),
+        ["address", "health", "owner", "attributes", "age"],
+      );
+      await page.waitForSelector("tr[data-id]:not([data-client])", {
+        state: "detached",
+      });
+      const owned = await page.$$eval("tr[data-id]", (rows) =>
+        rows.map((r) => [
+          r.querySelector(".owner-id")!.textContent,
+          r.dataset.client,
+        ]));
+      assert.equal(owned.length, 5);
+      for (const [owner, client] of owned) {
+        assert.match(owner ?? "", /^c:[\w-]{8}$/);
+        assert.equal(client, "connected");
+      }
+      assert.equal(new Set(owned.map(([owner]) => owner)).size, 1);
+      // No token in use: nothing to force-deregister with.
+      assert.equal(await page.$(".deregister"), null);
       // The favicon is inline: the page loads nothing but itself and /client.js.
       assert.match(
         await page.getAttribute("#favicon", "href") ?? "",
@@ -202,7 +237,6 @@ Deno.test(
           /0 down \(shown 1 s\)/,
         );
         assert.equal(await page.getAttribute(gone, "data-state"), "down");
-        await screenshot(page, "dashboard-live.png");
       },
     );
 
@@ -494,6 +528,198 @@ Deno.test(
         assert.deepEqual(errors, []);
       });
     } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "dashboard: owners, a lost client in its grace TTL, an admin's force-deregister",
+  options,
+  async (t) => {
+    await using target = healthServer();
+    const dir = await Deno.makeTempDir({
+      prefix: "discover-dashboard-owners-",
+    });
+    const proxy = tcpProxy(1); // its target is set once the agent listens
+    try {
+      const deployer = `deploy-${crypto.randomUUID()}`;
+      const viewer = `view-${crypto.randomUUID()}`;
+      const ops = `ops-${crypto.randomUUID()}`;
+      const acl = `${dir}/acl.json`;
+      const token = async (name: string, secret: string, access: string) => ({
+        name,
+        sha256: await sha256Hex(secret),
+        rules: [{ service: "*", access }],
+      });
+      await Deno.writeTextFile(
+        acl,
+        JSON.stringify({
+          default: "deny",
+          tokens: [
+            await token("deployer", deployer, "write"),
+            await token("viewer", viewer, "read"),
+            await token("ops", ops, "admin"),
+          ],
+        }),
+      );
+      await using agent = await startAgent({
+        hostname: "127.0.0.1",
+        advertiseHost: "127.0.0.1",
+        logLevel: "error",
+        port: 0,
+        acl,
+        ttl: 60,
+      });
+      proxy.target = agent.port;
+      const http = agent.url.replace(/^ws/, "http");
+      await using client = await connect(agent.url, { token: deployer });
+      await client.register("web", 8080, {
+        attrs: { zone: "a", version: "1.4.2" },
+      });
+      await client.register("web", 8081, {
+        attrs: { zone: "b", version: "1.4.2" },
+      });
+      target.set(500);
+      await client.register("api", target.port, {
+        attrs: { zone: "a" },
+        check: {
+          http: `http://127.0.0.1:${target.port}/healthz`,
+          interval: 0.2,
+        },
+      });
+      // Another client, behind a proxy that will cut it off.
+      await using remote = await connect(proxy.url, { token: deployer });
+      await remote.register("web", 8082, { attrs: { zone: "c" } });
+      await remote.register("cache", 6379, { attrs: { role: "primary" } });
+      const web = row("web/127.0.0.1:8080");
+      const far = row("web/127.0.0.1:8082");
+      const cache = row("cache/127.0.0.1:6379");
+      const api = row(`api/127.0.0.1:${target.port}`);
+
+      await using browser = await launchChromium();
+      const page = await browser.context.newPage();
+      await page.setViewportSize({ width: 1280, height: 560 });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => void errors.push(error.message));
+      const useToken = async (secret: string) => {
+        await page.waitForSelector("#auth:not([hidden])");
+        await page.fill("#token", secret);
+        await page.click("#auth-submit");
+        await page.waitForSelector(`${web}[data-client="connected"]`);
+      };
+
+      await t.step("each instance's owner, with its token name", async () => {
+        await page.goto(http);
+        await useToken(viewer);
+        await page.waitForSelector(`${api}[data-health="critical"]`);
+        for (const id of [web, far, cache, api]) {
+          await page.waitForSelector(`${id}[data-client="connected"]`);
+          assert.match(
+            await text(page, `${id} .owner-id`) ?? "",
+            /^c:[\w-]{8}$/,
+          );
+          assert.equal(await text(page, `${id} .token`), "deployer");
+        }
+        // One owner per client: the proxied client's instances are another's.
+        const ownerOf = (id: string) => page.getAttribute(id, "data-owner");
+        assert.equal(
+          await ownerOf(row("web/127.0.0.1:8081")),
+          await ownerOf(web),
+        );
+        assert.equal(await ownerOf(cache), await ownerOf(far));
+        assert.notEqual(await ownerOf(far), await ownerOf(web));
+        // Every client is connected: no button anywhere.
+        assert.equal(await page.$(".deregister"), null);
+      });
+
+      await t.step(
+        "a client cut off: its rows wait out the TTL, counting down",
+        async () => {
+          proxy.refuse(); // cut, and no way back
+          for (const id of [far, cache]) {
+            await page.waitForSelector(`${id}[data-client="lost"]`);
+          }
+          const left = async () => {
+            const shown = await text(page, `${far} .grace`) ?? "";
+            const match = /^client lost, goes in (\d+)s$/.exec(shown);
+            assert.ok(match, shown);
+            return Number(match[1]);
+          };
+          const first = await left();
+          assert.ok(first > 0 && first <= 60, `${first} s left of a 60 s TTL`);
+          // It counts down each second.
+          await until(async () => await left() < first, "the countdown moves");
+          // Still listed, still up, and counted apart.
+          assert.equal(await page.getAttribute(far, "data-state"), "up");
+          assert.equal(
+            await page.getAttribute(web, "data-client"),
+            "connected",
+          );
+          await page.waitForSelector('#totals:has-text("2 clients lost")');
+          assert.equal(
+            await text(page, 'section[data-service="web"] .count'),
+            "3 up · 1 client lost",
+          );
+          // A token is in use: the lost rows, and only they, have a button.
+          assert.deepEqual(
+            await page.$$eval(
+              "tr:has(.deregister)",
+              (rows) => rows.map((r) => r.dataset.id),
+            ),
+            ["cache/127.0.0.1:6379", "web/127.0.0.1:8082"],
+          );
+          await screenshot(
+            page,
+            "dashboard-grace.png",
+            'section[data-service="web"]',
+          );
+        },
+      );
+
+      await t.step(
+        "a token without admin access: the refusal, on the row",
+        async () => {
+          let asked = "";
+          page.once("dialog", (dialog) => {
+            asked = dialog.message();
+            void dialog.accept();
+          });
+          await page.click(`${cache} .deregister`);
+          await page.waitForSelector(`${cache} .action-error`);
+          assert.match(asked, /^Force-deregister cache 127\.0\.0\.1:6379\?/);
+          assert.match(
+            await text(page, `${cache} .action-error`) ?? "",
+            /^Refused \(this token may not\): .*admin access to 'cache'.*token 'viewer'/,
+          );
+          assert.equal(await page.getAttribute(cache, "data-state"), "up");
+          assert.equal((await client.lookup("cache")).length, 1);
+          // Dismissed: nothing is asked of the agent.
+          page.once("dialog", (dialog) => void dialog.dismiss());
+          await page.click(`${far} .deregister`);
+          assert.equal(await page.$(`${far} .action-error`), null);
+          assert.equal((await client.lookup("web")).length, 3);
+        },
+      );
+
+      await t.step("an admin removes a lost client's instance", async () => {
+        await page.click("#forget-token");
+        await useToken(ops);
+        await page.waitForSelector(`${cache}[data-client="lost"]`);
+        page.once("dialog", (dialog) => void dialog.accept());
+        await page.click(`${cache} .deregister`);
+        await page.waitForSelector(`${cache}[data-state="down"]`);
+        assert.equal(await page.$(`${cache} .action-error`), null);
+        assert.deepEqual(await client.lookup("cache"), []);
+        await page.waitForSelector('#totals:has-text("1 client lost")');
+        // The other lost instance waits out its TTL; the live ones stay.
+        assert.equal(await page.getAttribute(far, "data-client"), "lost");
+        assert.equal(await page.getAttribute(web, "data-leader"), "true");
+        assert.deepEqual(errors, []);
+        await screenshot(page, "dashboard-live.png");
+      });
+    } finally {
+      proxy.close();
       await Deno.remove(dir, { recursive: true });
     }
   },

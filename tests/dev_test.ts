@@ -2,16 +2,11 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
+import { freePort } from "../tools/_process.ts";
 
 Deno.test({
-  name: "deno task dev: etcd and two agents sharing it, stopped by SIGINT",
+  name:
+    "deno task dev: etcd and two agents sharing it, their lines prefixed, stopped by SIGINT",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -24,8 +19,16 @@ Deno.test({
       args: ["run", ...args, "--ports", `${p1},${p2}`],
       cwd: new URL("..", import.meta.url).pathname,
       stdout: "piped",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
+    let errText = "";
+    const errDone = (async () => {
+      for await (
+        const text of child.stderr.pipeThrough(new TextDecoderStream())
+      ) {
+        errText += text;
+      }
+    })();
     const reader = child.stdout.pipeThrough(new TextDecoderStream())
       .getReader();
     let stopped = false;
@@ -66,12 +69,30 @@ Deno.test({
       assert.equal(status.code, 0);
       // etcd is gone with it.
       await assert.rejects(fetch(`${etcdUrl}/health`));
+      // Every agent line names its agent: the sessions above, and the
+      // last lines, printed before the setup exits.
+      await errDone;
+      const lines = errText.split("\n").filter((line) => line !== "");
+      for (const port of [p1, p2]) {
+        const own = lines.filter((l) => l.startsWith(`agent:${port} | `));
+        const says = (pattern: RegExp) =>
+          own.some((l) => pattern.test(l.slice(`agent:${port} | `.length)));
+        assert.ok(
+          says(/^\S+ INFO \S+ listening url=ws:\/\/127\.0\.0\.1:/),
+          errText,
+        );
+        assert.ok(says(/^\S+ INFO \S+ session opened /), errText);
+        assert.ok(says(/^\S+ INFO \S+ stopped$/), errText);
+      }
+      const bare = lines.filter((l) => !/^agent:\d+ \| /.test(l));
+      assert.deepEqual(bare, [], "agent lines without their prefix");
     } finally {
       // A failed step must not leave etcd and the agents running.
       if (!stopped) {
         child.kill("SIGINT");
         await child.status;
         await reader.cancel().catch(() => {});
+        await errDone;
       }
     }
   },

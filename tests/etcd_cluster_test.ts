@@ -382,7 +382,7 @@ Deno.test({
     await using env = await twoAgents("mover");
     const { a, b, set, log } = env;
     // Through agent A, then the connection is lost (close code 4000).
-    const first = await openRawClient(`${a.url}?client=mover-1`);
+    const first = await openRawClient(`${a.url}?client=mover-1-0123456789`);
     await first.call("discover.register", {
       service: "mover",
       addr: "10.1.1.1:80",
@@ -391,7 +391,9 @@ Deno.test({
     await until(() => set.online().length === 1, "up");
     await first.close(4000);
     // The same client id reconnects through agent B and registers again.
-    await using moved = await connect(b.url, { clientId: "mover-1" });
+    await using moved = await connect(b.url, {
+      clientId: "mover-1-0123456789",
+    });
     await moved.register("mover", "10.1.1.1:80", { attrs: { v: "1" } });
     // A's grace TTL and lease pass: the instance stays, held by B now.
     await new Promise((resolve) =>

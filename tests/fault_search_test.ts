@@ -95,6 +95,7 @@ import { type EtcdCluster, startEtcd } from "../tools/etcd.ts";
 import { type TcpProxy, tcpProxy } from "./_proxy.ts";
 import { Random } from "./_fault_random.ts";
 import { keyHistory } from "./_fault_etcd.ts";
+import { freePort } from "../tools/_process.ts";
 
 const SERVICE = "fs";
 /** Agent grace TTL, seconds (`--ttl`). */
@@ -157,13 +158,6 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
       timer = setTimeout(() => resolve(undefined), ms);
     }),
   ]);
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 function describe(error: unknown): string {

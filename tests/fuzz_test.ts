@@ -80,9 +80,12 @@ const METHODS = [
   "discover.services",
   "discover.catalog",
   "discover.owned",
+  "discover.owners",
+  "discover.leader",
   "discover.subscribe",
   "discover.unsubscribe",
   "discover.status",
+  "discover.lease",
   "rpc.discover",
   "$/ping",
 ];

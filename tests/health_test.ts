@@ -601,7 +601,7 @@ Deno.test({
     let owner: Client | undefined;
     try {
       owner = await connect(a1.url, {
-        clientId: `health-${crypto.randomUUID().slice(0, 8)}`,
+        clientId: `health-${crypto.randomUUID().slice(0, 18)}`,
         reconnect: { initialDelay: 50, maxDelay: 250 },
       });
       await using watcher = await connect(b.url);

@@ -115,6 +115,7 @@ Deno.test("deno task compile lists the agent's permissions explicitly", async ()
     "--allow-net",
     "--allow-read",
     "--allow-sys",
+    "--allow-write",
   ]);
   // Environment and system access are scoped to what the agent reads.
   for (const scoped of ["--allow-env=", "--allow-sys="]) {
@@ -168,6 +169,13 @@ const ALLOWED = [
   { file: "agent.ts", line: "return await Deno.readFile(path);" },
   // The access rules file the operator names with --acl.
   { file: "agent/acl.ts", line: "text = await Deno.readTextFile(path);" },
+  // The data directory the operator names with --data-dir.
+  ...[
+    "() => Deno.open(`${dir}/lock`, { create: true, write: true }),",
+    "bytes = await Deno.readFile(path);",
+    "() => Deno.open(tmp, { create: true, write: true, truncate: true }),",
+    "const handle = await Deno.open(dir, { read: true });",
+  ].map((line) => ({ file: "backends/_durable_log.ts", line })),
 ];
 
 Deno.test("nothing in the agent's module graph reads files beside its source", async () => {

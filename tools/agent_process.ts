@@ -45,8 +45,24 @@ export function spawnAgent(args: string[] = []): Promise<AgentProcess> {
 }
 
 /**
- * Starts `deno` with `args`, a program that prints `listening on ws://...`
- * on standard output once it accepts connections, and resolves then.
+ * Where a server says it listens, on standard output: `listening on
+ * ws://...` (a plain line, or the agent's at `--log-level warn` and above).
+ */
+const LISTENING_OUT = [/listening on (wss?:\/\/\S+)/];
+/**
+ * The agent's `listening` log record on standard error, text or JSON (not
+ * any line with a URL: with `--inspect`, Deno says where its debugger
+ * listens there too).
+ */
+const LISTENING_ERR = [
+  / listening url=(wss?:\/\/\S+)/,
+  /"message":"listening","url":"(wss?:\/\/[^"]+)"/,
+];
+
+/**
+ * Starts `deno` with `args`, a program that says `listening on ws://...`
+ * (or logs the agent's `listening` record) on standard output or error
+ * once it accepts connections, and resolves then.
  *
  * @param args The `deno` command line (`run`, permissions, script, flags).
  * @returns The running process.
@@ -59,30 +75,49 @@ export async function spawnServer(args: string[]): Promise<AgentProcess> {
     stderr: "piped",
   }).spawn();
   let errText = "";
-  const decoder = new TextDecoder();
+  let out = "";
+  const { promise: said, resolve: say } = Promise.withResolvers<
+    string | undefined
+  >();
+  let found = false;
+  const look = (text: string, patterns: RegExp[]) => {
+    for (const pattern of patterns) {
+      const url = found ? undefined : pattern.exec(text)?.[1];
+      if (url !== undefined) {
+        found = true;
+        say(url);
+      }
+    }
+  };
+  // Both streams are read to the end, so the child never blocks on a
+  // full pipe; only the first 64 KiB of standard output are kept.
   const errDone = (async () => {
-    for await (const chunk of child.stderr) {
-      errText += decoder.decode(chunk, { stream: true });
+    for await (
+      const text of child.stderr.pipeThrough(new TextDecoderStream())
+    ) {
+      errText += text;
+      // Only the start of the log says where the server listens.
+      if (!found) look(errText, LISTENING_ERR);
     }
   })();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  let url: string | undefined;
-  const deadline = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  while (url === undefined) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-    url = /listening on (ws:\/\/\S+)/.exec(out)?.[1];
-  }
-  clearTimeout(deadline);
-  // Keep draining stdout so the child never blocks on a full pipe.
   const outDone = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
+    for await (
+      const text of child.stdout.pipeThrough(new TextDecoderStream())
+    ) {
+      if (out.length < 64 * 1024) out += text;
+      if (!found) look(out, LISTENING_OUT);
+    }
   })();
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  // Exited without saying it listens: undefined.
+  void child.status.then(() => Promise.all([errDone, outDone])).then(() =>
+    say(undefined)
+  );
+  const url = await said;
+  clearTimeout(deadline);
   if (url === undefined) {
     await child.status;
-    await errDone;
+    await Promise.all([errDone, outDone]);
     throw new Error(`the server did not start:\n${out}\n${errText}`);
   }
   let status: Promise<Deno.CommandStatus> | undefined;

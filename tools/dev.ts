@@ -3,11 +3,15 @@
 /**
  * `deno task dev`: a multi-host setup on one machine. Starts a local etcd
  * (from PATH, with a throwaway data directory) and two agents sharing it,
- * on ports 1111 and 1112, until Ctrl-C.
+ * on ports 1111 and 1112, until Ctrl-C. Each line an agent prints is
+ * prefixed with its name, `agent:PORT | `, on standard output or error as
+ * the agent printed it; `--log-format json` and `--log-level LEVEL` are
+ * passed on to the agents.
  *
  * ```sh
  * deno task dev                      # agents on 1111 and 1112
  * deno task dev --ports 2001,2002,2003
+ * deno task dev --log-level debug
  * ```
  *
  * @module
@@ -16,6 +20,37 @@
 import { parseArgs } from "node:util";
 import { startEtcd } from "./etcd.ts";
 import { AGENT_RUN_ARGS } from "./agent_command.ts";
+
+/**
+ * Copies the lines of `stream` to `write`, each after `prefix`; a last
+ * line without a line feed gets one.
+ *
+ * @param stream What a process prints.
+ * @param prefix Put before each line.
+ * @param write Where each prefixed line goes, with its line feed.
+ */
+async function prefixLines(
+  stream: ReadableStream<Uint8Array>,
+  prefix: string,
+  write: (line: string) => void,
+): Promise<void> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    for (const line of lines) write(`${prefix}${line}\n`);
+  }
+  if (rest !== "") write(`${prefix}${rest}\n`);
+}
+
+/** Writes all of `text` to a standard stream at once. */
+function writeAll(stream: typeof Deno.stdout, text: string): void {
+  const bytes = new TextEncoder().encode(text);
+  let written = 0;
+  while (written < bytes.length) {
+    written += stream.writeSync(bytes.subarray(written));
+  }
+}
 
 /** Parses `--ports`, or exits with a message. */
 function ports(text: string): number[] {
@@ -33,6 +68,8 @@ if (import.meta.main) {
     options: {
       ports: { type: "string", default: "1111,1112" },
       ttl: { type: "string", default: "10" },
+      "log-level": { type: "string", default: "info" },
+      "log-format": { type: "string", default: "text" },
     },
   });
   let cluster;
@@ -43,7 +80,7 @@ if (import.meta.main) {
     Deno.exit(1);
   }
   const endpoint = cluster.endpoints[0];
-  const agents = ports(values.ports!).map((port) =>
+  const children = ports(values.ports!).map((port) =>
     new Deno.Command(Deno.execPath(), {
       args: [
         ...AGENT_RUN_ARGS,
@@ -57,10 +94,29 @@ if (import.meta.main) {
         values.ttl!,
         "--ttl",
         values.ttl!,
+        "--log-level",
+        values["log-level"]!,
+        "--log-format",
+        values["log-format"]!,
       ],
       stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
     }).spawn()
   );
+  // Each agent's lines, prefixed; an agent's status resolves once they
+  // are all printed.
+  const agents = children.map((child, i) => {
+    const prefix = `agent:${ports(values.ports!)[i]} | `;
+    const printed = Promise.all([
+      prefixLines(child.stdout, prefix, (l) => writeAll(Deno.stdout, l)),
+      prefixLines(child.stderr, prefix, (l) => writeAll(Deno.stderr, l)),
+    ]);
+    return {
+      kill: (signal: Deno.Signal) => child.kill(signal),
+      status: printed.then(() => child.status),
+    };
+  });
   let stopping = false;
   const stop = async (code: number) => {
     if (stopping) return;

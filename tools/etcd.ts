@@ -11,6 +11,10 @@
  * @module
  */
 
+import { freePort, restartableProcess } from "./_process.ts";
+
+export { freePort };
+
 /** One etcd member. */
 export interface EtcdMember {
   /** Member name. */
@@ -113,18 +117,6 @@ export interface StartEtcdOptions {
 }
 
 /**
- * Picks a free loopback port (closed again: someone may take it first).
- *
- * @returns The port.
- */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/**
  * Starts an etcd cluster of `size` members and waits until every member is
  * healthy.
  *
@@ -196,7 +188,7 @@ export async function startEtcd(
       "error",
       ...tlsArgs,
     ];
-    const proc = etcdProcess(args);
+    const proc = restartableProcess("etcd", args);
     const spawn = () => proc.spawn();
     const member: EtcdMember & { spawn(): void; stopped(): Promise<unknown> } =
       {
@@ -304,7 +296,7 @@ export async function startGrpcProxy(
     "--data-dir",
     dataDir,
   ];
-  const proc = etcdProcess(args);
+  const proc = restartableProcess("etcd", args);
   const spawn = () => proc.spawn();
   const kill = () => proc.kill();
   const stop = async () => {
@@ -331,42 +323,5 @@ export async function startGrpcProxy(
     },
     stop,
     [Symbol.asyncDispose]: stop,
-  };
-}
-
-/** One `etcd` process (a member or a gRPC proxy) that can be killed and started again. */
-function etcdProcess(args: string[]) {
-  let child: Deno.ChildProcess | undefined;
-  let exited: Promise<unknown> = Promise.resolve();
-  return {
-    get running(): boolean {
-      return child !== undefined;
-    },
-    /** Settles once the current process exited. */
-    get exited(): Promise<unknown> {
-      return exited;
-    },
-    spawn(): void {
-      child = new Deno.Command("etcd", {
-        args,
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      exited = child.status;
-    },
-    signal(signal: Deno.Signal): void {
-      child?.kill(signal);
-    },
-    /** SIGKILL (after SIGCONT, should it be stopped); resolves once it exited. */
-    async kill(): Promise<void> {
-      if (!child) return;
-      try {
-        child.kill("SIGCONT");
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-      await exited;
-      child = undefined;
-    },
   };
 }

@@ -30,6 +30,30 @@
  *   current again. The agent's status is read after changes, and every 2
  *   seconds while it says its backend is unreachable; never polled
  *   otherwise.
+ * - The owner of each instance (`discover.owners`): its short owner id
+ *   (`c:` and 8 characters for a client, never its id; `s:AGENT:SESSION`
+ *   for a session without one), the name of its token when the agent knows
+ *   it, and what the agent knows of that owner's connection. An instance
+ *   whose client is lost (its connection ended without closing) stays for
+ *   the agent's TTL unless the client comes back: its row is set apart
+ *   (tinted, dimmed, a bar on its left) and counts down `client lost, goes
+ *   in 12s` (from the agent's clock); one held through another agent says
+ *   `held via another agent`. The page reads the owners of each service it
+ *   shows (one `discover.owners` call per service, every instance of it)
+ *   every 5 seconds while the tab is visible and the page is in sync, at
+ *   once when the tab becomes visible again or the page is in sync again,
+ *   and a quarter of a second after changes of a service (a burst of
+ *   changes is one read). A hidden tab reads none. An agent that does not
+ *   know the method (an older version) is asked once: the column then says
+ *   so.
+ * - With a token in use, rows whose client is lost or elsewhere have a
+ *   `force deregister` button: after a confirmation it calls
+ *   `unregister(service, addr, { force: true })`, which the agent allows a
+ *   token with `admin` access to the service; the row then goes down like
+ *   any other. A refusal (`-32007` for a token without admin access,
+ *   `-32001` for an instance whose client came back) is shown on the row
+ *   with the agent's message, and the row stays. Without a token there is
+ *   no button.
  * - An agent with access rules (`--acl`): when opening the set is refused
  *   (`-32007`), or it shows nothing without a token, the page asks for a
  *   token (a password field). It connects again with
@@ -49,10 +73,15 @@
  * `tr[data-id]` per instance with `data-state` (`up` or `down`),
  * `data-health` (`passing` or `critical`, on `up` rows), `data-stale` while
  * stale, `data-leader` on its service's leader (the oldest passing
- * instance, as `protocol/leader.ts` says), and cells `.addr`, `.health`
- * (with `.note`, `.down-at`, `.stale`, `.leader`), `.attrs` and `.age`; the token prompt `#auth` (`data-reason`
- * `refused` or `empty`) with `#token`, `#auth-submit` and `#auth-error`, and
- * `#token-state` with `#forget-token` while a token is in use.
+ * instance, as `protocol/leader.ts` says), `data-owner` once its owner is
+ * known and `data-client` (`connected`, `lost` or `elsewhere`, on `up`
+ * rows), and cells `.addr`, `.health` (with `.note`, `.down-at`, `.stale`,
+ * `.leader`), `.owner` (with `.owner-id`, `.token`, `.grace` counting down
+ * with `data-expires`, `.elsewhere`, the button `.deregister` and
+ * `.action-error`), `.attrs` and `.age`; the token prompt `#auth`
+ * (`data-reason` `refused` or `empty`) with `#token`, `#auth-submit` and
+ * `#auth-error`, and `#token-state` with `#forget-token` while a token is
+ * in use.
  *
  * @module
  */
@@ -63,6 +92,10 @@ const KEEP_DOWN_SECONDS = 60;
 const MAX_DOWN = 200;
 /** Largest accepted `keepDown`, in seconds (one day). */
 const MAX_KEEP_DOWN_SECONDS = 86_400;
+/** Milliseconds between two reads of the owners of the services shown. */
+const OWNERS_POLL_MS = 5000;
+/** Milliseconds from a change of a service to the read of its owners. */
+const OWNERS_AFTER_CHANGE_MS = 250;
 
 const STYLE = `
 :root { color-scheme: light dark; --muted: #888; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700;
@@ -89,6 +122,7 @@ h1 { font-size: 1.3rem; margin: 0; }
 #auth-error { color: var(--bad); margin: .4rem 0 0 !important; }
 #totals b { font-weight: 600; }
 #totals .critical { color: var(--bad); }
+#totals .lost { color: var(--warn); }
 #banner { margin: .8rem 0 0; padding: .5rem .8rem; border-radius: 6px; background: var(--warn-bg);
   border-left: 4px solid var(--warn); }
 #banner[data-kind="disconnected"] { background: var(--bad-bg); border-left-color: var(--bad); }
@@ -97,9 +131,10 @@ h1 { font-size: 1.3rem; margin: 0; }
 h2 { font-size: 1rem; margin: 1.3rem 0 .3rem; }
 h2 .count { color: var(--muted); font-weight: normal; }
 table { width: 100%; border-collapse: collapse; table-layout: fixed; }
-th:nth-child(1) { width: 16rem; }
-th:nth-child(2) { width: 24rem; }
-th:nth-child(4) { width: 7rem; }
+th:nth-child(1) { width: 18%; }
+th:nth-child(2) { width: 24%; }
+th:nth-child(3) { width: 20%; }
+th:nth-child(5) { width: 8%; }
 th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #8884; vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; }
 td.addr { font-family: ui-monospace, monospace; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
@@ -111,6 +146,17 @@ td.age { white-space: nowrap; }
 .note, .down-at, .stale { margin-left: .4rem; }
 .note { font-family: ui-monospace, monospace; font-size: 12px; }
 .stale { display: inline-block; color: var(--warn); font-style: italic; font-size: 12px; }
+td.owner { font-size: 12px; padding-top: .4rem; }
+.owner-id { font-family: ui-monospace, monospace; }
+.token { display: inline-block; margin-left: .4rem; padding: 0 .35rem; border-radius: 4px; background: #8882; }
+.grace, .elsewhere, .action-error { display: block; }
+.grace { color: var(--warn); font-weight: 600; }
+.elsewhere { color: var(--muted); }
+.action-error { color: var(--bad); }
+button.deregister { font: inherit; margin-top: .2rem; padding: .05rem .5rem; }
+tr[data-client="lost"] { background: var(--warn-bg); }
+tr[data-client="lost"] td:first-child { box-shadow: inset 3px 0 var(--warn); }
+tr[data-client="lost"] td.addr, tr[data-client="lost"] td.attrs, tr[data-client="lost"] td.age { opacity: .6; }
 tr[data-health="critical"] { background: var(--bad-bg); }
 tr[data-health="critical"] td:first-child { box-shadow: inset 3px 0 var(--bad); }
 tr[data-health="critical"] .badge { background: var(--bad); }
@@ -183,8 +229,12 @@ let linkUp = false; // the client's connection to the agent
 let lostAt; // when that connection was lost
 let closed = false;
 let staleSince; // when the set stopped being in sync with the agent
-const down = new Map(); // id -> { instance, at }, oldest first
+const down = new Map(); // id -> { instance, at, owner }, oldest first
 let authRequired = false; // opening the set was refused and no view is open
+const owners = new Map(); // service -> Map(addr -> discover.owners entry)
+let ownersKnown = true; // false once the agent said it has no discover.owners
+const actionErrors = new Map(); // id -> why a force-deregister failed
+const acting = new Set(); // ids whose force-deregister is under way
 
 function connectionState() {
   if (authRequired) return ["token-required", "token required"];
@@ -231,6 +281,7 @@ function showHeader(counts = lastCounts) {
       part(counts.instances, counts.instances === 1 ? "instance" : "instances"),
       part(counts.passing, "passing"),
       part(counts.critical, "critical", counts.critical ? "critical" : ""),
+      ...(counts.lost ? [part(counts.lost, "client" + (counts.lost === 1 ? "" : "s") + " lost", "lost")] : []),
       part(counts.down, "down (shown " + keepDown + " s)"),
     ];
     $("totals").replaceChildren(...parts.flatMap((p, i) => i ? [" · ", p] : [p]));
@@ -287,11 +338,132 @@ async function refreshStatus() {
   showHeader();
 }
 
+// Owners: read per service shown, every OWNERS_POLL_MS while the tab is
+// visible and the page in sync, and soon after changes of a service.
+const ownerOf = (instance) =>
+  owners.get(instance.service)?.get(instance.addr) ?? down.get(instance.id)?.owner;
+const ownersBusy = new Map(); // service -> whether to read again once done
+async function refreshOwners(service) {
+  if (!ownersKnown || !client || client.state !== "connected") return;
+  if (ownersBusy.has(service)) { ownersBusy.set(service, true); return; }
+  ownersBusy.set(service, false);
+  const asked = client;
+  try {
+    const answer = await asked.owners(service, { health: "any" });
+    if (asked === client) {
+      owners.set(service, new Map(answer.owners.map((o) => [o.addr, o])));
+      scheduleRender();
+    }
+  } catch (error) {
+    if (asked === client && error?.code === ErrorCode.MethodNotFound) {
+      ownersKnown = false;
+      scheduleRender();
+    } // otherwise the last answer stays; the connection state says why
+  }
+  const again = ownersBusy.get(service);
+  ownersBusy.delete(service);
+  if (again && asked === client) void refreshOwners(service);
+}
+
+// The services with an instance up on the page: one read each.
+function pollOwners() {
+  if (document.visibilityState !== "visible" || !all || !all.connected) return;
+  const shown = new Set();
+  for (const tr of document.querySelectorAll('section[data-service] tr[data-state="up"]')) {
+    shown.add(tr.closest("section").dataset.service);
+  }
+  for (const service of owners.keys()) if (!shown.has(service)) owners.delete(service);
+  for (const service of shown) void refreshOwners(service);
+}
+
+const ownersSoon = new Set(); // services changed since the last read
+let ownersSoonTimer;
+function afterChange(service) {
+  ownersSoon.add(service);
+  if (ownersSoonTimer !== undefined) return;
+  ownersSoonTimer = setTimeout(() => {
+    ownersSoonTimer = undefined;
+    const services = [...ownersSoon];
+    ownersSoon.clear();
+    if (document.visibilityState !== "visible") return;
+    for (const service of services) void refreshOwners(service);
+  }, ${OWNERS_AFTER_CHANGE_MS});
+}
+
+function graceText(expires) {
+  const left = expires - Date.now();
+  return left > 0 ? "client lost, goes in " + age(left + 999) : "client lost, going now";
+}
+
+// An admin's force-deregister of an instance whose client is lost or
+// elsewhere; the agent decides whether this session may.
+async function forceDeregister(instance) {
+  const id = instance.id;
+  if (acting.has(id)) return;
+  if (!confirm("Force-deregister " + instance.service + " " + instance.addr +
+    "? Its owner's client is " + (ownerOf(instance)?.client ?? "unknown") +
+    "; the instance goes down for every subscriber at once.")) return;
+  const asked = client;
+  acting.add(id);
+  actionErrors.delete(id);
+  render();
+  try {
+    const removed = await asked.unregister(instance.service, instance.addr, { force: true });
+    if (!removed) actionErrors.set(id, "Nothing removed: the instance was already gone.");
+  } catch (error) {
+    actionErrors.set(id, (error?.code === ErrorCode.Forbidden
+      ? "Refused (this token may not): "
+      : error?.code === ErrorCode.NotOwner
+      ? "Refused: "
+      : "Failed: ") + error.message);
+  }
+  acting.delete(id);
+  if (asked !== client) return;
+  render();
+  void refreshOwners(instance.service);
+}
+
 function matchesFilter(instance, words) {
+  const owner = ownerOf(instance);
   const text = (instance.service + " " + instance.addr + " " + (instance.health ?? "") + " " +
     (instance.note ?? "") + " " +
-    Object.entries(instance.attrs).map(([k, v]) => k + "=" + v).join(" ")).toLowerCase();
+    Object.entries(instance.attrs).map(([k, v]) => k + "=" + v).join(" ") +
+    (owner ? " " + owner.owner + " " + (owner.token ?? "") + " " + owner.client : "")).toLowerCase();
   return words.every((word) => text.includes(word));
+}
+
+function ownerCell(instance, downAt) {
+  const td = el("td", { className: "owner" });
+  const owner = ownerOf(instance);
+  if (!owner) {
+    if (!ownersKnown) td.append(el("span", { className: "elsewhere", textContent: "(not reported by this agent)" }));
+    return td;
+  }
+  td.append(el("span", { className: "owner-id", textContent: owner.owner,
+    title: owner.owner.startsWith("c:") ? "a client (a short form of its stored id)" : "a session without a client id" }));
+  if (owner.token !== undefined) {
+    td.append(el("span", { className: "token", textContent: owner.token, title: "its token" }));
+  }
+  if (downAt !== undefined) return td;
+  if (owner.client === "lost") {
+    const grace = el("span", { className: "grace", textContent: graceText(owner.expires ?? 0),
+      title: "Its connection ended without closing: the instance stays for the agent's TTL unless the client comes back." });
+    grace.dataset.expires = owner.expires ?? 0;
+    td.append(grace);
+  } else if (owner.client === "elsewhere") {
+    td.append(el("span", { className: "elsewhere", textContent: "held via another agent" }));
+  }
+  if (token !== undefined && owner.client !== "connected") {
+    const button = el("button", { type: "button", className: "deregister", textContent: "force deregister",
+      disabled: acting.has(instance.id),
+      title: "Remove it now, whoever holds it (needs admin access to " + instance.service + ")" });
+    button.addEventListener("click", () => void forceDeregister(instance));
+    td.append(button);
+  }
+  if (actionErrors.has(instance.id)) {
+    td.append(el("span", { className: "action-error", role: "alert", textContent: actionErrors.get(instance.id) }));
+  }
+  return td;
 }
 
 function row(instance, downAt, leads) {
@@ -313,9 +485,11 @@ function row(instance, downAt, leads) {
   if (leads) {
     health.append(" ", el("span", { className: "leader", textContent: "leader", title: "the oldest passing instance of its service" }));
   }
+  const owner = ownerOf(instance);
   const tr = el("tr", {},
     el("td", { className: "addr", textContent: instance.addr, title: instance.addr }),
     health,
+    ownerCell(instance, downAt),
     el("td", { className: "attrs" }, ...attrs),
     el("td", { className: "age", textContent: downAt !== undefined ? "down" : age(Date.now() - instance.registeredAt) }),
   );
@@ -323,6 +497,8 @@ function row(instance, downAt, leads) {
   tr.dataset.addr = instance.addr;
   tr.dataset.state = downAt !== undefined ? "down" : "up";
   if (downAt === undefined) tr.dataset.health = instance.health === "critical" ? "critical" : "passing";
+  if (owner) tr.dataset.owner = owner.owner;
+  if (owner && downAt === undefined) tr.dataset.client = owner.client;
   if (staleSince !== undefined) tr.dataset.stale = "true";
   if (leads) tr.dataset.leader = "true";
   tr.dataset.registeredAt = instance.registeredAt;
@@ -338,6 +514,7 @@ function render() {
     instances: online.length,
     passing: online.filter((i) => i.health !== "critical").length,
     critical: online.filter((i) => i.health === "critical").length,
+    lost: online.filter((i) => ownerOf(i)?.client === "lost").length,
     down: down.size,
   };
   // Each service's leader, as every client and agent derives it: the
@@ -365,11 +542,13 @@ function render() {
     const rows = byService.get(service).sort((a, b) => byAddr(a.dataset.addr, b.dataset.addr));
     const up = rows.filter((r) => r.dataset.health === "passing").length;
     const critical = rows.filter((r) => r.dataset.health === "critical").length;
+    const lost = rows.filter((r) => r.dataset.client === "lost").length;
     const section = el("section", {},
       el("h2", {}, service + " ", el("span", { className: "count",
-        textContent: up + " up" + (critical ? " · " + critical + " critical" : "") })),
+        textContent: up + " up" + (critical ? " · " + critical + " critical" : "") +
+          (lost ? " · " + lost + " client" + (lost === 1 ? "" : "s") + " lost" : "") })),
       el("table", {},
-        el("thead", {}, el("tr", {}, ...["address", "health", "attributes", "age"].map((t) => el("th", { textContent: t })))),
+        el("thead", {}, el("tr", {}, ...["address", "health", "owner", "attributes", "age"].map((t) => el("th", { textContent: t })))),
         el("tbody", {}, ...rows)),
     );
     section.dataset.service = service;
@@ -406,12 +585,16 @@ function onUpdate(event) {
   const { kind, instance } = event;
   if (kind === "down") {
     down.delete(instance.id);
-    down.set(instance.id, { instance, at: Date.now() });
+    // Its owner as last known: who held it stays on its row.
+    down.set(instance.id, { instance, at: Date.now(), owner: ownerOf(instance) });
+    actionErrors.delete(instance.id);
     expireDown();
   } else {
     down.delete(instance.id);
   }
   scheduleRender();
+  // Who holds it may have changed too (taken over, re-registered).
+  afterChange(instance.service);
   // A status read after changes keeps the agent's own counts current
   // without polling it.
   void refreshStatus();
@@ -421,6 +604,9 @@ function tick() {
   if (expireDown()) render();
   for (const tr of document.querySelectorAll('tr[data-state="up"]')) {
     tr.querySelector(".age").textContent = age(Date.now() - Number(tr.dataset.registeredAt));
+  }
+  for (const grace of document.querySelectorAll(".grace[data-expires]")) {
+    grace.textContent = graceText(Number(grace.dataset.expires));
   }
 }
 
@@ -502,6 +688,10 @@ function adopt({ next, answer, set }, withToken) {
   closed = false;
   staleSince = undefined;
   down.clear();
+  owners.clear();
+  ownersKnown = true;
+  actionErrors.clear();
+  acting.clear();
   clearTimeout(statusTimer);
   $("auth-error").hidden = true;
   $("token").value = "";
@@ -536,8 +726,10 @@ function adopt({ next, answer, set }, withToken) {
     staleSince = undefined;
     render();
     void refreshStatus();
+    pollOwners();
   }));
   render();
+  pollOwners();
   globalThis.discoverDashboard = { client, set: all, keepDown };
 }
 
@@ -601,6 +793,8 @@ $("forget-token").addEventListener("click", () => {
 });
 $("filter").addEventListener("input", render);
 setInterval(tick, 1000);
+setInterval(pollOwners, ${OWNERS_POLL_MS});
+document.addEventListener("visibilitychange", pollOwners);
 showHeader();
 start(storage.get()).catch(failed);
 `;

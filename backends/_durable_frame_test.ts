@@ -1,0 +1,87 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import {
+  crc32,
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  nextFrame,
+  readFrame,
+} from "./_durable_frame.ts";
+
+Deno.test("crc32: the IEEE check value, in one call or in pieces", () => {
+  const bytes = new TextEncoder().encode("123456789");
+  assert.equal(crc32(bytes), 0xcbf43926);
+  const random = crypto.getRandomValues(new Uint8Array(1000));
+  assert.equal(
+    crc32(random.subarray(300), crc32(random.subarray(0, 300))),
+    crc32(random),
+  );
+});
+
+Deno.test("a frame reads back as the object it holds, and holds it as TextEncoder writes it, whatever the text", () => {
+  const texts = [
+    "Zürich 東京",
+    "emoji 🦕 and ß",
+    "\u{10ffff}",
+    "lone \ud800 and \udc00 surrogates",
+    "x".repeat(1000),
+  ];
+  for (const text of texts) {
+    const value = { t: "put", rev: 7, rec: { attrs: { text } } };
+    const frame = encodeFrame(value);
+    const read = readFrame(frame, 0);
+    assert.equal(read.kind, "frame");
+    if (read.kind === "frame") {
+      assert.deepEqual(
+        read.value,
+        JSON.parse(new TextDecoder().decode(
+          new TextEncoder().encode(JSON.stringify(value)),
+        )),
+      );
+      assert.equal(read.end, frame.length);
+    }
+    assert.deepEqual(
+      frame.subarray(FRAME_HEADER_BYTES),
+      new TextEncoder().encode(JSON.stringify(value)),
+      text,
+    );
+  }
+});
+
+Deno.test("a frame cut short anywhere is torn, never read", () => {
+  const frame = encodeFrame({ t: "del", rev: 1, service: "s", addr: "h:1" });
+  for (let length = 0; length < frame.length; length++) {
+    assert.equal(
+      readFrame(frame.subarray(0, length), 0).kind,
+      "torn",
+      `${length}`,
+    );
+  }
+});
+
+Deno.test("any changed byte of a frame is found: never read as another entry", () => {
+  const frame = encodeFrame({ t: "del", rev: 1, service: "s", addr: "h:1" });
+  for (let i = 0; i < frame.length; i++) {
+    for (const flip of [0x01, 0x80, 0xff]) {
+      const bad = frame.slice();
+      bad[i] ^= flip;
+      const read = readFrame(bad, 0);
+      // A larger length runs past the end: torn, not an entry either.
+      assert.notEqual(read.kind, "frame", `byte ${i} ^ ${flip}`);
+    }
+  }
+  const zero = new Uint8Array(FRAME_HEADER_BYTES + 4);
+  const read = readFrame(zero, 0);
+  assert.equal(read.kind, "corrupt");
+  if (read.kind === "corrupt") assert.match(read.reason, /length of 0 bytes/);
+});
+
+Deno.test("nextFrame finds the next whole frame after damage, and nothing in a torn tail", () => {
+  const a = encodeFrame({ t: "a" }), b = encodeFrame({ t: "b" });
+  const bytes = new Uint8Array([...a, 9, 9, 9, ...b]);
+  assert.equal(nextFrame(bytes, 1), a.length + 3);
+  assert.equal(nextFrame(bytes, 0), 0);
+  const torn = new Uint8Array([...a, ...b.subarray(0, b.length - 1)]);
+  assert.equal(nextFrame(torn, 1), undefined);
+});

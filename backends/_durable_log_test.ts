@@ -1,0 +1,388 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import type { BackendChange, StoredRecord } from "./backend.ts";
+import type { BackendLogger } from "./descriptor.ts";
+import { encodeFrame } from "./_durable_frame.ts";
+import {
+  DataDirError,
+  DurableLog,
+  encodeChange,
+  LOG_FILE,
+  type LogSnapshot,
+  MAGIC,
+} from "./_durable_log.ts";
+import { instanceKey } from "../protocol/instance_key.ts";
+import { tempDir } from "../tools/_process.ts";
+
+const BOOT = 1_700_000_000_000;
+
+/** A logger that keeps what it is told. */
+function recorder(): BackendLogger & { lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    info: (message) => void lines.push(`info ${message}`),
+    warn: (message) => void lines.push(`warn ${message}`),
+  };
+}
+
+function record(addr: string, v = "1"): StoredRecord {
+  return {
+    service: "web",
+    addr,
+    attrs: { v },
+    owner: "o",
+    registeredAt: 1,
+    created: 1,
+  };
+}
+
+/** The state a log's writer keeps: what a snapshot hands the log. */
+class Model {
+  records = new Map<string, StoredRecord>();
+  revision = 0;
+  /** The records at each revision, for snapshots at any of them. */
+  states = new Map<number, StoredRecord[]>([[0, []]]);
+  constructor(public epoch: string) {}
+  put(addr: string, v = "1"): BackendChange {
+    const change: BackendChange = {
+      type: "put",
+      revision: ++this.revision,
+      record: record(addr, v),
+    };
+    this.records.set(instanceKey("web", addr), change.record);
+    this.states.set(this.revision, [...this.records.values()]);
+    return change;
+  }
+  del(addr: string): BackendChange {
+    this.records.delete(instanceKey("web", addr));
+    this.states.set(++this.revision, [...this.records.values()]);
+    return {
+      type: "delete",
+      revision: this.revision,
+      service: "web",
+      addr,
+    };
+  }
+  snapshot = (revision: number): LogSnapshot => ({
+    epoch: this.epoch,
+    revision,
+    records: this.states.get(revision)!,
+    changes: [],
+  });
+}
+
+/** Writes one change. */
+function append(log: DurableLog, change: BackendChange): void {
+  log.write(encodeChange(change), change.revision);
+}
+
+/** Opens `dir`, writes `n` changes (puts, and a removal every fifth), and returns the log still open. */
+async function writeChanges(
+  dir: string,
+  n: number,
+  options: { compactBytes?: number } = {},
+): Promise<{ log: DurableLog; model: Model }> {
+  const log = await DurableLog.open(dir, { bootTime: BOOT, ...options });
+  const model = new Model(log.loaded.epoch);
+  await log.begin(model.snapshot, 0);
+  for (let i = 1; i <= n; i++) {
+    append(log, i % 5 === 0 ? model.del(`h:${i - 1}`) : model.put(`h:${i}`));
+  }
+  return { log, model };
+}
+
+/** Every change's revision and key, from what a log loaded. */
+function summary(loaded: DurableLog["loaded"]): string[] {
+  return loaded.changes.map((c) =>
+    `${c.revision} ${c.type} ${c.type === "put" ? c.record.addr : c.addr}`
+  );
+}
+
+/** The bytes of a log file as a crash would leave them: written, never closed. */
+async function crashed(n: number): Promise<Uint8Array> {
+  await using dir = await tempDir("discover-durable-");
+  const { log } = await writeChanges(dir.path, n);
+  const bytes = await Deno.readFile(`${dir.path}/${LOG_FILE}`);
+  await log.close(n);
+  return bytes;
+}
+
+/** Opens a directory holding `bytes` as its log. */
+async function openBytes(
+  dir: string,
+  bytes: Uint8Array,
+  options: { bootTime?: number; log?: BackendLogger } = {},
+): Promise<DurableLog> {
+  await Deno.writeFile(`${dir}/${LOG_FILE}`, bytes);
+  return await DurableLog.open(dir, { bootTime: BOOT, ...options });
+}
+
+Deno.test("a log reads back its epoch and every change; a clean stop says so", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const first = await writeChanges(dir.path, 12);
+  await first.log.close(12);
+  const again = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    const { loaded } = again;
+    assert.equal(loaded.existed, true);
+    assert.equal(loaded.clean, true);
+    assert.equal(loaded.newEpoch, false);
+    assert.equal(loaded.epoch, first.model.epoch);
+    assert.equal(loaded.revision, 0);
+    assert.equal(loaded.changes.length, 12);
+    assert.deepEqual(summary(loaded).slice(3, 5), [
+      "4 put h:4",
+      "5 delete h:4",
+    ]);
+    assert.equal(loaded.dropped, undefined);
+  } finally {
+    await again.close(12);
+  }
+});
+
+Deno.test("a file cut anywhere in its last entry: the entry is dropped as a torn write, the rest kept, same epoch", async () => {
+  const bytes = await crashed(8);
+  // The 8th change's entry is the last one: cut inside it, at several places.
+  const start = new TextDecoder("latin1").decode(bytes).indexOf('"rev":8') -
+    `{"t":"put",`.length - 8;
+  assert.equal(bytes[start + 8], "{".charCodeAt(0));
+  for (const cut of [start + 1, start + 8, start + 20, bytes.length - 1]) {
+    await using dir = await tempDir("discover-durable-");
+    const log = recorder();
+    const durable = await openBytes(dir.path, bytes.subarray(0, cut), { log });
+    try {
+      const { loaded } = durable;
+      assert.equal(loaded.changes.length, 7, `cut at ${cut}`);
+      assert.equal(loaded.dropped?.torn, true);
+      assert.equal(loaded.dropped?.bytes, cut - start);
+      assert.equal(loaded.newEpoch, false, "nothing acknowledged was lost");
+      assert.equal(loaded.clean, false);
+      assert.match(log.lines.join("\n"), /warn .*cut short/);
+    } finally {
+      await durable.close(7);
+    }
+  }
+});
+
+Deno.test("a file cut at an entry's end: the changes before it, the previous run not stopped cleanly", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const bytes = await crashed(6);
+  const log = recorder();
+  const durable = await openBytes(dir.path, bytes, { log });
+  try {
+    assert.equal(durable.loaded.changes.length, 6);
+    assert.equal(durable.loaded.clean, false);
+    assert.equal(durable.loaded.newEpoch, false);
+    assert.equal(durable.loaded.dropped, undefined);
+    assert.match(log.lines.join("\n"), /info .*did not stop cleanly/);
+  } finally {
+    await durable.close(6);
+  }
+});
+
+Deno.test("a damaged byte in the middle: the state before it, a new epoch, a warning, the damaged file kept aside", async () => {
+  const bytes = await crashed(10);
+  // The 6th change: find its entry by its revision.
+  const text = new TextDecoder("latin1").decode(bytes);
+  const at = text.indexOf('"rev":6');
+  assert.ok(at > 0);
+  for (const flip of [0x01, 0x20]) {
+    await using dir = await tempDir("discover-durable-");
+    const bad = bytes.slice();
+    bad[at + 3] ^= flip;
+    const log = recorder();
+    const durable = await openBytes(dir.path, bad, { log });
+    try {
+      const { loaded } = durable;
+      assert.equal(loaded.changes.length, 5);
+      assert.equal(loaded.dropped?.torn, false);
+      assert.match(loaded.dropped!.reason, /checksum/);
+      assert.equal(loaded.newEpoch, true);
+      const warning = log.lines.find((l) => l.startsWith("warn"));
+      assert.match(warning ?? "", /damaged: a checksum that does not match/);
+      assert.match(warning ?? "", /state of revision 5/);
+      const names = [...Deno.readDirSync(dir.path)].map((e) => e.name);
+      const aside = names.find((n) => n.startsWith(`${LOG_FILE}.damaged-`));
+      assert.ok(aside, names.join(", "));
+      assert.deepEqual(await Deno.readFile(`${dir.path}/${aside}`), bad);
+    } finally {
+      await durable.close(5);
+    }
+  }
+});
+
+Deno.test("entries that break the log's rules are damage too: a revision gap, a removal of nothing", async () => {
+  const magic = new TextEncoder().encode(MAGIC);
+  const file = (...entries: object[]) =>
+    new Uint8Array([
+      ...magic,
+      ...entries.flatMap((e) => [...encodeFrame(e)]),
+    ]);
+  const head = { t: "head", epoch: "E", revision: 0 };
+  const cases: [Uint8Array, RegExp, number][] = [
+    [
+      file(head, { t: "put", rev: 1, rec: record("h:1") }, {
+        t: "put",
+        rev: 3,
+        rec: record("h:2"),
+      }),
+      /revision 3 where 2 was due/,
+      1,
+    ],
+    [
+      file(head, { t: "del", rev: 1, service: "web", addr: "h:1" }),
+      /removal of web\/h:1, which is not there/,
+      0,
+    ],
+    [
+      file(head, { t: "put", rev: 1, rec: { service: "web" } }),
+      /a record without/,
+      0,
+    ],
+  ];
+  for (const [bytes, reason, kept] of cases) {
+    await using dir = await tempDir("discover-durable-");
+    const durable = await openBytes(dir.path, bytes);
+    try {
+      assert.match(durable.loaded.dropped?.reason ?? "", reason);
+      assert.equal(durable.loaded.changes.length, kept);
+      assert.equal(durable.loaded.newEpoch, true);
+    } finally {
+      await durable.close(kept);
+    }
+  }
+});
+
+Deno.test("a file that is not a discover log, or whose head is damaged, is refused with what to do", async () => {
+  const good = await crashed(2);
+  const magic = new TextEncoder().encode(MAGIC).length;
+  const damagedHead = good.slice();
+  damagedHead[magic + 12] ^= 0x40;
+  const cases: [Uint8Array, RegExp][] = [
+    [new TextEncoder().encode("hello\n"), /is not a discover data file/],
+    [new TextEncoder().encode("discover-log 9\nxyz"), /another format/],
+    [damagedHead, /damaged head .*checksum/],
+    [good.subarray(0, magic + 3), /damaged head/],
+  ];
+  for (const [bytes, message] of cases) {
+    await using dir = await tempDir("discover-durable-");
+    await assert.rejects(
+      openBytes(dir.path, bytes),
+      (error: Error) =>
+        error instanceof DataDirError && message.test(error.message) &&
+        error.message.includes("move it away"),
+    );
+    // Nothing was changed, and the directory is free again.
+    assert.deepEqual(await Deno.readFile(`${dir.path}/${LOG_FILE}`), bytes);
+  }
+});
+
+Deno.test("after an unclean stop, the epoch is kept on the same boot only", async () => {
+  const bytes = await crashed(3);
+  const epochs = new Set<string>();
+  for (
+    const [bootTime, kept] of [
+      [BOOT + 2000, true],
+      [BOOT + 3_600_000, false],
+      [undefined, false],
+    ] as const
+  ) {
+    await using dir = await tempDir("discover-durable-");
+    const log = recorder();
+    const durable = await openBytes(dir.path, bytes, { bootTime, log });
+    try {
+      assert.equal(durable.loaded.newEpoch, !kept, String(bootTime));
+      assert.equal(durable.loaded.changes.length, 3);
+      epochs.add(durable.loaded.epoch);
+      if (!kept) {
+        assert.match(log.lines.join("\n"), /warn .*host has restarted/);
+      }
+    } finally {
+      await durable.close(3);
+    }
+  }
+  assert.equal(epochs.size, 3);
+});
+
+Deno.test("one agent per directory: a second open is refused until the first closes", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const first = await writeChanges(dir.path, 1);
+  await assert.rejects(
+    DurableLog.open(dir.path),
+    (error: Error) =>
+      error instanceof DataDirError &&
+      /in use by another agent/.test(error.message),
+  );
+  await first.log.close(1);
+  const second = await DurableLog.open(dir.path, { bootTime: BOOT });
+  assert.equal(second.loaded.changes.length, 1);
+  await second.close(1);
+});
+
+Deno.test("the file is compacted once it grows, while writes go on, and reads back the same state", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const path = `${dir.path}/${LOG_FILE}`;
+  const { log, model } = await writeChanges(dir.path, 0, {
+    compactBytes: 4096,
+  });
+  let largest = 0;
+  for (let i = 0; i < 2000; i++) {
+    append(log, model.put(`h:${i % 20}`, String(i)));
+    if (i % 50 === 0) {
+      largest = Math.max(largest, (await Deno.stat(path)).size);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+  await log.close(model.revision);
+  // 2,000 puts of ~130 bytes each would be ~260 KB uncompacted.
+  assert.ok(largest < 64 * 1024, `the file reached ${largest} bytes`);
+  const again = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    const { loaded } = again;
+    assert.equal(loaded.clean, true);
+    const state = new Map(
+      loaded.records.map((r) => [instanceKey(r.service, r.addr), r]),
+    );
+    for (const change of loaded.changes) {
+      if (change.type === "put") {
+        state.set(instanceKey("web", change.record.addr), change.record);
+      } else state.delete(instanceKey(change.service, change.addr));
+    }
+    assert.equal(loaded.revision + loaded.changes.length, model.revision);
+    assert.deepEqual(
+      [...state.values()].map((r) => `${r.addr}=${r.attrs.v}`).sort(),
+      [...model.records.values()].map((r) => `${r.addr}=${r.attrs.v}`).sort(),
+    );
+  } finally {
+    await again.close(model.revision);
+  }
+});
+
+Deno.test("a directory the agent may not write is refused with the permission to grant", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const script = `${dir.path}/open.ts`;
+  const target = `${dir.path}/data`;
+  await Deno.writeTextFile(
+    script,
+    `import { DurableLog } from ${
+      JSON.stringify(new URL("./_durable_log.ts", import.meta.url).href)
+    };
+await DurableLog.open(${JSON.stringify(target)})
+  .catch((e) => console.log(e.name + ": " + e.message));
+`,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", "--no-prompt", script],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.ok(
+    text.startsWith(`DataDirError: --data-dir '${target}' cannot be used`),
+    text + new TextDecoder().decode(out.stderr),
+  );
+  assert.match(text, /run the agent with --allow-read and --allow-write/);
+});

@@ -1,0 +1,434 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import { startZooKeeper } from "../tools/zookeeper.ts";
+import { openWatching, testBackend } from "./backend_suite.ts";
+import { ZooKeeperBackend } from "./zookeeper.ts";
+import type { BackendChange, BackendState } from "./backend.ts";
+import { until } from "../tests/_wait.ts";
+import { tcpProxy } from "../tests/_proxy.ts";
+
+// One standalone server for this module; every test gets its own prefix.
+const zk = await startZooKeeper();
+const zkTest = { sanitizeOps: false, sanitizeResources: false };
+const prefix = () => `/test-${crypto.randomUUID().slice(0, 8)}`;
+const servers = zk.connect.split(",");
+
+testBackend(
+  "zookeeper",
+  () => new ZooKeeperBackend({ servers, prefix: prefix(), sessionTimeout: 4 }),
+  zkTest,
+);
+
+function recorder() {
+  const changes: BackendChange[] = [];
+  const calls: BackendChange[][] = [];
+  const resets: BackendState[] = [];
+  const statuses: boolean[] = [];
+  return {
+    changes,
+    calls,
+    resets,
+    statuses,
+    watcher: {
+      changes: (c: BackendChange[]) => {
+        calls.push([...c]);
+        changes.push(...c);
+      },
+      reset: (state: BackendState) => resets.push(state),
+      status: (connected: boolean) => statuses.push(connected),
+    },
+  };
+}
+
+const record = (service: string, addr: string, owner = "o1", v = "1") => ({
+  service,
+  addr,
+  attrs: { v },
+  owner,
+  registeredAt: 1,
+});
+
+/** The state a watcher holds: its last reset, then its changes. */
+function held(r: ReturnType<typeof recorder>): Map<string, string> {
+  const state = new Map<string, string>();
+  for (const x of r.resets.at(-1)?.records ?? []) {
+    state.set(`${x.service}/${x.addr}`, `${x.owner}:${x.attrs.v}`);
+  }
+  const from = r.resets.at(-1)?.revision ?? 0;
+  for (const c of r.changes) {
+    if (c.revision <= from) continue;
+    if (c.type === "put") {
+      state.set(
+        `${c.record.service}/${c.record.addr}`,
+        `${c.record.owner}:${c.record.attrs.v}`,
+      );
+    } else state.delete(`${c.service}/${c.addr}`);
+  }
+  return state;
+}
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: records are ephemeral znodes of the agent's session, and agents share revisions and epoch",
+  async fn() {
+    const p = prefix();
+    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder(), rb = recorder();
+    await openWatching(a, ra.watcher);
+    await openWatching(b, rb.watcher);
+    try {
+      const r1 = await a.put(record("svc", "10.0.0.1:80"));
+      const r2 = await b.put(record("svc", "10.0.0.2:80", "o2"));
+      await until(
+        () => ra.changes.length === 2 && rb.changes.length === 2,
+        "both see both",
+      );
+      assert.deepEqual(ra.changes.map((c) => c.revision), [r1, r2]);
+      assert.deepEqual(rb.changes.map((c) => c.revision), [r1, r2]);
+      assert.match(ra.resets[0].epoch, /^zk-[0-9a-f]+-[0-9]+$/);
+      assert.equal(ra.resets[0].epoch, rb.resets[0].epoch);
+      assert.ok(a.keeps("svc", "10.0.0.1:80"));
+      assert.equal(b.keeps("svc", "10.0.0.1:80"), false);
+      // A conditional write sees the other agent's record.
+      await assert.rejects(
+        b.put(record("svc", "10.0.0.1:80", "o2"), { ifOwner: null }),
+      );
+      // The same owner moves to b: b makes the znode again under its own
+      // session; a no longer keeps it, the record keeps its life.
+      const r3 = await b.put(record("svc", "10.0.0.1:80"), { ifOwner: "o1" });
+      await until(() => ra.changes.some((c) => c.revision === r3), "a sees b");
+      assert.equal(a.keeps("svc", "10.0.0.1:80"), false);
+      const moved = ra.changes.at(-1)!;
+      assert.equal(moved.type, "put");
+      if (moved.type === "put") assert.equal(moved.record.created, r1);
+      // ifKept spares what a does not keep; ifVersion spares a newer version.
+      await assert.rejects(
+        a.delete("svc", "10.0.0.1:80", { ifOwner: "o1", ifKept: true }),
+      );
+      const before = b.version("svc", "10.0.0.2:80")!;
+      const r4 = await b.put(record("svc", "10.0.0.2:80", "o2", "2"));
+      await until(() => rb.changes.some((c) => c.revision === r4), "b sees it");
+      await assert.rejects(
+        b.delete("svc", "10.0.0.2:80", { ifVersion: before }),
+      );
+      assert.ok(await b.delete("svc", "10.0.0.2:80", { ifKept: true }));
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: a removal is delivered at the zxid its delete returned, at every agent; a dead agent's records go in one transaction",
+  async fn() {
+    const p = prefix();
+    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 2 });
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder(), rb = recorder();
+    await openWatching(a, ra.watcher);
+    await openWatching(b, rb.watcher, "svc");
+    try {
+      // Each write once both have seen the one before (changes of one
+      // znode between two reads of a watcher arrive as one, the last).
+      const seen = async <T extends number | undefined>(write: Promise<T>) => {
+        const r = (await write)!;
+        await until(
+          () =>
+            ra.changes.some((c) => c.revision >= r) &&
+            rb.changes.some((c) => c.revision >= r),
+          `revision ${r} at both`,
+        );
+        return r;
+      };
+      const puts = [];
+      for (let i = 1; i <= 5; i++) {
+        puts.push(await seen(a.put(record("svc", `h:${i}`))));
+      }
+      const removed = await seen(a.delete("svc", "h:1"));
+      const putAgain = await seen(a.put(record("svc", "h:1")));
+      const removedAgain = await seen(b.delete("svc", "h:1"));
+      assert.ok(removed! > puts[4] && putAgain > removed!);
+      assert.ok(removedAgain! > putAgain);
+      await until(() => rb.changes.length === 8, "every change at b", 5000);
+      await until(() => ra.changes.length === 8, "every change at a", 5000);
+      for (const r of [ra, rb]) {
+        assert.deepEqual(
+          r.changes.map((c) => [c.type, c.revision]),
+          [
+            ...puts.map((rev) => ["put", rev]),
+            ["delete", removed],
+            ["put", putAgain],
+            ["delete", removedAgain],
+          ],
+        );
+      }
+      // a dies (its session is left to expire): its four records go at
+      // once, one zxid for all.
+      await a.close();
+      await until(() => rb.changes.length === 12, "the expiry", 15_000);
+      const gone = rb.changes.slice(8);
+      assert.ok(gone.every((c) => c.type === "delete"));
+      assert.equal(new Set(gone.map((c) => c.revision)).size, 1);
+      assert.ok(gone[0].revision > removedAgain!);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: a burst of writes from three agents, watched across one-shot watches: nothing lost, in zxid order",
+  async fn() {
+    const p = prefix();
+    const writers = [0, 1, 2].map(() =>
+      new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 })
+    );
+    const watcher = new ZooKeeperBackend({
+      servers,
+      prefix: p,
+      sessionTimeout: 4,
+    });
+    const all = recorder(), one = recorder();
+    for (const w of writers) await openWatching(w, recorder().watcher);
+    await openWatching(watcher, all.watcher);
+    const oneWatch = watcher.watch("s1", one.watcher);
+    try {
+      // 600 writes: puts, updates and removals of 40 addresses in 4
+      // services, from three sessions at once, not awaited one by one.
+      let seed = 7;
+      const random = (n: number) =>
+        (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+      const revisions: number[] = [];
+      await Promise.all(writers.map(async (w, k) => {
+        for (let i = 0; i < 200; i++) {
+          const service = `s${random(4)}`;
+          const addr = `h:${random(10) + 1}`;
+          const op = random(3);
+          const write = op === 2
+            ? w.delete(service, addr)
+            : w.put(record(service, addr, `w${k}`, String(i)));
+          if (i % 4 === 3) {
+            const r = await write.catch(() => undefined);
+            if (r) revisions.push(r);
+          } else {
+            void write.then((r) => r && revisions.push(r), () => {});
+          }
+        }
+      }));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const last = Math.max(...revisions);
+      await until(
+        () => all.changes.some((c) => c.revision >= last),
+        "the last write",
+      );
+      // Order: never below a revision already delivered; one revision in
+      // one call only.
+      for (const r of [all, one]) {
+        let previous = r.resets[0].revision;
+        for (const call of r.calls) {
+          for (const c of call) {
+            assert.ok(
+              c.revision >= previous,
+              `${c.revision} after ${previous}`,
+            );
+            previous = c.revision;
+          }
+        }
+      }
+      // Nothing lost: what the watches hold is what a fresh read says.
+      const fresh = recorder();
+      const check = new ZooKeeperBackend({ servers, prefix: p });
+      await openWatching(check, fresh.watcher);
+      assert.deepEqual(held(all), held(fresh));
+      await until(
+        () =>
+          one.changes.at(-1)?.revision ===
+            all.changes.filter((c) =>
+              (c.type === "put" ? c.record.service : c.service) === "s1"
+            ).at(-1)?.revision,
+        "s1's watch caught up",
+      );
+      assert.deepEqual(
+        held(one),
+        new Map([...held(fresh)].filter(([k]) => k.startsWith("s1/"))),
+      );
+      assert.ok(held(fresh).size > 0);
+      await check.close();
+    } finally {
+      await oneWatch.close();
+      for (const w of [...writers, watcher]) await w.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: a live agent whose session expires writes its records back; its own watcher sees no change, another agent sees them return with their life",
+  async fn() {
+    const p = prefix();
+    const port = Number(servers[0].split(":")[1]);
+    const proxy = tcpProxy(port);
+    const warnings: string[] = [];
+    const a = new ZooKeeperBackend({
+      servers: [`127.0.0.1:${proxy.port}`],
+      prefix: p,
+      sessionTimeout: 2,
+      log: { info() {}, warn: (m) => void warnings.push(m) },
+    });
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder(), rb = recorder();
+    await openWatching(a, ra.watcher);
+    await openWatching(b, rb.watcher);
+    try {
+      const seen = async (r: number | undefined) => {
+        await until(
+          () =>
+            ra.changes.some((c) => c.revision >= r!) &&
+            rb.changes.some((c) => c.revision >= r!),
+          `revision ${r} at both`,
+        );
+        return r!;
+      };
+      const first = await seen(await a.put(record("svc", "h:1")));
+      await seen(await a.put(record("svc", "h:2", "o2")));
+      // Not kept: never written back.
+      await seen(await a.delete("svc", "h:2"));
+      const before = held(ra);
+      // a is cut off longer than its session timeout: the server expires
+      // the session and removes its znode.
+      proxy.freeze();
+      await until(() => rb.changes.length === 4, "the expiry at b", 15_000);
+      assert.equal(rb.changes[3].type, "delete");
+      proxy.thaw("reset");
+      // a learns it on reconnecting, opens a new session and writes back.
+      await until(() => rb.changes.length === 5, "the write-back", 15_000);
+      const back = rb.changes[4];
+      assert.equal(back.type, "put");
+      if (back.type === "put") {
+        assert.equal(back.record.addr, "h:1");
+        assert.equal(back.record.created, first, "the record keeps its life");
+      }
+      await until(() => ra.statuses.at(-1) === true, "a connected again");
+      // a's own watcher: a fresh state, the same records, no change.
+      assert.ok(ra.resets.length >= 2);
+      assert.deepEqual(held(ra), before);
+      assert.ok(
+        ra.changes.every((c) => c.revision <= ra.resets[1].revision),
+        "no change delivered after the expiry",
+      );
+      assert.ok(a.keeps("svc", "h:1"));
+      assert.ok(
+        warnings.some((w) => /session expired/.test(w)),
+        warnings.join("\n"),
+      );
+    } finally {
+      await a.close();
+      await b.close();
+      proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: resume with since: the current state (no history), and stateAt answers only back to the scope's last change",
+  async fn() {
+    const p = prefix();
+    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder();
+    await openWatching(a, ra.watcher);
+    try {
+      const r1 = await a.put(record("web", "h:1"));
+      const r2 = await a.put(record("web", "h:1", "o1", "2"));
+      const r3 = await a.put(record("db", "h:1"));
+      await until(() => ra.changes.length === 3, "every change");
+      const epoch = ra.resets[0].epoch;
+      // web has not changed since r2: its state at r2 and r3 is the current one.
+      const at = await a.stateAt("web", r3);
+      assert.equal(at?.revision, r3);
+      assert.deepEqual(at?.records.map((x) => x.attrs.v), ["2"]);
+      assert.equal((await a.stateAt("web", r2))?.epoch, epoch);
+      // Before its last change: ZooKeeper keeps no history.
+      assert.equal(await a.stateAt("web", r1), undefined);
+      assert.equal(await a.stateAt("*", r2), undefined);
+      assert.ok(await a.stateAt("*", r3));
+      // A watch from r1 starts from the current state.
+      const past = recorder();
+      const w = a.watch("web", past.watcher, { since: r1, epoch });
+      await until(() => past.resets.length === 1, "the state");
+      assert.ok(past.resets[0].revision >= r3);
+      assert.deepEqual(past.resets[0].records.map((x) => x.attrs.v), ["2"]);
+      await w.close();
+    } finally {
+      await a.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: open with ZooKeeper unreachable resolves, says not connected, and connects once it is up",
+  async fn() {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    const proxy = tcpProxy(port); // refuses: nothing listens there
+    const backend = new ZooKeeperBackend({
+      servers: [`127.0.0.1:${proxy.port}`],
+      prefix: prefix(),
+      sessionTimeout: 1,
+    });
+    const r = recorder();
+    try {
+      await backend.open(r.watcher);
+      assert.deepEqual(r.statuses, [false]);
+      await assert.rejects(backend.put(record("svc", "h:1")), /unavailable/);
+      proxy.target = Number(servers[0].split(":")[1]);
+      await until(() => r.statuses.at(-1) === true, "connected", 15_000);
+      assert.ok(await backend.put(record("svc", "h:1")));
+    } finally {
+      await backend.close();
+      proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name: "zookeeper backend: options are checked",
+  fn() {
+    assert.throws(() => new ZooKeeperBackend({ servers: [] }), /servers/);
+    assert.throws(
+      () => new ZooKeeperBackend({ servers: ["h"] }),
+      /HOST:PORT each: current value has 'h'/,
+    );
+    assert.throws(
+      () => new ZooKeeperBackend({ servers: ["h:1"], prefix: "/a/" }),
+      /prefix/,
+    );
+    assert.throws(
+      () => new ZooKeeperBackend({ servers: ["h:1"], sessionTimeout: 0.5 }),
+      /sessionTimeout/,
+    );
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name: "zookeeper backend: stop the module's server",
+  async fn() {
+    await zk.stop();
+  },
+});

@@ -1,0 +1,201 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+/**
+ * Benchmark 14, the memory backend with `--data-dir`:
+ *
+ * - Registration throughput as in benchmark 3 (8 clients, each registering
+ *   and unregistering in a loop, one call at a time) on an agent with
+ *   `--data-dir` against one without, started together: short spans on
+ *   each alternate, and the figure is the median of the rounds' ratios.
+ *   Target: at least 0.9x.
+ * - An agent restart (SIGTERM, then a new process on the same port) with
+ *   N instances held by 10 clients and a subscriber of every service:
+ *   the `down` and `up` events the subscriber sees from the restart until
+ *   the grace TTL has passed, with `--data-dir` against the same restart
+ *   without it. Target: none with it.
+ *
+ * @module
+ */
+
+import { type Client, connect } from "../mod.ts";
+import { AGENT_RUN_ARGS } from "../tools/agent_command.ts";
+import { type AgentProcess, spawnServer } from "../tools/agent_process.ts";
+import { type BenchOptions, type Figure, figure } from "./_harness.ts";
+import { alternate, onVersusOff } from "./throughput.ts";
+import { freePort } from "../tools/_process.ts";
+import { tempDir } from "../tools/_process.ts";
+
+const CLIENTS = 8;
+const OWNERS = 10;
+/** Grace TTL of the restarted agents, in seconds. */
+const TTL = 2;
+
+/**
+ * Starts the agent from source (on a free port unless `args` give
+ * `--listen`), with `--data-dir dir` when given.
+ */
+function spawnWith(
+  dir: string | undefined,
+  args: string[],
+): Promise<AgentProcess> {
+  const script = AGENT_RUN_ARGS.at(-1)!;
+  return spawnServer([
+    ...AGENT_RUN_ARGS.slice(0, -1),
+    ...(dir === undefined ? [] : [`--allow-write=${dir}`]),
+    script,
+    ...(args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"]),
+    "--advertise-host",
+    "127.0.0.1",
+    "--log-level",
+    "warn",
+    ...(dir === undefined ? [] : ["--data-dir", dir]),
+    ...args,
+  ]);
+}
+
+/** Polls `condition` every 20 ms until it holds, or throws after `ms`. */
+async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  ms: number,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** What a subscriber saw across one restart. */
+interface RestartResult {
+  /** `down` and `up` events from the restart until the grace TTL passed. */
+  flaps: number;
+  /** Milliseconds from the stop to every owner holding its instances again. */
+  restoreMs: number;
+}
+
+/**
+ * Registers `n` instances through {@linkcode OWNERS} clients, restarts the
+ * agent on the same port, and counts what a subscriber of `"*"` sees.
+ */
+async function restart(n: number, durable: boolean): Promise<RestartResult> {
+  await using dir = await tempDir("discover-bench-durable-");
+  const port = freePort();
+  const args = ["--listen", `127.0.0.1:${port}`, "--ttl", String(TTL)];
+  const data = durable ? dir.path : undefined;
+  let agent = await spawnWith(data, args);
+  const fast = { reconnect: { initialDelay: 50, maxDelay: 300 } };
+  const clients: Client[] = [];
+  try {
+    const owners = await Promise.all(
+      Array.from({ length: OWNERS }, () => connect(agent.url, fast)),
+    );
+    clients.push(...owners);
+    await Promise.all(owners.map(async (owner, o) => {
+      for (let i = o; i < n; i += OWNERS) {
+        await owner.register("bench-restart", 30_000 + i);
+      }
+    }));
+    const watcher = await connect(agent.url, fast);
+    clients.push(watcher);
+    const set = await watcher.services("*");
+    await waitFor(() => set.online().length === n, "the set is full", 30_000);
+    let flaps = 0;
+    set.addEventListener("update", (event) => {
+      const { kind } = event as unknown as { kind: string };
+      if (kind === "down" || kind === "up") flaps++;
+    });
+    const stopped = performance.now();
+    await agent.stop();
+    agent = await spawnWith(data, args);
+    await waitFor(
+      () =>
+        set.connected &&
+        owners.every((owner) =>
+          owner.state === "connected" &&
+          owner.registrations().every((r) => r.state === "registered")
+        ),
+      "every owner registered its instances again",
+      60_000,
+    );
+    const restoreMs = performance.now() - stopped;
+    // Anything not taken over would go down once the grace TTL passed.
+    await new Promise((resolve) => setTimeout(resolve, TTL * 1000 + 1000));
+    return { flaps, restoreMs };
+  } finally {
+    await Promise.all(clients.map((c) => c.close().catch(() => {})));
+    await agent.stop();
+  }
+}
+
+/**
+ * Runs benchmark 14.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { durable } from "./durable.ts";
+ * const figures = await durable({ quick: true, log: console.error });
+ * ```
+ *
+ * @param options Small sizes or not, and where to say what it does.
+ * @returns The figures.
+ */
+export async function durable(options: BenchOptions): Promise<Figure[]> {
+  const { quick, log } = options;
+  const spanRounds = quick ? 6 : 24;
+  const span = quick ? 150 : 500;
+  const n = quick ? 100 : 1000;
+  const throughput = await (async () => {
+    await using dir = await tempDir("discover-bench-durable-");
+    await using plain = await spawnWith(undefined, []);
+    await using kept = await spawnWith(dir.path, []);
+    const open = (url: string) =>
+      Promise.all(Array.from({ length: CLIENTS }, () => connect(url)));
+    const plainClients = await open(plain.url);
+    const keptClients = await open(kept.url);
+    try {
+      await alternate([keptClients, plainClients], { rounds: 4, span }); // warm-up
+      const [on, off] = await alternate([keptClients, plainClients], {
+        rounds: spanRounds,
+        span,
+      });
+      const size = (await Deno.stat(`${dir.path}/discover.log`)).size;
+      log(`14: data file ${Math.round(size / 1024)} KiB after the load`);
+      return onVersusOff(
+        "14 registration throughput, --data-dir vs none",
+        { on, off },
+        {
+          span,
+          baselineLabel: "the same load on an agent without --data-dir",
+          target: { ratioAtLeast: 0.9 },
+        },
+      );
+    } finally {
+      await Promise.all(
+        [...plainClients, ...keptClients].map((c) => c.close()),
+      );
+    }
+  })();
+  const without = await restart(n, false);
+  const withDir = await restart(n, true);
+  log(
+    `14: ${spanRounds} rounds of ${span} ms spans; restarts with ${n} instances`,
+  );
+  return [
+    throughput,
+    figure({
+      figure:
+        `14 agent restart with ${n} instances: down/up events at a subscriber`,
+      unit: "events",
+      value: withDir.flaps,
+      baseline: without.flaps,
+      baselineLabel: "the same restart without --data-dir",
+      target: { below: 1 },
+      note: `every owner held its instances again ${
+        Math.round(withDir.restoreMs)
+      } ms after the stop with --data-dir (${
+        Math.round(without.restoreMs)
+      } ms without); events counted until the grace TTL (${TTL} s) had passed`,
+    }),
+  ];
+}

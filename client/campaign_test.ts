@@ -1,0 +1,170 @@
+// Copyright the discover authors. BSD-3-Clause license.
+
+import assert from "node:assert/strict";
+import type { Instance, LeaseResult } from "../protocol/types.ts";
+import {
+  type Campaign,
+  type CampaignHost,
+  type DeposedEvent,
+  startCampaign,
+} from "./campaign.ts";
+import { openSet, type SetControl } from "./service_set.ts";
+
+function inst(addr: string, created: number): Instance {
+  return {
+    id: `db/${addr}`,
+    service: "db",
+    addr,
+    attrs: {},
+    revision: created,
+    registeredAt: 0,
+    created,
+    health: "passing",
+  };
+}
+
+const until = async (condition: () => boolean, what: string) => {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within 5 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+};
+
+/**
+ * A host whose agent is played by the test: `created` is handed out in
+ * order, `vouch` is what `discover.lease` answers (none: no answer).
+ */
+function fakeHost(others: Instance[] = []) {
+  let next = 10;
+  const calls: string[] = [];
+  const state = {
+    vouch: { ms: 60_000, lease: "L1" } as LeaseResult | undefined,
+    control: undefined as SetControl | undefined,
+    connected: true,
+  };
+  const host: CampaignHost = {
+    service: "db",
+    interval: 10,
+    register: () => {
+      const life = inst("h:1", next++);
+      calls.push(`register ${life.created}`);
+      state.control?.apply({
+        kind: "up",
+        revision: life.created,
+        instance: life,
+      });
+      return Promise.resolve(life);
+    },
+    unregister: () => {
+      calls.push("unregister");
+      return Promise.resolve(true);
+    },
+    lease: () => state.vouch && Promise.resolve(state.vouch),
+    leaseBefore: () => Promise.resolve(state.vouch ?? { ms: 0, lease: "L1" }),
+    openSet: () => {
+      const { set, control } = openSet(
+        "db",
+        undefined,
+        () => Promise.resolve(),
+      );
+      state.control = control;
+      control.beginSnapshot();
+      for (const other of others) {
+        control.apply({ kind: "up", revision: 5, instance: other });
+      }
+      control.apply({ kind: "current", revision: 5 });
+      return Promise.resolve(set);
+    },
+    connected: () => state.connected,
+    ended: () => calls.push("ended"),
+  };
+  return { host, calls, state };
+}
+
+function deposals(campaign: Campaign): string[] {
+  const seen: string[] = [];
+  campaign.addEventListener("deposed", (e: DeposedEvent) => {
+    seen.push(`${e.token} ${e.reason}`);
+  });
+  return seen;
+}
+
+Deno.test("a campaign leads while its life leads the set and the agent vouches for it", async () => {
+  const { host, calls } = fakeHost();
+  const me = await startCampaign(host);
+  assert.equal(await me.elected, 10);
+  assert.equal(me.leading, true);
+  assert.equal(me.token, 10);
+  assert.ok(me.deadline! > performance.now());
+  await me.resign();
+  assert.equal(me.leading, false);
+  assert.equal(me.token, undefined);
+  assert.deepEqual(calls, ["register 10", "ended", "unregister"]);
+});
+
+Deno.test("an older instance leads: the campaign waits", async () => {
+  const { host } = fakeHost([inst("h:0", 3)]);
+  const me = await startCampaign(host);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(me.leading, false);
+  await me.resign();
+  await assert.rejects(me.elected, { name: "CampaignEndedError" });
+});
+
+Deno.test("without a fresh vouch the belief runs out, and the campaign takes a new life", async () => {
+  const { host, calls, state } = fakeHost();
+  state.vouch = { ms: 400, lease: "L1" };
+  const me = await startCampaign(host);
+  const seen = deposals(me);
+  assert.equal(await me.elected, 10);
+  state.vouch = undefined; // the agent stops answering
+  await until(() => seen.length > 0, "deposed");
+  assert.deepEqual(seen, ["10 expired"]);
+  assert.equal(me.leading, false);
+  await until(() => calls.includes("register 11"), "a new life");
+  assert.deepEqual(calls.slice(0, 3), [
+    "register 10",
+    "unregister",
+    "register 11",
+  ]);
+  state.vouch = { ms: 60_000, lease: "L1" };
+  assert.equal(await me.elected, 11, "leads again with a greater token");
+  await me.resign();
+});
+
+Deno.test("a vouch under another lease than the life's deposes at once", async () => {
+  const { host, calls, state } = fakeHost();
+  const me = await startCampaign(host);
+  const seen = deposals(me);
+  await me.elected;
+  state.vouch = { ms: 60_000, lease: "L2" };
+  await until(() => seen.length > 0, "deposed");
+  assert.deepEqual(seen, ["10 lease"]);
+  await until(() => calls.includes("register 11"), "a new life");
+  assert.equal(await me.elected, 11);
+  await me.resign();
+});
+
+Deno.test("a lost connection deposes at once", async () => {
+  const { host, state } = fakeHost();
+  const me = await startCampaign(host);
+  const seen = deposals(me);
+  await me.elected;
+  state.connected = false;
+  state.control!.disconnected();
+  assert.deepEqual(seen, ["10 disconnected"]);
+  assert.equal(me.leading, false);
+  await me.resign();
+});
+
+Deno.test("a token another instance of the set shares is never led with", async () => {
+  // h:9 was written at the revision this campaign's first life gets.
+  const { host, calls } = fakeHost([inst("h:9", 10)]);
+  const me = await startCampaign(host);
+  // h:1 (10) precedes h:9 (10) by address, but shares its token: a new life.
+  await until(() => calls.includes("register 11"), "a new life");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(me.leading, false, "h:9 (10) leads the new life (11)");
+  await me.resign();
+});
