@@ -70,6 +70,9 @@ export const fanOut: Bench = async ({ quick, log }) => {
     "warn",
     "--max-sessions",
     String(subscribers + 10),
+    // Every subscriber connects from the same loopback address.
+    "--max-sessions-per-address",
+    String(subscribers + 10),
   ]);
   await using server = await spawnBaseline(5);
 

@@ -145,6 +145,9 @@ export const scale: Bench = async ({ quick, log }) => {
       "warn",
       "--max-sessions",
       String(sessions + 10),
+      // Every session connects from the same loopback address.
+      "--max-sessions-per-address",
+      String(sessions + 10),
     ]);
     ours = await perConnection(agent, sessions, async (ws, i) => {
       await exchange(
