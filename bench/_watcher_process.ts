@@ -1,10 +1,11 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 /**
- * Runs `_etcd_watcher.ts` (a raw `etcd3` prefix watch in its own process,
- * printing the key of every put it sees) and hands each key to the
- * benchmark as its line arrives: the baseline of a path that crosses
- * processes, as the agents' does.
+ * Runs a watcher script in its own process (`_etcd_watcher.ts`, a raw
+ * `etcd3` prefix watch printing the key of every put it sees;
+ * `_zk_watcher.ts`, a ZooKeeper child watch printing every child created)
+ * and hands each key to the benchmark as its line arrives: the baselines of
+ * paths that cross processes, as the agents' do.
  *
  * @module
  */
@@ -41,10 +42,48 @@ export interface WatcherProcess extends AsyncDisposable {
  * @param options What to do with each key.
  * @returns The running process.
  */
-export async function spawnEtcdWatcher(
+export function spawnEtcdWatcher(
   endpoint: string,
   prefix: string,
   options: EtcdWatcherOptions,
+): Promise<WatcherProcess> {
+  return spawnWatcher(
+    new URL("./_etcd_watcher.ts", import.meta.url),
+    [endpoint, prefix],
+    { onKey: options.onKey, what: `the etcd watcher of ${prefix}` },
+  );
+}
+
+/** Options of {@linkcode spawnWatcher}. */
+export interface WatcherOptions extends EtcdWatcherOptions {
+  /** What it watches, for the error of a watcher that exited early. */
+  what: string;
+}
+
+/**
+ * Starts a watcher script (`deno run` with network access), which prints
+ * `watching` once its watch is established, then one key per line, and
+ * resolves once it is watching.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { spawnWatcher } from "./_watcher_process.ts";
+ * await using watcher = await spawnWatcher(
+ *   new URL("./_zk_watcher.ts", import.meta.url),
+ *   ["127.0.0.1:2181", "/bench"],
+ *   { onKey: (key) => console.log("created", key), what: "/bench" },
+ * );
+ * ```
+ *
+ * @param script The watcher script.
+ * @param args Its arguments.
+ * @param options What to do with each key, and what it watches.
+ * @returns The running process.
+ */
+export async function spawnWatcher(
+  script: URL,
+  args: string[],
+  options: WatcherOptions,
 ): Promise<WatcherProcess> {
   const { onKey } = options;
   const child = new Deno.Command(Deno.execPath(), {
@@ -54,17 +93,15 @@ export async function spawnEtcdWatcher(
       "--allow-read",
       "--allow-env",
       "--allow-sys",
-      new URL("./_etcd_watcher.ts", import.meta.url).pathname,
-      endpoint,
-      prefix,
+      script.pathname,
+      ...args,
     ],
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let ready!: () => void;
-  const watching = new Promise<void>((resolve) => ready = resolve);
+  const { promise: watching, resolve: ready } = Promise.withResolvers<void>();
   const reading = (async () => {
     let buffered = "";
     for (;;) {
@@ -91,7 +128,7 @@ export async function spawnEtcdWatcher(
     })();
   const exited = child.status.then((status) => {
     throw new Error(
-      `the etcd watcher of ${prefix} exited (code ${status.code}) before watching`,
+      `${options.what} exited (code ${status.code}) before watching`,
     );
   });
   try {

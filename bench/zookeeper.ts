@@ -21,6 +21,7 @@ import { connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { startZooKeeper } from "../tools/zookeeper.ts";
 import { type Bench, figure, percentile } from "./_harness.ts";
+import { spawnWatcher } from "./_watcher_process.ts";
 import {
   alternate,
   propagationSampler,
@@ -61,39 +62,16 @@ export async function zkBaselineSampler(
   await connected;
   await call<string>((done) => client.create(path, done));
   let expect: { name: string; resolve: () => void } | undefined;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      "--allow-sys",
-      new URL("./_zk_watcher.ts", import.meta.url).pathname,
-      connectString,
-      path,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const { promise: watching, resolve: ready } = Promise.withResolvers<void>();
-  const reading = (async () => {
-    let buffered = "";
-    for (;;) {
-      const { value, done } = await lines.read();
-      if (done) return;
-      buffered += value;
-      let end;
-      while ((end = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, end);
-        buffered = buffered.slice(end + 1);
-        if (line === "watching") ready();
-        else if (expect && line === expect.name) expect.resolve();
-      }
-    }
-  })();
-  await watching;
+  const watcher = await spawnWatcher(
+    new URL("./_zk_watcher.ts", import.meta.url),
+    [connectString, path],
+    {
+      onKey: (line) => {
+        if (expect && line === expect.name) expect.resolve();
+      },
+      what: `the ZooKeeper watcher of ${path}`,
+    },
+  );
   return {
     async sample(i) {
       const name = `127.0.0.1:${20_000 + (i % 1000)}`;
@@ -114,11 +92,7 @@ export async function zkBaselineSampler(
       return took;
     },
     async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* exited */ }
-      await child.status;
-      await reading;
+      await watcher.stop();
       client.close();
     },
   };

@@ -8,41 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { type Client, connect, type ServiceSet } from "../mod.ts";
+import { type Client, connect } from "../mod.ts";
 import { spawnAgent } from "../tools/agent_process.ts";
 import { until } from "./_wait.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { tcpProxy } from "./_proxy.ts";
-
-/** Retries an idempotent call until it succeeds. */
-async function persist<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (attempt > 50) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
-
-/** Records events per instance and checks each sequence as it goes. */
-function watch(set: ServiceSet) {
-  const problems: string[] = [];
-  const up = new Map<string, boolean>();
-  let events = 0;
-  set.addEventListener("update", (e) => {
-    events++;
-    const addr = e.instance.addr;
-    const isUp = up.get(addr) ?? false;
-    if (e.kind === "up" && isUp) problems.push(`duplicate up of ${addr}`);
-    if (e.kind !== "up" && !isUp) {
-      problems.push(`${e.kind} of ${addr} while down`);
-    }
-    up.set(addr, e.kind !== "down");
-  });
-  return { problems, events: () => events };
-}
+import { churn, churned, truthLines, watchSequences } from "./_churn.ts";
 
 Deno.test({
   name:
@@ -83,11 +54,11 @@ Deno.test({
       const sets = await Promise.all(
         subscribers.map((s) => s.services("churn")),
       );
-      const watchers = sets.map(watch);
+      const watchers = sets.map(watchSequences);
 
       // The truth: what each client last successfully asked for.
       const truth = new Map<string, string>();
-      let ops = 0, cuts = 0;
+      let cuts = 0;
       const deadline = Date.now() + CHURN_MS;
       const cutter = setInterval(() => {
         const which = Math.random() < 0.5
@@ -97,32 +68,16 @@ Deno.test({
           : [0, 1];
         for (const i of which) cuts += proxies[i].cut();
       }, CUT_EVERY_MS);
-      await Promise.all(clients.map(async (client, c) => {
-        while (Date.now() < deadline) {
-          const addr = `10.9.${c}.1:${
-            1000 + Math.floor(Math.random() * PORTS_PER_CLIENT)
-          }`;
-          if (Math.random() < 0.3) {
-            await persist(() => client.unregister("churn", addr));
-            truth.delete(addr);
-          } else {
-            const v = String(Math.floor(Math.random() * 1000));
-            await persist(() =>
-              client.register("churn", addr, { attrs: { v } })
-            );
-            truth.set(addr, v);
-          }
-          ops++;
-          await new Promise((resolve) =>
-            setTimeout(resolve, Math.random() * 20)
-          );
-        }
-      }));
+      const ops = await churn(clients, {
+        until: deadline,
+        portsPerClient: PORTS_PER_CLIENT,
+        pauseMs: 20,
+        truth,
+      });
       clearInterval(cutter);
 
-      const expected = [...truth].map(([addr, v]) => `${addr} ${v}`).sort();
-      const actual = (set: ServiceSet) =>
-        set.online().map((i) => `${i.addr} ${i.attrs.v}`).sort();
+      const expected = truthLines(truth);
+      const actual = churned;
       await until(
         () =>
           sets.every((set) =>

@@ -16,6 +16,13 @@ import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { fourLetters, startZooKeeper } from "../tools/zookeeper.ts";
 import { tcpProxy } from "./_proxy.ts";
 import { until } from "./_wait.ts";
+import {
+  churn,
+  churned,
+  persist,
+  truthLines,
+  watchSequences,
+} from "./_churn.ts";
 
 const zkTest = { sanitizeOps: false, sanitizeResources: false };
 const SESSION_TIMEOUT = 3;
@@ -44,19 +51,6 @@ function zkAgent(prefix: string, extra: string[] = []): Promise<AgentProcess> {
 
 const prefix = () => `/t-${crypto.randomUUID().slice(0, 8)}`;
 const fast = { reconnect: { maxDelay: 200 }, requestTimeout: 4000 };
-
-/** Retries `fn` until it succeeds. */
-async function persist<T>(fn: () => Promise<T>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
 
 const addrs = (set: ServiceSet) =>
   set.online().map((i) => `${i.addr} ${i.attrs.v ?? ""}`).sort();
@@ -256,22 +250,9 @@ Deno.test({
       const sets = await Promise.all(
         subscribers.map((s) => s.services("churn")),
       );
-      const problems: string[] = [];
-      for (const set of sets) {
-        const up = new Map<string, boolean>();
-        set.addEventListener("update", (e) => {
-          const isUp = up.get(e.instance.addr) ?? false;
-          if (e.kind === "up" && isUp) {
-            problems.push(`duplicate up of ${e.instance.addr}`);
-          }
-          if (e.kind !== "up" && !isUp) {
-            problems.push(`${e.kind} of ${e.instance.addr} while down`);
-          }
-          up.set(e.instance.addr, e.kind !== "down");
-        });
-      }
+      const watchers = sets.map(watchSequences);
       const truth = new Map<string, string>();
-      let ops = 0, cuts = 0;
+      let cuts = 0;
       const deadline = Date.now() + CHURN_MS;
       const cutter = setInterval(() => {
         cuts += proxies[Math.random() < 0.5 ? 0 : 1].cut();
@@ -286,35 +267,20 @@ Deno.test({
         await new Promise((resolve) => setTimeout(resolve, 1500));
         await killed.restart();
       })();
-      await Promise.all(clients.map(async (client, c) => {
-        while (Date.now() < deadline) {
-          const addr = `10.9.${c}.1:${
-            1000 + Math.floor(Math.random() * PORTS_PER_CLIENT)
-          }`;
-          if (Math.random() < 0.3) {
-            await persist(() => client.unregister("churn", addr));
-            truth.delete(addr);
-          } else {
-            const v = String(Math.floor(Math.random() * 1000));
-            await persist(() =>
-              client.register("churn", addr, { attrs: { v } })
-            );
-            truth.set(addr, v);
-          }
-          ops++;
-          await new Promise((resolve) =>
-            setTimeout(resolve, Math.random() * 30)
-          );
-        }
-      }));
+      const ops = await churn(clients, {
+        until: deadline,
+        portsPerClient: PORTS_PER_CLIENT,
+        pauseMs: 30,
+        truth,
+      });
       clearInterval(cutter);
       await faults;
-      const expected = [...truth].map(([addr, v]) => `${addr} ${v}`).sort();
+      const expected = truthLines(truth);
       await until(
         () =>
           sets.every((set) =>
             set.connected &&
-            JSON.stringify(addrs(set)) === JSON.stringify(expected)
+            JSON.stringify(churned(set)) === JSON.stringify(expected)
           ),
         "every subscriber's set equals the truth",
         30_000,
@@ -322,7 +288,9 @@ Deno.test({
       console.log(
         `zookeeper churn: ${CLIENTS} clients, ${ops} operations, ${cuts} connections cut, ${expected.length} instances at the end`,
       );
-      assert.deepEqual(problems, []);
+      for (const [i, w] of watchers.entries()) {
+        assert.deepEqual(w.problems, [], `subscriber ${i}`);
+      }
       assert.ok(cuts > 0 && ops > CLIENTS, "the test really churned");
     } finally {
       stopped.signal("SIGCONT");
