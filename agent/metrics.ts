@@ -556,6 +556,7 @@ class MeteredBackend implements Backend {
     options?: { ifOwner?: string },
   ) => void;
   readonly version?: (service: string, addr: string) => string | undefined;
+  readonly lease?: () => { id: string; left: number };
   readonly #inner: Backend;
   readonly #metrics: Metrics;
   readonly #watched: Map<string, number>;
@@ -575,6 +576,7 @@ class MeteredBackend implements Backend {
     if (inner.keeps) this.keeps = inner.keeps.bind(inner);
     if (inner.release) this.release = inner.release.bind(inner);
     if (inner.version) this.version = inner.version.bind(inner);
+    if (inner.lease) this.lease = inner.lease.bind(inner);
   }
 
   open(events: BackendStatus): Promise<void> {

@@ -167,6 +167,11 @@ Deno.test("a metered backend times its calls and counts failures of the store on
   };
   assert.equal(metrics.meter(bare).stateAt, undefined);
   assert.equal(metrics.meter(bare).keeps, undefined);
+  // The lease bounds how long a campaign may believe it leads: a metered
+  // backend that dropped it would let campaigns outlive the etcd lease.
+  assert.equal(metrics.meter(bare).lease, undefined);
+  const leased: Backend = { ...bare, lease: () => ({ id: "7", left: 1234 }) };
+  assert.deepEqual(metrics.meter(leased).lease?.(), { id: "7", left: 1234 });
   await backend.open({ status: () => {} });
   await backend.put(record("api", "10.0.0.1:80"));
   await backend.catalog();

@@ -270,11 +270,11 @@ export class MemoryBackend implements Backend {
       if (!record) continue;
       removals.push(
         this.#remove(key, record.service, record.addr).catch((error) => {
-          // The disk refused: tried again later.
-          if (!this.#records.has(key) || this.#graceTimer || !this.#store) {
-            return;
-          }
+          // The disk refused: every record of the failed write is tried
+          // again later (one retry for them all).
+          if (!this.#records.has(key) || !this.#store) return;
           this.#inherited.add(key);
+          if (this.#graceTimer) return;
           this.#options.log?.warn(
             "could not remove an instance of the previous run; will retry",
             { key, error },

@@ -313,6 +313,8 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     if (this.#ended) return;
     this.#end("resigned");
     await this.#set?.close();
+    // A new life under way registers first: the unregister must come last.
+    await this.#reentering;
     try {
       await this.#host.unregister();
     } catch {
@@ -490,6 +492,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   /** Registers a life, and notes the agent's lease just before. */
   async #register() {
     const { lease } = await this.#host.leaseBefore();
+    if (this.#ended) return; // resigned meanwhile: no new life
     this.#life = await this.#host.register();
     this.#lifeLease = lease;
     this.#leaseLost = false;

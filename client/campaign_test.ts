@@ -168,3 +168,25 @@ Deno.test("a token another instance of the set shares is never led with", async 
   assert.equal(me.leading, false, "h:9 (10) leads the new life (11)");
   await me.resign();
 });
+
+Deno.test("resigning while a new life is being registered leaves no instance behind", async () => {
+  const { host, calls, state } = fakeHost();
+  state.vouch = { ms: 400, lease: "L1" };
+  const me = await startCampaign(host);
+  assert.equal(await me.elected, 10);
+  // The next life waits for the agent's lease answer, held by the test.
+  let answer!: () => void;
+  const held = new Promise<void>((resolve) => answer = resolve);
+  const leaseBefore = host.leaseBefore;
+  host.leaseBefore = async () => {
+    await held;
+    return leaseBefore();
+  };
+  state.vouch = undefined; // the belief runs out: a new life starts
+  await until(() => calls.includes("unregister"), "the old life goes");
+  const resigned = me.resign();
+  answer();
+  await resigned;
+  assert.equal(calls.at(-1), "unregister", calls.join(", "));
+  assert.ok(!calls.includes("register 11"), calls.join(", "));
+});

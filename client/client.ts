@@ -1365,22 +1365,25 @@ export class Client extends EventTarget implements AsyncDisposable {
     state: SetState,
     resume: { since: number; epoch: string } | undefined,
   ): Promise<void> {
+    const batch = this.#batch;
     try {
-      await this.#subscribeOnce(state, resume);
+      await this.#subscribeOnce(state, resume, batch);
     } catch (error) {
       const field = error instanceof RpcError &&
         error.code === ErrorCode.InvalidParams &&
         (error.data as { field?: unknown } | undefined)?.field;
-      if (field !== "batch" || !this.#batch) throw error;
+      // This attempt asked for batch frames (others in flight may have too).
+      if (field !== "batch" || !batch) throw error;
       // An agent of an earlier version: initial events one per frame.
       this.#batch = false;
-      await this.#subscribeOnce(state, resume);
+      await this.#subscribeOnce(state, resume, false);
     }
   }
 
   async #subscribeOnce(
     state: SetState,
     resume: { since: number; epoch: string } | undefined,
+    batch: boolean,
   ) {
     const { set, control } = state;
     await this.#connection.request("discover.subscribe", {
@@ -1389,7 +1392,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...(state.health ? { health: state.health } : {}),
       ...resume,
       // Initial events in batch frames: a snapshot costs far fewer frames.
-      ...(this.#batch ? { batch: true } : {}),
+      ...(batch ? { batch: true } : {}),
     }, {
       // Runs before the frames that follow the response: the set must be
       // findable by the time its first event arrives.

@@ -691,3 +691,47 @@ Deno.test("sets ask for batch frames; an agent that refuses the param gets subsc
     await client.close();
   }
 });
+
+Deno.test("several subscribes refused for batch at once are each sent again without it", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    pingInterval: 60_000,
+  });
+  try {
+    const socket = await FakeSocket.nth(0);
+    const opening = [client.services("a"), client.services("b")];
+    const first = [
+      await socket.take("discover.subscribe"),
+      await socket.take("discover.subscribe"),
+    ];
+    for (const request of first) {
+      assert.equal((request.params as { batch?: boolean }).batch, true);
+      socket.frame({
+        id: request.id,
+        error: {
+          code: ErrorCode.InvalidParams,
+          message: "'batch' is not a known field",
+          data: { field: "batch" },
+        },
+      });
+    }
+    for (let i = 0; i < 2; i++) {
+      const again = await socket.take("discover.subscribe");
+      assert.equal((again.params as { batch?: boolean }).batch, undefined);
+      const id = `s${i}`;
+      socket.frame({
+        id: again.id,
+        result: { subscription: id, revision: 1, epoch: "E", mode: "snapshot" },
+      });
+      socket.frame({
+        method: "discover.event",
+        params: { subscription: id, result: { kind: "current", revision: 1 } },
+      });
+    }
+    const sets = await Promise.all(opening);
+    assert.deepEqual(sets.map((s) => s.service).sort(), ["a", "b"]);
+  } finally {
+    await client.close();
+  }
+});

@@ -46,16 +46,17 @@ export function spawnAgent(args: string[] = []): Promise<AgentProcess> {
 
 /**
  * Where a server says it listens, on standard output: `listening on
- * ws://...` (a plain line, or the agent's at `--log-level warn` and above).
+ * ws://...` (a plain line, or the agent's at `--log-level warn` and above),
+ * the URL whole: up to the white space after it, which a chunk may not hold yet.
  */
-const LISTENING_OUT = [/listening on (wss?:\/\/\S+)/];
+const LISTENING_OUT = [/listening on (wss?:\/\/\S+)\s/];
 /**
  * The agent's `listening` log record on standard error, text or JSON (not
  * any line with a URL: with `--inspect`, Deno says where its debugger
  * listens there too).
  */
 const LISTENING_ERR = [
-  / listening url=(wss?:\/\/\S+)/,
+  / listening url=(wss?:\/\/\S+)\s/,
   /"message":"listening","url":"(wss?:\/\/[^"]+)"/,
 ];
 
