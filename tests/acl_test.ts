@@ -21,6 +21,7 @@ import { spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { openRaw } from "./_raw_socket.ts";
 import { until } from "./_wait.ts";
+import { tokenHash } from "./_tokens.ts";
 
 const TOKENS = {
   reader: "reader-token-0123456789abcdef",
@@ -28,15 +29,6 @@ const TOKENS = {
   other: "other-writer-token-0123456789",
   admin: "admin-token-0123456789abcdefgh",
 };
-
-async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
-  return [...new Uint8Array(digest)]
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /** Writes the rules: `names` are the tokens present (all by default). */
 async function writeRules(
@@ -55,7 +47,7 @@ async function writeRules(
       default: "deny",
       tokens: await Promise.all(names.map(async (name) => ({
         name,
-        sha256: await sha256(TOKENS[name]),
+        sha256: await tokenHash(TOKENS[name]),
         rules: rules[name],
       }))),
     }),

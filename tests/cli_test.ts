@@ -23,6 +23,7 @@ import { type Client, connect, type Instance } from "../mod.ts";
 import { freePort, startEtcd } from "../tools/etcd.ts";
 import { nextWithin, until } from "./_wait.ts";
 import { healthServer } from "./_health_server.ts";
+import { tokenHash } from "./_tokens.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const LINE_MS = 10_000;
@@ -584,18 +585,6 @@ Deno.test("watch prints a leader line when the oldest instance leaves", async ()
   }
 });
 
-/** The hex SHA-256 of `text`, as an access rules file stores a token. */
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (byte) => byte.toString(16).padStart(2, "0"),
-  ).join("");
-}
-
 Deno.test("ls shows each instance's owner with its token name, and a lost client's", async () => {
   const dir = await Deno.makeTempDir({ prefix: "discover-cli-acl-" });
   try {
@@ -609,12 +598,12 @@ Deno.test("ls shows each instance's owner with its token name, and a lost client
         tokens: [
           {
             name: "deployer",
-            sha256: await sha256Hex(deployer),
+            sha256: await tokenHash(deployer),
             rules: [{ service: "*", access: "write" }],
           },
           {
             name: "viewer",
-            sha256: await sha256Hex(viewer),
+            sha256: await tokenHash(viewer),
             rules: [{ service: "*", access: "read" }],
           },
         ],

@@ -33,6 +33,7 @@ import { launchChromium } from "./_browser.ts";
 import { healthServer } from "./_health_server.ts";
 import { tcpProxy } from "./_proxy.ts";
 import { until } from "./_wait.ts";
+import { tokenHash } from "./_tokens.ts";
 
 const options = {
   // Playwright keeps its pipe to the browser and timers across steps.
@@ -358,18 +359,6 @@ Deno.test(
   },
 );
 
-/** The hex SHA-256 of `text`, as an ACL file stores a token. */
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
-  return Array.from(
-    new Uint8Array(digest),
-    (byte) => byte.toString(16).padStart(2, "0"),
-  ).join("");
-}
-
 Deno.test(
   "dashboard: a token prompt for an agent with access rules",
   options,
@@ -387,12 +376,12 @@ Deno.test(
           tokens: [
             {
               name: "viewer",
-              sha256: await sha256Hex(viewer),
+              sha256: await tokenHash(viewer),
               rules: [{ service: "*", access: "read" }],
             },
             {
               name: "ops",
-              sha256: await sha256Hex(ops),
+              sha256: await tokenHash(ops),
               rules: [{ service: "*", access: "admin" }],
             },
           ],
@@ -549,7 +538,7 @@ Deno.test(
       const acl = `${dir}/acl.json`;
       const token = async (name: string, secret: string, access: string) => ({
         name,
-        sha256: await sha256Hex(secret),
+        sha256: await tokenHash(secret),
         rules: [{ service: "*", access }],
       });
       await Deno.writeTextFile(
