@@ -428,7 +428,10 @@ export class Registry {
       return;
     }
     if (owner.lastClose === "clean") {
-      this.#removeAll(owner, "instance unregistered: its client closed");
+      this.#removeAll(
+        owner,
+        "instance unregistered: its client closed (removed unless another agent holds it now)",
+      );
     } else if (owner.keys.size === 0) {
       this.#forgetIfEmpty(owner);
     } else if (owner.expiry === undefined) {
@@ -443,7 +446,7 @@ export class Registry {
         owner.expiresAt = undefined;
         this.#removeAll(
           owner,
-          "instance expired: its client did not come back within the grace TTL",
+          "instance expired: its client did not come back within the grace TTL (removed unless another agent holds it now)",
         );
       }, this.#options.ttlMs);
     }
