@@ -177,6 +177,18 @@ export function serviceSeries(
   return kept;
 }
 
+/** The calls of one method: by outcome, and their durations. */
+interface MethodCounts {
+  /** The `method` label. */
+  readonly method: string;
+  /** Calls answered `ok`. */
+  ok: number;
+  /** Calls answered with an error, by JSON-RPC error code. */
+  readonly errors: Map<string, number>;
+  /** Their durations. */
+  readonly seconds: TallySeries;
+}
+
 /** One series of a {@linkcode Tally}: per-bucket counts, sum and count. */
 interface TallySeries {
   /** Observations per bucket (not cumulative); the last is +Inf. */
@@ -289,17 +301,17 @@ export class Metrics {
   /** The content type of {@linkcode Metrics.text}. */
   readonly contentType: string;
   readonly #registry = new Registry();
-  /** Calls, by method and code. */
-  readonly #requests = new Map<
-    string,
-    { method: string; code: string; n: number }
-  >();
+  /**
+   * Calls and their durations, by the method called: the agent's methods,
+   * and {@linkcode UNKNOWN_METHOD} for every other name.
+   */
+  readonly #requests = new Map<string, MethodCounts>();
   readonly #requestSeconds: Tally;
-  /** Duration series, by method. */
-  readonly #requestSeries = new Map<string, TallySeries>();
   #events = 0;
   #drops = 0;
   readonly #backendSeconds: Tally;
+  /** Duration series, by operation. */
+  readonly #backendSeries: Partial<Record<BackendOp, TallySeries>> = {};
   readonly #backendErrors = new Map<string, number>();
   /** Watches open, by scope. */
   readonly #watched = new Map<string, number>();
@@ -350,8 +362,9 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const { method, code, n } of requests.values()) {
-          this.inc({ method, code }, n);
+        for (const { method, ok, errors } of requests.values()) {
+          if (ok > 0) this.inc({ method, code: "ok" }, ok);
+          for (const [code, n] of errors) this.inc({ method, code }, n);
         }
       },
     });
@@ -467,18 +480,27 @@ export class Metrics {
    * @param seconds How long it took.
    */
   request(method: string, code: string, seconds: number): void {
+    const counts = this.#requests.get(method) ?? this.#method(method);
+    if (code === "ok") counts.ok++;
+    else counts.errors.set(code, (counts.errors.get(code) ?? 0) + 1);
+    this.#requestSeconds.observe(counts.seconds, seconds);
+  }
+
+  /** The counts of a method seen for the first time (of every unknown name). */
+  #method(method: string): MethodCounts {
     const name = Object.hasOwn(methodTable, method) ? method : UNKNOWN_METHOD;
-    const key = `${name} ${code}`;
-    const counted = this.#requests.get(key);
-    if (counted === undefined) {
-      this.#requests.set(key, { method: name, code, n: 1 });
-    } else counted.n++;
-    let series = this.#requestSeries.get(name);
-    if (series === undefined) {
-      series = this.#requestSeconds.series(name);
-      this.#requestSeries.set(name, series);
+    let counts = this.#requests.get(name);
+    if (counts === undefined) {
+      counts = {
+        method: name,
+        ok: 0,
+        errors: new Map(),
+        seconds: this.#requestSeconds.series(name),
+      };
+      // Keyed by the label: a caller's unknown names take no room.
+      this.#requests.set(name, counts);
     }
-    this.#requestSeconds.observe(series, seconds);
+    return counts;
   }
 
   /**
@@ -514,7 +536,7 @@ export class Metrics {
    */
   backendCall(op: BackendOp, seconds: number, failed: boolean): void {
     const tally = this.#backendSeconds;
-    tally.observe(tally.series(op), seconds);
+    tally.observe(this.#backendSeries[op] ??= tally.series(op), seconds);
     if (failed) {
       this.#backendErrors.set(op, (this.#backendErrors.get(op) ?? 0) + 1);
     }
@@ -610,11 +632,14 @@ class MeteredBackend implements Backend {
   }
 
   put(record: StoredRecord, options?: WriteOptions): Promise<number> {
-    return this.#timed(
-      "put",
-      () => this.#inner.put(record, options),
-      options?.signal,
-    );
+    const started = performance.now();
+    let promise: Promise<number>;
+    try {
+      promise = this.#inner.put(record, options);
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    return this.#settled("put", started, promise, options?.signal);
   }
 
   delete(
@@ -622,23 +647,21 @@ class MeteredBackend implements Backend {
     addr: string,
     options?: WriteOptions,
   ): Promise<number | undefined> {
-    return this.#timed(
-      "delete",
-      () => this.#inner.delete(service, addr, options),
-      options?.signal,
-    );
+    const started = performance.now();
+    let promise: Promise<number | undefined>;
+    try {
+      promise = this.#inner.delete(service, addr, options);
+    } catch (error) {
+      promise = Promise.reject(error);
+    }
+    return this.#settled("delete", started, promise, options?.signal);
   }
 
   close(): Promise<void> {
     return this.#inner.close();
   }
 
-  #timed<T>(
-    op: BackendOp,
-    call: () => Promise<T>,
-    signal?: AbortSignal,
-  ): Promise<T> {
-    const metrics = this.#metrics;
+  #timed<T>(op: BackendOp, call: () => Promise<T>): Promise<T> {
     const started = performance.now();
     let promise: Promise<T>;
     try {
@@ -646,6 +669,17 @@ class MeteredBackend implements Backend {
     } catch (error) {
       promise = Promise.reject(error);
     }
+    return this.#settled(op, started, promise);
+  }
+
+  /** Counts a call once `promise`, started at `started`, settles. */
+  #settled<T>(
+    op: BackendOp,
+    started: number,
+    promise: Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    const metrics = this.#metrics;
     return promise.then((result) => {
       metrics.backendCall(op, (performance.now() - started) / 1000, false);
       return result;

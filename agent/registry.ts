@@ -604,7 +604,12 @@ export class Registry {
           ...state,
         }, { ifOwner: entry?.owner ?? null, signal });
       } catch (error) {
-        if (signal?.aborted) {
+        // Abandoned before the write reached the store: the backend then
+        // rejects with the signal's reason, and nothing was written. A
+        // write that failed otherwise may have landed, session closed or
+        // not: the owner keeps the key (below), so that its removal covers
+        // the record, which would else stay as long as the agent's lease.
+        if (signal?.aborted && error === signal.reason) {
           if (added) owner.keys.delete(key);
           if (withdrawn && !this.#removals.has(key)) {
             this.#removals.set(key, withdrawn);
@@ -623,6 +628,7 @@ export class Registry {
           this.#removals.set(key, withdrawn);
           this.#scheduleRemovals();
         }
+        abandoned(signal); // its session closed: no retry, no answer
         if (conflict && attempt < ATTEMPTS) {
           await this.#caughtUp(view, error, key);
           continue; // the view was behind the store: look again

@@ -373,6 +373,36 @@ Deno.test("a call whose session closed before its write reached the backend writ
   assert.equal(view.get("svc", "h:2")?.owner, "a");
 });
 
+Deno.test("a write whose outcome is unknown when its session closed is still covered by the owner's removal", async () => {
+  /** Writes the record, then fails as if the answer was lost (a reset path). */
+  class LostAnswer extends MemoryBackend {
+    session?: AbortController;
+    override async put(
+      record: StoredRecord,
+      options: WriteOptions = {},
+    ): Promise<number> {
+      const revision = await super.put(record, options);
+      // The session closed meanwhile (its client was killed).
+      this.session?.abort(new Error("the session closed"));
+      await sleep(0);
+      throw new Error(`connection reset after revision ${revision}`);
+    }
+  }
+  const backend = new LostAnswer();
+  const { view, registry } = await setup(300, backend);
+  const a = registry.attach("a");
+  backend.session = new AbortController();
+  const call = registry.register(a, reg("h:1"), {
+    signal: backend.session.signal,
+  });
+  registry.detach(a, false); // lost: its instances go after the TTL
+  await assert.rejects(call, isCode(ErrorCode.ConnectionClosed));
+  assert.equal(view.get("svc", "h:1")?.owner, "a", "the write landed");
+  // Nobody calls for it again: the lost owner's expiry removes it.
+  await until(() => view.get("svc", "h:1") === undefined, "expired");
+  assert.equal(registry.owners, 0);
+});
+
 /**
  * Checks that run nothing: a test sets a check's result and tells the
  * registry, as a real check does when its health changes.

@@ -844,3 +844,60 @@ Deno.test("a record written back in a new life (same state, new created) is an u
   assert.equal(view.get("svc", "h:1")?.instance.created, 12);
   assert.deepEqual(l.leaders, ["h:2 2", "h:1 9", "h:2 12"]);
 });
+
+Deno.test("snapshot writes, byte for byte, the up events of the instances list returns", () => {
+  const view = new View();
+  view.reset({ revision: 3, epoch: "e", records: [] });
+  const put = (record: StoredRecord, revision: number) =>
+    view.changes([{ type: "put", revision, record }]);
+  put({
+    service: "api",
+    addr: "10.0.0.1:80",
+    attrs: { zone: "a", quote: 'say "hi"\\ \n', text: "é ✓ \u2028" },
+    owner: "o",
+    registeredAt: 1767225600000,
+  }, 4);
+  put({
+    service: "api",
+    addr: "[2001:db8::1]:443",
+    attrs: {},
+    owner: "o",
+    registeredAt: 5,
+    created: 2,
+    health: "critical",
+    note: 'down: "timeout"',
+  }, 5);
+  put({
+    service: "db",
+    addr: "db.example:5432",
+    attrs: { zone: "b" },
+    owner: "p",
+    registeredAt: 6,
+  }, 6);
+  const cases: [string, SetFilter | undefined][] = [
+    ["api", undefined],
+    ["api", { health: "any" }],
+    ["*", { health: "any" }],
+    ["*", { attrs: { zone: "b" } }],
+    ["none", undefined],
+  ];
+  for (const [service, filter] of cases) {
+    const events: string[] = [];
+    const count = view.snapshot(service, filter, (json) => events.push(json));
+    const expected = view.list(service, filter).map((instance) =>
+      JSON.stringify({ kind: "up", revision: view.revision, instance })
+    );
+    assert.equal(count, expected.length);
+    assert.deepEqual(events, expected, `${service} ${JSON.stringify(filter)}`);
+  }
+  const some: string[] = [];
+  view.snapshot(
+    "*",
+    { health: "any" },
+    (json) => some.push(json),
+    (s) => s === "db",
+  );
+  assert.deepEqual(some.map((json) => JSON.parse(json).instance.service), [
+    "db",
+  ]);
+});

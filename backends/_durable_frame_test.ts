@@ -5,6 +5,8 @@ import {
   crc32,
   encodeFrame,
   FRAME_HEADER_BYTES,
+  FrameBuffer,
+  MAX_PAYLOAD_BYTES,
   nextFrame,
   readFrame,
 } from "./_durable_frame.ts";
@@ -84,4 +86,53 @@ Deno.test("nextFrame finds the next whole frame after damage, and nothing in a t
   assert.equal(nextFrame(bytes, 0), 0);
   const torn = new Uint8Array([...a, ...b.subarray(0, b.length - 1)]);
   assert.equal(nextFrame(torn, 1), undefined);
+});
+
+Deno.test("a frame buffer holds its frames one after another as encodeFrame writes them, grows for large ones and is used again once cleared", () => {
+  const values = [
+    { t: "del", rev: 1, service: "s", addr: "h:1" },
+    { t: "put", rev: 2, rec: { attrs: { text: "Zürich 東京 🦕" } } },
+    { t: "put", rev: 3, rec: { attrs: { text: "x".repeat(5000) } } },
+  ];
+  const frames = new FrameBuffer(16);
+  for (let round = 0; round < 2; round++) {
+    for (const value of values) frames.add(JSON.stringify(value));
+    const expected = values.flatMap((value) => [...encodeFrame(value)]);
+    assert.equal(frames.length, expected.length);
+    assert.deepEqual([...frames.bytes()], expected);
+    let offset = 0;
+    for (const value of values) {
+      const read = readFrame(frames.bytes(), offset);
+      assert.equal(read.kind, "frame");
+      if (read.kind !== "frame") break;
+      assert.deepEqual(read.value, value);
+      offset = read.end;
+    }
+    frames.clear();
+    assert.equal(frames.length, 0);
+    assert.equal(frames.bytes().length, 0);
+  }
+});
+
+Deno.test("a frame buffer refuses a payload larger than an entry may be, and keeps the frames before it", () => {
+  const frames = new FrameBuffer();
+  frames.add('{"t":"a"}');
+  const kept = frames.bytes().slice();
+  // Too many UTF-16 units, and few enough units but too many UTF-8 bytes.
+  for (
+    const text of [
+      "x".repeat(MAX_PAYLOAD_BYTES + 1),
+      "é".repeat(MAX_PAYLOAD_BYTES / 2 + 1),
+    ]
+  ) {
+    assert.throws(
+      () => frames.add(JSON.stringify({ t: "put", text })),
+      (error) =>
+        error instanceof RangeError &&
+        error.message.includes(`at most ${MAX_PAYLOAD_BYTES} bytes`),
+    );
+    assert.deepEqual(frames.bytes(), kept);
+  }
+  frames.add('{"t":"b"}');
+  assert.equal(nextFrame(frames.bytes(), 1), kept.length);
 });

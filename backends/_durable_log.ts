@@ -69,7 +69,12 @@
 
 import type { BackendChange, StoredRecord } from "./backend.ts";
 import type { BackendLogger } from "./descriptor.ts";
-import { encodeFrame, nextFrame, readFrame } from "./_durable_frame.ts";
+import {
+  encodeFrame,
+  FrameBuffer,
+  nextFrame,
+  readFrame,
+} from "./_durable_frame.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 
 /** The first line of the file. */
@@ -163,13 +168,11 @@ const encoder = new TextEncoder();
  *
  * @example Usage
  * ```ts ignore
- * import { DurableLog, encodeChange } from "./_durable_log.ts";
+ * import { DurableLog } from "./_durable_log.ts";
  * const log = await DurableLog.open("/var/lib/discover");
  * await log.begin((revision) => snapshotOfTheBackendAt(revision), 7);
- * log.write(
- *   encodeChange({ type: "delete", revision: 8, service: "web", addr: "h:1" }),
- *   8,
- * );
+ * log.add({ type: "delete", revision: 8, service: "web", addr: "h:1" });
+ * log.flush();
  * await log.close(8);
  * ```
  */
@@ -187,6 +190,9 @@ export class DurableLog {
   #snapshot?: (revision: number) => LogSnapshot;
   /** The last revision written. */
   #written = 0;
+  /** Frames added and not written yet, and the revision of the last. */
+  readonly #pending = new FrameBuffer();
+  #pendingRevision = 0;
   /** Bytes in the file now. */
   #size = 0;
   /** Size of the file right after its last rewrite. */
@@ -339,14 +345,35 @@ export class DurableLog {
   }
 
   /**
-   * Writes changes to the file, encoded with {@linkcode encodeChange}:
-   * the kernel has them when this returns.
+   * Adds a change to those the next {@linkcode DurableLog.flush} writes.
    *
-   * @param frames The changes' frames, one after another.
-   * @param revision The revision of the last of them.
+   * @param change The change, at the revision after the last one added.
+   * @throws {RangeError} When the change is too large for a frame; it is
+   *   not added then.
+   */
+  add(change: BackendChange): void {
+    this.#pending.add(changeJson(change));
+    this.#pendingRevision = change.revision;
+  }
+
+  /**
+   * Writes the changes added since the last flush, in one `write(2)`: the
+   * kernel has them when this returns. They are dropped from the changes
+   * to write either way.
+   *
    * @throws {Error} When they cannot be written; the file is as before.
    */
-  write(frames: Uint8Array, revision: number): void {
+  flush(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    try {
+      this.#write(pending.bytes(), this.#pendingRevision);
+    } finally {
+      pending.clear();
+    }
+  }
+
+  #write(frames: Uint8Array, revision: number): void {
     const file = this.#file;
     if (!file || this.#closed) {
       throw new Error(`the data file ${this.#path} is not open`);
@@ -368,7 +395,8 @@ export class DurableLog {
     }
     this.#size += frames.length;
     this.#written = revision;
-    this.#tail?.push(frames);
+    // A copy: `frames` is a view of a buffer used again.
+    this.#tail?.push(frames.slice());
     this.#sync();
     if (
       !this.#compacting &&
@@ -494,31 +522,36 @@ export class DurableLog {
     );
     try {
       let size = 0;
-      let chunk: Uint8Array[] = [encoder.encode(MAGIC)];
-      let chunkBytes = 0;
-      const flush = async () => {
-        const bytes = concat(chunk);
-        chunk = [];
-        chunkBytes = 0;
+      const frames = new FrameBuffer();
+      const write = async (bytes: Uint8Array) => {
         let at = 0;
         while (at < bytes.length) at += await file.write(bytes.subarray(at));
         size += bytes.length;
       };
-      const add = async (entry: object) => {
-        const frame = encodeFrame(entry);
-        chunk.push(frame);
-        chunkBytes += frame.length;
-        // Written in pieces: the agent serves on between them.
-        if (chunkBytes >= 256 * 1024) await flush();
+      const flush = async () => {
+        await write(frames.bytes());
+        frames.clear();
       };
-      await add({
+      const add = async (json: string) => {
+        frames.add(json);
+        // Written in pieces: the agent serves on between them.
+        if (frames.length >= 256 * 1024) await flush();
+      };
+      await write(encoder.encode(MAGIC));
+      await add(JSON.stringify({
         t: "head",
         epoch: snapshot.epoch,
         revision: snapshot.revision,
-      });
-      for (const rec of snapshot.records) await add({ t: "rec", rec });
-      for (const change of snapshot.changes) await add(changeEntry(change));
-      await add({ t: "run", boot: this.#bootTime ?? null, at: Date.now() });
+      }));
+      for (const rec of snapshot.records) {
+        await add(`{"t":"rec","rec":${JSON.stringify(rec)}}`);
+      }
+      for (const change of snapshot.changes) await add(changeJson(change));
+      await add(JSON.stringify({
+        t: "run",
+        boot: this.#bootTime ?? null,
+        at: Date.now(),
+      }));
       await flush();
       await file.syncData();
       if (options.rename !== false) {
@@ -535,70 +568,24 @@ export class DurableLog {
 }
 
 /**
- * The frame of a change, for {@linkcode DurableLog.write}.
- *
- * @example Usage
- * ```ts
- * import { encodeChange } from "./_durable_log.ts";
- * const frame = encodeChange({
- *   type: "delete",
- *   revision: 8,
- *   service: "web",
- *   addr: "10.0.0.1:80",
- * });
- * console.log(frame.length > 8); // true
- * ```
- *
- * @param change The change.
- * @returns Its frame.
- * @throws {RangeError} When the change is too large for a frame.
+ * The JSON of a change's entry, as `JSON.stringify` writes
+ * `{ t: "put", rev, rec }` or `{ t: "del", rev, service, addr }`, without
+ * building that object.
  */
-export function encodeChange(change: BackendChange): Uint8Array {
-  return encodeFrame(changeEntry(change));
-}
-
-/** The entry of a change. */
-function changeEntry(change: BackendChange): object {
+function changeJson(change: BackendChange): string {
   return change.type === "put"
-    ? { t: "put", rev: change.revision, rec: change.record }
-    : {
-      t: "del",
-      rev: change.revision,
-      service: change.service,
-      addr: change.addr,
-    };
+    ? `{"t":"put","rev":${change.revision},"rec":${
+      JSON.stringify(change.record)
+    }}`
+    : `{"t":"del","rev":${change.revision},"service":${
+      JSON.stringify(change.service)
+    },"addr":${JSON.stringify(change.addr)}}`;
 }
 
 /** Writes every byte of `bytes` (a write may take only part of them). */
 function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
   let at = 0;
   while (at < bytes.length) at += file.writeSync(bytes.subarray(at));
-}
-
-/**
- * The frames of `parts`, one after another, in one array (`parts[0]`
- * itself when it is alone).
- *
- * @example Usage
- * ```ts
- * import { concat } from "./_durable_log.ts";
- * concat([new Uint8Array([1]), new Uint8Array([2, 3])]); // Uint8Array [1, 2, 3]
- * ```
- *
- * @param parts The frames.
- * @returns Their bytes.
- */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let length = 0;
-  for (const part of parts) length += part.length;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** Makes a rename in `dir` durable (best effort where directories cannot be opened). */

@@ -7,7 +7,6 @@ import { encodeFrame } from "./_durable_frame.ts";
 import {
   DataDirError,
   DurableLog,
-  encodeChange,
   LOG_FILE,
   type LogSnapshot,
   MAGIC,
@@ -75,7 +74,8 @@ class Model {
 
 /** Writes one change. */
 function append(log: DurableLog, change: BackendChange): void {
-  log.write(encodeChange(change), change.revision);
+  log.add(change);
+  log.flush();
 }
 
 /** Opens `dir`, writes `n` changes (puts, and a removal every fifth), and returns the log still open. */
@@ -139,6 +139,61 @@ Deno.test("a log reads back its epoch and every change; a clean stop says so", a
     assert.equal(loaded.dropped, undefined);
   } finally {
     await again.close(12);
+  }
+});
+
+Deno.test("the changes added since a flush go to the file together; a change too large for an entry is refused and leaves nothing", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const log = await DurableLog.open(dir.path, { bootTime: BOOT });
+  const model = new Model(log.loaded.epoch);
+  await log.begin(model.snapshot, 0);
+  const path = `${dir.path}/${LOG_FILE}`;
+  const before = (await Deno.stat(path)).size;
+  const first = model.put("h:1");
+  const second = model.put("h:2");
+  log.add(first);
+  log.add(second);
+  // Added, not written yet.
+  assert.equal((await Deno.stat(path)).size, before);
+  log.flush();
+  const flushed = (await Deno.stat(path)).size;
+  // The entries of the format, one after another.
+  const entries = [first, second].map((change) =>
+    change.type === "put"
+      ? encodeFrame({ t: "put", rev: change.revision, rec: change.record })
+      : []
+  ).flatMap((frame) => [...frame]);
+  assert.deepEqual(
+    [...(await Deno.readFile(path)).subarray(before)],
+    entries,
+  );
+  assert.equal(flushed, before + entries.length);
+  const huge: BackendChange = {
+    type: "put",
+    revision: model.revision + 1,
+    record: { ...record("h:3"), attrs: { v: "x".repeat(17 * 1024 * 1024) } },
+  };
+  assert.throws(() => log.add(huge), RangeError);
+  log.flush(); // nothing added since the last one
+  assert.equal((await Deno.stat(path)).size, flushed);
+  const removal = model.del("h:1");
+  log.add(removal);
+  log.flush();
+  assert.deepEqual(
+    [...(await Deno.readFile(path)).subarray(flushed)],
+    [...encodeFrame({ t: "del", rev: 3, service: "web", addr: "h:1" })],
+  );
+  await log.close(model.revision);
+  const again = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    assert.equal(again.loaded.dropped, undefined);
+    assert.deepEqual(summary(again.loaded), [
+      "1 put h:1",
+      "2 put h:2",
+      "3 delete h:1",
+    ]);
+  } finally {
+    await again.close(model.revision);
   }
 });
 

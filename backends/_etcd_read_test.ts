@@ -2,7 +2,9 @@
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { Etcd3 } from "etcd3";
 import {
+  decodeRangeResponse,
   type Page,
   type PageQuery,
   READ_PAGE_KEYS,
@@ -94,4 +96,84 @@ Deno.test("tooLarge: gRPC's message limit, by class or by text", () => {
   assert.ok(tooLarge(new Error("Received message larger than max (5 vs 4)")));
   assert.ok(tooLarge("8 RESOURCE_EXHAUSTED: ..."));
   assert.ok(!tooLarge(new Error("14 UNAVAILABLE")));
+});
+
+Deno.test("decodeRangeResponse reads what etcd3's own decoder reads, 64-bit ids exact", () => {
+  // The client's generated KV service knows the message: it serializes a
+  // response, and decodes it the generic way for comparison.
+  const client = new Etcd3({ hosts: "127.0.0.1:1" });
+  try {
+    // deno-lint-ignore no-explicit-any
+    const range = (client as any).pool.hosts[0].getServiceClient("KV").range;
+    const kv = (
+      key: Uint8Array,
+      value: string,
+      lease: string,
+      rev: string,
+    ) => ({
+      key: Buffer.from(key),
+      create_revision: rev,
+      mod_revision: String(BigInt(rev) + 1n),
+      version: "1",
+      value: Buffer.from(value),
+      lease,
+    });
+    const response = {
+      header: {
+        cluster_id: "18446744073709551615",
+        member_id: "5",
+        revision: "9007199254740993",
+        raft_term: "2",
+      },
+      kvs: [
+        kv(
+          Buffer.from("/p/instances/s/h:1"),
+          '{"a":"é ✓"}',
+          "7587869370468446210",
+          "1",
+        ),
+        kv(Uint8Array.of(0xff, 0, 0x41), "", "0", "127"),
+        kv(Buffer.from("k3"), "x", "7587869370468446210", "16384"),
+        kv(Buffer.from("k4"), "y", "7587869370468446211", "9007199254740993"),
+        kv(Buffer.from("k5"), "z", "1", "2"),
+      ],
+      more: true,
+      count: "5",
+    };
+    const bytes: Uint8Array = range.responseSerialize(response);
+    const theirs = range.responseDeserialize(bytes);
+    const ours = decodeRangeResponse(bytes);
+    assert.deepEqual(ours.header, {
+      revision: theirs.header.revision,
+      cluster_id: theirs.header.cluster_id,
+    });
+    assert.equal(ours.header.cluster_id, "18446744073709551615");
+    assert.equal(ours.more, true);
+    assert.deepEqual(
+      ours.kvs.map((k) => [
+        Buffer.from(k.key).toString("hex"),
+        k.value.toString(),
+        k.create_revision,
+        k.mod_revision,
+        String(k.lease),
+      ]),
+      theirs.kvs.map((k: Record<string, { toString(e?: string): string }>) => [
+        k.key.toString("hex"),
+        k.value.toString(),
+        k.create_revision,
+        k.mod_revision,
+        String(k.lease),
+      ]),
+    );
+    assert.equal(ours.kvs[3].lease, "7587869370468446211");
+    // An empty response: every field at its default.
+    assert.deepEqual(decodeRangeResponse(new Uint8Array()), {
+      header: { revision: "0", cluster_id: "0" },
+      kvs: [],
+      more: false,
+    });
+    assert.throws(() => decodeRangeResponse(bytes.subarray(0, 40)), RangeError);
+  } finally {
+    client.close();
+  }
 });

@@ -56,6 +56,10 @@ export interface StoredKeyValue {
 export class RecordCodec {
   /** Start of every instance key: `<prefix>instances/`. */
   readonly range: string;
+  /** The service of the last key decoded, and the key prefix of its range. */
+  #last = { prefix: "", service: "" };
+  /** The owner of the last record decoded. */
+  #owner = "";
 
   /**
    * Creates the codec.
@@ -130,42 +134,80 @@ export class RecordCodec {
   /**
    * The record a key and value hold.
    *
+   * Records read one after another mostly share their service and their
+   * owner: a key of the same service as the one before is not checked
+   * again for it, and equal service names and owners are one string,
+   * kept once however many records hold it.
+   *
    * @param key The etcd key.
    * @param value Its value.
+   * @param created The revision that created the key, when known.
    * @returns The record.
    * @throws {Error} When they are not a discover record; the message says why.
    */
-  decode(key: string, value: string): StoredRecord {
-    if (!key.startsWith(this.range)) {
-      throw new Error(`the key is not under '${this.range}'`);
+  decode(key: string, value: string, created?: number): StoredRecord {
+    let service: string, addr: string;
+    const last = this.#last;
+    if (last.prefix !== "" && key.startsWith(last.prefix)) {
+      service = last.service;
+      addr = key.slice(last.prefix.length);
+    } else {
+      if (!key.startsWith(this.range)) {
+        throw new Error(`the key is not under '${this.range}'`);
+      }
+      [service, addr] = this.split(key);
+      if (!SERVICE_NAME_PATTERN.test(service)) {
+        throw new Error("not a valid service/addr key");
+      }
+      this.#last = { prefix: `${this.range}${service}/`, service };
     }
-    const [service, addr] = this.split(key);
-    if (!SERVICE_NAME_PATTERN.test(service) || validateAddr(addr) !== addr) {
+    if (validateAddr(addr) !== addr) {
       throw new Error("not a valid service/addr key");
     }
     const parsed = JSON.parse(value);
     if (
       typeof parsed?.owner !== "string" ||
       typeof parsed.registeredAt !== "number" ||
-      typeof parsed.attrs !== "object" || parsed.attrs === null ||
-      Object.values(parsed.attrs).some((v) => typeof v !== "string") ||
+      !isAttrs(parsed.attrs) ||
       (parsed.health !== undefined && parsed.health !== "passing" &&
         parsed.health !== "critical") ||
       (parsed.note !== undefined && typeof parsed.note !== "string")
     ) throw new Error("the value is not a discover record");
-    const record: StoredRecord = {
-      service,
-      addr,
-      attrs: parsed.attrs,
-      owner: parsed.owner,
-      registeredAt: parsed.registeredAt,
-    };
+    let owner: string = parsed.owner;
+    if (owner === this.#owner) owner = this.#owner;
+    else this.#owner = owner;
+    const record: StoredRecord = created === undefined
+      ? {
+        service,
+        addr,
+        attrs: parsed.attrs,
+        owner,
+        registeredAt: parsed.registeredAt,
+      }
+      : {
+        service,
+        addr,
+        attrs: parsed.attrs,
+        owner,
+        registeredAt: parsed.registeredAt,
+        created,
+      };
     if (parsed.health === "critical") {
       record.health = "critical";
       if (parsed.note !== undefined) record.note = parsed.note;
     }
     return record;
   }
+}
+
+/** Whether `value` is an object of strings (a record's attributes). */
+function isAttrs(value: unknown): value is Record<string, string> {
+  if (typeof value !== "object" || value === null) return false;
+  const attrs = value as Record<string, unknown>;
+  for (const key in attrs) {
+    if (typeof attrs[key] !== "string") return false;
+  }
+  return true;
 }
 
 /**

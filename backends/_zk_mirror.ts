@@ -15,6 +15,22 @@
  * and the read is in what the read returns. Nothing is lost there; several
  * changes of one node may arrive as one (the last).
  *
+ * ## Round trips
+ *
+ * A new instance costs a watcher one round trip before it is delivered:
+ * the listing of its service goes out with a read of the service node's
+ * data, in which the backend's creations tell what they made
+ * ({@linkcode encodeCreation}). When the service node's last change is
+ * its last child change (`mzxid` equal to `pzxid`: one multi), the new
+ * znode named there is known as it was made, at that zxid; its own read,
+ * which sets its data watch, follows the delivery. Any other new znode
+ * (made by hand, by an older agent, or not the last one) is read before
+ * it is delivered. The session that makes a znode tells the mirror
+ * ({@linkcode Mirror.creating}) and reads only the list. A removal needs no
+ * read of the znode: its data watch says it went, and the listing that
+ * follows (its service's child watch fired in the same transaction)
+ * delivers it.
+ *
  * ## One order, none lost (the frontier)
  *
  * ZooKeeper sends a session's notifications and answers in the order it
@@ -46,7 +62,7 @@
 import type zookeeper from "node-zookeeper-client";
 import type { BackendChange, StoredRecord } from "./backend.ts";
 import type { BackendLogger } from "./descriptor.ts";
-import { codeOf, type NodeStat, ZK, type ZkSession } from "./_zk_client.ts";
+import { codeOf, ZK, type ZkSession } from "./_zk_client.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 
 /** Where the mirror delivers a scope's state and changes. */
@@ -75,12 +91,15 @@ export interface MirrorOptions {
   session: ZkSession;
   /** `<prefix>/services`. */
   servicesPath: string;
-  /** Decodes an instance's data; `undefined` (logged) when it is not a record. */
+  /**
+   * Decodes an instance's data, of the znode made at `czxid`; `undefined`
+   * (logged) when it is not a record.
+   */
   decode(
     service: string,
     addr: string,
     data: Uint8Array,
-    stat: NodeStat,
+    czxid: number,
   ): StoredRecord | undefined;
   /** A put was read (before it is delivered): who holds the record now. */
   onPut?(record: StoredRecord, session: string): void;
@@ -88,6 +107,78 @@ export interface MirrorOptions {
   onFailure?(error: unknown): void;
   /** Where to log. */
   log?: BackendLogger;
+}
+
+/** What a creation through the backend writes to its service node. */
+export interface Creation {
+  /** The address: the name of the znode made. */
+  addr: string;
+  /** The session that made it (16 hex digits): its ephemeral owner. */
+  session: string;
+  /** The data it was made with. */
+  data: Uint8Array;
+}
+
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
+/**
+ * Encodes what a creation writes to its service node, in the multi that
+ * makes the znode: the service node's `mzxid` is then the znode's
+ * `czxid` and `mzxid`, and a watcher that lists the service can read the
+ * new instance along with the list instead of after it.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeCreation, encodeCreation } from "./_zk_mirror.ts";
+ * const bytes = encodeCreation({
+ *   addr: "10.0.0.1:80",
+ *   session: "0100000000000001",
+ *   data: new TextEncoder().encode("{}"),
+ * });
+ * decodeCreation(bytes)?.addr; // "10.0.0.1:80"
+ * ```
+ *
+ * @param creation The znode made, its owner and its data.
+ * @returns The service node's data.
+ */
+export function encodeCreation(creation: Creation): Uint8Array {
+  return ENCODER.encode(JSON.stringify({
+    addr: creation.addr,
+    session: creation.session,
+    data: DECODER.decode(creation.data),
+  }));
+}
+
+/**
+ * Decodes a service node's data written by {@linkcode encodeCreation}.
+ *
+ * @example Usage
+ * ```ts
+ * import { decodeCreation } from "./_zk_mirror.ts";
+ * decodeCreation(new Uint8Array()); // undefined: a removal's (or none)
+ * ```
+ *
+ * @param bytes The service node's data.
+ * @returns The creation, or `undefined` when the data is not one.
+ */
+export function decodeCreation(bytes: Uint8Array): Creation | undefined {
+  if (bytes.length === 0) return undefined;
+  try {
+    const { addr, session, data } = JSON.parse(DECODER.decode(bytes));
+    if (
+      typeof addr !== "string" || typeof session !== "string" ||
+      typeof data !== "string"
+    ) return undefined;
+    return { addr, session, data: ENCODER.encode(data) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** A creation of this session: its zxid once made. */
+interface Made extends Creation {
+  at: number | undefined;
 }
 
 /** A watched node: whether it must be read again, and since when. */
@@ -125,6 +216,8 @@ interface Service {
   released: Map<string, StoredRecord>;
   /** The zxid at which loading ended. */
   loadedAt: number;
+  /** An instance went since the last listing was sent. */
+  removed: boolean;
 }
 
 interface Attached {
@@ -133,6 +226,9 @@ interface Attached {
   /** The session's zxid when it attached: its first state is at least that recent. */
   after: number;
 }
+
+/** `Event.NODE_DELETED` of the client library. */
+const NODE_DELETED = 2;
 
 const newTrack = (floor = 0): Track => ({
   dirty: true,
@@ -164,6 +260,8 @@ export class Mirror {
   #released = 0;
   #closed = false;
   #currentWaiters: { at: number; resolve: () => void }[] = [];
+  /** Creations this session has under way or just made, by service. */
+  readonly #creating = new Map<string, Set<Made>>();
   /** One watcher for every node (the library keeps one per path and function). */
   readonly #watcher = (event: zookeeper.Event) => this.#notified(event);
 
@@ -202,6 +300,36 @@ export class Mirror {
       this.#sinks.delete(entry);
       this.#untrackUnwanted();
     };
+  }
+
+  /**
+   * Tells of a creation this session is about to make (see
+   * {@linkcode encodeCreation}): until it is answered, a listing of its
+   * service does not read the service node, and the listing that holds
+   * it takes the znode from here instead.
+   *
+   * @param service The service.
+   * @param creation The znode, this session's id and the data.
+   * @returns Call with the creation's zxid once it is made, or with
+   * `undefined` when it failed.
+   */
+  creating(service: string, creation: Creation): (at?: number) => void {
+    const made: Made = { ...creation, at: undefined };
+    let set = this.#creating.get(service);
+    if (!set) this.#creating.set(service, set = new Set());
+    set.add(made);
+    return (at) => {
+      // Kept for the listing that follows, if the service is watched.
+      if (at === undefined || !this.#services.has(service)) {
+        this.#forget(service, made);
+      } else made.at = at;
+    };
+  }
+
+  #forget(service: string, made: Made) {
+    const set = this.#creating.get(service);
+    set?.delete(made);
+    if (set?.size === 0) this.#creating.delete(service);
   }
 
   /**
@@ -295,6 +423,7 @@ export class Mirror {
       absent: false,
       released: new Map(),
       loadedAt: 0,
+      removed: false,
     };
     this.#services.set(name, service);
     this.#readList(service);
@@ -347,9 +476,22 @@ export class Mirror {
     }
     const addr = rest.slice(slash + 1);
     const child = service.children.get(addr);
-    if (child) {
-      this.#dirty(child.track, () => this.#readChild(service, addr, child));
+    if (!child) return;
+    if (event.getType() === NODE_DELETED) {
+      // The listing that follows (its service's child watch fired too, in
+      // the same transaction) delivers the removal, so it reads no
+      // creation from the service node.
+      service.removed = true;
+      if (!child.track.inflight) {
+        // Gone, as a read would say: no read (the listing reads it
+        // again, should it be back).
+        child.track.dirty = false;
+        child.track.floor = this.#latest;
+        child.gone = true;
+        return;
+      }
     }
+    this.#dirty(child.track, () => this.#readChild(service, addr, child));
   }
 
   #dirty(track: Track, read: () => void) {
@@ -416,10 +558,25 @@ export class Mirror {
 
   #readList(service: Service) {
     const floor = service.list.floor;
+    const session = this.#o.session;
+    // A listing after a removal reads the list only: the service node
+    // tells of a creation. So does one while this session creates in the
+    // service: it knows what it makes.
+    const withCreation = !service.removed &&
+      !this.#creating.has(service.name);
+    service.removed = false;
     this.#read(
       service.list,
-      () => this.#o.session.getChildren(service.path, this.#watcher),
-      (result) => {
+      // Both requests go at once: the service node's data (what its last
+      // creation made) is read along with the list, in one round trip.
+      () =>
+        Promise.all([
+          session.getChildren(service.path, this.#watcher),
+          withCreation
+            ? session.getData(service.path).catch(() => undefined)
+            : undefined,
+        ]),
+      ([result, node]) => {
         if (this.#services.get(service.name) !== service) return;
         const zxid = result?.zxid ?? this.#latest;
         this.#latest = Math.max(this.#latest, zxid);
@@ -441,11 +598,29 @@ export class Mirror {
             });
           }
         }
+        // The last creation or removal in the service, when it is the
+        // creation the service node's data tells of: that znode as it was
+        // made, at its zxid.
+        let last = result && node?.stat.mzxid === result.stat.pzxid
+          ? decodeCreation(node.data)
+          : undefined;
+        // This session's creations are answered before a listing sent
+        // after them.
+        for (const made of this.#creating.get(service.name) ?? []) {
+          if (made.at === undefined || !result) continue;
+          if (made.at === result.stat.pzxid) last = made;
+          if (made.at <= result.stat.pzxid) this.#forget(service.name, made);
+        }
+        const told: [string, Child][] = [];
         for (const addr of names) {
           const known = service.children.get(addr);
           // A znode that went after its last listing and is back (made
           // again): read anew, its record replaces the old one.
           if (known && !known.gone) continue;
+          if (addr === last?.addr) {
+            told.push([addr, this.#told(service, last, result!.stat.pzxid)]);
+            continue;
+          }
           // Created after `floor`: held below it until read.
           const child: Child = {
             track: newTrack(floor),
@@ -457,9 +632,86 @@ export class Mirror {
           service.children.set(addr, child);
           this.#readChild(service, addr, child);
         }
+        // After this answer's changes are delivered: a microtask runs
+        // once `#read` has stepped.
+        if (told.length > 0) queueMicrotask(() => this.#arm(service, told));
       },
       () => this.#readList(service),
     );
+  }
+
+  /**
+   * A znode known from what its creation told, at its creation's zxid `at`
+   * (a create and a set of version 1, at one zxid): held below that until
+   * read again, which also sets its watch.
+   */
+  #told(service: Service, creation: Creation, at: number): Child {
+    const child: Child = {
+      track: newTrack(at),
+      czxid: 0,
+      mzxid: 0,
+      session: "",
+      record: service.children.get(creation.addr)?.record,
+    };
+    service.children.set(creation.addr, child);
+    this.#made(service, child, {
+      addr: creation.addr,
+      data: creation.data,
+      czxid: at,
+      mzxid: at,
+      session: creation.session,
+    });
+    return child;
+  }
+
+  /** Reads the znodes known from their creation, setting their watches. */
+  #arm(service: Service, told: [string, Child][]) {
+    for (const [addr, child] of told) {
+      if (this.#services.get(service.name) !== service) return;
+      if (service.children.get(addr) !== child) continue;
+      if (child.track.dirty && !child.track.inflight) {
+        this.#readChild(service, addr, child);
+      }
+    }
+  }
+
+  /**
+   * An instance is read (by its own read, or from what its creation told):
+   * its record, and the change to deliver at its `mzxid`.
+   */
+  #made(
+    service: Service,
+    child: Child,
+    node: {
+      addr: string;
+      data: Uint8Array;
+      czxid: number;
+      mzxid: number;
+      session: string;
+    },
+  ) {
+    const { addr, data } = node;
+    child.czxid = node.czxid;
+    child.mzxid = node.mzxid;
+    child.session = node.session;
+    const had = child.record;
+    child.record = this.#o.decode(service.name, addr, data, node.czxid);
+    if (child.record) this.#o.onPut?.(child.record, child.session);
+    if (service.loading) return;
+    if (child.record) {
+      this.#pending.push({
+        type: "put",
+        revision: node.mzxid,
+        record: child.record,
+      });
+    } else if (had) {
+      this.#pending.push({
+        type: "delete",
+        revision: node.mzxid,
+        service: service.name,
+        addr,
+      });
+    }
   }
 
   #readChild(service: Service, addr: string, child: Child) {
@@ -482,27 +734,13 @@ export class Mirror {
         child.track.floor = result.zxid;
         const { stat } = result;
         if (stat.mzxid === child.mzxid && stat.czxid === child.czxid) return;
-        child.czxid = stat.czxid;
-        child.mzxid = stat.mzxid;
-        child.session = stat.ephemeralOwner;
-        const had = child.record;
-        child.record = this.#o.decode(service.name, addr, result.data, stat);
-        if (child.record) this.#o.onPut?.(child.record, child.session);
-        if (service.loading) return;
-        if (child.record) {
-          this.#pending.push({
-            type: "put",
-            revision: stat.mzxid,
-            record: child.record,
-          });
-        } else if (had) {
-          this.#pending.push({
-            type: "delete",
-            revision: stat.mzxid,
-            service: service.name,
-            addr,
-          });
-        }
+        this.#made(service, child, {
+          addr,
+          data: result.data,
+          czxid: stat.czxid,
+          mzxid: stat.mzxid,
+          session: stat.ephemeralOwner,
+        });
       },
       () => this.#readChild(service, addr, child),
     );

@@ -45,7 +45,8 @@
  * {@linkcode READ_PAGE_KEYS} keys, all read at the revision of the first
  * page (one consistent snapshot, however large the scope), and a page
  * that exceeds gRPC's message limit (4 MiB by default) is read again at
- * half the size, down to one key.
+ * half the size, down to one key. Its pages are decoded straight from
+ * etcd's protobuf, not by the client's generic decoder.
  *
  * ## History and the catalog
  *
@@ -112,7 +113,7 @@ import {
   withHealth,
 } from "./_etcd_client.ts";
 import { AgentLease } from "./_etcd_lease.ts";
-import { type PageQuery, readAll, readPages } from "./_etcd_read.ts";
+import { type PageQuery, rangeCall, readAll, readPages } from "./_etcd_read.ts";
 import {
   type Known,
   knownOf,
@@ -733,15 +734,19 @@ export class EtcdBackend implements Backend {
   }
 
   /** Decodes a key-value into a record, or `undefined` (logged) when it is not one. */
-  #decode(kv: StoredKeyValue): StoredRecord | undefined {
-    const key = kv.key.toString();
+  #decode(
+    kv: StoredKeyValue,
+    key: string = kv.key.toString(),
+  ): StoredRecord | undefined {
     try {
-      const record = this.#codec.decode(key, kv.value.toString());
       // The key's life: a put keeps it, a delete and a put start another.
-      if (kv.create_revision !== undefined) {
-        record.created = Number(kv.create_revision);
-      }
-      return record;
+      return this.#codec.decode(
+        key,
+        kv.value.toString(),
+        kv.create_revision === undefined
+          ? undefined
+          : Number(kv.create_revision),
+      );
     } catch (error) {
       this.#log?.warn("ignoring a key that is not a discover record", {
         key,
@@ -935,18 +940,28 @@ export class EtcdBackend implements Backend {
     });
   }
 
-  /** A range query on `client` (keys only for a count). */
+  /**
+   * A range query on `client` (keys only for a count). Reads of records
+   * decode etcd's answer themselves (see `rangeCall`): several times
+   * faster than the client's generic decoder.
+   */
   #query(client: Etcd3, options: { keysOnly?: boolean } = {}): PageQuery {
-    return (start, end, limit, at) =>
-      client.kv.range({
+    const range = options.keysOnly ? undefined : rangeCall(client);
+    return (start, end, limit, at) => {
+      const request = {
         key: start,
         range_end: end,
         limit: String(limit),
         ...(at === undefined ? {} : { revision: at }),
         ...(options.keysOnly ? { keys_only: true } : {}),
-      }, { deadline: Date.now() + this.#settings.callTimeout }) as Promise<
-        Awaited<ReturnType<PageQuery>>
-      >;
+      };
+      const deadline = Date.now() + this.#settings.callTimeout;
+      return range
+        ? range(request, deadline)
+        : client.kv.range(request, { deadline }) as Promise<
+          Awaited<ReturnType<PageQuery>>
+        >;
+    };
   }
 
   /** Starts reading and watching a scope, retrying until it is done or closed. */
@@ -1007,14 +1022,16 @@ export class EtcdBackend implements Backend {
     const records: StoredRecord[] = [];
     entry.known.clear();
     for (const kv of kvs) {
-      const record = this.#decode(kv);
-      if (!record) continue;
       const key = kv.key.toString();
+      const record = this.#decode(kv, key);
+      if (!record) continue;
       const known = knownOf(record, kv);
       records.push(record);
       entry.known.set(key, known);
       // (A past state says nothing of who keeps a record now.)
-      if (!past && !lease.ours(known.lease)) this.#mine.delete(key);
+      if (!past && this.#mine.size > 0 && !lease.ours(known.lease)) {
+        this.#mine.delete(key);
+      }
     }
     entry.readRevision = revision;
     entry.sink.reset({ revision, epoch: this.#epoch, records });
@@ -1064,7 +1081,7 @@ export class EtcdBackend implements Backend {
       const revision = Number(kv.mod_revision);
       if (revision <= entry.readRevision) continue; // in the last full read
       if (event.type === "Put") {
-        const record = this.#decode(kv);
+        const record = this.#decode(kv, key);
         if (!record) continue;
         const known = knownOf(record, kv);
         entry.known.set(key, known);

@@ -40,12 +40,7 @@ import {
   type WriteOptions,
 } from "./backend.ts";
 import type { BackendDescriptor, BackendLogger } from "./descriptor.ts";
-import {
-  concat,
-  DurableLog,
-  encodeChange,
-  type LogSnapshot,
-} from "./_durable_log.ts";
+import { DurableLog, type LogSnapshot } from "./_durable_log.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 
@@ -81,15 +76,16 @@ export class MemoryBackend implements Backend {
    * always `#revision`).
    */
   #durable = 0;
-  /** Changes applied but not written yet, in order, each with its caller. */
-  #queue: {
-    change: BackendChange;
-    frame: Uint8Array;
-    resolve: (revision: number) => void;
-    reject: (error: unknown) => void;
-  }[] = [];
-  /** Whether a write of `#queue` is due at the end of this turn. */
-  #writeDue = false;
+  /**
+   * Changes applied but not written yet (added to the data file's next
+   * flush), in order.
+   */
+  #queue: BackendChange[] = [];
+  /**
+   * Settles once `#queue` is written (or could not be): a write of it is
+   * due at the end of this turn.
+   */
+  #written?: PromiseWithResolvers<void>;
   #epoch: string = crypto.randomUUID();
   /** Open watches, by scope. */
   #watchers = new Map<string, Set<BackendWatcher>>();
@@ -419,9 +415,8 @@ export class MemoryBackend implements Backend {
       created: before?.created ?? revision,
     };
     const change: BackendChange = { type: "put", revision, record: stored };
-    let frame: Uint8Array | undefined;
     try {
-      frame = this.#store && encodeChange(change);
+      this.#store?.add(change);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -429,7 +424,7 @@ export class MemoryBackend implements Backend {
     this.#records.set(key, stored);
     this.#inherited.delete(key);
     this.#released.delete(key);
-    return this.#commit(change, before, frame);
+    return this.#commit(change, before);
   }
 
   /**
@@ -465,9 +460,8 @@ export class MemoryBackend implements Backend {
       service,
       addr,
     };
-    let frame: Uint8Array | undefined;
     try {
-      frame = this.#store && encodeChange(change);
+      this.#store?.add(change);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -476,7 +470,7 @@ export class MemoryBackend implements Backend {
     this.#records.delete(key);
     this.#inherited.delete(key);
     this.#released.delete(key);
-    return this.#commit(change, before, frame);
+    return this.#commit(change, before);
   }
 
   /**
@@ -487,22 +481,22 @@ export class MemoryBackend implements Backend {
   #commit(
     change: BackendChange,
     before: StoredRecord | undefined,
-    frame: Uint8Array | undefined,
   ): Promise<number> {
     this.#remember(change, before);
-    if (frame === undefined) {
+    if (!this.#store) {
       this.#durable = change.revision;
       this.#deliver(change);
       return Promise.resolve(change.revision);
     }
-    const { promise, resolve, reject } = Promise.withResolvers<number>();
-    this.#queue.push({ change, frame, resolve, reject });
-    if (!this.#writeDue) {
-      this.#writeDue = true;
-      // Before the callers' continuations run: they wait for `promise`.
+    this.#queue.push(change);
+    let written = this.#written;
+    if (written === undefined) {
+      written = this.#written = Promise.withResolvers<void>();
+      // Before the callers' continuations run: they wait for the write.
       queueMicrotask(() => this.#writeQueue());
     }
-    return promise;
+    const revision = change.revision;
+    return written.promise.then(() => revision);
   }
 
   /**
@@ -511,22 +505,21 @@ export class MemoryBackend implements Backend {
    * and rejected: memory never runs ahead of the file.
    */
   #writeQueue(): void {
-    this.#writeDue = false;
-    const batch = this.#queue.splice(0);
-    if (batch.length === 0) return;
-    const revision = batch.at(-1)!.change.revision;
+    const written = this.#written;
+    if (written === undefined) return;
+    const batch = this.#queue;
+    this.#written = undefined;
+    this.#queue = [];
     try {
-      this.#store!.write(concat(batch.map((q) => q.frame)), revision);
+      this.#store!.flush();
     } catch (error) {
       this.#undo(batch.length);
-      for (const { reject } of batch) reject(error);
+      written.reject(error);
       return;
     }
-    this.#durable = revision;
-    for (const { change, resolve } of batch) {
-      this.#deliver(change);
-      resolve(change.revision);
-    }
+    this.#durable = batch[batch.length - 1].revision;
+    for (const change of batch) this.#deliver(change);
+    written.resolve();
   }
 
   /** Undoes the last `count` changes, newest first (they were never written). */
@@ -589,7 +582,7 @@ export class MemoryBackend implements Backend {
     clearTimeout(this.#graceTimer);
     this.#graceTimer = undefined;
     // The changes of this turn are written first: their callers get answers.
-    if (this.#writeDue) this.#writeQueue();
+    this.#writeQueue();
     this.#watchers.clear();
     this.#unstarted.clear();
     this.#open = false;
@@ -625,12 +618,12 @@ export class MemoryBackend implements Backend {
 
   /** Delivers a change to the watchers of its service and of `"*"`. */
   #deliver(change: BackendChange): void {
-    const service = serviceOf(change);
-    for (const scope of [service, ALL_SERVICES]) {
-      for (const watcher of this.#watchers.get(scope) ?? []) {
-        watcher.changes([change]);
-      }
-    }
+    const watchers = this.#watchers;
+    if (watchers.size === 0) return;
+    const service = watchers.get(serviceOf(change));
+    if (service) { for (const watcher of service) watcher.changes([change]); }
+    const all = watchers.get(ALL_SERVICES);
+    if (all) { for (const watcher of all) watcher.changes([change]); }
   }
 
   /** Keeps a change for `stateAt` and resumes, within the bounds. */

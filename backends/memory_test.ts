@@ -280,6 +280,37 @@ Deno.test("memory backend with a data directory: a second agent on the directory
   await assert.rejects(first.put(rec("h:1")), /is not open/);
 });
 
+Deno.test("memory backend with a data directory: a change too large for the data file is refused and not applied; the changes after it are kept", async () => {
+  const dir = dataDir();
+  const backend = new MemoryBackend({ dataDir: dir });
+  await backend.open({ status: () => {} });
+  try {
+    await assert.rejects(
+      backend.put(rec("h:1", "o", "x".repeat(17 * 1024 * 1024))),
+      RangeError,
+    );
+    assert.equal((await backend.catalog()).revision, 0);
+    assert.equal(backend.keeps("web", "h:1"), false);
+    const revisions = await Promise.all([
+      backend.put(rec("h:1")),
+      backend.put(rec("h:2")),
+      backend.delete("web", "h:1"),
+    ]);
+    assert.deepEqual(revisions, [1, 2, 3]);
+  } finally {
+    await backend.close();
+  }
+  const again = new MemoryBackend({ dataDir: dir });
+  await again.open({ status: () => {} });
+  try {
+    const state = await again.stateAt("*", 3);
+    assert.deepEqual(state?.records.map((r) => r.addr), ["h:2"]);
+    assert.equal((await again.catalog()).revision, 3);
+  } finally {
+    await again.close();
+  }
+});
+
 Deno.test("memoryDescriptor: --data-dir builds a durable backend with the agent's TTL; an empty value does not", async () => {
   const dir = dataDir();
   const context = {

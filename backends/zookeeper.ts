@@ -13,8 +13,11 @@
  *   agent of the ensemble, another one if the data is wiped and made
  *   again (or on another ensemble).
  * - `<prefix>/services/<service>`: persistent, one per service that ever
- *   had an instance (a few bytes each; never removed, so that a removal
- *   cannot race a registration).
+ *   had an instance (never removed, so that a removal cannot race a
+ *   registration). Its data tells of the last creation of an instance,
+ *   `{"addr":"...","session":"<16 hex digits>","data":"<the record's JSON>"}`,
+ *   set in the multi that makes the znode (so the service node's `mzxid`
+ *   is then its `pzxid`); a removal's multi empties it.
  * - `<prefix>/services/<service>/<addr>`: **ephemeral**, one per instance,
  *   holding the JSON object `{"attrs":{...},"owner":"...","registeredAt":<ms>}`
  *   (with `"health":"critical"` and `"note"` for a critical instance, and
@@ -55,7 +58,11 @@
  *
  * One-shot watches, set again by the read that follows each firing; the
  * frontier of `_zk_mirror.ts` orders what they deliver and proves nothing
- * is lost between a firing and its read.
+ * is lost between a firing and its read. A watcher lists a service and
+ * reads its service node in one round trip: a new instance that the
+ * service node tells of is delivered from there, without a read of its
+ * znode first (the read that sets its watch follows). The agent that
+ * makes a znode knows what it made, and reads only the list.
  *
  * ## History
  *
@@ -103,7 +110,12 @@ import {
   type ZkOp,
   ZkSession,
 } from "./_zk_client.ts";
-import { Mirror, type MirrorSink } from "./_zk_mirror.ts";
+import {
+  type Creation,
+  encodeCreation,
+  Mirror,
+  type MirrorSink,
+} from "./_zk_mirror.ts";
 import { RecordCodec } from "./_etcd_record.ts";
 import { allows, isConditional } from "./_conditions.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
@@ -340,7 +352,7 @@ export class ZooKeeperBackend implements Backend {
         }
         now = Math.max(now, node.zxid);
         last = Math.max(last, node.stat.mzxid);
-        const record = this.#decode(service, addr, node.data, node.stat);
+        const record = this.#decode(service, addr, node.data, node.stat.czxid);
         if (record) records.push(record);
       }
     }
@@ -545,8 +557,8 @@ export class ZooKeeperBackend implements Backend {
         const mirror = new Mirror({
           session,
           servicesPath: this.#servicesPath,
-          decode: (service, addr, data, stat) =>
-            this.#decode(service, addr, data, stat),
+          decode: (service, addr, data, czxid) =>
+            this.#decode(service, addr, data, czxid),
           onPut: (record, owner) => {
             // Written by another agent (or by hand): it keeps the record now.
             if (!this.#sessions.has(owner)) {
@@ -680,13 +692,13 @@ export class ZooKeeperBackend implements Backend {
     service: string,
     addr: string,
     data: Uint8Array,
-    stat: NodeStat,
+    czxid: number,
   ): StoredRecord | undefined {
     try {
       const text = DECODER.decode(data);
       const record = CODEC.decode(CODEC.key(service, addr), text);
       const { created } = JSON.parse(text);
-      record.created = typeof created === "number" ? created : stat.czxid;
+      record.created = typeof created === "number" ? created : czxid;
       return record;
     } catch (error) {
       this.#log?.warn("ignoring a znode that is not a discover record", {
@@ -715,7 +727,7 @@ export class ZooKeeperBackend implements Backend {
       if (typeof parsed?.created === "number") created = parsed.created;
     } catch { /* not a record: no owner */ }
     return {
-      record: this.#decode(service, addr, node.data, node.stat),
+      record: this.#decode(service, addr, node.data, node.stat.czxid),
       owner,
       stat: node.stat,
       created,
@@ -789,6 +801,7 @@ export class ZooKeeperBackend implements Backend {
     await this.#ensureService(record.service);
     let ops: ZkOp[];
     let created: number | undefined;
+    let creation: Creation | undefined;
     if (current && current.stat.ephemeralOwner === session.id) {
       created = current.created;
       const data = this.#encode(
@@ -803,6 +816,7 @@ export class ZooKeeperBackend implements Backend {
     } else {
       created = current?.created ?? options.created;
       const data = this.#encode(record, created);
+      creation = { addr: record.addr, session: session.id, data };
       ops = [
         ...(current
           ? [{
@@ -815,11 +829,27 @@ export class ZooKeeperBackend implements Backend {
         { create: path, data, mode: MODE.EPHEMERAL },
         // Version 1 from the start: a version of 0 cannot guard a multi.
         { setData: path, data },
+        // The service node tells watchers what this creation holds, so
+        // that they need not read the new znode before delivering it.
+        {
+          setData: `${this.#servicesPath}/${record.service}`,
+          data: encodeCreation(creation),
+        },
       ];
     }
     options.signal?.throwIfAborted();
-    const stats = await session.multi(ops);
+    // This agent's own watch need not read what it makes.
+    const made = creation && this.#mirror?.creating(record.service, creation);
+    let stats;
+    try {
+      stats = await session.multi(ops);
+    } catch (error) {
+      made?.(undefined);
+      throw error;
+    }
+    // Every operation of a multi has its zxid.
     const revision = stats.at(-1)!.mzxid;
+    made?.(revision);
     return { revision, created: created ?? revision };
   }
 

@@ -1,9 +1,13 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+// @ts-types="@types/node-zookeeper-client"
+import zookeeper from "node-zookeeper-client";
 import { startZooKeeper } from "../tools/zookeeper.ts";
 import { openWatching, testBackend } from "./backend_suite.ts";
 import { ZooKeeperBackend } from "./zookeeper.ts";
+import { decodeCreation, encodeCreation } from "./_zk_mirror.ts";
 import type { BackendChange, BackendState } from "./backend.ts";
 import { until } from "../tests/_wait.ts";
 import { tcpProxy } from "../tests/_proxy.ts";
@@ -401,6 +405,141 @@ Deno.test({
     } finally {
       await backend.close();
       proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: a creation tells its service node what it made; watchers read it with the list, and znodes made otherwise are read themselves",
+  async fn() {
+    const p = prefix();
+    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder(), rb = recorder();
+    await openWatching(a, ra.watcher);
+    await openWatching(b, rb.watcher, "svc");
+    const raw = zookeeper.createClient(servers.join(","));
+    const call = <T>(run: (done: (e: unknown, v?: T) => void) => void) =>
+      new Promise<T>((resolve, reject) =>
+        run((e, v) => e ? reject(e) : resolve(v as T))
+      );
+    const connected = new Promise<void>((r) =>
+      raw.once("connected", () => r())
+    );
+    raw.connect();
+    await connected;
+    try {
+      const r1 = await a.put(record("svc", "10.0.0.1:80", "o1", "a"));
+      // The service node's data names the znode, its session and its
+      // data, at the creation's zxid.
+      const [data, stat] = await call<[Buffer, zookeeper.Stat]>((done) =>
+        raw.getData(
+          `${p}/services/svc`,
+          (e: unknown, d: Buffer, s: zookeeper.Stat) => done(e, [d, s]),
+        )
+      );
+      assert.equal(Number(stat.mzxid.readBigUInt64BE(0)), r1);
+      const told = decodeCreation(data)!;
+      assert.equal(told.addr, "10.0.0.1:80");
+      assert.match(told.session, /^[0-9a-f]{16}$/);
+      assert.equal(
+        JSON.parse(new TextDecoder().decode(told.data)).attrs.v,
+        "a",
+      );
+      await until(
+        () => ra.changes.length === 1 && rb.changes.length === 1,
+        "both see the creation",
+      );
+      for (const r of [ra, rb]) {
+        const [c] = r.changes;
+        assert.equal(c.type, "put");
+        assert.equal(c.revision, r1);
+        if (c.type === "put") {
+          assert.equal(c.record.attrs.v, "a");
+          assert.equal(c.record.created, r1);
+        }
+      }
+      // A znode made by hand, after: the service node still tells of the
+      // one before, so the watchers read the new znode itself.
+      const value = (v: string) =>
+        Buffer.from(JSON.stringify({
+          attrs: { v },
+          owner: "o3",
+          registeredAt: 1,
+        }));
+      await call((done) =>
+        raw.create(
+          `${p}/services/svc/10.0.0.3:80`,
+          value("hand"),
+          zookeeper.CreateMode.EPHEMERAL,
+          done,
+        )
+      );
+      // And a service node whose data is not a creation's, by hand.
+      await call((done) =>
+        raw.setData(`${p}/services/svc`, Buffer.from("not json"), -1, done)
+      );
+      await call((done) =>
+        raw.create(
+          `${p}/services/svc/10.0.0.4:80`,
+          value("hand too"),
+          zookeeper.CreateMode.EPHEMERAL,
+          done,
+        )
+      );
+      const r2 = await b.put(record("svc", "10.0.0.2:80", "o2", "b"));
+      await until(
+        () => ra.changes.length === 4 && rb.changes.length === 4,
+        "every creation at both",
+      );
+      for (const r of [ra, rb]) {
+        const got = r.changes.map((c) =>
+          c.type === "put" ? [c.record.addr, c.record.attrs.v] : c.addr
+        );
+        assert.deepEqual(got, [
+          ["10.0.0.1:80", "a"],
+          ["10.0.0.3:80", "hand"],
+          ["10.0.0.4:80", "hand too"],
+          ["10.0.0.2:80", "b"],
+        ]);
+        assert.equal(r.changes.at(-1)!.revision, r2);
+      }
+      // Each agent knows who holds what: b's record is not a's to keep.
+      assert.equal(a.keeps("svc", "10.0.0.2:80"), false);
+      assert.ok(b.keeps("svc", "10.0.0.2:80"));
+      // What the watches hold is what a fresh read says.
+      const fresh = recorder();
+      const check = new ZooKeeperBackend({ servers, prefix: p });
+      await openWatching(check, fresh.watcher);
+      assert.deepEqual(held(ra), held(fresh));
+      assert.equal(held(fresh).size, 4);
+      await check.close();
+    } finally {
+      raw.close();
+      await a.close();
+      await b.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name: "zookeeper backend: what a creation tells its service node decodes",
+  fn() {
+    const data = new TextEncoder().encode('{"attrs":{}}');
+    const told = decodeCreation(
+      encodeCreation({ addr: "h:1", session: "0123456789abcdef", data }),
+    );
+    assert.deepEqual(told, { addr: "h:1", session: "0123456789abcdef", data });
+    // A removal's (empty), or anything else: not a creation.
+    for (const bytes of ["", "not json", "{}", '{"addr":1}', "null"]) {
+      assert.equal(
+        decodeCreation(new TextEncoder().encode(bytes)),
+        undefined,
+        bytes,
+      );
     }
   },
 });

@@ -43,15 +43,36 @@ function call<T>(
   );
 }
 
+/** Options of {@linkcode zkBaselineSampler}. */
+export interface ZkBaselineOptions {
+  /**
+   * Whether the watcher reads the new znode's data before it says it saw
+   * it (a listing tells only names).
+   *
+   * @default {false}
+   */
+  readData?: boolean;
+}
+
 /**
  * Creates an ephemeral znode until a child watch in another process lists
- * it; the znode is removed again before the next sample, untimed.
+ * it (and, with `readData`, has read it); the znode is removed again
+ * before the next sample, untimed.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { zkBaselineSampler } from "./zookeeper.ts";
+ * await using sampler = await zkBaselineSampler("127.0.0.1:2181");
+ * console.log(await sampler.sample(0), "ms");
+ * ```
  *
  * @param connectString The server.
+ * @param options Whether the watcher reads the data too.
  * @returns The sampler.
  */
 export async function zkBaselineSampler(
   connectString: string,
+  options: ZkBaselineOptions = {},
 ): Promise<Sampler> {
   const path = `/bench-${crypto.randomUUID().slice(0, 8)}`;
   const client = zookeeper.createClient(connectString);
@@ -64,7 +85,7 @@ export async function zkBaselineSampler(
   let expect: { name: string; resolve: () => void } | undefined;
   const watcher = await spawnWatcher(
     new URL("./_zk_watcher.ts", import.meta.url),
-    [connectString, path],
+    [connectString, path, ...(options.readData ? ["--data"] : [])],
     {
       onKey: (line) => {
         if (expect && line === expect.name) expect.resolve();

@@ -43,6 +43,7 @@
 
 import type { Attrs, Instance, LeaseResult } from "../protocol/types.ts";
 import { Backoff } from "../protocol/backoff.ts";
+import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { deferred } from "./_deferred.ts";
 import type { ServiceSet } from "./service_set.ts";
 
@@ -51,6 +52,21 @@ export const CLOCK_RATE_MARGIN = 0.02;
 
 /** Milliseconds of a vouched time the client does not rely on either (timers, scheduling). */
 export const TIMER_MARGIN_MS = 100;
+
+/**
+ * Delays between the attempts at a new life (or at the last unregister),
+ * in milliseconds: the first, and the largest.
+ */
+const REENTER_BACKOFF = { initialDelay: 100, maxDelay: 2000 };
+
+/**
+ * Errors of an unregister that can pass: the client is reconnecting (the
+ * request could not be sent in time), the agent cannot reach its backend.
+ */
+const PASSING_ERRORS: ReadonlySet<number> = new Set([
+  ErrorCode.Timeout,
+  ErrorCode.BackendUnavailable,
+]);
 
 /** Options of `Client.campaign()`. */
 export interface CampaignOptions {
@@ -243,6 +259,8 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   #poller?: ReturnType<typeof setInterval>;
   #elected = deferred<number>();
   #ended = false;
+  /** The client closed: nothing more can be sent. */
+  #closed = false;
 
   /** Campaigns are started by `Client.campaign()`. */
   private constructor(host: CampaignHost) {
@@ -305,9 +323,13 @@ export class Campaign extends EventTarget implements AsyncDisposable {
 
   /**
    * Steps down: stops believing (a `deposed` event if it led), unregisters
-   * the instance (the next oldest leads) and closes the set.
+   * the instance (the next oldest leads) and closes the set. An unregister
+   * that cannot be made now (the client is reconnecting, the agent cannot
+   * reach its backend) is tried again until it is, or the client closes;
+   * the instance stays the campaign's meanwhile.
    *
-   * @returns A promise that settles once the agent has been told.
+   * @returns A promise that settles once the agent has been told, or the
+   *   first attempt failed.
    */
   async resign(): Promise<void> {
     if (this.#ended) return;
@@ -315,10 +337,40 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     await this.#set?.close();
     // A new life under way registers first: the unregister must come last.
     await this.#reentering;
+    await this.#leave();
+  }
+
+  /**
+   * Unregisters the instance. Tried once; should that fail for a reason
+   * that can pass (the client is reconnecting, the agent cannot reach its
+   * backend), tried again with backoff, in the background, until the agent
+   * confirms it or the client closes: the client may be back within the
+   * grace TTL, and its agent would then keep the instance for as long as
+   * the client lives, a leader nobody campaigns for. The instance stays the
+   * campaign's (the client will not register it otherwise) until then.
+   */
+  async #leave() {
+    if (await this.#unregistered()) {
+      this.#host.ended();
+      return;
+    }
+    const backoff = new Backoff(REENTER_BACKOFF);
+    void (async () => {
+      while (!this.#closed) {
+        await backoff.wait();
+        if (this.#closed || await this.#unregistered()) break;
+      }
+      this.#host.ended();
+    })();
+  }
+
+  /** One unregister: whether it is done with (`false`: try again). */
+  async #unregistered(): Promise<boolean> {
     try {
       await this.#host.unregister();
-    } catch {
-      // Not connected: the instance goes with the grace TTL.
+      return true;
+    } catch (error) {
+      return !(error instanceof RpcError && PASSING_ERRORS.has(error.code));
     }
   }
 
@@ -334,7 +386,9 @@ export class Campaign extends EventTarget implements AsyncDisposable {
    * @param reason Why.
    */
   end(reason: "closed"): void {
+    this.#closed = true;
     this.#end(reason);
+    this.#host.ended();
     void this.#set?.close();
   }
 
@@ -412,12 +466,18 @@ export class Campaign extends EventTarget implements AsyncDisposable {
       this.#reenter();
       return;
     }
-    // A life that can never lead again is replaced.
+    // A life that can never lead again is replaced: one at or below the
+    // floor, one whose token another instance shares, one the set holds in
+    // another life, and one the set no longer holds although it has seen
+    // the registration (removed without this client asking: its agent lost
+    // it, or let it go; waiting would leave the set without this
+    // campaigner, or without any leader at all).
     if (life !== undefined && set?.connected && !this.#reentering) {
       const seen = set.get(life.addr);
       if (
         life.created <= this.#floor || this.#tied(set, life) ||
-        (seen !== undefined && seen.created !== life.created)
+        (seen !== undefined && seen.created !== life.created) ||
+        (seen === undefined && set.revision >= life.revision)
       ) {
         this.#reenter();
       }
@@ -466,7 +526,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     this.#generation++;
     this.#vouched = -Infinity;
     this.#reentering = (async () => {
-      const backoff = new Backoff({ initialDelay: 100, maxDelay: 2000 });
+      const backoff = new Backoff(REENTER_BACKOFF);
       let unregistered = false;
       while (!this.#ended) {
         try {
@@ -509,7 +569,6 @@ export class Campaign extends EventTarget implements AsyncDisposable {
         `the campaign of '${this.service}' ended (${reason}) before its instance was elected`,
       ),
     );
-    this.#host.ended();
   }
 }
 

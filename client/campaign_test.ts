@@ -1,6 +1,7 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import type { Instance, LeaseResult } from "../protocol/types.ts";
 import {
   type Campaign,
@@ -100,7 +101,8 @@ Deno.test("a campaign leads while its life leads the set and the agent vouches f
   await me.resign();
   assert.equal(me.leading, false);
   assert.equal(me.token, undefined);
-  assert.deepEqual(calls, ["register 10", "ended", "unregister"]);
+  // The instance is the campaign's until its removal is confirmed.
+  assert.deepEqual(calls, ["register 10", "unregister", "ended"]);
 });
 
 Deno.test("an older instance leads: the campaign waits", async () => {
@@ -187,6 +189,56 @@ Deno.test("resigning while a new life is being registered leaves no instance beh
   const resigned = me.resign();
   answer();
   await resigned;
-  assert.equal(calls.at(-1), "unregister", calls.join(", "));
+  assert.deepEqual(calls.slice(-2), ["unregister", "ended"], calls.join(", "));
   assert.ok(!calls.includes("register 11"), calls.join(", "));
+});
+
+Deno.test("a life the set no longer holds, although it saw it registered, is replaced", async () => {
+  // h:0 (5) leads; this campaign's first life is 10.
+  const { host, calls, state } = fakeHost([inst("h:0", 5)]);
+  const me = await startCampaign(host);
+  await until(() => me.instance?.created === 10, "the first life");
+  // The agent let the instance go without this client asking (its lease
+  // ended, say): the set says so, the client stays connected.
+  state.control!.apply({
+    kind: "down",
+    revision: 11,
+    instance: inst("h:1", 10),
+  });
+  await until(() => calls.includes("register 11"), "a new life");
+  assert.deepEqual(calls, ["register 10", "unregister", "register 11"]);
+  await me.resign();
+});
+
+Deno.test("an unregister that cannot be sent is tried again until the agent confirms it", async () => {
+  const { host, calls } = fakeHost();
+  const me = await startCampaign(host);
+  await me.elected;
+  let refusals = 2;
+  const unregister = host.unregister;
+  host.unregister = () => {
+    if (refusals-- > 0) {
+      calls.push("unregister refused");
+      return Promise.reject(
+        new RpcError(
+          ErrorCode.Timeout,
+          "'discover.unregister' could not be sent within 1000 ms",
+        ),
+      );
+    }
+    return unregister();
+  };
+  // Resigned while the client reconnects: it returns after one attempt.
+  await me.resign();
+  assert.deepEqual(calls, ["register 10", "unregister refused"]);
+  // The client is back: the instance goes, and only then is it the
+  // client's again.
+  await until(() => calls.includes("ended"), "the instance removed");
+  assert.deepEqual(calls, [
+    "register 10",
+    "unregister refused",
+    "unregister refused",
+    "unregister",
+    "ended",
+  ]);
 });

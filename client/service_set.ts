@@ -211,7 +211,8 @@ export class ServiceSet extends EventTarget
   /** The leader, kept up to date with every change (not in a `"*"` set). */
   #leader?: Instance;
   #offline = new Map<string, Instance>();
-  #staging?: Map<string, Instance>;
+  /** The instances of a snapshot under way, in the order they came. */
+  #staging?: Instance[];
   #revision = 0;
   #waiters = new Set<Waiter>();
   #unsubscribe: Unsubscribe;
@@ -239,7 +240,7 @@ export class ServiceSet extends EventTarget
       const control: SetControl = {
         initialized: set.#initial.promise,
         beginSnapshot: () => {
-          set.#staging = new Map();
+          set.#staging = [];
         },
         apply: (event) => set.#apply(event),
         disconnected: () => {
@@ -428,7 +429,7 @@ export class ServiceSet extends EventTarget
     // are for clients that keep no set.
     if (!instance || event.kind === "leader") return;
     if (this.#staging) {
-      this.#staging.set(instance.id, instance);
+      this.#staging.push(instance);
       return;
     }
     if (event.kind === "down") {
@@ -463,11 +464,18 @@ export class ServiceSet extends EventTarget
     this.dispatchEvent(new Event("close"));
   }
 
-  #resync(state: Map<string, Instance>, revision: number) {
-    for (const instance of [...this.#online.values()]) {
-      if (!state.has(instance.id)) this.#remove(instance, revision);
+  #resync(staged: Instance[], revision: number) {
+    if (!this.#ready && this.#online.size === 0 && this.#offline.size === 0) {
+      // The first state: nothing to compare it with, nobody to tell.
+      for (const instance of staged) this.#online.set(instance.id, instance);
+    } else {
+      const state = new Map<string, Instance>();
+      for (const instance of staged) state.set(instance.id, instance);
+      for (const instance of [...this.#online.values()]) {
+        if (!state.has(instance.id)) this.#remove(instance, revision);
+      }
+      for (const instance of state.values()) this.#add(instance, revision);
     }
-    for (const instance of state.values()) this.#add(instance, revision);
     this.#lead(leaderOf(this.#online.values()), revision);
   }
 

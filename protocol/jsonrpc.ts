@@ -302,7 +302,7 @@ export class JsonRpcPeer {
       await this.#receiveBatch(message);
       return;
     }
-    const hooks: (() => void)[] = [];
+    const hooks = new Hooks();
     const response = await this.#receiveOne(message, hooks);
     if (response !== undefined) this.#send(this.#serialize(response));
     this.#runHooks(hooks);
@@ -329,8 +329,8 @@ export class JsonRpcPeer {
     }
   }
 
-  #runHooks(hooks: (() => void)[]) {
-    for (const hook of hooks) {
+  #runHooks(hooks: Hooks) {
+    for (const hook of hooks.list) {
       try {
         hook();
       } catch (error) {
@@ -356,11 +356,20 @@ export class JsonRpcPeer {
       );
       return;
     }
-    const hooks: (() => void)[] = [];
-    const responses = await Promise.all(
-      batch.map((item) => this.#receiveOne(item, hooks)),
-    );
-    const out = responses.filter((r) => r !== undefined);
+    const hooks = new Hooks();
+    // Every message is handled now, in order; only handlers that return a
+    // promise are waited for (a batch of notifications waits for none).
+    const responses: (Json | Promise<Json | undefined>)[] = [];
+    let waits = false;
+    for (const item of batch) {
+      const response = this.#receiveOne(item, hooks);
+      if (response === undefined) continue;
+      responses.push(response);
+      if (response instanceof Promise) waits = true;
+    }
+    const out = waits
+      ? (await Promise.all(responses)).filter((r) => r !== undefined)
+      : responses as Json[];
     if (out.length > 0) this.#send(this.#serialize(out));
     this.#runHooks(hooks);
   }
@@ -368,7 +377,7 @@ export class JsonRpcPeer {
   /** Returns the response to send, if any. */
   #receiveOne(
     message: unknown,
-    hooks: (() => void)[],
+    hooks: Hooks,
   ): Json | undefined | Promise<Json | undefined> {
     if (
       message === null || typeof message !== "object" || Array.isArray(message)
@@ -427,17 +436,18 @@ export class JsonRpcPeer {
     return this.#call(m.method, params, hasId, id as Id, hooks);
   }
 
-  async #call(
+  /**
+   * Runs the handler; the response (none for a notification) is returned
+   * as it is when the handler returns a value, and as a promise when it
+   * returns one.
+   */
+  #call(
     method: string,
     params: unknown,
     hasId: boolean,
     id: Id,
-    hooks: (() => void)[],
-  ): Promise<Json | undefined> {
-    const context: CallContext = {
-      notification: !hasId,
-      afterResponse: (fn) => void hooks.push(fn),
-    };
+    hooks: Hooks,
+  ): Json | undefined | Promise<Json | undefined> {
     try {
       if (!this.#onRequest) {
         throw new RpcError(
@@ -445,23 +455,41 @@ export class JsonRpcPeer {
           `method not found: '${method}'`,
         );
       }
-      let result = this.#onRequest(method, params, context);
-      if (result instanceof Promise) result = await result;
-      if (!hasId) return undefined;
-      return { jsonrpc: "2.0", id, result: result ?? null };
-    } catch (error) {
-      const internal = !(error instanceof RpcError);
-      if (internal) this.#onInternalError?.(error, method);
-      if (!hasId) return undefined;
-      if (!internal) return { jsonrpc: "2.0", id, error: error.toJSON() };
-      return errorResponse(
-        id,
-        ErrorCode.InternalError,
-        `internal error while handling '${method}': ${
-          error instanceof Error ? error.message : String(error)
-        }`,
+      const result = this.#onRequest(
+        method,
+        params,
+        hasId ? hooks.request : hooks.notification,
       );
+      if (result instanceof Promise) {
+        return result.then(
+          (value) => hasId ? success(id, value) : undefined,
+          (error) => this.#failure(method, hasId, id, error),
+        );
+      }
+      return hasId ? success(id, result) : undefined;
+    } catch (error) {
+      return this.#failure(method, hasId, id, error);
     }
+  }
+
+  /** The response to a call whose handler threw `error`. */
+  #failure(
+    method: string,
+    hasId: boolean,
+    id: Id,
+    error: unknown,
+  ): Json | undefined {
+    const internal = !(error instanceof RpcError);
+    if (internal) this.#onInternalError?.(error, method);
+    if (!hasId) return undefined;
+    if (!internal) return { jsonrpc: "2.0", id, error: error.toJSON() };
+    return errorResponse(
+      id,
+      ErrorCode.InternalError,
+      `internal error while handling '${method}': ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+    );
   }
 
   #receiveResponse(m: Json): void {
@@ -495,6 +523,27 @@ export class JsonRpcPeer {
   #sendError(id: Id, code: number, message: string): void {
     this.#send(JSON.stringify(errorResponse(id, code, message)));
   }
+}
+
+/**
+ * What runs after the responses of one incoming frame are sent, and the
+ * call contexts of its requests and notifications, which add to it.
+ */
+class Hooks {
+  readonly list: (() => void)[] = [];
+  readonly #add = (fn: () => void) => void this.list.push(fn);
+  readonly request: CallContext = {
+    notification: false,
+    afterResponse: this.#add,
+  };
+  readonly notification: CallContext = {
+    notification: true,
+    afterResponse: this.#add,
+  };
+}
+
+function success(id: Id, result: unknown): Json {
+  return { jsonrpc: "2.0", id, result: result ?? null };
 }
 
 /** `text` cut to `max` characters, with "..." when it was longer. */

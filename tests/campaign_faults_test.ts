@@ -20,7 +20,12 @@
  *
  * Timings: agents' grace TTL 3 s and etcd lease TTL 3 s; campaigners ping
  * every 300 ms with a 1 s request timeout. After the last round the faults
- * stop and a campaigner must be elected again within 40 s.
+ * stop and a campaigner must be elected again within 40 s. Should none
+ * be, the test prints what each campaigner believes (printed every second:
+ * its state, last deposal, its own subscription of the set and its agent's
+ * `discover.leader`), what each agent says (`discover.status`,
+ * `discover.leader`, `discover.owners` and a subscription of its own) and
+ * the agents' logs (`--log-level info`, restarted processes included).
  *
  * - `DISCOVER_CAMPAIGN_ROUNDS=N`: rounds (default 16: about 50 s, under 2
  *   minutes on a busy 2-core machine);
@@ -35,7 +40,7 @@
 
 import assert from "node:assert/strict";
 import { Etcd3 } from "etcd3";
-import { type Campaign, connect } from "../mod.ts";
+import { type Campaign, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { Random } from "./_fault_random.ts";
@@ -55,6 +60,24 @@ interface Said {
   t: number;
   reason?: string;
 }
+
+/** What a campaigner believes, printed every second (for a failure's diagnosis). */
+interface State {
+  e: "state";
+  t: number;
+  client: string;
+  leading: boolean;
+  ended: boolean;
+  token?: number;
+  life?: number;
+  deposed?: string;
+  set: string;
+  agentLeader: string;
+}
+
+/** An instance as one short word: `addr@created`. */
+const short = (i: { addr: string; created: number } | undefined) =>
+  i === undefined ? "none" : `${i.addr}@${i.created}`;
 
 /** The campaigner process: campaigns until killed, printing what it believes. */
 async function campaigner(url: string, addr: string) {
@@ -81,6 +104,7 @@ async function campaigner(url: string, addr: string) {
     }
   }
   let shown: number | undefined;
+  let deposed: string | undefined;
   me.addEventListener("elected", (e) => {
     // The deadline first: the interval is open from now until then.
     shown = me.deadline;
@@ -88,6 +112,7 @@ async function campaigner(url: string, addr: string) {
     say({ e: "deadline", token: e.token, t: performance.timeOrigin + shown! });
   });
   me.addEventListener("deposed", (e) => {
+    deposed = `${e.reason} (token ${e.token})`;
     say({
       e: "deposed",
       token: e.token,
@@ -106,6 +131,40 @@ async function campaigner(url: string, addr: string) {
       });
     }
   }, 20);
+  // What this client sees, every second: its own subscription of the set
+  // and the agent's answer to `discover.leader`.
+  let set: ServiceSet | undefined;
+  let agentLeader = "not asked yet";
+  void (async () => {
+    while (set === undefined) {
+      set = await client.services("db", { filter: { shard: "1" } }).catch(
+        () => sleep(500).then(() => undefined),
+      );
+    }
+  })();
+  setInterval(() => {
+    const state: State = {
+      e: "state",
+      t: clock(),
+      client: client.state,
+      leading: me.leading,
+      ended: me.ended,
+      token: me.token,
+      life: me.instance?.created,
+      deposed,
+      set: set === undefined
+        ? "not open"
+        : `${set.connected ? "in sync" : "stale"}, leader ${
+          short(set.leader())
+        }, ${set.online().map(short).join(" ")}`,
+      agentLeader,
+    };
+    console.log(JSON.stringify(state));
+    client.leader("db", { filter: { shard: "1" } }).then(
+      (leader) => agentLeader = short(leader),
+      (error) => agentLeader = `error: ${String(error)}`,
+    );
+  }, 1000);
   console.error("campaigning");
 }
 
@@ -125,6 +184,8 @@ interface Interval {
 /** A running campaigner process and what it said. */
 class Campaigner {
   readonly lines: Said[] = [];
+  /** The last state it printed. */
+  state?: State;
   stderr = "";
   readonly child: Deno.ChildProcess;
   readonly done: Promise<unknown>;
@@ -157,14 +218,19 @@ class Campaigner {
         rest += text;
         const lines = rest.split("\n");
         rest = lines.pop()!;
-        for (const line of lines) if (line) this.lines.push(JSON.parse(line));
+        for (const line of lines) {
+          if (!line) continue;
+          const said: Said | State = JSON.parse(line);
+          if (said.e === "state") this.state = said;
+          else this.lines.push(said);
+        }
       }
     })();
     const err = (async () => {
       for await (
         const text of child.stderr.pipeThrough(new TextDecoderStream())
       ) {
-        if (this.stderr.length < 16_384) this.stderr += text;
+        this.stderr = (this.stderr + text).slice(-16_384);
       }
     })();
     this.done = Promise.all([out, err, child.status]);
@@ -232,6 +298,42 @@ function check(intervals: Interval[]) {
   }
 }
 
+/**
+ * What one agent says of the set: `discover.leader`, `discover.owners`
+ * (every instance, passing or not), `discover.status`, and a subscription
+ * of its own. Through a client of its own, straight to the agent.
+ *
+ * @param url The agent's URL.
+ * @returns Lines to print.
+ */
+async function agentSays(url: string): Promise<string> {
+  const signal = AbortSignal.timeout(5000);
+  try {
+    const probe = await connect(url, { reconnect: false, signal });
+    try {
+      const filter = { shard: "1" };
+      const status = await probe.status({ signal });
+      const leader = await probe.leader("db", { filter, signal });
+      const { owners } = await probe.owners("db", { health: "any", signal });
+      const set = await probe.services("db", { filter, signal });
+      return [
+        `status: backend ${
+          status.connected ? "reachable" : "unreachable"
+        }, revision ${status.revision}, ${JSON.stringify(status.instances)}`,
+        `leader: ${short(leader)}`,
+        `owners: ${JSON.stringify(owners)}`,
+        `subscription: ${set.connected ? "in sync" : "stale"}, leader ${
+          short(set.leader())
+        }, ${set.online().map(short).join(" ")}`,
+      ].join("\n  ");
+    } finally {
+      await probe.close();
+    }
+  } catch (error) {
+    return `no answer: ${String(error)}`;
+  }
+}
+
 function wholeNumber(name: string, fallback: number): number {
   const text = Deno.env.get(name);
   if (!text) return fallback;
@@ -274,9 +376,18 @@ Deno.test(
       "--ttl",
       "3",
       "--log-level",
-      "warn",
+      "info",
     ];
     const agents: AgentProcess[] = [];
+    /** The logs of every agent process, restarted ones too. */
+    const agentLogs: (() => string)[] = [];
+    const spawn = async (i: number) => {
+      const agent = await spawnAgent(agentArgs(i));
+      agentLogs.push(() =>
+        `agent ${i} pid ${agent.child.pid}:\n${agent.stderr()}`
+      );
+      return agent;
+    };
     const campaigners: Campaigner[] = [];
     const proxies: TcpProxy[] = [];
     const all: Campaigner[] = [];
@@ -291,7 +402,7 @@ Deno.test(
       all.push(c);
     };
     try {
-      for (const i of [0, 1]) agents.push(await spawnAgent(agentArgs(i)));
+      for (const i of [0, 1]) agents.push(await spawn(i));
       for (let slot = 0; slot < 4; slot++) {
         proxies.push(tcpProxy(portOf(agents[slot % 2])));
         start(slot);
@@ -349,7 +460,7 @@ Deno.test(
             agents[agent].kill("SIGKILL");
             await agents[agent].stop();
             await sleep(ms / 2);
-            agents[agent] = await spawnAgent(agentArgs(agent));
+            agents[agent] = await spawn(agent);
             for (let s = agent; s < 4; s += 2) {
               proxies[s].target = portOf(agents[agent]);
               proxies[s].cut();
@@ -373,13 +484,22 @@ Deno.test(
         `a leader after the faults (${faults.join("; ")})`,
         // Generous: the whole suite runs beside it on 2 busy cores.
         40_000,
-      ).catch((error) => {
+      ).catch(async (error) => {
+        // What each campaigner believes and what each agent says.
         for (const c of campaigners) {
           console.log(
-            `${c.name}: ${JSON.stringify(c.lines.slice(-3))} ${
+            `${c.name} (agent ${c.agent}): state ${
+              JSON.stringify(c.state)
+            }\n  last lines ${JSON.stringify(c.lines.slice(-3))}\n  stderr ${
               c.stderr.slice(-1500)
             }`,
           );
+        }
+        for (const [i, agent] of agents.entries()) {
+          console.log(`agent ${i}:\n  ${await agentSays(agent.url)}`);
+        }
+        for (const [i, log] of agentLogs.entries()) {
+          console.log(`agent log ${i}:\n${log().slice(-30_000)}`);
         }
         throw error;
       });

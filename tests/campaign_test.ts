@@ -188,6 +188,39 @@ Deno.test("a cut connection deposes at once; the campaign comes back in a new li
   }
 });
 
+Deno.test("a leader that resigns while its client reconnects leaves no instance behind once the client is back", async () => {
+  await using agent = await startAgent({
+    port: 0,
+    advertiseHost: "127.0.0.1",
+    logLevel: "error",
+    ttl: 3,
+  });
+  const proxy = tcpProxy(Number(new URL(agent.url).port));
+  try {
+    await using leaderClient = await connect(proxy.url, {
+      ...FAST,
+      reconnect: { initialDelay: 50, maxDelay: 200 },
+    });
+    await using otherClient = await connect(agent.url, FAST);
+    const first = await leaderClient.campaign("lock", 7101);
+    const second = await otherClient.campaign("lock", 7102);
+    const token1 = await first.elected;
+    // The path to the agent is down: the unregister cannot be sent.
+    proxy.refuse();
+    await first.resign();
+    // Back well within the grace TTL: the agent keeps the owner's
+    // instances, and would keep this one as long as the client lives.
+    proxy.admit();
+    await until(() => second.leading, "the next campaigner leads", WAIT);
+    const token2 = await second.elected;
+    assert.ok(token2 > token1);
+    assert.deepEqual(await leaderClient.owned(), [], "nothing left behind");
+    await second.resign();
+  } finally {
+    proxy.close();
+  }
+});
+
 Deno.test("a campaign's instance is its own; campaign() checks its options and the agent's TTL", async () => {
   await using agent = await startAgent({
     port: 0,
