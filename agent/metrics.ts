@@ -564,6 +564,39 @@ export class Metrics {
   }
 }
 
+/**
+ * A watch of a {@linkcode MeteredBackend}: counted in `watched` until it
+ * closes. (A class: an agent may watch thousands of scopes, and a closure
+ * each costs more than this.)
+ */
+class MeteredWatch implements BackendWatch {
+  readonly #inner: BackendWatch;
+  readonly #scope: string;
+  /** Counts of open watches by scope, until this one closes. */
+  #watched: Map<string, number> | undefined;
+
+  constructor(
+    inner: BackendWatch,
+    scope: string,
+    watched: Map<string, number>,
+  ) {
+    this.#inner = inner;
+    this.#scope = scope;
+    this.#watched = watched;
+  }
+
+  close(): Promise<void> {
+    const watched = this.#watched;
+    if (watched !== undefined) {
+      this.#watched = undefined;
+      const n = watched.get(this.#scope)! - 1;
+      if (n > 0) watched.set(this.#scope, n);
+      else watched.delete(this.#scope);
+    }
+    return this.#inner.close();
+  }
+}
+
 /** A backend whose calls are counted by a {@linkcode Metrics}. */
 class MeteredBackend implements Backend {
   readonly name: string;
@@ -613,18 +646,7 @@ class MeteredBackend implements Backend {
     const watch = this.#inner.watch(scope, watcher, options);
     const watched = this.#watched;
     watched.set(scope, (watched.get(scope) ?? 0) + 1);
-    let open = true;
-    return {
-      close: () => {
-        if (open) {
-          open = false;
-          const n = watched.get(scope)! - 1;
-          if (n > 0) watched.set(scope, n);
-          else watched.delete(scope);
-        }
-        return watch.close();
-      },
-    };
+    return new MeteredWatch(watch, scope, watched);
   }
 
   catalog(): Promise<BackendCatalog> {

@@ -23,7 +23,11 @@
  * @module
  */
 
-import { type Backend, OwnerConflictError } from "../backends/backend.ts";
+import {
+  type Backend,
+  OwnerConflictError,
+  type StoredRecord,
+} from "../backends/backend.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameState } from "../protocol/instance_equal.ts";
@@ -83,9 +87,15 @@ class ServicePins {
  */
 class PinnedKeys extends Set<string> {
   readonly #pins?: ServicePins;
-  readonly #onDelete?: (key: string) => void;
-  constructor(pins?: ServicePins, onDelete?: (key: string) => void) {
+  readonly #onDelete?: (key: string, owner: Owner) => void;
+  readonly #owner: Owner;
+  constructor(
+    owner: Owner,
+    pins?: ServicePins,
+    onDelete?: (key: string, owner: Owner) => void,
+  ) {
     super();
+    this.#owner = owner;
     this.#pins = pins;
     this.#onDelete = onDelete;
   }
@@ -99,7 +109,7 @@ class PinnedKeys extends Set<string> {
   override delete(key: string): boolean {
     if (!super.delete(key)) return false;
     this.#pins?.unpin(key);
-    this.#onDelete?.(key);
+    this.#onDelete?.(key, this.#owner);
     return true;
   }
   override clear(): void {
@@ -151,14 +161,16 @@ export class Owner {
    *
    * @param id The owner id stored with its records.
    * @param pins Holds the views of the services the owner has keys in.
-   * @param onDelete Called when a key leaves {@linkcode Owner.keys}.
+   * @param onDelete Called when a key leaves {@linkcode Owner.keys}, with
+   *   the owner (one function for every owner: an agent holds one owner
+   *   per session).
    */
   constructor(
     readonly id: string,
     pins?: ServicePins,
-    onDelete?: (key: string) => void,
+    onDelete?: (key: string, owner: Owner) => void,
   ) {
-    this.keys = new PinnedKeys(pins, onDelete);
+    this.keys = new PinnedKeys(this, pins, onDelete);
   }
 
   /** Whether the owner has an open session. */
@@ -203,6 +215,41 @@ const PASSING: HealthState = { health: "passing" };
 function combined(check: HealthState, self: HealthState): HealthState {
   if (check.health === "critical") return check;
   return self.health === "critical" ? self : PASSING;
+}
+
+/**
+ * The record to write for an instance in `state`. It has `created`,
+ * unset, for the backend to set on what it stores: a backend's copy of it
+ * with that one more field (`{ ...record, created }`) then keeps every
+ * field in the object itself, where a field added to a copy takes a
+ * property store of its own, 32 bytes more for every instance an agent
+ * holds.
+ */
+function recordOf(
+  fields: Omit<StoredRecord, "health" | "note" | "created">,
+  state: HealthState,
+): StoredRecord {
+  const { service, addr, attrs, owner, registeredAt } = fields;
+  return state.note === undefined
+    ? {
+      service,
+      addr,
+      attrs,
+      owner,
+      registeredAt,
+      health: state.health,
+      created: undefined,
+    }
+    : {
+      service,
+      addr,
+      attrs,
+      owner,
+      registeredAt,
+      health: state.health,
+      note: state.note,
+      created: undefined,
+    };
 }
 
 /** The health a record holds. */
@@ -305,6 +352,9 @@ export class Registry {
   #healthRetry = new Set<string>();
   #healthTimer?: ReturnType<typeof setTimeout>;
   #healthBackoff = new Backoff(REMOVAL_RETRY);
+  /** A key left its owner's keys: its check and report go with it. */
+  readonly #keyLeft = (key: string, owner: Owner): void =>
+    this.#forgetHealth(key, owner.id);
 
   /**
    * Creates a registry.
@@ -388,7 +438,7 @@ export class Registry {
   attach(id: string, options: { name?: string } = {}): Owner {
     let owner = this.#owners.get(id);
     if (!owner) {
-      owner = new Owner(id, this.#pins, (key) => this.#forgetHealth(key, id));
+      owner = new Owner(id, this.#pins, this.#keyLeft);
       owner.name = options.name;
       this.#owners.set(id, owner);
     }
@@ -595,14 +645,16 @@ export class Registry {
       owner.keys.add(key);
       let revision: number;
       try {
-        revision = await this.#backend.put({
-          service,
-          addr,
-          attrs,
-          owner: owner.id,
-          registeredAt: entry?.instance.registeredAt ?? Date.now(),
-          ...state,
-        }, { ifOwner: entry?.owner ?? null, signal });
+        revision = await this.#backend.put(
+          recordOf({
+            service,
+            addr,
+            attrs,
+            owner: owner.id,
+            registeredAt: entry?.instance.registeredAt ?? Date.now(),
+          }, state),
+          { ifOwner: entry?.owner ?? null, signal },
+        );
       } catch (error) {
         // Abandoned before the write reached the store: the backend then
         // rejects with the signal's reason, and nothing was written. A
@@ -898,14 +950,16 @@ export class Registry {
     this.#requireBackend(view, key);
     let revision: number;
     try {
-      revision = await this.#backend.put({
-        service,
-        addr,
-        attrs: instance.attrs,
-        owner: owner.id,
-        registeredAt: instance.registeredAt,
-        ...state,
-      }, { ifOwner: owner.id, signal });
+      revision = await this.#backend.put(
+        recordOf({
+          service,
+          addr,
+          attrs: instance.attrs,
+          owner: owner.id,
+          registeredAt: instance.registeredAt,
+        }, state),
+        { ifOwner: owner.id, signal },
+      );
     } catch (error) {
       abandoned(signal);
       throw this.#backendError(error, key);

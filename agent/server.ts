@@ -123,6 +123,9 @@ export interface SessionServerOptions {
   tls?: TlsPem;
 }
 
+/** The log fields of a session that names no client id: one object for all. */
+const NO_FIELDS: Readonly<Record<string, never>> = Object.freeze({});
+
 function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body), {
     status,
@@ -387,12 +390,14 @@ export class SessionServer {
     const sessionId = String(this.#nextSession++);
     // Logged as its first 8 characters: the whole id acts as a credential.
     const shownClient = clientId === null
-      ? {}
+      ? NO_FIELDS
       : { client: `${clientId.slice(0, 8)}…` };
     const ownerId = clientId === null
       ? `s:${this.#options.agentId}:${sessionId}`
       : clientOwnerId(clientId);
     let session: Session | undefined;
+    // Removed once it has run: a listener costs a few hundred bytes for as
+    // long as the socket is open.
     socket.addEventListener("open", () => {
       session = new Session(
         this.#context,
@@ -414,7 +419,7 @@ export class SessionServer {
         ...shownClient,
         owner: ownerId,
       });
-    });
+    }, { once: true });
     socket.addEventListener("message", (event) => session?.receive(event.data));
     socket.addEventListener("close", (event) => {
       if (!session || !this.#sockets.delete(socket)) return;
@@ -433,7 +438,8 @@ export class SessionServer {
       });
       session.closed(clean);
     });
-    socket.addEventListener("error", () => {/* a close event follows */});
+    // No "error" listener: a close event follows every error event, and
+    // the runtime does nothing more with an error nobody listens to.
     return response;
   }
 }

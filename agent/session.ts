@@ -24,6 +24,7 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import {
   type CallContext,
   JsonRpcPeer,
+  type JsonRpcPeerOptions,
   type RequestHandler,
 } from "../protocol/jsonrpc.ts";
 import { instanceKey } from "../protocol/instance_key.ts";
@@ -47,7 +48,7 @@ import { codeOf, type Metrics } from "./metrics.ts";
 import { type Access, type Acl, allows, type AuthLimiter } from "./acl.ts";
 import type { CheckPolicy, CheckSpec } from "./checks.ts";
 import type { Owner, Registry } from "./registry.ts";
-import type { SetFilter, Subscriber, View } from "./view.ts";
+import type { SetFilter, SnapshotWriter, Subscriber, View } from "./view.ts";
 import type { Hold, Views } from "./views.ts";
 import { VERSION } from "./version.ts";
 
@@ -283,36 +284,68 @@ export const INITIAL_FRAME_CHARS = 64 * 1024;
  * batch frames (JSON arrays) of at most {@linkcode MAX_INITIAL_BATCH}
  * notifications and about {@linkcode INITIAL_FRAME_CHARS} each, so that a
  * snapshot of any size never holds more than one frame of loose pieces.
+ * A snapshot's events come in pieces (a {@linkcode SnapshotWriter}),
+ * copied once, into their frame.
  */
-class InitialFrames {
+class InitialFrames implements SnapshotWriter {
   /** The frames made so far. */
   readonly frames: string[] = [];
   /** Events added. */
   events = 0;
   /** Length of the frames made so far. */
   bytes = 0;
-  #parts: string[] = [];
-  /** Length of `#parts` joined. */
+  /** The pieces of the frame being made. */
+  #parts: (string | number)[] = [];
+  /** Where the pieces of the event being written start in `#parts`. */
+  #from = 0;
+  /** Notifications in the frame being made. */
+  #count = 0;
+  /** About the length of the frame being made. */
   #length = 0;
+  /** What starts a batch frame's first notification, and each later one. */
+  readonly #first: string;
+  readonly #next: string;
 
-  constructor(readonly prefix: string, readonly batch: boolean) {}
+  constructor(readonly prefix: string, readonly batch: boolean) {
+    this.#first = batch ? "[" + prefix : prefix;
+    this.#next = "," + prefix;
+  }
 
   /** Adds the next event, serialized. */
   add = (resultJson: string): void => {
-    const frame = this.prefix + resultJson + "}}";
+    this.begin().push(resultJson);
+    this.end();
+  };
+
+  /**
+   * Starts the next event (see {@linkcode SnapshotWriter}).
+   *
+   * @returns Where its pieces go.
+   */
+  begin(): (string | number)[] {
+    const parts = this.#parts;
+    this.#from = parts.length;
+    parts.push(this.#count === 0 ? this.#first : this.#next);
+    return parts;
+  }
+
+  /** Ends the event started last. */
+  end(): void {
+    const parts = this.#parts;
+    parts.push("}}");
     this.events++;
-    if (!this.batch) {
-      this.frames.push(frame);
-      this.bytes += frame.length;
-      return;
+    this.#count++;
+    if (!this.batch) return this.#flush();
+    for (let i = this.#from; i < parts.length; i++) {
+      const part = parts[i];
+      // A number's text is at most 24 characters.
+      this.#length += typeof part === "string" ? part.length : 24;
     }
-    this.#parts.push(frame);
-    this.#length += frame.length + 1;
     if (
-      this.#parts.length === MAX_INITIAL_BATCH ||
+      this.#count === MAX_INITIAL_BATCH ||
       this.#length >= INITIAL_FRAME_CHARS
     ) this.#flush();
-  };
+  }
 
   /** Makes the last batch frame; nothing may be added after. */
   done(): void {
@@ -322,12 +355,10 @@ class InitialFrames {
   #flush() {
     const parts = this.#parts;
     if (parts.length === 0) return;
-    // The brackets go into the first and last pieces: the join is then the
-    // frame itself, made in one copy.
-    parts[0] = "[" + parts[0];
-    parts[parts.length - 1] += "]";
-    const frame = parts.join(",");
-    this.#parts = [];
+    if (this.batch) parts.push("]");
+    const frame = parts.join("");
+    parts.length = 0;
+    this.#count = 0;
     this.#length = 0;
     this.frames.push(frame);
     this.bytes += frame.length;
@@ -478,13 +509,12 @@ export class Session {
     const handlers: Bound = Object.create(Session.#methods);
     handlers.session = this;
     this.#dispatch = dispatcher(handlers as Bound & MethodHandlers);
-    this.#peer = new JsonRpcPeer({
-      send: (text) => this.send(text),
-      onRequest: (method, params, call) => this.#handle(method, params, call),
-      maxBatch: context.limits.maxBatch,
-      onInternalError: (error, method) =>
-        context.log.error("method failed", { session: id, method, error }),
-    });
+    const calls: Bound & { maxBatch: number } = Object.create(
+      Session.#peerCalls,
+    );
+    calls.session = this;
+    calls.maxBatch = context.limits.maxBatch;
+    this.#peer = new JsonRpcPeer(calls as Bound & JsonRpcPeerOptions);
   }
 
   /** Frames received whose responses have not all been sent yet. */
@@ -714,6 +744,26 @@ export class Session {
     else done();
     return result;
   }
+
+  /**
+   * What every session's peer calls (see {@linkcode JsonRpcPeerOptions}):
+   * one table for all sessions, found through the object each session
+   * gives its peer, as for {@linkcode Session.#methods}.
+   */
+  static readonly #peerCalls:
+    & Pick<JsonRpcPeerOptions, "send" | "onRequest" | "onInternalError">
+    & ThisType<Bound> = {
+      send(text) {
+        this.session.send(text);
+      },
+      onRequest(method, params, call) {
+        return this.session.#handle(method, params, call);
+      },
+      onInternalError(error, method) {
+        const s = this.session;
+        s.#context.log.error("method failed", { session: s.id, method, error });
+      },
+    };
 
   /**
    * Every session's answer to every method, given checked params: one
@@ -1049,7 +1099,7 @@ export class Session {
         }
       }
     } else {
-      view.snapshot(service, filter, initial.add, admits);
+      view.snapshot(service, filter, initial, admits);
     }
     if (service !== ALL_SERVICES) {
       initial.add(view.leaderEvent(service, filter));

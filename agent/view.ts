@@ -343,42 +343,135 @@ function instanceOf(held: Held): Instance {
   return instance;
 }
 
-/** `JSON.stringify` of the service last written by {@linkcode instanceJson}. */
-let lastService = { name: "", json: '""' };
+/**
+ * Receives events as pieces of text: {@linkcode SnapshotWriter.begin}
+ * gives the array an event's pieces are pushed to (joined, they are the
+ * event's JSON, as `JSON.stringify` writes it), and
+ * {@linkcode SnapshotWriter.end} says the event is complete. A writer that
+ * joins many events into one text (a batch frame) copies each piece once,
+ * where a text per event would be made and copied again.
+ */
+export interface SnapshotWriter {
+  /**
+   * Starts the next event.
+   *
+   * @returns Where its pieces go, after whatever the array holds.
+   */
+  begin(): (string | number)[];
+  /** Ends the event started last. */
+  end(): void;
+}
 
 /**
- * `JSON.stringify(instanceOf(held))`, the same text, written without
- * building the instance: a snapshot of 100,000 instances writes 100,000.
+ * The text of events that only their kind, revision and service decide:
+ * from the start of the event to the instance id's address, and between
+ * the id and the address.
  */
-function instanceJson(held: Held): string {
-  const { service, addr, attrs, registeredAt, health, note } = held.record;
-  if (lastService.name !== service) {
-    lastService = { name: service, json: JSON.stringify(service) };
-  }
-  const serviceJson = lastService.json;
-  const addrJson = JSON.stringify(addr);
-  // The id's text: the service's without its closing quote, then the
-  // address's without its opening one.
-  return `{"id":${serviceJson.slice(0, -1)}/${
-    addrJson.slice(1)
-  },"service":${serviceJson},"addr":${addrJson},"attrs":${
-    JSON.stringify(attrs)
-  },"revision":${held.revision},"registeredAt":${
-    JSON.stringify(registeredAt)
-  },"created":${JSON.stringify(held.record.created ?? 0)},"health":"${
-    health ?? "passing"
-  }"${
-    note !== undefined && health === "critical"
-      ? `,"note":${JSON.stringify(note)}`
-      : ""
-  }}`;
+interface EventHead {
+  kind: EventKind;
+  revision: number;
+  service: string;
+  /** `{"kind":...,"revision":...,"instance":{"id":"<service>/` */
+  open: string;
+  /** `","service":"<service>","addr":"` */
+  middle: string;
+}
+
+/** The head last made by {@linkcode headOf}: a snapshot's events share one. */
+let lastHead: EventHead = {
+  kind: "up",
+  revision: -1,
+  service: "",
+  open: "",
+  middle: "",
+};
+
+/** The {@linkcode EventHead} of an event. */
+function headOf(kind: EventKind, revision: number, service: string): EventHead {
+  const last = lastHead;
+  if (
+    last.kind === kind && last.revision === revision && last.service === service
+  ) return last;
+  const serviceJson = JSON.stringify(service);
+  // The id's text: the service's without its closing quote, a slash, then
+  // the address's without its quotes and its closing quote.
+  return lastHead = {
+    kind,
+    revision,
+    service,
+    open: `{"kind":"${kind}","revision":${revision},"instance":{"id":${
+      serviceJson.slice(0, -1)
+    }/`,
+    middle: `","service":${serviceJson},"addr":"`,
+  };
+}
+
+/** Text that `JSON.stringify` writes as it is, between quotes (printable ASCII but `"` and `\`). */
+const PLAIN_TEXT = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** `JSON.stringify(text)` without its quotes. */
+function quotedText(text: string): string {
+  return PLAIN_TEXT.test(text) ? text : JSON.stringify(text).slice(1, -1);
+}
+
+/** `JSON.stringify(value)` of a number, as a piece: the number itself when its text is the same. */
+function numberPiece(value: number): string | number {
+  return Number.isFinite(value) ? value : JSON.stringify(value);
+}
+
+/**
+ * Pushes to `out` the pieces of the serialized event of `kind` about
+ * `subject` (`ServiceEvent`, as `JSON.stringify` writes it), written
+ * without building the instance: a snapshot of 100,000 instances writes
+ * 100,000.
+ */
+function writeEvent(
+  out: (string | number)[],
+  kind: EventKind,
+  revision: number,
+  subject: Held,
+): void {
+  const { service, addr, attrs, registeredAt, health, note } = subject.record;
+  const head = headOf(kind, revision, service);
+  const addrText = quotedText(addr);
+  out.push(
+    head.open,
+    addrText,
+    head.middle,
+    addrText,
+    '","attrs":',
+    JSON.stringify(attrs),
+    ',"revision":',
+    numberPiece(subject.revision),
+    ',"registeredAt":',
+    numberPiece(registeredAt),
+    ',"created":',
+    numberPiece(subject.record.created ?? 0),
+    health === "critical"
+      ? note === undefined
+        ? ',"health":"critical"}}'
+        : `,"health":"critical","note":${JSON.stringify(note)}}}`
+      : ',"health":"passing"}}',
+  );
 }
 
 /** The serialized event of `kind` about `subject` (`ServiceEvent`, as `JSON.stringify` writes it). */
 function eventJson(kind: EventKind, revision: number, subject: Held): string {
-  return `{"kind":"${kind}","revision":${revision},"instance":${
-    instanceJson(subject)
-  }}`;
+  const out: (string | number)[] = [];
+  writeEvent(out, kind, revision, subject);
+  return out.join("");
+}
+
+/** A {@linkcode SnapshotWriter} that hands `emit` each event's text. */
+function joining(emit: (eventJson: string) => void): SnapshotWriter {
+  const parts: (string | number)[] = [];
+  return {
+    begin: () => parts,
+    end: () => {
+      emit(parts.join(""));
+      parts.length = 0;
+    },
+  };
 }
 
 /** What deciding the leader needs of what the view holds. */
@@ -410,8 +503,13 @@ class Fanned {
   }
 }
 
-/** The revisions of an empty history: one array for all (an empty typed array still costs about 200 bytes). */
-const NO_REVISIONS = new Float64Array(0);
+/**
+ * The revisions of an empty history: one array for all, never written (the
+ * first change grows the columns). The columns are plain arrays: a typed
+ * array costs about 200 bytes more, and an agent holds one history per
+ * service it watches.
+ */
+const NO_REVISIONS: number[] = [];
 
 /**
  * The changes kept for `since` replays, oldest first: a ring of three
@@ -480,8 +578,8 @@ class History {
 
   /** Doubles the columns (up to `max`), the oldest change first. */
   #grow() {
-    const capacity = Math.min(Math.max(4, this.#length * 2), this.max);
-    const revisions = new Float64Array(capacity);
+    const capacity = Math.min(Math.max(1, this.#length * 2), this.max);
+    const revisions = new Array<number>(capacity).fill(0);
     const before = new Array<Held | undefined>(capacity);
     const after = new Array<Held | undefined>(capacity);
     for (let i = 0; i < this.#length; i++) {
@@ -496,6 +594,9 @@ class History {
     this.#head = 0;
   }
 }
+
+/** {@linkcode View.settled} of every view that has settled. */
+const SETTLED: Promise<void> = Promise.resolve();
 
 /**
  * The view. It is the {@linkcode BackendWatcher} of the agent's backend.
@@ -533,7 +634,13 @@ export class View implements BackendWatcher, Trimmable {
   #epoch?: string;
   #connected = false;
   #waiters: { ready: () => boolean; resolve: () => void }[] = [];
-  #settled = Promise.withResolvers<void>();
+  /**
+   * Until the view settles (see {@linkcode View.settled}); then dropped,
+   * for {@linkcode SETTLED}: a pending promise and its resolvers take
+   * about 200 bytes, for as long as the view lives.
+   */
+  #settling: PromiseWithResolvers<void> | undefined = Promise
+    .withResolvers<void>();
   #generation = 0;
   /** Set while a reset starts a new sequence: its changes are not kept. */
   #quiet = false;
@@ -555,7 +662,13 @@ export class View implements BackendWatcher, Trimmable {
    * nothing yet, as not connected).
    */
   get settled(): Promise<void> {
-    return this.#settled.promise;
+    return this.#settling?.promise ?? SETTLED;
+  }
+
+  /** The view has its first state, or knows that it cannot have it now. */
+  #settle(): void {
+    this.#settling?.resolve();
+    this.#settling = undefined;
   }
 
   /** Revision of the latest change applied. */
@@ -615,17 +728,19 @@ export class View implements BackendWatcher, Trimmable {
    *
    * @param service The service, or `"*"` for every service.
    * @param filter The filter.
-   * @param emit Receives each event's JSON, in the order of `list`.
+   * @param emit Receives each event's JSON, in the order of `list`: as
+   *   one text per event, or (a {@linkcode SnapshotWriter}) in pieces.
    * @param admits Which services to include (all when absent).
    * @returns How many events were emitted.
    */
   snapshot(
     service: string,
     filter: SetFilter | undefined,
-    emit: (eventJson: string) => void,
+    emit: ((eventJson: string) => void) | SnapshotWriter,
     admits?: (service: string) => boolean,
   ): number {
     const revision = this.#revision;
+    const writer = typeof emit === "function" ? joining(emit) : emit;
     let count = 0;
     const groups = service === ALL_SERVICES
       ? this.#services.values()
@@ -634,7 +749,8 @@ export class View implements BackendWatcher, Trimmable {
       for (const held of entries.values()) {
         if (admits && !admits(held.record.service)) continue;
         if (selects(held.record, filter, filter?.health)) {
-          emit(eventJson("up", revision, held));
+          writeEvent(writer.begin(), "up", revision, held);
+          writer.end();
           count++;
         }
       }
@@ -956,7 +1072,7 @@ export class View implements BackendWatcher, Trimmable {
     // The differences just recorded at `revision` stand for whatever the
     // stream skipped, so the history still replays correctly across it.
     this.#revision = revision;
-    this.#settled.resolve();
+    this.#settle();
     this.#wake();
   }
 
@@ -996,7 +1112,7 @@ export class View implements BackendWatcher, Trimmable {
    * @param connected Whether it is.
    */
   status(connected: boolean): void {
-    if (!connected) this.#settled.resolve();
+    if (!connected) this.#settle();
     if (connected === this.#connected) return;
     this.#connected = connected;
     const json = JSON.stringify(

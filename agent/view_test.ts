@@ -890,6 +890,38 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
     assert.equal(count, expected.length);
     assert.deepEqual(events, expected, `${service} ${JSON.stringify(filter)}`);
   }
+  // Text that must be escaped, and numbers JSON writes as null.
+  put({
+    service: "odd",
+    addr: 'h"\\\u0001é:1',
+    attrs: {},
+    owner: "o",
+    registeredAt: NaN,
+    created: Infinity,
+    health: "critical",
+  }, 7);
+  const odd: string[] = [];
+  view.snapshot("odd", { health: "any" }, (json) => odd.push(json));
+  assert.deepEqual(odd, [
+    JSON.stringify({
+      kind: "up",
+      revision: view.revision,
+      instance: view.list("odd", { health: "any" })[0],
+    }),
+  ]);
+  // In pieces, as batch frames take them: the same text.
+  const parts: (string | number)[] = [];
+  const count = view.snapshot("*", { health: "any" }, {
+    begin: () => (parts.push("<"), parts),
+    end: () => parts.push(">"),
+  });
+  assert.equal(
+    parts.join(""),
+    view.list("*", { health: "any" }).map((instance) =>
+      `<${JSON.stringify({ kind: "up", revision: view.revision, instance })}>`
+    ).join(""),
+  );
+  assert.equal(count, view.list("*", { health: "any" }).length);
   const some: string[] = [];
   view.snapshot(
     "*",

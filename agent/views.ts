@@ -27,8 +27,10 @@
 import type {
   Backend,
   BackendCatalog,
+  BackendChange,
   BackendState,
   BackendWatch,
+  BackendWatcher,
   WatchOptions,
 } from "../backends/backend.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
@@ -77,13 +79,65 @@ export interface Hold {
   release(): void;
 }
 
-/** One watched scope. */
-interface Scope {
-  readonly name: string;
-  readonly view: View;
+/** What a scope tells its {@linkcode Views} of what its backend watch delivers. */
+interface Seen {
+  /** A revision a view applied. */
+  revision(revision: number): void;
+  /** The epoch of a state a view was reset to. */
+  epoch(epoch: string): void;
+}
+
+/**
+ * One watched scope, and the watcher of its backend watch: its methods
+ * feed its view (an agent may watch thousands of scopes, and a closure per
+ * callback costs more than the scope).
+ */
+class Scope implements BackendWatcher {
   watch?: BackendWatch;
-  holds: number;
+  holds = 0;
   idle?: ReturnType<typeof setTimeout>;
+
+  constructor(
+    readonly name: string,
+    readonly view: View,
+    readonly seen: Seen,
+  ) {}
+
+  changes(changes: BackendChange[]): void {
+    this.view.changes(changes);
+    this.seen.revision(this.view.revision);
+  }
+
+  reset(state: BackendState): void {
+    this.seen.epoch(state.epoch);
+    this.view.reset(state);
+    this.seen.revision(this.view.revision);
+  }
+
+  status(connected: boolean): void {
+    this.view.status(connected);
+  }
+}
+
+/** A hold on a scope: see {@linkcode Views.hold}. */
+class ScopeHold implements Hold {
+  readonly view: View;
+  /** Until released. */
+  #scope: Scope | undefined;
+  readonly #letGo: (scope: Scope) => void;
+
+  constructor(scope: Scope, letGo: (scope: Scope) => void) {
+    this.view = scope.view;
+    this.#scope = scope;
+    this.#letGo = letGo;
+  }
+
+  release(): void {
+    const scope = this.#scope;
+    if (scope === undefined) return;
+    this.#scope = undefined;
+    this.#letGo(scope);
+  }
 }
 
 /**
@@ -113,6 +167,15 @@ export class Views {
   #epoch = `unset-${crypto.randomUUID()}`;
   #revision = 0;
   #closed = false;
+  /** What every scope's watcher reports: one object for all scopes. */
+  readonly #feed: Seen = {
+    revision: (revision) => this.#seen(revision),
+    epoch: (epoch) => this.#epoch = epoch,
+  };
+  /** A hold let its scope go: one function for every hold. */
+  readonly #letGo = (scope: Scope): void => {
+    if (--scope.holds === 0) this.#idleOut(scope);
+  };
 
   /**
    * Creates the views; nothing is watched before a hold.
@@ -183,15 +246,7 @@ export class Views {
       held.idle = undefined;
     }
     this.#idle.delete(held);
-    let released = false;
-    return {
-      view: held.view,
-      release: () => {
-        if (released) return;
-        released = true;
-        if (--held.holds === 0) this.#idleOut(held);
-      },
-    };
+    return new ScopeHold(held, this.#letGo);
   }
 
   /**
@@ -297,20 +352,9 @@ export class Views {
       this.#drop(oldest);
     }
     const view = new View({ budget: this.#budget });
-    const scope: Scope = { name, view, holds: 0 };
+    const scope = new Scope(name, view, this.#feed);
     this.#scopes.set(name, scope);
-    scope.watch = this.#backend.watch(name, {
-      changes: (changes) => {
-        view.changes(changes);
-        this.#seen(view.revision);
-      },
-      reset: (state) => {
-        this.#epoch = state.epoch;
-        view.reset(state);
-        this.#seen(view.revision);
-      },
-      status: (connected) => view.status(connected),
-    }, options);
+    scope.watch = this.#backend.watch(name, scope, options);
     return scope;
   }
 

@@ -16,6 +16,14 @@
  *   the connection after two thirds of the session timeout without a byte
  *   from the server, so the library moves to the next server of the
  *   ensemble while the session is still alive.
+ * - **How long the session certainly lives.** A server that answers a
+ *   request has heard from the session after the request was sent, and
+ *   the ensemble expires a session only once a whole session timeout has
+ *   passed without hearing from it: so the session cannot expire before
+ *   the send time of the latest answered request plus the timeout
+ *   ({@linkcode ZkSession.left}). A read of `/` goes out whenever a third
+ *   of the timeout passed without an answer, so an idle session stays
+ *   vouched for (reads only: no write).
  * - **Leaving without closing the session.** {@linkcode ZkSession.abandon}
  *   drops the connection without the close-session request, so the
  *   session's ephemeral nodes outlive the agent until the ensemble expires
@@ -155,6 +163,14 @@ interface Manager {
   setState(state: number): void;
 }
 
+/** Errors a server answers about a node: it heard from the session. */
+const NODE_ERRORS: ReadonlySet<number> = new Set([
+  ZK.NO_NODE,
+  ZK.BAD_VERSION,
+  ZK.NODE_EXISTS,
+  ZK.NOT_EMPTY,
+]);
+
 /** `STATES.CONNECTED` and `STATES.CLOSING` of the library's connection manager. */
 const CONNECTED = 2;
 const CLOSING = -1;
@@ -179,6 +195,9 @@ export class ZkSession {
   #lastData = Date.now();
   #watchdog?: ReturnType<typeof setInterval>;
   #over = false;
+  /** `performance.now()` when the latest answered request was sent. */
+  #answered = -Infinity;
+  #probing = false;
 
   /**
    * Creates the session; nothing connects before {@linkcode ZkSession.connect}.
@@ -227,7 +246,35 @@ export class ZkSession {
         this.#lastData = Date.now();
         m.socket?.destroy();
       }
+      this.#probe();
     }, 250);
+  }
+
+  /**
+   * Milliseconds the ensemble certainly keeps this session alive from now
+   * on: the send time of the latest request it answered, plus the session
+   * timeout it granted, minus the time since; 0 before any answer, and
+   * once the session is over (expired, closed or abandoned).
+   */
+  get left(): number {
+    if (this.#over) return 0;
+    const left = this.#answered + this.timeout - performance.now();
+    return Number.isFinite(left) ? Math.max(0, left) : 0;
+  }
+
+  /** Reads `/` when a third of the timeout passed without an answer. */
+  #probe() {
+    if (this.#probing || !this.connected) return;
+    if (performance.now() - this.#answered < this.timeout / 3) return;
+    this.#probing = true;
+    this.#call<void>((resolve, reject) => {
+      this.#client.exists("/", (error: unknown) => {
+        if (error) reject(error);
+        else resolve();
+      });
+    }).catch(() => {/* the next tick tries again */}).finally(() => {
+      this.#probing = false;
+    });
   }
 
   /** The session id, 16 hex digits (as in an ephemeral node's owner). */
@@ -379,11 +426,17 @@ export class ZkSession {
       () => reject(new ZkUnavailableError("no answer in time")),
       this.#manager.sessionTimeout,
     );
+    const sent = performance.now();
     send((value) => {
       clearTimeout(timer);
+      if (sent > this.#answered) this.#answered = sent;
       resolve(value);
     }, (error) => {
       clearTimeout(timer);
+      // A refusal about a node is an answer too; a lost connection is not.
+      if (NODE_ERRORS.has(codeOf(error) ?? 0) && sent > this.#answered) {
+        this.#answered = sent;
+      }
       reject(error);
     });
     return promise;

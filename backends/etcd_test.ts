@@ -175,6 +175,45 @@ Deno.test({
 
 Deno.test({
   ...etcdTest,
+  name:
+    "etcd backend: a service's watch is live once its state is read, and a change written right then, before the watch exists, still arrives",
+  async fn() {
+    await using agents = await twoAgents(prefix());
+    const { a, b } = agents;
+    await b.put(record("h:1"));
+    const events: string[] = [];
+    let written: Promise<number> | undefined;
+    const watch = a.watch("svc", {
+      reset: (state) => {
+        events.push(`reset ${state.records.map((r) => r.addr)}`);
+        // The watch is created only once the read is delivered: this
+        // write can land before it, after the revision read.
+        written = b.put(record("h:2", "o2"));
+      },
+      status: (connected) => events.push(`status ${connected}`),
+      changes: (changes) => {
+        for (const change of changes) {
+          events.push(
+            `${change.type} ${change.type === "put" ? change.record.addr : ""}`,
+          );
+        }
+      },
+    });
+    try {
+      await until(() => events.includes("put h:2"), "the change written");
+      // Live (the agent's `current`) as soon as the state is read, without
+      // waiting for the watch.
+      assert.deepEqual(events, ["reset h:1", "status true", "put h:2"]);
+      assert.ok(written, "written on reset");
+      await written;
+    } finally {
+      await watch.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
   name: "etcd backend: keys that are not discover records are ignored",
   async fn() {
     const p = prefix();

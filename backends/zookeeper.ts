@@ -32,6 +32,8 @@
  * nothing changes. {@linkcode ZooKeeperBackend.close} leaves the session
  * to expire instead of closing it, so an agent restarted within the
  * session timeout takes its records over without a flap.
+ * {@linkcode ZooKeeperBackend.lease} says how long the session certainly
+ * lives (for `discover.lease`), as the etcd backend says of its lease.
  *
  * When the ensemble expires the session of a live agent (a pause longer
  * than the timeout, a partition), the backend opens a new session and
@@ -453,6 +455,30 @@ export class ZooKeeperBackend implements Backend {
       options.signal?.throwIfAborted();
       return this.#delete(service, addr, options);
     });
+  }
+
+  /**
+   * The lease of this agent's records: its ZooKeeper session (the id of its
+   * ephemeral znodes' owner; a new one after an expiry) and how long the
+   * ensemble certainly keeps it: the send time of the latest request a
+   * server answered, plus the granted session timeout, minus the time
+   * since (a server that answered heard from the session after the send,
+   * and the ensemble expires a session only after a whole timeout without
+   * hearing from it).
+   *
+   * @example Usage
+   * ```ts ignore
+   * const { id, left } = backend.lease();
+   * ```
+   *
+   * @returns The session id (`""` before the session is established) and
+   *   the time left (0 when not open, or in doubt).
+   */
+  lease(): { id: string; left: number } {
+    const session = this.#session;
+    if (!session || this.#closed) return { id: "", left: 0 };
+    const id = session.id;
+    return /^0+$/.test(id) ? { id: "", left: 0 } : { id, left: session.left };
   }
 
   /**

@@ -45,6 +45,24 @@ function recorder() {
   };
 }
 
+/**
+ * Two agents on prefix `p` (session timeouts `ttls`), watching with a
+ * recorder each; the second watches only `only` when given.
+ */
+async function watchingPair(
+  p: string,
+  options: { ttls?: [number, number]; only?: string } = {},
+) {
+  const [ttlA, ttlB] = options.ttls ?? [4, 4];
+  const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: ttlA });
+  const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: ttlB });
+  const ra = recorder(), rb = recorder();
+  await openWatching(a, ra.watcher);
+  if (options.only === undefined) await openWatching(b, rb.watcher);
+  else await openWatching(b, rb.watcher, options.only);
+  return { a, b, ra, rb };
+}
+
 const record = (service: string, addr: string, owner = "o1", v = "1") => ({
   service,
   addr,
@@ -78,11 +96,7 @@ Deno.test({
     "zookeeper backend: records are ephemeral znodes of the agent's session, and agents share revisions and epoch",
   async fn() {
     const p = prefix();
-    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
-    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
-    const ra = recorder(), rb = recorder();
-    await openWatching(a, ra.watcher);
-    await openWatching(b, rb.watcher);
+    const { a, b, ra, rb } = await watchingPair(p);
     try {
       const r1 = await a.put(record("svc", "10.0.0.1:80"));
       const r2 = await b.put(record("svc", "10.0.0.2:80", "o2"));
@@ -132,11 +146,10 @@ Deno.test({
     "zookeeper backend: a removal is delivered at the zxid its delete returned, at every agent; a dead agent's records go in one transaction",
   async fn() {
     const p = prefix();
-    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 2 });
-    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
-    const ra = recorder(), rb = recorder();
-    await openWatching(a, ra.watcher);
-    await openWatching(b, rb.watcher, "svc");
+    const { a, b, ra, rb } = await watchingPair(p, {
+      ttls: [2, 4],
+      only: "svc",
+    });
     try {
       // Each write once both have seen the one before (changes of one
       // znode between two reads of a watcher arrive as one, the last).
@@ -277,7 +290,7 @@ Deno.test({
 Deno.test({
   ...zkTest,
   name:
-    "zookeeper backend: a live agent whose session expires writes its records back; its own watcher sees no change, another agent sees them return with their life",
+    "zookeeper backend: a live agent whose session expires writes its records back; its own watcher sees no change, another agent sees them return with their life; its lease (the session) runs out before the expiry can be seen, and is a new one after",
   async fn() {
     const p = prefix();
     const port = Number(servers[0].split(":")[1]);
@@ -308,10 +321,33 @@ Deno.test({
       // Not kept: never written back.
       await seen(await a.delete("svc", "h:2"));
       const before = held(ra);
+      // The lease is the session; idle longer than the timeout (2 s), it
+      // stays vouched for (a read goes out every third of it).
+      const lease = a.lease();
+      assert.match(lease.id, /^[0-9a-f]{16}$/);
+      const idleUntil = performance.now() + 3000;
+      while (performance.now() < idleUntil) {
+        const { id, left } = a.lease();
+        assert.equal(id, lease.id);
+        assert.ok(left > 0 && left <= 2000, `${left} ms left while idle`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
       // a is cut off longer than its session timeout: the server expires
       // the session and removes its znode.
+      const cut = performance.now();
       proxy.freeze();
-      await until(() => rb.changes.length === 4, "the expiry at b", 15_000);
+      // Never more than what is left of the timeout since the cut, and
+      // nothing by the time another agent sees the expiry.
+      while (rb.changes.length < 4) {
+        const left = a.lease().left;
+        assert.ok(
+          left <= cut + 2000 - performance.now() + 1,
+          `${left} ms left ${performance.now() - cut} ms after the cut`,
+        );
+        assert.ok(performance.now() - cut < 15_000, "the expiry at b");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(a.lease().left, 0);
       assert.equal(rb.changes[3].type, "delete");
       proxy.thaw("reset");
       // a learns it on reconnecting, opens a new session and writes back.
@@ -323,6 +359,10 @@ Deno.test({
         assert.equal(back.record.created, first, "the record keeps its life");
       }
       await until(() => ra.statuses.at(-1) === true, "a connected again");
+      const renewed = a.lease();
+      assert.match(renewed.id, /^[0-9a-f]{16}$/);
+      assert.notEqual(renewed.id, lease.id, "a new session is a new lease");
+      assert.ok(renewed.left > 0);
       // a's own watcher: a fresh state, the same records, no change.
       assert.ok(ra.resets.length >= 2);
       assert.deepEqual(held(ra), before);
@@ -415,11 +455,7 @@ Deno.test({
     "zookeeper backend: a creation tells its service node what it made; watchers read it with the list, and znodes made otherwise are read themselves",
   async fn() {
     const p = prefix();
-    const a = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
-    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
-    const ra = recorder(), rb = recorder();
-    await openWatching(a, ra.watcher);
-    await openWatching(b, rb.watcher, "svc");
+    const { a, b, ra, rb } = await watchingPair(p, { only: "svc" });
     const raw = zookeeper.createClient(servers.join(","));
     const call = <T>(run: (done: (e: unknown, v?: T) => void) => void) =>
       new Promise<T>((resolve, reject) =>

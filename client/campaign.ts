@@ -34,6 +34,23 @@
  * greater token. So a leader that lost its connection for a moment, and
  * whose instance the agent kept, does not lead again with its old token.
  *
+ * A campaign never keeps an instance registered in a set it no longer
+ * follows: that instance could lead the set for every other campaigner
+ * while nobody campaigns for it. When the set ends without the campaign
+ * ending (the client gave it up: the agent refused to subscribe it again
+ * after a reconnection), the campaign stops believing at once
+ * (`set-closed`), unregisters its instance, then opens the set again,
+ * retried with backoff while the failure can pass, and registers a new
+ * life once the set is back. A subscribe refused for good, for a reason
+ * the client also gives a set up for (`InvalidParams`, `LimitExceeded`,
+ * `MethodNotFound`, `InvalidRequest`), ends the campaign instead: its
+ * `elected` rejects with a {@linkcode CampaignEndedError} whose `reason` is
+ * `set-closed` and whose `cause` is the refusal. `LimitExceeded` ends it
+ * too: a session's subscription limit does not pass until the program
+ * closes other sets, and a campaign retrying in silence would stay out of
+ * the running without its program knowing; the program may campaign again
+ * once it has made room.
+ *
  * The margin assumes that the clocks of the client, its agent and etcd
  * advance at rates that differ by less than {@linkcode CLOCK_RATE_MARGIN}
  * (plus {@linkcode TIMER_MARGIN_MS}), as does any lease.
@@ -45,6 +62,7 @@ import type { Attrs, Instance, LeaseResult } from "../protocol/types.ts";
 import { Backoff } from "../protocol/backoff.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { deferred } from "./_deferred.ts";
+import { isPermanent } from "./_permanent.ts";
 import type { ServiceSet } from "./service_set.ts";
 
 /** Share of a vouched time the client does not rely on: clock rates may differ by this much. */
@@ -117,7 +135,8 @@ export class DeposedEvent extends Event {
   /**
    * Why: `disconnected`, `stale`, `leader` (another instance leads),
    * `expired` (the agent's vouch ran out), `lease` (the agent lost the
-   * lease the instance was written under), `resigned` or `closed`.
+   * lease the instance was written under), `set-closed` (the set campaigned
+   * in ended: the client gave it up), `resigned` or `closed`.
    */
   readonly reason: DeposedReason;
   /**
@@ -146,22 +165,53 @@ export type DeposedReason =
   | "leader"
   | "expired"
   | "lease"
+  | "set-closed"
   | "resigned"
   | "closed";
 
 /**
- * The error `Campaign.elected` rejects with when the campaign ended (it
- * resigned, or its client closed) before this instance was elected.
+ * The error `Campaign.elected` rejects with when the campaign ended before
+ * this instance was elected: it resigned, its client closed, or the agent
+ * refused its set for good.
+ *
+ * @example Usage
+ * ```ts ignore
+ * try {
+ *   await me.elected;
+ * } catch (error) {
+ *   if (error instanceof CampaignEndedError && error.reason === "set-closed") {
+ *     console.error("the agent refused the set:", error.cause);
+ *   }
+ * }
+ * ```
  */
 export class CampaignEndedError extends Error {
+  /**
+   * What ended it: `resigned`, `closed` (its client), or `set-closed` (the
+   * agent refused to subscribe its set again, for good; `cause` is the
+   * refusal). `undefined` when not given.
+   */
+  readonly reason: "resigned" | "closed" | "set-closed" | undefined;
+
   /**
    * Creates the error.
    *
    * @param message What ended.
+   * @param options Why, and the error that caused it.
    */
-  constructor(message: string) {
-    super(message);
+  constructor(
+    message: string,
+    options?: {
+      reason?: "resigned" | "closed" | "set-closed";
+      cause?: unknown;
+    },
+  ) {
+    super(
+      message,
+      options && "cause" in options ? { cause: options.cause } : undefined,
+    );
     this.name = "CampaignEndedError";
+    this.reason = options?.reason;
   }
 }
 
@@ -225,6 +275,15 @@ export function startCampaign(
  * `Client.campaign()`. `elected` resolves when this instance leads;
  * `token` is then its fencing token; a `deposed` event says, at once,
  * that this client can no longer be sure it leads.
+ *
+ * Should the set it follows end (the client gave it up after a
+ * reconnection), the campaign is deposed at once (`set-closed`),
+ * unregisters its instance and opens the set again, with backoff while the
+ * failure can pass; refused for good (`InvalidParams`, `LimitExceeded`...),
+ * it ends: `ended` is `true` and `elected` rejects with a
+ * {@linkcode CampaignEndedError} (`reason` `set-closed`, `cause` the
+ * refusal). Its instance is never left registered in a set it no longer
+ * follows.
  *
  * @example Usage
  * ```ts ignore
@@ -310,13 +369,17 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   /**
    * Resolves with the fencing token when this instance leads: at once
    * while it does, else at its next election. Rejects with a
-   * {@linkcode CampaignEndedError} when the campaign ends first.
+   * {@linkcode CampaignEndedError} when the campaign ends first (resigned,
+   * its client closed, or its set refused for good).
    */
   get elected(): Promise<number> {
     return this.#elected.promise;
   }
 
-  /** Whether the campaign ended (resigned, or its client closed). */
+  /**
+   * Whether the campaign ended: resigned, its client closed, or the agent
+   * refused its set for good.
+   */
   get ended(): boolean {
     return this.#ended;
   }
@@ -403,15 +466,20 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     }
     await this.#register();
     signal?.throwIfAborted();
+    this.#follow(set);
+    this.#poller = setInterval(() => this.#poll(), this.#host.interval);
+    this.#poll();
+    this.#evaluate();
+  }
+
+  /** Re-evaluates at every change of the set (its end included). */
+  #follow(set: ServiceSet) {
     const evaluate = () => this.#evaluate();
     set.addEventListener("leader", evaluate);
     set.addEventListener("update", evaluate);
     set.addEventListener("sync", evaluate);
     set.addEventListener("disconnect", evaluate);
     set.addEventListener("close", evaluate);
-    this.#poller = setInterval(() => this.#poll(), this.#host.interval);
-    this.#poll();
-    this.#evaluate();
   }
 
   /** Asks the agent to vouch again; an answer renews the belief's deadline. */
@@ -440,6 +508,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     const now = performance.now();
     let why: DeposedReason | undefined;
     if (!this.#host.connected()) why = "disconnected";
+    else if (set?.closed) why = "set-closed";
     else if (!set || !set.connected) why = "stale";
     else if (this.#leaseLost) why = "lease";
     else if (now >= this.#vouched) why = "expired";
@@ -461,8 +530,9 @@ export class Campaign extends EventTarget implements AsyncDisposable {
       return;
     }
     // Not leading. After a lost connection the instance may be gone (or
-    // kept, in its old life): a new life either way; so after a lost lease.
-    if (why === "disconnected" || why === "lease") {
+    // kept, in its old life): a new life either way; so after a lost lease,
+    // and after the set ended (the new life waits for it to be back).
+    if (why === "disconnected" || why === "lease" || why === "set-closed") {
       this.#reenter();
       return;
     }
@@ -520,7 +590,11 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     if (!this.#ended) this.#reenter();
   }
 
-  /** A new life: unregister, register again (a greater `created`), retried until it works. */
+  /**
+   * A new life: unregister, open the set again if it ended, register again
+   * (a greater `created`), retried until it works. A set refused for good
+   * ends the campaign.
+   */
   #reenter() {
     if (this.#reentering || this.#ended) return;
     this.#generation++;
@@ -535,6 +609,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
             unregistered = true;
           }
           if (this.#ended) return;
+          if (this.#set?.closed && !await this.#reopen()) return;
           await this.#register();
           return;
         } catch {
@@ -549,6 +624,35 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     });
   }
 
+  /**
+   * Opens the set again, the instance unregistered: whether the campaign
+   * goes on (`false`: it ended). A refusal that can pass is thrown, to be
+   * retried; one for good ends the campaign, with the same confirmed
+   * unregister as a resign (it was unregistered already: the agent
+   * confirms there is nothing left).
+   */
+  async #reopen(): Promise<boolean> {
+    let set: ServiceSet;
+    try {
+      set = await this.#host.openSet();
+    } catch (error) {
+      if (this.#ended) return false;
+      // The same refusals for which the client gives a set up after a
+      // reconnection: the campaign then ends.
+      if (!isPermanent(error)) throw error;
+      this.#end("set-closed", error);
+      await this.#leave();
+      return false;
+    }
+    if (this.#ended) {
+      await set.close();
+      return false;
+    }
+    this.#set = set;
+    this.#follow(set);
+    return true;
+  }
+
   /** Registers a life, and notes the agent's lease just before. */
   async #register() {
     const { lease } = await this.#host.leaseBefore();
@@ -558,15 +662,19 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     this.#leaseLost = false;
   }
 
-  #end(reason: "resigned" | "closed") {
+  #end(reason: "resigned" | "closed" | "set-closed", cause?: unknown) {
     if (this.#ended) return;
     this.#ended = true;
     if (this.#token !== undefined) this.#depose(reason, performance.now());
     clearTimeout(this.#timer);
     clearInterval(this.#poller);
+    const why = cause instanceof RpcError
+      ? `: the agent refused its set for good: ${cause.message} (${cause.code})`
+      : "";
     this.#elected.reject(
       new CampaignEndedError(
-        `the campaign of '${this.service}' ended (${reason}) before its instance was elected`,
+        `the campaign of '${this.service}' ended (${reason}${why}) before its instance was elected`,
+        cause === undefined ? { reason } : { reason, cause },
       ),
     );
   }

@@ -5,6 +5,7 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import type { Instance, LeaseResult } from "../protocol/types.ts";
 import {
   type Campaign,
+  CampaignEndedError,
   type CampaignHost,
   type DeposedEvent,
   startCampaign,
@@ -241,4 +242,97 @@ Deno.test("an unregister that cannot be sent is tried again until the agent conf
     "unregister",
     "ended",
   ]);
+});
+
+/** A subscribe the agent refuses with `code`. */
+function refusal(code: number): RpcError {
+  return new RpcError(code, `refused with ${code}`);
+}
+
+for (
+  const [name, code] of [
+    ["InvalidParams", ErrorCode.InvalidParams],
+    ["LimitExceeded", ErrorCode.LimitExceeded],
+  ] as const
+) {
+  Deno.test(`a leader whose set ends is deposed at once; a set refused for good (${name}) ends the campaign, its instance unregistered`, async () => {
+    const { host, calls, state } = fakeHost();
+    const me = await startCampaign(host);
+    const seen = deposals(me);
+    assert.equal(await me.elected, 10);
+    host.openSet = () => {
+      calls.push("subscribe refused");
+      return Promise.reject(refusal(code));
+    };
+    // The client gave the set up (its subscribe refused for good after a
+    // reconnection): the set closes.
+    state.control!.ended();
+    assert.deepEqual(seen, ["10 set-closed"], "deposed at once");
+    assert.equal(me.leading, false);
+    await until(() => calls.includes("ended"), "the campaign ends");
+    assert.equal(me.ended, true);
+    assert.deepEqual(calls, [
+      "register 10",
+      "unregister",
+      "subscribe refused",
+      "unregister",
+      "ended",
+    ]);
+    await assert.rejects(me.elected, (error: unknown) => {
+      assert.ok(error instanceof CampaignEndedError);
+      assert.equal(error.reason, "set-closed");
+      assert.equal((error.cause as RpcError).code, code);
+      assert.match(error.message, new RegExp(`refused with ${code}`));
+      return true;
+    });
+    await me.resign(); // ended already: nothing more is sent
+    assert.equal(calls.length, 5, calls.join(", "));
+  });
+}
+
+Deno.test("a campaign that does not lead ends too when its set is refused for good: its instance may lead later", async () => {
+  const { host, calls, state } = fakeHost([inst("h:0", 3)]);
+  const me = await startCampaign(host);
+  const seen = deposals(me);
+  await until(() => me.instance?.created === 10, "the first life");
+  host.openSet = () => Promise.reject(refusal(ErrorCode.InvalidParams));
+  state.control!.ended();
+  await until(() => calls.includes("ended"), "the campaign ends");
+  assert.deepEqual(calls, ["register 10", "unregister", "unregister", "ended"]);
+  assert.deepEqual(seen, [], "it never led");
+  await assert.rejects(me.elected, { name: "CampaignEndedError" });
+});
+
+Deno.test("a set that ends is opened again while the failure can pass, and the campaign leads again in a new life", async () => {
+  const { host, calls, state } = fakeHost();
+  const me = await startCampaign(host);
+  const seen = deposals(me);
+  assert.equal(await me.elected, 10);
+  const openSet = host.openSet;
+  let refusals = 2;
+  host.openSet = (signal) => {
+    if (refusals-- > 0) {
+      calls.push("subscribe timed out");
+      return Promise.reject(refusal(ErrorCode.Timeout));
+    }
+    calls.push("subscribe");
+    return openSet(signal);
+  };
+  state.control!.ended();
+  assert.deepEqual(seen, ["10 set-closed"]);
+  // Unregistered before the set is opened again, registered after.
+  assert.equal(await me.elected, 11, "leads again with a greater token");
+  assert.deepEqual(calls, [
+    "register 10",
+    "unregister",
+    "subscribe timed out",
+    "subscribe timed out",
+    "subscribe",
+    "register 11",
+  ]);
+  assert.equal(me.ended, false);
+  // The reopened set is followed: it deposes as the first one did.
+  state.control!.ended();
+  assert.deepEqual(seen, ["10 set-closed", "11 set-closed"]);
+  await me.resign();
 });

@@ -42,6 +42,7 @@ import {
 import { Backoff } from "../protocol/backoff.ts";
 import { agentUrls, Connection, type HelloRequest } from "./_connection.ts";
 import { deferred } from "./_deferred.ts";
+import { isPermanent } from "./_permanent.ts";
 import { checkOptions, type OptionsRule } from "./_options.ts";
 import { openSet, type ServiceSet, type SetControl } from "./service_set.ts";
 import {
@@ -293,20 +294,8 @@ const DEFAULTS = {
   maxDelay: 5_000,
 };
 
-/** Errors that retrying on the same agent cannot fix. */
-const PERMANENT_CODES: ReadonlySet<number> = new Set([
-  ErrorCode.InvalidRequest,
-  ErrorCode.MethodNotFound,
-  ErrorCode.InvalidParams,
-  ErrorCode.LimitExceeded,
-]);
-
 function codeOf(error: unknown): number | undefined {
   return error instanceof RpcError ? error.code : undefined;
-}
-
-function isPermanent(error: unknown): boolean {
-  return PERMANENT_CODES.has(codeOf(error) ?? 0);
 }
 
 /** An attribute key as it would be written in an object literal. */

@@ -38,7 +38,12 @@ export type RequestHandler = (
   context: CallContext,
 ) => unknown;
 
-/** Options of {@linkcode JsonRpcPeer}. */
+/**
+ * Options of {@linkcode JsonRpcPeer}. The peer keeps this object and calls
+ * `send`, `onRequest` and `onInternalError` as its methods, so peers made
+ * by the thousand (one per session of an agent) can share them through a
+ * prototype instead of holding closures each.
+ */
 export interface JsonRpcPeerOptions {
   /** Sends one text frame. Must not throw. */
   send: (text: string) => void;
@@ -115,14 +120,18 @@ const noop = () => {};
  * ```
  */
 export class JsonRpcPeer {
-  #send: (text: string) => void;
-  #onRequest?: RequestHandler;
+  /** Where `send`, `onRequest` and `onInternalError` are called. */
+  readonly #calls: JsonRpcPeerOptions;
   #maxBatch: number;
   #timeout: number;
-  #onInternalError?: (error: unknown, method: string) => void;
   readonly #rejectDuplicateKeys: boolean;
   #nextId = 1;
-  #pending = new Map<number, Pending>();
+  /**
+   * Requests waiting for their response, by id; made by the first request
+   * (a peer that only answers, as the agent's side of each session does,
+   * never needs one: an empty map takes about 180 bytes).
+   */
+  #pending?: Map<number, Pending>;
   #closed?: Error;
   /**
    * One timer for every pending request, armed for the earliest deadline
@@ -137,17 +146,15 @@ export class JsonRpcPeer {
    * @param options How to send frames and answer requests.
    */
   constructor(options: JsonRpcPeerOptions) {
-    this.#send = options.send;
-    this.#onRequest = options.onRequest;
+    this.#calls = options;
     this.#maxBatch = options.maxBatch ?? 1000;
     this.#timeout = options.timeout ?? 5000;
-    this.#onInternalError = options.onInternalError;
     this.#rejectDuplicateKeys = options.rejectDuplicateKeys ?? true;
   }
 
   /** How many requests are waiting for a response. */
   get pendingCount(): number {
-    return this.#pending.size;
+    return this.#pending?.size ?? 0;
   }
 
   /**
@@ -168,9 +175,10 @@ export class JsonRpcPeer {
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.#nextId++;
     const timeout = options.timeout ?? this.#timeout;
+    const waiting = this.#pending ??= new Map();
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        this.#pending.delete(id);
+        waiting.delete(id);
         cleanup();
         reject(signal!.reason);
       };
@@ -179,7 +187,7 @@ export class JsonRpcPeer {
         : noop;
       signal?.addEventListener("abort", onAbort, { once: true });
       const deadline = Date.now() + timeout;
-      this.#pending.set(id, {
+      waiting.set(id, {
         method,
         deadline,
         timeout,
@@ -191,7 +199,7 @@ export class JsonRpcPeer {
       if (deadline < this.#timerAt) this.#arm(deadline);
       const message: Json = { jsonrpc: "2.0", id, method };
       if (params !== undefined) message.params = params;
-      this.#send(JSON.stringify(message));
+      this.#calls.send(JSON.stringify(message));
     });
   }
 
@@ -210,12 +218,15 @@ export class JsonRpcPeer {
     this.#timerAt = Infinity;
     const now = Date.now();
     let next = Infinity;
-    for (const [id, pending] of this.#pending) {
+    // The timer was armed by a request, which made the map.
+    const waiting = this.#pending;
+    if (waiting === undefined) return;
+    for (const [id, pending] of waiting) {
       if (pending.deadline > now) {
         next = Math.min(next, pending.deadline);
         continue;
       }
-      this.#pending.delete(id);
+      waiting.delete(id);
       pending.cleanup();
       pending.reject(
         new RpcError(
@@ -237,7 +248,7 @@ export class JsonRpcPeer {
     if (this.#closed) return;
     const message: Json = { jsonrpc: "2.0", method };
     if (params !== undefined) message.params = params;
-    this.#send(JSON.stringify(message));
+    this.#calls.send(JSON.stringify(message));
   }
 
   /**
@@ -248,11 +259,11 @@ export class JsonRpcPeer {
   close(reason: Error): void {
     if (this.#closed) return;
     this.#closed = reason;
-    for (const pending of this.#pending.values()) {
+    for (const pending of this.#pending?.values() ?? []) {
       pending.cleanup();
       pending.reject(reason);
     }
-    this.#pending.clear();
+    this.#pending?.clear();
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = Infinity;
@@ -304,7 +315,7 @@ export class JsonRpcPeer {
     }
     const hooks = new Hooks();
     const response = await this.#receiveOne(message, hooks);
-    if (response !== undefined) this.#send(this.#serialize(response));
+    if (response !== undefined) this.#calls.send(this.#serialize(response));
     this.#runHooks(hooks);
   }
 
@@ -316,7 +327,7 @@ export class JsonRpcPeer {
       if (Array.isArray(response)) {
         return `[${response.map((r) => this.#serialize(r)).join(",")}]`;
       }
-      this.#onInternalError?.(error, "(serializing a response)");
+      this.#calls.onInternalError?.(error, "(serializing a response)");
       return JSON.stringify(
         errorResponse(
           response.id as Id,
@@ -334,7 +345,7 @@ export class JsonRpcPeer {
       try {
         hook();
       } catch (error) {
-        this.#onInternalError?.(error, "(after a response)");
+        this.#calls.onInternalError?.(error, "(after a response)");
       }
     }
   }
@@ -370,7 +381,7 @@ export class JsonRpcPeer {
     const out = waits
       ? (await Promise.all(responses)).filter((r) => r !== undefined)
       : responses as Json[];
-    if (out.length > 0) this.#send(this.#serialize(out));
+    if (out.length > 0) this.#calls.send(this.#serialize(out));
     this.#runHooks(hooks);
   }
 
@@ -449,13 +460,13 @@ export class JsonRpcPeer {
     hooks: Hooks,
   ): Json | undefined | Promise<Json | undefined> {
     try {
-      if (!this.#onRequest) {
+      if (!this.#calls.onRequest) {
         throw new RpcError(
           ErrorCode.MethodNotFound,
           `method not found: '${method}'`,
         );
       }
-      const result = this.#onRequest(
+      const result = this.#calls.onRequest(
         method,
         params,
         hasId ? hooks.request : hooks.notification,
@@ -480,7 +491,7 @@ export class JsonRpcPeer {
     error: unknown,
   ): Json | undefined {
     const internal = !(error instanceof RpcError);
-    if (internal) this.#onInternalError?.(error, method);
+    if (internal) this.#calls.onInternalError?.(error, method);
     if (!hasId) return undefined;
     if (!internal) return { jsonrpc: "2.0", id, error: error.toJSON() };
     return errorResponse(
@@ -494,9 +505,9 @@ export class JsonRpcPeer {
 
   #receiveResponse(m: Json): void {
     if (typeof m.id !== "number") return;
-    const pending = this.#pending.get(m.id);
+    const pending = this.#pending?.get(m.id);
     if (!pending) return;
-    this.#pending.delete(m.id);
+    this.#pending!.delete(m.id);
     pending.cleanup();
     if (Object.hasOwn(m, "error")) {
       const e = m.error as Partial<ErrorObject> | null;
@@ -521,7 +532,7 @@ export class JsonRpcPeer {
   }
 
   #sendError(id: Id, code: number, message: string): void {
-    this.#send(JSON.stringify(errorResponse(id, code, message)));
+    this.#calls.send(JSON.stringify(errorResponse(id, code, message)));
   }
 }
 

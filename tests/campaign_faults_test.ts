@@ -5,12 +5,13 @@
  * campaigners of a set both believe they lead, and each leader's fencing
  * token is greater than the one before.
  *
- * Two agent processes share one etcd, each through a TCP proxy (its etcd
- * path, to blackhole); four campaigner processes (two per agent), each
+ * Two agent processes share one store, etcd in one test and a ZooKeeper
+ * server in the other, each through a TCP proxy (its path to the store, to
+ * blackhole); four campaigner processes (two per agent), each
  * through a proxy of its own (its connection, to cut). Every round draws
  * one fault from the seed: a campaigner SIGKILLed (and another started in
- * its place), a campaigner's connection cut or frozen, an agent's etcd path
- * blackholed, an agent SIGKILLed (and started again) or SIGSTOPped (and
+ * its place), a campaigner's connection cut or frozen, an agent's path to
+ * the store blackholed, an agent SIGKILLed (and started again) or SIGSTOPped (and
  * continued), for 0.5 to 4 s. Each campaigner prints, with timestamps on
  * the host's shared clock (`performance.timeOrigin + performance.now()`),
  * when it was elected, each new deadline of its belief, and when it was
@@ -18,7 +19,8 @@
  * orders every believed-leadership interval by its start and fails on any
  * overlap and on any token that does not grow.
  *
- * Timings: agents' grace TTL 3 s and etcd lease TTL 3 s; campaigners ping
+ * Timings: agents' grace TTL 3 s, etcd lease TTL 3 s, ZooKeeper session
+ * timeout 3 s; campaigners ping
  * every 300 ms with a 1 s request timeout. After the last round the faults
  * stop and a campaigner must be elected again within 40 s. Should none
  * be, the test prints what each campaigner believes (printed every second:
@@ -43,11 +45,12 @@ import { Etcd3 } from "etcd3";
 import { type Campaign, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { startEtcd } from "../tools/etcd.ts";
+import { startZooKeeper } from "../tools/zookeeper.ts";
 import { Random } from "./_fault_random.ts";
 import { type TcpProxy, tcpProxy } from "./_proxy.ts";
 import { until } from "./_wait.ts";
 
-const etcdTest = { sanitizeOps: false, sanitizeResources: false };
+const storeTest = { sanitizeOps: false, sanitizeResources: false };
 
 /** The host's shared clock, in milliseconds. */
 const clock = () => performance.timeOrigin + performance.now();
@@ -352,201 +355,258 @@ const SEED = wholeNumber(
   Math.floor(Math.random() * 2 ** 31),
 );
 
-Deno.test(
-  "campaign faults: never two leaders at once, tokens always grow",
-  etcdTest,
-  async () => {
-    console.log(
-      `campaign faults seed=${SEED} rounds=${ROUNDS} (reproduce: DISCOVER_CAMPAIGN_SEED=${SEED} DISCOVER_CAMPAIGN_ROUNDS=${ROUNDS})`,
+/** The store the agents share, for {@linkcode campaignFaults}. */
+interface FaultStore {
+  /** `etcd` or `zookeeper`, for what the test prints. */
+  name: string;
+  /** The port of the store's (first) server: each agent's path proxies to it. */
+  port: number;
+  /** The agent's arguments for its backend, its path to the store on `port`. */
+  args(port: number): string[];
+  /** What the store holds of the test's records over time, after a failed check. */
+  history?(): Promise<string>;
+}
+
+/** Runs the rounds of faults on agents sharing `store`, and checks the invariant. */
+async function campaignFaults(store: FaultStore) {
+  console.log(
+    `campaign faults (${store.name}) seed=${SEED} rounds=${ROUNDS} (reproduce: DISCOVER_CAMPAIGN_SEED=${SEED} DISCOVER_CAMPAIGN_ROUNDS=${ROUNDS})`,
+  );
+  const rng = new Random(SEED);
+  const paths = [tcpProxy(store.port), tcpProxy(store.port)];
+  const agentArgs = (i: number) => [
+    ...store.args(paths[i].port),
+    "--ttl",
+    "3",
+    "--log-level",
+    "info",
+  ];
+  const agents: AgentProcess[] = [];
+  /** The logs of every agent process, restarted ones too. */
+  const agentLogs: (() => string)[] = [];
+  const spawn = async (i: number) => {
+    const agent = await spawnAgent(agentArgs(i));
+    agentLogs.push(() =>
+      `agent ${i} pid ${agent.child.pid}:\n${agent.stderr()}`
     );
-    const rng = new Random(SEED);
-    await using cluster = await startEtcd();
-    const etcdPort = Number(new URL(cluster.endpoints[0]).port);
-    const prefix = `/cf-${SEED.toString(16)}/`;
-    const paths = [tcpProxy(etcdPort), tcpProxy(etcdPort)];
-    const agentArgs = (i: number) => [
-      "--backend",
-      "etcd",
-      "--etcd-endpoints",
-      `http://127.0.0.1:${paths[i].port}`,
-      "--etcd-prefix",
-      prefix,
-      "--etcd-lease-ttl",
-      "3",
-      "--ttl",
-      "3",
-      "--log-level",
-      "info",
-    ];
-    const agents: AgentProcess[] = [];
-    /** The logs of every agent process, restarted ones too. */
-    const agentLogs: (() => string)[] = [];
-    const spawn = async (i: number) => {
-      const agent = await spawnAgent(agentArgs(i));
-      agentLogs.push(() =>
-        `agent ${i} pid ${agent.child.pid}:\n${agent.stderr()}`
-      );
-      return agent;
-    };
-    const campaigners: Campaigner[] = [];
-    const proxies: TcpProxy[] = [];
-    const all: Campaigner[] = [];
-    const faults: string[] = [];
-    let spawned = 0;
-    const portOf = (agent: AgentProcess) => Number(new URL(agent.url).port);
-    const start = (slot: number) => {
-      const agent = slot % 2;
-      const proxy = proxies[slot];
-      const c = new Campaigner(`10.0.0.${++spawned}:5432`, proxy, agent);
-      campaigners[slot] = c;
-      all.push(c);
-    };
-    try {
-      for (const i of [0, 1]) agents.push(await spawn(i));
-      for (let slot = 0; slot < 4; slot++) {
-        proxies.push(tcpProxy(portOf(agents[slot % 2])));
-        start(slot);
-      }
-      const elected = () =>
-        campaigners.some((c) => {
-          const last = c.lines.at(-1);
-          return !c.killed && last !== undefined && last.e !== "deposed";
-        });
-      await until(elected, "a first leader", 30_000);
-      for (let round = 0; round < ROUNDS; round++) {
-        const kind = rng.int(0, 6);
-        const slot = rng.int(0, 3);
-        const which = rng.int(0, 1);
-        const ms = rng.int(500, 4000);
-        const leader = campaigners.findIndex((c) => {
-          const last = c.lines.at(-1);
-          return last !== undefined && last.e !== "deposed";
-        });
-        // Half the campaigner faults hit the leader, when there is one.
-        const target = leader >= 0 && rng.next() < 0.5 ? leader : slot;
-        const agentOfTarget = target % 2;
-        switch (kind) {
-          case 0: {
-            faults.push(`kill campaigner ${campaigners[target].name}`);
-            campaigners[target].kill();
-            await sleep(ms);
-            start(target);
-            break;
-          }
-          case 1: {
-            faults.push(`cut ${campaigners[target].name}`);
-            proxies[target].cut();
-            await sleep(ms);
-            break;
-          }
-          case 2: {
-            faults.push(`freeze ${campaigners[target].name} ${ms} ms`);
-            proxies[target].freeze();
-            await sleep(ms);
-            proxies[target].thaw(rng.next() < 0.5 ? "resume" : "reset");
-            break;
-          }
-          case 3: {
-            const agent = leader >= 0 ? agentOfTarget : which;
-            faults.push(`blackhole agent ${agent}'s etcd path ${ms} ms`);
-            paths[agent].freeze();
-            await sleep(ms);
-            paths[agent].thaw("reset");
-            break;
-          }
-          case 4: {
-            const agent = leader >= 0 ? agentOfTarget : which;
-            faults.push(`SIGKILL agent ${agent}`);
-            agents[agent].kill("SIGKILL");
-            await agents[agent].stop();
-            await sleep(ms / 2);
-            agents[agent] = await spawn(agent);
-            for (let s = agent; s < 4; s += 2) {
-              proxies[s].target = portOf(agents[agent]);
-              proxies[s].cut();
-            }
-            break;
-          }
-          default: {
-            const agent = leader >= 0 ? agentOfTarget : which;
-            faults.push(`SIGSTOP agent ${agent} ${ms} ms`);
-            agents[agent].kill("SIGSTOP");
-            await sleep(ms);
-            agents[agent].kill("SIGCONT");
-            break;
-          }
-        }
-        await sleep(rng.int(300, 1500));
-      }
-      // The faults stop: someone leads again.
-      await until(
-        elected,
-        `a leader after the faults (${faults.join("; ")})`,
-        // Generous: the whole suite runs beside it on 2 busy cores.
-        40_000,
-      ).catch(async (error) => {
-        // What each campaigner believes and what each agent says.
-        for (const c of campaigners) {
-          console.log(
-            `${c.name} (agent ${c.agent}): state ${
-              JSON.stringify(c.state)
-            }\n  last lines ${JSON.stringify(c.lines.slice(-3))}\n  stderr ${
-              c.stderr.slice(-1500)
-            }`,
-          );
-        }
-        for (const [i, agent] of agents.entries()) {
-          console.log(`agent ${i}:\n  ${await agentSays(agent.url)}`);
-        }
-        for (const [i, log] of agentLogs.entries()) {
-          console.log(`agent log ${i}:\n${log().slice(-30_000)}`);
-        }
-        throw error;
-      });
-    } finally {
-      for (const c of all) c.kill();
-      await Promise.all(all.map((c) => c.done));
-      for (const agent of agents) await agent.stop().catch(() => {});
-      for (const p of [...proxies, ...paths]) p.close();
+    return agent;
+  };
+  const campaigners: Campaigner[] = [];
+  const proxies: TcpProxy[] = [];
+  const all: Campaigner[] = [];
+  const faults: string[] = [];
+  let spawned = 0;
+  const portOf = (agent: AgentProcess) => Number(new URL(agent.url).port);
+  const start = (slot: number) => {
+    const agent = slot % 2;
+    const proxy = proxies[slot];
+    const c = new Campaigner(`10.0.0.${++spawned}:5432`, proxy, agent);
+    campaigners[slot] = c;
+    all.push(c);
+  };
+  try {
+    for (const i of [0, 1]) agents.push(await spawn(i));
+    for (let slot = 0; slot < 4; slot++) {
+      proxies.push(tcpProxy(portOf(agents[slot % 2])));
+      start(slot);
     }
-    const intervals = all.flatMap((c) => c.intervals());
-    console.log(
-      `campaign faults seed=${SEED}: ${intervals.length} leadership intervals, ${all.length} campaigners; faults: ${
-        faults.join("; ")
-      }`,
-    );
-    assert.ok(intervals.length >= 2, "leadership changed hands at least once");
-    try {
-      check(intervals);
-    } catch (error) {
-      const client = new Etcd3({ hosts: cluster.endpoints });
-      const lines: string[] = [];
-      const watcher = await client.watch().prefix(prefix).startRevision("1")
-        .withPreviousKV().create();
-      watcher.on("put", (kv) => {
-        lines.push(
-          `rev ${kv.mod_revision} put ${kv.key} created ${kv.create_revision} lease ${kv.lease}`,
-        );
+    const elected = () =>
+      campaigners.some((c) => {
+        const last = c.lines.at(-1);
+        return !c.killed && last !== undefined && last.e !== "deposed";
       });
-      watcher.on("delete", (kv, previous) => {
-        lines.push(
-          `rev ${kv.mod_revision} delete ${kv.key} (lease ${previous?.lease})`,
-        );
+    await until(elected, "a first leader", 30_000);
+    for (let round = 0; round < ROUNDS; round++) {
+      const kind = rng.int(0, 6);
+      const slot = rng.int(0, 3);
+      const which = rng.int(0, 1);
+      const ms = rng.int(500, 4000);
+      const leader = campaigners.findIndex((c) => {
+        const last = c.lines.at(-1);
+        return last !== undefined && last.e !== "deposed";
       });
-      await sleep(1500);
-      await watcher.cancel();
-      client.close();
-      console.log(`etcd history:\n${lines.join("\n")}`);
+      // Half the campaigner faults hit the leader, when there is one.
+      const target = leader >= 0 && rng.next() < 0.5 ? leader : slot;
+      const agentOfTarget = target % 2;
+      switch (kind) {
+        case 0: {
+          faults.push(`kill campaigner ${campaigners[target].name}`);
+          campaigners[target].kill();
+          await sleep(ms);
+          start(target);
+          break;
+        }
+        case 1: {
+          faults.push(`cut ${campaigners[target].name}`);
+          proxies[target].cut();
+          await sleep(ms);
+          break;
+        }
+        case 2: {
+          faults.push(`freeze ${campaigners[target].name} ${ms} ms`);
+          proxies[target].freeze();
+          await sleep(ms);
+          proxies[target].thaw(rng.next() < 0.5 ? "resume" : "reset");
+          break;
+        }
+        case 3: {
+          const agent = leader >= 0 ? agentOfTarget : which;
+          faults.push(
+            `blackhole agent ${agent}'s ${store.name} path ${ms} ms`,
+          );
+          paths[agent].freeze();
+          await sleep(ms);
+          paths[agent].thaw("reset");
+          break;
+        }
+        case 4: {
+          const agent = leader >= 0 ? agentOfTarget : which;
+          faults.push(`SIGKILL agent ${agent}`);
+          agents[agent].kill("SIGKILL");
+          await agents[agent].stop();
+          await sleep(ms / 2);
+          agents[agent] = await spawn(agent);
+          for (let s = agent; s < 4; s += 2) {
+            proxies[s].target = portOf(agents[agent]);
+            proxies[s].cut();
+          }
+          break;
+        }
+        default: {
+          const agent = leader >= 0 ? agentOfTarget : which;
+          faults.push(`SIGSTOP agent ${agent} ${ms} ms`);
+          agents[agent].kill("SIGSTOP");
+          await sleep(ms);
+          agents[agent].kill("SIGCONT");
+          break;
+        }
+      }
+      await sleep(rng.int(300, 1500));
+    }
+    // The faults stop: someone leads again.
+    await until(
+      elected,
+      `a leader after the faults (${faults.join("; ")})`,
+      // Generous: the whole suite runs beside it on 2 busy cores.
+      40_000,
+    ).catch(async (error) => {
+      // What each campaigner believes and what each agent says.
+      for (const c of campaigners) {
+        console.log(
+          `${c.name} (agent ${c.agent}): state ${
+            JSON.stringify(c.state)
+          }\n  last lines ${JSON.stringify(c.lines.slice(-3))}\n  stderr ${
+            c.stderr.slice(-1500)
+          }`,
+        );
+      }
       for (const [i, agent] of agents.entries()) {
-        console.log(`agent ${i}:\n${agent.stderr().slice(-20000)}`);
+        console.log(`agent ${i}:\n  ${await agentSays(agent.url)}`);
       }
-      for (const c of all) {
-        console.log(`${c.name}:\n${c.stderr.slice(-6000)}`);
-      }
-      for (const i of intervals.sort((a, b) => a.start - b.start)) {
-        console.log(JSON.stringify(i));
+      for (const [i, log] of agentLogs.entries()) {
+        console.log(`agent log ${i}:\n${log().slice(-30_000)}`);
       }
       throw error;
+    });
+  } finally {
+    for (const c of all) c.kill();
+    await Promise.all(all.map((c) => c.done));
+    for (const agent of agents) await agent.stop().catch(() => {});
+    for (const p of [...proxies, ...paths]) p.close();
+  }
+  const intervals = all.flatMap((c) => c.intervals());
+  console.log(
+    `campaign faults seed=${SEED}: ${intervals.length} leadership intervals, ${all.length} campaigners; faults: ${
+      faults.join("; ")
+    }`,
+  );
+  assert.ok(intervals.length >= 2, "leadership changed hands at least once");
+  try {
+    check(intervals);
+  } catch (error) {
+    console.log(
+      `${store.name} history:\n${await store.history?.() ?? "(not kept)"}`,
+    );
+    for (const [i, agent] of agents.entries()) {
+      console.log(`agent ${i}:\n${agent.stderr().slice(-20000)}`);
     }
+    for (const c of all) {
+      console.log(`${c.name}:\n${c.stderr.slice(-6000)}`);
+    }
+    for (const i of intervals.sort((a, b) => a.start - b.start)) {
+      console.log(JSON.stringify(i));
+    }
+    throw error;
+  }
+}
+
+Deno.test(
+  "campaign faults on etcd: never two leaders at once, tokens always grow",
+  storeTest,
+  async () => {
+    await using cluster = await startEtcd();
+    const prefix = `/cf-${SEED.toString(16)}/`;
+    await campaignFaults({
+      name: "etcd",
+      port: Number(new URL(cluster.endpoints[0]).port),
+      args: (port) => [
+        "--backend",
+        "etcd",
+        "--etcd-endpoints",
+        `http://127.0.0.1:${port}`,
+        "--etcd-prefix",
+        prefix,
+        "--etcd-lease-ttl",
+        "3",
+      ],
+      history: () => etcdHistory(cluster.endpoints, prefix),
+    });
   },
 );
+
+Deno.test(
+  "campaign faults on ZooKeeper: never two leaders at once, tokens always grow",
+  storeTest,
+  async () => {
+    await using zk = await startZooKeeper(1);
+    await campaignFaults({
+      name: "zookeeper",
+      port: Number(zk.members[0].address.split(":")[1]),
+      args: (port) => [
+        "--backend",
+        "zookeeper",
+        "--zk-connect",
+        `127.0.0.1:${port}`,
+        "--zk-prefix",
+        `/cf-${SEED.toString(16)}`,
+        "--zk-session-timeout",
+        "3",
+      ],
+    });
+  },
+);
+
+/** Every put and delete under `prefix` from etcd's history, one a line. */
+async function etcdHistory(hosts: string[], prefix: string): Promise<string> {
+  const client = new Etcd3({ hosts });
+  const lines: string[] = [];
+  try {
+    const watcher = await client.watch().prefix(prefix).startRevision("1")
+      .withPreviousKV().create();
+    watcher.on("put", (kv) => {
+      lines.push(
+        `rev ${kv.mod_revision} put ${kv.key} created ${kv.create_revision} lease ${kv.lease}`,
+      );
+    });
+    watcher.on("delete", (kv, previous) => {
+      lines.push(
+        `rev ${kv.mod_revision} delete ${kv.key} (lease ${previous?.lease})`,
+      );
+    });
+    await sleep(1500);
+    await watcher.cancel();
+  } finally {
+    client.close();
+  }
+  return lines.join("\n");
+}

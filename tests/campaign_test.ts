@@ -5,7 +5,9 @@
  * is elected, `resign()` hands leadership to the next, a lost connection
  * deposes at once and the campaign comes back in a new life with a greater
  * token; a campaign's instance is its own; an agent whose grace TTL is not
- * above the client's loss detection bound is refused.
+ * above the client's loss detection bound is refused; a campaign whose set
+ * the agent refuses for good after a reconnection ends and leaves no
+ * instance behind.
  *
  * On the memory backend with one agent, and on etcd with two agents
  * sharing a prefix (campaigners on both; the leader agreed at both agents
@@ -18,10 +20,14 @@ import { startAgent } from "../agent/mod.ts";
 import { EtcdBackend } from "../backends/etcd.ts";
 import {
   type Campaign,
+  CampaignEndedError,
   type Client,
   connect,
   type DeposedEvent,
   type ElectedEvent,
+  ErrorCode,
+  type RestoreErrorEvent,
+  RpcError,
 } from "../mod.ts";
 import { startEtcd } from "../tools/etcd.ts";
 import { tcpProxy } from "./_proxy.ts";
@@ -140,85 +146,88 @@ Deno.test(
   },
 );
 
-Deno.test("a cut connection deposes at once; the campaign comes back in a new life with a greater token", async () => {
-  await using agent = await startAgent({
+/**
+ * An agent on the memory backend (grace TTL 3 s), a client that reaches it
+ * through a proxy (to cut or refuse its path), and one that reaches it
+ * straight; all closed in turn when disposed.
+ */
+async function proxiedClients() {
+  const agent = await startAgent({
     port: 0,
     advertiseHost: "127.0.0.1",
     logLevel: "error",
     ttl: 3,
   });
   const proxy = tcpProxy(Number(new URL(agent.url).port));
-  try {
-    await using leaderClient = await connect(proxy.url, {
-      ...FAST,
-      reconnect: { initialDelay: 50, maxDelay: 200 },
-    });
-    await using otherClient = await connect(agent.url, FAST);
-    const first = await leaderClient.campaign("lock", 7001);
-    const seen = record(first);
-    const second = await otherClient.campaign("lock", 7002);
-    const token1 = await first.elected;
-    proxy.cut();
-    // Deposed before anything else can happen: the connection is gone.
-    await until(() => !first.leading, "deposed after the cut", WAIT);
-    assert.deepEqual(seen, [
-      `elected ${token1}`,
-      `deposed ${token1} disconnected`,
-    ]);
-    // The old life is given up: the second campaigner leads.
-    const token2 = await second.elected;
-    assert.ok(token2 > token1);
-    // The first comes back last in line, in a new life.
-    await until(
-      () => (first.instance?.created ?? 0) > token2,
-      "a new life, after the second's",
-      WAIT,
-    );
-    await second.resign();
-    const token3 = await first.elected;
-    assert.ok(token3 > token2, "the token grew again");
-    assert.deepEqual(seen, [
-      `elected ${token1}`,
-      `deposed ${token1} disconnected`,
-      `elected ${token3}`,
-    ]);
-    await first.resign();
-  } finally {
-    proxy.close();
-  }
+  const leaderClient = await connect(proxy.url, {
+    ...FAST,
+    reconnect: { initialDelay: 50, maxDelay: 200 },
+  });
+  const otherClient = await connect(agent.url, FAST);
+  return {
+    proxy,
+    leaderClient,
+    otherClient,
+    async [Symbol.asyncDispose]() {
+      await otherClient.close();
+      await leaderClient.close();
+      proxy.close();
+      await agent[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("a cut connection deposes at once; the campaign comes back in a new life with a greater token", async () => {
+  await using clients = await proxiedClients();
+  const { proxy, leaderClient, otherClient } = clients;
+  const first = await leaderClient.campaign("lock", 7001);
+  const seen = record(first);
+  const second = await otherClient.campaign("lock", 7002);
+  const token1 = await first.elected;
+  proxy.cut();
+  // Deposed before anything else can happen: the connection is gone.
+  await until(() => !first.leading, "deposed after the cut", WAIT);
+  assert.deepEqual(seen, [
+    `elected ${token1}`,
+    `deposed ${token1} disconnected`,
+  ]);
+  // The old life is given up: the second campaigner leads.
+  const token2 = await second.elected;
+  assert.ok(token2 > token1);
+  // The first comes back last in line, in a new life.
+  await until(
+    () => (first.instance?.created ?? 0) > token2,
+    "a new life, after the second's",
+    WAIT,
+  );
+  await second.resign();
+  const token3 = await first.elected;
+  assert.ok(token3 > token2, "the token grew again");
+  assert.deepEqual(seen, [
+    `elected ${token1}`,
+    `deposed ${token1} disconnected`,
+    `elected ${token3}`,
+  ]);
+  await first.resign();
 });
 
 Deno.test("a leader that resigns while its client reconnects leaves no instance behind once the client is back", async () => {
-  await using agent = await startAgent({
-    port: 0,
-    advertiseHost: "127.0.0.1",
-    logLevel: "error",
-    ttl: 3,
-  });
-  const proxy = tcpProxy(Number(new URL(agent.url).port));
-  try {
-    await using leaderClient = await connect(proxy.url, {
-      ...FAST,
-      reconnect: { initialDelay: 50, maxDelay: 200 },
-    });
-    await using otherClient = await connect(agent.url, FAST);
-    const first = await leaderClient.campaign("lock", 7101);
-    const second = await otherClient.campaign("lock", 7102);
-    const token1 = await first.elected;
-    // The path to the agent is down: the unregister cannot be sent.
-    proxy.refuse();
-    await first.resign();
-    // Back well within the grace TTL: the agent keeps the owner's
-    // instances, and would keep this one as long as the client lives.
-    proxy.admit();
-    await until(() => second.leading, "the next campaigner leads", WAIT);
-    const token2 = await second.elected;
-    assert.ok(token2 > token1);
-    assert.deepEqual(await leaderClient.owned(), [], "nothing left behind");
-    await second.resign();
-  } finally {
-    proxy.close();
-  }
+  await using clients = await proxiedClients();
+  const { proxy, leaderClient, otherClient } = clients;
+  const first = await leaderClient.campaign("lock", 7101);
+  const second = await otherClient.campaign("lock", 7102);
+  const token1 = await first.elected;
+  // The path to the agent is down: the unregister cannot be sent.
+  proxy.refuse();
+  await first.resign();
+  // Back well within the grace TTL: the agent keeps the owner's
+  // instances, and would keep this one as long as the client lives.
+  proxy.admit();
+  await until(() => second.leading, "the next campaigner leads", WAIT);
+  const token2 = await second.elected;
+  assert.ok(token2 > token1);
+  assert.deepEqual(await leaderClient.owned(), [], "nothing left behind");
+  await second.resign();
 });
 
 Deno.test("a campaign's instance is its own; campaign() checks its options and the agent's TTL", async () => {
@@ -289,4 +298,63 @@ Deno.test("closing the client deposes its campaign first", async () => {
   assert.equal(me.ended, true);
   assert.ok((await next.elected) > token);
   await next.resign();
+});
+
+Deno.test("a campaign whose set the agent refuses for good after a reconnection ends, and leaves no instance behind", async () => {
+  const options = {
+    advertiseHost: "127.0.0.1",
+    logLevel: "error",
+    ttl: 3,
+  } as const;
+  const first = await startAgent({ ...options, port: 0 });
+  const port = first.port;
+  await using client = await connect(first.url, {
+    ...FAST,
+    reconnect: { initialDelay: 50, maxDelay: 200 },
+  });
+  const refusals: RestoreErrorEvent[] = [];
+  client.addEventListener("error", (e) => {
+    e.preventDefault();
+    refusals.push(e);
+  });
+  // Two campaigns of one client, in two sets: one subscription each.
+  const a = await client.campaign("lock-a", 7201);
+  const b = await client.campaign("lock-b", 7202);
+  await Promise.all([a.elected, b.elected]);
+  await first.shutdown();
+  // Back on the same port, allowing each session one subscription: one
+  // set is resumed, the other refused with LimitExceeded (a permanent
+  // error: the client gives that set up), and so is its campaign's reopen.
+  await using _second = await startAgent({
+    ...options,
+    port,
+    limits: { maxSubscriptions: 1 },
+  });
+  await until(() => a.ended || b.ended, "a campaign ends", WAIT);
+  const [ended, kept] = a.ended ? [a, b] : [b, a];
+  assert.equal(kept.ended, false, "the other campaign goes on");
+  await assert.rejects(ended.elected, (error: unknown) => {
+    assert.ok(error instanceof CampaignEndedError);
+    assert.equal(error.reason, "set-closed");
+    assert.ok(error.cause instanceof RpcError);
+    assert.equal(error.cause.code, ErrorCode.LimitExceeded);
+    return true;
+  });
+  assert.equal(ended.leading, false);
+  assert.equal(refusals.length, 1);
+  assert.equal(refusals[0].permanent, true);
+  assert.equal(refusals[0].set?.service, ended.service);
+  // The campaign that goes on leads again, in a new life; the ended one's
+  // instance is gone (a set nobody campaigns in has no leader).
+  await kept.elected;
+  assert.deepEqual(
+    (await client.owned()).map((i) => i.service),
+    [kept.service],
+  );
+  assert.equal(await client.leader(ended.service), undefined);
+  // The instance is the client's again (its removal was confirmed before
+  // owned() answered): it may register it, or campaign anew.
+  await client.register(ended.service, ended.instance!.addr);
+  await client.unregister(ended.service, ended.instance!.addr);
+  await kept.resign();
 });

@@ -15,6 +15,7 @@ import { type Client, connect, type ServiceSet } from "../mod.ts";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
 import { fourLetters, startZooKeeper } from "../tools/zookeeper.ts";
 import { tcpProxy } from "./_proxy.ts";
+import { openRaw } from "./_raw_socket.ts";
 import { until } from "./_wait.ts";
 import {
   churn,
@@ -297,6 +298,64 @@ Deno.test({
       if (!killed.running) await killed.restart();
       await Promise.all([...clients, ...subscribers].map((c) => c.close()));
       for (const proxy of proxies) proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper: discover.lease names the agent's session and is bounded by it; a campaigner whose agent is cut off from the ensemble is deposed before its instance goes at another agent",
+  async fn() {
+    const p = prefix();
+    // A's path to the ensemble: one member, through a proxy to freeze.
+    const proxy = tcpProxy(Number(zk.members[0].address.split(":")[1]));
+    // A grace TTL well above the session timeout: the session bounds it.
+    await using a = await zkAgent(p, [
+      "--zk-connect",
+      `127.0.0.1:${proxy.port}`,
+      "--ttl",
+      "10",
+    ]);
+    await using b = await zkAgent(p);
+    await using raw = await openRaw(a.url);
+    const client = await connect(a.url, {
+      pingInterval: 300,
+      requestTimeout: 1000,
+      reconnect: { maxDelay: 200 },
+    });
+    const watcher = await connect(b.url, fast);
+    try {
+      const answer = await raw.call("discover.lease");
+      const { ms, lease } = answer.result as { ms: number; lease: string };
+      assert.match(lease, /^[0-9a-f]{16}$/, "the session is the lease");
+      assert.ok(
+        ms > 0 && ms <= SESSION_TIMEOUT * 1000,
+        `vouched ${ms} ms: within the session timeout, not the grace TTL`,
+      );
+      const me = await client.campaign("zk-lock", 7000);
+      await me.elected;
+      const set = await watcher.services("zk-lock");
+      await until(() => set.online().length === 1, "B sees the campaigner");
+      let deposedAt: number | undefined;
+      me.addEventListener("deposed", () => deposedAt ??= performance.now());
+      proxy.freeze();
+      await until(
+        () => set.online().length === 0,
+        "the instance goes at B once A's session expires",
+        SESSION_TIMEOUT * 1000 + 15_000,
+      );
+      const goneAt = performance.now();
+      assert.ok(
+        deposedAt !== undefined && deposedAt < goneAt,
+        "deposed before the instance could go elsewhere",
+      );
+      assert.equal(me.leading, false);
+    } finally {
+      proxy.thaw("reset");
+      proxy.close();
+      await client.close();
+      await watcher.close();
     }
   },
 });
