@@ -462,6 +462,42 @@ function eventJson(kind: EventKind, revision: number, subject: Held): string {
   return out.join("");
 }
 
+/**
+ * The `up` events of a set as the view held it when it was taken (see
+ * {@linkcode View.capture}), to be written later, any number of times,
+ * always the same: what the view holds of an instance never changes (a
+ * change replaces it), so a snapshot keeps only a reference to each.
+ */
+export interface Snapshot {
+  /** The view's revision when it was taken: every event's. */
+  readonly revision: number;
+  /** How many events it writes. */
+  readonly size: number;
+  /**
+   * Writes its events, in the order of {@linkcode View.list}.
+   *
+   * @param writer Where the events' pieces go.
+   */
+  write(writer: SnapshotWriter): void;
+}
+
+/** A {@linkcode Snapshot} of what the view holds. */
+class HeldSnapshot implements Snapshot {
+  constructor(readonly revision: number, readonly held: readonly Held[]) {}
+
+  get size(): number {
+    return this.held.length;
+  }
+
+  write(writer: SnapshotWriter): void {
+    const revision = this.revision;
+    for (const held of this.held) {
+      writeEvent(writer.begin(), "up", revision, held);
+      writer.end();
+    }
+  }
+}
+
 /** A {@linkcode SnapshotWriter} that hands `emit` each event's text. */
 function joining(emit: (eventJson: string) => void): SnapshotWriter {
   const parts: (string | number)[] = [];
@@ -739,23 +775,38 @@ export class View implements BackendWatcher, Trimmable {
     emit: ((eventJson: string) => void) | SnapshotWriter,
     admits?: (service: string) => boolean,
   ): number {
-    const revision = this.#revision;
-    const writer = typeof emit === "function" ? joining(emit) : emit;
-    let count = 0;
+    const snapshot = this.capture(service, filter, admits);
+    snapshot.write(typeof emit === "function" ? joining(emit) : emit);
+    return snapshot.size;
+  }
+
+  /**
+   * Takes a snapshot of a set now, to write later: the events
+   * {@linkcode View.snapshot} would emit now, whatever the view applies
+   * meanwhile. It holds a reference to each instance of the set (8 bytes
+   * each), not their text.
+   *
+   * @param service The service, or `"*"` for every service.
+   * @param filter The filter.
+   * @param admits Which services to include (all when absent).
+   * @returns The snapshot.
+   */
+  capture(
+    service: string,
+    filter: SetFilter | undefined,
+    admits?: (service: string) => boolean,
+  ): Snapshot {
+    const held: Held[] = [];
     const groups = service === ALL_SERVICES
       ? this.#services.values()
       : [this.#services.get(service) ?? new Map<string, Held>()];
     for (const entries of groups) {
-      for (const held of entries.values()) {
-        if (admits && !admits(held.record.service)) continue;
-        if (selects(held.record, filter, filter?.health)) {
-          writeEvent(writer.begin(), "up", revision, held);
-          writer.end();
-          count++;
-        }
+      for (const entry of entries.values()) {
+        if (admits && !admits(entry.record.service)) continue;
+        if (selects(entry.record, filter, filter?.health)) held.push(entry);
       }
     }
-    return count;
+    return new HeldSnapshot(this.#revision, held);
   }
 
   /**

@@ -933,3 +933,39 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
     "db",
   ]);
 });
+
+Deno.test("capture writes the set as it was when taken, whatever the view applies after", () => {
+  const view = new View();
+  view.reset({
+    revision: 2,
+    epoch: "e",
+    records: [rec("h:1", { zone: "a" }), rec("h:2", { zone: "b" })],
+  });
+  const expected = view.list("svc").map((instance) =>
+    JSON.stringify({ kind: "up", revision: 2, instance })
+  );
+  const snapshot = view.capture("svc", undefined);
+  view.changes([
+    { type: "put", revision: 3, record: rec("h:1", { zone: "c" }) },
+    { type: "delete", revision: 4, service: "svc", addr: "h:2" },
+    { type: "put", revision: 5, record: rec("h:3") },
+  ]);
+  assert.equal(snapshot.revision, 2);
+  assert.equal(snapshot.size, 2);
+  // Written twice, later: the same text both times.
+  for (let i = 0; i < 2; i++) {
+    const events: string[] = [];
+    const parts: (string | number)[] = [];
+    snapshot.write({
+      begin: () => parts,
+      end: () => {
+        events.push(parts.join(""));
+        parts.length = 0;
+      },
+    });
+    assert.deepEqual(events, expected);
+  }
+  // Filters and admits apply when it is taken.
+  assert.equal(view.capture("svc", { attrs: { zone: "c" } }).size, 1);
+  assert.equal(view.capture("*", undefined, (s) => s !== "svc").size, 0);
+});
