@@ -498,18 +498,6 @@ class HeldSnapshot implements Snapshot {
   }
 }
 
-/** A {@linkcode SnapshotWriter} that hands `emit` each event's text. */
-function joining(emit: (eventJson: string) => void): SnapshotWriter {
-  const parts: (string | number)[] = [];
-  return {
-    begin: () => parts,
-    end: () => {
-      emit(parts.join(""));
-      parts.length = 0;
-    },
-  };
-}
-
 /** What deciding the leader needs of what the view holds. */
 function rankOf(held: Held): Ranked {
   return { created: held.record.created ?? 0, addr: held.record.addr };
@@ -757,33 +745,10 @@ export class View implements BackendWatcher, Trimmable {
   }
 
   /**
-   * The `up` events of a snapshot of a set, serialized: for each instance
-   * {@linkcode View.list} returns, the text of
-   * `JSON.stringify({ kind: "up", revision, instance })` at the view's
-   * revision, written without building the instance.
-   *
-   * @param service The service, or `"*"` for every service.
-   * @param filter The filter.
-   * @param emit Receives each event's JSON, in the order of `list`: as
-   *   one text per event, or (a {@linkcode SnapshotWriter}) in pieces.
-   * @param admits Which services to include (all when absent).
-   * @returns How many events were emitted.
-   */
-  snapshot(
-    service: string,
-    filter: SetFilter | undefined,
-    emit: ((eventJson: string) => void) | SnapshotWriter,
-    admits?: (service: string) => boolean,
-  ): number {
-    const snapshot = this.capture(service, filter, admits);
-    snapshot.write(typeof emit === "function" ? joining(emit) : emit);
-    return snapshot.size;
-  }
-
-  /**
-   * Takes a snapshot of a set now, to write later: the events
-   * {@linkcode View.snapshot} would emit now, whatever the view applies
-   * meanwhile. It holds a reference to each instance of the set (8 bytes
+   * Takes a snapshot of a set now, to write later: the `up` events of
+   * each instance {@linkcode View.list} returns, at the view's revision, as
+   * `JSON.stringify({ kind: "up", revision, instance })` writes them
+   * (without building the instance), whatever the view applies meanwhile. It holds a reference to each instance of the set (8 bytes
    * each), not their text.
    *
    * @param service The service, or `"*"` for every service.
