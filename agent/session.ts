@@ -48,7 +48,13 @@ import { codeOf, type Metrics } from "./metrics.ts";
 import { type Access, type Acl, allows, type AuthLimiter } from "./acl.ts";
 import type { CheckPolicy, CheckSpec } from "./checks.ts";
 import type { Owner, Registry } from "./registry.ts";
-import type { SetFilter, SnapshotWriter, Subscriber, View } from "./view.ts";
+import type {
+  SetFilter,
+  Snapshot,
+  SnapshotWriter,
+  Subscriber,
+  View,
+} from "./view.ts";
 import type { Hold, Views } from "./views.ts";
 import { VERSION } from "./version.ts";
 
@@ -252,16 +258,16 @@ class Subscription implements Subscriber {
    * Sends the initial frames (see {@linkcode Session.sendInitial}), then
    * whatever arrived meanwhile, then goes live.
    *
-   * @param initial The initial frames, complete.
+   * @param initial The initial frames, counted.
    */
   start(initial: InitialFrames): void {
     if (this.stopped) {
-      this.session.sendInitial([], initial.bytes);
+      this.session.sendInitial(undefined, initial.bytes);
       return;
     }
     const pending = this.#pending ?? [];
     this.#pending = undefined;
-    this.session.sendInitial(initial.frames, initial.bytes);
+    this.session.sendInitial(initial, initial.bytes);
     for (const json of pending) this.session.send(this.frame(json));
     this.session.eventsSent(initial.events + pending.length);
   }
@@ -279,43 +285,142 @@ class Subscription implements Subscriber {
 export const INITIAL_FRAME_CHARS = 64 * 1024;
 
 /**
- * The frames of a subscription's initial events, made as the events come:
- * one `discover.event` notification per frame, or (`batch`) JSON-RPC
- * batch frames (JSON arrays) of at most {@linkcode MAX_INITIAL_BATCH}
- * notifications and about {@linkcode INITIAL_FRAME_CHARS} each, so that a
- * snapshot of any size never holds more than one frame of loose pieces.
- * A snapshot's events come in pieces (a {@linkcode SnapshotWriter}),
- * copied once, into their frame.
+ * The length of the text of a finite number, as `Array.prototype.join`
+ * writes it (`String(n)`), for integers without making the text.
  */
-class InitialFrames implements SnapshotWriter {
-  /** The frames made so far. */
-  readonly frames: string[] = [];
-  /** Events added. */
+function numberLength(n: number): number {
+  if (!Number.isInteger(n) || n <= -1e21 || n >= 1e21) {
+    return String(n).length;
+  }
+  let length = n < 0 ? 2 : 1;
+  const magnitude = Math.abs(n);
+  // Powers of ten up to 10^22 are exact.
+  for (let power = 10; power <= magnitude; power *= 10) length++;
+  return length;
+}
+
+/**
+ * The frames of a subscription's initial events: one `discover.event`
+ * notification per frame, or (`batch`) JSON-RPC batch frames (JSON arrays)
+ * of at most {@linkcode MAX_INITIAL_BATCH} notifications and about
+ * {@linkcode INITIAL_FRAME_CHARS} each.
+ *
+ * They are made twice, the same both times: counted once all their events
+ * are added ({@linkcode InitialFrames.count}: their length, which the
+ * session reserves before the subscribe's response, without keeping any
+ * text), then made and handed to the socket one by one, each as soon as it
+ * is complete, right after the response ({@linkcode InitialFrames.write}).
+ * Until then a snapshot's events are a {@linkcode Snapshot}, a reference
+ * to each instance: their text (30 million characters for 100,000
+ * instances), kept from the subscribe to its response, would outlive
+ * collections of V8's young generation, which copy it to memory taken
+ * afresh, at several times the cost of writing it. A snapshot's events
+ * come in pieces (a {@linkcode SnapshotWriter}), copied once, into their
+ * frame, and never more than one frame of loose pieces is held.
+ *
+ * @example Usage
+ * ```ts
+ * import { InitialFrames } from "./session.ts";
+ * const initial = new InitialFrames('{"params":{"result":', true);
+ * initial.add('{"kind":"current","revision":1}');
+ * initial.count();
+ * const frames: string[] = [];
+ * initial.write((frame) => frames.push(frame));
+ * console.log(frames, initial.bytes); // ['[{"params":{"result":{"kind":"current","revision":1}}}]'] 55
+ * ```
+ */
+export class InitialFrames implements SnapshotWriter {
+  /** Events, as {@linkcode InitialFrames.count} counted them. */
   events = 0;
-  /** Length of the frames made so far. */
+  /** Length of the frames, as {@linkcode InitialFrames.count} counted it. */
   bytes = 0;
-  /** The pieces of the frame being made. */
+  /** What the frames carry, in order: events' JSON, and snapshots. */
+  readonly #items: (string | Snapshot)[] = [];
+  /** Where complete frames go; absent while counting. */
+  #send: ((frame: string) => void) | undefined;
+  /** The pieces of the frame being made (of the event, while counting). */
   #parts: (string | number)[] = [];
   /** Where the pieces of the event being written start in `#parts`. */
   #from = 0;
   /** Notifications in the frame being made. */
   #count = 0;
-  /** About the length of the frame being made. */
+  /** About the length of the frame being made (a number counts 24). */
   #length = 0;
+  /** The exact length of the frame being made (while counting). */
+  #exact = 0;
+  /** Events and length of the frames made so far. */
+  #events = 0;
+  #bytes = 0;
   /** What starts a batch frame's first notification, and each later one. */
   readonly #first: string;
   readonly #next: string;
 
+  /**
+   * Creates an empty collection.
+   *
+   * @param prefix The text of a notification before its event.
+   * @param batch Whether the frames are batch frames.
+   */
   constructor(readonly prefix: string, readonly batch: boolean) {
     this.#first = batch ? "[" + prefix : prefix;
     this.#next = "," + prefix;
   }
 
-  /** Adds the next event, serialized. */
-  add = (resultJson: string): void => {
-    this.begin().push(resultJson);
-    this.end();
-  };
+  /**
+   * Adds the next event.
+   *
+   * @param resultJson The event, serialized.
+   */
+  add(resultJson: string): void {
+    this.#items.push(resultJson);
+  }
+
+  /**
+   * Adds the events of a snapshot.
+   *
+   * @param snapshot The snapshot.
+   */
+  addSnapshot(snapshot: Snapshot): void {
+    this.#items.push(snapshot);
+  }
+
+  /** Counts the events and the length of the frames, once every event is added. */
+  count(): void {
+    this.#run(undefined);
+    this.events = this.#events;
+    this.bytes = this.#bytes;
+  }
+
+  /**
+   * Makes the frames, and hands each to `send` as soon as it is complete.
+   *
+   * @param send Receives the frames, in order.
+   * @returns Their length (what {@linkcode InitialFrames.count} counted).
+   */
+  write(send: (frame: string) => void): number {
+    this.#run(send);
+    return this.#bytes;
+  }
+
+  #run(send: ((frame: string) => void) | undefined) {
+    this.#send = send;
+    this.#events = this.#bytes = 0;
+    try {
+      for (const item of this.#items) {
+        if (typeof item === "string") {
+          this.begin().push(item);
+          this.end();
+        } else {
+          item.write(this);
+        }
+      }
+      this.#flush();
+    } finally {
+      this.#send = undefined;
+      this.#parts.length = 0;
+      this.#count = this.#length = this.#exact = 0;
+    }
+  }
 
   /**
    * Starts the next event (see {@linkcode SnapshotWriter}).
@@ -333,35 +438,44 @@ class InitialFrames implements SnapshotWriter {
   end(): void {
     const parts = this.#parts;
     parts.push("}}");
-    this.events++;
+    this.#events++;
     this.#count++;
-    if (!this.batch) return this.#flush();
+    const counting = this.#send === undefined;
     for (let i = this.#from; i < parts.length; i++) {
       const part = parts[i];
-      // A number's text is at most 24 characters.
-      this.#length += typeof part === "string" ? part.length : 24;
+      if (typeof part === "string") {
+        this.#length += part.length;
+        if (counting) this.#exact += part.length;
+      } else {
+        // A number's text is at most 24 characters.
+        this.#length += 24;
+        if (counting) this.#exact += numberLength(part);
+      }
     }
+    // Counting keeps no text.
+    if (counting) parts.length = this.#from;
     if (
-      this.#count === MAX_INITIAL_BATCH ||
+      !this.batch || this.#count === MAX_INITIAL_BATCH ||
       this.#length >= INITIAL_FRAME_CHARS
     ) this.#flush();
   }
 
-  /** Makes the last batch frame; nothing may be added after. */
-  done(): void {
-    this.#flush();
-  }
-
   #flush() {
-    const parts = this.#parts;
-    if (parts.length === 0) return;
-    if (this.batch) parts.push("]");
-    const frame = parts.join("");
-    parts.length = 0;
+    if (this.#count === 0) return;
+    const send = this.#send;
+    if (send === undefined) {
+      this.#bytes += this.#exact + (this.batch ? 1 : 0);
+    } else {
+      const parts = this.#parts;
+      if (this.batch) parts.push("]");
+      const frame = parts.join("");
+      parts.length = 0;
+      this.#bytes += frame.length;
+      send(frame);
+    }
     this.#count = 0;
     this.#length = 0;
-    this.frames.push(frame);
-    this.bytes += frame.length;
+    this.#exact = 0;
   }
 }
 
@@ -562,13 +676,14 @@ export class Session {
    * apply to: `bytes` more than `maxQueueBytes` may wait in the send queue
    * until it next drains below the limit. Releases their reservation.
    *
-   * @param frames The frames (none when the subscription ended before).
+   * @param frames The frames, made as they are sent (none when the
+   *   subscription ended before).
    * @param bytes Their size, as reserved when the subscribe was answered.
    */
-  sendInitial(frames: readonly string[], bytes: number): void {
+  sendInitial(frames: InitialFrames | undefined, bytes: number): void {
     this.#reserved = Math.max(0, this.#reserved - bytes);
-    if (frames.length === 0) return;
-    for (const frame of frames) this.send(frame, { unchecked: true });
+    if (frames === undefined) return;
+    frames.write((frame) => this.send(frame, { unchecked: true }));
     this.#allowance += bytes;
   }
 
@@ -1099,7 +1214,7 @@ export class Session {
         }
       }
     } else {
-      view.snapshot(service, filter, initial, admits);
+      initial.addSnapshot(view.capture(service, filter, admits));
     }
     if (service !== ALL_SERVICES) {
       initial.add(view.leaderEvent(service, filter));
@@ -1109,12 +1224,12 @@ export class Session {
       // Fail-static: the last known state, marked as possibly out of date.
       initial.add(`{"kind":"stale","revision":${revision}}`);
     }
-    initial.done();
     view.subscribe(subscription);
     if (call.notification) {
       // Nobody learns the id: the subscription would leak.
       subscription.end();
     } else {
+      initial.count();
       opening.opened();
       this.#subscriptions.set(id, subscription);
       const bytes = initial.bytes;

@@ -1,12 +1,13 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import type { BackendChange } from "../backends/backend.ts";
 import { ErrorCode } from "../protocol/errors.ts";
 import { CheckPolicy } from "./checks.ts";
 import { createLogger } from "./log.ts";
 import { DEFAULT_LIMITS } from "./mod.ts";
 import type { Owner, Registry } from "./registry.ts";
-import { INITIAL_FRAME_CHARS, Session } from "./session.ts";
+import { INITIAL_FRAME_CHARS, InitialFrames, Session } from "./session.ts";
 import { type Subscriber, View } from "./view.ts";
 import type { Views } from "./views.ts";
 
@@ -379,5 +380,137 @@ Deno.test("with batch, the initial events arrive in order as batch frames of at 
   assert.equal(later.length, 1);
   assert.equal(Array.isArray(later[0]), false);
   assert.equal(later[0].params.result.kind, "down");
+  session.closed(true);
+});
+
+Deno.test("initial frames are counted exactly: the length reserved is the length sent, whatever the text and numbers", () => {
+  const view = new View();
+  view.reset({ revision: 0, epoch: "e", records: [] });
+  const numbers = [
+    0,
+    -0,
+    -7,
+    1.5,
+    1767225600000,
+    123456789012345680000,
+    1e21,
+    -1e21,
+    Number.MAX_VALUE,
+    5e-324,
+    NaN,
+    Infinity,
+  ];
+  view.changes(Array.from({ length: 3000 }, (_, i): BackendChange => ({
+    type: "put",
+    revision: 1 + i,
+    record: {
+      service: "odd",
+      addr: i % 7 === 0 ? `h"\\\u0001é-${i}:1` : `10.2.${i >> 8}.${i & 255}:80`,
+      attrs: i % 5 === 0 ? { text: 'say "hi"\\ \n é ✓ \u2028' } : { zone: "a" },
+      owner: "o",
+      registeredAt: numbers[i % numbers.length],
+      created: numbers[(i + 3) % numbers.length],
+      health: i % 11 === 0 ? "critical" : "passing",
+      ...(i % 22 === 0 ? { note: 'down: "timeout"' } : {}),
+    },
+  })));
+  const events = [
+    ...view.list("odd", { health: "any" }).map((instance) =>
+      JSON.stringify({ kind: "up", revision: view.revision, instance })
+    ),
+    `{"kind":"current","revision":${view.revision}}`,
+  ];
+  const prefix =
+    '{"jsonrpc":"2.0","method":"discover.event","params":{"result":';
+  for (const batch of [true, false]) {
+    const initial = new InitialFrames(prefix, batch);
+    initial.addSnapshot(view.capture("odd", { health: "any" }));
+    initial.add(events.at(-1)!);
+    initial.count();
+    assert.equal(initial.events, events.length);
+    const frames: string[] = [];
+    const sent = initial.write((frame) => frames.push(frame));
+    const length = frames.reduce((sum, frame) => sum + frame.length, 0);
+    assert.equal(initial.bytes, length, `batch: ${batch}`);
+    assert.equal(sent, length);
+    // The frames carry the events, in order, as the client reads them.
+    const notifications = batch
+      ? frames.flatMap((frame) => JSON.parse(frame))
+      : frames.map((frame) => JSON.parse(frame));
+    assert.deepEqual(
+      notifications.map((n: Json) => JSON.stringify(n.params.result)),
+      events,
+    );
+    if (batch) {
+      assert.ok(frames.length > 1);
+      for (const frame of frames) {
+        const notes = JSON.parse(frame);
+        assert.ok(notes.length <= 1000);
+        const last = JSON.stringify(notes.at(-1));
+        assert.ok(frame.length - last.length - 1 < INITIAL_FRAME_CHARS);
+      }
+    } else {
+      assert.equal(frames.length, events.length);
+    }
+  }
+});
+
+Deno.test("a subscribe's snapshot is its revision's state: changes applied before its response is sent follow its current", async () => {
+  let release = () => {};
+  const { view, socket, session } = setup({ shuttingDown: false }, {
+    register: () =>
+      new Promise((resolve) => release = () => resolve({} as never)),
+  });
+  // The batch's response waits for the registration.
+  session.receive(JSON.stringify([
+    {
+      jsonrpc: "2.0",
+      id: 1,
+      method: "discover.subscribe",
+      params: { service: "big", batch: true },
+    },
+    {
+      jsonrpc: "2.0",
+      id: 2,
+      method: "discover.register",
+      params: { service: "other", addr: "10.9.9.9:80" },
+    },
+  ]));
+  await tick(20);
+  assert.equal(socket.bufferedAmount, 0, "no response yet");
+  const revision = view.revision;
+  view.changes([
+    {
+      type: "delete",
+      revision: revision + 1,
+      service: "big",
+      addr: "10.0.0.3:80",
+    },
+    {
+      type: "put",
+      revision: revision + 2,
+      record: {
+        service: "big",
+        addr: "10.0.0.99:80",
+        attrs: {},
+        owner: "o",
+        registeredAt: 0,
+      },
+    },
+  ]);
+  release();
+  await until(() => socket.bufferedAmount > 0, "the batch response");
+  const [responses, ...rest] = socket.read();
+  assert.equal(responses[0].result.revision, revision);
+  const events = rest.flat().map((n: Json) => n.params.result);
+  const ups = events.filter((e: Json) => e.kind === "up").slice(0, 20);
+  assert.ok(ups.every((e: Json) => e.revision === revision));
+  const addrs = ups.map((e: Json) => e.instance.addr);
+  assert.ok(addrs.includes("10.0.0.3:80"), "removed after: in the snapshot");
+  assert.ok(!addrs.includes("10.0.0.99:80"), "added after: not in it");
+  assert.deepEqual(
+    events.slice(20).map((e: Json) => `${e.kind} ${e.instance?.addr ?? ""}`),
+    ["leader 10.0.0.0:80", "current ", "down 10.0.0.3:80", "up 10.0.0.99:80"],
+  );
   session.closed(true);
 });

@@ -462,16 +462,40 @@ function eventJson(kind: EventKind, revision: number, subject: Held): string {
   return out.join("");
 }
 
-/** A {@linkcode SnapshotWriter} that hands `emit` each event's text. */
-function joining(emit: (eventJson: string) => void): SnapshotWriter {
-  const parts: (string | number)[] = [];
-  return {
-    begin: () => parts,
-    end: () => {
-      emit(parts.join(""));
-      parts.length = 0;
-    },
-  };
+/**
+ * The `up` events of a set as the view held it when it was taken (see
+ * {@linkcode View.capture}), to be written later, any number of times,
+ * always the same: what the view holds of an instance never changes (a
+ * change replaces it), so a snapshot keeps only a reference to each.
+ */
+export interface Snapshot {
+  /** The view's revision when it was taken: every event's. */
+  readonly revision: number;
+  /** How many events it writes. */
+  readonly size: number;
+  /**
+   * Writes its events, in the order of {@linkcode View.list}.
+   *
+   * @param writer Where the events' pieces go.
+   */
+  write(writer: SnapshotWriter): void;
+}
+
+/** A {@linkcode Snapshot} of what the view holds. */
+class HeldSnapshot implements Snapshot {
+  constructor(readonly revision: number, readonly held: readonly Held[]) {}
+
+  get size(): number {
+    return this.held.length;
+  }
+
+  write(writer: SnapshotWriter): void {
+    const revision = this.revision;
+    for (const held of this.held) {
+      writeEvent(writer.begin(), "up", revision, held);
+      writer.end();
+    }
+  }
 }
 
 /** What deciding the leader needs of what the view holds. */
@@ -721,41 +745,33 @@ export class View implements BackendWatcher, Trimmable {
   }
 
   /**
-   * The `up` events of a snapshot of a set, serialized: for each instance
-   * {@linkcode View.list} returns, the text of
-   * `JSON.stringify({ kind: "up", revision, instance })` at the view's
-   * revision, written without building the instance.
+   * Takes a snapshot of a set now, to write later: the `up` events of
+   * each instance {@linkcode View.list} returns, at the view's revision, as
+   * `JSON.stringify({ kind: "up", revision, instance })` writes them
+   * (without building the instance), whatever the view applies meanwhile. It holds a reference to each instance of the set (8 bytes
+   * each), not their text.
    *
    * @param service The service, or `"*"` for every service.
    * @param filter The filter.
-   * @param emit Receives each event's JSON, in the order of `list`: as
-   *   one text per event, or (a {@linkcode SnapshotWriter}) in pieces.
    * @param admits Which services to include (all when absent).
-   * @returns How many events were emitted.
+   * @returns The snapshot.
    */
-  snapshot(
+  capture(
     service: string,
     filter: SetFilter | undefined,
-    emit: ((eventJson: string) => void) | SnapshotWriter,
     admits?: (service: string) => boolean,
-  ): number {
-    const revision = this.#revision;
-    const writer = typeof emit === "function" ? joining(emit) : emit;
-    let count = 0;
+  ): Snapshot {
+    const held: Held[] = [];
     const groups = service === ALL_SERVICES
       ? this.#services.values()
       : [this.#services.get(service) ?? new Map<string, Held>()];
     for (const entries of groups) {
-      for (const held of entries.values()) {
-        if (admits && !admits(held.record.service)) continue;
-        if (selects(held.record, filter, filter?.health)) {
-          writeEvent(writer.begin(), "up", revision, held);
-          writer.end();
-          count++;
-        }
+      for (const entry of entries.values()) {
+        if (admits && !admits(entry.record.service)) continue;
+        if (selects(entry.record, filter, filter?.health)) held.push(entry);
       }
     }
-    return count;
+    return new HeldSnapshot(this.#revision, held);
   }
 
   /**

@@ -11,6 +11,7 @@ import {
   eventFor,
   HistoryBudget,
   type SetFilter,
+  type Snapshot,
   type Subscriber,
   View,
 } from "./view.ts";
@@ -845,7 +846,21 @@ Deno.test("a record written back in a new life (same state, new created) is an u
   assert.deepEqual(l.leaders, ["h:2 2", "h:1 9", "h:2 12"]);
 });
 
-Deno.test("snapshot writes, byte for byte, the up events of the instances list returns", () => {
+/** The text of each event a snapshot writes. */
+function textsOf(snapshot: Snapshot): string[] {
+  const texts: string[] = [];
+  const parts: (string | number)[] = [];
+  snapshot.write({
+    begin: () => parts,
+    end: () => {
+      texts.push(parts.join(""));
+      parts.length = 0;
+    },
+  });
+  return texts;
+}
+
+Deno.test("a captured snapshot writes, byte for byte, the up events of the instances list returns", () => {
   const view = new View();
   view.reset({ revision: 3, epoch: "e", records: [] });
   const put = (record: StoredRecord, revision: number) =>
@@ -882,8 +897,8 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
     ["none", undefined],
   ];
   for (const [service, filter] of cases) {
-    const events: string[] = [];
-    const count = view.snapshot(service, filter, (json) => events.push(json));
+    const events = textsOf(view.capture(service, filter));
+    const count = events.length;
     const expected = view.list(service, filter).map((instance) =>
       JSON.stringify({ kind: "up", revision: view.revision, instance })
     );
@@ -900,8 +915,7 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
     created: Infinity,
     health: "critical",
   }, 7);
-  const odd: string[] = [];
-  view.snapshot("odd", { health: "any" }, (json) => odd.push(json));
+  const odd = textsOf(view.capture("odd", { health: "any" }));
   assert.deepEqual(odd, [
     JSON.stringify({
       kind: "up",
@@ -911,10 +925,12 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
   ]);
   // In pieces, as batch frames take them: the same text.
   const parts: (string | number)[] = [];
-  const count = view.snapshot("*", { health: "any" }, {
+  const all = view.capture("*", { health: "any" });
+  all.write({
     begin: () => (parts.push("<"), parts),
     end: () => parts.push(">"),
   });
+  const count = all.size;
   assert.equal(
     parts.join(""),
     view.list("*", { health: "any" }).map((instance) =>
@@ -922,14 +938,35 @@ Deno.test("snapshot writes, byte for byte, the up events of the instances list r
     ).join(""),
   );
   assert.equal(count, view.list("*", { health: "any" }).length);
-  const some: string[] = [];
-  view.snapshot(
-    "*",
-    { health: "any" },
-    (json) => some.push(json),
-    (s) => s === "db",
+  const some = textsOf(
+    view.capture("*", { health: "any" }, (s) => s === "db"),
   );
   assert.deepEqual(some.map((json) => JSON.parse(json).instance.service), [
     "db",
   ]);
+});
+
+Deno.test("capture writes the set as it was when taken, whatever the view applies after", () => {
+  const view = new View();
+  view.reset({
+    revision: 2,
+    epoch: "e",
+    records: [rec("h:1", { zone: "a" }), rec("h:2", { zone: "b" })],
+  });
+  const expected = view.list("svc").map((instance) =>
+    JSON.stringify({ kind: "up", revision: 2, instance })
+  );
+  const snapshot = view.capture("svc", undefined);
+  view.changes([
+    { type: "put", revision: 3, record: rec("h:1", { zone: "c" }) },
+    { type: "delete", revision: 4, service: "svc", addr: "h:2" },
+    { type: "put", revision: 5, record: rec("h:3") },
+  ]);
+  assert.equal(snapshot.revision, 2);
+  assert.equal(snapshot.size, 2);
+  // Written twice, later: the same text both times.
+  for (let i = 0; i < 2; i++) assert.deepEqual(textsOf(snapshot), expected);
+  // Filters and admits apply when it is taken.
+  assert.equal(view.capture("svc", { attrs: { zone: "c" } }).size, 1);
+  assert.equal(view.capture("*", undefined, (s) => s !== "svc").size, 0);
 });
