@@ -117,9 +117,19 @@ export class StateWatch {
     this.#watcher = watcher;
     watcher.on("data", (response) => this.#onData(response));
     let lost = false;
-    watcher.on("disconnected", () => {
+    watcher.on("disconnected", (error?: unknown) => {
       lost = true;
       this.#hooks.status(false);
+      // Every scope's watcher hears of it: the log counts repeats.
+      this.#hooks.log?.warn(
+        `etcd watch stream lost (${
+          error === undefined ? "no reason given" : describeEtcdError(error)
+        }); resuming where it left off`,
+        {
+          scope: this.#prefix,
+          ...(error instanceof Error ? { error: error.message } : {}),
+        },
+      );
     });
     watcher.on("connected", () => {
       if (!lost || this.#closed || this.#watcher !== watcher) return;

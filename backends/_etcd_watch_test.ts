@@ -44,7 +44,13 @@ const response = (n: number) => ({ events: [n] }) as unknown as IWatchResponse;
 
 function hooks(read: () => Promise<number | undefined>) {
   const log: string[] = [];
+  const warnings: string[] = [];
   const h: StateWatchHooks = {
+    log: {
+      info: () => {},
+      warn: (message, fields) =>
+        void warnings.push(`${message} ${JSON.stringify(fields)}`),
+    },
     readState: async () => {
       log.push("read");
       return await read();
@@ -55,7 +61,7 @@ function hooks(read: () => Promise<number | undefined>) {
       while (!(await attempt().catch(() => false))) { /* again */ }
     },
   };
-  return { log, hooks: h };
+  return { log, warnings, hooks: h };
 }
 
 Deno.test("StateWatch.start: reads, says up, and watches from the revision after the read", async () => {
@@ -96,14 +102,20 @@ Deno.test("StateWatch.catchUp: says down, holds events during the read, applies 
 
 Deno.test("StateWatch: a lost stream says down, and catches up when it is back", async () => {
   const { client, watches } = fakeClient();
-  const { log, hooks: h } = hooks(() => Promise.resolve(5));
+  const { log, warnings, hooks: h } = hooks(() => Promise.resolve(5));
   const watch = new StateWatch(client, "/p/", h);
   await watch.start();
   const { watcher } = watches[0];
-  watcher.emit("disconnected");
+  watcher.emit("disconnected", new Error("14 UNAVAILABLE: Connection dropped"));
   watcher.emit("connected");
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(log, ["read", "up", "down", "down", "read", "up"]);
+  // Why it was lost is said once, with the cause.
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0],
+    /^etcd watch stream lost \(unavailable\); .*"error":"14 UNAVAILABLE: Connection dropped"/,
+  );
   await watch.close();
 });
 
