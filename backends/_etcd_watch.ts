@@ -63,6 +63,12 @@ export class StateWatch {
   #starting = false;
   /** A catch-up was asked for while a start was under way: it follows the start. */
   #catchUpAfterStart = false;
+  /**
+   * The watch's stream is lost and not created again yet: nothing that is
+   * read now can be kept current, so the watch is not live before the
+   * stream is back (its `connected` event catches up then).
+   */
+  #lost = false;
 
   /**
    * Creates the watch; nothing is read before {@linkcode StateWatch.start}.
@@ -89,6 +95,7 @@ export class StateWatch {
   async start(): Promise<void> {
     const old = this.#watcher;
     this.#watcher = undefined;
+    this.#lost = false;
     await old?.cancel().catch(() => {});
     this.#starting = true;
     this.#catchUpAfterStart = false;
@@ -115,10 +122,11 @@ export class StateWatch {
       return;
     }
     this.#watcher = watcher;
+    this.#lost = false;
     watcher.on("data", (response) => this.#onData(response));
-    let lost = false;
     watcher.on("disconnected", (error?: unknown) => {
-      lost = true;
+      if (this.#watcher !== watcher) return;
+      this.#lost = true;
       this.#hooks.status(false);
       // Every scope's watcher hears of it: the log counts repeats.
       this.#hooks.log?.warn(
@@ -132,8 +140,8 @@ export class StateWatch {
       );
     });
     watcher.on("connected", () => {
-      if (!lost || this.#closed || this.#watcher !== watcher) return;
-      lost = false;
+      if (!this.#lost || this.#closed || this.#watcher !== watcher) return;
+      this.#lost = false;
       void this.catchUp();
     });
     watcher.on("error", (error) => {
@@ -171,10 +179,17 @@ export class StateWatch {
    * afresh, holding the stream's events meanwhile, and says the watch is
    * live only once they are applied, so `current` means the subscriber
    * holds what changed meanwhile. The watch itself is left as it is
-   * (recreating it makes the client library end its stream).
+   * (recreating it makes the client library end its stream). While the
+   * stream is lost (the lease came back first), it only says the watch is
+   * not live: the stream's return catches up.
    */
   async catchUp(): Promise<void> {
     if (this.#held || this.#closed) return;
+    if (this.#lost) {
+      // Its stream catches up once it is back; until then it is not live.
+      this.#hooks.status(false);
+      return;
+    }
     if (!this.#watcher) {
       // A start under way read before the store was in doubt: it catches
       // up once its watch exists, and says live only then. (Without a

@@ -119,6 +119,23 @@ Deno.test("StateWatch: a lost stream says down, and catches up when it is back",
   await watch.close();
 });
 
+Deno.test("StateWatch: a catch-up while the stream is lost says down, and waits for the stream to read again", async () => {
+  const { client, watches } = fakeClient();
+  const { log, hooks: h } = hooks(() => Promise.resolve(5));
+  const watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  const { watcher } = watches[0];
+  watcher.emit("disconnected", new Error("14 UNAVAILABLE: Connection dropped"));
+  // The lease comes back before the stream: a read now would say live
+  // while no change reaches the watch.
+  await watch.catchUp();
+  assert.deepEqual(log, ["read", "up", "down", "down"]);
+  watcher.emit("connected");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(log, ["read", "up", "down", "down", "down", "read", "up"]);
+  await watch.close();
+});
+
 Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; nothing after close", async () => {
   const { client, watches } = fakeClient();
   let revision = 5;
