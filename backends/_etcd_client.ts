@@ -9,9 +9,10 @@
  * keep-alive) have none and rely on gRPC keep-alive pings to notice a
  * hung member within seconds. gRPC dials a member that went away again
  * at most {@linkcode RECONNECT_MAX_MS} apart, so an agent reconnects
- * within seconds of etcd's return, however long it was away. (In front
- * of a single member, the client library's circuit breaker refuses calls
- * for 5 s after three failures in a row.)
+ * within seconds of etcd's return, however long it was away: the client
+ * library's circuit breaker, which would refuse every call for 5 s after
+ * three failures in a row, is replaced, and its watch stream reconnects
+ * on the same schedule.
  *
  * While etcd is away, every retry loop, lease renewal and watch fails over
  * and over: {@linkcode QuietLog} logs the first few lines of each kind and
@@ -88,6 +89,18 @@ export function clientOptions(settings: ClientSettings): IOptions {
       "grpc.initial_reconnect_backoff_ms": 250,
       "grpc.max_reconnect_backoff_ms": RECONNECT_MAX_MS,
     },
+    faultHandling: {
+      // No circuit breaker: the library's own refuses every call for 5 s
+      // after three failures, so an agent would stay cut off that long
+      // after etcd is back. The callers' retries back off by themselves
+      // (`_etcd_retry.ts`), and with several members `withHealth` keeps
+      // calls away from the ones that fail.
+      host: () => PASS_THROUGH as PoolHostPolicy,
+      // With one member as with several: the library's own watch backoff
+      // grows to 30 s, and a stream lost in an outage would come back
+      // that long after etcd.
+      watchBackoff: watchBackoff(),
+    },
   };
 
   if (settings.tls) {
@@ -116,8 +129,8 @@ export function withHealth(
   return {
     ...options,
     faultHandling: {
+      ...options.faultHandling,
       host: (endpoint) => health.policy(endpoint) as PoolHostPolicy,
-      watchBackoff: watchBackoff(),
     },
   };
 }

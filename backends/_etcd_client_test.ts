@@ -10,6 +10,7 @@ import {
   QuietLog,
   RECONNECT_MAX_MS,
   watchBackoff,
+  type WatchDelay,
 } from "./_etcd_client.ts";
 
 const settings = {
@@ -35,6 +36,35 @@ Deno.test("clientOptions: unary calls get the deadline, streams none", () => {
   );
   assert.equal(options.credentials, undefined);
   assert.equal(options.auth, undefined);
+  // The watch stream reconnects as the connections do, however many
+  // members (the library's own backoff grows to 30 s).
+  for (const endpoints of [["http://127.0.0.1:1"], settings.endpoints]) {
+    const backoff = clientOptions({ ...settings, endpoints }).faultHandling
+      ?.watchBackoff as WatchDelay | undefined;
+    let delay = backoff?.next();
+    assert.ok(delay !== undefined);
+    for (let i = 0; i < 20; i++) {
+      assert.ok(delay.duration <= RECONNECT_MAX_MS);
+      delay = delay.next();
+    }
+  }
+});
+
+Deno.test("clientOptions: a member that failed is called again at once (no circuit breaker)", async () => {
+  const policy = clientOptions({
+    ...settings,
+    endpoints: [settings.endpoints[0]],
+  })
+    .faultHandling!.host!(settings.endpoints[0]) as unknown as {
+      execute<T>(fn: () => Promise<T>): Promise<T>;
+    };
+  const unavailable = () =>
+    Promise.reject(new Error("14 UNAVAILABLE: No connection established"));
+  for (let i = 0; i < 5; i++) {
+    await assert.rejects(policy.execute(unavailable), /UNAVAILABLE/);
+  }
+  // etcd is back: the next call goes to it.
+  assert.equal(await policy.execute(() => Promise.resolve(42)), 42);
 });
 
 Deno.test("clientOptions: TLS files and credentials are passed on", () => {
