@@ -27,9 +27,12 @@ export interface StateWatchHooks {
   /**
    * Reads everything and delivers it as a reset.
    *
+   * @param delivered Called right after the reset is delivered, in the
+   *   same turn: whoever waits for the state finds the watch's status
+   *   told with it.
    * @returns The revision read, or `undefined` once the backend closed.
    */
-  readState(): Promise<number | undefined>;
+  readState(delivered?: () => void): Promise<number | undefined>;
   /** Applies one watch response. */
   apply(response: IWatchResponse): void;
   /** The watch is live and caught up (`true`), or not. */
@@ -112,9 +115,10 @@ export class StateWatch {
   }
 
   async #start(): Promise<void> {
-    const revision = await this.#hooks.readState();
+    const revision = await this.#hooks.readState(() => {
+      if (!this.#catchUpAfterStart) this.#hooks.status(true);
+    });
     if (revision === undefined) return;
-    if (!this.#catchUpAfterStart) this.#hooks.status(true);
     const watcher = await this.#client.watch().prefix(this.#prefix)
       .startRevision(String(revision + 1)).create();
     if (this.#closed) {

@@ -51,9 +51,11 @@ function hooks(read: () => Promise<number | undefined>) {
       warn: (message, fields) =>
         void warnings.push(`${message} ${JSON.stringify(fields)}`),
     },
-    readState: async () => {
+    readState: async (delivered) => {
       log.push("read");
-      return await read();
+      const revision = await read();
+      if (revision !== undefined) delivered?.();
+      return revision;
     },
     apply: (r) => void log.push(`apply ${(r.events as unknown[])[0]}`),
     status: (up) => void log.push(up ? "up" : "down"),

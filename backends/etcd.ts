@@ -968,7 +968,7 @@ export class EtcdBackend implements Backend {
   #startScope(entry: ScopeWatch) {
     const on = this.#open();
     entry.stream = new StateWatch(on.client, entry.range, {
-      readState: () => this.#readState(entry),
+      readState: (delivered) => this.#readState(entry, delivered),
       apply: (response) => this.#apply(entry, response),
       status: (up) => {
         entry.up = up;
@@ -1010,9 +1010,13 @@ export class EtcdBackend implements Backend {
    * Reads a scope and hands it to its watcher as a reset; the watch
    * events at or below its revision are already in it.
    *
+   * @param delivered Called right after the reset, in the same turn.
    * @returns The revision read, or `undefined` once closed.
    */
-  async #readState(entry: ScopeWatch): Promise<number | undefined> {
+  async #readState(
+    entry: ScopeWatch,
+    delivered?: () => void,
+  ): Promise<number | undefined> {
     const { client, lease } = this.#open();
     const past = await this.#readPast(entry);
     const { revision, clusterId, kvs } = past ??
@@ -1035,6 +1039,7 @@ export class EtcdBackend implements Backend {
     }
     entry.readRevision = revision;
     entry.sink.reset({ revision, epoch: this.#epoch, records });
+    delivered?.();
     return revision;
   }
 

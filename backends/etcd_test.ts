@@ -76,6 +76,41 @@ const record = (addr: string, owner = "o1") => ({
 Deno.test({
   ...etcdTest,
   name:
+    "etcd backend: a watch's first state comes with its status, in the same turn",
+  async fn() {
+    const backend = new EtcdBackend({
+      endpoints: cluster.endpoints,
+      prefix: prefix(),
+    });
+    await backend.open({ status: () => {} });
+    try {
+      // What an agent's view does: whoever waits for the first state runs
+      // in a later microtask, and must find the watch live (a write in a
+      // view said to be unreachable is refused).
+      const seen: (boolean | undefined)[] = [];
+      let up: boolean | undefined;
+      const { promise: checked, resolve } = Promise.withResolvers<void>();
+      const watch = backend.watch("svc", {
+        changes: () => {},
+        reset: () =>
+          queueMicrotask(() => {
+            seen.push(up);
+            resolve();
+          }),
+        status: (connected) => up = connected,
+      });
+      await checked;
+      assert.deepEqual(seen, [true]);
+      await watch.close();
+    } finally {
+      await backend.close();
+    }
+  },
+});
+
+Deno.test({
+  ...etcdTest,
+  name:
     "etcd backend: keys follow the documented layout, attached to the agent's lease",
   async fn() {
     const p = prefix();
