@@ -83,7 +83,10 @@ export function clientOptions(settings: ClientSettings): IOptions {
     grpcOptions: {
       "grpc.keepalive_time_ms": 6000,
       "grpc.keepalive_timeout_ms": 2000,
-      "grpc.keepalive_permit_without_calls": 1,
+      // Only while a call is open: etcd closes a connection that pings
+      // with no call on it (GOAWAY "too_many_pings" at the fourth ping),
+      // which ends every stream on it.
+      "grpc.keepalive_permit_without_calls": 0,
       // A member that was away for minutes is tried again within seconds
       // of its return (gRPC's own backoff grows to two minutes).
       "grpc.initial_reconnect_backoff_ms": 250,

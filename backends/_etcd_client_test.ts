@@ -1,6 +1,9 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import { Etcd3 } from "etcd3";
+import { startEtcd } from "../tools/etcd.ts";
+import { tcpProxy } from "../tests/_proxy.ts";
 import {
   clientOptions,
   PROBE_TIMEOUT_MS,
@@ -206,4 +209,27 @@ Deno.test("QuietLog: refuses a count of lines below 1 and a period of 0", () => 
     () => new QuietLog(log, { summaryMs: 0 }),
     /'summaryMs' must be a number of milliseconds above 0: current value is 0/,
   );
+});
+
+Deno.test("clientOptions: a connection with no call on it stays open, as etcd keeps only those that ping during calls", async () => {
+  await using cluster = await startEtcd();
+  const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+  const client = new Etcd3(
+    clientOptions({
+      endpoints: [`http://127.0.0.1:${proxy.port}`],
+      callTimeout: 5000,
+    }),
+  );
+  try {
+    assert.equal(await client.get("k").string(), null);
+    // Pinging every 6 s without a call, the connection would get etcd's
+    // GOAWAY at the fourth ping, 24 s in; on a slow machine later (then
+    // this test cannot tell, but it never fails wrongly).
+    await new Promise((resolve) => setTimeout(resolve, 27_000));
+    assert.equal(await client.get("k").string(), null);
+    assert.equal(proxy.accepted, 1, "the connection was closed and made again");
+  } finally {
+    client.close();
+    proxy.close();
+  }
 });

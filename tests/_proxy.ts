@@ -40,6 +40,8 @@ export interface TcpProxy {
   readonly frozen: boolean;
   /** Number of open connections. */
   readonly connections: number;
+  /** Number of connections accepted since the start (closed ones too). */
+  readonly accepted: number;
   /**
    * Stops reading from the target, on every connection and new ones: the
    * target's sends back up until `resume`.
@@ -75,6 +77,7 @@ export function tcpProxy(target: number): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const links = new Set<() => void>();
+  let accepted = 0;
   let frozen = false;
   let refused = false;
   let closed = false;
@@ -149,6 +152,7 @@ export function tcpProxy(target: number): TcpProxy {
         } catch { /* closed */ }
         continue;
       }
+      accepted++;
       void link(conn);
     }
   })();
@@ -162,6 +166,9 @@ export function tcpProxy(target: number): TcpProxy {
     },
     get connections() {
       return links.size;
+    },
+    get accepted() {
+      return accepted;
     },
     pause() {
       pausedGate ??= Promise.withResolvers<void>();
