@@ -136,3 +136,18 @@ Deno.test("a frame buffer refuses a payload larger than an entry may be, and kee
   frames.add('{"t":"b"}');
   assert.equal(nextFrame(frames.bytes(), 1), kept.length);
 });
+
+Deno.test("a frame's checksum is the CRC-32 of its length bytes and payload, whichever bytes of the length are set", () => {
+  for (const size of [8, 255, 256, 300, 65_536, 70_000, MAX_PAYLOAD_BYTES]) {
+    const json = JSON.stringify({ t: "x".repeat(size - 8) });
+    assert.equal(json.length, size);
+    const frame = encodeFrame(JSON.parse(json));
+    const view = new DataView(frame.buffer, frame.byteOffset);
+    assert.equal(view.getUint32(0, true), size);
+    const covered = new Uint8Array(4 + size);
+    covered.set(frame.subarray(0, 4));
+    covered.set(frame.subarray(FRAME_HEADER_BYTES), 4);
+    assert.equal(view.getUint32(4, true), crc32(covered), `${size} bytes`);
+    assert.equal(readFrame(frame, 0).kind, "frame");
+  }
+});

@@ -81,11 +81,12 @@ export class MemoryBackend implements Backend {
    * flush), in order.
    */
   #queue: BackendChange[] = [];
-  /**
-   * Settles once `#queue` is written (or could not be): a write of it is
-   * due at the end of this turn.
-   */
-  #written?: PromiseWithResolvers<void>;
+  /** The calls that wait for the changes of `#queue`, in the same order. */
+  #callers: PromiseWithResolvers<number>[] = [];
+  /** Microtask hops the write of `#queue` has waited so far (-1: no write due). */
+  #hops = -1;
+  /** Length of `#queue` at the write's last hop. */
+  #seen = 0;
   #epoch: string = crypto.randomUUID();
   /** Open watches, by scope. */
   #watchers = new Map<string, Set<BackendWatcher>>();
@@ -492,15 +493,33 @@ export class MemoryBackend implements Backend {
       return Promise.resolve(change.revision);
     }
     this.#queue.push(change);
-    let written = this.#written;
-    if (written === undefined) {
-      written = this.#written = Promise.withResolvers<void>();
-      // Before the callers' continuations run: they wait for the write.
-      queueMicrotask(() => this.#writeQueue());
+    const caller = Promise.withResolvers<number>();
+    this.#callers.push(caller);
+    if (this.#hops < 0) {
+      this.#hops = 0;
+      this.#seen = 0;
+      queueMicrotask(this.#writeSoon);
     }
-    const revision = change.revision;
-    return written.promise.then(() => revision);
+    return caller.promise;
   }
+
+  /**
+   * The write due: it waits a microtask hop while more changes join (the
+   * calls of this turn reach the backend after a few `await`s each, and a
+   * register takes more than an unregister), then writes them all at once.
+   * No timer and no I/O in between: the write is still made in this turn.
+   */
+  readonly #writeSoon = (): void => {
+    if (this.#hops < 0) return; // written meanwhile (close)
+    const length = this.#queue.length;
+    if (length !== this.#seen && this.#hops < MAX_WRITE_HOPS) {
+      this.#seen = length;
+      this.#hops++;
+      queueMicrotask(this.#writeSoon);
+      return;
+    }
+    this.#writeQueue();
+  };
 
   /**
    * Writes the changes of this turn in one write, then delivers them and
@@ -508,21 +527,24 @@ export class MemoryBackend implements Backend {
    * and rejected: memory never runs ahead of the file.
    */
   #writeQueue(): void {
-    const written = this.#written;
-    if (written === undefined) return;
+    if (this.#hops < 0) return;
+    this.#hops = -1;
     const batch = this.#queue;
-    this.#written = undefined;
+    const callers = this.#callers;
     this.#queue = [];
+    this.#callers = [];
     try {
       this.#store!.flush();
     } catch (error) {
       this.#undo(batch.length);
-      written.reject(error);
+      for (const caller of callers) caller.reject(error);
       return;
     }
     this.#durable = batch[batch.length - 1].revision;
     for (const change of batch) this.#deliver(change);
-    written.resolve();
+    for (let i = 0; i < batch.length; i++) {
+      callers[i].resolve(batch[i].revision);
+    }
   }
 
   /** Undoes the last `count` changes, newest first (they were never written). */
@@ -735,6 +757,13 @@ class MemoryWatch implements BackendWatch {
 function exactCopy(attrs: Attrs): Attrs {
   return JSON.parse(JSON.stringify(attrs));
 }
+
+/**
+ * Most microtask hops a write waits for more changes to join it: a bound
+ * on how long changes that keep coming, hop after hop, from callers that
+ * do not wait for one another can delay the answers to the first ones.
+ */
+const MAX_WRITE_HOPS = 16;
 
 /** Fixed part of a kept change's estimate. */
 const LOG_ENTRY_BYTES = 64;

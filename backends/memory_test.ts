@@ -377,3 +377,51 @@ Deno.test("memory backend with a data directory: compactions while writes go on 
     await second.close();
   }
 });
+
+Deno.test("memory backend with a data directory: calls of one turn that reach it a few awaits apart each get their own revision, after their change is written", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  const { seen, watcher } = keeper();
+  await first.open({ status: () => {} });
+  first.watch("web", watcher);
+  await first.put(rec("h:0"));
+  // Callers that take 0 to 5 awaits to reach the backend, as the calls of
+  // one turn do (a register takes more than an unregister).
+  const calls = Array.from({ length: 6 }, async (_, depth) => {
+    for (let i = 0; i < depth; i++) await Promise.resolve();
+    const revision = depth % 2 === 0
+      ? await first.put(rec(`h:${depth + 1}`))
+      : await first.delete("web", "h:0");
+    // Answered once the change reached the watchers, that is once written.
+    if (revision !== undefined) {
+      assert.ok(seen.changes.some((c) => c.revision === revision));
+    }
+    return revision;
+  });
+  const revisions = await Promise.all(calls);
+  // One delete found the record; the others found nothing to remove.
+  assert.deepEqual(
+    revisions.filter((r) => r !== undefined),
+    [2, 3, 4, 5],
+  );
+  assert.deepEqual(seen.changes.map((c) => `${c.type} ${c.revision}`), [
+    "put 1",
+    "put 2",
+    "delete 3",
+    "put 4",
+    "put 5",
+  ]);
+  await first.close();
+  const second = new MemoryBackend({ dataDir: dir });
+  await second.open({ status: () => {} });
+  try {
+    const state = (await second.stateAt("web", 5))!;
+    assert.deepEqual(state.records.map((r) => r.addr).sort(), [
+      "h:1",
+      "h:3",
+      "h:5",
+    ]);
+  } finally {
+    await second.close();
+  }
+});
