@@ -288,28 +288,36 @@ export function jsonFormatter(record: LineRecord): string {
   }
 }
 
-/** A logger of `category` that hands each record to `emit`. */
+/** What a logger below its lowest level does with a record: nothing. */
+const DROP = () => {};
+
+/**
+ * A logger of `category` that hands each record to `emit`; one of a level
+ * that `wanted` refuses makes no record at all.
+ */
 function recordLogger(
   category: readonly string[],
   emit: (record: LogRecord) => void,
+  wanted: (level: LogLevel) => boolean = () => true,
 ): CategoryLogger {
-  const at = (level: LogLevel) => (message: string, fields?: LogFields) =>
-    emit({
-      category,
-      level: TO_LOGTAPE[level],
-      // The text as is: never read as a LogTape message template.
-      message: [message],
-      rawMessage: message,
-      timestamp: Date.now(),
-      properties: { ...fields },
-    });
+  const at = (level: LogLevel) =>
+    !wanted(level) ? DROP : (message: string, fields?: LogFields) =>
+      emit({
+        category,
+        level: TO_LOGTAPE[level],
+        // The text as is: never read as a LogTape message template.
+        message: [message],
+        rawMessage: message,
+        timestamp: Date.now(),
+        properties: { ...fields },
+      });
   return {
     category,
     debug: at("debug"),
     info: at("info"),
     warn: at("warn"),
     error: at("error"),
-    child: (name) => recordLogger([...category, name], emit),
+    child: (name) => recordLogger([...category, name], emit, wanted),
   };
 }
 
@@ -359,9 +367,13 @@ export function createLogger(
   const formatter = format === "json" ? jsonFormatter : textFormatter;
   const sink: Sink = (record) => write(formatter(record));
   const lowest = TO_LOGTAPE[level];
-  return recordLogger(options.category ?? LOG_CATEGORY, (record) => {
-    if (compareLogLevel(record.level, lowest) >= 0) sink(record);
-  });
+  return recordLogger(
+    options.category ?? LOG_CATEGORY,
+    (record) => {
+      if (compareLogLevel(record.level, lowest) >= 0) sink(record);
+    },
+    (level) => compareLogLevel(TO_LOGTAPE[level], lowest) >= 0,
+  );
 }
 
 /**

@@ -33,12 +33,13 @@ import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { sameState } from "../protocol/instance_equal.ts";
 import { instanceKey, splitInstanceKey } from "../protocol/instance_key.ts";
 import { KeyedSerial } from "../protocol/keyed_serial.ts";
-import type {
-  Attrs,
-  Health,
-  Instance,
-  InstanceCounts,
-  InstanceOwner,
+import {
+  ALL_SERVICES,
+  type Attrs,
+  type Health,
+  type Instance,
+  type InstanceCounts,
+  type InstanceOwner,
 } from "../protocol/types.ts";
 import {
   Checks,
@@ -274,6 +275,14 @@ export interface CallOptions {
    * made elsewhere.
    */
   signal?: AbortSignal;
+}
+
+/**
+ * Whether `view` shows the write of `revision`, or there is no view (what
+ * `Views.waitFor` waits for, per view).
+ */
+function applied(view: View | undefined, revision: number): boolean {
+  return view === undefined || view.revision >= revision;
 }
 
 /** Throws -32006 once `signal` has aborted. */
@@ -580,7 +589,11 @@ export class Registry {
         this.#serial.run(key, () =>
           this.#holding(
             registration.service,
-            (view) => this.#register(owner, registration, view, options.signal),
+            (view) =>
+              this.#register(owner, registration, view, {
+                key,
+                signal: options.signal,
+              }),
           )),
     );
   }
@@ -590,22 +603,24 @@ export class Registry {
     service: string,
     fn: (view: View) => Promise<T>,
   ): Promise<T> {
-    const hold = await this.#views.acquire(service);
+    // What Views.acquire does, without an async function of its own.
+    const hold = this.#views.hold(service);
     try {
+      await hold.view.settled;
       return await fn(hold.view);
     } finally {
       hold.release();
     }
   }
 
+  /** `key`: the registration's {@linkcode instanceKey}, made once per call. */
   async #register(
     owner: Owner,
     registration: Registration,
     view: View,
-    signal?: AbortSignal,
+    { key, signal }: { key: string; signal?: AbortSignal },
   ): Promise<Instance> {
     const { service, addr, attrs } = registration;
-    const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
       abandoned(signal);
       const entry = view.get(service, addr);
@@ -613,7 +628,7 @@ export class Registry {
       if (entry && entry.owner !== owner.id) {
         previous = this.#takeoverFrom(entry.owner, key, owner);
       }
-      const health = this.#healthAt(owner, registration, entry);
+      const health = this.#healthAt(owner, registration, { key, entry });
       const state = combined(health.check, health.self);
       if (
         entry?.owner === owner.id &&
@@ -622,7 +637,7 @@ export class Registry {
         !this.#removals.has(key)
       ) {
         owner.keys.add(key);
-        this.#arm(owner, registration, health);
+        this.#arm(owner, registration, { key, health });
         return entry.instance;
       }
       this.#requireBackend(view, key);
@@ -705,7 +720,9 @@ export class Registry {
       previous?.keys.delete(key);
       if (previous) this.#forgetIfEmpty(previous);
       const now = view.get(service, addr);
-      if (now?.owner === owner.id) this.#arm(owner, registration, health);
+      if (now?.owner === owner.id) {
+        this.#arm(owner, registration, { key, health });
+      }
       if (now) return now.instance;
       throw new RpcError(
         ErrorCode.BackendUnavailable,
@@ -728,16 +745,17 @@ export class Registry {
     options: CallOptions = {},
   ): Promise<boolean> {
     const { service, addr } = target;
+    const key = instanceKey(service, addr);
     return this.#write(
       owner,
       () =>
-        this.#serial.run(instanceKey(service, addr), () =>
+        this.#serial.run(key, () =>
           this.#holding(
             service,
             (view) =>
               this.#unregister(
                 owner,
-                { service, addr, view, force: options.force },
+                { service, addr, key, view, force: options.force },
                 options.signal,
               ),
           )),
@@ -809,9 +827,11 @@ export class Registry {
   #healthAt(
     owner: Owner,
     registration: Registration,
-    entry: { instance: Instance; owner: string } | undefined,
+    { key, entry }: {
+      key: string;
+      entry: { instance: Instance; owner: string } | undefined;
+    },
   ): { check: HealthState; self: HealthState; keep: boolean } {
-    const key = instanceKey(registration.service, registration.addr);
     const mine = entry !== undefined && entry.owner === owner.id;
     const running = this.#checkOf.get(key);
     const ours = running !== undefined && running.owner === owner.id;
@@ -838,10 +858,12 @@ export class Registry {
   #arm(
     owner: Owner,
     registration: Registration,
-    health: { check: HealthState; self: HealthState; keep: boolean },
+    { key, health }: {
+      key: string;
+      health: { check: HealthState; self: HealthState; keep: boolean };
+    },
   ): void {
     if (this.#closed) return;
-    const key = instanceKey(registration.service, registration.addr);
     this.#report(key, owner.id, health.self);
     const spec = registration.check;
     if (spec === undefined) {
@@ -980,15 +1002,16 @@ export class Registry {
 
   async #unregister(
     owner: Owner,
-    { service, addr, view, force }: {
+    { service, addr, key, view, force }: {
       service: string;
       addr: string;
+      /** {@linkcode instanceKey} of `service` and `addr`, made once per call. */
+      key: string;
       view: View;
       force?: string;
     },
     signal?: AbortSignal,
   ): Promise<boolean> {
-    const key = instanceKey(service, addr);
     for (let attempt = 1;; attempt++) {
       abandoned(signal);
       const entry = view.get(service, addr);
@@ -1126,6 +1149,10 @@ export class Registry {
     revision: number,
     key: string,
   ): Promise<void> {
+    if (
+      applied(this.#views.peek(service), revision) &&
+      applied(this.#views.peek(ALL_SERVICES), revision)
+    ) return;
     try {
       await this.#views.waitFor(service, revision, WRITE_VISIBLE_MS);
     } catch {

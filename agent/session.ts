@@ -775,11 +775,19 @@ export class Session {
     const frame: Frame = { reserved: 0 };
     this.#frame = frame;
     try {
-      void this.#peer.receive(data).finally(() => this.#inflight--);
+      void this.#peer.receive(data).then(this.#received, this.#receiveFailed);
     } finally {
       this.#frame = undefined;
     }
   }
+
+  /** A frame's responses are all sent (one function for every frame). */
+  readonly #received = (): void => void this.#inflight--;
+  /** The same, should the peer fail (it never does): the error stands. */
+  readonly #receiveFailed = (error: unknown): never => {
+    this.#inflight--;
+    throw error;
+  };
 
   /**
    * The connection ended: subscriptions stop and the owner is told.

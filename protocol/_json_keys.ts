@@ -69,6 +69,91 @@ export function findDuplicateKey(text: string): DuplicateKey | undefined {
 
 /** The index of the opening quote of the first repeated key, or -1. */
 function duplicateKeyAt(text: string): number {
+  return text.indexOf("\\") < 0
+    ? plainDuplicateKeyAt(text)
+    : escapedDuplicateKeyAt(text);
+}
+
+/**
+ * {@linkcode duplicateKeyAt} of a text without a backslash, as most frames
+ * are: no string has an escape, so a string ends at the next quote and a
+ * key is the text between its quotes. Keys are compared where they are in
+ * the text, without taking them out of it (an object with many keys still
+ * moves them to a `Set`).
+ */
+function plainDuplicateKeyAt(text: string): number {
+  /** Where the keys of every open object start and end, the innermost's last. */
+  const starts: number[] = [];
+  const ends: number[] = [];
+  /** Keys in `starts` and `ends`. */
+  let count = 0;
+  /** For each enclosing object: where its keys start, and its `Set`. */
+  const bases: number[] = [];
+  const sets: (Set<string> | undefined)[] = [];
+  let base = 0;
+  let set: Set<string> | undefined;
+  const length = text.length;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      const end = text.indexOf('"', i + 1);
+      if (end < 0) return -1;
+      // A string is a key when a colon follows it.
+      const next = skipSpace(text, end + 1);
+      if (text.charCodeAt(next) !== COLON) {
+        i = end;
+        continue;
+      }
+      const start = i + 1;
+      if (set !== undefined) {
+        const key = text.slice(start, end);
+        if (set.has(key)) return i;
+        set.add(key);
+      } else {
+        const size = end - start;
+        for (let k = base; k < count; k++) {
+          if (
+            ends[k] - starts[k] === size &&
+            sameText(text, starts[k], start, size)
+          ) return i;
+        }
+        starts[count] = start;
+        ends[count] = end;
+        count++;
+        if (count - base > LINEAR_KEYS) {
+          set = new Set();
+          for (let k = base; k < count; k++) {
+            set.add(text.slice(starts[k], ends[k]));
+          }
+          count = base;
+        }
+      }
+      i = next;
+    } else if (c === OPEN_OBJECT) {
+      bases.push(base);
+      sets.push(set);
+      base = count;
+      set = undefined;
+    } else if (c === CLOSE_OBJECT) {
+      if (bases.length === 0) return -1;
+      count = base;
+      base = bases.pop()!;
+      set = sets.pop();
+    }
+  }
+  return -1;
+}
+
+/** Whether `text` holds the same `size` characters at `a` and at `b`. */
+function sameText(text: string, a: number, b: number, size: number): boolean {
+  for (let j = 0; j < size; j++) {
+    if (text.charCodeAt(a + j) !== text.charCodeAt(b + j)) return false;
+  }
+  return true;
+}
+
+/** {@linkcode duplicateKeyAt} of any text: keys with escapes are decoded. */
+function escapedDuplicateKeyAt(text: string): number {
   /** The keys of every open object, the innermost object's last. */
   const keys: string[] = [];
   /** For each enclosing object: where its keys start in `keys`. */

@@ -387,6 +387,54 @@ Deno.test("findDuplicateKey agrees with a reference parser on generated texts", 
   assert.ok(unique > 300, `only ${unique} texts had unique keys`);
 });
 
+/** Texts without a backslash, as most frames are (they are scanned without decoding keys). */
+const { json: plainJson } = fc.letrec<{ json: string; object: string }>(
+  (tie) => ({
+    json: fc.oneof(
+      { depthSize: "small", maxDepth: 3, withCrossShrink: true },
+      fc.oneof(
+        fc.jsonValue({ maxDepth: 0 }).map((v) => JSON.stringify(v)),
+        fc.constantFrom('"{"', '"}"', '":"', '"a:"', '"{a:1,a:2}"'),
+      ).filter((t) => !t.includes("\\")),
+      tie("object"),
+      fc.array(tie("json"), { maxLength: 3 }).map((items) =>
+        `[${items.join(",")}]`
+      ),
+    ),
+    object: fc.array(
+      fc.tuple(
+        whitespace,
+        fc.oneof(
+          fc.constantFrom("a", "b", "id", "", "é", "😀", "a/b", "{", ":"),
+          fc.nat(20).map((n) => `k${n}`),
+        ),
+        whitespace,
+        tie("json"),
+      ),
+      { maxLength: 20, depthIdentifier: "plain" },
+    ).map((members) =>
+      `{${members.map(([w1, k, w2, v]) => `${w1}"${k}"${w2}:${v}`).join(",")}}`
+    ),
+  }),
+);
+
+Deno.test("findDuplicateKey agrees with a reference parser on texts without escapes", () => {
+  let repeated = 0;
+  let unique = 0;
+  fc.assert(
+    fc.property(plainJson, (text) => {
+      assert.ok(!text.includes("\\"));
+      const expected = reference(text);
+      assert.deepEqual(scan(text), expected);
+      if (expected) repeated++;
+      else if (text.includes(":")) unique++;
+    }),
+    { numRuns: 3000 },
+  );
+  assert.ok(repeated > 300, `only ${repeated} texts repeated a key`);
+  assert.ok(unique > 300, `only ${unique} texts had unique keys`);
+});
+
 Deno.test("findDuplicateKey finds nothing in what JSON.stringify writes", () => {
   fc.assert(
     fc.property(

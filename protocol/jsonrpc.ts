@@ -104,6 +104,9 @@ type Json = Record<string, unknown>;
 
 const noop = () => {};
 
+/** What {@linkcode JsonRpcPeer.receive} returns when it is done at once. */
+const DONE: Promise<void> = Promise.resolve();
+
 /**
  * One side of a JSON-RPC 2.0 connection.
  *
@@ -276,7 +279,7 @@ export class JsonRpcPeer {
    * @param text The frame's text.
    * @returns A promise that settles once every response has been sent.
    */
-  async receive(text: string): Promise<void> {
+  receive(text: string): Promise<void> {
     let message: unknown;
     try {
       message = JSON.parse(text);
@@ -288,7 +291,7 @@ export class JsonRpcPeer {
           (error as Error).message
         })`,
       );
-      return;
+      return DONE;
     }
     // JSON.parse keeps the last of two equal keys; a reader that keeps the
     // first would see another message. Such a frame is refused whole, with
@@ -307,14 +310,27 @@ export class JsonRpcPeer {
           truncate(duplicate.key, 64)
         }' ${where}; JSON objects must not repeat a key`,
       );
-      return;
+      return DONE;
     }
-    if (Array.isArray(message)) {
-      await this.#receiveBatch(message);
-      return;
-    }
+    if (Array.isArray(message)) return this.#receiveBatch(message);
     const hooks = new Hooks();
-    const response = await this.#receiveOne(message, hooks);
+    try {
+      const response = this.#receiveOne(message, hooks);
+      // A handler that returned a value is answered at once; one that
+      // returned a promise, once it settles.
+      if (response instanceof Promise) {
+        return response.then((r) => this.#respond(r, hooks));
+      }
+      this.#respond(response, hooks);
+      return DONE;
+    } catch (error) {
+      // As from an async function: the caller's handlers see it.
+      return Promise.reject(error);
+    }
+  }
+
+  /** Sends the response to one message, if any, then runs the hooks. */
+  #respond(response: Json | undefined, hooks: Hooks): void {
     if (response !== undefined) this.#calls.send(this.#serialize(response));
     this.#runHooks(hooks);
   }
@@ -341,7 +357,9 @@ export class JsonRpcPeer {
   }
 
   #runHooks(hooks: Hooks) {
-    for (const hook of hooks.list) {
+    const list = hooks.list;
+    if (list === undefined) return;
+    for (const hook of list) {
       try {
         hook();
       } catch (error) {
@@ -469,7 +487,7 @@ export class JsonRpcPeer {
       const result = this.#calls.onRequest(
         method,
         params,
-        hasId ? hooks.request : hooks.notification,
+        hasId ? hooks : hooks.notificationContext,
       );
       if (result instanceof Promise) {
         return result.then(
@@ -540,16 +558,22 @@ export class JsonRpcPeer {
  * What runs after the responses of one incoming frame are sent, and the
  * call contexts of its requests and notifications, which add to it.
  */
-class Hooks {
-  readonly list: (() => void)[] = [];
-  readonly #add = (fn: () => void) => void this.list.push(fn);
-  readonly request: CallContext = {
-    notification: false,
-    afterResponse: this.#add,
-  };
-  readonly notification: CallContext = {
-    notification: true,
-    afterResponse: this.#add,
+class Hooks implements CallContext {
+  /** The hooks, in order; made by the first (most frames add none). */
+  list: (() => void)[] | undefined;
+  /** As the context of a request (one with an id). */
+  readonly notification = false;
+  #notification?: CallContext;
+  /** The context of a notification of the same frame: made when first needed. */
+  get notificationContext(): CallContext {
+    return this.#notification ??= {
+      notification: true,
+      afterResponse: this.afterResponse,
+    };
+  }
+  /** Adds a hook; `this` is bound, so the method may be passed on alone. */
+  readonly afterResponse = (fn: () => void): void => {
+    (this.list ??= []).push(fn);
   };
 }
 

@@ -9,6 +9,9 @@
  * @module
  */
 
+/** Where the first task of an idle key starts from. */
+const IDLE: Promise<void> = Promise.resolve();
+
 /**
  * Runs tasks one at a time per key, in the order they are given; a task
  * starts once every earlier task of its key has settled, whatever its
@@ -42,13 +45,16 @@ export class KeyedSerial {
    * @returns What the task returns.
    */
   run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.#tails.get(key) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const settled = run.catch(() => {});
-    this.#tails.set(key, settled);
-    settled.then(() => {
-      if (this.#tails.get(key) === settled) this.#tails.delete(key);
-    });
+    const tails = this.#tails;
+    const previous = tails.get(key);
+    const run = previous === undefined ? IDLE.then(fn) : previous.then(fn, fn);
+    // Settles (never rejects) once `run` has; the key is forgotten then,
+    // unless a later task is queued behind it.
+    const done = () => {
+      if (tails.get(key) === settled) tails.delete(key);
+    };
+    const settled: Promise<void> = run.then(done, done);
+    tails.set(key, settled);
     return run;
   }
 }
