@@ -212,7 +212,8 @@ export class StateWatch {
         const held = this.#held!;
         this.#held = undefined;
         for (const response of held) this.#onData(response);
-        this.#hooks.status(true);
+        // Lost during the read: the stream's return catches up.
+        this.#hooks.status(!this.#lost);
         return true;
       });
     } finally {

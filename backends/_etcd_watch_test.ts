@@ -138,6 +138,29 @@ Deno.test("StateWatch: a catch-up while the stream is lost says down, and waits 
   await watch.close();
 });
 
+Deno.test("StateWatch: a stream lost during a catch-up read is not said live when the read ends", async () => {
+  const { client, watches } = fakeClient();
+  let release: (() => void) | undefined;
+  let reads = 0;
+  const { log, hooks: h } = hooks(() => {
+    if (++reads !== 2) return Promise.resolve(10);
+    return new Promise((resolve) => release = () => resolve(20));
+  });
+  const watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  const catchingUp = watch.catchUp();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const { watcher } = watches[0];
+  watcher.emit("disconnected", new Error("14 UNAVAILABLE: Connection dropped"));
+  release!();
+  await catchingUp;
+  assert.deepEqual(log, ["read", "up", "down", "read", "down", "down"]);
+  watcher.emit("connected");
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(log.at(-1), "up");
+  await watch.close();
+});
+
 Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; nothing after close", async () => {
   const { client, watches } = fakeClient();
   let revision = 5;
