@@ -285,6 +285,15 @@ class Subscription implements Subscriber {
 export const INITIAL_FRAME_CHARS = 64 * 1024;
 
 /**
+ * Most characters of initial frames made once, while counting, and kept
+ * until the subscribe's response is sent (see {@linkcode InitialFrames}):
+ * a snapshot of about 1,800 instances. Larger ones are made a second time
+ * then, so that their text never outlives a collection of the young
+ * generation.
+ */
+const KEPT_INITIAL_CHARS = 512 * 1024;
+
+/**
  * The length of the text of a finite number, as `Array.prototype.join`
  * writes it (`String(n)`), for integers without making the text.
  */
@@ -316,7 +325,9 @@ function numberLength(n: number): number {
  * collections of V8's young generation, which copy it to memory taken
  * afresh, at several times the cost of writing it. A snapshot's events
  * come in pieces (a {@linkcode SnapshotWriter}), copied once, into their
- * frame, and never more than one frame of loose pieces is held.
+ * frame, and never more than one frame of loose pieces is held. Frames
+ * of at most {@linkcode KEPT_INITIAL_CHARS} in all are made once: counting
+ * keeps them, and writing sends them.
  *
  * @example Usage
  * ```ts
@@ -351,6 +362,11 @@ export class InitialFrames implements SnapshotWriter {
   /** Events and length of the frames made so far. */
   #events = 0;
   #bytes = 0;
+  /**
+   * The frames made while counting, kept for {@linkcode InitialFrames.write}
+   * while they stay within {@linkcode KEPT_INITIAL_CHARS} in all.
+   */
+  #kept: string[] | undefined;
   /** What starts a batch frame's first notification, and each later one. */
   readonly #first: string;
   readonly #next: string;
@@ -386,6 +402,7 @@ export class InitialFrames implements SnapshotWriter {
 
   /** Counts the events and the length of the frames, once every event is added. */
   count(): void {
+    this.#kept = [];
     this.#run(undefined);
     this.events = this.#events;
     this.bytes = this.#bytes;
@@ -398,7 +415,13 @@ export class InitialFrames implements SnapshotWriter {
    * @returns Their length (what {@linkcode InitialFrames.count} counted).
    */
   write(send: (frame: string) => void): number {
-    this.#run(send);
+    const kept = this.#kept;
+    this.#kept = undefined;
+    if (kept === undefined) {
+      this.#run(send);
+    } else {
+      for (const frame of kept) send(frame);
+    }
     return this.#bytes;
   }
 
@@ -452,8 +475,8 @@ export class InitialFrames implements SnapshotWriter {
         if (counting) this.#exact += numberLength(part);
       }
     }
-    // Counting keeps no text.
-    if (counting) parts.length = this.#from;
+    // Counting keeps no text, beyond the frames it may keep whole.
+    if (counting && this.#kept === undefined) parts.length = this.#from;
     if (
       !this.batch || this.#count === MAX_INITIAL_BATCH ||
       this.#length >= INITIAL_FRAME_CHARS
@@ -463,7 +486,16 @@ export class InitialFrames implements SnapshotWriter {
   #flush() {
     if (this.#count === 0) return;
     const send = this.#send;
-    if (send === undefined) {
+    const kept = this.#kept;
+    if (send === undefined && kept !== undefined) {
+      const parts = this.#parts;
+      if (this.batch) parts.push("]");
+      const frame = parts.join("");
+      parts.length = 0;
+      this.#bytes += frame.length;
+      kept.push(frame);
+      if (this.#bytes > KEPT_INITIAL_CHARS) this.#kept = undefined;
+    } else if (send === undefined) {
       this.#bytes += this.#exact + (this.batch ? 1 : 0);
     } else {
       const parts = this.#parts;

@@ -383,7 +383,18 @@ Deno.test("with batch, the initial events arrive in order as batch frames of at 
   session.closed(true);
 });
 
-Deno.test("initial frames are counted exactly: the length reserved is the length sent, whatever the text and numbers", () => {
+for (const size of [3000, 300]) {
+  Deno.test(
+    `initial frames of ${size} instances (${
+      size > 1000 ? "made twice" : "made once, kept"
+    }) are counted exactly: the length reserved is the length sent, whatever the text and numbers`,
+    () => {
+      initialFramesCase(size);
+    },
+  );
+}
+
+function initialFramesCase(size: number) {
   const view = new View();
   view.reset({ revision: 0, epoch: "e", records: [] });
   const numbers = [
@@ -400,7 +411,7 @@ Deno.test("initial frames are counted exactly: the length reserved is the length
     NaN,
     Infinity,
   ];
-  view.changes(Array.from({ length: 3000 }, (_, i): BackendChange => ({
+  view.changes(Array.from({ length: size }, (_, i): BackendChange => ({
     type: "put",
     revision: 1 + i,
     record: {
@@ -453,7 +464,7 @@ Deno.test("initial frames are counted exactly: the length reserved is the length
       assert.equal(frames.length, events.length);
     }
   }
-});
+}
 
 Deno.test("a subscribe's snapshot is its revision's state: changes applied before its response is sent follow its current", async () => {
   let release = () => {};
