@@ -67,25 +67,28 @@ export function findDuplicateKey(text: string): DuplicateKey | undefined {
   return at < 0 ? undefined : describe(text, at);
 }
 
-/** The index of the opening quote of the first repeated key, or -1. */
-function duplicateKeyAt(text: string): number {
-  return text.indexOf("\\") < 0
-    ? plainDuplicateKeyAt(text)
-    : escapedDuplicateKeyAt(text);
-}
-
 /**
- * {@linkcode duplicateKeyAt} of a text without a backslash, as most frames
- * are: no string has an escape, so a string ends at the next quote and a
- * key is the text between its quotes. Keys are compared where they are in
- * the text, without taking them out of it (an object with many keys still
- * moves them to a `Set`).
+ * The index of the opening quote of the first repeated key, or -1.
+ *
+ * Keys are compared where they are in the text, without taking them out
+ * of it; a key with an escape is compared by its decoded text (`"a"` and
+ * `"\u0061"` are one key). An object with more than
+ * {@linkcode LINEAR_KEYS} keys moves them to a `Set`.
+ *
+ * Whether a string has an escape is read from the string itself: a
+ * backslash just before the quote that seems to end it means the quote
+ * may be escaped, and a key is looked through for one. The loop uses
+ * nothing computed from the whole text: optimized code may redo such a
+ * search (`text.indexOf("\\")`) on every character of the loop, which
+ * makes the scan quadratic (seconds for a frame of 1 MiB of spaces).
  */
-function plainDuplicateKeyAt(text: string): number {
+function duplicateKeyAt(text: string): number {
   /** Where the keys of every open object start and end, the innermost's last. */
   const starts: number[] = [];
   const ends: number[] = [];
-  /** Keys in `starts` and `ends`. */
+  /** The decoded text of each key with an escape (`undefined`: none). */
+  const decoded: (string | undefined)[] = [];
+  /** Keys in `starts`, `ends` and `decoded`. */
   let count = 0;
   /** For each enclosing object: where its keys start, and its `Set`. */
   const bases: number[] = [];
@@ -96,7 +99,9 @@ function plainDuplicateKeyAt(text: string): number {
   for (let i = 0; i < length; i++) {
     const c = text.charCodeAt(i);
     if (c === QUOTE) {
-      const end = text.indexOf('"', i + 1);
+      let end = text.indexOf('"', i + 1);
+      // A backslash before the quote may escape it.
+      if (text.charCodeAt(end - 1) === BACKSLASH) end = stringEnd(text, i);
       if (end < 0) return -1;
       // A string is a key when a colon follows it.
       const next = skipSpace(text, end + 1);
@@ -105,25 +110,34 @@ function plainDuplicateKeyAt(text: string): number {
         continue;
       }
       const start = i + 1;
+      const escaped = hasBackslash(text, start, end)
+        ? decodeKey(text, i, end)
+        : undefined;
       if (set !== undefined) {
-        const key = text.slice(start, end);
+        const key = escaped ?? text.slice(start, end);
         if (set.has(key)) return i;
         set.add(key);
       } else {
         const size = end - start;
         for (let k = base; k < count; k++) {
-          if (
-            ends[k] - starts[k] === size &&
-            sameText(text, starts[k], start, size)
+          if (escaped === undefined && decoded[k] === undefined) {
+            if (
+              ends[k] - starts[k] === size &&
+              sameText(text, starts[k], start, size)
+            ) return i;
+          } else if (
+            (escaped ?? text.slice(start, end)) ===
+              (decoded[k] ?? text.slice(starts[k], ends[k]))
           ) return i;
         }
         starts[count] = start;
         ends[count] = end;
+        decoded[count] = escaped;
         count++;
         if (count - base > LINEAR_KEYS) {
           set = new Set();
           for (let k = base; k < count; k++) {
-            set.add(text.slice(starts[k], ends[k]));
+            set.add(decoded[k] ?? text.slice(starts[k], ends[k]));
           }
           count = base;
         }
@@ -152,56 +166,12 @@ function sameText(text: string, a: number, b: number, size: number): boolean {
   return true;
 }
 
-/** {@linkcode duplicateKeyAt} of any text: keys with escapes are decoded. */
-function escapedDuplicateKeyAt(text: string): number {
-  /** The keys of every open object, the innermost object's last. */
-  const keys: string[] = [];
-  /** For each enclosing object: where its keys start in `keys`. */
-  const bases: number[] = [];
-  /** For each enclosing object: its `Set` of keys, if it has one. */
-  const sets: (Set<string> | undefined)[] = [];
-  let base = 0;
-  let set: Set<string> | undefined;
-  const length = text.length;
-  for (let i = 0; i < length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === QUOTE) {
-      const end = stringEnd(text, i);
-      if (end < 0) return -1;
-      // A string is a key when a colon follows it.
-      const next = skipSpace(text, end + 1);
-      if (text.charCodeAt(next) !== COLON) {
-        i = end;
-        continue;
-      }
-      const key = keyText(text, i, end);
-      if (set !== undefined) {
-        if (set.has(key)) return i;
-        set.add(key);
-      } else {
-        for (let k = base; k < keys.length; k++) {
-          if (keys[k] === key) return i;
-        }
-        keys.push(key);
-        if (keys.length - base > LINEAR_KEYS) {
-          set = new Set(keys.slice(base));
-          keys.length = base;
-        }
-      }
-      i = next;
-    } else if (c === OPEN_OBJECT) {
-      bases.push(base);
-      sets.push(set);
-      base = keys.length;
-      set = undefined;
-    } else if (c === CLOSE_OBJECT) {
-      if (bases.length === 0) return -1;
-      keys.length = base;
-      base = bases.pop()!;
-      set = sets.pop();
-    }
+/** Whether `text` holds a backslash from `start` to before `end`. */
+function hasBackslash(text: string, start: number, end: number): boolean {
+  for (let j = start; j < end; j++) {
+    if (text.charCodeAt(j) === BACKSLASH) return true;
   }
-  return -1;
+  return false;
 }
 
 /**
@@ -229,15 +199,20 @@ function skipSpace(text: string, i: number): number {
   return i;
 }
 
-/** The key between the quotes at `start` and `end`, decoded if it has escapes. */
-function keyText(text: string, start: number, end: number): string {
-  const raw = text.slice(start + 1, end);
-  if (raw.indexOf("\\") < 0) return raw;
+/** The key with an escape between the quotes at `start` and `end`, decoded. */
+function decodeKey(text: string, start: number, end: number): string {
   try {
     return JSON.parse(text.slice(start, end + 1));
   } catch {
-    return raw; // not valid JSON after all: the answer is unspecified
+    // not valid JSON after all: the answer is unspecified
+    return text.slice(start + 1, end);
   }
+}
+
+/** The key between the quotes at `start` and `end`, decoded if it has escapes. */
+function keyText(text: string, start: number, end: number): string {
+  const raw = text.slice(start + 1, end);
+  return raw.indexOf("\\") < 0 ? raw : decodeKey(text, start, end);
 }
 
 // ---------------------------------------------------------------------------

@@ -71,6 +71,9 @@ Deno.test("findDuplicateKey treats escaped and plain spellings of a key as one k
       [`{"\\u0061":1,"a":2}`, "a"],
       [`{"\\u0061":1,"\\u0061":2}`, "a"],
       [`{"\\u0041b":1,"\\u0041\\u0062":2}`, "Ab"],
+      [`{"\\u0061b":1,"ab":2}`, "ab"], // the escape is not at the key's end
+      [`{"ab":1,"a\\u0062":2}`, "ab"],
+      [`{"x":"\\\\","ab":1,"\\u0061b":2}`, "ab"], // a value ends in a backslash
       [`{"a/b":1,"a\\/b":2}`, "a/b"],
       [`{"\\n":1,"\\u000a":2}`, "\n"],
       [`{"q\\"":1,"q\\u0022":2}`, 'q"'],
@@ -180,6 +183,48 @@ Deno.test("findDuplicateKey handles large and deep texts", () => {
   assert.equal(found?.key, "b");
   assert.equal(found?.path, `...a${".a".repeat(62)}`);
   assert.equal(found?.path.length, 128);
+});
+
+Deno.test("findDuplicateKey reads a long frame once, also once optimized", () => {
+  // Many small frames first, so that the scanner runs as optimized code, as
+  // in an agent that has answered for a while. Optimized code that searched
+  // the whole text for a backslash at every character of the loop would
+  // take some ten seconds on each frame below, instead of milliseconds.
+  const frames = [
+    `{"jsonrpc":"2.0","id":1,"method":"discover.register",` +
+    `"params":{"service":"w","addr":"127.0.0.1:1","attrs":{"round":"1"}}}`,
+    `{"jsonrpc":"2.0","id":1000001,"method":"$/ping"}`,
+    `{"jsonrpc":"2.0","id":"x {\\"bogus\\":1}","method":"$/ping"}`,
+  ];
+  for (let round = 0; round < 20_000; round++) {
+    for (const frame of frames) {
+      assert.equal(findDuplicateKey(frame), undefined);
+    }
+  }
+  // Texts of the agent's largest frame (1 MiB) that the loop reads a
+  // character at a time. The bound is some hundred times what one pass
+  // takes, for a busy machine.
+  const size = 1024 * 1024;
+  const ping = `{"jsonrpc":"2.0","id":"max","method":"$/ping"}`;
+  const cases: [string, string, DuplicateKey | undefined][] = [
+    ["trailing spaces", ping + " ".repeat(size - ping.length), undefined],
+    ["an array of numbers", `[${"0,".repeat(size / 2 - 1)}0]`, undefined],
+    ["spaces between two equal keys", `{"a":1,${" ".repeat(size)}"a":2}`, {
+      key: "a",
+      path: "",
+    }],
+  ];
+  for (const [name, text, expected] of cases) {
+    JSON.parse(text);
+    const started = performance.now();
+    const found = findDuplicateKey(text);
+    const ms = performance.now() - started;
+    assert.deepEqual(found, expected, name);
+    assert.ok(
+      ms < 2000,
+      `${name}: ${Math.round(ms)} ms to scan ${text.length} characters`,
+    );
+  }
 });
 
 Deno.test("findDuplicateKey returns the whole key and cuts long path steps", () => {
