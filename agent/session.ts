@@ -655,11 +655,14 @@ export class Session {
     const handlers: Bound = Object.create(Session.#methods);
     handlers.session = this;
     this.#dispatch = dispatcher(handlers as Bound & MethodHandlers);
-    const calls: Bound & { maxBatch: number } = Object.create(
-      Session.#peerCalls,
-    );
+    const calls: Bound & Pick<JsonRpcPeerOptions, "maxBatch" | "onSettled"> =
+      Object.create(
+        Session.#peerCalls,
+      );
     calls.session = this;
     calls.maxBatch = context.limits.maxBatch;
+    // Calls are counted and timed only when metrics are on.
+    if (context.metrics) calls.onSettled = Session.#counted;
     this.#peer = new JsonRpcPeer(calls as Bound & JsonRpcPeerOptions);
   }
 
@@ -877,34 +880,22 @@ export class Session {
     return this.#dispatch(method, params, call);
   }
 
-  /** Answers a call, counting it and its duration when metrics are on. */
-  #handle(method: string, params: unknown, call: CallContext): unknown {
-    const metrics = this.#context.metrics;
-    if (metrics === undefined) return this.#answer(method, params, call);
-    const started = performance.now();
-    const done = (error?: unknown) =>
-      metrics.request(
-        method,
-        codeOf(error),
-        (performance.now() - started) / 1000,
-      );
-    let result: unknown;
-    try {
-      result = this.#answer(method, params, call);
-    } catch (error) {
-      done(error);
-      throw error;
-    }
-    if (result instanceof Promise) result.then(() => done(), done);
-    else done();
-    return result;
-  }
-
   /**
    * What every session's peer calls (see {@linkcode JsonRpcPeerOptions}):
    * one table for all sessions, found through the object each session
    * gives its peer, as for {@linkcode Session.#methods}.
    */
+  /** Counts a call and its duration (`JsonRpcPeerOptions.onSettled`). */
+  static readonly #counted:
+    & NonNullable<JsonRpcPeerOptions["onSettled"]>
+    & ThisType<Bound> = function (this: Bound, method, started, error) {
+      this.session.#context.metrics?.request(
+        method,
+        codeOf(error),
+        (performance.now() - started) / 1000,
+      );
+    };
+
   static readonly #peerCalls:
     & Pick<JsonRpcPeerOptions, "send" | "onRequest" | "onInternalError">
     & ThisType<Bound> = {
@@ -912,7 +903,7 @@ export class Session {
         this.session.send(text);
       },
       onRequest(method, params, call) {
-        return this.session.#handle(method, params, call);
+        return this.session.#answer(method, params, call);
       },
       onInternalError(error, method) {
         const s = this.session;

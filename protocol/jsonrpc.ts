@@ -40,7 +40,7 @@ export type RequestHandler = (
 
 /**
  * Options of {@linkcode JsonRpcPeer}. The peer keeps this object and calls
- * `send`, `onRequest` and `onInternalError` as its methods, so peers made
+ * `send`, `onRequest`, `onInternalError` and `onSettled` as its methods, so peers made
  * by the thousand (one per session of an agent) can share them through a
  * prototype instead of holding closures each.
  */
@@ -63,6 +63,19 @@ export interface JsonRpcPeerOptions {
   timeout?: number;
   /** Called with errors thrown by a handler that are not {@linkcode RpcError}s. */
   onInternalError?: (error: unknown, method: string) => void;
+  /**
+   * Called once the handler of an incoming request or notification has
+   * answered (its value, or the promise it returned, settled), before the
+   * response is sent: what a server needs to count calls and time them,
+   * without a promise of its own per call. Must not throw.
+   *
+   * @param method The method called.
+   * @param started `performance.now()` when the handler was called.
+   * @param error What the handler threw or rejected with; absent when it
+   *   answered. (A method the peer has no handler for fails with an
+   *   {@linkcode RpcError} of `-32601`.)
+   */
+  onSettled?: (method: string, started: number, error?: unknown) => void;
   /**
    * Refuse frames whose JSON repeats a key in an object (`-32600`, nothing
    * in the frame is carried out). A server facing untrusted peers keeps it
@@ -477,26 +490,36 @@ export class JsonRpcPeer {
     id: Id,
     hooks: Hooks,
   ): Json | undefined | Promise<Json | undefined> {
+    const calls = this.#calls;
+    const started = calls.onSettled === undefined ? 0 : performance.now();
     try {
-      if (!this.#calls.onRequest) {
+      if (!calls.onRequest) {
         throw new RpcError(
           ErrorCode.MethodNotFound,
           `method not found: '${method}'`,
         );
       }
-      const result = this.#calls.onRequest(
+      const result = calls.onRequest(
         method,
         params,
         hasId ? hooks : hooks.notificationContext,
       );
       if (result instanceof Promise) {
         return result.then(
-          (value) => hasId ? success(id, value) : undefined,
-          (error) => this.#failure(method, hasId, id, error),
+          (value) => {
+            calls.onSettled?.(method, started);
+            return hasId ? success(id, value) : undefined;
+          },
+          (error) => {
+            calls.onSettled?.(method, started, error);
+            return this.#failure(method, hasId, id, error);
+          },
         );
       }
+      calls.onSettled?.(method, started);
       return hasId ? success(id, result) : undefined;
     } catch (error) {
+      calls.onSettled?.(method, started, error);
       return this.#failure(method, hasId, id, error);
     }
   }

@@ -510,6 +510,56 @@ Deno.test("JsonRpcPeer passes array params to the handler", async () => {
 
 // --- afterResponse ---------------------------------------------------------
 
+Deno.test("JsonRpcPeer tells onSettled of every handled call once, with its start and its error, before the response", async () => {
+  const settled: { method: string; error?: unknown; frames: number }[] = [];
+  const failure = new RpcError(ErrorCode.InvalidParams, "bad");
+  // deno-lint-ignore prefer-const
+  let r: ReturnType<typeof recorder>;
+  r = recorder({
+    onRequest: (method) => {
+      switch (method) {
+        case "sync":
+          return 1;
+        case "throws":
+          throw failure;
+        case "async":
+          return new Promise((resolve) => setTimeout(() => resolve(2), 5));
+        default:
+          return Promise.reject(failure);
+      }
+    },
+    onSettled(method, started, error) {
+      assert.ok(started > 0 && started <= performance.now(), method);
+      settled.push({
+        method,
+        frames: r.sent.length,
+        ...(error === undefined ? {} : { error }),
+      });
+    },
+  });
+  await r.receive({ jsonrpc: "2.0", id: 1, method: "sync" });
+  await r.receive({ jsonrpc: "2.0", id: 2, method: "throws" });
+  await r.receive({ jsonrpc: "2.0", id: 3, method: "async" });
+  await r.receive({ jsonrpc: "2.0", id: 4, method: "rejects" });
+  await r.receive({ jsonrpc: "2.0", method: "sync" }); // a notification
+  await r.receive([
+    { jsonrpc: "2.0", id: 5, method: "sync" },
+    { jsonrpc: "2.0", id: 6, method: "async" },
+  ]);
+  // A frame that is not a call reaches no handler: nothing to tell.
+  await r.receive("{");
+  assert.deepEqual(settled, [
+    { method: "sync", frames: 0 },
+    { method: "throws", frames: 1, error: failure },
+    { method: "async", frames: 2 },
+    { method: "rejects", frames: 3, error: failure },
+    { method: "sync", frames: 4 },
+    { method: "sync", frames: 4 },
+    { method: "async", frames: 4 },
+  ]);
+  assert.equal(r.sent.length, 6);
+});
+
 Deno.test("JsonRpcPeer runs afterResponse hooks after the response frame is sent", async () => {
   for (const mode of ["sync", "async"] as const) {
     // deno-lint-ignore prefer-const
