@@ -656,9 +656,7 @@ export class Session {
     handlers.session = this;
     this.#dispatch = dispatcher(handlers as Bound & MethodHandlers);
     const calls: Bound & Pick<JsonRpcPeerOptions, "maxBatch" | "onSettled"> =
-      Object.create(
-        Session.#peerCalls,
-      );
+      Object.create(Session.#peerCalls);
     calls.session = this;
     calls.maxBatch = context.limits.maxBatch;
     // Calls are counted and timed only when metrics are on.
@@ -880,11 +878,6 @@ export class Session {
     return this.#dispatch(method, params, call);
   }
 
-  /**
-   * What every session's peer calls (see {@linkcode JsonRpcPeerOptions}):
-   * one table for all sessions, found through the object each session
-   * gives its peer, as for {@linkcode Session.#methods}.
-   */
   /** Counts a call and its duration (`JsonRpcPeerOptions.onSettled`). */
   static readonly #counted:
     & NonNullable<JsonRpcPeerOptions["onSettled"]>
@@ -896,6 +889,11 @@ export class Session {
       );
     };
 
+  /**
+   * What every session's peer calls (see {@linkcode JsonRpcPeerOptions}):
+   * one table for all sessions, found through the object each session
+   * gives its peer, as for {@linkcode Session.#methods}.
+   */
   static readonly #peerCalls:
     & Pick<JsonRpcPeerOptions, "send" | "onRequest" | "onInternalError">
     & ThisType<Bound> = {

@@ -435,12 +435,23 @@ function initialFramesCase(size: number) {
     '{"jsonrpc":"2.0","method":"discover.event","params":{"result":';
   for (const batch of [true, false]) {
     const initial = new InitialFrames(prefix, batch);
-    initial.addSnapshot(view.capture("odd", { health: "any" }));
+    const snapshot = view.capture("odd", { health: "any" });
+    let writes = 0;
+    initial.addSnapshot({
+      revision: snapshot.revision,
+      size: snapshot.size,
+      write(writer) {
+        writes++;
+        snapshot.write(writer);
+      },
+    });
     initial.add(events.at(-1)!);
     initial.count();
     assert.equal(initial.events, events.length);
     const frames: string[] = [];
     const sent = initial.write((frame) => frames.push(frame));
+    // A small snapshot's frames are made once, while counting.
+    assert.equal(writes, size > 1000 ? 2 : 1, `batch: ${batch}`);
     const length = frames.reduce((sum, frame) => sum + frame.length, 0);
     assert.equal(initial.bytes, length, `batch: ${batch}`);
     assert.equal(sent, length);

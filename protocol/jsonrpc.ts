@@ -40,9 +40,9 @@ export type RequestHandler = (
 
 /**
  * Options of {@linkcode JsonRpcPeer}. The peer keeps this object and calls
- * `send`, `onRequest`, `onInternalError` and `onSettled` as its methods, so peers made
- * by the thousand (one per session of an agent) can share them through a
- * prototype instead of holding closures each.
+ * `send`, `onRequest`, `onInternalError` and `onSettled` as its methods, so
+ * peers made by the thousand (one per session of an agent) can share them
+ * through a prototype instead of holding closures each.
  */
 export interface JsonRpcPeerOptions {
   /** Sends one text frame. Must not throw. */
