@@ -367,11 +367,10 @@ export function createLogger(
   const formatter = format === "json" ? jsonFormatter : textFormatter;
   const sink: Sink = (record) => write(formatter(record));
   const lowest = TO_LOGTAPE[level];
+  // Loggers below `lowest` make no record: every record made is written.
   return recordLogger(
     options.category ?? LOG_CATEGORY,
-    (record) => {
-      if (compareLogLevel(record.level, lowest) >= 0) sink(record);
-    },
+    sink,
     (level) => compareLogLevel(TO_LOGTAPE[level], lowest) >= 0,
   );
 }

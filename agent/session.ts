@@ -289,7 +289,10 @@ export const INITIAL_FRAME_CHARS = 64 * 1024;
  * until the subscribe's response is sent (see {@linkcode InitialFrames}):
  * a snapshot of about 1,800 instances. Larger ones are made a second time
  * then, so that their text never outlives a collection of the young
- * generation.
+ * generation. A subscribe whose response waits (for the rest of its batch)
+ * keeps its frames meanwhile; their length is reserved against
+ * `maxQueueBytes`, so a session keeps at most that much, plus one
+ * subscription's.
  */
 const KEPT_INITIAL_CHARS = 512 * 1024;
 
