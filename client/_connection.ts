@@ -148,6 +148,11 @@ const WAIT_BACKOFF: BackoffOptions = { initialDelay: 100, maxDelay: 1000 };
 
 /** Longest wait for the HTTP probe that explains a failed connection. */
 const PROBE_TIMEOUT = 2000;
+/**
+ * Longest wait, in milliseconds, for the agent to answer a close frame:
+ * an agent that does not answer delays a client's `close()` by this much.
+ */
+export const CLOSE_WAIT_MS = 1000;
 
 /** The one cast of a result: the method table says what `M` returns. */
 function resultOf<M extends MethodName>(value: unknown): ResultOf<M> {
@@ -423,13 +428,33 @@ export class Connection {
     return this.#peer!.request(method, params).then(resultOf<M>);
   }
 
-  /** Ends the connection cleanly; no reconnection follows. */
-  close(): void {
+  /**
+   * Ends the connection cleanly; no reconnection follows. Resolves once
+   * the agent has answered the close frame, so that a process exiting
+   * right after has told the agent it is done (a clean close, not a lost
+   * client), or after {@linkcode CLOSE_WAIT_MS} when the agent does not
+   * answer.
+   */
+  close(): Promise<void> {
     const socket = this.#socket;
     this.#end("the client closed before the response arrived");
-    try {
-      socket?.close(1000, "client closed");
-    } catch { /* already closing */ }
+    if (!socket || socket.readyState === 3 /* CLOSED */) {
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        socket.removeEventListener("close", done);
+        resolve();
+      };
+      const timer = setTimeout(done, CLOSE_WAIT_MS);
+      socket.addEventListener("close", done);
+      try {
+        socket.close(1000, "client closed");
+      } catch {
+        done(); // already closing
+      }
+    });
   }
 
   async #openFirst(signal?: AbortSignal): Promise<void> {

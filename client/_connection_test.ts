@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { startAgent } from "../agent/mod.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { agentUrls } from "./_connection.ts";
-import { connect } from "./client.ts";
+import { agentUrls, CLOSE_WAIT_MS } from "./_connection.ts";
+import { connect, type WebSocketConstructor } from "./client.ts";
 
 const quiet = {
   advertiseHost: "127.0.0.1",
@@ -128,5 +128,59 @@ Deno.test("waitForAgent: connect() rejects with Timeout once the wait has passed
   await assert.rejects(
     connect(url, { waitForAgent: 60_000, signal: controller.signal }),
     /stop waiting/,
+  );
+});
+
+Deno.test("close() resolves once the agent has seen a clean close: a process may exit right after", async () => {
+  const closes: unknown[] = [];
+  await using agent = await startAgent({
+    port: 0,
+    ...quiet,
+    logger: {
+      ...quiet.logger,
+      info(message, fields) {
+        if (message === "session closed") closes.push(fields?.clean);
+      },
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    const client = await connect(agent.url);
+    await client.register("svc", 8000 + i);
+    await client.close();
+    assert.deepEqual(closes.splice(0), [true], `close ${i}`);
+  }
+});
+
+/** A socket that opens, and never answers a close frame. */
+class Unanswered extends EventTarget {
+  readyState = 0;
+  constructor(readonly url: string) {
+    super();
+    setTimeout(() => {
+      this.readyState = 1;
+      this.dispatchEvent(new Event("open"));
+    }, 0);
+  }
+  send() {}
+  close() {
+    this.readyState = 2; // CLOSING, for good
+  }
+}
+
+Deno.test("close() gives up on an agent that does not answer the close after CLOSE_WAIT_MS", async () => {
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: Unanswered as unknown as WebSocketConstructor,
+    pingInterval: 60_000,
+  });
+  const started = performance.now();
+  await client.close();
+  const elapsed = performance.now() - started;
+  assert.equal(client.closed, true);
+  // It waited for the answer, and no longer than the documented bound
+  // (generous upper margin for a loaded machine; timers fire no earlier
+  // than asked, up to a millisecond of clock rounding).
+  assert.ok(
+    elapsed >= CLOSE_WAIT_MS - 1 && elapsed < CLOSE_WAIT_MS + 4000,
+    `close() took ${elapsed} ms`,
   );
 });

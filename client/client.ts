@@ -538,6 +538,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   #restoreLoop?: Promise<void>;
   /** Aborted on every new connection: a restore waiting out its backoff tries at once. */
   #kick = new AbortController();
+  /** The close under way, once `close()` was called. */
+  #closing?: Promise<void>;
   /** Campaigns under way, by instance key: their instances are theirs alone. */
   #campaigns = new Map<string, Campaign | undefined>();
   /** Milliseconds between pings, and a request's timeout: the loss detection bound is their sum. */
@@ -1153,11 +1155,23 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Unregisters what this client registered, closes its sets and the
-   * connection (a clean close: the agent removes anything left at once).
+   * Stops restoring, unregisters what this client registered, closes its
+   * sets and the connection (a clean close: the agent removes anything
+   * left at once). Resolves once the agent has answered the close, or
+   * after 1 s when it does not: a process may exit right after. Calls
+   * made meanwhile share the one close.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    if (this.closed) return Promise.resolve();
+    return this.#closing = this.#close();
+  }
+
+  async #close(): Promise<void> {
+    // Nothing is restored from now on: a registration sent again after
+    // the unregisters below would outlive the client.
+    this.#toRestore.clear();
+    this.#kick.abort();
     // Campaigns stop believing before their instances go.
     await Promise.allSettled(
       [...this.#campaigns.values()].map((c) => c?.resign()),
@@ -1173,7 +1187,7 @@ export class Client extends EventTarget implements AsyncDisposable {
         ),
     );
     this.#registered.clear();
-    this.#connection.close();
+    await this.#connection.close();
   }
 
   /** Same as {@linkcode Client.close}. */
@@ -1219,6 +1233,7 @@ export class Client extends EventTarget implements AsyncDisposable {
    * failed for good is given up and reported.
    */
   async #restore() {
+    if (this.#closing) return;
     for (const held of this.#registered.values()) {
       if (held.state !== "failed") this.#toRestore.add(held);
     }
@@ -1231,7 +1246,7 @@ export class Client extends EventTarget implements AsyncDisposable {
 
   /** Retries what is still to restore, unless a loop already does. */
   #keepRestoring() {
-    if (this.#toRestore.size === 0 || this.closed) return;
+    if (this.#toRestore.size === 0 || this.closed || this.#closing) return;
     this.#restoreLoop ??= this.#retryRestore().finally(() =>
       this.#restoreLoop = undefined
     );

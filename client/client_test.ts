@@ -735,3 +735,55 @@ Deno.test("several subscribes refused for batch at once are each sent again with
     await client.close();
   }
 });
+
+Deno.test("close() stops restoring: a registration being retried is never sent again after close's unregister", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    reconnect: { initialDelay: 1, maxDelay: 5 },
+    pingInterval: 60_000,
+  });
+  client.addEventListener("error", (event) => event.preventDefault());
+  const first = await FakeSocket.nth(0);
+  const registering = client.register("svc", "h:1");
+  const request = await first.take("discover.register");
+  first.frame({
+    id: request.id,
+    result: {
+      id: "svc/h:1",
+      service: "svc",
+      addr: "h:1",
+      attrs: {},
+      revision: 2,
+      registeredAt: 0,
+    },
+  });
+  await registering;
+
+  // The connection drops; on the next one, the restore and its first
+  // retry are refused (another client holds the instance for now), so
+  // the client waits out its backoff (at most 500 ms) to try again.
+  first.close();
+  const second = await FakeSocket.nth(1);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const again = await second.take("discover.register");
+    second.frame({
+      id: again.id,
+      error: { code: ErrorCode.NotOwner, message: "held by another client" },
+    });
+  }
+  assert.equal(client.registrations()[0].state, "restoring");
+
+  const closing = client.close();
+  const unregister = await second.take("discover.unregister");
+  assert.deepEqual(unregister.params, { service: "svc", addr: "h:1" });
+  // The agent takes its time: twice the longest backoff the retry could
+  // be waiting out. A retry sent now would register the instance again
+  // after the unregister, for good.
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.deepEqual(second.requests.map((r) => r.method), []);
+  second.frame({ id: unregister.id, result: false });
+  await closing;
+  assert.equal(client.closed, true);
+  assert.deepEqual(second.requests.map((r) => r.method), []);
+});

@@ -232,8 +232,18 @@ Deno.test("services, ls and status print what the agent holds, as text and as JS
   assert.equal(JSON.parse(byEnv.stdout).length, 2);
 });
 
-Deno.test("register keeps the instance until SIGINT, then unregisters it", async () => {
-  await using agent = await quietAgent();
+Deno.test("register keeps the instance until SIGINT, then unregisters it and closes cleanly", async () => {
+  const closes: unknown[] = [];
+  await using agent = await startAgent({
+    port: 0,
+    ...quiet,
+    logger: {
+      ...quiet.logger,
+      info(message, fields) {
+        if (message === "session closed") closes.push(fields?.clean);
+      },
+    },
+  });
   await using client = await connect(agent.url);
   await using register = spawnCli([
     "register",
@@ -254,6 +264,10 @@ Deno.test("register keeps the instance until SIGINT, then unregisters it", async
   const { code } = await register.exit();
   assert.equal(code, 0, register.stderr());
   assert.deepEqual(await client.lookup("cache"), []);
+  // The program waited for the agent's answer to its close before it
+  // exited: the agent saw a client that is done, not a lost one.
+  await until(() => closes.length > 0, "the agent sees the session end");
+  assert.deepEqual(closes, [true]);
 });
 
 Deno.test("register -- COMMAND: the command's exit code; unregistered as soon as it exits", async () => {
