@@ -150,7 +150,8 @@ const WAIT_BACKOFF: BackoffOptions = { initialDelay: 100, maxDelay: 1000 };
 const PROBE_TIMEOUT = 2000;
 /**
  * Longest wait, in milliseconds, for the agent to answer a close frame:
- * an agent that does not answer delays a client's `close()` by this much.
+ * an agent that does not answer delays {@linkcode Connection.close} by
+ * this much.
  */
 export const CLOSE_WAIT_MS = 1000;
 
@@ -324,6 +325,8 @@ export class Connection {
   #first?: Promise<void>;
   /** Index in the URL list of the agent in use (or tried first next time). */
   #index = 0;
+  /** Aborted when the connection ends for good: a reconnection stops waiting. */
+  readonly #ending = new AbortController();
 
   /**
    * Creates a connection; {@linkcode Connection.open} makes the first one.
@@ -585,7 +588,7 @@ export class Connection {
 
   async #reconnectLoop(backoff: Backoff) {
     while (this.#state === "disconnected") {
-      await backoff.wait();
+      await backoff.wait(this.#ending.signal);
       if (this.#state !== "disconnected") return;
       let failures;
       try {
@@ -621,6 +624,7 @@ export class Connection {
   #end(reason: string) {
     if (this.#state === "closed") return;
     this.#state = "closed";
+    this.#ending.abort();
     clearInterval(this.#pinger);
     this.#peer?.close(new RpcError(ErrorCode.ConnectionClosed, reason));
     this.#socket = undefined;

@@ -40,7 +40,12 @@ import {
   validateSetHealth,
 } from "../protocol/validate.ts";
 import { Backoff } from "../protocol/backoff.ts";
-import { agentUrls, Connection, type HelloRequest } from "./_connection.ts";
+import {
+  agentUrls,
+  closedError,
+  Connection,
+  type HelloRequest,
+} from "./_connection.ts";
 import { deferred } from "./_deferred.ts";
 import { isPermanent } from "./_permanent.ts";
 import { checkOptions, type OptionsRule } from "./_options.ts";
@@ -694,6 +699,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       : validateCheck(givenCheck);
     const { params, key } = target(service, at);
     this.#notCampaigning(key, "register()");
+    this.#notClosing("discover.register");
     const before = this.#registered.get(key);
     // This call is the newest intent: a restore must not send an older one,
     // now or while this call is under way (a reconnection meanwhile queues
@@ -709,7 +715,9 @@ export class Client extends EventTarget implements AsyncDisposable {
       );
     } catch (error) {
       // The registration held before this call is still to be restored.
-      if (restoring && this.#registered.get(key) === before) {
+      if (
+        restoring && !this.#closing && this.#registered.get(key) === before
+      ) {
         this.#toRestore.add(before);
         this.#keepRestoring();
       }
@@ -874,6 +882,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       }
     }
     const { params, key } = target(service, at);
+    this.#notClosing("discover.register");
     if (this.#campaigns.has(key) || this.#registered.has(key)) {
       throw new TypeError(
         `campaign(): ${service} at ${
@@ -897,12 +906,16 @@ export class Client extends EventTarget implements AsyncDisposable {
       campaign = await startCampaign({
         service,
         interval: pingInterval,
-        register: () =>
-          this.#connection.request("discover.register", {
+        register: async () => {
+          // A campaign still starting when close() began: close does not
+          // know of it, so it registers nothing more.
+          this.#notClosing("discover.register");
+          return await this.#connection.request("discover.register", {
             service,
             ...params,
             attrs,
-          }),
+          });
+        },
         unregister: () =>
           this.#connection.request("discover.unregister", {
             service,
@@ -1155,11 +1168,20 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Stops restoring, unregisters what this client registered, closes its
-   * sets and the connection (a clean close: the agent removes anything
-   * left at once). Resolves once the agent has answered the close, or
-   * after 1 s when it does not: a process may exit right after. Calls
-   * made meanwhile share the one close.
+   * Stops restoring, resigns campaigns, unregisters what this client
+   * registered, closes its sets and the connection (a clean close: the
+   * agent removes anything left at once). From its start, `register()`
+   * and `campaign()` reject with -32006. Calls made meanwhile share the
+   * one close.
+   *
+   * It resolves once the agent has answered the close frame, so a process
+   * may exit right after and still count as a client that is done. An
+   * agent that stops answering delays it by at most two request timeouts
+   * (resigning, then the unregisters, each bounded by `requestTimeout`)
+   * plus 1 s for the close frame. A client that is disconnected when it
+   * closes (or loses the connection meanwhile) can neither unregister nor
+   * say it is done: its agent keeps its instances for the grace TTL, as
+   * for any lost client.
    */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
@@ -1193,6 +1215,14 @@ export class Client extends EventTarget implements AsyncDisposable {
   /** Same as {@linkcode Client.close}. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /**
+   * Throws -32006 once `close()` has begun: what is registered from then
+   * on could land after close's unregisters.
+   */
+  #notClosing(method: string) {
+    if (this.#closing) throw closedError(method);
   }
 
   /** Throws when `key` is a campaign's instance. */
@@ -1254,9 +1284,11 @@ export class Client extends EventTarget implements AsyncDisposable {
 
   async #retryRestore() {
     const backoff = new Backoff({ initialDelay: 250, maxDelay: 5000 });
-    while (this.#toRestore.size > 0 && !this.closed) {
+    while (this.#toRestore.size > 0 && !this.closed && !this.#closing) {
       await backoff.wait(this.#kick.signal);
-      if (this.state === "connected") await this.#restoreOnce();
+      if (this.state === "connected" && !this.#closing) {
+        await this.#restoreOnce();
+      }
     }
   }
 
@@ -1287,8 +1319,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   async #reregister(held: Held) {
-    // Withdrawn, or superseded by a newer register() call.
-    if (!this.#toRestore.has(held)) return;
+    // Withdrawn, superseded by a newer register() call, or closing.
+    if (!this.#toRestore.has(held) || this.#closing) return;
     // A register() of the same instance is under way: it carries the newer
     // intent, and sending this older one now could land after it. Left to
     // restore: the retry loop sends it if that call fails.

@@ -787,3 +787,76 @@ Deno.test("close() stops restoring: a registration being retried is never sent a
   assert.equal(client.closed, true);
   assert.deepEqual(second.requests.map((r) => r.method), []);
 });
+
+Deno.test("close(): a register() that fails meanwhile sends nothing more, and a register() or campaign() after it began is refused", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    reconnect: { initialDelay: 1, maxDelay: 5 },
+    pingInterval: 60_000,
+  });
+  client.addEventListener("error", (event) => event.preventDefault());
+  const instance = (addr: string) => ({
+    id: `svc/${addr}`,
+    service: "svc",
+    addr,
+    attrs: {},
+    revision: 2,
+    registeredAt: 0,
+  });
+  const notOwner = {
+    code: ErrorCode.NotOwner,
+    message: "held by another client",
+  };
+  const addrOf = (request: { params: unknown }) =>
+    (request.params as { addr: string }).addr;
+  const first = await FakeSocket.nth(0);
+  for (const addr of ["h:1", "h:2"]) {
+    const registering = client.register("svc", addr);
+    const request = await first.take("discover.register");
+    first.frame({ id: request.id, result: instance(addr) });
+    await registering;
+  }
+  // Reconnected, both restores are refused; the retry loop's next attempt
+  // at h:2 stays unanswered, so the loop is still running.
+  first.close();
+  const second = await FakeSocket.nth(1);
+  for (let i = 0; i < 2; i++) {
+    const request = await second.take("discover.register");
+    second.frame({ id: request.id, error: notOwner });
+  }
+  let retrying: { id: number } | undefined;
+  for (let i = 0; i < 2; i++) {
+    const request = await second.take("discover.register");
+    if (addrOf(request) === "h:1") {
+      second.frame({ id: request.id, error: notOwner });
+    } else retrying = request;
+  }
+  // The program registers h:1 anew, and closes while that call is out.
+  const registering = client.register("svc", "h:1", { attrs: { v: "2" } })
+    .catch((error) => error);
+  const request = await second.take("discover.register");
+  const closing = client.close();
+  const unregisters = [
+    await second.take("discover.unregister"),
+    await second.take("discover.unregister"),
+  ];
+  assert.deepEqual(unregisters.map(addrOf).sort(), ["h:1", "h:2"]);
+  await assert.rejects(
+    client.register("svc", "h:3"),
+    isCode(ErrorCode.ConnectionClosed),
+  );
+  await assert.rejects(
+    client.campaign("svc", "h:4"),
+    isCode(ErrorCode.ConnectionClosed),
+  );
+  // Its call fails, then the loop's attempt ends: neither sends again.
+  second.frame({ id: request.id, error: notOwner });
+  assert.ok(isCode(ErrorCode.NotOwner)(await registering));
+  second.frame({ id: retrying!.id, error: notOwner });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.deepEqual(second.requests.map((r) => r.method), []);
+  for (const { id } of unregisters) second.frame({ id, result: true });
+  await closing;
+  assert.deepEqual(second.requests.map((r) => r.method), []);
+});
