@@ -5,6 +5,7 @@ import { startAgent } from "../agent/mod.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
 import { agentUrls, CLOSE_WAIT_MS } from "./_connection.ts";
 import { connect, type WebSocketConstructor } from "./client.ts";
+import { sessionCloses } from "../tests/_session_closes.ts";
 
 const quiet = {
   advertiseHost: "127.0.0.1",
@@ -132,17 +133,8 @@ Deno.test("waitForAgent: connect() rejects with Timeout once the wait has passed
 });
 
 Deno.test("close() resolves once the agent has seen a clean close: a process may exit right after", async () => {
-  const closes: unknown[] = [];
-  await using agent = await startAgent({
-    port: 0,
-    ...quiet,
-    logger: {
-      ...quiet.logger,
-      info(message, fields) {
-        if (message === "session closed") closes.push(fields?.clean);
-      },
-    },
-  });
+  const { logger, closes } = sessionCloses();
+  await using agent = await startAgent({ port: 0, ...quiet, logger });
   for (let i = 0; i < 3; i++) {
     const client = await connect(agent.url);
     await client.register("svc", 8000 + i);

@@ -5,7 +5,7 @@ import { startAgent } from "../agent/mod.ts";
 import type { StoredRecord, WriteOptions } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { connect, type WebSocketConstructor } from "./client.ts";
+import { type Client, connect, type WebSocketConstructor } from "./client.ts";
 import { until } from "../tests/_wait.ts";
 
 const quiet = {
@@ -736,7 +736,11 @@ Deno.test("several subscribes refused for batch at once are each sent again with
   }
 });
 
-Deno.test("close() stops restoring: a registration being retried is never sent again after close's unregister", async () => {
+/**
+ * A client on {@linkcode FakeSocket}s that reconnects at once and keeps
+ * its restore errors to itself.
+ */
+async function fakeClient() {
   FakeSocket.opened = [];
   const client = await connect("ws://agent.test:1111", {
     WebSocket: FakeSocket as unknown as WebSocketConstructor,
@@ -744,21 +748,41 @@ Deno.test("close() stops restoring: a registration being retried is never sent a
     pingInterval: 60_000,
   });
   client.addEventListener("error", (event) => event.preventDefault());
-  const first = await FakeSocket.nth(0);
-  const registering = client.register("svc", "h:1");
-  const request = await first.take("discover.register");
-  first.frame({
+  return client;
+}
+
+/** Registers `svc` at `addr`, with `socket` answering as the agent. */
+async function registerThrough(
+  client: Client,
+  socket: FakeSocket,
+  addr: string,
+) {
+  const registering = client.register("svc", addr);
+  const request = await socket.take("discover.register");
+  socket.frame({
     id: request.id,
     result: {
-      id: "svc/h:1",
+      id: `svc/${addr}`,
       service: "svc",
-      addr: "h:1",
+      addr,
       attrs: {},
       revision: 2,
       registeredAt: 0,
     },
   });
   await registering;
+}
+
+/** The agent's refusal while another client holds the instance. */
+const NOT_OWNER = {
+  code: ErrorCode.NotOwner,
+  message: "held by another client",
+};
+
+Deno.test("close() stops restoring: a registration being retried is never sent again after close's unregister", async () => {
+  const client = await fakeClient();
+  const first = await FakeSocket.nth(0);
+  await registerThrough(client, first, "h:1");
 
   // The connection drops; on the next one, the restore and its first
   // retry are refused (another client holds the instance for now), so
@@ -767,10 +791,7 @@ Deno.test("close() stops restoring: a registration being retried is never sent a
   const second = await FakeSocket.nth(1);
   for (let attempt = 0; attempt < 2; attempt++) {
     const again = await second.take("discover.register");
-    second.frame({
-      id: again.id,
-      error: { code: ErrorCode.NotOwner, message: "held by another client" },
-    });
+    second.frame({ id: again.id, error: NOT_OWNER });
   }
   assert.equal(client.registrations()[0].state, "restoring");
 
@@ -789,47 +810,25 @@ Deno.test("close() stops restoring: a registration being retried is never sent a
 });
 
 Deno.test("close(): a register() that fails meanwhile sends nothing more, and a register() or campaign() after it began is refused", async () => {
-  FakeSocket.opened = [];
-  const client = await connect("ws://agent.test:1111", {
-    WebSocket: FakeSocket as unknown as WebSocketConstructor,
-    reconnect: { initialDelay: 1, maxDelay: 5 },
-    pingInterval: 60_000,
-  });
-  client.addEventListener("error", (event) => event.preventDefault());
-  const instance = (addr: string) => ({
-    id: `svc/${addr}`,
-    service: "svc",
-    addr,
-    attrs: {},
-    revision: 2,
-    registeredAt: 0,
-  });
-  const notOwner = {
-    code: ErrorCode.NotOwner,
-    message: "held by another client",
-  };
+  const client = await fakeClient();
   const addrOf = (request: { params: unknown }) =>
     (request.params as { addr: string }).addr;
   const first = await FakeSocket.nth(0);
-  for (const addr of ["h:1", "h:2"]) {
-    const registering = client.register("svc", addr);
-    const request = await first.take("discover.register");
-    first.frame({ id: request.id, result: instance(addr) });
-    await registering;
-  }
+  await registerThrough(client, first, "h:1");
+  await registerThrough(client, first, "h:2");
   // Reconnected, both restores are refused; the retry loop's next attempt
   // at h:2 stays unanswered, so the loop is still running.
   first.close();
   const second = await FakeSocket.nth(1);
   for (let i = 0; i < 2; i++) {
     const request = await second.take("discover.register");
-    second.frame({ id: request.id, error: notOwner });
+    second.frame({ id: request.id, error: NOT_OWNER });
   }
   let retrying: { id: number } | undefined;
   for (let i = 0; i < 2; i++) {
     const request = await second.take("discover.register");
     if (addrOf(request) === "h:1") {
-      second.frame({ id: request.id, error: notOwner });
+      second.frame({ id: request.id, error: NOT_OWNER });
     } else retrying = request;
   }
   // The program registers h:1 anew, and closes while that call is out.
@@ -851,9 +850,9 @@ Deno.test("close(): a register() that fails meanwhile sends nothing more, and a 
     isCode(ErrorCode.ConnectionClosed),
   );
   // Its call fails, then the loop's attempt ends: neither sends again.
-  second.frame({ id: request.id, error: notOwner });
+  second.frame({ id: request.id, error: NOT_OWNER });
   assert.ok(isCode(ErrorCode.NotOwner)(await registering));
-  second.frame({ id: retrying!.id, error: notOwner });
+  second.frame({ id: retrying!.id, error: NOT_OWNER });
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.deepEqual(second.requests.map((r) => r.method), []);
   for (const { id } of unregisters) second.frame({ id, result: true });

@@ -24,6 +24,7 @@ import { freePort, startEtcd } from "../tools/etcd.ts";
 import { nextWithin, until } from "./_wait.ts";
 import { healthServer } from "./_health_server.ts";
 import { tokenHash } from "./_tokens.ts";
+import { sessionCloses } from "./_session_closes.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const LINE_MS = 10_000;
@@ -233,17 +234,8 @@ Deno.test("services, ls and status print what the agent holds, as text and as JS
 });
 
 Deno.test("register keeps the instance until SIGINT, then unregisters it and closes cleanly", async () => {
-  const closes: unknown[] = [];
-  await using agent = await startAgent({
-    port: 0,
-    ...quiet,
-    logger: {
-      ...quiet.logger,
-      info(message, fields) {
-        if (message === "session closed") closes.push(fields?.clean);
-      },
-    },
-  });
+  const { logger, closes } = sessionCloses();
+  await using agent = await startAgent({ port: 0, ...quiet, logger });
   await using client = await connect(agent.url);
   await using register = spawnCli([
     "register",
