@@ -161,15 +161,22 @@ function resultOf<M extends MethodName>(value: unknown): ResultOf<M> {
 }
 
 /**
- * The error of a call made on a closed client.
+ * The error of a call made on a closed client, or (`closing`) on one
+ * whose `close()` has begun.
  *
  * @param method The method (or `connect`).
+ * @param options Whether the client is still closing.
  * @returns The error.
  */
-export function closedError(method: string): RpcError {
+export function closedError(
+  method: string,
+  options: { closing?: boolean } = {},
+): RpcError {
   return new RpcError(
     ErrorCode.ConnectionClosed,
-    `'${method}' was not sent: the client is closed; connect again`,
+    `'${method}' was not sent: the client is ${
+      options.closing ? "closing" : "closed"
+    }; connect again`,
   );
 }
 

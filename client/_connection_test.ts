@@ -165,7 +165,16 @@ Deno.test("close() gives up on an agent that does not answer the close after CLO
     pingInterval: 60_000,
   });
   const started = performance.now();
-  await client.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    client.close(),
+    new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("close() did not end within the bound")),
+        CLOSE_WAIT_MS + 4000,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
   const elapsed = performance.now() - started;
   assert.equal(client.closed, true);
   // It waited for the answer, and no longer than the documented bound

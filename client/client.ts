@@ -682,6 +682,8 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @returns The instance as the agent stored it.
    * @throws {TypeError} When `options` has a key other than `attrs` and
    *   `signal` (attributes go in `{attrs: {...}}`).
+   * @throws {RpcError} `ConnectionClosed` (-32006), without sending
+   *   anything, once {@linkcode Client.close} has begun.
    */
   async register(
     service: string,
@@ -715,9 +717,7 @@ export class Client extends EventTarget implements AsyncDisposable {
       );
     } catch (error) {
       // The registration held before this call is still to be restored.
-      if (
-        restoring && !this.#closing && this.#registered.get(key) === before
-      ) {
+      if (restoring && this.#registered.get(key) === before) {
         this.#toRestore.add(before);
         this.#keepRestoring();
       }
@@ -855,6 +855,8 @@ export class Client extends EventTarget implements AsyncDisposable {
    * @throws {RangeError} When the agent's grace TTL is not above the
    *   client's loss detection bound (`pingInterval + requestTimeout`): a
    *   lost client's instance could go before the client knows it is lost.
+   * @throws {RpcError} `ConnectionClosed` (-32006), without registering,
+   *   once {@linkcode Client.close} has begun.
    */
   async campaign(
     service: string,
@@ -1176,12 +1178,13 @@ export class Client extends EventTarget implements AsyncDisposable {
    *
    * It resolves once the agent has answered the close frame, so a process
    * may exit right after and still count as a client that is done. An
-   * agent that stops answering delays it by at most two request timeouts
-   * (resigning, then the unregisters, each bounded by `requestTimeout`)
-   * plus 1 s for the close frame. A client that is disconnected when it
-   * closes (or loses the connection meanwhile) can neither unregister nor
-   * say it is done: its agent keeps its instances for the grace TTL, as
-   * for any lost client.
+   * agent that stops answering delays it by the calls made on the way,
+   * each bounded by `requestTimeout`: a campaign's resignation (its set's
+   * unsubscribe, then its unregister, after any re-entry under way), then
+   * the unregisters, all at once; then 1 s at most for the close frame. A
+   * client that is disconnected when it closes (or loses the connection
+   * meanwhile) can neither unregister nor say it is done: its agent keeps
+   * its instances for the grace TTL, as for any lost client.
    */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
@@ -1222,7 +1225,7 @@ export class Client extends EventTarget implements AsyncDisposable {
    * on could land after close's unregisters.
    */
   #notClosing(method: string) {
-    if (this.#closing) throw closedError(method);
+    if (this.#closing) throw closedError(method, { closing: true });
   }
 
   /** Throws when `key` is a campaign's instance. */
@@ -1263,7 +1266,6 @@ export class Client extends EventTarget implements AsyncDisposable {
    * failed for good is given up and reported.
    */
   async #restore() {
-    if (this.#closing) return;
     for (const held of this.#registered.values()) {
       if (held.state !== "failed") this.#toRestore.add(held);
     }
@@ -1276,7 +1278,7 @@ export class Client extends EventTarget implements AsyncDisposable {
 
   /** Retries what is still to restore, unless a loop already does. */
   #keepRestoring() {
-    if (this.#toRestore.size === 0 || this.closed || this.#closing) return;
+    if (this.#toRestore.size === 0 || this.closed) return;
     this.#restoreLoop ??= this.#retryRestore().finally(() =>
       this.#restoreLoop = undefined
     );
@@ -1286,9 +1288,7 @@ export class Client extends EventTarget implements AsyncDisposable {
     const backoff = new Backoff({ initialDelay: 250, maxDelay: 5000 });
     while (this.#toRestore.size > 0 && !this.closed && !this.#closing) {
       await backoff.wait(this.#kick.signal);
-      if (this.state === "connected" && !this.#closing) {
-        await this.#restoreOnce();
-      }
+      if (this.state === "connected") await this.#restoreOnce();
     }
   }
 
@@ -1319,8 +1319,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   }
 
   async #reregister(held: Held) {
-    // Withdrawn, superseded by a newer register() call, or closing.
-    if (!this.#toRestore.has(held) || this.#closing) return;
+    // Withdrawn, or superseded by a newer register() call.
+    if (!this.#toRestore.has(held)) return;
     // A register() of the same instance is under way: it carries the newer
     // intent, and sending this older one now could land after it. Left to
     // restore: the retry loop sends it if that call fails.
