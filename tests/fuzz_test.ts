@@ -23,6 +23,8 @@ import {
   spawnAgent,
 } from "../tools/agent_process.ts";
 import { openRaw, type RawSocket } from "./_raw_socket.ts";
+import { DEFAULT_LIMITS } from "../agent/mod.ts";
+import { openrpcDocument } from "../protocol/openrpc.ts";
 
 type Json = Record<string, unknown>;
 
@@ -73,6 +75,25 @@ const uniqueId = fc.constantFrom(
 // Frames
 
 type Frame = { text: string } | { bytes: Uint8Array };
+
+/** What each `rpc.discover` call gets back: the OpenRPC document. */
+const DISCOVER_RESPONSE_CHARS = JSON.stringify(openrpcDocument).length;
+
+/**
+ * Whether the responses to `frames` fit the agent's send queue (its
+ * default `maxQueueBytes`) with room to spare. Beyond it the agent drops
+ * the session as a slow consumer (close code 4008, as
+ * `tests/slow_consumer_test.ts` shows), which this model does not follow:
+ * about 350 `rpc.discover` calls in one batch are enough. Only those answers
+ * are large; each is counted, with or without an id.
+ */
+function withinQueue(frames: Frame[]): boolean {
+  let calls = 0;
+  for (const frame of frames) {
+    if ("text" in frame) calls += frame.text.split('"rpc.discover"').length - 1;
+  }
+  return calls * DISCOVER_RESPONSE_CHARS <= DEFAULT_LIMITS.maxQueueBytes / 2;
+}
 
 const METHODS = [
   "discover.register",
@@ -633,7 +654,7 @@ Deno.test({
         const f = await fuzzed();
         await check(
           property.name,
-          property.frames,
+          property.frames.filter(withinQueue),
           property.runs,
           (frames) => f.run(frames),
         );
