@@ -48,7 +48,7 @@
  *   with a prefix of the changes made (the order is the revisions').
  *   The changes of one turn of the event loop go in one `write(2)`.
  * - `fdatasync(2)` follows the writes beside them, at most
- *   {@linkcode DurableLogOptions.syncInterval} (10 ms) apart, covering
+ *   {@linkcode DurableLogOptions.syncInterval} (100 ms) apart, covering
  *   every write made meanwhile. A crash of the host itself loses at most
  *   the changes of that interval and its flush; the agent then starts
  *   with the state of the last revision on disk and a new epoch, so that
@@ -135,9 +135,12 @@ export interface DurableLogOptions {
   /**
    * Milliseconds a flush to disk waits for more writes to cover (group
    * commit): the most a crash of the host can lose, beyond the flush's own
-   * time. 0: flush again as soon as the previous flush ends.
+   * time. 0: flush again as soon as the previous flush ends. Each flush
+   * is a journal commit that the host's kernel and disk work through
+   * beside the agent: at 10 ms apart, benchmark 14's load made 5 to 10 %
+   * fewer registrations than at 100 ms.
    *
-   * @default {10}
+   * @default {100}
    */
   syncInterval?: number;
   /**
@@ -219,7 +222,7 @@ export class DurableLog {
     this.loaded = loaded;
     this.#logger = options.log;
     this.#compactBytes = options.compactBytes ?? 64 * 1024 * 1024;
-    this.#syncInterval = options.syncInterval ?? 10;
+    this.#syncInterval = options.syncInterval ?? 100;
     this.#bootTime = options.bootTime;
   }
 
@@ -544,7 +547,7 @@ export class DurableLog {
         revision: snapshot.revision,
       }));
       for (const rec of snapshot.records) {
-        await add(`{"t":"rec","rec":${JSON.stringify(rec)}}`);
+        await add(`{"t":"rec","rec":${recordJson(rec)}}`);
       }
       for (const change of snapshot.changes) await add(changeJson(change));
       await add(JSON.stringify({
@@ -574,12 +577,52 @@ export class DurableLog {
  */
 function changeJson(change: BackendChange): string {
   return change.type === "put"
-    ? `{"t":"put","rev":${change.revision},"rec":${
-      JSON.stringify(change.record)
-    }}`
+    ? `{"t":"put","rev":${change.revision},"rec":${recordJson(change.record)}}`
     : `{"t":"del","rev":${change.revision},"service":${
       JSON.stringify(change.service)
     },"addr":${JSON.stringify(change.addr)}}`;
+}
+
+/**
+ * Every field of a stored record, in the order {@linkcode recordJson}
+ * writes them. A field added to `StoredRecord` fails type checking below
+ * until `recordJson` writes it too: a record field the file left out
+ * would be lost at the next start.
+ */
+const RECORD_FIELDS = [
+  "service",
+  "addr",
+  "attrs",
+  "owner",
+  "registeredAt",
+  "health",
+  "note",
+  "created",
+] as const satisfies readonly (keyof StoredRecord)[];
+const _everyFieldWritten: [
+  Exclude<keyof StoredRecord, (typeof RECORD_FIELDS)[number]>,
+] extends [never] ? true : never = true;
+
+/**
+ * The JSON of a record, field by field ({@linkcode RECORD_FIELDS}): what
+ * `JSON.parse` reads back equals the record. Several times faster than
+ * `JSON.stringify` of the record object, and written for every
+ * registration.
+ */
+function recordJson(record: StoredRecord): string {
+  let json = `{"service":${JSON.stringify(record.service)},"addr":${
+    JSON.stringify(record.addr)
+  },"attrs":${JSON.stringify(record.attrs)},"owner":${
+    JSON.stringify(record.owner)
+  },"registeredAt":${JSON.stringify(record.registeredAt)}`;
+  if (record.health !== undefined) {
+    json += `,"health":${JSON.stringify(record.health)}`;
+  }
+  if (record.note !== undefined) {
+    json += `,"note":${JSON.stringify(record.note)}`;
+  }
+  if (record.created !== undefined) json += `,"created":${record.created}`;
+  return json + "}";
 }
 
 /** Writes every byte of `bytes` (a write may take only part of them). */

@@ -142,6 +142,53 @@ Deno.test("a log reads back its epoch and every change; a clean stop says so", a
   }
 });
 
+Deno.test("every field of a record reads back as it was written, whatever its characters, in the base state and in a change", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const full: StoredRecord = {
+    service: "web",
+    addr: "[::1]:8080",
+    attrs: {
+      zone: 'eu "west"',
+      path: "a\\b",
+      note: "naïve ☃ \u{1f600}",
+      nl: "a\nb",
+    },
+    owner: 'owner "1"',
+    registeredAt: 1_700_000_000_123,
+    health: "critical",
+    note: 'probe said: "502"\ttwice',
+    created: 7,
+  };
+  const plain: StoredRecord = {
+    service: "api",
+    addr: "10.0.0.1:80",
+    attrs: {},
+    owner: "o",
+    registeredAt: 2,
+  };
+  const log = await DurableLog.open(dir.path, { bootTime: BOOT });
+  await log.begin(() => ({
+    epoch: log.loaded.epoch,
+    revision: 7,
+    records: [full, plain],
+    changes: [],
+  }), 7);
+  log.add({ type: "put", revision: 8, record: { ...full, created: 8 } });
+  log.add({ type: "put", revision: 9, record: plain });
+  log.flush();
+  await log.close(9);
+  const again = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    assert.deepEqual(again.loaded.records, [full, plain]);
+    assert.deepEqual(again.loaded.changes, [
+      { type: "put", revision: 8, record: { ...full, created: 8 } },
+      { type: "put", revision: 9, record: plain },
+    ]);
+  } finally {
+    await again.close(9);
+  }
+});
+
 Deno.test("the changes added since a flush go to the file together; a change too large for an entry is refused and leaves nothing", async () => {
   await using dir = await tempDir("discover-durable-");
   const log = await DurableLog.open(dir.path, { bootTime: BOOT });
