@@ -230,6 +230,10 @@ export class MemoryBackend implements Backend {
         this.#options.restartGrace ?? 10_000,
       );
     }
+    // Open from here on: a watch that waited for the state is told it is
+    // connected with it, before anything awaiting that state runs (a
+    // registration checks the store is reachable then).
+    this.#open = true;
     const unstarted = [...this.#unstarted];
     this.#unstarted.clear();
     for (const { scope, watcher, options } of unstarted) {

@@ -267,6 +267,36 @@ Deno.test("memory backend with a data directory: a watch opened before open gets
   }
 });
 
+Deno.test("memory backend with a data directory: a watch opened before open is told it is connected with its state, before anything awaiting the state runs", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  await first.put(rec("h:1"));
+  await first.close();
+  const second = new MemoryBackend({ dataDir: dir });
+  const calls: string[] = [];
+  second.watch("web", {
+    changes: () => {},
+    reset: () => {
+      calls.push("reset");
+      // Where the agent's view resolves those waiting for its state: a
+      // registration checks then that the store is reachable.
+      queueMicrotask(() => calls.push("a waiter of the state runs"));
+    },
+    status: (connected) => calls.push(`status ${connected}`),
+  });
+  await second.open({ status: () => {} });
+  try {
+    assert.deepEqual(calls.slice(0, 3), [
+      "reset",
+      "status true",
+      "a waiter of the state runs",
+    ]);
+  } finally {
+    await second.close();
+  }
+});
+
 Deno.test("memory backend with a data directory: a second agent on the directory is refused, and writes after close fail", async () => {
   const dir = dataDir();
   const first = new MemoryBackend({ dataDir: dir });
