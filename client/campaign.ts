@@ -320,6 +320,10 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   #ended = false;
   /** The client closed: nothing more can be sent. */
   #closed = false;
+  /** Aborted when the campaign ends: a new life's wait before a retry ends with it. */
+  readonly #ending = new AbortController();
+  /** Aborted when the client closes: so does the wait of an unregister retried after resigning. */
+  readonly #closing = new AbortController();
 
   /** Campaigns are started by `Client.campaign()`. */
   private constructor(host: CampaignHost) {
@@ -407,7 +411,8 @@ export class Campaign extends EventTarget implements AsyncDisposable {
    * Unregisters the instance. Tried once; should that fail for a reason
    * that can pass (the client is reconnecting, the agent cannot reach its
    * backend), tried again with backoff, in the background, until the agent
-   * confirms it or the client closes: the client may be back within the
+   * confirms it or the client closes (which ends the wait for the next try
+   * at once): the client may be back within the
    * grace TTL, and its agent would then keep the instance for as long as
    * the client lives, a leader nobody campaigns for. The instance stays the
    * campaign's (the client will not register it otherwise) until then.
@@ -420,7 +425,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
     const backoff = new Backoff(REENTER_BACKOFF);
     void (async () => {
       while (!this.#closed) {
-        await backoff.wait();
+        await backoff.wait(this.#closing.signal);
         if (this.#closed || await this.#unregistered()) break;
       }
       this.#host.ended();
@@ -450,6 +455,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
    */
   end(reason: "closed"): void {
     this.#closed = true;
+    this.#closing.abort();
     this.#end(reason);
     this.#host.ended();
     void this.#set?.close();
@@ -613,7 +619,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
           await this.#register();
           return;
         } catch {
-          await backoff.wait();
+          await backoff.wait(this.#ending.signal);
         }
       }
     })().finally(() => {
@@ -665,6 +671,7 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   #end(reason: "resigned" | "closed" | "set-closed", cause?: unknown) {
     if (this.#ended) return;
     this.#ended = true;
+    this.#ending.abort();
     if (this.#token !== undefined) this.#depose(reason, performance.now());
     clearTimeout(this.#timer);
     clearInterval(this.#poller);

@@ -244,6 +244,59 @@ Deno.test("an unregister that cannot be sent is tried again until the agent conf
   ]);
 });
 
+/** Lets every timer due now, and the microtasks they start, run. */
+const nextTurn = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+Deno.test("the client's close ends the wait of an unregister retried after resigning at once: nothing is left to wait for", async () => {
+  const { host, calls } = fakeHost();
+  const me = await startCampaign(host);
+  await me.elected;
+  host.unregister = () => {
+    calls.push("unregister refused");
+    return Promise.reject(
+      new RpcError(ErrorCode.Timeout, "'discover.unregister' timed out"),
+    );
+  };
+  await me.resign();
+  // The retries' waits grow to 400 ms, 800 ms, then 1.6 s at most (with
+  // jitter): the close comes during one of them.
+  await until(
+    () => calls.filter((c) => c === "unregister refused").length >= 4,
+    "four refusals",
+  );
+  await nextTurn();
+  const refused = calls.length;
+  me.end("closed");
+  await nextTurn();
+  // The close tells the host the campaign ended; the retries, stopped at
+  // once, hand it back too (the host forgets it, as it did already).
+  assert.deepEqual(calls.slice(refused), ["ended", "ended"], calls.join(", "));
+});
+
+Deno.test("resigning ends the wait of a new life that could not be registered at once", async () => {
+  const { host, calls, state } = fakeHost();
+  state.vouch = { ms: 400, lease: "L1" };
+  const me = await startCampaign(host);
+  assert.equal(await me.elected, 10);
+  host.register = () => {
+    calls.push("register refused");
+    return Promise.reject(
+      new RpcError(ErrorCode.Timeout, "'discover.register' timed out"),
+    );
+  };
+  state.vouch = undefined; // the belief runs out: a new life starts
+  await until(
+    () => calls.filter((c) => c === "register refused").length >= 4,
+    "four refusals",
+  );
+  await nextTurn();
+  let resigned = false;
+  void me.resign().then(() => resigned = true);
+  await nextTurn();
+  assert.ok(resigned, `resign() waited for the backoff: ${calls.join(", ")}`);
+  assert.deepEqual(calls.slice(-2), ["unregister", "ended"], calls.join(", "));
+});
+
 /** A subscribe the agent refuses with `code`. */
 function refusal(code: number): RpcError {
   return new RpcError(code, `refused with ${code}`);
