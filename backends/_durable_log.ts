@@ -208,6 +208,8 @@ export class DurableLog {
   /** The `fdatasync` under way. */
   #flushing?: Promise<void>;
   #syncFailed = false;
+  /** Ends the wait of the flush loop before its next flush (close). */
+  #wake?: () => void;
   #closed = false;
 
   private constructor(
@@ -421,6 +423,8 @@ export class DurableLog {
     if (this.#closed) return;
     await this.#compacting;
     this.#closed = true;
+    // The flush due covers every write: it runs now, not after its wait.
+    this.#wake?.();
     await this.#syncing;
     const file = this.#file;
     this.#file = undefined;
@@ -441,9 +445,14 @@ export class DurableLog {
     this.#syncing ??= (async () => {
       while (this.#dirty && this.#file) {
         if (this.#syncInterval > 0 && !this.#closed) {
-          await new Promise((resolve) =>
-            setTimeout(resolve, this.#syncInterval)
-          );
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, this.#syncInterval);
+            this.#wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          this.#wake = undefined;
         }
         this.#dirty = false;
         try {
@@ -584,30 +593,11 @@ function changeJson(change: BackendChange): string {
 }
 
 /**
- * Every field of a stored record, in the order {@linkcode recordJson}
- * writes them. A field added to `StoredRecord` fails type checking below
- * until `recordJson` writes it too: a record field the file left out
- * would be lost at the next start.
- */
-const RECORD_FIELDS = [
-  "service",
-  "addr",
-  "attrs",
-  "owner",
-  "registeredAt",
-  "health",
-  "note",
-  "created",
-] as const satisfies readonly (keyof StoredRecord)[];
-const _everyFieldWritten: [
-  Exclude<keyof StoredRecord, (typeof RECORD_FIELDS)[number]>,
-] extends [never] ? true : never = true;
-
-/**
- * The JSON of a record, field by field ({@linkcode RECORD_FIELDS}): what
- * `JSON.parse` reads back equals the record. Several times faster than
- * `JSON.stringify` of the record object, and written for every
- * registration.
+ * The JSON of a record, field by field: what `JSON.parse` reads back equals
+ * the record. Several times faster than `JSON.stringify` of the record
+ * object, and written for every registration. A field added to
+ * `StoredRecord` must be added here: the test that reads back a record
+ * with every field (a `Required<StoredRecord>`) fails until it is.
  */
 function recordJson(record: StoredRecord): string {
   let json = `{"service":${JSON.stringify(record.service)},"addr":${
@@ -621,7 +611,9 @@ function recordJson(record: StoredRecord): string {
   if (record.note !== undefined) {
     json += `,"note":${JSON.stringify(record.note)}`;
   }
-  if (record.created !== undefined) json += `,"created":${record.created}`;
+  if (record.created !== undefined) {
+    json += `,"created":${JSON.stringify(record.created)}`;
+  }
   return json + "}";
 }
 

@@ -832,7 +832,7 @@ export const memoryDescriptor: BackendDescriptor = {
       `keep the registrations, their revisions and the epoch in this directory (created if needed; one agent at a time), so that an agent restarted on it keeps them: its clients' instances stay for the grace TTL (--ttl) for them to reconnect, and subscribers see no down and no up; an empty value keeps nothing; needs --allow-write for it (default: ${COMPILED_DATA_DIR} for the compiled discoverd, none when run from source)`,
   }],
   notes: [
-    "With --data-dir, every change is written to DIR/discover.log before it is acknowledged, so an agent killed at any moment restarts with every change it acknowledged; the file is flushed to disk continuously, and after a crash of the host the agent starts with what reached the disk, under a new epoch. A damaged file is detected by its checksums: the agent starts with the state before the damage, says what it dropped and keeps the damaged file aside.",
+    "With --data-dir, every change is written to DIR/discover.log before it is acknowledged, so an agent killed at any moment restarts with every change it acknowledged; the file is flushed to disk at most 100 ms apart, and after a crash of the host the agent starts with what reached the disk, under a new epoch. A damaged file is detected by its checksums: the agent starts with the state before the damage, says what it dropped and keeps the damaged file aside.",
   ],
   create: (values, context) => {
     const given = values["data-dir"];
