@@ -201,7 +201,7 @@ export async function durable(options: BenchOptions): Promise<Figure[]> {
     size = a.size;
   }
   log(
-    `14: ${pairs} pairs of fresh agents, ${
+    `14: ${pairs} pair${pairs === 1 ? "" : "s"} of fresh agents, ${
       spanRounds / pairs
     } rounds each; data file ${Math.round(size / 1024)} KiB after a load`,
   );
