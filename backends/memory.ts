@@ -605,9 +605,12 @@ export class MemoryBackend implements Backend {
    * Stops delivering changes. Without a data directory, the records stay
    * for a later `open`; with one, the writes so far are flushed to disk,
    * the file says the agent stopped cleanly, and a later `open` reads it
-   * again.
+   * again. A close while the directory is being read waits for the read.
    */
   async close(): Promise<void> {
+    // A read of the data directory under way ends first: it takes the
+    // directory, which this close must then give back.
+    await this.#opening?.catch(() => {});
     clearTimeout(this.#graceTimer);
     this.#graceTimer = undefined;
     // The changes of this turn are written first: their callers get answers.

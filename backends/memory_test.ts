@@ -297,6 +297,18 @@ Deno.test("memory backend with a data directory: a watch opened before open is t
   }
 });
 
+Deno.test("memory backend with a data directory: a close while the directory is being read waits for the read, then releases the directory", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  const opened = first.open({ status: () => {} });
+  await first.close();
+  await opened;
+  // The directory is free: another backend takes it.
+  const second = new MemoryBackend({ dataDir: dir });
+  await second.open({ status: () => {} });
+  await second.close();
+});
+
 Deno.test("memory backend with a data directory: a second agent on the directory is refused, and writes after close fail", async () => {
   const dir = dataDir();
   const first = new MemoryBackend({ dataDir: dir });
