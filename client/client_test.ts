@@ -779,6 +779,24 @@ const NOT_OWNER = {
   message: "held by another client",
 };
 
+/**
+ * Drops the client's first connection, then refuses the first `n`
+ * registrations it restores on the next one (another client holds the
+ * instances for now), and returns that next connection.
+ */
+async function reconnectRefusing(
+  first: FakeSocket,
+  n: number,
+): Promise<FakeSocket> {
+  first.close();
+  const second = await FakeSocket.nth(1);
+  for (let i = 0; i < n; i++) {
+    const request = await second.take("discover.register");
+    second.frame({ id: request.id, error: NOT_OWNER });
+  }
+  return second;
+}
+
 Deno.test("close() stops restoring: a registration being retried is never sent again after close's unregister", async () => {
   const client = await fakeClient();
   const first = await FakeSocket.nth(0);
@@ -787,12 +805,7 @@ Deno.test("close() stops restoring: a registration being retried is never sent a
   // The connection drops; on the next one, the restore and its first
   // retry are refused (another client holds the instance for now), so
   // the client waits out its backoff (at most 500 ms) to try again.
-  first.close();
-  const second = await FakeSocket.nth(1);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    const again = await second.take("discover.register");
-    second.frame({ id: again.id, error: NOT_OWNER });
-  }
+  const second = await reconnectRefusing(first, 2);
   assert.equal(client.registrations()[0].state, "restoring");
   // The loop goes on to wait out its backoff (a retry it made meanwhile
   // is refused too), and close() cuts that wait short.
@@ -823,12 +836,7 @@ Deno.test("close(): a register() that fails meanwhile sends nothing more, and a 
   await registerThrough(client, first, "h:2");
   // Reconnected, both restores are refused; the retry loop's next attempt
   // at h:2 stays unanswered, so the loop is still running.
-  first.close();
-  const second = await FakeSocket.nth(1);
-  for (let i = 0; i < 2; i++) {
-    const request = await second.take("discover.register");
-    second.frame({ id: request.id, error: NOT_OWNER });
-  }
+  const second = await reconnectRefusing(first, 2);
   let retrying: { id: number } | undefined;
   for (let i = 0; i < 2; i++) {
     const request = await second.take("discover.register");
