@@ -12,7 +12,9 @@
  * within seconds of etcd's return, however long it was away: the client
  * library's circuit breaker, which would refuse every call for 5 s after
  * three failures in a row, is replaced, and its watch stream reconnects
- * on the same schedule.
+ * on the same schedule. A failed call does not close the member's
+ * connections either: the streams on them would end with them
+ * ({@linkcode createClient}).
  *
  * While etcd is away, every retry loop, lease renewal and watch fails over
  * and over: {@linkcode QuietLog} logs the first few lines of each kind and
@@ -22,7 +24,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import type { IOptions } from "etcd3";
+import { Etcd3, type IOptions } from "etcd3";
 import { Backoff } from "../protocol/backoff.ts";
 import type { BackendLogger } from "./descriptor.ts";
 import type { EndpointHealth, HostPolicy } from "./_etcd_health.ts";
@@ -188,6 +190,74 @@ export function probeOptions(options: IOptions, endpoint: string): IOptions {
       global: PASS_THROUGH as PoolGlobalPolicy,
     },
   };
+}
+
+/** What {@linkcode createClient} changes in one member of `etcd3`'s pool. */
+interface PoolMember {
+  resetAllServices(): void;
+  close(): void;
+  closed: boolean;
+}
+
+/**
+ * An `etcd3` client for `options` that keeps its gRPC connections when a
+ * call fails; {@linkcode Etcd3.close} still closes them.
+ *
+ * On its own, `etcd3` closes every gRPC client of a member as soon as one
+ * call to it fails with an error it deems recoverable (a missed deadline,
+ * `unavailable`, a lost stream), so that the next call dials afresh. A
+ * closed client's connection drains: the streams still open on it (the
+ * watch, the lease keep-alive) carry on until gRPC's next keep-alive ping,
+ * which fails on a draining connection and ends them, connection and all
+ * (grpc-node issue 3068). Each stream lost that way is itself such a
+ * failure, and closes the connection the renewed streams run on: one
+ * missed deadline on a healthy connection (a member that stalled for a
+ * few seconds) cut the agent's watch every keep-alive period, for as long
+ * as the agent ran.
+ *
+ * The clients are kept instead: gRPC dials a broken connection again by
+ * itself (at most {@linkcode RECONNECT_MAX_MS} apart) and notices a hung
+ * one by its keep-alive pings.
+ *
+ * @example Usage
+ * ```ts
+ * import { clientOptions, createClient } from "./_etcd_client.ts";
+ * const client = createClient(clientOptions({
+ *   endpoints: ["http://127.0.0.1:2379"],
+ *   callTimeout: 3000,
+ * }));
+ * client.close();
+ * ```
+ *
+ * @param options The client's options, from {@linkcode clientOptions}.
+ * @returns The client.
+ * @throws {Error} If `etcd3` no longer has the connection pool this
+ *   relies on (a version whose internals changed).
+ */
+export function createClient(options: IOptions): Etcd3 {
+  const client = new Etcd3(options);
+  // deno-lint-ignore no-explicit-any
+  const members: unknown = (client as any).pool?.hosts;
+  const usable = Array.isArray(members) &&
+    members.every((member) =>
+      typeof member?.resetAllServices === "function" &&
+      typeof member?.close === "function"
+    );
+  if (!usable) {
+    client.close();
+    throw new Error(
+      "this version of etcd3 has no connection pool of members with resetAllServices() and close(): the client's connections could not be kept",
+    );
+  }
+  for (const member of members as PoolMember[]) {
+    const closeAll = member.resetAllServices;
+    member.resetAllServices = () => {};
+    member.close = () => {
+      closeAll.call(member);
+      member.closed = true;
+    };
+  }
+  return client;
 }
 
 /** Lines of one kind that {@linkcode QuietLog} writes before it counts them. */

@@ -6,6 +6,7 @@ import { startEtcd } from "../tools/etcd.ts";
 import { tcpProxy } from "../tests/_proxy.ts";
 import {
   clientOptions,
+  createClient,
   PROBE_TIMEOUT_MS,
   probeOptions,
   QUIET_LINES,
@@ -232,4 +233,66 @@ Deno.test("clientOptions: a connection with no call on it stays open, as etcd ke
     client.close();
     proxy.close();
   }
+});
+
+Deno.test("createClient: a failed call leaves the watch stream and its connection alone", async () => {
+  await using cluster = await startEtcd();
+  const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+  const client = createClient(
+    clientOptions({
+      endpoints: [`http://127.0.0.1:${proxy.port}`],
+      callTimeout: 5000,
+    }),
+  );
+  try {
+    const watcher = await client.watch().prefix("w/").create();
+    let disconnected = 0;
+    const seen: string[] = [];
+    watcher.on("disconnected", () => disconnected++);
+    watcher.on("put", (kv) => seen.push(kv.key.toString()));
+    await client.put("w/1").value("a");
+    // A call whose deadline passes: an error etcd3 deems recoverable.
+    await assert.rejects(
+      client.get("k").options({ deadline: Date.now() - 1000 }).string(),
+      /DEADLINE_EXCEEDED/,
+    );
+    // Past gRPC's next keep-alive ping (every 6 s during a call), which
+    // ends the streams of a connection being closed.
+    await new Promise((resolve) => setTimeout(resolve, 9000));
+    await client.put("w/2").value("b");
+    const until = Date.now() + 5000;
+    while (seen.length < 2 && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.deepEqual(seen, ["w/1", "w/2"]);
+    assert.equal(disconnected, 0, "the watch stream was lost");
+    assert.equal(proxy.accepted, 1, "the connection was closed and made again");
+    await watcher.cancel();
+  } finally {
+    client.close();
+    proxy.close();
+  }
+});
+
+Deno.test("createClient: close() still closes every connection", async () => {
+  await using cluster = await startEtcd();
+  const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
+  const client = createClient(
+    clientOptions({
+      endpoints: [`http://127.0.0.1:${proxy.port}`],
+      callTimeout: 5000,
+    }),
+  );
+  try {
+    assert.equal(await client.get("k").string(), null);
+    assert.equal(proxy.connections, 1);
+  } finally {
+    client.close();
+  }
+  const until = Date.now() + 5000;
+  while (proxy.connections > 0 && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(proxy.connections, 0, "a connection stayed open after close()");
+  proxy.close();
 });

@@ -89,7 +89,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { Etcd3, EtcdLeaseInvalidError, type IWatchResponse } from "etcd3";
+import { type Etcd3, EtcdLeaseInvalidError, type IWatchResponse } from "etcd3";
 import {
   type Backend,
   type BackendCatalog,
@@ -107,6 +107,7 @@ import { EndpointHealth } from "./_etcd_health.ts";
 import {
   clientOptions,
   type ClientSettings,
+  createClient,
   PROBE_TIMEOUT_MS,
   probeOptions,
   QuietLog,
@@ -311,7 +312,7 @@ export class EtcdBackend implements Backend {
       );
       options = withHealth(options, health);
     }
-    const client = new Etcd3(options);
+    const client = createClient(options);
     const closing = new AbortController();
     const lease = new AgentLease(client, {
       ttl: this.#leaseTtl,
@@ -658,7 +659,9 @@ export class EtcdBackend implements Backend {
     const on = this.#open();
     let client = on.probes.get(endpoint);
     if (!client) {
-      client = new Etcd3(probeOptions(clientOptions(this.#settings), endpoint));
+      client = createClient(
+        probeOptions(clientOptions(this.#settings), endpoint),
+      );
       on.probes.set(endpoint, client);
     }
     await client.maintenance.status({
