@@ -190,7 +190,9 @@ class AgentSlot {
   proc?: AgentProcess;
   /** A fault holds the slot. */
   busy = false;
-  readonly port = freePort();
+  /** Whether an agent of this slot ever listened: its port is fixed then. */
+  #listened = false;
+  #port = freePort();
   /** Logs of its earlier processes. */
   readonly logs: string[] = [];
 
@@ -199,6 +201,14 @@ class AgentSlot {
     readonly etcdPath: TcpProxy,
     readonly args: string[],
   ) {}
+
+  /**
+   * The agent's port: the same for every agent of the slot once one
+   * listened, as clients and their proxies go back to it.
+   */
+  get port(): number {
+    return this.#port;
+  }
 
   get url(): string {
     return `ws://127.0.0.1:${this.port}`;
@@ -235,6 +245,7 @@ class AgentSlot {
             `agent ${this.index}: its process exited by itself (code ${status.code}, signal ${status.signal})`,
           );
         });
+        this.#listened = true;
         if (round.closing) return await this.kill();
         if (attempt > 1) {
           round.note(`agent ${this.index} started (try ${attempt})`);
@@ -246,6 +257,12 @@ class AgentSlot {
           .trim().split("\n").at(-1)!.slice(0, 200);
         this.logs.push(`(failed start) ${why}`);
         if (Date.now() > deadline) throw error;
+        // The port, free when picked, may have become the local end of a
+        // connection made since (it comes from the same range): before
+        // any agent of the slot listened, another one will do.
+        if (!this.#listened && why.includes("address already in use")) {
+          this.#port = freePort();
+        }
         if (attempt === 1) {
           round.note(
             `agent ${this.index} did not start, trying again: ${why}`,
