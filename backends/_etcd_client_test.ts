@@ -244,8 +244,8 @@ Deno.test("createClient: a failed call leaves the watch stream and its connectio
       callTimeout: 5000,
     }),
   );
+  const watcher = await client.watch().prefix("w/").create();
   try {
-    const watcher = await client.watch().prefix("w/").create();
     let disconnected = 0;
     const seen: string[] = [];
     watcher.on("disconnected", () => disconnected++);
@@ -267,8 +267,8 @@ Deno.test("createClient: a failed call leaves the watch stream and its connectio
     assert.deepEqual(seen, ["w/1", "w/2"]);
     assert.equal(disconnected, 0, "the watch stream was lost");
     assert.equal(proxy.accepted, 1, "the connection was closed and made again");
-    await watcher.cancel();
   } finally {
+    await watcher.cancel();
     client.close();
     proxy.close();
   }
@@ -284,15 +284,22 @@ Deno.test("createClient: close() still closes every connection", async () => {
     }),
   );
   try {
-    assert.equal(await client.get("k").string(), null);
-    assert.equal(proxy.connections, 1);
+    try {
+      assert.equal(await client.get("k").string(), null);
+      assert.equal(proxy.connections, 1);
+    } finally {
+      client.close();
+    }
+    const until = Date.now() + 5000;
+    while (proxy.connections > 0 && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(
+      proxy.connections,
+      0,
+      "a connection stayed open after close()",
+    );
   } finally {
-    client.close();
+    proxy.close();
   }
-  const until = Date.now() + 5000;
-  while (proxy.connections > 0 && Date.now() < until) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  assert.equal(proxy.connections, 0, "a connection stayed open after close()");
-  proxy.close();
 });
