@@ -1,7 +1,6 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { Etcd3 } from "etcd3";
 import { startEtcd } from "../tools/etcd.ts";
 import { tcpProxy } from "../tests/_proxy.ts";
 import {
@@ -212,31 +211,12 @@ Deno.test("QuietLog: refuses a count of lines below 1 and a period of 0", () => 
   );
 });
 
-Deno.test("clientOptions: a connection with no call on it stays open, as etcd keeps only those that ping during calls", async () => {
-  await using cluster = await startEtcd();
-  const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
-  const client = new Etcd3(
-    clientOptions({
-      endpoints: [`http://127.0.0.1:${proxy.port}`],
-      callTimeout: 5000,
-    }),
-  );
-  try {
-    assert.equal(await client.get("k").string(), null);
-    // Pinging every 6 s without a call, the connection would get etcd's
-    // GOAWAY at the fourth ping, 24 s in; on a slow machine later (then
-    // this test cannot tell, but it never fails wrongly).
-    await new Promise((resolve) => setTimeout(resolve, 27_000));
-    assert.equal(await client.get("k").string(), null);
-    assert.equal(proxy.accepted, 1, "the connection was closed and made again");
-  } finally {
-    client.close();
-    proxy.close();
-  }
-});
-
-Deno.test("createClient: a failed call leaves the watch stream and its connection alone", async () => {
-  await using cluster = await startEtcd();
+/**
+ * etcd, a proxy in front of it that counts connections, and a client of
+ * {@linkcode createClient} through the proxy; all stopped on disposal.
+ */
+async function proxiedEtcd() {
+  const cluster = await startEtcd();
   const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
   const client = createClient(
     clientOptions({
@@ -244,6 +224,32 @@ Deno.test("createClient: a failed call leaves the watch stream and its connectio
       callTimeout: 5000,
     }),
   );
+  return {
+    proxy,
+    client,
+    async [Symbol.asyncDispose]() {
+      client.close();
+      proxy.close();
+      await cluster[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("clientOptions: a connection with no call on it stays open, as etcd keeps only those that ping during calls", async () => {
+  await using etcd = await proxiedEtcd();
+  const { client, proxy } = etcd;
+  assert.equal(await client.get("k").string(), null);
+  // Pinging every 6 s without a call, the connection would get etcd's
+  // GOAWAY at the fourth ping, 24 s in; on a slow machine later (then
+  // this test cannot tell, but it never fails wrongly).
+  await new Promise((resolve) => setTimeout(resolve, 27_000));
+  assert.equal(await client.get("k").string(), null);
+  assert.equal(proxy.accepted, 1, "the connection was closed and made again");
+});
+
+Deno.test("createClient: a failed call leaves the watch stream and its connection alone", async () => {
+  await using etcd = await proxiedEtcd();
+  const { client, proxy } = etcd;
   const watcher = await client.watch().prefix("w/").create();
   try {
     let disconnected = 0;
@@ -269,37 +275,18 @@ Deno.test("createClient: a failed call leaves the watch stream and its connectio
     assert.equal(proxy.accepted, 1, "the connection was closed and made again");
   } finally {
     await watcher.cancel();
-    client.close();
-    proxy.close();
   }
 });
 
 Deno.test("createClient: close() still closes every connection", async () => {
-  await using cluster = await startEtcd();
-  const proxy = tcpProxy(Number(new URL(cluster.endpoints[0]).port));
-  const client = createClient(
-    clientOptions({
-      endpoints: [`http://127.0.0.1:${proxy.port}`],
-      callTimeout: 5000,
-    }),
-  );
-  try {
-    try {
-      assert.equal(await client.get("k").string(), null);
-      assert.equal(proxy.connections, 1);
-    } finally {
-      client.close();
-    }
-    const until = Date.now() + 5000;
-    while (proxy.connections > 0 && Date.now() < until) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(
-      proxy.connections,
-      0,
-      "a connection stayed open after close()",
-    );
-  } finally {
-    proxy.close();
+  await using etcd = await proxiedEtcd();
+  const { client, proxy } = etcd;
+  assert.equal(await client.get("k").string(), null);
+  assert.equal(proxy.connections, 1);
+  client.close();
+  const until = Date.now() + 5000;
+  while (proxy.connections > 0 && Date.now() < until) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
+  assert.equal(proxy.connections, 0, "a connection stayed open after close()");
 });
