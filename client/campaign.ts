@@ -317,13 +317,21 @@ export class Campaign extends EventTarget implements AsyncDisposable {
   #timer?: ReturnType<typeof setTimeout>;
   #poller?: ReturnType<typeof setInterval>;
   #elected = deferred<number>();
-  #ended = false;
-  /** The client closed: nothing more can be sent. */
-  #closed = false;
   /** Aborted when the campaign ends: a new life's wait before a retry ends with it. */
   readonly #ending = new AbortController();
-  /** Aborted when the client closes: so does the wait of an unregister retried after resigning. */
+  /**
+   * Aborted when the client closes (nothing more can be sent): so does the
+   * wait of an unregister retried after resigning.
+   */
   readonly #closing = new AbortController();
+
+  get #ended(): boolean {
+    return this.#ending.signal.aborted;
+  }
+
+  get #closed(): boolean {
+    return this.#closing.signal.aborted;
+  }
 
   /** Campaigns are started by `Client.campaign()`. */
   private constructor(host: CampaignHost) {
@@ -454,7 +462,6 @@ export class Campaign extends EventTarget implements AsyncDisposable {
    * @param reason Why.
    */
   end(reason: "closed"): void {
-    this.#closed = true;
     this.#closing.abort();
     this.#end(reason);
     this.#host.ended();
@@ -670,7 +677,6 @@ export class Campaign extends EventTarget implements AsyncDisposable {
 
   #end(reason: "resigned" | "closed" | "set-closed", cause?: unknown) {
     if (this.#ended) return;
-    this.#ended = true;
     this.#ending.abort();
     if (this.#token !== undefined) this.#depose(reason, performance.now());
     clearTimeout(this.#timer);
