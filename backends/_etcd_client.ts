@@ -39,6 +39,15 @@ export const PROBE_TIMEOUT_MS = 1000;
 /** Longest wait of gRPC before it dials a member again, in ms. */
 export const RECONNECT_MAX_MS = 4000;
 
+/**
+ * HTTP/2 flow-control window of every etcd connection and stream, in
+ * bytes: 4 MiB, gRPC's default message limit, where HTTP/2 starts at
+ * 64 KiB. A page of the full read (`_etcd_read.ts`) comes in one go,
+ * without a round trip for each 64 KiB; reading 1,000 records of an
+ * agent's format took 3.64 to 3.73 ms (median) instead of 3.97 to 4.03 ms.
+ */
+export const FLOW_CONTROL_WINDOW = 4 * 1024 * 1024;
+
 /** A policy that runs every call as it is. */
 const PASS_THROUGH: HostPolicy = {
   execute: async (fn) => await fn({ signal: new AbortController().signal }),
@@ -93,6 +102,9 @@ export function clientOptions(settings: ClientSettings): IOptions {
       // of its return (gRPC's own backoff grows to two minutes).
       "grpc.initial_reconnect_backoff_ms": 250,
       "grpc.max_reconnect_backoff_ms": RECONNECT_MAX_MS,
+      // A read of 1,000 records (about 150 KiB) fits in the window, so
+      // etcd sends it without waiting for the agent's window updates.
+      "grpc-node.flow_control_window": FLOW_CONTROL_WINDOW,
     },
     faultHandling: {
       // No circuit breaker: the library's own refuses every call for 5 s

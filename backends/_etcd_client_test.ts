@@ -6,6 +6,7 @@ import { tcpProxy } from "../tests/_proxy.ts";
 import {
   clientOptions,
   createClient,
+  FLOW_CONTROL_WINDOW,
   PROBE_TIMEOUT_MS,
   probeOptions,
   QUIET_LINES,
@@ -289,4 +290,101 @@ Deno.test("createClient: close() still closes every connection", async () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   assert.equal(proxy.connections, 0, "a connection stayed open after close()");
+});
+
+/** What {@linkcode clientFrames} saw. */
+interface ClientFrames {
+  /** The client's settings, by id. */
+  settings: Map<number, number>;
+  /** Increments of the connection's window (stream 0). */
+  windowUpdates: number[];
+  /** Whether the client opened a stream. */
+  headers: boolean;
+}
+
+/**
+ * The HTTP/2 frames a client sends to a server that answers its preface
+ * with an empty SETTINGS frame: its settings (id to value), its window
+ * updates of the connection (stream 0), and whether it opened a stream
+ * (a HEADERS frame), until `done` says enough.
+ */
+async function clientFrames(
+  conn: Deno.Conn,
+  done: (seen: ClientFrames) => boolean,
+): Promise<ClientFrames> {
+  const seen: ClientFrames = {
+    settings: new Map(),
+    windowUpdates: [],
+    headers: false,
+  };
+  const PREFACE = 24;
+  let bytes = new Uint8Array(0);
+  let at = PREFACE;
+  let answered = false;
+  const buf = new Uint8Array(64 * 1024);
+  while (!done(seen)) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("the client closed the connection");
+    const more = new Uint8Array(bytes.length + n);
+    more.set(bytes);
+    more.set(buf.subarray(0, n), bytes.length);
+    bytes = more;
+    if (!answered && bytes.length >= PREFACE) {
+      answered = true;
+      // An empty SETTINGS frame: the client's settings take effect then.
+      await conn.write(new Uint8Array([0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    }
+    const view = new DataView(bytes.buffer);
+    while (at + 9 <= bytes.length) {
+      const length = view.getUint32(at) >>> 8;
+      if (at + 9 + length > bytes.length) break;
+      const type = bytes[at + 3], flags = bytes[at + 4];
+      const stream = view.getUint32(at + 5) & 0x7fffffff;
+      const payload = at + 9;
+      if (type === 4 && (flags & 1) === 0) {
+        for (let p = payload; p + 6 <= payload + length; p += 6) {
+          seen.settings.set(view.getUint16(p), view.getUint32(p + 2));
+        }
+      } else if (type === 8 && stream === 0) {
+        seen.windowUpdates.push(view.getUint32(payload) & 0x7fffffff);
+      } else if (type === 1) {
+        seen.headers = true;
+      }
+      at = payload + length;
+    }
+  }
+  return seen;
+}
+
+Deno.test("clientOptions: etcd may send a whole page of records without waiting for a window update", async () => {
+  // HTTP/2 starts every connection and stream at 64 KiB, and a page of
+  // 1,000 records is about 150 KiB.
+  assert.ok(FLOW_CONTROL_WINDOW >= 1024 * 1024);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  const client = createClient(
+    clientOptions({
+      endpoints: [`http://127.0.0.1:${port}`],
+      callTimeout: 5000,
+    }),
+  );
+  const call = client.get("k").string().catch(() => {});
+  const conn = await listener.accept();
+  try {
+    const INITIAL_WINDOW_SIZE = 4;
+    // The call's stream opens once the connection's settings are agreed.
+    const seen = await clientFrames(conn, (s) => s.headers);
+    // Each stream's window, and the connection's (65,535 bytes plus the
+    // increments), before the first stream.
+    assert.equal(seen.settings.get(INITIAL_WINDOW_SIZE), FLOW_CONTROL_WINDOW);
+    assert.equal(
+      65_535 + seen.windowUpdates.reduce((a, b) => a + b, 0),
+      FLOW_CONTROL_WINDOW,
+    );
+  } finally {
+    conn.close();
+    listener.close();
+    client.close();
+    await call;
+  }
 });
