@@ -248,10 +248,17 @@ class Subscription implements Subscriber {
    * {@linkcode InitialFrames}).
    *
    * @param batch The client takes them in batch frames (`SubscribeParams.batch`).
+   * @param chunks The client takes a snapshot as `snapshot` events
+   *   (`SubscribeParams.chunks`).
    * @returns An empty collection.
    */
-  initialFrames(batch: boolean | undefined): InitialFrames {
-    return new InitialFrames(this.#prefix, batch === true);
+  initialFrames(
+    batch: boolean | undefined,
+    chunks?: boolean,
+  ): InitialFrames {
+    return new InitialFrames(this.#prefix, batch === true, {
+      chunks: chunks === true,
+    });
   }
 
   /**
@@ -294,7 +301,7 @@ export const INITIAL_FRAME_CHARS = 64 * 1024;
  * `maxQueueBytes`, so a session keeps at most that much, plus one
  * subscription's.
  */
-const KEPT_INITIAL_CHARS = 512 * 1024;
+export const KEPT_INITIAL_CHARS = 512 * 1024;
 
 /**
  * The length of the text of a finite number, as `Array.prototype.join`
@@ -374,15 +381,26 @@ export class InitialFrames implements SnapshotWriter {
   readonly #first: string;
   readonly #next: string;
 
+  /** Whether a snapshot goes as `snapshot` events (`SubscribeParams.chunks`). */
+  readonly chunks: boolean;
+
   /**
    * Creates an empty collection.
    *
    * @param prefix The text of a notification before its event.
    * @param batch Whether the frames are batch frames.
+   * @param options `chunks`: a snapshot's instances go as `snapshot`
+   *   events of up to {@linkcode MAX_INITIAL_BATCH} instances and about
+   *   {@linkcode INITIAL_FRAME_CHARS} each, one notification per frame.
    */
-  constructor(readonly prefix: string, readonly batch: boolean) {
+  constructor(
+    readonly prefix: string,
+    readonly batch: boolean,
+    options: { chunks?: boolean } = {},
+  ) {
     this.#first = batch ? "[" + prefix : prefix;
     this.#next = "," + prefix;
+    this.chunks = options.chunks === true;
   }
 
   /**
@@ -436,11 +454,13 @@ export class InitialFrames implements SnapshotWriter {
         if (typeof item === "string") {
           this.begin().push(item);
           this.end();
+        } else if (this.chunks) {
+          this.#writeChunks(item);
         } else {
           item.write(this);
         }
       }
-      this.#flush();
+      this.#flush(this.batch);
     } finally {
       this.#send = undefined;
       this.#parts.length = 0;
@@ -462,10 +482,19 @@ export class InitialFrames implements SnapshotWriter {
 
   /** Ends the event started last. */
   end(): void {
-    const parts = this.#parts;
-    parts.push("}}");
+    this.#parts.push("}}");
     this.#events++;
     this.#count++;
+    this.#measure();
+    if (
+      !this.batch || this.#count === MAX_INITIAL_BATCH ||
+      this.#length >= INITIAL_FRAME_CHARS
+    ) this.#flush(this.batch);
+  }
+
+  /** Counts the pieces pushed since `#from`. */
+  #measure() {
+    const parts = this.#parts;
     const counting = this.#send === undefined;
     for (let i = this.#from; i < parts.length; i++) {
       const part = parts[i];
@@ -480,29 +509,64 @@ export class InitialFrames implements SnapshotWriter {
     }
     // Counting keeps no text, beyond the frames it may keep whole.
     if (counting && this.#kept === undefined) parts.length = this.#from;
-    if (
-      !this.batch || this.#count === MAX_INITIAL_BATCH ||
-      this.#length >= INITIAL_FRAME_CHARS
-    ) this.#flush();
   }
 
-  #flush() {
+  /**
+   * Writes a snapshot as `snapshot` events, each in a frame of its own:
+   * the pieces of each instance go straight into the event's text.
+   */
+  #writeChunks(snapshot: Snapshot) {
+    // A batch frame under way ends first.
+    this.#flush(this.batch);
+    const open =
+      `${this.prefix}{"kind":"snapshot","revision":${snapshot.revision},"instances":[`;
+    const parts = this.#parts;
+    let instances = 0;
+    const close = () => {
+      this.#from = parts.length;
+      // The array, the event, the params and the notification.
+      parts.push("]}}}");
+      this.#measure();
+      this.#count = 1;
+      instances = 0;
+      this.#flush(false);
+    };
+    snapshot.writeInstances({
+      begin: () => {
+        this.#from = parts.length;
+        parts.push(instances === 0 ? open : ",");
+        return parts;
+      },
+      end: () => {
+        instances++;
+        this.#events++;
+        this.#measure();
+        if (
+          instances === MAX_INITIAL_BATCH || this.#length >= INITIAL_FRAME_CHARS
+        ) close();
+      },
+    });
+    if (instances > 0) close();
+  }
+
+  /** Completes the frame under way: a JSON array when `array`. */
+  #flush(array: boolean) {
     if (this.#count === 0) return;
     const send = this.#send;
     const kept = this.#kept;
     if (send === undefined && kept !== undefined) {
       const parts = this.#parts;
-      if (this.batch) parts.push("]");
+      if (array) parts.push("]");
       const frame = parts.join("");
       parts.length = 0;
       this.#bytes += frame.length;
       kept.push(frame);
       if (this.#bytes > KEPT_INITIAL_CHARS) this.#kept = undefined;
     } else if (send === undefined) {
-      this.#bytes += this.#exact + (this.batch ? 1 : 0);
+      this.#bytes += this.#exact + (array ? 1 : 0);
     } else {
       const parts = this.#parts;
-      if (this.batch) parts.push("]");
+      if (array) parts.push("]");
       const frame = parts.join("");
       parts.length = 0;
       this.#bytes += frame.length;
@@ -1238,7 +1302,7 @@ export class Session {
     const id = String(this.#nextSubscription++);
     const subscription = new Subscription(id, service, filter, this, hold);
     if (admits) subscription.admits = admits;
-    const initial = subscription.initialFrames(params.batch);
+    const initial = subscription.initialFrames(params.batch, params.chunks);
     if (replay) {
       for (const event of replay) {
         if (!event.instance || !admits || admits(event.instance.service)) {

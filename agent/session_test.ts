@@ -7,7 +7,12 @@ import { CheckPolicy } from "./checks.ts";
 import { createLogger } from "./log.ts";
 import { DEFAULT_LIMITS } from "./mod.ts";
 import type { Owner, Registry } from "./registry.ts";
-import { INITIAL_FRAME_CHARS, InitialFrames, Session } from "./session.ts";
+import {
+  INITIAL_FRAME_CHARS,
+  InitialFrames,
+  KEPT_INITIAL_CHARS,
+  Session,
+} from "./session.ts";
 import { type Subscriber, View } from "./view.ts";
 import type { Views } from "./views.ts";
 
@@ -433,8 +438,14 @@ function initialFramesCase(size: number) {
   ];
   const prefix =
     '{"jsonrpc":"2.0","method":"discover.event","params":{"result":';
-  for (const batch of [true, false]) {
-    const initial = new InitialFrames(prefix, batch);
+  for (
+    const [batch, chunks] of [[true, false], [false, false], [true, true], [
+      false,
+      true,
+    ]]
+  ) {
+    const mode = `batch: ${batch}, chunks: ${chunks}`;
+    const initial = new InitialFrames(prefix, batch, { chunks });
     const snapshot = view.capture("odd", { health: "any" });
     let writes = 0;
     initial.addSnapshot({
@@ -444,6 +455,10 @@ function initialFramesCase(size: number) {
         writes++;
         snapshot.write(writer);
       },
+      writeInstances(writer) {
+        writes++;
+        snapshot.writeInstances(writer);
+      },
     });
     initial.add(events.at(-1)!);
     initial.count();
@@ -451,19 +466,44 @@ function initialFramesCase(size: number) {
     const frames: string[] = [];
     const sent = initial.write((frame) => frames.push(frame));
     // A small snapshot's frames are made once, while counting.
-    assert.equal(writes, size > 1000 ? 2 : 1, `batch: ${batch}`);
+    assert.equal(writes, initial.bytes > KEPT_INITIAL_CHARS ? 2 : 1, mode);
+    if (!chunks) assert.equal(writes, size > 1000 ? 2 : 1, mode);
     const length = frames.reduce((sum, frame) => sum + frame.length, 0);
-    assert.equal(initial.bytes, length, `batch: ${batch}`);
+    assert.equal(initial.bytes, length, mode);
     assert.equal(sent, length);
-    // The frames carry the events, in order, as the client reads them.
-    const notifications = batch
-      ? frames.flatMap((frame) => JSON.parse(frame))
-      : frames.map((frame) => JSON.parse(frame));
+    // The frames carry the events, in order, as the client reads them; a
+    // `snapshot` event's instances count as `up` events.
+    const notifications: Json[] = frames.flatMap((frame) => JSON.parse(frame));
     assert.deepEqual(
-      notifications.map((n: Json) => JSON.stringify(n.params.result)),
+      notifications.flatMap((n: Json) =>
+        n.params.result.kind === "snapshot"
+          ? n.params.result.instances.map((instance: Json) =>
+            JSON.stringify({
+              kind: "up",
+              revision: n.params.result.revision,
+              instance,
+            })
+          )
+          : [JSON.stringify(n.params.result)]
+      ),
       events,
+      mode,
     );
-    if (batch) {
+    if (chunks) {
+      const pieces = notifications.filter((n: Json) =>
+        n.params.result.kind === "snapshot"
+      );
+      // Of about INITIAL_FRAME_CHARS: several for 3,000 instances.
+      assert.ok(pieces.length >= (size > 1000 ? 2 : 1), mode);
+      for (const frame of frames.slice(0, pieces.length)) {
+        const { instances } = JSON.parse(frame).params.result;
+        assert.ok(instances.length <= 1000, mode);
+        const last = JSON.stringify(instances.at(-1));
+        assert.ok(frame.length - last.length - 1 < INITIAL_FRAME_CHARS, mode);
+      }
+      // The event after the snapshot: one batch frame, or a frame of its own.
+      assert.equal(frames.length, pieces.length + 1, mode);
+    } else if (batch) {
       assert.ok(frames.length > 1);
       for (const frame of frames) {
         const notes = JSON.parse(frame);

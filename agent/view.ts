@@ -392,16 +392,37 @@ function headOf(kind: EventKind, revision: number, service: string): EventHead {
   if (
     last.kind === kind && last.revision === revision && last.service === service
   ) return last;
-  const serviceJson = JSON.stringify(service);
-  // The id's text: the service's without its closing quote, a slash, then
-  // the address's without its quotes and its closing quote.
+  const head = instanceHeadOf(service);
   return lastHead = {
     kind,
     revision,
     service,
-    open: `{"kind":"${kind}","revision":${revision},"instance":{"id":${
-      serviceJson.slice(0, -1)
-    }/`,
+    open: `{"kind":"${kind}","revision":${revision},"instance":${head.open}`,
+    middle: head.middle,
+  };
+}
+
+/** The text of instances that only their service decides, as in {@linkcode EventHead}. */
+interface InstanceHead {
+  service: string;
+  /** `{"id":"<service>/` */
+  open: string;
+  /** `","service":"<service>","addr":"` */
+  middle: string;
+}
+
+/** The head last made by {@linkcode instanceHeadOf}. */
+let lastInstanceHead: InstanceHead = { service: "", open: "", middle: "" };
+
+/** The {@linkcode InstanceHead} of the instances of `service`. */
+function instanceHeadOf(service: string): InstanceHead {
+  if (lastInstanceHead.service === service) return lastInstanceHead;
+  const serviceJson = JSON.stringify(service);
+  // The id's text: the service's without its closing quote, a slash, then
+  // the address's without its quotes and its closing quote.
+  return lastInstanceHead = {
+    service,
+    open: `{"id":${serviceJson.slice(0, -1)}/`,
     middle: `","service":${serviceJson},"addr":"`,
   };
 }
@@ -431,9 +452,29 @@ function writeEvent(
   revision: number,
   subject: Held,
 ): void {
-  const { service, addr, attrs, registeredAt, health, note } = subject.record;
-  const head = headOf(kind, revision, service);
+  const head = headOf(kind, revision, subject.record.service);
+  writeInstance(out, head, subject, "}");
+}
+
+/** The last pieces of an instance, by its health, alone and in an event. */
+const PASSING_END = [',"health":"passing"}', ',"health":"passing"}}'];
+const CRITICAL_END = [',"health":"critical"}', ',"health":"critical"}}'];
+
+/**
+ * Pushes to `out` the pieces of `subject`'s instance (`Instance`, as
+ * `JSON.stringify` writes it), after `head.open` (up to the address in its
+ * id) and with `head.middle` between the id and the address, then `close`
+ * (`""` or the `"}"` of an event).
+ */
+function writeInstance(
+  out: (string | number)[],
+  head: { open: string; middle: string },
+  subject: Held,
+  close: "" | "}",
+): void {
+  const { addr, attrs, registeredAt, health, note } = subject.record;
   const addrText = quotedText(addr);
+  const end = close === "" ? 0 : 1;
   out.push(
     head.open,
     addrText,
@@ -449,10 +490,15 @@ function writeEvent(
     numberPiece(subject.record.created ?? 0),
     health === "critical"
       ? note === undefined
-        ? ',"health":"critical"}}'
-        : `,"health":"critical","note":${JSON.stringify(note)}}}`
-      : ',"health":"passing"}}',
+        ? CRITICAL_END[end]
+        : `,"health":"critical","note":${JSON.stringify(note)}}${close}`
+      : PASSING_END[end],
   );
+}
+
+/** Pushes to `out` the pieces of `subject`'s instance alone (see {@linkcode writeInstance}). */
+function writeBareInstance(out: (string | number)[], subject: Held): void {
+  writeInstance(out, instanceHeadOf(subject.record.service), subject, "");
 }
 
 /** The serialized event of `kind` about `subject` (`ServiceEvent`, as `JSON.stringify` writes it). */
@@ -479,6 +525,13 @@ export interface Snapshot {
    * @param writer Where the events' pieces go.
    */
   write(writer: SnapshotWriter): void;
+  /**
+   * Writes its instances alone (each `Instance` as an event of it would
+   * carry it), in the same order: the pieces of a `snapshot` event.
+   *
+   * @param writer Where the instances' pieces go, one per `begin`.
+   */
+  writeInstances(writer: SnapshotWriter): void;
 }
 
 /** A {@linkcode Snapshot} of what the view holds. */
@@ -493,6 +546,13 @@ class HeldSnapshot implements Snapshot {
     const revision = this.revision;
     for (const held of this.held) {
       writeEvent(writer.begin(), "up", revision, held);
+      writer.end();
+    }
+  }
+
+  writeInstances(writer: SnapshotWriter): void {
+    for (const held of this.held) {
+      writeBareInstance(writer.begin(), held);
       writer.end();
     }
   }

@@ -938,6 +938,18 @@ Deno.test("a captured snapshot writes, byte for byte, the up events of the insta
     ).join(""),
   );
   assert.equal(count, view.list("*", { health: "any" }).length);
+  // The instances alone, as `snapshot` events carry them: the same text.
+  const bare: (string | number)[] = [];
+  all.writeInstances({
+    begin: () => (bare.push("<"), bare),
+    end: () => bare.push(">"),
+  });
+  assert.equal(
+    bare.join(""),
+    view.list("*", { health: "any" }).map((instance) =>
+      `<${JSON.stringify(instance)}>`
+    ).join(""),
+  );
   const some = textsOf(
     view.capture("*", { health: "any" }, (s) => s === "db"),
   );

@@ -734,6 +734,12 @@ export const methodTable: MethodTable = {
             "When true, the initial events (the snapshot or the replay, the leader and `current`) may arrive as JSON-RPC batch frames: JSON arrays of up to 1,000 `discover.event` notifications, in order. Later events arrive one per frame. Default false.",
           schema: { type: "boolean" },
         },
+        {
+          name: "chunks",
+          description:
+            "When true, a snapshot may arrive as `snapshot` events, each with up to 1,000 of its instances in `instances`, instead of one `up` event per instance. A replay and later events are unchanged. Default false.",
+          schema: { type: "boolean" },
+        },
       ],
       result: {
         name: "subscribed",
@@ -1005,7 +1011,8 @@ export const eventNotification: OpenRpcNotification<EventParams> = {
     "Within a subscription, event revisions never decrease; several events can share a revision (changes made together share one). " +
     `${DUPLICATE_RULE} ` +
     "`up`, `update`: the instance as it is now (its `revision` is the event's, except in a snapshot where the event carries the snapshot revision). " +
-    "`down`: the last known instance. `current`: no instance; the client now holds the state at `revision`.",
+    "`down`: the last known instance. `current`: no instance; the client now holds the state at `revision`. " +
+    "`snapshot` (only to a subscribe with `chunks`): no `instance`; `instances` holds instances of the snapshot, each as an `up` event would carry it.",
   tags: [{ name: "notification" }],
   paramStructure: "by-name",
   params: [
@@ -1018,6 +1025,16 @@ export const eventNotification: OpenRpcNotification<EventParams> = {
     },
   ],
   examples: [
+    {
+      name: "snapshot (instances of a snapshot at revision 43, with chunks)",
+      params: [
+        { name: "subscription", value: "1" },
+        {
+          name: "result",
+          value: { kind: "snapshot", revision: 43, instances: [other17] },
+        },
+      ],
+    },
     {
       name: "up (in a snapshot at revision 43)",
       params: [

@@ -340,25 +340,46 @@ export const openrpcDocument: OpenRpcDocument = {
       ServiceEvent: {
         title: "ServiceEvent",
         description:
-          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `current` and `stale`; on `leader` it is the set's new leader, or `null` when the set has none. `stale`: the agent cannot reach its backend and serves its last known state until a `current` event follows. `leader`: the leader of the subscription's set changed; also sent once before the `current` that ends a snapshot or replay; never on a `\"*\"` subscription.",
+          "One subscription event. `instance` is present on `up`, `update` and `down`, absent on `snapshot`, `current` and `stale`; on `leader` it is the set's new leader, or `null` when the set has none. `snapshot` (only to a subscribe with `chunks`): `instances` holds up to 1,000 instances of a snapshot, each counting as an `up`. `stale`: the agent cannot reach its backend and serves its last known state until a `current` event follows. `leader`: the leader of the subscription's set changed; also sent once before the `current` that ends a snapshot or replay; never on a `\"*\"` subscription.",
         type: "object",
         required: ["kind", "revision"],
         properties: {
           kind: {
             type: "string",
-            enum: ["up", "update", "down", "leader", "current", "stale"],
+            enum: [
+              "snapshot",
+              "up",
+              "update",
+              "down",
+              "leader",
+              "current",
+              "stale",
+            ],
           },
           revision: schema("Revision"),
           instance: {
             oneOf: [schema("Instance"), { type: "null" }],
           },
+          instances: {
+            type: "array",
+            maxItems: 1000,
+            items: schema("Instance"),
+          },
         },
-        if: { properties: { kind: { enum: ["current", "stale"] } } },
-        then: { not: { required: ["instance"] } },
+        if: { properties: { kind: { const: "snapshot" } } },
+        then: {
+          required: ["instances"],
+          not: { required: ["instance"] },
+        },
         else: {
-          required: ["instance"],
-          if: { properties: { kind: { const: "leader" } } },
-          else: { properties: { instance: schema("Instance") } },
+          not: { required: ["instances"] },
+          if: { properties: { kind: { enum: ["current", "stale"] } } },
+          then: { not: { required: ["instance"] } },
+          else: {
+            required: ["instance"],
+            if: { properties: { kind: { const: "leader" } } },
+            else: { properties: { instance: schema("Instance") } },
+          },
         },
       },
       Limits: {

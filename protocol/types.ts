@@ -242,6 +242,17 @@ export interface SubscribeParams {
    * @default {false}
    */
   batch?: boolean;
+  /**
+   * Whether a snapshot may arrive as `snapshot` events, each carrying many
+   * of its instances (`ServiceEvent.instances`, up to
+   * {@linkcode MAX_INITIAL_BATCH}) instead of one `up` event per instance:
+   * the same state in about 40 % fewer characters, and one notification to
+   * handle instead of hundreds. A replay and every later event are
+   * unchanged.
+   *
+   * @default {false}
+   */
+  chunks?: boolean;
 }
 
 /** Most notifications in one batch frame of a subscription's initial events. */
@@ -274,7 +285,9 @@ export interface UnsubscribeParams {
 }
 
 /**
- * Kinds of subscription events. `current`: the subscriber now holds the
+ * Kinds of subscription events. `snapshot`: instances of a snapshot, many
+ * in one event (only to a subscribe with `chunks`); each counts as an `up`.
+ * `current`: the subscriber now holds the
  * agent's state at `revision` (end of a snapshot or replay, and again when
  * the agent reaches its backend after `stale`). `stale`: the agent cannot
  * reach its backend; it keeps serving its last known state, which may be
@@ -283,6 +296,7 @@ export interface UnsubscribeParams {
  * a snapshot or replay; never on a `"*"` subscription).
  */
 export type EventKind =
+  | "snapshot"
   | "up"
   | "update"
   | "down"
@@ -301,6 +315,8 @@ export interface ServiceEvent {
    * new leader, or `null` when the set has none.
    */
   instance?: Instance | null;
+  /** On `snapshot` only: instances of the snapshot, in the set from now on. */
+  instances?: Instance[];
 }
 
 /** Params of the `discover.event` notification. */

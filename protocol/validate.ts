@@ -635,10 +635,21 @@ export function validateServices(params: unknown): ServicesParams {
  */
 export function validateSubscribe(params: unknown): SubscribeParams {
   const p = asObject(params);
-  onlyKeys(p, ["service", "filter", "health", "since", "epoch", "batch"]);
-  const { since, epoch, batch } = p;
+  onlyKeys(p, [
+    "service",
+    "filter",
+    "health",
+    "since",
+    "epoch",
+    "batch",
+    "chunks",
+  ]);
+  const { since, epoch, batch, chunks } = p;
   if (batch !== undefined && typeof batch !== "boolean") {
     throw invalidParams("batch", "must be true or false", batch);
+  }
+  if (chunks !== undefined && typeof chunks !== "boolean") {
+    throw invalidParams("chunks", "must be true or false", chunks);
   }
   if (
     epoch !== undefined &&
@@ -665,6 +676,7 @@ export function validateSubscribe(params: unknown): SubscribeParams {
     since: since as number | undefined,
     epoch: epoch as string | undefined,
     ...(batch ? { batch: true } : {}),
+    ...(chunks ? { chunks: true } : {}),
   };
 }
 

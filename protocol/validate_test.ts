@@ -837,3 +837,18 @@ Deno.test("validateSubscribe() takes batch as a boolean, and leaves it out when 
     /'batch' must be true or false/,
   );
 });
+
+Deno.test("validateSubscribe() takes chunks as a boolean, and leaves it out when false", () => {
+  assert.equal(
+    validateSubscribe({ service: "cache", chunks: true }).chunks,
+    true,
+  );
+  assert.equal(
+    "chunks" in validateSubscribe({ service: "cache", chunks: false }),
+    false,
+  );
+  assertInvalid(
+    () => validateSubscribe({ service: "cache", chunks: 1 }),
+    "chunks",
+  );
+});
