@@ -490,6 +490,14 @@ interface Held {
 }
 
 /** What the client knows of one open set. */
+/** The optional fields a subscribe asks for (see `SubscribeParams`). */
+interface SubscribeWire {
+  /** `batch`: initial events in batch frames. */
+  batch: boolean;
+  /** `chunks`: a snapshot in `snapshot` events. */
+  chunks: boolean;
+}
+
 interface SetState {
   readonly kind: "set";
   readonly set: ServiceSet;
@@ -534,8 +542,11 @@ export class Client extends EventTarget implements AsyncDisposable {
   #registering = new Map<string, number>();
   #sets = new Map<ServiceSet, SetState>();
   #bySubscription = new Map<string, SetState>();
-  /** Whether subscribes ask for batch frames (`false` once an agent refused it). */
-  #batch = true;
+  /**
+   * What subscribes ask for: batch frames, and a snapshot in `snapshot`
+   * events (each `false` once an agent refused it).
+   */
+  #wire: SubscribeWire = { batch: true, chunks: true };
   /** Registrations and sets still to restore after a reconnection. */
   #toRestore = new Set<Restorable>();
   /** Items of `#toRestore` with an attempt under way. */
@@ -1401,25 +1412,29 @@ export class Client extends EventTarget implements AsyncDisposable {
     state: SetState,
     resume: { since: number; epoch: string } | undefined,
   ): Promise<void> {
-    const batch = this.#batch;
-    try {
-      await this.#subscribeOnce(state, resume, batch);
-    } catch (error) {
-      const field = error instanceof RpcError &&
-        error.code === ErrorCode.InvalidParams &&
-        (error.data as { field?: unknown } | undefined)?.field;
-      // This attempt asked for batch frames (others in flight may have too).
-      if (field !== "batch" || !batch) throw error;
-      // An agent of an earlier version: initial events one per frame.
-      this.#batch = false;
-      await this.#subscribeOnce(state, resume, false);
+    // Each refusal turns one field off: at most three attempts.
+    for (;;) {
+      const wire = this.#wire;
+      try {
+        return await this.#subscribeOnce(state, resume, wire);
+      } catch (error) {
+        const field = error instanceof RpcError &&
+          error.code === ErrorCode.InvalidParams &&
+          (error.data as { field?: unknown } | undefined)?.field;
+        // This attempt asked for it (others in flight may have too).
+        if ((field !== "batch" && field !== "chunks") || !wire[field]) {
+          throw error;
+        }
+        // An agent of an earlier version: the initial events as it sends them.
+        this.#wire = { ...this.#wire, [field]: false };
+      }
     }
   }
 
   async #subscribeOnce(
     state: SetState,
     resume: { since: number; epoch: string } | undefined,
-    batch: boolean,
+    wire: SubscribeWire,
   ) {
     const { set, control } = state;
     await this.#connection.request("discover.subscribe", {
@@ -1427,8 +1442,10 @@ export class Client extends EventTarget implements AsyncDisposable {
       ...(state.filter ? { filter: { attrs: state.filter } } : {}),
       ...(state.health ? { health: state.health } : {}),
       ...resume,
-      // Initial events in batch frames: a snapshot costs far fewer frames.
-      ...(batch ? { batch: true } : {}),
+      // Initial events in batch frames, a snapshot in `snapshot` events:
+      // far fewer frames and characters.
+      ...(wire.batch ? { batch: true } : {}),
+      ...(wire.chunks ? { chunks: true } : {}),
     }, {
       // Runs before the frames that follow the response: the set must be
       // findable by the time its first event arrives.

@@ -496,7 +496,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
   const opening = client.services("svc");
   assert.deepEqual(
     await subscribe(0, "E1", [event(5), event(5, "current")]),
-    { service: "svc", batch: true },
+    { service: "svc", batch: true, chunks: true },
   );
   const set = await opening;
   assert.equal(set.revision, 5);
@@ -509,6 +509,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
     since: 4,
     epoch: "E1",
     batch: true,
+    chunks: true,
   });
   assert.equal(set.revision, 5, "a snapshot counts once complete");
   FakeSocket.opened[1].close();
@@ -516,7 +517,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
   // wrong changes.
   assert.deepEqual(
     await subscribe(2, "E2", [event(10), event(10, "current")]),
-    { service: "svc", since: 4, epoch: "E1", batch: true },
+    { service: "svc", since: 4, epoch: "E1", batch: true, chunks: true },
   );
   await until(() => set.revision === 10 && set.connected, "the snapshot");
   FakeSocket.opened[2].close();
@@ -524,6 +525,7 @@ Deno.test("a set resumes with the epoch of its revision: a new epoch counts only
     service: "svc",
     since: 9,
     batch: true,
+    chunks: true,
     epoch: "E2",
   });
   await client.close();
@@ -610,6 +612,7 @@ Deno.test("a set never resumes with an empty epoch, and a refused resume point f
   assert.deepEqual(await answer(await FakeSocket.nth(1), "E", 4), {
     service: "svc",
     batch: true,
+    chunks: true,
   });
   await until(() => set.revision === 4, "the snapshot");
   FakeSocket.opened[1].close();
@@ -621,6 +624,7 @@ Deno.test("a set never resumes with an empty epoch, and a refused resume point f
     since: 3,
     epoch: "E",
     batch: true,
+    chunks: true,
   });
   third.frame({
     id: refused.id,
@@ -629,13 +633,14 @@ Deno.test("a set never resumes with an empty epoch, and a refused resume point f
   assert.deepEqual(await answer(third, "E", 5), {
     service: "svc",
     batch: true,
+    chunks: true,
   });
   await until(() => set.revision === 5 && set.connected, "the snapshot");
   assert.equal(set.closed, false);
   await client.close();
 });
 
-Deno.test("sets ask for batch frames; an agent that refuses the param gets subscribes without it from then on", async () => {
+Deno.test("sets ask for batch frames and chunks; an agent that refuses a param gets subscribes without it from then on", async () => {
   FakeSocket.opened = [];
   const client = await connect("ws://agent.test:1111", {
     WebSocket: FakeSocket as unknown as WebSocketConstructor,
@@ -645,13 +650,28 @@ Deno.test("sets ask for batch frames; an agent that refuses the param gets subsc
     const socket = await FakeSocket.nth(0);
     const opening = client.services("svc");
     const first = await socket.take("discover.subscribe");
-    assert.deepEqual(first.params, { service: "svc", batch: true });
+    assert.deepEqual(first.params, {
+      service: "svc",
+      batch: true,
+      chunks: true,
+    });
     socket.frame({
       id: first.id,
       error: {
         code: ErrorCode.InvalidParams,
         message: "'batch' is not a known field",
         data: { field: "batch" },
+      },
+    });
+    // An agent that knows neither refuses one at a time.
+    const next = await socket.take("discover.subscribe");
+    assert.deepEqual(next.params, { service: "svc", chunks: true });
+    socket.frame({
+      id: next.id,
+      error: {
+        code: ErrorCode.InvalidParams,
+        message: "'chunks' is not a known field",
+        data: { field: "chunks" },
       },
     });
     const second = await socket.take("discover.subscribe");
@@ -685,6 +705,86 @@ Deno.test("sets ask for batch frames; an agent that refuses the param gets subsc
     socket.frame({
       method: "discover.event",
       params: { subscription: "t", result: { kind: "current", revision: 2 } },
+    });
+    await other;
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("a set takes its snapshot from snapshot events, and an agent that refuses chunks keeps batch frames", async () => {
+  FakeSocket.opened = [];
+  const client = await connect("ws://agent.test:1111", {
+    WebSocket: FakeSocket as unknown as WebSocketConstructor,
+    pingInterval: 60_000,
+  });
+  try {
+    const socket = await FakeSocket.nth(0);
+    const instance = (addr: string, revision: number) => ({
+      id: `svc/${addr}`,
+      service: "svc",
+      addr,
+      attrs: {},
+      revision,
+      registeredAt: 0,
+      created: revision,
+      health: "passing",
+    });
+    const opening = client.services("svc");
+    const first = await socket.take("discover.subscribe");
+    assert.equal((first.params as { chunks?: boolean }).chunks, true);
+    socket.frame({
+      id: first.id,
+      result: { subscription: "s", revision: 3, epoch: "E", mode: "snapshot" },
+    });
+    for (const instances of [[instance("h:1", 1), instance("h:2", 2)], []]) {
+      socket.frame({
+        method: "discover.event",
+        params: {
+          subscription: "s",
+          result: { kind: "snapshot", revision: 3, instances },
+        },
+      });
+    }
+    socket.frame({
+      method: "discover.event",
+      params: {
+        subscription: "s",
+        result: {
+          kind: "snapshot",
+          revision: 3,
+          instances: [instance("h:3", 3)],
+        },
+      },
+    });
+    socket.frame({
+      method: "discover.event",
+      params: { subscription: "s", result: { kind: "current", revision: 3 } },
+    });
+    const set = await opening;
+    assert.deepEqual(set.online().map((i) => i.addr), ["h:1", "h:2", "h:3"]);
+    assert.equal(set.revision, 3);
+    assert.equal(set.leader()?.addr, "h:1");
+    // An agent that knows batch frames but not chunks.
+    const other = client.services("other");
+    const refused = await socket.take("discover.subscribe");
+    socket.frame({
+      id: refused.id,
+      error: {
+        code: ErrorCode.InvalidParams,
+        message: "'chunks' is not a known field",
+        data: { field: "chunks" },
+      },
+    });
+    const again = await socket.take("discover.subscribe");
+    assert.deepEqual(again.params, { service: "other", batch: true });
+    socket.frame({
+      id: again.id,
+      result: { subscription: "t", revision: 3, epoch: "E", mode: "snapshot" },
+    });
+    socket.frame({
+      method: "discover.event",
+      params: { subscription: "t", result: { kind: "current", revision: 3 } },
     });
     await other;
   } finally {

@@ -425,6 +425,14 @@ export class ServiceSet extends EventTarget
       this.#unsynced();
       return;
     }
+    if (event.kind === "snapshot") {
+      // Instances of a snapshot, each as an `up` event.
+      for (const instance of event.instances ?? []) {
+        if (this.#staging) this.#staging.push(instance);
+        else this.#add(instance, event.revision);
+      }
+      return;
+    }
     // The set's own instances say who leads: the agent's `leader` events
     // are for clients that keep no set.
     if (!instance || event.kind === "leader") return;
