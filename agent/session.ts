@@ -351,7 +351,7 @@ function numberLength(n: number): number {
  * ```
  */
 export class InitialFrames implements SnapshotWriter {
-  /** Events, as {@linkcode InitialFrames.count} counted them. */
+  /** Notifications, as {@linkcode InitialFrames.count} counted them (a `snapshot` event is one). */
   events = 0;
   /** Length of the frames, as {@linkcode InitialFrames.count} counted it. */
   bytes = 0;
@@ -527,6 +527,7 @@ export class InitialFrames implements SnapshotWriter {
       // The array, the event, the params and the notification.
       parts.push("]}}}");
       this.#measure();
+      this.#events++;
       this.#count = 1;
       instances = 0;
       this.#flush(false);
@@ -539,7 +540,6 @@ export class InitialFrames implements SnapshotWriter {
       },
       end: () => {
         instances++;
-        this.#events++;
         this.#measure();
         if (
           instances === MAX_INITIAL_BATCH || this.#length >= INITIAL_FRAME_CHARS
