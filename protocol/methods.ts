@@ -701,7 +701,7 @@ export const methodTable: MethodTable = {
       description:
         "The response is always sent before any event of the subscription; events arrive as `discover.event` notifications. " +
         "Revisions belong to an epoch, returned in the result: send it back as `epoch` together with `since` when resubscribing (an absent `epoch` is taken to be the agent's current one). " +
-        "Mode `snapshot` (no `since`; or `epoch` differs from the agent's current epoch; or the agent no longer holds the history after `since`; or `since` is ahead of the agent's revision): one `up` event per matching instance, each with the snapshot revision, then `current`, then live events. A snapshot is the complete state. " +
+        "Mode `snapshot` (no `since`; or `epoch` differs from the agent's current epoch; or the agent no longer holds the history after `since`; or `since` is ahead of the agent's revision): one `up` event per matching instance (with `chunks`, `snapshot` events of many instances each), each with the snapshot revision, then `current`, then live events. A snapshot is the complete state. " +
         "Mode `replay` (`since` given, its epoch is the agent's, and the history after it is available): the events after `since` that concern the subscription, in order with their original revisions, then `current`, then live events. An old `since` or a foreign `epoch` is never an error: it gets a snapshot. " +
         "With a filter, an attrs change that makes an instance match gives `up`, one that makes it stop matching gives `down` (with the new attributes), one that keeps it matching gives `update`. " +
         "Health is part of the filter: with `health` `passing` (the default) an instance that turns critical gives `down` and one that passes again `up`; with `any` a health change gives `update`. " +
@@ -797,6 +797,24 @@ export const methodTable: MethodTable = {
             name: "subscribed",
             value: {
               subscription: "2",
+              revision: 45,
+              epoch: EPOCH,
+              mode: "snapshot",
+            },
+          },
+        },
+        {
+          name: "subscribe (snapshot, in chunks)",
+          description:
+            "With `chunks`: followed by one `snapshot` event at 45 whose `instances` hold 192.0.2.11:6379 (up to 1,000 instances an event), then `leader` and `current` at 45.",
+          params: [
+            { name: "service", value: "cache" },
+            { name: "chunks", value: true },
+          ],
+          result: {
+            name: "subscribed",
+            value: {
+              subscription: "3",
               revision: 45,
               epoch: EPOCH,
               mode: "snapshot",

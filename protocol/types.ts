@@ -311,8 +311,8 @@ export interface ServiceEvent {
   /** Revision at which it happened (the view's revision for `current`). */
   revision: number;
   /**
-   * The instance (absent on `current` and `stale`); on `leader`, the set's
-   * new leader, or `null` when the set has none.
+   * The instance (absent on `snapshot`, `current` and `stale`); on
+   * `leader`, the set's new leader, or `null` when the set has none.
    */
   instance?: Instance | null;
   /** On `snapshot` only: instances of the snapshot, in the set from now on. */

@@ -134,6 +134,8 @@ Deno.test("openrpc agent: the document describes every method the agent answers"
     schema: p.schema,
   }));
 
+  /** Kinds of the events checked. */
+  const kinds = new Set<unknown>();
   /** Every frame that is not a response must be a documented event. */
   const checkEvents = (frames: unknown[]) => {
     for (const frame of frames) {
@@ -141,6 +143,7 @@ Deno.test("openrpc agent: the document describes every method the agent answers"
       assert.equal(frame.method, EVENT_NOTIFICATION, JSON.stringify(frame));
       assert.ok(!Object.hasOwn(frame, "id"), "an event with an id");
       const params = frame.params as Json;
+      kinds.add((params.result as Json | undefined)?.kind);
       assert.deepEqual(
         Object.keys(params).sort(),
         eventParams.map((p) => p.name).sort(),
@@ -233,6 +236,16 @@ Deno.test("openrpc agent: the document describes every method the agent answers"
         );
       }
       checkEvents(await raw.drain(200));
+    },
+  );
+
+  await t.step(
+    "the examples made the agent send snapshot events as well as up events",
+    () => {
+      // Both forms of a snapshot went through the checks above.
+      for (const kind of ["snapshot", "up", "leader", "current"]) {
+        assert.ok(kinds.has(kind), `no ${kind} event: ${[...kinds]}`);
+      }
     },
   );
 });
