@@ -489,7 +489,6 @@ interface Held {
   error?: unknown;
 }
 
-/** What the client knows of one open set. */
 /** The optional fields a subscribe asks for (see `SubscribeParams`). */
 interface SubscribeWire {
   /** `batch`: initial events in batch frames. */
@@ -498,6 +497,7 @@ interface SubscribeWire {
   chunks: boolean;
 }
 
+/** What the client knows of one open set. */
 interface SetState {
   readonly kind: "set";
   readonly set: ServiceSet;
