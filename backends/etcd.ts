@@ -246,6 +246,12 @@ export class EtcdBackend implements Backend {
   #leaseUp = false;
   /** A lost lease is being replaced and its records written back. */
   #restoring = false;
+  /**
+   * The connect attempt of this `open` succeeded: the lease and a read of
+   * the prefix worked. Until then a lease renewal proves nothing (an agent
+   * may keep a lease on a prefix it cannot read).
+   */
+  #reached = false;
   /** Writes per key, one at a time (a lease restore must not race an unregister). */
   #serial = new KeyedSerial();
   /** Every write goes through it: concurrent writes share transactions. */
@@ -299,6 +305,7 @@ export class EtcdBackend implements Backend {
   async open(events: BackendStatus): Promise<void> {
     this.#events = events;
     this.#closed = false;
+    this.#reached = false;
     const { endpoints } = this.#settings;
     let options = clientOptions(this.#settings);
     let health: EndpointHealth | undefined;
@@ -319,7 +326,9 @@ export class EtcdBackend implements Backend {
       callTimeout: this.#settings.callTimeout,
       events: {
         renewed: () => {
-          if (!this.#restoring) this.#status({ lease: true });
+          if (!this.#restoring && this.#reached) {
+            this.#status({ lease: true });
+          }
         },
         lost: (id, error) => this.#leaseLost(id, error),
         failed: (error) => {
@@ -358,6 +367,8 @@ export class EtcdBackend implements Backend {
         }, { deadline: Date.now() + this.#settings.callTimeout });
         this.#epoch = `etcd-${header.cluster_id}`;
         events.epoch?.(this.#epoch, Number(header.revision));
+        this.#reached = true;
+        if (!this.#restoring) this.#status({ lease: true });
         return true;
       } catch (error) {
         this.#status({ lease: false });

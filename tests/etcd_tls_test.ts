@@ -120,8 +120,10 @@ async function spawnSecureAgent(
   etcd: SecureEtcd,
   password: string | undefined,
   prefix = PREFIX,
+  extra: string[] = [],
 ): Promise<AgentProcess> {
   const args = [
+    ...extra,
     "--backend",
     "etcd",
     "--etcd-endpoints",
@@ -229,16 +231,23 @@ Deno.test({
     await t.step(
       "an agent on a prefix outside the user's role is refused, and says so",
       async () => {
+        // Its lease is renewed every second: a lease says nothing of the
+        // keys the agent may read.
         await using agent = await spawnSecureAgent(
           etcd,
           PASSWORD,
           "/elsewhere/",
+          ["--etcd-lease-ttl", "3"],
         );
         assert.equal((await fetch(`${agent.http}healthz`)).status, 503);
         await logged(
           agent,
           /could not connect \(permission denied for this user\)/,
         );
+        await new Promise((resolve) => setTimeout(resolve, 3000));
+        const health = await fetch(`${agent.http}healthz`);
+        assert.equal(health.status, 503);
+        assert.equal((await health.json()).connected, false);
       },
     );
 
