@@ -640,12 +640,36 @@ Deno.test("a set never resumes with an empty epoch, and a refused resume point f
   await client.close();
 });
 
-Deno.test("sets ask for batch frames and chunks; an agent that refuses a param gets subscribes without it from then on", async () => {
-  FakeSocket.opened = [];
-  const client = await connect("ws://agent.test:1111", {
-    WebSocket: FakeSocket as unknown as WebSocketConstructor,
-    pingInterval: 60_000,
+/** Answers subscribe `id` with -32602 naming `field`, as an agent that does not know it. */
+function refuseField(socket: FakeSocket, id: unknown, field: string) {
+  socket.frame({
+    id,
+    error: {
+      code: ErrorCode.InvalidParams,
+      message: `'${field}' is not a known field`,
+      data: { field },
+    },
   });
+}
+
+/** Answers subscribe `id` with an empty snapshot: the result, then `current`. */
+function snapshotOf(
+  socket: FakeSocket,
+  id: unknown,
+  { subscription, revision }: { subscription: string; revision: number },
+) {
+  socket.frame({
+    id,
+    result: { subscription, revision, epoch: "E", mode: "snapshot" },
+  });
+  socket.frame({
+    method: "discover.event",
+    params: { subscription, result: { kind: "current", revision } },
+  });
+}
+
+Deno.test("sets ask for batch frames and chunks; an agent that refuses a param gets subscribes without it from then on", async () => {
+  const client = await fakeClient();
   try {
     const socket = await FakeSocket.nth(0);
     const opening = client.services("svc");
@@ -655,25 +679,11 @@ Deno.test("sets ask for batch frames and chunks; an agent that refuses a param g
       batch: true,
       chunks: true,
     });
-    socket.frame({
-      id: first.id,
-      error: {
-        code: ErrorCode.InvalidParams,
-        message: "'batch' is not a known field",
-        data: { field: "batch" },
-      },
-    });
+    refuseField(socket, first.id, "batch");
     // An agent that knows neither refuses one at a time.
     const next = await socket.take("discover.subscribe");
     assert.deepEqual(next.params, { service: "svc", chunks: true });
-    socket.frame({
-      id: next.id,
-      error: {
-        code: ErrorCode.InvalidParams,
-        message: "'chunks' is not a known field",
-        data: { field: "chunks" },
-      },
-    });
+    refuseField(socket, next.id, "chunks");
     const second = await socket.take("discover.subscribe");
     assert.deepEqual(second.params, { service: "svc" });
     socket.frame({
@@ -698,14 +708,7 @@ Deno.test("sets ask for batch frames and chunks; an agent that refuses a param g
     const other = client.services("other");
     const third = await socket.take("discover.subscribe");
     assert.deepEqual(third.params, { service: "other" });
-    socket.frame({
-      id: third.id,
-      result: { subscription: "t", revision: 2, epoch: "E", mode: "snapshot" },
-    });
-    socket.frame({
-      method: "discover.event",
-      params: { subscription: "t", result: { kind: "current", revision: 2 } },
-    });
+    snapshotOf(socket, third.id, { subscription: "t", revision: 2 });
     await other;
   } finally {
     await client.close();
@@ -713,11 +716,7 @@ Deno.test("sets ask for batch frames and chunks; an agent that refuses a param g
 });
 
 Deno.test("a set takes its snapshot from snapshot events, and an agent that refuses chunks keeps batch frames", async () => {
-  FakeSocket.opened = [];
-  const client = await connect("ws://agent.test:1111", {
-    WebSocket: FakeSocket as unknown as WebSocketConstructor,
-    pingInterval: 60_000,
-  });
+  const client = await fakeClient();
   try {
     const socket = await FakeSocket.nth(0);
     const instance = (addr: string, revision: number) => ({
@@ -768,24 +767,10 @@ Deno.test("a set takes its snapshot from snapshot events, and an agent that refu
     // An agent that knows batch frames but not chunks.
     const other = client.services("other");
     const refused = await socket.take("discover.subscribe");
-    socket.frame({
-      id: refused.id,
-      error: {
-        code: ErrorCode.InvalidParams,
-        message: "'chunks' is not a known field",
-        data: { field: "chunks" },
-      },
-    });
+    refuseField(socket, refused.id, "chunks");
     const again = await socket.take("discover.subscribe");
     assert.deepEqual(again.params, { service: "other", batch: true });
-    socket.frame({
-      id: again.id,
-      result: { subscription: "t", revision: 3, epoch: "E", mode: "snapshot" },
-    });
-    socket.frame({
-      method: "discover.event",
-      params: { subscription: "t", result: { kind: "current", revision: 3 } },
-    });
+    snapshotOf(socket, again.id, { subscription: "t", revision: 3 });
     await other;
   } finally {
     await client.close();
@@ -793,11 +778,7 @@ Deno.test("a set takes its snapshot from snapshot events, and an agent that refu
 });
 
 Deno.test("several subscribes refused for batch at once are each sent again without it", async () => {
-  FakeSocket.opened = [];
-  const client = await connect("ws://agent.test:1111", {
-    WebSocket: FakeSocket as unknown as WebSocketConstructor,
-    pingInterval: 60_000,
-  });
+  const client = await fakeClient();
   try {
     const socket = await FakeSocket.nth(0);
     const opening = [client.services("a"), client.services("b")];
@@ -807,27 +788,13 @@ Deno.test("several subscribes refused for batch at once are each sent again with
     ];
     for (const request of first) {
       assert.equal((request.params as { batch?: boolean }).batch, true);
-      socket.frame({
-        id: request.id,
-        error: {
-          code: ErrorCode.InvalidParams,
-          message: "'batch' is not a known field",
-          data: { field: "batch" },
-        },
-      });
+      refuseField(socket, request.id, "batch");
     }
     for (let i = 0; i < 2; i++) {
       const again = await socket.take("discover.subscribe");
       assert.equal((again.params as { batch?: boolean }).batch, undefined);
       const id = `s${i}`;
-      socket.frame({
-        id: again.id,
-        result: { subscription: id, revision: 1, epoch: "E", mode: "snapshot" },
-      });
-      socket.frame({
-        method: "discover.event",
-        params: { subscription: id, result: { kind: "current", revision: 1 } },
-      });
+      snapshotOf(socket, again.id, { subscription: id, revision: 1 });
     }
     const sets = await Promise.all(opening);
     assert.deepEqual(sets.map((s) => s.service).sort(), ["a", "b"]);

@@ -823,32 +823,23 @@ Deno.test("validateSetHealth() and the health filter of services and subscribe",
   );
 });
 
-Deno.test("validateSubscribe() takes batch as a boolean, and leaves it out when false", () => {
-  assert.equal(
-    validateSubscribe({ service: "cache", batch: true }).batch,
-    true,
-  );
-  assert.equal(
-    "batch" in validateSubscribe({ service: "cache", batch: false }),
-    false,
-  );
-  assert.throws(
-    () => validateSubscribe({ service: "cache", batch: "yes" }),
-    /'batch' must be true or false/,
-  );
-});
-
-Deno.test("validateSubscribe() takes chunks as a boolean, and leaves it out when false", () => {
-  assert.equal(
-    validateSubscribe({ service: "cache", chunks: true }).chunks,
-    true,
-  );
-  assert.equal(
-    "chunks" in validateSubscribe({ service: "cache", chunks: false }),
-    false,
-  );
-  assertInvalid(
-    () => validateSubscribe({ service: "cache", chunks: 1 }),
-    "chunks",
-  );
-});
+for (const field of ["batch", "chunks"] as const) {
+  Deno.test(`validateSubscribe() takes ${field} as a boolean, and leaves it out when false`, () => {
+    assert.equal(
+      validateSubscribe({ service: "cache", [field]: true })[field],
+      true,
+    );
+    assert.equal(
+      field in validateSubscribe({ service: "cache", [field]: false }),
+      false,
+    );
+    assertInvalid(
+      () => validateSubscribe({ service: "cache", [field]: "yes" }),
+      field,
+    );
+    assert.throws(
+      () => validateSubscribe({ service: "cache", [field]: 1 }),
+      new RegExp(`'${field}' must be true or false`),
+    );
+  });
+}
