@@ -322,7 +322,9 @@ function numberLength(n: number): number {
  * The frames of a subscription's initial events: one `discover.event`
  * notification per frame, or (`batch`) JSON-RPC batch frames (JSON arrays)
  * of at most {@linkcode MAX_INITIAL_BATCH} notifications and about
- * {@linkcode INITIAL_FRAME_CHARS} each.
+ * {@linkcode INITIAL_FRAME_CHARS} each. With `chunks`, a snapshot goes as
+ * `snapshot` events instead, each in a frame of its own and of the same
+ * bounds in instances and characters.
  *
  * They are made twice, the same both times: counted once all their events
  * are added ({@linkcode InitialFrames.count}: their length, which the
