@@ -497,6 +497,9 @@ interface SubscribeWire {
   chunks: boolean;
 }
 
+/** What a subscribe asks for of an agent that has refused nothing. */
+const FULL_WIRE: Readonly<SubscribeWire> = { batch: true, chunks: true };
+
 /** What the client knows of one open set. */
 interface SetState {
   readonly kind: "set";
@@ -544,9 +547,10 @@ export class Client extends EventTarget implements AsyncDisposable {
   #bySubscription = new Map<string, SetState>();
   /**
    * What subscribes ask for: batch frames, and a snapshot in `snapshot`
-   * events (each `false` once an agent refused it).
+   * events (each `false` once the agent refused it, until the next
+   * connection, which may reach an agent of another version).
    */
-  #wire: SubscribeWire = { batch: true, chunks: true };
+  #wire: SubscribeWire = { ...FULL_WIRE };
   /** Registrations and sets still to restore after a reconnection. */
   #toRestore = new Set<Restorable>();
   /** Items of `#toRestore` with an attempt under way. */
@@ -1277,6 +1281,8 @@ export class Client extends EventTarget implements AsyncDisposable {
    * failed for good is given up and reported.
    */
   async #restore() {
+    // An upgraded agent at the same address serves what this one refused.
+    this.#wire = { ...FULL_WIRE };
     for (const held of this.#registered.values()) {
       if (held.state !== "failed") this.#toRestore.add(held);
     }

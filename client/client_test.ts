@@ -668,7 +668,7 @@ function snapshotOf(
   });
 }
 
-Deno.test("sets ask for batch frames and chunks; an agent that refuses a param gets subscribes without it from then on", async () => {
+Deno.test("sets ask for batch frames and chunks; an agent that refuses a param gets subscribes without it until the next connection", async () => {
   const client = await fakeClient();
   try {
     const socket = await FakeSocket.nth(0);
@@ -710,6 +710,18 @@ Deno.test("sets ask for batch frames and chunks; an agent that refuses a param g
     assert.deepEqual(third.params, { service: "other" });
     snapshotOf(socket, third.id, { subscription: "t", revision: 2 });
     await other;
+    // The next connection may reach an upgraded agent: both are asked again.
+    socket.close();
+    const upgraded = await FakeSocket.nth(1);
+    const resumed = [
+      await upgraded.take("discover.subscribe"),
+      await upgraded.take("discover.subscribe"),
+    ].map((request) => request.params as { service: string })
+      .sort((a, b) => a.service.localeCompare(b.service));
+    assert.deepEqual(resumed, [
+      { service: "other", since: 1, epoch: "E", batch: true, chunks: true },
+      { service: "svc", since: 1, epoch: "E", batch: true, chunks: true },
+    ]);
   } finally {
     await client.close();
   }
