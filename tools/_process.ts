@@ -16,6 +16,8 @@ export interface RestartableProcess {
   readonly exited: Promise<unknown>;
   /** The current process id, if running. */
   readonly pid: number | undefined;
+  /** How the current process ended, once it exited without being killed. */
+  readonly status: Deno.CommandStatus | undefined;
   /** Starts the process. */
   spawn(): void;
   /** Sends a signal to the current process (`SIGSTOP`, `SIGCONT`...). */
@@ -55,6 +57,7 @@ export function restartableProcess(
 ): RestartableProcess {
   let child: Deno.ChildProcess | undefined;
   let exited: Promise<unknown> = Promise.resolve();
+  let status: Deno.CommandStatus | undefined;
   return {
     get running(): boolean {
       return child !== undefined;
@@ -65,15 +68,23 @@ export function restartableProcess(
     get pid(): number | undefined {
       return child?.pid;
     },
+    get status(): Deno.CommandStatus | undefined {
+      return status;
+    },
     spawn(): void {
-      child = new Deno.Command(command, {
+      const started = new Deno.Command(command, {
         args,
         cwd: options.cwd,
         stdin: "null",
         stdout: "null",
         stderr: options.stderr ?? "null",
       }).spawn();
-      exited = child.status;
+      child = started;
+      status = undefined;
+      exited = started.status.then((s) => {
+        if (child === started) status = s;
+        return s;
+      });
     },
     signal(signal: Deno.Signal): void {
       child?.kill(signal);
@@ -84,14 +95,35 @@ export function restartableProcess(
         child.kill("SIGCONT");
         child.kill("SIGKILL");
       } catch { /* exited */ }
-      await exited;
       child = undefined;
+      await exited;
     },
   };
 }
 
+// Ports handed out by this process, so that two callers never get the same
+// one before either has bound it.
+const handedOut = new Set<number>();
+
+function bindable(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "127.0.0.1", port }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Picks a free loopback port (closed again: someone may take it first).
+ * Picks a free loopback port for a server that a test starts (closed
+ * again: someone may take it first).
+ *
+ * The port lies in [20000, 32768), below the ephemeral ranges that
+ * kernels give the outgoing connections of every process as their local
+ * ports (Linux's default starts at 32768; macOS, the BSDs and Windows
+ * start at 49152), so that no connection takes it before the server binds
+ * it; and it is never handed out twice by one process. When no such port
+ * is free, the kernel picks one.
  *
  * @example Usage
  * ```ts ignore
@@ -102,10 +134,22 @@ export function restartableProcess(
  * @returns The port.
  */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  const low = 20_000, high = 32_767;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port) || !bindable(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  for (;;) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (listener.addr as Deno.NetAddr).port;
+    listener.close();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /**

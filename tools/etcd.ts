@@ -20,7 +20,7 @@ export interface EtcdMember {
   /** Member name. */
   readonly name: string;
   /**
-   * Client URL, e.g. `http://127.0.0.1:41234`, or `https://localhost:41234`
+   * Client URL, e.g. `http://127.0.0.1:24123`, or `https://localhost:24123`
    * over TLS.
    */
   readonly clientUrl: string;
@@ -240,7 +240,7 @@ export async function startEtcd(
 
 /** A running etcd gRPC proxy (`etcd grpc-proxy start`). */
 export interface EtcdGrpcProxy extends AsyncDisposable {
-  /** URL agents use as their etcd endpoint, e.g. `http://127.0.0.1:41235`. */
+  /** URL agents use as their etcd endpoint, e.g. `http://127.0.0.1:27311`. */
   readonly url: string;
   /** Whether the process is running. */
   readonly running: boolean;
@@ -269,7 +269,7 @@ export interface StartGrpcProxyOptions {
  * import { startEtcd, startGrpcProxy } from "./etcd.ts";
  * await using cluster = await startEtcd();
  * await using proxy = await startGrpcProxy(cluster.endpoints);
- * console.log(proxy.url); // e.g. "http://127.0.0.1:41235"
+ * console.log(proxy.url); // e.g. "http://127.0.0.1:27311"
  * ```
  *
  * @param endpoints Client URLs of the etcd members.

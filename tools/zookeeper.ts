@@ -12,6 +12,11 @@
  * session is noticed in seconds; session timeouts from 1 s to 60 s are
  * accepted whatever the tick.
  *
+ * Each server logs its warnings and errors to `server.log` in its
+ * directory. A start that fails (a server exits, or does not serve within
+ * 30 s, where 1.5 s is usual) is tried again on new ports, three times in
+ * all; the error of the last attempt quotes the end of the logs.
+ *
  * @module
  */
 
@@ -20,7 +25,7 @@ import { type RestartableProcess, restartableProcess } from "./_process.ts";
 
 /** Where Debian's `zookeeper` package puts the server and its logging binding. */
 export const ZOOKEEPER_CLASSPATH =
-  "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-nop.jar";
+  "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar";
 
 /** One ZooKeeper server. */
 export interface ZooKeeperMember {
@@ -60,6 +65,11 @@ export interface StartZooKeeperOptions {
    * @default {200}
    */
   tickTime?: number;
+  /**
+   * Client ports of the members, in order (a member without one gets a
+   * free port).
+   */
+  clientPorts?: number[];
 }
 
 /**
@@ -141,11 +151,40 @@ async function modeOf(address: string): Promise<string | undefined> {
   return text ? /^Mode: (\S+)/m.exec(text)?.[1] : undefined;
 }
 
-async function waitServing(address: string, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
+/** How long one server may take to serve after it is started. */
+const SERVE_TIMEOUT = 30_000;
+/** How many times a start is tried, each on new ports. */
+const START_ATTEMPTS = 3;
+
+/** The last lines of a server's log, or a note that there is none. */
+async function logTail(dir: string, lines = 15): Promise<string> {
+  try {
+    const text = await Deno.readTextFile(`${dir}/server.log`);
+    return text.trimEnd().split("\n").slice(-lines).join("\n") || "(empty)";
+  } catch {
+    return "(no log)";
+  }
+}
+
+async function waitServing(
+  name: string,
+  address: string,
+  options: { proc: RestartableProcess; dir: string },
+): Promise<void> {
+  const deadline = Date.now() + SERVE_TIMEOUT;
   while (await modeOf(address) === undefined) {
-    if (Date.now() > deadline) {
-      throw new Error(`ZooKeeper at ${address} did not serve in ${ms} ms`);
+    const { status } = options.proc;
+    const why = status
+      ? `exited with code ${status.code}`
+      : Date.now() > deadline
+      ? `did not serve in ${SERVE_TIMEOUT} ms`
+      : undefined;
+    if (why) {
+      throw new Error(
+        `ZooKeeper ${name} at ${address} ${why}; the end of its log:\n${await logTail(
+          options.dir,
+        )}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
@@ -159,11 +198,11 @@ async function waitServing(address: string, ms = 60_000): Promise<void> {
  * ```ts ignore
  * import { startZooKeeper } from "./zookeeper.ts";
  * await using zk = await startZooKeeper(3);
- * console.log(zk.connect); // "127.0.0.1:41234,127.0.0.1:41237,127.0.0.1:41240"
+ * console.log(zk.connect); // "127.0.0.1:24123,127.0.0.1:27311,127.0.0.1:21950"
  * ```
  *
  * @param size Number of servers.
- * @param options The tick.
+ * @param options The tick, and client ports.
  * @returns The running servers.
  */
 export async function startZooKeeper(
@@ -171,10 +210,23 @@ export async function startZooKeeper(
   options: StartZooKeeperOptions = {},
 ): Promise<ZooKeeperEnsemble> {
   await requireZooKeeper();
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await startOnce(size, options);
+    } catch (error) {
+      if (attempt === START_ATTEMPTS) throw error;
+    }
+  }
+}
+
+async function startOnce(
+  size: number,
+  options: StartZooKeeperOptions,
+): Promise<ZooKeeperEnsemble> {
   const tickTime = options.tickTime ?? 200;
   const root = await Deno.makeTempDir({ prefix: "discover-zookeeper-" });
-  const ports = Array.from({ length: size }, () => ({
-    client: freePort(),
+  const ports = Array.from({ length: size }, (_, i) => ({
+    client: options.clientPorts?.[i] ?? freePort(),
     peer: freePort(),
     election: freePort(),
   }));
@@ -209,13 +261,19 @@ export async function startZooKeeper(
       "-XX:+UseSerialGC",
       "-XX:TieredStopAtLevel=1",
       "-Dzookeeper.jmx.log4j.disable=true",
+      "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+      `-Dorg.slf4j.simpleLogger.logFile=${dir}/server.log`,
+      "-Dorg.slf4j.simpleLogger.showDateTime=true",
       "-cp",
       ZOOKEEPER_CLASSPATH,
       main,
       `${dir}/zoo.cfg`,
     ], { cwd: dir });
     const address = `127.0.0.1:${p.client}`;
-    const member: ZooKeeperMember & { spawn(): void } = {
+    const member: ZooKeeperMember & {
+      spawn(): void;
+      serving(): Promise<void>;
+    } = {
       name,
       address,
       get running() {
@@ -229,10 +287,11 @@ export async function startZooKeeper(
       async restart() {
         await proc.kill();
         proc.spawn();
-        await waitServing(address);
+        await waitServing(name, address, { proc, dir });
       },
       mode: () => modeOf(address),
       spawn: () => proc.spawn(),
+      serving: () => waitServing(name, address, { proc, dir }),
     };
     return member;
   }));
@@ -251,7 +310,7 @@ export async function startZooKeeper(
     }
   };
   try {
-    await Promise.all(members.map((m) => waitServing(m.address)));
+    await Promise.all(members.map((m) => m.serving()));
   } catch (error) {
     await stop();
     throw error;
