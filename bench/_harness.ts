@@ -409,6 +409,75 @@ export async function ticksPerSecond(): Promise<number> {
   return out.success && n > 0 ? n : 100;
 }
 
+/** The machine's CPU time so far, busy and in all, in ticks (`/proc/stat`). */
+async function machineTicks(): Promise<{ busy: number; total: number }> {
+  // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
+  const out = await new Deno.Command("cat", {
+    args: ["/proc/stat"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const line = new TextDecoder().decode(out.stdout).split("\n")[0];
+  if (!out.success || !line.startsWith("cpu ")) {
+    throw new Error("could not read /proc/stat");
+  }
+  // user nice system idle iowait irq softirq steal ...
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  return { busy: total - ticks[3] - ticks[4], total };
+}
+
+/** Options of {@linkcode settle}. */
+export interface SettleOptions {
+  /**
+   * The machine counts as quiet once less than this share of its CPU time
+   * is busy over a sample.
+   *
+   * @default {0.15}
+   */
+  busyBelow?: number;
+  /** Length of a sample, in ms. @default {500} */
+  sampleMs?: number;
+  /** Longest wait, in ms: a machine that others keep busy is not waited for longer. @default {30_000} */
+  maxMs?: number;
+}
+
+/**
+ * Waits until the machine is quiet: until less than
+ * {@linkcode SettleOptions.busyBelow} of all its CPU time is busy over
+ * one sample, or {@linkcode SettleOptions.maxMs} has passed. What the
+ * benchmark before left running (a killed process's teardown, a large
+ * heap's collection) then lands in no benchmark's rounds.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const { busy, waitedMs } = await settle();
+ * ```
+ *
+ * @param options Threshold, sample length and longest wait.
+ * @returns The busy share of the last sample, and how long it waited
+ *   (`busy` is `undefined` where there is no `/proc/stat`).
+ */
+export async function settle(
+  options: SettleOptions = {},
+): Promise<{ busy: number | undefined; waitedMs: number }> {
+  const { busyBelow = 0.15, sampleMs = 500, maxMs = 30_000 } = options;
+  const started = Date.now();
+  let busy: number | undefined;
+  try {
+    let before = await machineTicks();
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, sampleMs));
+      const after = await machineTicks();
+      busy = (after.busy - before.busy) /
+        Math.max(1, after.total - before.total);
+      before = after;
+      if (busy < busyBelow || Date.now() - started >= maxMs) break;
+    }
+  } catch { /* not Linux: nothing to wait for */ }
+  return { busy, waitedMs: Date.now() - started };
+}
+
 /**
  * The command-line arguments of a benchmark agent on etcd: the etcd
  * backend at `endpoints`, under `prefix` (a new one by default), logging

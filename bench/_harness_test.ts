@@ -1,7 +1,7 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { figure, percentile, table, targetText } from "./_harness.ts";
+import { figure, percentile, settle, table, targetText } from "./_harness.ts";
 
 Deno.test("percentile takes the nearest rank, whatever the order", () => {
   const samples = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6];
@@ -103,4 +103,33 @@ Deno.test("table has a row per figure, with value, baseline, ratio, target and v
   assert.equal(targetText({ ratioAtLeast: 0.5 }, "/s"), "≥ 0.5x");
   assert.equal(targetText({ equal: true }, "/s"), "= baseline");
   assert.equal(targetText(undefined, "/s"), "-");
+});
+
+Deno.test("settle waits while a process keeps a core busy, and not once the machine is quiet enough", async () => {
+  const cores = navigator.hardwareConcurrency;
+  const spin = new Deno.Command("sh", {
+    args: ["-c", "while :; do :; done"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    // One busy core of `cores` is above a threshold of half a core.
+    const busy = await settle({
+      busyBelow: 0.5 / cores,
+      sampleMs: 300,
+      maxMs: 1_200,
+    });
+    assert.ok(busy.waitedMs >= 1_200, `waited only ${busy.waitedMs} ms`);
+    assert.ok(
+      busy.busy !== undefined && busy.busy >= 0.8 / cores,
+      `busy ${busy.busy} with a spinning process on ${cores} cores`,
+    );
+  } finally {
+    spin.kill("SIGKILL");
+    await spin.status;
+  }
+  // Anything below all of the machine counts as quiet here: one sample.
+  const quiet = await settle({ busyBelow: 1.01, sampleMs: 300, maxMs: 10_000 });
+  assert.ok(quiet.busy !== undefined && quiet.busy < 1.01);
+  assert.ok(quiet.waitedMs < 5_000, `waited ${quiet.waitedMs} ms`);
 });

@@ -3,7 +3,10 @@
 /**
  * The benchmark suite: `deno task bench` runs every benchmark, prints one
  * table (figure, value, same-run baseline, ratio, target) and writes the
- * results as JSON.
+ * results as JSON. Before each benchmark (not with `--quick`), it waits
+ * until less than 15 % of the machine's CPU time is busy (at most 30 s;
+ * `settle` in `_harness.ts`), so that what one benchmark leaves running
+ * does not land in the next one's rounds.
  *
  * ```sh
  * deno task bench                    # full sizes; bench/results.json
@@ -15,7 +18,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Bench, type Figure, table } from "./_harness.ts";
+import { type Bench, type Figure, settle, table } from "./_harness.ts";
 import { propagation } from "./propagation.ts";
 import { crossHost } from "./cross_host.ts";
 import { throughput } from "./throughput.ts";
@@ -134,7 +137,18 @@ export async function main(args: string[]): Promise<Results> {
     );
   const figures: Figure[] = [];
   for (const n of selected) {
-    log(`benchmark ${n}`);
+    if (values.quick) {
+      log(`benchmark ${n}`);
+    } else {
+      const { busy, waitedMs } = await settle();
+      log(
+        `benchmark ${n} (machine ${
+          busy === undefined
+            ? "load unknown"
+            : `${(busy * 100).toFixed(0)} % busy`
+        } after ${(waitedMs / 1000).toFixed(1)} s of waiting for quiet)`,
+      );
+    }
     figures.push(...await BENCHMARKS.get(n)!({ quick: values.quick, log }));
   }
   const results: Results = {
