@@ -369,26 +369,42 @@ export function table(figures: Figure[]): string {
  * @returns Their ticks, in the same order.
  */
 export async function cpuTicks(pids: number[]): Promise<number[]> {
-  // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
-  const out = await new Deno.Command("cat", {
-    args: pids.map((pid) => `/proc/${pid}/stat`),
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `could not read /proc/PID/stat of ${pids.join(", ")}: ${
-        new TextDecoder().decode(out.stderr)
-      }`,
-    );
-  }
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  return lines.map((line) => {
+  const text = await readProc(pids.map((pid) => `/proc/${pid}/stat`));
+  return text.trim().split("\n").map((line) => {
     // Fields after the command name, which may hold spaces: state is
     // field 3, utime 14, stime 15.
     const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
     return Number(fields[11]) + Number(fields[12]);
   });
+}
+
+/**
+ * The text of files under `/proc`, one after another. Deno reads `/proc`
+ * only with `--allow-all`; through `cat` it takes `--allow-run`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * const info = await readProc(["/proc/cpuinfo"]);
+ * ```
+ *
+ * @param paths The files.
+ * @returns Their text.
+ * @throws {Error} When one cannot be read (or there is no `cat`), naming it.
+ */
+export async function readProc(paths: string[]): Promise<string> {
+  const out = await new Deno.Command("cat", {
+    args: paths,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `could not read ${paths.join(", ")}: ${
+        new TextDecoder().decode(out.stderr).trim()
+      }`,
+    );
+  }
+  return new TextDecoder().decode(out.stdout);
 }
 
 /**
@@ -411,16 +427,8 @@ export async function ticksPerSecond(): Promise<number> {
 
 /** The machine's CPU time so far, busy and in all, in ticks (`/proc/stat`). */
 async function machineTicks(): Promise<{ busy: number; total: number }> {
-  // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
-  const out = await new Deno.Command("cat", {
-    args: ["/proc/stat"],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  const line = new TextDecoder().decode(out.stdout).split("\n")[0];
-  if (!out.success || !line.startsWith("cpu ")) {
-    throw new Error("could not read /proc/stat");
-  }
+  const line = (await readProc(["/proc/stat"])).split("\n")[0];
+  if (!line.startsWith("cpu ")) throw new Error("no cpu line in /proc/stat");
   // user nice system idle iowait irq softirq steal ...
   const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = ticks.reduce((a, b) => a + b, 0);

@@ -1,7 +1,14 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
-import { figure, percentile, settle, table, targetText } from "./_harness.ts";
+import {
+  figure,
+  percentile,
+  readProc,
+  settle,
+  table,
+  targetText,
+} from "./_harness.ts";
 
 Deno.test("percentile takes the nearest rank, whatever the order", () => {
   const samples = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6];
@@ -132,4 +139,15 @@ Deno.test("settle waits while a process keeps a core busy, and not once the mach
   const quiet = await settle({ busyBelow: 1.01, sampleMs: 300, maxMs: 10_000 });
   assert.ok(quiet.busy !== undefined && quiet.busy < 1.01);
   assert.ok(quiet.waitedMs < 5_000, `waited ${quiet.waitedMs} ms`);
+});
+
+Deno.test("readProc reads /proc files in order, and names a file it cannot read", async () => {
+  const text = await readProc(["/proc/stat", "/proc/loadavg"]);
+  assert.match(text, /^cpu /);
+  // /proc/loadavg: three averages, running/total tasks, last pid.
+  assert.match(text, /\n[\d.]+ [\d.]+ [\d.]+ \d+\/\d+ \d+\n$/);
+  await assert.rejects(
+    readProc(["/proc/no-such-file"]),
+    /could not read \/proc\/no-such-file: .*No such file/,
+  );
 });

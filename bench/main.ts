@@ -18,7 +18,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Bench, type Figure, settle, table } from "./_harness.ts";
+import {
+  type Bench,
+  type Figure,
+  readProc,
+  settle,
+  table,
+} from "./_harness.ts";
 import { propagation } from "./propagation.ts";
 import { crossHost } from "./cross_host.ts";
 import { throughput } from "./throughput.ts";
@@ -89,10 +95,7 @@ export interface Results {
 async function machine(): Promise<Machine> {
   let cpu = "unknown";
   try {
-    // Reading /proc takes --allow-all in Deno; `cat` takes --allow-run.
-    const out = await new Deno.Command("cat", { args: ["/proc/cpuinfo"] })
-      .output();
-    const info = new TextDecoder().decode(out.stdout);
+    const info = await readProc(["/proc/cpuinfo"]);
     cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1] ?? cpu;
   } catch { /* not Linux */ }
   return {
