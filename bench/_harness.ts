@@ -446,7 +446,12 @@ export interface SettleOptions {
   busyBelow?: number;
   /** Length of a sample, in ms. @default {500} */
   sampleMs?: number;
-  /** Longest wait, in ms: a machine that others keep busy is not waited for longer. @default {30_000} */
+  /**
+   * No sample starts once this many ms have passed, so a machine that
+   * others keep busy is waited for at most this plus one sample.
+   *
+   * @default {30_000}
+   */
   maxMs?: number;
 }
 
