@@ -4,9 +4,9 @@
  * The benchmark suite: `deno task bench` runs every benchmark, prints one
  * table (figure, value, same-run baseline, ratio, target) and writes the
  * results as JSON. Before each benchmark (not with `--quick`), it waits
- * until less than 15 % of the machine's CPU time is busy (at most 30 s;
- * `settle` in `_harness.ts`), so that what one benchmark leaves running
- * does not land in the next one's rounds.
+ * until less than 15 % of the machine's CPU time is busy (for at most 30 s
+ * and one sample; `settle` in `_harness.ts`), so that what one benchmark
+ * leaves running does not land in the next one's rounds.
  *
  * ```sh
  * deno task bench                    # full sizes; bench/results.json
