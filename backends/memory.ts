@@ -91,8 +91,16 @@ export class MemoryBackend implements Backend {
   /** Open watches, by scope. */
   #watchers = new Map<string, Set<BackendWatcher>>();
   #open = false;
-  /** The latest changes, oldest first, each with the record it replaced. */
-  #log: { change: BackendChange; before?: StoredRecord; bytes: number }[] = [];
+  /**
+   * The latest changes, oldest first, each with the record it replaced and
+   * the marks it cleared (see {@linkcode MARK_INHERITED}): what undoes it.
+   */
+  #log: {
+    change: BackendChange;
+    before?: StoredRecord;
+    marks: number;
+    bytes: number;
+  }[] = [];
   #logHead = 0;
   /** Estimated bytes of the changes kept. */
   #logBytes = 0;
@@ -210,7 +218,7 @@ export class MemoryBackend implements Backend {
         if (change.type === "put") this.#records.set(key, change.record);
         else this.#records.delete(key);
         this.#revision = change.revision;
-        this.#remember(change, before);
+        this.#remember(change, before, 0);
       }
       this.#durable = this.#revision;
       this.#inherited = new Set(this.#records.keys());
@@ -430,9 +438,7 @@ export class MemoryBackend implements Backend {
     }
     this.#revision = revision;
     this.#records.set(key, stored);
-    this.#inherited.delete(key);
-    this.#released.delete(key);
-    return this.#commit(change, before);
+    return this.#commit(change, before, this.#unmark(key));
   }
 
   /**
@@ -476,9 +482,16 @@ export class MemoryBackend implements Backend {
     const before = this.#records.get(key);
     this.#revision = change.revision;
     this.#records.delete(key);
-    this.#inherited.delete(key);
-    this.#released.delete(key);
-    return this.#commit(change, before);
+    return this.#commit(change, before, this.#unmark(key));
+  }
+
+  /**
+   * Clears the key's marks (a write of the key: this run keeps it), and
+   * says which it had, for an undo.
+   */
+  #unmark(key: string): number {
+    return (this.#inherited.delete(key) ? MARK_INHERITED : 0) |
+      (this.#released.delete(key) ? MARK_RELEASED : 0);
   }
 
   /**
@@ -489,8 +502,9 @@ export class MemoryBackend implements Backend {
   #commit(
     change: BackendChange,
     before: StoredRecord | undefined,
+    marks: number,
   ): Promise<number> {
-    this.#remember(change, before);
+    this.#remember(change, before, marks);
     if (!this.#store) {
       this.#durable = change.revision;
       this.#deliver(change);
@@ -551,15 +565,21 @@ export class MemoryBackend implements Backend {
     }
   }
 
-  /** Undoes the last `count` changes, newest first (they were never written). */
+  /**
+   * Undoes the last `count` changes, newest first (they were never
+   * written): their records, the marks they cleared, the revision and the
+   * history are as before them.
+   */
   #undo(count: number): void {
     for (let i = 0; i < count; i++) {
       const entry = this.#log.pop()!;
       this.#logBytes -= entry.bytes;
-      const { change, before } = entry;
+      const { change, before, marks } = entry;
       const key = instanceKey(serviceOf(change), addrOf(change));
       if (before) this.#records.set(key, before);
       else this.#records.delete(key);
+      if (marks & MARK_INHERITED) this.#inherited.add(key);
+      if (marks & MARK_RELEASED) this.#released.add(key);
       this.#revision = change.revision - 1;
     }
   }
@@ -659,12 +679,16 @@ export class MemoryBackend implements Backend {
   }
 
   /** Keeps a change for `stateAt` and resumes, within the bounds. */
-  #remember(change: BackendChange, before?: StoredRecord): void {
+  #remember(
+    change: BackendChange,
+    before: StoredRecord | undefined,
+    marks: number,
+  ): void {
     // Each record is counted once, with the put that made it (a later
     // change's `before` is the same object).
     const bytes = LOG_ENTRY_BYTES +
       (change.type === "put" ? recordBytes(change.record) : 0);
-    this.#log.push({ change, before, bytes });
+    this.#log.push({ change, before, marks, bytes });
     this.#logBytes += bytes;
     while (
       (this.#log.length - this.#logHead > this.#historySize ||
@@ -771,6 +795,11 @@ function exactCopy(attrs: Attrs): Attrs {
  * do not wait for one another can delay the answers to the first ones.
  */
 const MAX_WRITE_HOPS = 16;
+
+/** A kept change's key was a record of the previous run (`#inherited`) before it. */
+const MARK_INHERITED = 1;
+/** A kept change's key was released (`#released`) before it. */
+const MARK_RELEASED = 2;
 
 /** Fixed part of a kept change's estimate. */
 const LOG_ENTRY_BYTES = 64;

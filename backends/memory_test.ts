@@ -245,6 +245,57 @@ Deno.test("memory backend with a data directory: release stops keeping a record,
   }
 });
 
+/** Runs `fn` while every write to a file fails, as on a full disk. */
+async function withFailingWrites<T>(fn: () => Promise<T>): Promise<T> {
+  const writeSync = Deno.FsFile.prototype.writeSync;
+  Deno.FsFile.prototype.writeSync = () => {
+    throw new Error("no space left on device (simulated)");
+  };
+  try {
+    return await fn();
+  } finally {
+    Deno.FsFile.prototype.writeSync = writeSync;
+  }
+}
+
+Deno.test("memory backend with a data directory: a failed write leaves a record of the previous run, and a released one, as before it", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  await first.put(rec("h:1", "a"));
+  await first.put(rec("h:2", "b"));
+  await first.close();
+
+  const second = new MemoryBackend({ dataDir: dir, restartGrace: 300 });
+  await second.open({ status: () => {} });
+  try {
+    // Its owner registers it again, and the disk refuses: still the
+    // previous run's record, which expires with the grace period.
+    await withFailingWrites(async () => {
+      await assert.rejects(second.put(rec("h:1", "a", "2")), /no space/);
+      await assert.rejects(second.delete("web", "h:2"), /no space/);
+    });
+    assert.equal(second.keeps("web", "h:1"), false);
+    assert.equal(second.keeps("web", "h:2"), false);
+    assert.equal((await second.catalog()).revision, 2);
+    // A record this run wrote, then released: a failed removal leaves it
+    // released.
+    const r3 = await second.put(rec("h:3", "c"));
+    second.release("web", "h:3", { ifOwner: "c" });
+    await withFailingWrites(() =>
+      assert.rejects(second.delete("web", "h:3", { ifOwner: "c" }), /no space/)
+    );
+    assert.equal(second.keeps("web", "h:3"), false);
+    assert.equal((await second.catalog()).revision, r3);
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    // h:1 and h:2 were not written again within the grace period: gone.
+    const state = (await second.stateAt("*", r3 + 2))!;
+    assert.deepEqual(state.records.map((r) => r.addr), ["h:3"]);
+  } finally {
+    await second.close();
+  }
+});
+
 Deno.test("memory backend with a data directory: a watch opened before open gets the state read from disk", async () => {
   const dir = dataDir();
   const first = new MemoryBackend({ dataDir: dir });
