@@ -57,8 +57,10 @@
  *   file (a write torn by a crash, never acknowledged) is dropped with a
  *   warning; a checksum that does not match, a payload that is not an
  *   entry, or a gap in the revisions anywhere else keeps the state before
- *   it, says what was dropped, moves the damaged file aside
- *   (`discover.log.damaged-<time>`) and starts a new epoch. A file that is
+ *   it, says what was dropped, keeps a copy of the damaged file
+ *   (`discover.log.damaged-<time>`) and starts a new epoch; the damaged
+ *   file stays in place until the fresh one is renamed over it, so a
+ *   start that fails before recovers the same state the next time. A file that is
  *   not a discover log, or whose head is damaged, is refused with a
  *   message that says what to do.
  * - One agent per directory: a second one is refused (`DIR/lock` is held
@@ -277,11 +279,13 @@ export class DurableLog {
         : parseLog(bytes, path, bootTime);
       const lastRevision = loaded.revision + loaded.changes.length;
       if (loaded.dropped && !loaded.dropped.torn) {
-        // Kept for a look; the fresh file replaces it.
+        // A copy kept for a look. The file itself stays until the fresh
+        // one replaces it (`begin`): a start that fails or dies before
+        // finds it again, and the same intact prefix.
         const aside = `${path}.damaged-${
           new Date().toISOString().replaceAll(":", "-")
         }`;
-        await access(dir, () => Deno.rename(path, aside));
+        await access(dir, () => Deno.copyFile(path, aside));
         options.log?.warn(
           `the data file is damaged: ${loaded.dropped.reason} at byte ${loaded.dropped.offset}; the agent starts with the state of revision ${lastRevision} that precedes it (${loaded.dropped.bytes} bytes after it are dropped) under a new epoch, so that subscribers get a fresh state; the damaged file is kept as ${aside}`,
           {

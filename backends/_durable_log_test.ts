@@ -340,6 +340,40 @@ Deno.test("a damaged byte in the middle: the state before it, a new epoch, a war
   }
 });
 
+Deno.test("a damaged file stays in place until the fresh file replaces it: a start that fails before recovers the same state again", async () => {
+  const bytes = await crashed(10);
+  const bad = bytes.slice();
+  bad[new TextDecoder("latin1").decode(bytes).indexOf('"rev":6') + 3] ^= 0x01;
+  await using dir = await tempDir("discover-durable-");
+  const path = `${dir.path}/${LOG_FILE}`;
+  const first = await openBytes(dir.path, bad);
+  assert.equal(first.loaded.changes.length, 5);
+  // The fresh file cannot be written (a full disk, say): the start fails.
+  await Deno.mkdir(`${path}.tmp`);
+  const model = new Model(first.loaded.epoch);
+  await assert.rejects(first.begin(model.snapshot, 0));
+  await first.close(5);
+  await Deno.remove(`${path}.tmp`);
+  assert.deepEqual(await Deno.readFile(path), bad);
+  // The next start finds the same damage, and the same state before it.
+  const second = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    assert.equal(second.loaded.existed, true);
+    assert.deepEqual(summary(second.loaded), summary(first.loaded));
+    assert.equal(second.loaded.dropped?.offset, first.loaded.dropped?.offset);
+    await second.begin(() => ({ ...second.loaded, changes: [] }), 0);
+    assert.notDeepEqual(await Deno.readFile(path), bad);
+    const asides = [...Deno.readDirSync(dir.path)]
+      .filter((e) => e.name.startsWith(`${LOG_FILE}.damaged-`));
+    assert.ok(asides.length >= 1);
+    for (const aside of asides) {
+      assert.deepEqual(await Deno.readFile(`${dir.path}/${aside.name}`), bad);
+    }
+  } finally {
+    await second.close(0);
+  }
+});
+
 Deno.test("entries that break the log's rules are damage too: a revision gap, a removal of nothing", async () => {
   const magic = new TextEncoder().encode(MAGIC);
   const file = (...entries: object[]) =>
