@@ -11,8 +11,14 @@
  * ```
  *
  * so that a reader finds where a write was cut short (a frame that runs
- * past the end of the file: a torn write) and where bytes were damaged (a
+ * past the end of the file, or zero bytes from where a frame is due to
+ * the end of the file: a torn write) and where bytes were damaged (a
  * checksum that does not match), and never takes either for an entry.
+ *
+ * Zeros to the end are what a crash of the host can leave after the last
+ * entries on a file system that grows the file's size before its data
+ * reaches the disk (ext4 with delayed allocation, XFS): the writes there
+ * never reached the disk. Zeros followed by anything else are damage.
  *
  * @module
  */
@@ -200,7 +206,10 @@ export type FrameRead =
     end: number;
   }
   | {
-    /** The frame runs past the end of the bytes: a write cut short. */
+    /**
+     * A write cut short: the frame runs past the end of the bytes, or
+     * every byte from `offset` to the end is zero.
+     */
     kind: "torn";
   }
   | {
@@ -230,6 +239,7 @@ export function readFrame(bytes: Uint8Array, offset: number): FrameRead {
   if (bytes.length - offset < FRAME_HEADER_BYTES) return { kind: "torn" };
   const view = new DataView(bytes.buffer, bytes.byteOffset);
   const length = view.getUint32(offset, true);
+  if (length === 0 && zeroToEnd(bytes, offset + 4)) return { kind: "torn" };
   if (length === 0 || length > MAX_PAYLOAD_BYTES) {
     return {
       kind: "corrupt",
@@ -254,6 +264,14 @@ export function readFrame(bytes: Uint8Array, offset: number): FrameRead {
     return { kind: "corrupt", reason: "an entry that is not a JSON object" };
   }
   return { kind: "frame", value: value as Record<string, unknown>, end };
+}
+
+/** Whether every byte of `bytes` from `from` on is zero. */
+function zeroToEnd(bytes: Uint8Array, from: number): boolean {
+  for (let at = from; at < bytes.length; at++) {
+    if (bytes[at] !== 0) return false;
+  }
+  return true;
 }
 
 /**

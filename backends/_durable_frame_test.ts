@@ -73,10 +73,30 @@ Deno.test("any changed byte of a frame is found: never read as another entry", (
       assert.notEqual(read.kind, "frame", `byte ${i} ^ ${flip}`);
     }
   }
+  // A length of 0 is damage, unless every byte after it is zero too.
   const zero = new Uint8Array(FRAME_HEADER_BYTES + 4);
+  zero[FRAME_HEADER_BYTES] = 1;
   const read = readFrame(zero, 0);
   assert.equal(read.kind, "corrupt");
   if (read.kind === "corrupt") assert.match(read.reason, /length of 0 bytes/);
+});
+
+Deno.test("zeros from a frame's start to the end are torn (writes that never reached the disk); zeros followed by anything else are damage", () => {
+  const a = encodeFrame({ t: "a" });
+  for (const zeros of [1, FRAME_HEADER_BYTES, 64, 4096]) {
+    const bytes = new Uint8Array(a.length + zeros);
+    bytes.set(a);
+    assert.equal(readFrame(bytes, 0).kind, "frame");
+    assert.equal(readFrame(bytes, a.length).kind, "torn", `${zeros} zeros`);
+    assert.equal(nextFrame(bytes, a.length), undefined);
+  }
+  const zeros = 64;
+  for (let i = 4; i < zeros; i++) {
+    const bytes = new Uint8Array(a.length + zeros);
+    bytes.set(a);
+    bytes[a.length + i] = 1;
+    assert.equal(readFrame(bytes, a.length).kind, "corrupt", `byte ${i}`);
+  }
 });
 
 Deno.test("nextFrame finds the next whole frame after damage, and nothing in a torn tail", () => {

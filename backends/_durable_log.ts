@@ -54,8 +54,9 @@
  *   with the state of the last revision on disk and a new epoch, so that
  *   no subscriber resumes from a revision it saw but the file lost.
  * - Damage is found, never served: a frame cut short at the end of the
- *   file (a write torn by a crash, never acknowledged) is dropped with a
- *   warning; a checksum that does not match, a payload that is not an
+ *   file (a write torn by a crash, never acknowledged), or zero bytes from
+ *   where an entry is due to the end of the file (writes that a crash of
+ *   the host kept from the disk), is dropped with a warning; a checksum that does not match, a payload that is not an
  *   entry, or a gap in the revisions anywhere else keeps the state before
  *   it, says what was dropped, keeps a copy of the damaged file
  *   (`discover.log.damaged-<time>`) and starts a new epoch; the damaged

@@ -309,6 +309,45 @@ Deno.test("a file cut at an entry's end: the changes before it, the previous run
   }
 });
 
+Deno.test("zeros at the end of the file, as a crash of the host can leave: dropped as a torn write; zeros and then anything else are damage", async () => {
+  const bytes = await crashed(6);
+  for (const zeros of [3, 8, 100, 8192]) {
+    await using dir = await tempDir("discover-durable-");
+    const padded = new Uint8Array(bytes.length + zeros);
+    padded.set(bytes);
+    const log = recorder();
+    const durable = await openBytes(dir.path, padded, { log });
+    try {
+      const { loaded } = durable;
+      assert.equal(loaded.changes.length, 6, `${zeros} zeros`);
+      assert.deepEqual(loaded.dropped, {
+        bytes: zeros,
+        offset: bytes.length,
+        reason: "a write cut short",
+        torn: true,
+      });
+      assert.equal(loaded.newEpoch, false, "same boot: the same epoch");
+      assert.match(log.lines.join("\n"), /warn .*cut short/);
+      const names = [...Deno.readDirSync(dir.path)].map((e) => e.name);
+      assert.ok(!names.some((n) => n.includes("damaged")), names.join(", "));
+    } finally {
+      await durable.close(6);
+    }
+  }
+  await using dir = await tempDir("discover-durable-");
+  const damaged = new Uint8Array(bytes.length + 100);
+  damaged.set(bytes);
+  damaged[bytes.length + 50] = 1;
+  const durable = await openBytes(dir.path, damaged);
+  try {
+    assert.equal(durable.loaded.changes.length, 6);
+    assert.equal(durable.loaded.dropped?.torn, false);
+    assert.equal(durable.loaded.newEpoch, true);
+  } finally {
+    await durable.close(6);
+  }
+});
+
 Deno.test("a damaged byte in the middle: the state before it, a new epoch, a warning, the damaged file kept aside", async () => {
   const bytes = await crashed(10);
   // The 6th change: find its entry by its revision.
