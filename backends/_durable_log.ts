@@ -38,7 +38,9 @@
  * base state at the oldest change the backend keeps for resumes, those
  * changes and a `run` entry; so does a compaction once the file has grown
  * by {@linkcode DurableLogOptions.compactBytes} (and by twice its size
- * after the last rewrite), while writes go on.
+ * after the last rewrite), while writes go on. A compaction that fails
+ * (the disk is full, say) is tried again once the file has grown by
+ * another `compactBytes`, not at every write.
  *
  * ## Guarantees
  *
@@ -130,7 +132,9 @@ export interface DurableLogOptions {
   log?: BackendLogger;
   /**
    * Rewrite the file once it has grown by this many bytes since the last
-   * rewrite (and by twice its size then). 64 MiB.
+   * rewrite (and by twice its size then). 64 MiB. After a rewrite that
+   * failed, the next is tried once the file has grown by this many bytes
+   * again.
    *
    * @default {67108864}
    */
@@ -201,8 +205,8 @@ export class DurableLog {
   #pendingRevision = 0;
   /** Bytes in the file now. */
   #size = 0;
-  /** Size of the file right after its last rewrite. */
-  #base = 0;
+  /** Size at which the file is compacted next. */
+  #compactAt = 0;
   /** Frames appended while a compaction writes its file, for its end. */
   #tail?: Uint8Array[];
   #compacting?: Promise<void>;
@@ -351,7 +355,13 @@ export class DurableLog {
     this.#written = revision;
     const { file, size } = await this.#rewrite(snapshot(revision));
     this.#file = file;
-    this.#size = this.#base = size;
+    this.#rewritten(size);
+  }
+
+  /** The file was just rewritten, `size` bytes: when to compact it next. */
+  #rewritten(size: number): void {
+    this.#size = size;
+    this.#compactAt = size + Math.max(this.#compactBytes, 2 * size);
   }
 
   /**
@@ -408,10 +418,7 @@ export class DurableLog {
     // A copy: `frames` is a view of a buffer used again.
     this.#tail?.push(frames.slice());
     this.#sync();
-    if (
-      !this.#compacting &&
-      this.#size - this.#base > Math.max(this.#compactBytes, 2 * this.#base)
-    ) {
+    if (this.#size > this.#compactAt && !this.#compacting) {
       this.#compacting = this.#compact().finally(() =>
         this.#compacting = undefined
       );
@@ -487,10 +494,7 @@ export class DurableLog {
       fresh = await this.#rewrite(snapshot(this.#written), { rename: false });
     } catch (error) {
       this.#tail = undefined;
-      this.#logger?.warn("could not compact the data file; it keeps growing", {
-        file: this.#path,
-        error,
-      });
+      this.#compactFailed(error);
       return;
     }
     const { file, tmp } = fresh;
@@ -505,10 +509,7 @@ export class DurableLog {
     } catch (error) {
       file.close();
       await Deno.remove(tmp).catch(() => {});
-      this.#logger?.warn("could not compact the data file; it keeps growing", {
-        file: this.#path,
-        error,
-      });
+      this.#compactFailed(error);
       return;
     } finally {
       this.#tail = undefined;
@@ -516,12 +517,25 @@ export class DurableLog {
     const old = this.#file!;
     const flushing = this.#flushing;
     this.#file = file;
-    this.#size = this.#base = size;
+    this.#rewritten(size);
     this.#sync();
     // The old file is unlinked; closed once no flush uses it.
     await flushing?.catch(() => {});
     old.close();
     await syncDir(this.#dir);
+  }
+
+  /**
+   * A compaction failed: the next one waits until the file has grown by
+   * another `compactBytes`, so that a disk that refuses is not asked to
+   * take a whole snapshot again at every write.
+   */
+  #compactFailed(error: unknown): void {
+    this.#compactAt = this.#size + this.#compactBytes;
+    this.#logger?.warn(
+      "could not compact the data file; it keeps growing, and is compacted again once it has grown by another compaction threshold",
+      { file: this.#path, error, compactBytes: this.#compactBytes },
+    );
   }
 
   /**

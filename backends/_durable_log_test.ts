@@ -560,6 +560,56 @@ Deno.test("the file is compacted once it grows, while writes go on, and reads ba
   }
 });
 
+Deno.test("a compaction that fails is tried again once the file has grown by another threshold, not at every write", async () => {
+  await using dir = await tempDir("discover-durable-");
+  const path = `${dir.path}/${LOG_FILE}`;
+  const logger = recorder();
+  const compactBytes = 4096;
+  const log = await DurableLog.open(dir.path, {
+    bootTime: BOOT,
+    compactBytes,
+    log: logger,
+  });
+  const model = new Model(log.loaded.epoch);
+  await log.begin(model.snapshot, 0);
+  const failures = () =>
+    logger.lines.filter((l) => /could not compact/.test(l)).length;
+  try {
+    // The compacted file cannot be written (a full disk, say).
+    await Deno.mkdir(`${path}.tmp`);
+    const start = (await Deno.stat(path)).size;
+    for (let i = 0; i < 400; i++) {
+      append(log, model.put(`h:${i % 20}`, String(i)));
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    const grown = (await Deno.stat(path)).size - start;
+    assert.ok(grown > 10 * compactBytes, `${grown} bytes`);
+    assert.ok(failures() >= 2, logger.lines.join("\n"));
+    assert.ok(
+      failures() <= grown / compactBytes + 1,
+      `${failures()} attempts over ${grown} bytes`,
+    );
+    // Once the disk takes it again, a later attempt compacts the file.
+    await Deno.remove(`${path}.tmp`);
+    for (let i = 0; i < 100; i++) {
+      append(log, model.put(`h:${i % 20}`, String(i)));
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    assert.ok((await Deno.stat(path)).size < start + grown);
+  } finally {
+    await log.close(model.revision);
+  }
+  const again = await DurableLog.open(dir.path, { bootTime: BOOT });
+  try {
+    assert.equal(
+      again.loaded.revision + again.loaded.changes.length,
+      model.revision,
+    );
+  } finally {
+    await again.close(model.revision);
+  }
+});
+
 Deno.test("a directory the agent may not write is refused with the permission to grant", async () => {
   await using dir = await tempDir("discover-durable-");
   const script = `${dir.path}/open.ts`;

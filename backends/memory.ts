@@ -738,7 +738,9 @@ export interface MemoryBackendOptions {
   restartGrace?: number;
   /**
    * With `dataDir`: rewrite the data file once it has grown by this many
-   * bytes (and by twice its size after the last rewrite). 64 MiB.
+   * bytes (and by twice its size after the last rewrite). 64 MiB. After a
+   * rewrite that failed, the next is tried once the file has grown by
+   * this many bytes again.
    *
    * @default {67108864}
    */
