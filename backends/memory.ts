@@ -194,13 +194,22 @@ export class MemoryBackend implements Backend {
     }
   }
 
-  /** Reads the data directory, then writes there from now on. */
+  /**
+   * Reads the data directory, then writes there from now on. When it
+   * fails, the backend is as before: a later `open` tries again.
+   */
   async #load(): Promise<void> {
     const options = this.#options;
-    const store = await DurableLog.open(options.dataDir!, {
-      log: options.log,
-      compactBytes: options.compactBytes,
-    });
+    let store: DurableLog;
+    try {
+      store = await DurableLog.open(options.dataDir!, {
+        log: options.log,
+        compactBytes: options.compactBytes,
+      });
+    } catch (error) {
+      this.#opening = undefined;
+      throw error;
+    }
     try {
       const loaded = store.loaded;
       this.#epoch = loaded.epoch;

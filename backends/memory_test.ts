@@ -373,6 +373,26 @@ Deno.test("memory backend with a data directory: a second agent on the directory
   await assert.rejects(first.put(rec("h:1")), /is not open/);
 });
 
+Deno.test("memory backend with a data directory: an open that failed can be tried again, and succeeds once the directory is free", async () => {
+  const dir = dataDir();
+  const first = new MemoryBackend({ dataDir: dir });
+  await first.open({ status: () => {} });
+  await first.put(rec("h:1"));
+  const second = new MemoryBackend({ dataDir: dir });
+  await assert.rejects(second.open({ status: () => {} }), /in use/);
+  await assert.rejects(second.put(rec("h:2")), /is not open/);
+  await first.close();
+  await second.open({ status: () => {} });
+  try {
+    assert.equal(await second.put(rec("h:2")), 2);
+    assert.deepEqual((await second.catalog()).services, [
+      { service: "web", instances: 2 },
+    ]);
+  } finally {
+    await second.close();
+  }
+});
+
 Deno.test("memory backend with a data directory: a change too large for the data file is refused and not applied; the changes after it are kept", async () => {
   const dir = dataDir();
   const backend = new MemoryBackend({ dataDir: dir });
