@@ -430,7 +430,10 @@ export class MemoryBackend implements Backend {
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(record.service, record.addr);
     const conflict = this.#check(key, record.service, record.addr, options);
-    if (conflict) return Promise.reject(conflict);
+    if (conflict) {
+      return this.#afterWrite(() => this.put(record, options)) ??
+        Promise.reject(conflict);
+    }
     const before = this.#records.get(key);
     const revision = this.#revision + 1;
     const stored = {
@@ -469,10 +472,25 @@ export class MemoryBackend implements Backend {
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(service, addr);
     this.#release(key, options.ifOwner);
-    if (!this.#records.has(key)) return Promise.resolve(undefined);
-    const conflict = this.#check(key, service, addr, options);
-    if (conflict) return Promise.reject(conflict);
+    const conflict = this.#records.has(key)
+      ? this.#check(key, service, addr, options)
+      : null;
+    if (conflict !== undefined) {
+      return this.#afterWrite(() => this.delete(service, addr, options)) ??
+        (conflict ? Promise.reject(conflict) : Promise.resolve(undefined));
+    }
     return this.#remove(key, service, addr);
+  }
+
+  /**
+   * A call that changes nothing (no record to remove, an owner conflict)
+   * while changes are being written may have answered from them, and a
+   * failed write undoes them: it waits for their write and runs `again`.
+   * `undefined` when nothing is being written: the answer stands.
+   */
+  #afterWrite<T>(again: () => Promise<T>): Promise<T> | undefined {
+    if (this.#queue.length === 0) return undefined;
+    return this.#callers[this.#callers.length - 1].promise.then(again, again);
   }
 
   /** Removes a record that is there. */

@@ -296,6 +296,48 @@ Deno.test("memory backend with a data directory: a failed write leaves a record 
   }
 });
 
+Deno.test("memory backend with a data directory: a call that changes nothing answers from what is written, not from a change whose write then fails", async () => {
+  const backend = new MemoryBackend({ dataDir: dataDir() });
+  await backend.open({ status: () => {} });
+  const writeSync = Deno.FsFile.prototype.writeSync;
+  /** The next write to a file fails, as on a full disk; the later ones do not. */
+  const failNextWrite = () => {
+    Deno.FsFile.prototype.writeSync = () => {
+      Deno.FsFile.prototype.writeSync = writeSync;
+      throw new Error("no space left on device (simulated)");
+    };
+  };
+  try {
+    await backend.put(rec("h:1", "a"));
+    // Two removals in one turn; the write of the first fails.
+    failNextWrite();
+    const first = backend.delete("web", "h:1");
+    const second = backend.delete("web", "h:1");
+    await assert.rejects(first, /no space/);
+    assert.equal(
+      await second,
+      2,
+      "the record was there: the second removes it",
+    );
+    // Another owner takes the record, then its owner writes it again
+    // (only if it is still its own); the first write fails.
+    await backend.put(rec("h:1", "a"));
+    failNextWrite();
+    const taken = backend.put(rec("h:1", "b"));
+    const kept = backend.put(rec("h:1", "a", "2"), { ifOwner: "a" });
+    await assert.rejects(taken, /no space/);
+    assert.equal(await kept, 4, "still its own: the write is made");
+    const state = (await backend.stateAt("web", 4))!;
+    assert.deepEqual(
+      state.records.map((r) => `${r.owner} ${r.attrs.v}`),
+      ["a 2"],
+    );
+  } finally {
+    Deno.FsFile.prototype.writeSync = writeSync;
+    await backend.close();
+  }
+});
+
 Deno.test("memory backend with a data directory: a watch opened before open gets the state read from disk", async () => {
   const dir = dataDir();
   const first = new MemoryBackend({ dataDir: dir });
