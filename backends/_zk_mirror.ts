@@ -349,7 +349,9 @@ export class Mirror {
   /**
    * After a reconnection within the session: reads again what was due
    * (reads under way were lost with the connection), and resolves once
-   * everything up to then is delivered.
+   * everything up to then is delivered. Also before the first state is
+   * complete: a service still loading is read again the same way, and its
+   * state is delivered once read.
    *
    * @returns Resolves when the mirror is current.
    */

@@ -66,6 +66,12 @@
  * znode first (the read that sets its watch follows). The agent that
  * makes a znode knows what it made, and reads only the list.
  *
+ * A connection lost within the session fails the reads under way; once
+ * connected again, the session's watch sends again every read that is
+ * due, its first reads too (a blip while a new session's watch loads its
+ * services), and the backend says it is connected once what changed
+ * meanwhile is delivered.
+ *
  * ## History
  *
  * ZooKeeper keeps no history. {@linkcode ZooKeeperBackend.stateAt} answers
@@ -509,7 +515,6 @@ export class ZooKeeperBackend implements Backend {
     const generation = ++this.#generation;
     const { promise: ready, resolve } = Promise.withResolvers<void>();
     let everConnected = false;
-    let mirror: Mirror | undefined;
     const session: ZkSession = new ZkSession(this.#servers.join(","), {
       sessionTimeout: this.#timeoutMs,
       events: {
@@ -517,16 +522,20 @@ export class ZooKeeperBackend implements Backend {
           if (generation !== this.#generation) return;
           if (!everConnected) {
             everConnected = true;
-            void this.#setUp(session, generation).then((m) => {
-              mirror = m;
-              resolve();
-            });
+            void this.#setUp(session, generation).then(resolve);
             return;
           }
           this.#log?.info(`${this.#where()}: connected again`);
+          // The mirror of this session, as soon as `#setUp` made it (an
+          // expiry clears it, and every mirror after is of a newer
+          // generation): its first reads too may have failed with the
+          // connection, and are sent again.
+          const mirror = this.#mirror;
           if (mirror) {
             void mirror.resume().then(() => {
-              if (generation === this.#generation) this.#status(true);
+              if (generation === this.#generation && this.#mirror === mirror) {
+                this.#status(true);
+              }
             });
           }
         },
@@ -559,13 +568,10 @@ export class ZooKeeperBackend implements Backend {
    * A session connected for the first time: the nodes of the layout, the
    * epoch, the records kept written back, then the watches.
    */
-  async #setUp(
-    session: ZkSession,
-    generation: number,
-  ): Promise<Mirror | undefined> {
+  async #setUp(session: ZkSession, generation: number): Promise<void> {
     const backoff = new Backoff({ initialDelay: 250, maxDelay: 4000 });
     for (;;) {
-      if (generation !== this.#generation) return undefined;
+      if (generation !== this.#generation) return;
       try {
         this.#sessions.add(session.id);
         let path = "";
@@ -579,7 +585,9 @@ export class ZooKeeperBackend implements Backend {
         this.#epoch = `zk-${root.stat.czxid.toString(16)}-${root.stat.ctime}`;
         this.#events?.epoch?.(this.#epoch, root.zxid);
         await this.#writeBack(generation);
-        if (generation !== this.#generation) return undefined;
+        if (generation !== this.#generation) return;
+        // From here on, a reconnection resumes this mirror (see
+        // `#startSession`), whether its first reads are done or not.
         const mirror = new Mirror({
           session,
           servicesPath: this.#servicesPath,
@@ -604,7 +612,7 @@ export class ZooKeeperBackend implements Backend {
         if (generation === this.#generation && session.connected) {
           this.#status(true);
         }
-        return mirror;
+        return;
       } catch (error) {
         const ms = backoff.next();
         this.#log?.warn(

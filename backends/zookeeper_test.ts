@@ -8,6 +8,7 @@ import { startZooKeeper } from "../tools/zookeeper.ts";
 import { openWatching, testBackend } from "./backend_suite.ts";
 import { ZooKeeperBackend } from "./zookeeper.ts";
 import { decodeCreation, encodeCreation } from "./_zk_mirror.ts";
+import { ZkSession } from "./_zk_client.ts";
 import type { BackendChange, BackendState } from "./backend.ts";
 import { until } from "../tests/_wait.ts";
 import { tcpProxy } from "../tests/_proxy.ts";
@@ -416,6 +417,64 @@ Deno.test({
       await w.close();
     } finally {
       await a.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: a connection lost during the first read of a watched service is read again on reconnecting: the watch becomes live and delivers later writes",
+  async fn() {
+    const p = prefix();
+    const proxy = tcpProxy(Number(servers[0].split(":")[1]));
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const a = new ZooKeeperBackend({
+      servers: [`127.0.0.1:${proxy.port}`],
+      prefix: p,
+      sessionTimeout: 4,
+    });
+    const ra = recorder();
+    // The connection is cut right after a's first listing of "web" is
+    // sent: the listing, and what was sent with it, fail; the session
+    // lives on and the client connects again at once.
+    const getChildren = ZkSession.prototype.getChildren;
+    let cuts = 0;
+    ZkSession.prototype.getChildren = function (path, watcher) {
+      const sent = getChildren.call(this, path, watcher);
+      if (cuts === 0 && watcher && path === `${p}/services/web`) {
+        cuts = proxy.cut();
+      }
+      return sent;
+    };
+    try {
+      await b.open(recorder().watcher);
+      await b.put(record("web", "h:1"));
+      const watch = a.watch("web", ra.watcher);
+      await a.open(ra.watcher);
+      assert.ok(cuts > 0, "the connection was cut during the first read");
+      // The reconnection takes a few tens of ms and the reads after it a
+      // few more: 10 s (over twice the session timeout) is generous, and
+      // well under never.
+      await until(
+        () => ra.resets.length === 1 && ra.statuses.at(-1) === true,
+        "the first state, and connected",
+        10_000,
+      );
+      assert.deepEqual([...held(ra).keys()], ["web/h:1"]);
+      const r2 = await b.put(record("web", "h:2"));
+      await until(
+        () => ra.changes.some((c) => c.revision === r2),
+        "a later write delivered",
+        10_000,
+      );
+      assert.deepEqual([...held(ra).keys()].sort(), ["web/h:1", "web/h:2"]);
+      await watch.close();
+    } finally {
+      ZkSession.prototype.getChildren = getChildren;
+      await a.close();
+      await b.close();
+      proxy.close();
     }
   },
 });
