@@ -90,6 +90,7 @@
  */
 
 import { findDuplicateKey } from "../protocol/_json_keys.ts";
+import { KeyedSerial } from "../protocol/keyed_serial.ts";
 import { describeValue } from "../protocol/errors.ts";
 import { ALL_SERVICES } from "../protocol/types.ts";
 import { MAX_TOKEN_LENGTH } from "../protocol/validate.ts";
@@ -615,6 +616,8 @@ export class AuthLimiter {
   readonly #now: () => number;
   /** By address, the one whose last failure is oldest first. */
   readonly #buckets = new Map<string, Bucket>();
+  /** The attempts of each address, one at a time. */
+  readonly #attempts = new KeyedSerial();
 
   /**
    * Creates a limiter that remembers no address yet.
@@ -709,6 +712,31 @@ export class AuthLimiter {
       if (this.#buckets.size <= this.#maxAddresses) break;
       this.#buckets.delete(oldest);
     }
+  }
+
+  /**
+   * Runs the attempts of one address one at a time, each once the one
+   * before has its outcome: a caller checks {@linkcode AuthLimiter.delay}
+   * and records a failure inside `attempt`, so that attempts sent together
+   * (a batch) are counted like attempts sent one by one, and right tokens
+   * sent together all pass.
+   *
+   * @example Usage
+   * ```ts
+   * import { AuthLimiter } from "./acl.ts";
+   * const limiter = new AuthLimiter();
+   * const ok = await limiter.serially("192.0.2.1", async () => {
+   *   if (limiter.delay("192.0.2.1") > 0) return false;
+   *   return true; // a right token
+   * });
+   * ```
+   *
+   * @param address The remote address.
+   * @param attempt Checks the address's wait, then the token.
+   * @returns What `attempt` returns.
+   */
+  serially<T>(address: string, attempt: () => Promise<T>): Promise<T> {
+    return this.#attempts.run(address, attempt);
   }
 
   /** The address's bucket brought up to now; forgotten once full. */

@@ -443,6 +443,38 @@ Deno.test("globMatch() agrees with a reference matcher, and pathological globs e
   assert.equal(acl.access("a", "a".repeat(63)), "none");
 });
 
+Deno.test("AuthLimiter.serially runs the attempts of one address one at a time, and of other addresses meanwhile", async () => {
+  const limiter = new AuthLimiter({ burst: 2, perSecond: 1, now: () => 0 });
+  const order: string[] = [];
+  const attempt = (address: string, tag: string) =>
+    limiter.serially(address, async () => {
+      order.push(`${tag} starts`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      order.push(`${tag} ends`);
+      return tag;
+    });
+  const done = await Promise.all([
+    attempt("192.0.2.1", "a1"),
+    attempt("192.0.2.1", "a2"),
+    attempt("192.0.2.2", "b1"),
+  ]);
+  assert.deepEqual(done, ["a1", "a2", "b1"]);
+  assert.deepEqual(order, [
+    "a1 starts",
+    "b1 starts",
+    "a1 ends",
+    "a2 starts",
+    "b1 ends",
+    "a2 ends",
+  ]);
+  // An attempt that fails does not stop the next.
+  const failed = limiter.serially("192.0.2.1", () => {
+    throw new Error("refused");
+  });
+  await assert.rejects(failed, /refused/);
+  assert.equal(await attempt("192.0.2.1", "a3"), "a3");
+});
+
 Deno.test("AuthLimiter allows a burst, then one try per 1/perSecond, recovering over time", () => {
   let clock = 1_000;
   const limiter = new AuthLimiter({ burst: 3, perSecond: 2, now: () => clock });

@@ -1164,19 +1164,24 @@ export class Session {
         "this agent has no access rules (--acl): there is nothing to authenticate to",
       );
     }
-    const wait = rules.limiter.delay(remote);
-    if (wait > 0) {
-      throw new RpcError(
-        ErrorCode.LimitExceeded,
-        `too many wrong tokens from this address; retry in ${
-          Math.ceil(wait)
-        } ms`,
-      );
-    }
     const acl = rules.acl;
-    const name = await acl.authenticate(token);
+    // One attempt of an address at a time: a batch of guesses is slowed
+    // like guesses sent one by one.
+    const name = await rules.limiter.serially(remote, async () => {
+      const wait = rules.limiter.delay(remote);
+      if (wait > 0) {
+        throw new RpcError(
+          ErrorCode.LimitExceeded,
+          `too many wrong tokens from this address; retry in ${
+            Math.ceil(wait)
+          } ms`,
+        );
+      }
+      const name = await acl.authenticate(token);
+      if (name === undefined) rules.limiter.failed(remote);
+      return name;
+    });
     if (name === undefined) {
-      rules.limiter.failed(remote);
       this.#context.log.warn("authentication refused: unknown token", {
         session: this.id,
         remote,

@@ -193,6 +193,79 @@ Deno.test("acl: wrong tokens are refused and slowed per address; a session may p
   });
 });
 
+/** Presents `tokens` in one batch of `discover.authenticate` calls; the answers. */
+async function authenticateBatch(
+  url: string,
+  tokens: string[],
+): Promise<{ result?: { name: string }; error?: { code: number } }[]> {
+  await using raw = await openRaw(url);
+  raw.send(JSON.stringify(tokens.map((token, id) => ({
+    jsonrpc: "2.0",
+    id,
+    method: "discover.authenticate",
+    params: { token },
+  }))));
+  return await raw.next() as { result?: { name: string } }[];
+}
+
+Deno.test("acl: wrong tokens sent together in one batch are slowed like tokens sent one by one", async () => {
+  await withRules(async (agent) => {
+    // Every call of a batch starts before any has been checked; the
+    // attempts of one address are checked one at a time, so only the
+    // burst (5) is checked.
+    const answers = await authenticateBatch(
+      agent.url,
+      Array.from({ length: 40 }, (_, i) => `wrong-${i}`),
+    );
+    const codes = answers.map((a) => a.error!.code);
+    assert.equal(codes.length, 40);
+    assert.equal(
+      codes.filter((c) => c === ErrorCode.Forbidden).length,
+      5,
+      String(codes),
+    );
+    assert.equal(
+      codes.filter((c) => c === ErrorCode.LimitExceeded).length,
+      35,
+      String(codes),
+    );
+    // A right token from the same address waits too.
+    await using raw = await openRaw(agent.url);
+    const right = await raw.call("discover.authenticate", {
+      token: TOKENS.reader,
+    });
+    assert.equal(
+      (right.error as { code: number }).code,
+      ErrorCode.LimitExceeded,
+    );
+  });
+});
+
+Deno.test("acl: right tokens sent together from one address all pass", async () => {
+  await withRules(async (agent) => {
+    // Clients of one host that connect at once (say, after a restart of
+    // their agent) all authenticate, however many: only wrong tokens count.
+    const answers = await authenticateBatch(
+      agent.url,
+      Array.from(
+        { length: 40 },
+        (_, i) => i % 2 === 0 ? TOKENS.reader : TOKENS.writer,
+      ),
+    );
+    assert.deepEqual(
+      answers.map((a) => a.result?.name),
+      Array.from({ length: 40 }, (_, i) => i % 2 === 0 ? "reader" : "writer"),
+    );
+    const clients = await Promise.all(
+      Array.from(
+        { length: 12 },
+        () => connect(agent.url, { token: TOKENS.reader }),
+      ),
+    );
+    await Promise.all(clients.map((c) => c.close()));
+  });
+});
+
 Deno.test("acl: an admin force-deregisters; instances stay with the token that registered them", async () => {
   await withRules(async (agent) => {
     await using writer = await connect(agent.url, {
