@@ -150,6 +150,11 @@ export class StateWatch {
     });
     watcher.on("error", (error) => {
       if (this.#closed || this.#watcher !== watcher) return;
+      // etcd cancelled it (a compacted revision, say), and the client
+      // library has dropped it: a cancel of it now would go out with a
+      // watch id etcd no longer knows, whose answer the library cannot
+      // place (it throws, out of reach of any caller), and would never end.
+      this.#watcher = undefined;
       this.#hooks.status(false);
       this.#hooks.log?.warn(
         `etcd watch failed (${describeEtcdError(error)}); resyncing`,

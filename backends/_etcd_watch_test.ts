@@ -177,7 +177,9 @@ Deno.test("StateWatch: a failed watch says down and resyncs with a new watch; no
     assert.ok(Date.now() < deadline, "no resync");
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  assert.ok(watches[0].watcher.cancelled);
+  // The client library dropped the failed watch: cancelling it would send
+  // a watch id etcd no longer knows, whose answer the library throws on.
+  assert.equal(watches[0].watcher.cancelled, false);
   assert.equal(watches[1].from, "7");
   await watch.close();
   watches[1].watcher.emit("error", new Error("late"));
