@@ -134,6 +134,15 @@ const encoder = new TextEncoder();
 const DRAIN_POLL_MS = 20;
 
 /**
+ * Most calls of one session under way at once (dispatched, not answered
+ * yet): the calls beyond are refused with -32002 (a notification beyond
+ * is dropped). Calls queue behind one another (those about one instance
+ * run in arrival order, and all wait for a store that is slow or away),
+ * so without a bound one client could make the agent hold any number.
+ */
+export const MAX_PENDING_CALLS = 10_000;
+
+/**
  * One incoming frame (a request or a batch): the bytes of initial events
  * reserved by its subscribes, sent once its response is.
  */
@@ -602,6 +611,8 @@ export class Session {
   /** Aborted when the session ends: its writes not sent yet are abandoned. */
   #closing = new AbortController();
   #inflight = 0;
+  /** Calls dispatched and not answered yet (see {@linkcode MAX_PENDING_CALLS}). */
+  #pending = 0;
   /** Bytes of snapshots allowed above the queue limit. */
   #allowance = 0;
   /**
@@ -728,8 +739,8 @@ export class Session {
       Object.create(Session.#peerCalls);
     calls.session = this;
     calls.maxBatch = context.limits.maxBatch;
-    // Calls are counted and timed only when metrics are on.
-    if (context.metrics) calls.onSettled = Session.#counted;
+    // Calls are timed only when metrics are on.
+    calls.onSettled = context.metrics ? Session.#counted : Session.#settled;
     this.#peer = new JsonRpcPeer(calls as Bound & JsonRpcPeerOptions);
   }
 
@@ -938,6 +949,13 @@ export class Session {
   }
 
   #answer(method: string, params: unknown, call: CallContext): unknown {
+    // Every call that gets here is settled once (`#settled`).
+    if (++this.#pending > MAX_PENDING_CALLS) {
+      throw new RpcError(
+        ErrorCode.LimitExceeded,
+        `limit reached: this session has ${MAX_PENDING_CALLS} calls under way; wait for their answers before sending more`,
+      );
+    }
     if (this.#context.shuttingDown() && method !== "$/ping") {
       throw new RpcError(
         ErrorCode.ShuttingDown,
@@ -947,10 +965,18 @@ export class Session {
     return this.#dispatch(method, params, call);
   }
 
-  /** Counts a call and its duration (`JsonRpcPeerOptions.onSettled`). */
+  /** A call is answered (`JsonRpcPeerOptions.onSettled`). */
+  static readonly #settled:
+    & NonNullable<JsonRpcPeerOptions["onSettled"]>
+    & ThisType<Bound> = function (this: Bound) {
+      this.session.#pending--;
+    };
+
+  /** The same, and counts the call and its duration (metrics on). */
   static readonly #counted:
     & NonNullable<JsonRpcPeerOptions["onSettled"]>
     & ThisType<Bound> = function (this: Bound, method, started, error) {
+      this.session.#pending--;
       this.session.#context.metrics?.request(
         method,
         codeOf(error),

@@ -542,7 +542,7 @@ export const openrpcDocument: OpenRpcDocument = {
       LimitExceeded: {
         code: ErrorCode.LimitExceeded,
         message:
-          "maxRegistrations (per owner) or maxSubscriptions (per session) was reached; the message names it.",
+          "maxRegistrations (per owner), maxSubscriptions (per session) or 10,000 calls under way (per session) was reached; the message names it.",
       },
       UnknownSubscription: {
         code: ErrorCode.UnknownSubscription,

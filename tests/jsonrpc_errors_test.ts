@@ -1052,6 +1052,48 @@ Deno.test("jsonrpc errors: upgrades beyond maxSessions get 503", async () => {
   await witness.check();
 });
 
+Deno.test("jsonrpc errors: a session's calls under way are bounded; beyond, calls get -32002 and the others are served", async () => {
+  await using agent = await spawnAgent();
+  await using witness = await Witness.open(agent.url);
+  await using raw = await openRaw(agent.url);
+  // Registrations of one instance run one after another: 20 frames of
+  // 1,000 notifications (no answers, so no send queue fills; the last
+  // frame ends with a request instead of its thousandth) arrive
+  // much faster than they run, so the session holds more than
+  // MAX_PENDING_CALLS (10,000) under way when the last frame's request is
+  // dispatched, even if thousands ran meanwhile.
+  const frames = 20;
+  for (let f = 0; f < frames; f++) {
+    const last = f === frames - 1;
+    const batch: Json[] = Array.from({ length: last ? 999 : 1000 }, (_, i) => ({
+      jsonrpc: "2.0",
+      method: "discover.register",
+      params: {
+        service: "flood",
+        addr: "127.0.0.1:9000",
+        attrs: { v: String((f * 1000 + i) % 2) },
+      },
+    }));
+    if (last) batch.push({ jsonrpc: "2.0", id: "last", method: "$/ping" });
+    raw.send(JSON.stringify(batch));
+  }
+  const answer = await raw.next(60_000) as Json[];
+  assert.ok(Array.isArray(answer), show(answer));
+  assert.equal(answer.length, 1, show(answer));
+  assertError(answer[0], { id: "last", code: -32002 });
+  assert.match(show(answer[0]), /10000 calls under way/);
+  // Other sessions are served meanwhile, and this one once its calls ran
+  // (a generous bound: 20,000 registrations on a shared machine).
+  await witness.check();
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const pong = await raw.call("$/ping");
+    if (pong.result === "pong") break;
+    assert.ok(Date.now() < deadline, show(pong));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+});
+
 // ---------------------------------------------------------------------------
 // Hostile input
 
