@@ -472,13 +472,12 @@ export class MemoryBackend implements Backend {
     if (options.signal?.aborted) return Promise.reject(options.signal.reason);
     const key = instanceKey(service, addr);
     this.#release(key, options.ifOwner);
-    const conflict = this.#records.has(key)
-      ? this.#check(key, service, addr, options)
-      : null;
-    if (conflict !== undefined) {
-      return this.#afterWrite(() => this.delete(service, addr, options)) ??
-        (conflict ? Promise.reject(conflict) : Promise.resolve(undefined));
+    const again = () => this.delete(service, addr, options);
+    if (!this.#records.has(key)) {
+      return this.#afterWrite(again) ?? Promise.resolve(undefined);
     }
+    const conflict = this.#check(key, service, addr, options);
+    if (conflict) return this.#afterWrite(again) ?? Promise.reject(conflict);
     return this.#remove(key, service, addr);
   }
 
