@@ -122,6 +122,13 @@ export function zxidOf(bytes: Uint8Array): number {
   return Number(Buffer.from(bytes).readBigUInt64BE(0));
 }
 
+/** A zxid as the 8 bytes the client library keeps (the inverse of {@linkcode zxidOf}). */
+function zxidBytes(zxid: number): Buffer {
+  const bytes = Buffer.alloc(8);
+  bytes.writeBigUInt64BE(BigInt(zxid), 0);
+  return bytes;
+}
+
 function statOf(stat: zookeeper.Stat): NodeStat {
   return {
     czxid: zxidOf(stat.czxid),
@@ -149,6 +156,18 @@ export interface ZkSessionOptions {
   sessionTimeout: number;
   /** What happens to the connection. */
   events: ZkSessionEvents;
+  /**
+   * The last zxid an earlier session of the same client saw. A server
+   * that has not applied it yet (a follower that lags) refuses the new
+   * session, as it refuses a reconnecting one (the connect request's
+   * `lastZxidSeen`), and the library tries the next server: the first
+   * reads of the new session are never older than what the earlier one
+   * read. A server that never reaches it (an ensemble whose data was
+   * restored from an older copy) refuses it for good.
+   *
+   * @default {0}
+   */
+  lastZxidSeen?: number;
 }
 
 /** The library's connection manager: the fields and methods used here. */
@@ -214,6 +233,7 @@ export class ZkSession {
     // deno-lint-ignore no-explicit-any
     this.#manager = (this.#client as any).connectionManager as Manager;
     const manager = this.#manager;
+    if (options.lastZxidSeen) manager.zxid = zxidBytes(options.lastZxidSeen);
     const onSocketData = manager.onSocketData;
     // Every byte from the server feeds the watchdog (bound at connect).
     manager.onSocketData = (buffer: Buffer) => {

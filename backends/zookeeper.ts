@@ -43,6 +43,14 @@
  * agent's subscribers see only what really changed. A record that another
  * agent wrote meanwhile is no longer kept, and is left alone.
  *
+ * The new session asks for a server that has applied the last zxid the
+ * expired one saw (the connect request's `lastZxidSeen`, which ZooKeeper
+ * servers behind it refuse), so its first reads never come from a
+ * follower that lags behind what the agent already delivered. Should no
+ * server accept it for twice the session timeout (the ensemble's data
+ * restored from an older copy), a session without that guard takes over,
+ * with a warning; the changed epoch then tells subscribers to start over.
+ *
  * ## Revisions and epoch
  *
  * Revisions are zxids: one order across every service, the same at every
@@ -212,6 +220,8 @@ export class ZooKeeperBackend implements Backend {
   #closed = true;
   /** Bumped by every new session: work of an older one stops. */
   #generation = 0;
+  /** Ends the wait of a guarded session for a server that accepts it. */
+  #unguard?: ReturnType<typeof setTimeout>;
 
   /**
    * Creates the backend; nothing connects before {@linkcode ZooKeeperBackend.open}.
@@ -495,6 +505,7 @@ export class ZooKeeperBackend implements Backend {
   close(): Promise<void> {
     this.#closed = true;
     this.#generation++;
+    clearTimeout(this.#unguard);
     this.#events = undefined;
     for (const entry of this.#scopes) {
       entry.closed = true;
@@ -510,18 +521,28 @@ export class ZooKeeperBackend implements Backend {
 
   // ---- sessions ----
 
-  /** Opens a session, and sets everything up each time it connects. */
-  #startSession(): Promise<void> {
+  /**
+   * Opens a session, and sets everything up each time it connects.
+   *
+   * @param lastZxidSeen The last zxid of the session before, which
+   *   expired: servers that have not applied it refuse this one. When none
+   *   has accepted it for twice the session timeout, a session without
+   *   that guard takes its place (see `ZkSessionOptions.lastZxidSeen`).
+   */
+  #startSession(lastZxidSeen = 0): Promise<void> {
     const generation = ++this.#generation;
     const { promise: ready, resolve } = Promise.withResolvers<void>();
     let everConnected = false;
+    clearTimeout(this.#unguard);
     const session: ZkSession = new ZkSession(this.#servers.join(","), {
       sessionTimeout: this.#timeoutMs,
+      lastZxidSeen,
       events: {
         connected: () => {
           if (generation !== this.#generation) return;
           if (!everConnected) {
             everConnected = true;
+            clearTimeout(this.#unguard);
             void this.#setUp(session, generation).then(resolve);
             return;
           }
@@ -555,12 +576,26 @@ export class ZooKeeperBackend implements Backend {
           this.#mirror?.close();
           this.#mirror = undefined;
           for (const entry of this.#scopes) entry.detach?.();
-          void this.#startSession();
+          void this.#startSession(session.zxid);
         },
       },
     });
     this.#session = session;
     session.connect();
+    if (lastZxidSeen > 0) {
+      this.#unguard = setTimeout(() => {
+        if (generation !== this.#generation || this.#closed) return;
+        this.#log?.warn(
+          `${this.#where()}: no server has applied zxid 0x${
+            lastZxidSeen.toString(16)
+          }, the last one this agent saw, after ${
+            2 * this.#timeoutMs
+          } ms; opening a session without that guard (was the ensemble's data restored from an older copy?)`,
+        );
+        session.abandon();
+        void this.#startSession().then(resolve);
+      }, 2 * this.#timeoutMs);
+    }
     return ready;
   }
 
@@ -804,8 +839,6 @@ export class ZooKeeperBackend implements Backend {
         return await this.#write(record, current, options);
       } catch (error) {
         const code = codeOf(error);
-        // The service node went (removed by hand): made again next time.
-        if (code === ZK.NO_NODE) this.#serviceNodes.delete(record.service);
         // Another write came first: look again.
         if (
           code !== ZK.BAD_VERSION && code !== ZK.NODE_EXISTS &&
@@ -879,6 +912,11 @@ export class ZooKeeperBackend implements Backend {
       stats = await session.multi(ops);
     } catch (error) {
       made?.(undefined);
+      // The service node went (removed by hand, or the ensemble's data
+      // is another copy): made again by the next write.
+      if (codeOf(error) === ZK.NO_NODE) {
+        this.#serviceNodes.delete(record.service);
+      }
       throw error;
     }
     // Every operation of a multi has its zxid.

@@ -639,6 +639,159 @@ Deno.test({
   },
 });
 
+/**
+ * The connect requests a proxy passed on: one starts with its length (4
+ * bytes), the protocol version (4), `lastZxidSeen` (8) and the timeout
+ * (4), then the session id (8; 0 asks for a new session).
+ */
+function connectRequests() {
+  const heads = new Map<number, Uint8Array>();
+  const seen: { lastZxidSeen: bigint; sessionId: bigint }[] = [];
+  const observe = (bytes: Uint8Array, connection: number) => {
+    const before = heads.get(connection) ?? new Uint8Array();
+    if (before.length >= 28) return;
+    const head = new Uint8Array(before.length + bytes.length);
+    head.set(before);
+    head.set(bytes, before.length);
+    heads.set(connection, head);
+    if (head.length < 28) return;
+    const view = new DataView(head.buffer);
+    seen.push({
+      lastZxidSeen: view.getBigUint64(8),
+      sessionId: view.getBigUint64(20),
+    });
+  };
+  return { seen, observe };
+}
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: the session that follows an expired one asks for a server that has applied the last zxid the agent saw",
+  async fn() {
+    const p = prefix();
+    const port = Number(servers[0].split(":")[1]);
+    const requests = connectRequests();
+    const proxy = tcpProxy(port, { observe: requests.observe });
+    const a = new ZooKeeperBackend({
+      servers: [`127.0.0.1:${proxy.port}`],
+      prefix: p,
+      sessionTimeout: 2,
+      log: { info() {}, warn() {} },
+    });
+    const b = new ZooKeeperBackend({ servers, prefix: p, sessionTimeout: 4 });
+    const ra = recorder(), rb = recorder();
+    await openWatching(a, ra.watcher);
+    await openWatching(b, rb.watcher);
+    try {
+      const r = await a.put(record("svc", "h:1"));
+      await until(
+        () =>
+          ra.changes.some((c) => c.revision >= r) &&
+          rb.changes.some((c) => c.revision >= r),
+        "the put at both",
+      );
+      // a is cut off longer than its session timeout (2 s): the server
+      // expires the session, and b sees the record go.
+      proxy.refuse();
+      await until(
+        () => rb.changes.some((c) => c.type === "delete"),
+        "the expiry at b",
+        15_000,
+      );
+      proxy.admit();
+      // a learns of the expiry on reconnecting and opens a new session,
+      // which writes the record back.
+      await until(
+        () => rb.changes.at(-1)?.type === "put",
+        "the write-back",
+        15_000,
+      );
+      const fresh = requests.seen.filter((x) => x.sessionId === 0n);
+      assert.equal(fresh.length, 2, "the first session and the one after");
+      assert.equal(fresh[0].lastZxidSeen, 0n);
+      // A follower that has not applied r yet would refuse it.
+      assert.ok(
+        fresh[1].lastZxidSeen >= BigInt(r),
+        `lastZxidSeen 0x${fresh[1].lastZxidSeen.toString(16)} is below 0x${
+          r.toString(16)
+        }, the last write a saw`,
+      );
+    } finally {
+      await a.close();
+      await b.close();
+      proxy.close();
+    }
+  },
+});
+
+Deno.test({
+  ...zkTest,
+  name:
+    "zookeeper backend: when no server has applied the last zxid an expired session saw (data restored from an older copy), a session without that guard takes over after twice the session timeout",
+  async fn() {
+    const p = prefix();
+    const port = Number(servers[0].split(":")[1]);
+    await using older = await startZooKeeper();
+    const olderPort = Number(older.connect.split(",")[0].split(":")[1]);
+    const requests = connectRequests();
+    let admitted = false;
+    const proxy = tcpProxy(port, {
+      observe(bytes, connection) {
+        const before = requests.seen.length;
+        requests.observe(bytes, connection);
+        const request = requests.seen[before];
+        // The old session asks the server that expired it; every later
+        // connection goes to a server whose data is older.
+        if (admitted && request && request.sessionId !== 0n) {
+          proxy.target = olderPort;
+        }
+      },
+    });
+    const warnings: string[] = [];
+    const a = new ZooKeeperBackend({
+      servers: [`127.0.0.1:${proxy.port}`],
+      prefix: p,
+      sessionTimeout: 2,
+      log: { info() {}, warn: (m) => void warnings.push(m) },
+    });
+    const ra = recorder();
+    await openWatching(a, ra.watcher);
+    try {
+      const r = await a.put(record("svc", "h:1"));
+      await until(() => ra.changes.some((c) => c.revision >= r), "the put");
+      proxy.refuse();
+      // Past the session timeout (2 s) with a margin: the server expires it.
+      await new Promise((resolve) => setTimeout(resolve, 4000));
+      admitted = true;
+      proxy.admit();
+      const back = performance.now();
+      await until(
+        () => warnings.some((w) => /no server has applied zxid/.test(w)),
+        "the warning",
+        20_000,
+      );
+      await until(() => ra.statuses.at(-1) === true, "connected", 20_000);
+      const guarded = requests.seen.findIndex((x) =>
+        x.sessionId === 0n && x.lastZxidSeen >= BigInt(r)
+      );
+      const unguarded = requests.seen.findLastIndex((x) =>
+        x.sessionId === 0n && x.lastZxidSeen === 0n
+      );
+      assert.ok(guarded > 0, "the guarded session asked");
+      assert.ok(unguarded > guarded, "then one without the guard");
+      // The guard held for twice the session timeout (less a margin for
+      // the timers of a busy machine).
+      assert.ok(performance.now() - back >= 3000);
+      // What the older server holds: the prefix made anew, a new epoch.
+      assert.notEqual(ra.resets.at(-1)?.epoch, ra.resets[0].epoch);
+    } finally {
+      await a.close();
+      proxy.close();
+    }
+  },
+});
+
 Deno.test({
   ...zkTest,
   name: "zookeeper backend: options are checked",

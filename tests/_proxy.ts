@@ -19,6 +19,9 @@
  *   until it admits them again;
  * - moved: new connections go to another port.
  *
+ * It can also show each connection's bytes toward the target to an
+ * observer (`TcpProxyOptions.observe`), to check what a client sends.
+ *
  * A target that refuses a connection (a process that is down) closes the
  * accepted one, and the proxy keeps accepting.
  *
@@ -67,13 +70,27 @@ export interface TcpProxy {
   close(): void;
 }
 
+/** Options of {@linkcode tcpProxy}. */
+export interface TcpProxyOptions {
+  /**
+   * Sees the bytes each connection sends toward the target, in order,
+   * before they are forwarded; `connection` numbers the connections from
+   * 1 in the order they were accepted.
+   */
+  observe?(bytes: Uint8Array, connection: number): void;
+}
+
 /**
  * Starts a proxy to `127.0.0.1:target`.
  *
  * @param target The port to forward to.
+ * @param options What to show an observer.
  * @returns The proxy.
  */
-export function tcpProxy(target: number): TcpProxy {
+export function tcpProxy(
+  target: number,
+  options: TcpProxyOptions = {},
+): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   const links = new Set<() => void>();
@@ -92,7 +109,7 @@ export function tcpProxy(target: number): TcpProxy {
     return all.length;
   };
 
-  const link = async (conn: Deno.Conn) => {
+  const link = async (conn: Deno.Conn, connection: number) => {
     let upstream: Deno.Conn | undefined;
     let ended = false;
     const end = () => {
@@ -117,7 +134,12 @@ export function tcpProxy(target: number): TcpProxy {
     } catch {
       return end(); // the target is down: the client sees its connection end
     }
-    const pump = async (from: Deno.Conn, to: Deno.Conn, pausable: boolean) => {
+    const pump = async (
+      from: Deno.Conn,
+      to: Deno.Conn,
+      pausable: boolean,
+      observe?: (bytes: Uint8Array) => void,
+    ) => {
       const buf = new Uint8Array(64 * 1024);
       try {
         for (;;) {
@@ -126,6 +148,7 @@ export function tcpProxy(target: number): TcpProxy {
           const n = await from.read(buf);
           await open(); // a frozen path carries nothing, not even a close
           if (n === null) break;
+          observe?.(buf.slice(0, n));
           for (let sent = 0; sent < n;) {
             sent += await to.write(buf.subarray(sent, n));
           }
@@ -133,7 +156,13 @@ export function tcpProxy(target: number): TcpProxy {
       } catch { /* closed */ }
       end();
     };
-    void pump(conn, upstream, false);
+    const observe = options.observe;
+    void pump(
+      conn,
+      upstream,
+      false,
+      observe && ((bytes) => observe(bytes, connection)),
+    );
     void pump(upstream, conn, true);
   };
 
@@ -153,7 +182,7 @@ export function tcpProxy(target: number): TcpProxy {
         continue;
       }
       accepted++;
-      void link(conn);
+      void link(conn, accepted);
     }
   })();
 
