@@ -16,6 +16,12 @@
  * connections either: the streams on them would end with them
  * ({@linkcode createClient}).
  *
+ * Writes are sent once ({@linkcode clientPool} with `resend: false`). The
+ * client sends a call again when it missed its deadline or lost its
+ * connection, even though etcd may have applied it: a conditional write
+ * sent again then fails its own condition, and reads as a conflict. A
+ * write fails instead, its outcome unknown. Reads may be sent again.
+ *
  * While etcd is away, every retry loop, lease renewal and watch fails over
  * and over: {@linkcode QuietLog} logs the first few lines of each kind and
  * then a count, so an outage reads as a handful of lines, not a stream.
@@ -24,7 +30,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { Etcd3, type IOptions } from "etcd3";
+import { Etcd3, type ICallable, type IOptions } from "etcd3";
 import { Backoff } from "../protocol/backoff.ts";
 import type { BackendLogger } from "./descriptor.ts";
 import type { EndpointHealth, HostPolicy } from "./_etcd_health.ts";
@@ -204,6 +210,86 @@ export function probeOptions(options: IOptions, endpoint: string): IOptions {
   };
 }
 
+/**
+ * What the etcd backend uses of an `etcd3` client's connection pool (its
+ * `pool`, in version 1.x) to make calls besides the client's own methods:
+ * the calls of a `KVClient` on it, or calls of its own on a connection
+ * (`withConnection`).
+ */
+export interface ClientPool extends ICallable<unknown> {
+  /**
+   * The policy the pool's calls run under (`exec` runs every call under
+   * it; a caller of `withConnection` runs it around its call): unless the client's options say
+   * otherwise, it sends a call that failed in a way deemed recoverable
+   * (a missed deadline, `unavailable`, a lost connection) again, up to
+   * three times, at once.
+   */
+  readonly globalPolicy: {
+    execute<T>(
+      fn: (context: { signal: AbortSignal }) => Promise<T>,
+    ): Promise<T>;
+  };
+  /** Set by the library's own tests: calls go to it instead of etcd. */
+  readonly mockImpl?: unknown;
+}
+
+/** Options of {@linkcode clientPool}. */
+export interface ClientPoolOptions {
+  /**
+   * Whether a call may be sent again, as the client's own calls are (its
+   * global policy). `false` for a write that is not safe to send twice: a
+   * write that etcd applied but whose answer was lost (a missed deadline,
+   * a cut connection) then fails, its outcome unknown, instead of being
+   * applied again or, conditional, failing its own condition the second
+   * time. A call that etcd refused before applying it (an expired
+   * authentication token) is still made again.
+   *
+   * @default {true}
+   */
+  resend?: boolean;
+}
+
+/**
+ * The connection pool of `client`, whose calls go as the client's own do
+ * (the member's fault handling, the authentication token, the default
+ * deadline), sent again or not (`options.resend`).
+ *
+ * @example Usage
+ * ```ts
+ * import { KVClient } from "etcd3";
+ * import { clientOptions, clientPool, createClient } from "./_etcd_client.ts";
+ * const client = createClient(clientOptions({
+ *   endpoints: ["http://127.0.0.1:2379"],
+ *   callTimeout: 3000,
+ * }));
+ * const pool = clientPool(client, { resend: false });
+ * const writes = pool && new KVClient(pool); // writes.txn(...) is sent once
+ * client.close();
+ * ```
+ *
+ * @param client The etcd client.
+ * @param options Whether calls may be sent again.
+ * @returns The pool; `undefined` when the client's pool is not the one
+ *   this relies on (another version of `etcd3`).
+ */
+export function clientPool(
+  client: Etcd3,
+  options: ClientPoolOptions = {},
+): ClientPool | undefined {
+  // deno-lint-ignore no-explicit-any
+  const pool = (client as any).pool;
+  if (
+    typeof pool?.exec !== "function" ||
+    typeof pool.withConnection !== "function" ||
+    typeof pool.globalPolicy?.execute !== "function"
+  ) return undefined;
+  if (options.resend ?? true) return pool;
+  // The same pool, whose `exec` finds this policy instead of its own.
+  return Object.create(pool, {
+    globalPolicy: { value: PASS_THROUGH },
+  }) as ClientPool;
+}
+
 /** What {@linkcode createClient} changes in one member of `etcd3`'s pool. */
 interface PoolMember {
   resetAllServices(): void;
@@ -244,13 +330,14 @@ interface PoolMember {
  * @param options The client's options, from {@linkcode clientOptions}.
  * @returns The client.
  * @throws {Error} If `etcd3` no longer has the connection pool this
- *   relies on (a version whose internals changed).
+ *   relies on (a version whose internals changed): its connections could
+ *   not be kept, nor its writes sent once ({@linkcode clientPool}).
  */
 export function createClient(options: IOptions): Etcd3 {
   const client = new Etcd3(options);
   // deno-lint-ignore no-explicit-any
   const members: unknown = (client as any).pool?.hosts;
-  const usable = Array.isArray(members) &&
+  const usable = clientPool(client) !== undefined && Array.isArray(members) &&
     members.every((member) =>
       typeof member?.resetAllServices === "function" &&
       typeof member?.close === "function"
@@ -258,7 +345,7 @@ export function createClient(options: IOptions): Etcd3 {
   if (!usable) {
     client.close();
     throw new Error(
-      "this version of etcd3 has no connection pool of members with resetAllServices() and close(): the client's connections could not be kept",
+      "this version of etcd3 has no connection pool of members with resetAllServices() and close(), and exec(), withConnection() and a global policy: the client's connections could not be kept, nor its writes sent once",
     );
   }
   for (const member of members as PoolMember[]) {

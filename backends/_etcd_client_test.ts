@@ -1,10 +1,13 @@
 // Copyright the discover authors. BSD-3-Clause license.
 
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { GRPCUnavailableError, KVClient } from "etcd3";
 import { startEtcd } from "../tools/etcd.ts";
 import { tcpProxy } from "../tests/_proxy.ts";
 import {
   clientOptions,
+  clientPool,
   createClient,
   FLOW_CONTROL_WINDOW,
   PROBE_TIMEOUT_MS,
@@ -92,6 +95,52 @@ Deno.test("probeOptions: one member, a short dial, no retries of its own", async
   // deno-lint-ignore no-explicit-any
   const result = await (policy as any).execute(() => 42);
   assert.equal(result, 42);
+});
+
+Deno.test("clientPool: a call is sent again as the client's own are, or once with resend false", async () => {
+  // Nothing listens there: every call fails at once with `unavailable`,
+  // an error the client deems recoverable.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  // Each attempt goes through the member's policy once.
+  let attempts = 0;
+  const counting = {
+    execute: async <T>(fn: (c: { signal: AbortSignal }) => Promise<T>) => {
+      attempts++;
+      return await fn({ signal: new AbortController().signal });
+    },
+  };
+  const options = clientOptions({
+    endpoints: [`http://127.0.0.1:${port}`],
+    callTimeout: 1000,
+  });
+  const client = createClient({
+    ...options,
+    // deno-lint-ignore no-explicit-any
+    faultHandling: { ...options.faultHandling, host: () => counting as any },
+  });
+  const attemptsOf = async (call: () => Promise<unknown>) => {
+    attempts = 0;
+    await assert.rejects(call(), GRPCUnavailableError);
+    return attempts;
+  };
+  const txn = (kv: KVClient) => () =>
+    kv.txn({ compare: [], success: [], failure: [] });
+  try {
+    // etcd3 sends it again up to three times (cockatiel's `maxAttempts`).
+    assert.equal(await attemptsOf(txn(client.kv)), 4, "the client's own");
+    assert.equal(await attemptsOf(txn(new KVClient(clientPool(client)!))), 4);
+    const once = new KVClient(clientPool(client, { resend: false })!);
+    assert.equal(await attemptsOf(txn(once)), 1, "not sent again");
+    // The client's own calls, reads among them, are sent again still.
+    assert.equal(
+      await attemptsOf(() => client.kv.range({ key: Buffer.from("k") })),
+      4,
+    );
+  } finally {
+    client.close();
+  }
 });
 
 Deno.test("watchBackoff: each run starts near 250 ms and never waits more than RECONNECT_MAX_MS", () => {

@@ -25,6 +25,7 @@ import {
   type IRangeRequest,
   Range,
 } from "etcd3";
+import { clientPool } from "./_etcd_client.ts";
 import type { StoredKeyValue } from "./_etcd_record.ts";
 
 /** Most keys one page of the full read asks for. */
@@ -385,12 +386,9 @@ export type RangeCall = (
  * @returns The call, if the client allows it.
  */
 export function rangeCall(client: Etcd3): RangeCall | undefined {
-  // deno-lint-ignore no-explicit-any
-  const pool = (client as any).pool;
-  if (
-    typeof pool?.withConnection !== "function" ||
-    typeof pool.globalPolicy?.execute !== "function"
-  ) return undefined;
+  // A read may be sent again.
+  const pool = clientPool(client, { resend: true });
+  if (!pool) return undefined;
   const own: RangeCall = (request, deadline) =>
     client.kv.range(request, { deadline }) as Promise<Page>;
   return async (request, deadline) => {

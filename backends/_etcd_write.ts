@@ -284,8 +284,11 @@ const TOO_LARGE = /request is too large/;
  *
  * @example Usage
  * ```ts ignore
+ * import { KVClient } from "etcd3";
+ * import { clientPool } from "./_etcd_client.ts";
  * import { keyWrite, TxnBatcher } from "./_etcd_write.ts";
- * const batcher = new TxnBatcher((txn) => client.kv.txn(txn), { timeout: 3000 });
+ * const writes = new KVClient(clientPool(client, { resend: false })!);
+ * const batcher = new TxnBatcher((txn) => writes.txn(txn), { timeout: 3000 });
  * const { succeeded, revision } = await batcher.run(
  *   keyWrite("/k", { put: "v", lease: "0" }, { guard: { absent: true } }),
  * );
@@ -312,7 +315,10 @@ export class TxnBatcher {
   /**
    * Creates the batcher.
    *
-   * @param commit Sends one transaction to etcd (`client.kv.txn`).
+   * @param commit Sends one transaction to etcd, once: a transaction
+   *   whose answer is lost must fail (its writes' outcome is unknown), not
+   *   be sent again, where its guards would fail on its own changes
+   *   (`txn` of a `KVClient` on `clientPool(client, { resend: false })`).
    * @param options The deadline of a queued write, the limits, the logger.
    */
   constructor(

@@ -80,6 +80,13 @@
  * the epoch is the etcd cluster id, so a `since` from one agent means the
  * same at every other.
  *
+ * A write is sent to etcd once. The client library sends a call again
+ * when it missed its deadline or lost its connection, even though etcd
+ * may have applied it; a write sent again would then fail its own
+ * condition (another owner, no record, another version) or remove
+ * nothing. It fails instead, as a write whose outcome is unknown
+ * (`_etcd_client.ts`). Reads may be sent again.
+ *
  * When etcd cannot be reached at {@linkcode EtcdBackend.open}, the backend
  * says so (`status(false)`), resolves, and keeps trying on the shared
  * backoff schedule, logging one line per failed attempt
@@ -89,7 +96,12 @@
  */
 
 import { Buffer } from "node:buffer";
-import { type Etcd3, EtcdLeaseInvalidError, type IWatchResponse } from "etcd3";
+import {
+  type Etcd3,
+  EtcdLeaseInvalidError,
+  type IWatchResponse,
+  KVClient,
+} from "etcd3";
 import {
   type Backend,
   type BackendCatalog,
@@ -106,6 +118,7 @@ import {
 import { EndpointHealth } from "./_etcd_health.ts";
 import {
   clientOptions,
+  clientPool,
   type ClientSettings,
   createClient,
   PROBE_TIMEOUT_MS,
@@ -207,6 +220,8 @@ interface ScopeWatch {
 /** What the backend runs on while open. */
 interface Connection {
   client: Etcd3;
+  /** The client's KV calls, each sent once: for writes (see `clientPool`). */
+  writes: KVClient;
   lease: AgentLease;
   health?: EndpointHealth;
   probes: Map<string, Etcd3>;
@@ -283,7 +298,7 @@ export class EtcdBackend implements Backend {
     }
     this.#log = options.log && new QuietLog(options.log);
     this.#batcher = new TxnBatcher(
-      (txn) => this.#open().client.kv.txn(txn),
+      (txn) => this.#open().writes.txn(txn),
       { timeout: callTimeout, log: this.#log },
     );
     this.#settings = {
@@ -344,6 +359,8 @@ export class EtcdBackend implements Backend {
     });
     this.#on = {
       client,
+      // createClient made sure that the client has this pool.
+      writes: new KVClient(clientPool(client, { resend: false })!),
       lease,
       health,
       probes: new Map(),

@@ -8,6 +8,10 @@
  *   sends back up in the proxy and the kernel's buffers, as behind a client
  *   that reads nothing (the client-to-target direction still flows); once
  *   resumed, the client gets every byte;
+ * - held: the target-to-client direction reads on but passes nothing on
+ *   until released (a pause lets through the one read already waiting; a
+ *   hold holds every byte read after it): answers that come late, while
+ *   requests still reach the target;
  * - cut: every connection is closed at once (both ends see it end);
  * - frozen: nothing moves either way, and new connections wait, while every
  *   connection stays open: a half-open path. Bytes are not lost: they wait
@@ -52,6 +56,13 @@ export interface TcpProxy {
   pause(): void;
   /** Reads from the target again after `pause`. */
   resume(): void;
+  /**
+   * Holds what the target sends from now on, on every connection and new
+   * ones, until `release` (the client-to-target direction still flows).
+   */
+  hold(): void;
+  /** Passes on what was held, in order, and carries on. */
+  release(): void;
   /** Closes every open connection; returns how many there were. */
   cut(): number;
   /** Stops everything on the path, new connections included. */
@@ -68,6 +79,8 @@ export interface TcpProxy {
   admit(): void;
   /** Closes the listener and every connection. */
   close(): void;
+  /** Same as `close`. */
+  [Symbol.dispose](): void;
 }
 
 /** Options of {@linkcode tcpProxy}. */
@@ -100,6 +113,7 @@ export function tcpProxy(
   let closed = false;
   let frozenGate: PromiseWithResolvers<void> | undefined;
   let pausedGate: PromiseWithResolvers<void> | undefined;
+  let heldGate: PromiseWithResolvers<void> | undefined;
   const open = () => frozenGate?.promise ?? Promise.resolve();
   const reading = () => pausedGate?.promise ?? Promise.resolve();
   const closeAll = () => {
@@ -148,6 +162,7 @@ export function tcpProxy(
           const n = await from.read(buf);
           await open(); // a frozen path carries nothing, not even a close
           if (n === null) break;
+          if (pausable) await heldGate?.promise; // a held path passes nothing on
           observe?.(buf.slice(0, n));
           for (let sent = 0; sent < n;) {
             sent += await to.write(buf.subarray(sent, n));
@@ -207,6 +222,14 @@ export function tcpProxy(
       pausedGate = undefined;
       g?.resolve();
     },
+    hold() {
+      heldGate ??= Promise.withResolvers<void>();
+    },
+    release() {
+      const g = heldGate;
+      heldGate = undefined;
+      g?.resolve();
+    },
     cut: closeAll,
     freeze() {
       if (frozen) return;
@@ -236,6 +259,10 @@ export function tcpProxy(
       closeAll();
       proxy.thaw("reset");
       proxy.resume();
+      proxy.release();
+    },
+    [Symbol.dispose]() {
+      proxy.close();
     },
   };
   return proxy;
