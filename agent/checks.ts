@@ -25,17 +25,26 @@
  * - Each run has its own deadline, `timeoutMs`, from the moment it starts:
  *   a slow or hung target fails its own check ("timed out after 1000 ms")
  *   and delays no other.
- * - At most `maxConcurrent` runs (default 64) are in flight at once; runs
- *   beyond it wait in a first-in first-out queue, and the time spent waiting
- *   does not count against their deadline.
+ * - At most `maxConcurrent` runs (default 64) are in flight at once, and at
+ *   most a quarter of them (16 of 64; at least 1) to one target (its
+ *   `host:port`). Runs beyond either bound wait in a first-in first-out
+ *   queue, and a run whose target has its share lets the runs behind it
+ *   start: a hung target, however many checks point at it, cannot hold
+ *   every slot. The time spent waiting does not count against a run's
+ *   deadline.
  * - HTTP: a `GET` with `redirect: "manual"` and `user-agent: discover-check`;
  *   any 2xx status passes, anything else (a redirect included) fails with
- *   the note `HTTP <status>`. The body is cancelled, never read.
+ *   the note `HTTP <status>`. The body is cancelled, never read. Each run
+ *   opens its own connection and closes it (no keep-alive, like Consul's):
+ *   a target that no longer accepts connections fails even while an old
+ *   connection would still answer, and no connection outlives its run.
  * - TCP: a connection opened within the deadline passes; it is closed at
- *   once (also when it opens after the deadline).
+ *   once. An attempt still under way at the deadline is cancelled, its
+ *   socket released.
  * - A failure's note says why: `HTTP 500`, `connection refused`,
- *   `connection reset`, `DNS lookup failed`, `timed out after N ms`, or the
- *   error's short message; notes are at most 256 characters.
+ *   `connection reset`, `DNS lookup failed`, `timed out after N ms` (N as
+ *   given, without the rounding noise of `0.1048 * 1000`), or the error's
+ *   short message; notes are at most 256 characters.
  *
  * ## Health
  *
@@ -77,6 +86,10 @@ export type { LogFields, Logger } from "./log.ts";
 /** Upper bound of the first run's random delay, in milliseconds. */
 const FIRST_RUN_MAX_DELAY_MS = 100;
 const DEFAULT_MAX_CONCURRENT = 64;
+/** The longest delay a timer takes; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The share of the slots that the runs to one target may hold. */
+const TARGET_SHARE = 1 / 4;
 
 /**
  * A check, validated, with times in milliseconds. Exactly one of `http` and
@@ -108,7 +121,8 @@ export interface HealthState {
 /** Options of {@linkcode Checks}. */
 export interface ChecksOptions {
   /**
-   * Most check runs in flight at once; further runs wait in a FIFO queue.
+   * Most check runs in flight at once, a quarter of them (at least 1) to one
+   * target; further runs wait in a FIFO queue.
    *
    * @default {64}
    */
@@ -135,8 +149,13 @@ export interface CheckStartOptions {
   onChange: (state: HealthState) => void;
 }
 
-/** Where a run goes: a URL, or a host and port. */
-type Target = { url: string } | { hostname: string; port: number };
+/**
+ * Where a run goes: a URL, or a host and port; `authority` names the
+ * target (`host:port`) for its share of the slots.
+ */
+type Target =
+  & ({ url: string } | { hostname: string; port: number })
+  & { authority: string };
 
 /** One running check. */
 interface Entry {
@@ -189,8 +208,14 @@ export class Checks {
   /** Entries waiting for a slot, first in first out (a Set keeps insertion order). */
   readonly #queue = new Set<Entry>();
   readonly #maxConcurrent: number;
+  /** Most runs in flight to one target. */
+  readonly #targetMax: number;
+  /** Runs in flight by target authority (absent: none). */
+  readonly #inFlightTo = new Map<string, number>();
   readonly #log?: Logger;
   readonly #onRun?: (run: { ok: boolean; ms: number }) => void;
+  /** The HTTP client of the runs, created at the first HTTP run. */
+  #http?: Deno.HttpClient;
   #inFlight = 0;
   #closed = false;
 
@@ -207,6 +232,7 @@ export class Checks {
       );
     }
     this.#maxConcurrent = max;
+    this.#targetMax = Math.max(1, Math.floor(max * TARGET_SHARE));
     this.#log = options.log;
     this.#onRun = options.onRun;
   }
@@ -348,8 +374,9 @@ export class Checks {
   }
 
   /**
-   * Stops every check and aborts the runs in flight; no callback fires
-   * afterwards. {@linkcode Checks.start} throws from then on.
+   * Stops every check, aborts the runs in flight and closes their
+   * connections; no callback fires afterwards. {@linkcode Checks.start}
+   * throws from then on.
    *
    * @example Usage
    * ```ts
@@ -363,6 +390,8 @@ export class Checks {
     this.#closed = true;
     for (const entry of this.#entries.values()) this.#halt(entry);
     this.#entries.clear();
+    this.#http?.close();
+    this.#http = undefined;
   }
 
   #halt(entry: Entry): void {
@@ -400,16 +429,26 @@ export class Checks {
     this.#pump();
   }
 
-  /** Starts queued runs while there are free slots. */
+  /**
+   * Starts queued runs in queue order while there are free slots, passing
+   * over the runs whose target has its share of the slots in flight.
+   */
   #pump(): void {
-    while (this.#inFlight < this.#maxConcurrent && this.#queue.size > 0) {
-      const entry: Entry = this.#queue.values().next().value!;
-      this.#queue.delete(entry);
+    for (const entry of this.#queue) {
+      if (this.#inFlight >= this.#maxConcurrent) return;
+      const { authority } = entry.target;
+      const toTarget = this.#inFlightTo.get(authority) ?? 0;
+      if (toTarget >= this.#targetMax) continue;
+      this.#queue.delete(entry); // deleting the current item keeps iterating
       this.#inFlight++;
+      this.#inFlightTo.set(authority, toTarget + 1);
       this.#run(entry).catch((error) => {
         this.#log?.error("check run failed", { key: entry.key, error });
       }).finally(() => {
         this.#inFlight--;
+        const left = this.#inFlightTo.get(authority)! - 1;
+        if (left === 0) this.#inFlightTo.delete(authority);
+        else this.#inFlightTo.set(authority, left);
         entry.busy = false;
         entry.controller = undefined;
         this.#pump();
@@ -421,10 +460,12 @@ export class Checks {
     const controller = new AbortController();
     entry.controller = controller;
     const { timeoutMs } = entry.spec;
+    // As given: 0.1048 s is 104.80000000000001 ms, written 104.8.
+    const shown = Number(timeoutMs.toPrecision(12));
     const timer = setTimeout(
       () =>
         controller.abort(
-          new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError"),
+          new DOMException(`timed out after ${shown} ms`, "TimeoutError"),
         ),
       timeoutMs,
     );
@@ -432,9 +473,10 @@ export class Checks {
     const started = performance.now();
     let outcome: Outcome;
     try {
+      const { signal } = controller;
       outcome = "url" in entry.target
-        ? await probeHttp(entry.target.url, controller.signal)
-        : await probeTcp(entry.target, controller.signal);
+        ? await probeHttp(entry.target.url, { signal, client: this.#client() })
+        : await probeTcp(entry.target, signal);
     } catch (error) {
       outcome = { ok: false, note: noteOf(error, controller.signal) };
     } finally {
@@ -449,6 +491,11 @@ export class Checks {
     }
     if (entry.stopped) return; // stopped by onRun
     this.#apply(entry, outcome);
+  }
+
+  /** The HTTP client of the runs: it keeps no idle connection. */
+  #client(): Deno.HttpClient {
+    return this.#http ??= Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   }
 
   /** Applies the thresholds to one outcome; calls onChange on a change. */
@@ -687,6 +734,12 @@ function targetOf(spec: CheckSpec): Target {
       );
     }
   }
+  if (spec.intervalMs > MAX_TIMER_MS) {
+    throw new RangeError(
+      `'intervalMs' must be at most ${MAX_TIMER_MS} (the longest a timer ` +
+        `waits): current value is ${spec.intervalMs}`,
+    );
+  }
   if (spec.timeoutMs >= spec.intervalMs) {
     throw new RangeError(
       `'timeoutMs' must be less than 'intervalMs' (${spec.intervalMs}): ` +
@@ -709,9 +762,21 @@ function targetOf(spec: CheckSpec): Target {
         }`,
       );
     }
-    return { url: url.href };
+    const port = url.port !== ""
+      ? Number(url.port)
+      : url.protocol === "https:"
+      ? 443
+      : 80;
+    return { url: url.href, authority: authorityOf(url.hostname, port) };
   }
-  return splitHostPort(spec.tcp!);
+  const { hostname, port } = splitHostPort(spec.tcp!);
+  return { hostname, port, authority: authorityOf(hostname, port) };
+}
+
+/** `host:port` in canonical form, an IPv6 host in brackets. */
+function authorityOf(host: string, port: number): string {
+  const canonical = canonicalHost(host);
+  return `${canonical.includes(":") ? `[${canonical}]` : canonical}:${port}`;
 }
 
 /** Splits `host:port` (`[v6]:port`); the host comes without brackets. */
@@ -759,9 +824,13 @@ function isLoopback(host: string): boolean {
   return /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(host);
 }
 
-async function probeHttp(url: string, signal: AbortSignal): Promise<Outcome> {
+async function probeHttp(
+  url: string,
+  options: { signal: AbortSignal; client: Deno.HttpClient },
+): Promise<Outcome> {
   const response = await fetch(url, {
-    signal,
+    signal: options.signal,
+    client: options.client,
     redirect: "manual",
     headers: { "user-agent": "discover-check" },
   });
@@ -775,27 +844,14 @@ async function probeTcp(
   target: { hostname: string; port: number },
   signal: AbortSignal,
 ): Promise<Outcome> {
-  signal.throwIfAborted();
-  const connecting = Deno.connect({
+  // The signal cancels an attempt still under way, releasing its socket.
+  const conn = await Deno.connect({
     hostname: target.hostname,
     port: target.port,
+    signal,
   });
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  try {
-    const conn = await Promise.race([connecting, aborted]);
-    conn.close();
-    return { ok: true };
-  } catch (error) {
-    // A connection that opens after the deadline is closed at once.
-    connecting.then((conn) => conn.close(), () => {});
-    throw error;
-  } finally {
-    signal.removeEventListener("abort", onAbort!);
-  }
+  conn.close();
+  return { ok: true };
 }
 
 /** Why a run failed, in a few words. */
@@ -816,8 +872,14 @@ function noteOf(error: unknown, signal: AbortSignal): string {
   if (/dns error|failed to lookup address/i.test(message)) {
     return "DNS lookup failed";
   }
+  // Without the addresses, which differ from run to run (the local port):
+  // "error sending request for url (URL): " and, once connected,
+  // "error sending request from LOCAL for URL (REMOTE): ".
   const short = message
-    .replace(/^error sending request for url \([^)]*\): /, "")
+    .replace(
+      /^error sending request (?:from \S+ )?for (?:url )?\S*(?: \(\S*\))?: /,
+      "",
+    )
     .replace(/^client error \([^)]*\): /, "")
     .replace(/^tcp connect error: /, "")
     .replace(/ \(os error [0-9]+\)$/, "")

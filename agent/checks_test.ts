@@ -97,6 +97,139 @@ function settle(ms = 50): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * An HTTP/1.1 server on raw TCP, so that a test controls every byte and sees
+ * every connection: `respond` answers one request (by its path) on the
+ * connection, which then serves the next request until the client closes
+ * it. `stopListening()` refuses new connections and keeps the open ones.
+ */
+function rawHttp(respond: (path: string, conn: Deno.Conn) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const handling = new Set<Promise<void>>();
+  const stats = {
+    accepted: 0,
+    get open() {
+      return conns.size;
+    },
+  };
+  const handle = async (conn: Deno.Conn) => {
+    const buffer = new Uint8Array(16 * 1024);
+    let head = "";
+    try {
+      for (;;) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        head += decoder.decode(buffer.subarray(0, n));
+        let end;
+        while ((end = head.indexOf("\r\n\r\n")) >= 0) {
+          const path = head.split(" ", 2)[1] ?? "/";
+          head = head.slice(end + 4);
+          await respond(path, conn);
+        }
+      }
+    } catch {
+      // reset by the client, or closed by close()
+    }
+    conns.delete(conn);
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  };
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) {
+        stats.accepted++;
+        conns.add(conn);
+        const done = handle(conn);
+        handling.add(done);
+        done.finally(() => handling.delete(done));
+      }
+    } catch {
+      // closed
+    }
+  })();
+  let listening = true;
+  const stopListening = () => {
+    if (listening) listener.close();
+    listening = false;
+  };
+  return {
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    stats,
+    stopListening,
+    async close() {
+      stopListening();
+      for (const conn of conns) conn.close();
+      await accepting;
+      await Promise.all(handling);
+    },
+  };
+}
+
+/** Writes an HTTP/1.1 response head and body. */
+async function reply(conn: Deno.Conn, head: string, body = ""): Promise<void> {
+  await conn.write(encoder.encode(`HTTP/1.1 ${head}\r\n\r\n${body}`));
+}
+
+/**
+ * A loopback port that never answers a connection attempt: its listener
+ * never accepts and its accept queue is full, so the kernel drops every new
+ * SYN (a blackholed host, on loopback). `connecting()` counts the
+ * connection attempts to it in flight: SYN_SENT sockets in /proc/net/tcp
+ * (Linux only), read with `cat` since Deno reads /proc only with
+ * --allow-all.
+ */
+async function unansweredPort() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const held: Deno.Conn[] = [];
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const connecting = async () => {
+    const { stdout } = await new Deno.Command("cat", {
+      args: ["/proc/net/tcp"],
+      stderr: "inherit",
+    }).output();
+    return decoder.decode(stdout).split("\n").slice(1).filter((line) => {
+      const [, , remote, state] = line.trim().split(/\s+/);
+      return remote?.endsWith(hex) && state === "02"; // SYN_SENT
+    }).length;
+  };
+  // Fills the accept queue (the kernel's backlog + 1 connections): full
+  // once a connection attempt has not completed in 500 ms.
+  for (;;) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), 500);
+    try {
+      held.push(
+        await Deno.connect({
+          hostname: "127.0.0.1",
+          port,
+          signal: controller.signal,
+        }),
+      );
+    } catch {
+      break;
+    } finally {
+      clearTimeout(timer);
+    }
+    assert.ok(held.length < 10_000, "the accept queue never filled");
+  }
+  return {
+    port,
+    connecting,
+    close() {
+      for (const conn of held) conn.close();
+      listener.close();
+    },
+  };
+}
+
 Deno.test("an HTTP check follows 200 -> 500 -> 200 -> hung, one callback per change", async () => {
   let mode: "ok" | "fail" | "hang" = "ok";
   const server = serve(() =>
@@ -439,6 +572,258 @@ Deno.test("stop() during a run: the run is aborted, frees its slot and reports n
   }
 });
 
+Deno.test({
+  name:
+    "a target that never answers a connection attempt: each run's attempt ends at its deadline, TCP and HTTP alike",
+  ignore: Deno.build.os !== "linux", // counts sockets in /proc/net/tcp
+  async fn() {
+    const target = await unansweredPort();
+    let runs = 0;
+    const checks = new Checks({ onRun: () => runs++ });
+    const tcp = recorder();
+    const http = recorder();
+    try {
+      const timing = { intervalMs: 100, timeoutMs: 50 };
+      checks.start(
+        "db/a",
+        spec({ tcp: `127.0.0.1:${target.port}`, ...timing }),
+        { initial: { health: "passing" }, onChange: tcp.onChange },
+      );
+      checks.start(
+        "web/a",
+        spec({ http: `http://127.0.0.1:${target.port}/`, ...timing }),
+        { initial: { health: "passing" }, onChange: http.onChange },
+      );
+      await until(() => runs >= 20, "twenty runs");
+      // At most one attempt per check: each ends with its run, so sockets
+      // do not pile up beyond the runs in flight.
+      const attempts = await target.connecting();
+      assert.ok(attempts <= 2, `${attempts} connection attempts in flight`);
+      const timedOut = { health: "critical", note: "timed out after 50 ms" };
+      assert.deepEqual(tcp.changes, [timedOut]);
+      assert.deepEqual(http.changes, [timedOut]);
+      checks.close();
+      await until(
+        async () => await target.connecting() === 0,
+        "no connection attempt left after close()",
+      );
+    } finally {
+      checks.close();
+      await settle();
+      target.close();
+    }
+  },
+});
+
+Deno.test("an HTTP check connects afresh each run: a target that stops accepting fails, though an old connection would still answer", async () => {
+  const server = rawHttp((_, conn) =>
+    reply(conn, "200 OK\r\ncontent-length: 2", "ok")
+  );
+  const checks = new Checks();
+  const { changes, onChange } = recorder();
+  try {
+    checks.start("web/a", spec({ http: `${server.url}/health` }), {
+      initial: NEW,
+      onChange,
+    });
+    await until(() => changes.length === 1, "passing");
+    // The process no longer accepts connections (its listener is gone, or
+    // its accept loop is stuck), yet answers on those it has.
+    server.stopListening();
+    await until(() => changes.length === 2, "critical");
+    assert.deepEqual(changes, [
+      { health: "passing" },
+      { health: "critical", note: "connection refused" },
+    ]);
+  } finally {
+    checks.close();
+    await settle();
+    await server.close();
+  }
+});
+
+Deno.test("stop() and close() leave no connection open to the target", async () => {
+  const server = rawHttp((_, conn) =>
+    reply(conn, "200 OK\r\ncontent-length: 2", "ok")
+  );
+  const checks = new Checks();
+  const a = recorder();
+  const b = recorder();
+  try {
+    checks.start("web/a", spec({ http: `${server.url}/a` }), {
+      initial: NEW,
+      onChange: a.onChange,
+    });
+    await until(() => a.changes.length === 1, "the first check passes");
+    checks.stop("web/a");
+    await until(() => server.stats.open === 0, "no connection after stop()");
+
+    checks.start("web/b", spec({ http: `${server.url}/b` }), {
+      initial: NEW,
+      onChange: b.onChange,
+    });
+    await until(() => b.changes.length === 1, "the second check passes");
+    checks.close();
+    await until(() => server.stats.open === 0, "no connection after close()");
+    const accepted = server.stats.accepted;
+    await settle(300); // a few intervals
+    assert.equal(server.stats.accepted, accepted, "no run after close()");
+  } finally {
+    checks.close();
+    await settle();
+    await server.close();
+  }
+});
+
+Deno.test("hostile HTTP targets: an endless body, a huge head, a redirect loop, silence, a slow drip", async () => {
+  const server = rawHttp(async (path, conn) => {
+    if (path === "/endless") {
+      await reply(conn, "200 OK\r\ntransfer-encoding: chunked");
+      const chunk = encoder.encode(`10000\r\n${"x".repeat(0x10000)}\r\n`);
+      for (;;) await conn.write(chunk); // until the client closes
+    } else if (path === "/huge-head") {
+      await reply(
+        conn,
+        `200 OK\r\nx-filler: ${"x".repeat(1 << 20)}\r\ncontent-length: 0`,
+      );
+    } else if (path === "/loop") {
+      await reply(conn, "302 Found\r\nlocation: /loop\r\ncontent-length: 0");
+    } else if (path === "/drip") {
+      // A byte every 100 ms: the head would take 4 s.
+      for (const byte of encoder.encode("HTTP/1.1 200 OK\r\n\r\n")) {
+        await conn.write(Uint8Array.of(byte));
+        await settle(100);
+      }
+    } else {
+      // Silence: reads until the client closes.
+      while (await conn.read(new Uint8Array(1024)) !== null) { /* ignored */ }
+    }
+  });
+  let runs = 0;
+  const checks = new Checks({ onRun: () => runs++ });
+  const paths = ["/endless", "/huge-head", "/loop", "/drip", "/silent"];
+  try {
+    for (const path of paths) {
+      checks.start(path, spec({ http: `${server.url}${path}` }), {
+        initial: NEW,
+        onChange: () => {},
+      });
+    }
+    await until(() => runs >= 5 * paths.length, "five runs of each check");
+    // Never more connections than checks, but for ones the client has
+    // closed and the server has not noticed yet.
+    assert.ok(server.stats.open <= 2 * paths.length, `${server.stats.open}`);
+    assert.deepEqual(checks.state("/endless"), { health: "passing" });
+    assert.deepEqual(checks.state("/loop"), {
+      health: "critical",
+      note: "HTTP 302",
+    });
+    const timedOut = { health: "critical", note: "timed out after 190 ms" };
+    assert.deepEqual(checks.state("/drip"), timedOut);
+    assert.deepEqual(checks.state("/silent"), timedOut);
+    const huge = checks.state("/huge-head")!;
+    assert.equal(huge.health, "critical");
+    assert.doesNotMatch(huge.note!, /timed out/);
+    checks.close();
+    await until(() => server.stats.open === 0, "no connection after close()");
+  } finally {
+    checks.close();
+    await settle();
+    await server.close();
+  }
+});
+
+Deno.test("a timeout's note shows the timeout as the agent was given it", async () => {
+  const server = serve(() => "hang");
+  const checks = new Checks();
+  const { changes, onChange } = recorder();
+  try {
+    // What the agent passes for `timeout: 0.1048` (104.80000000000001).
+    checks.start(
+      "web/a",
+      spec({ http: server.url, timeoutMs: 0.1048 * 1000 }),
+      { initial: { health: "passing" }, onChange },
+    );
+    await until(() => changes.length === 1, "critical");
+    assert.deepEqual(changes, [
+      { health: "critical", note: "timed out after 104.8 ms" },
+    ]);
+  } finally {
+    checks.close();
+    await settle();
+    await server.close();
+  }
+});
+
+Deno.test("a note leaves out what differs from run to run (the agent's local port): a resumed check does not flap", async () => {
+  // Answers every request with something that is not HTTP.
+  const server = rawHttp(async (_, conn) => {
+    await conn.write(encoder.encode("NOT HTTP AT ALL\r\n\r\n"));
+  });
+  let runs = 0;
+  const checks = new Checks({ onRun: () => runs++ });
+  const fresh = recorder();
+  const resumed = recorder();
+  try {
+    checks.start("web/a", spec({ http: server.url }), {
+      initial: NEW,
+      onChange: fresh.onChange,
+    });
+    await until(() => fresh.changes.length === 1, "the first result");
+    const [{ health, note }] = fresh.changes;
+    assert.equal(health, "critical");
+    assert.doesNotMatch(note!, /127\.0\.0\.1|error sending request/);
+    // An agent restarted with the stored note resumes without a change.
+    checks.start("web/b", spec({ http: server.url }), {
+      initial: { health: "critical", note },
+      onChange: resumed.onChange,
+    });
+    const seen = runs;
+    await until(() => runs >= seen + 6, "more runs of both checks");
+    assert.deepEqual(resumed.changes, []);
+  } finally {
+    checks.close();
+    await settle();
+    await server.close();
+  }
+});
+
+Deno.test("one hung target holds at most a quarter of the slots: other checks keep running", async () => {
+  const hung = serve(() => "hang");
+  const other = serve(() => 200);
+  const checks = new Checks({ maxConcurrent: 4 });
+  const fast = recorder();
+  try {
+    // Four instances checked at one endpoint that hangs: without a share,
+    // their runs would hold all four slots for 59 s.
+    for (const name of ["a", "b", "c", "d"]) {
+      checks.start(
+        `web/${name}`,
+        spec({
+          http: `${hung.url}/health`,
+          intervalMs: 60_000,
+          timeoutMs: 59_000,
+        }),
+        { initial: { health: "passing" }, onChange: () => {} },
+      );
+    }
+    await until(() => hung.stats.hung >= 1, "a hung request arrives");
+    await settle(300); // every first run is due within 100 ms
+    checks.start("api/a", spec({ http: other.url }), {
+      initial: NEW,
+      onChange: fast.onChange,
+    });
+    await until(() => fast.changes.length === 1, "the other check passes");
+    assert.deepEqual(fast.changes, [{ health: "passing" }]);
+    assert.equal(hung.stats.hung, 1, "the hung target holds 1 slot of 4");
+  } finally {
+    checks.close();
+    await settle();
+    await hung.close();
+    await other.close();
+  }
+});
+
 Deno.test("start() replaces a check; close() stops all; start() after close() throws", async () => {
   const server = serve(() => 200);
   const checks = new Checks();
@@ -492,6 +877,16 @@ Deno.test("start() refuses a check it cannot run", () => {
   assert.throws(
     () => checks.start("a", spec({ tcp: "::1:80" }), options),
     /host:port/,
+  );
+  // Longer than a timer can wait: it would fire at once, again and again.
+  assert.throws(
+    () =>
+      checks.start(
+        "a",
+        spec({ tcp: "127.0.0.1:1", intervalMs: 2 ** 31, timeoutMs: 1000 }),
+        options,
+      ),
+    /'intervalMs' must be at most 2147483647/,
   );
   assert.throws(() => new Checks({ maxConcurrent: 0 }), /maxConcurrent/);
   assert.equal(checks.size, 0);
