@@ -56,9 +56,13 @@
  * hostname labels every resolver (glibc, c-ares, musl) passes as they are.
  *
  * DNS names are case-insensitive (RFC 4343): a service is looked up by its
- * name as the query spells it, then in lower case; attribute keys and values
- * are compared without regard to ASCII case. A service name that holds
- * `..` or ends with `.` has no DNS name.
+ * name as the query spells it, then in lower case; the zone, the kinds and
+ * attribute keys and values are compared without regard to ASCII case. Only
+ * ASCII letters fold: `\u212A` (the Kelvin sign) is not `k`. A service name
+ * that holds `..` or ends with `.` has no DNS name. A name with a label that
+ * holds a `.` or bytes that are not UTF-8 is no name of the zone
+ * (`NXDOMAIN` under it, `REFUSED` elsewhere), and its question is echoed
+ * byte for byte.
  *
  * Only passing instances are answered, in a random order for every answer.
  * Answers carry the TTL given (0 by default: the view changes at any time,
@@ -79,15 +83,50 @@
  * holds nothing of the service, or it watches as many services as it may)
  * answers `SERVFAIL`: a resolver then tries another server.
  *
- * ## Transport
+ * ## Not supported
+ *
+ * - Opcodes other than QUERY (NOTIFY, UPDATE...): `NOTIMP`, by the header
+ *   alone.
+ * - Zone transfers (`AXFR`, `IXFR`) and `MAILB`, `MAILA`: `NOTIMP`.
+ * - Classes other than `IN`: `REFUSED`.
+ * - More or fewer than one question, any answer or authority record, or
+ *   more than one additional record (so no TSIG or SIG(0) beside `OPT`):
+ *   `FORMERR`, by the header alone, before the body is read.
+ * - `NS` records: the apex has its `SOA` only; forward the zone to the
+ *   agent rather than delegate it.
+ * - DNSSEC: nothing is signed; the `DO` bit of a query comes back in its
+ *   answer (RFC 3225), with no signature.
+ * - EDNS0 options (cookies, padding, client subnet...) are read past and
+ *   never answered; EDNS versions other than 0 get `BADVERS`. Every answer
+ *   to a query with an `OPT` record has one, advertising
+ *   {@linkcode MAX_UDP_PAYLOAD}.
+ *
+ * ## Transport and bounds
  *
  * A UDP answer larger than 512 bytes, or than the size the query advertises
  * with EDNS0 (at most {@linkcode MAX_UDP_PAYLOAD}), first loses its
  * additional records, then as many answers as it must, with the `TC` flag
  * set: the client retries over TCP, where answers are complete (up to the
- * 65535 bytes a TCP message can hold). A packet that cannot be decoded is
- * answered `FORMERR` when its header can be read, and ignored otherwise; a
- * packet that is itself a response is ignored.
+ * 65535 bytes a TCP message can hold, and `TC` past them). A packet that
+ * cannot be decoded is answered `FORMERR` with its header alone when its
+ * header can be read, and ignored otherwise; a packet that is itself a
+ * response is ignored. The work of an answer is bounded by its room: no
+ * more records are encoded than the room could hold.
+ *
+ * At most {@linkcode MAX_QUERIES_IN_FLIGHT} queries are answered at once,
+ * UDP and TCP together; the next are `SERVFAIL` at once (a resolver then
+ * tries again or another server).
+ *
+ * Over TCP (RFC 7766), the queries of a connection are answered one at a
+ * time, in order, pipelined or not; a client may send its FIN after its
+ * queries and still gets every answer. The server reads at most
+ * {@linkcode TCP_MAX_PIPELINED} queries and {@linkcode TCP_READ_AHEAD_BYTES}
+ * ahead of their answers, and none while its client does not read the
+ * answers written: a connection holds a few hundred KiB at the most. A
+ * connection with no query to answer for {@linkcode TCP_IDLE_MS} is closed,
+ * however slowly bytes of an unfinished one trickle in. At most
+ * {@linkcode TCP_MAX_CONNECTIONS} are open: a new one then closes the one
+ * idle the longest.
  *
  * @module
  */
@@ -123,10 +162,36 @@ export const DEFAULT_DNS_TTL = 0;
 export const MAX_UDP_PAYLOAD = 1232;
 /** Largest UDP answer to a query without EDNS0 (RFC 1035). */
 export const MIN_UDP_PAYLOAD = 512;
-/** A TCP connection with no query for this long is closed, in milliseconds. */
+/**
+ * A TCP connection is closed when it has had no query to answer for this
+ * long, in milliseconds: from its opening or its last answer, whatever
+ * bytes of an unfinished query trickle in, and whether or not its client
+ * reads the answers.
+ */
 export const TCP_IDLE_MS = 10_000;
+/**
+ * Most TCP connections open at once. At the bound, a new connection closes
+ * the one whose last query or answer is the oldest (not one being
+ * answered); when every one is being answered, the new one is closed.
+ */
+export const TCP_MAX_CONNECTIONS = 128;
+/**
+ * Most queries read from one TCP connection ahead of their answers (and at
+ * most {@linkcode TCP_READ_AHEAD_BYTES} of them): past it, the connection is
+ * not read until an answer is written, nor while the client does not read
+ * the answers written.
+ */
+export const TCP_MAX_PIPELINED = 32;
+/** Most bytes of queries read from one TCP connection ahead of their answers. */
+export const TCP_READ_AHEAD_BYTES = 65_536;
+/**
+ * Most queries being answered at once, over UDP and TCP together; a query
+ * past it is answered `SERVFAIL` at once.
+ */
+export const MAX_QUERIES_IN_FLIGHT = 512;
 
-const TCP_MAX_PENDING = 32;
+/** The DO bit of an `OPT` record's flags (RFC 3225). */
+const DNSSEC_OK = 0x8000;
 const RCODE = {
   NOERROR: 0,
   FORMERR: 1,
@@ -386,6 +451,18 @@ interface Zone {
   lookup: DnsLookup;
 }
 
+/**
+ * Query types the server does not implement (`NOTIMP`): zone transfers
+ * (`AXFR`, `IXFR`; the zone is made from the live views and has no copy to
+ * transfer) and the obsolete `MAILB` and `MAILA` (253, 254).
+ */
+const UNSUPPORTED_TYPES = new Set([
+  "AXFR",
+  "IXFR",
+  "UNKNOWN_253",
+  "UNKNOWN_254",
+]);
+
 const NODATA: Resolved = { rcode: RCODE.NOERROR, answers: [], additionals: [] };
 const NXDOMAIN: Resolved = {
   rcode: RCODE.NXDOMAIN,
@@ -455,18 +532,7 @@ export async function answer(
     const negative = rcode === RCODE.NXDOMAIN ||
       (rcode === RCODE.NOERROR && !resolved.answers?.length);
     const additionals = [...(resolved.additionals ?? [])];
-    if (opt) {
-      additionals.push({
-        type: "OPT",
-        name: ".",
-        udpPayloadSize: MAX_UDP_PAYLOAD,
-        extendedRcode: rcode >> 4,
-        ednsVersion: 0,
-        flags: 0,
-        flag_do: false,
-        options: [],
-      });
-    }
+    if (opt) additionals.push(optRecord(rcode, opt));
     const authoritative = rcode === RCODE.NOERROR || rcode === RCODE.NXDOMAIN;
     return {
       type: "response",
@@ -481,14 +547,19 @@ export async function answer(
     };
   };
   if (((query.flags ?? 0) >> 11 & 0xf) !== 0) return reply(RCODE.NOTIMP);
+  const opts = (query.additionals ?? []).filter((a) => a.type === "OPT");
+  if (opts.length > 1 || (opt && opt.name !== ".")) {
+    return reply(RCODE.FORMERR); // RFC 6891 6.1.1
+  }
   if (opt && opt.ednsVersion !== 0) return reply(16); // BADVERS (RFC 6891)
   if (questions.length !== 1) return reply(RCODE.FORMERR);
   const [question] = questions;
   if (question.class !== undefined && question.class !== "IN") {
     return reply(RCODE.REFUSED);
   }
+  if (UNSUPPORTED_TYPES.has(question.type)) return reply(RCODE.NOTIMP);
   const name = question.name.replace(/\.$/, "");
-  const lower = name.toLowerCase();
+  const lower = asciiLower(name);
   if (lower === zone.domain) {
     const wanted = wants(question, "SOA");
     return reply(RCODE.NOERROR, { answers: wanted ? [soa(zone)] : [] });
@@ -496,7 +567,7 @@ export async function answer(
   if (!lower.endsWith("." + zone.domain)) return reply(RCODE.REFUSED);
   const labels = name.slice(0, -zone.domain.length - 1).split(".");
   if (labels.some((label) => label === "")) return reply(RCODE.NXDOMAIN);
-  const kind = labels.pop()!.toLowerCase();
+  const kind = asciiLower(labels.pop()!);
   const resolve = Object.hasOwn(NAMES, kind) ? NAMES[kind] : undefined;
   if (!resolve) return reply(RCODE.NXDOMAIN);
   const resolved = await resolve(labels, question, zone);
@@ -568,8 +639,8 @@ async function resolveAttr(
   // but have names below them.
   if (labels.length <= 2) return NODATA;
   const filter = {
-    key: labels.at(-1)!.toLowerCase(),
-    value: labels.at(-2)!.toLowerCase(),
+    key: asciiLower(labels.at(-1)!),
+    value: asciiLower(labels.at(-2)!),
   };
   if (!ATTR_KEY_PATTERN.test(filter.key)) return NXDOMAIN;
   return await resolveSet(labels.slice(0, -2), filter, question, zone);
@@ -583,13 +654,13 @@ async function resolveSet(
   zone: Zone,
 ): Promise<Resolved> {
   if (labels.length === 0) return NODATA; // service.DOMAIN
-  const proto = labels.at(-1)!.toLowerCase();
+  const proto = asciiLower(labels.at(-1)!);
   const srv = labels[0].startsWith("_") &&
     (proto === "_tcp" || proto === "_udp");
   if (srv && labels.length === 1) return NODATA; // _tcp.service.DOMAIN
   // leader.SERVICE: the set's leader alone.
   const leader = !srv && labels.length > 1 &&
-    labels[0].toLowerCase() === "leader";
+    asciiLower(labels[0]) === "leader";
   const service = srv
     ? [labels[0].slice(1), ...labels.slice(1, -1)].join(".")
     : labels.slice(leader ? 1 : 0).join(".");
@@ -628,14 +699,19 @@ function hasAttr(
   filter: { key: string; value: string },
 ): boolean {
   return Object.entries(instance.attrs).some(([key, value]) =>
-    key.toLowerCase() === filter.key &&
-    asciiLower(value) === filter.value
+    asciiLower(key) === filter.key && asciiLower(value) === filter.value
   );
 }
 
 function asciiLower(text: string): string {
-  return text.replace(/[A-Z]/g, (c) => c.toLowerCase());
+  // ASCII text: `toLowerCase` folds A-Z alone, and fast. Else A-Z alone
+  // (RFC 4343: the Kelvin sign is not `k`).
+  return NON_ASCII.test(text)
+    ? text.replace(/[A-Z]/g, (c) => c.toLowerCase())
+    : text.toLowerCase();
 }
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 function shuffle<T>(items: T[]): T[] {
   for (let i = items.length - 1; i > 0; i--) {
@@ -734,13 +810,23 @@ export function encodeWithin(
 ): Uint8Array {
   const encode = (message: DnsMessage) =>
     compressOwners(dnsPacket.encode(message as Packet));
-  const whole = encode(response);
-  if (whole.length <= maxBytes) return whole;
-  const opt = (response.additionals ?? []).filter((a) => a.type === "OPT");
-  const lean = { ...response, additionals: opt };
-  const withoutExtra = encode(lean);
-  if (withoutExtra.length <= maxBytes) return withoutExtra;
   const answers = response.answers ?? [];
+  const additionals = response.additionals ?? [];
+  const authorities = response.authorities ?? [];
+  // A record takes 12 bytes at the least (a name pointer, its type, class,
+  // TTL and data length), after a 12-byte header: no more than `most`
+  // records can fit, so no more are ever encoded, however many are given.
+  const most = Math.floor((maxBytes - 12) / 12);
+  if (answers.length + authorities.length + additionals.length <= most) {
+    const whole = encode(response);
+    if (whole.length <= maxBytes) return whole;
+  }
+  const opt = additionals.filter((a) => a.type === "OPT");
+  const lean = { ...response, additionals: opt };
+  if (answers.length + authorities.length + opt.length <= most) {
+    const withoutExtra = encode(lean);
+    if (withoutExtra.length <= maxBytes) return withoutExtra;
+  }
   const cut = (n: number) =>
     encode({
       ...lean,
@@ -748,14 +834,44 @@ export function encodeWithin(
       answers: answers.slice(0, n),
       authorities: [],
     });
-  let low = 0; // fits
-  let high = answers.length; // does not fit
-  while (high - low > 1) {
-    const mid = (low + high) >> 1;
-    if (cut(mid).length <= maxBytes) low = mid;
-    else high = mid;
+  // Encoded once with as many answers as could fit, the answers' ends say
+  // how many do, with the OPT record after them.
+  const tried = Math.min(answers.length, most);
+  const trial = cut(tried);
+  const ends = recordEnds(trial); // the question's, then each record's
+  const optBytes = trial.length - ends[tried];
+  let fit = 0;
+  while (fit < tried && ends[fit + 1] + optBytes <= maxBytes) fit++;
+  return cut(fit);
+}
+
+/**
+ * Where the question ends, then where each record ends, in a message the
+ * server encoded (one question; names are labels or a pointer to the
+ * question, as {@linkcode compressOwners} writes them).
+ */
+function recordEnds(message: Uint8Array): number[] {
+  const view = new DataView(
+    message.buffer,
+    message.byteOffset,
+    message.byteLength,
+  );
+  const nameEnd = (at: number) => {
+    while (message[at] !== 0) {
+      if (message[at] >= 0xc0) return at + 2;
+      at += message[at] + 1;
+    }
+    return at + 1;
+  };
+  const records = view.getUint16(6) + view.getUint16(8) + view.getUint16(10);
+  let at = nameEnd(12) + 4;
+  const ends = [at];
+  for (let i = 0; i < records; i++) {
+    const end = nameEnd(at);
+    at = end + 10 + view.getUint16(end + 8);
+    ends.push(at);
   }
-  return cut(low);
+  return ends;
 }
 
 /**
@@ -778,6 +894,8 @@ function compressOwners(message: Uint8Array): Uint8Array {
   };
   const questionEnd = nameEnd(12);
   const questionLength = questionEnd - 12;
+  // A pointer takes 2 bytes: the root (1 byte) is left as it is.
+  if (questionLength <= 2) return message;
   // Never longer than the message: one buffer, written in one pass.
   const out = new Uint8Array(message.length);
   let written = questionEnd + 4;
@@ -804,13 +922,95 @@ function compressOwners(message: Uint8Array): Uint8Array {
   return out.subarray(0, written);
 }
 
-/** A header-only answer to a packet that could not be decoded. */
-function formErr(bytes: Uint8Array): Uint8Array {
+/** A header-only answer to a query: its id, QR, its opcode and RD, the rcode. */
+function headerOnly(bytes: Uint8Array, rcode: number): Uint8Array {
   const out = new Uint8Array(12);
   out[0] = bytes[0];
   out[1] = bytes[1];
   out[2] = 0x80 | (bytes[2] & 0x79); // QR, the opcode and RD of the query
-  out[3] = RCODE.FORMERR;
+  out[3] = rcode;
+  return out;
+}
+
+/**
+ * What a query's header says before its body is read: `NOTIMP` for an
+ * opcode other than QUERY; `FORMERR` unless it counts one question, no
+ * answer or authority record and at most one additional record (the `OPT`);
+ * else `undefined`. The body is read only then, in time bounded by one name
+ * and one record, whatever its size.
+ */
+function headerCheck(bytes: Uint8Array): number | undefined {
+  if (((bytes[2] >> 3) & 0xf) !== 0) return RCODE.NOTIMP;
+  const count = (at: number) => (bytes[at] << 8) | bytes[at + 1];
+  if (count(4) !== 1 || count(6) !== 0 || count(8) !== 0 || count(10) > 1) {
+    return RCODE.FORMERR;
+  }
+  return undefined;
+}
+
+/**
+ * The labels of a query's question name, as bytes, and whether they are
+ * plain (printable ASCII without a `.`: their text, joined by dots, is the
+ * name); `undefined` when the name holds a pointer (nothing is before it to
+ * point to) or runs out of the packet.
+ */
+function questionLabels(
+  bytes: Uint8Array,
+): { labels: Uint8Array[]; plain: boolean } | undefined {
+  const labels: Uint8Array[] = [];
+  let plain = true;
+  for (let at = 12; at < bytes.length;) {
+    const length = bytes[at];
+    if (length === 0) return { labels, plain };
+    if (length > 63 || at + 1 + length > bytes.length) return undefined;
+    for (let i = at + 1; i <= at + length; i++) {
+      const byte = bytes[i];
+      if (byte < 0x21 || byte > 0x7e || byte === 0x2e) plain = false;
+    }
+    labels.push(bytes.subarray(at + 1, at + 1 + length));
+    at += 1 + length;
+  }
+  return undefined;
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * Whether a decoded name is the name of these labels: not when a label
+ * holds a `.` or bytes that are not UTF-8, which its text cannot say.
+ */
+function spells(labels: Uint8Array[], name: string): boolean {
+  const texts = name === "." ? [] : name.replace(/\.$/, "").split(".");
+  return texts.length === labels.length &&
+    texts.every((text, i) => {
+      const bytes = utf8.encode(text);
+      return bytes.length === labels[i].length &&
+        bytes.every((byte, j) => byte === labels[i][j]);
+    });
+}
+
+/** Whether the name of these labels is under the zone (ASCII case aside). */
+function underZone(labels: Uint8Array[], domain: string): boolean {
+  const zone = domain.split(".").map((label) => utf8.encode(label));
+  const tail = labels.slice(labels.length - zone.length);
+  return labels.length > zone.length &&
+    tail.every((label, i) =>
+      label.length === zone[i].length &&
+      label.every((byte, j) =>
+        (byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte) === zone[i][j]
+      )
+    );
+}
+
+/** `message` with the wire bytes `name` as its question's name. */
+function withQuestionName(message: Uint8Array, name: Uint8Array): Uint8Array {
+  let end = 12;
+  while (message[end] !== 0) end += message[end] + 1;
+  end++;
+  const out = new Uint8Array(message.length - (end - 12) + name.length);
+  out.set(message.subarray(0, 12));
+  out.set(name, 12);
+  out.set(message.subarray(end), 12 + name.length);
   return out;
 }
 
@@ -907,41 +1107,76 @@ export async function startDns(
   const lookup = viewsLookup(views);
   const log = options.log;
 
+  const domain = answerOptions.domain!;
+  let inFlight = 0;
+
   const respond = async (
     bytes: Uint8Array,
     transport: "udp" | "tcp",
   ): Promise<Uint8Array | undefined> => {
     if (bytes.length < 12 || (bytes[2] & 0x80) !== 0) return undefined;
-    let query: DnsMessage;
+    const checked = headerCheck(bytes);
+    if (checked !== undefined) return headerOnly(bytes, checked);
+    const name = questionLabels(bytes);
+    let decoded: DnsMessage;
     try {
-      query = dnsPacket.decode(Buffer.from(bytes)) as DnsMessage;
+      if (!name) throw new Error("a pointer in the question");
+      decoded = dnsPacket.decode(Buffer.from(bytes)) as DnsMessage;
     } catch {
-      return formErr(bytes);
+      return headerOnly(bytes, RCODE.FORMERR);
+    }
+    const head = bytes.slice(0, 3);
+    // What the answer reads of the query, and nothing the query held more.
+    const query: DnsMessage = {
+      id: decoded.id,
+      flags: decoded.flags,
+      questions: decoded.questions!.map(({ type, name, class: c }) => ({
+        type,
+        name,
+        class: c,
+      })),
+      additionals: (decoded.additionals ?? []).map((
+        { type, name, udpPayloadSize, ednsVersion, flags },
+      ) => ({ type, name, udpPayloadSize, ednsVersion, flags })),
+    };
+    const [question] = query.questions!;
+    // A name its text cannot say (a label with a dot, or bytes that are not
+    // UTF-8) is no name of the zone: a stand-in name gets its answer, and
+    // the question goes back as it came.
+    let asked: Uint8Array | undefined;
+    const { labels, plain } = name!;
+    if (!plain && !spells(labels, question.name)) {
+      asked = bytes.slice(
+        12,
+        13 + labels.reduce((n, l) => n + 1 + l.length, 0),
+      );
+      question.name = underZone(labels, domain) ? `-.${domain}` : ".";
     }
     let response: DnsMessage;
-    try {
-      response = await answer(query, lookup, answerOptions);
-    } catch (error) {
-      log?.warn("dns: cannot answer", {
-        name: query.questions?.[0]?.name,
-        error,
-      });
-      response = {
-        type: "response",
-        id: query.id,
-        flags: ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) |
-          RCODE.SERVFAIL,
-        questions: query.questions,
-      };
+    if (inFlight >= MAX_QUERIES_IN_FLIGHT) {
+      response = failure(query);
+    } else {
+      inFlight++;
+      try {
+        response = await answer(query, lookup, answerOptions);
+      } catch (error) {
+        log?.warn("dns: cannot answer", { name: question.name, error });
+        response = failure(query);
+      } finally {
+        inFlight--;
+      }
     }
     const limit = transport === "tcp" ? 65535 : udpLimit(query);
     try {
-      return encodeWithin(response, limit);
+      if (!asked) return encodeWithin(response, limit);
+      const standIn = question.name === "." ? 1 : question.name.length + 2;
+      return withQuestionName(
+        encodeWithin(response, limit - asked.length + standIn),
+        asked,
+      );
     } catch (error) {
       log?.warn("dns: cannot encode the answer", { error });
-      const failed = formErr(bytes);
-      failed[3] = RCODE.SERVFAIL;
-      return failed;
+      return headerOnly(head, RCODE.SERVFAIL);
     }
   };
 
@@ -954,36 +1189,89 @@ export async function startDns(
   });
   udp.on("error", (error) => log?.warn("dns: udp socket", { error }));
 
-  const connections = new Set<net.Socket>();
+  // The open connections, the one active the longest ago first.
+  const connections = new Map<net.Socket, { answering: boolean }>();
+  const touch = (socket: net.Socket, answering: boolean) => {
+    connections.delete(socket);
+    connections.set(socket, { answering });
+  };
   tcp.on("connection", (socket: net.Socket) => {
-    connections.add(socket);
-    let buffered = Buffer.alloc(0);
-    let pending = 0;
-    let chain = Promise.resolve();
-    socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
-    socket.on("error", () => socket.destroy());
-    socket.on("close", () => connections.delete(socket));
-    socket.on("data", (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2) {
-        const length = buffered.readUInt16BE(0);
-        if (buffered.length < 2 + length) break;
-        const message = buffered.subarray(2, 2 + length);
-        buffered = buffered.subarray(2 + length);
-        if (++pending > TCP_MAX_PENDING) {
-          socket.destroy(); // a client that sends without reading
-          return;
-        }
-        chain = chain.then(async () => {
-          const out = await respond(message, "tcp");
-          pending--;
-          if (!out || socket.destroyed) return;
-          const frame = Buffer.alloc(2 + out.length);
-          frame.writeUInt16BE(out.length, 0);
-          frame.set(out, 2);
-          socket.write(frame);
-        }).catch((error) => log?.debug("dns: tcp", { error }));
+    if (connections.size >= TCP_MAX_CONNECTIONS) {
+      const idlest = [...connections].find(([, c]) => !c.answering)?.[0];
+      if (!idlest) {
+        socket.destroy();
+        return;
       }
+      idlest.destroy();
+      connections.delete(idlest);
+    }
+    touch(socket, false);
+    const framer = new Framer();
+    const inbox: Buffer[] = [];
+    let inboxBytes = 0;
+    let unread: Buffer | undefined;
+    let ended = false;
+    let pumping = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => socket.destroy(), TCP_IDLE_MS);
+    };
+    // Frames what was received, up to the bounds; reads on only below them.
+    const frame = () => {
+      while (
+        unread && inbox.length < TCP_MAX_PIPELINED &&
+        inboxBytes < TCP_READ_AHEAD_BYTES
+      ) {
+        const { used, message } = framer.read(unread);
+        unread = used < unread.length ? unread.subarray(used) : undefined;
+        if (message) {
+          inbox.push(message);
+          inboxBytes += message.length;
+        }
+      }
+      if (unread) socket.pause();
+      else socket.resume();
+    };
+    // Answers the queries one at a time, in order.
+    const pump = async () => {
+      if (pumping) return;
+      pumping = true;
+      try {
+        for (let message; !socket.destroyed && (message = inbox.shift());) {
+          inboxBytes -= message.length;
+          frame();
+          clearTimeout(timer);
+          touch(socket, true);
+          const out = await respond(message, "tcp");
+          if (socket.destroyed) break;
+          touch(socket, false);
+          idle();
+          if (!out) continue;
+          const framed = Buffer.allocUnsafe(2 + out.length);
+          framed.writeUInt16BE(out.length, 0);
+          framed.set(out, 2);
+          if (!socket.write(framed)) await drained(socket);
+        }
+        if (ended && !socket.destroyed) socket.end();
+      } finally {
+        pumping = false;
+      }
+    };
+    idle();
+    socket.on("error", () => socket.destroy());
+    socket.on("close", () => {
+      clearTimeout(timer);
+      connections.delete(socket);
+    });
+    socket.on("end", () => {
+      ended = true;
+      pump().catch((error) => log?.debug("dns: tcp", { error }));
+    });
+    socket.on("data", (chunk: Buffer) => {
+      unread = unread ? Buffer.concat([unread, chunk]) : chunk;
+      frame();
+      pump().catch((error) => log?.debug("dns: tcp", { error }));
     });
   });
   tcp.on("error", (error) => log?.warn("dns: tcp server", { error }));
@@ -994,7 +1282,7 @@ export async function startDns(
     port,
     close() {
       closing ??= (async () => {
-        for (const socket of connections) socket.destroy();
+        for (const socket of connections.keys()) socket.destroy();
         await Promise.all([
           new Promise<void>((resolve) => udp.close(() => resolve())),
           new Promise<void>((resolve) => tcp.close(() => resolve())),
@@ -1005,13 +1293,98 @@ export async function startDns(
   };
 }
 
+/** The `SERVFAIL` answer to a query. */
+function failure(query: DnsMessage): DnsMessage {
+  const edns = (query.additionals ?? []).find((a) => a.type === "OPT");
+  return {
+    type: "response",
+    id: query.id,
+    flags: ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) |
+      RCODE.SERVFAIL,
+    questions: query.questions,
+    additionals: edns ? [optRecord(RCODE.SERVFAIL, edns)] : [],
+  };
+}
+
+/**
+ * The `OPT` record of an answer to a query that had one (RFC 6891 6.1.1),
+ * with the query's DO bit (RFC 3225).
+ */
+function optRecord(rcode: number, asked: DnsRecord): DnsRecord {
+  return {
+    type: "OPT",
+    name: ".",
+    udpPayloadSize: MAX_UDP_PAYLOAD,
+    extendedRcode: rcode >> 4,
+    ednsVersion: 0,
+    flags: (asked.flags ?? 0) & DNSSEC_OK,
+    options: [],
+  };
+}
+
+/**
+ * Splits a TCP stream into its messages, each after its length in 2 bytes
+ * (RFC 1035 4.2.2), however the bytes are cut: a message is copied once,
+ * into a buffer of its length, when its length is known.
+ */
+class Framer {
+  #high = -1; // the first byte of a length whose second is still to come
+  #message: Buffer | undefined;
+  #filled = 0;
+
+  /**
+   * Reads `chunk` up to the end of one message.
+   *
+   * @param chunk Bytes received.
+   * @returns How many bytes were read, and the message when it ended.
+   */
+  read(chunk: Buffer): { used: number; message?: Buffer } {
+    let at = 0;
+    if (!this.#message) {
+      if (this.#high < 0 && chunk.length === 1) {
+        this.#high = chunk[0];
+        return { used: 1 };
+      }
+      const length = this.#high < 0
+        ? chunk.readUInt16BE(0)
+        : (this.#high << 8) | chunk[0];
+      at = this.#high < 0 ? 2 : 1;
+      this.#high = -1;
+      this.#message = Buffer.allocUnsafe(length);
+      this.#filled = 0;
+    }
+    const message = this.#message;
+    const take = Math.min(message.length - this.#filled, chunk.length - at);
+    chunk.copy(message, this.#filled, at, at + take);
+    this.#filled += take;
+    if (this.#filled < message.length) return { used: at + take };
+    this.#message = undefined;
+    return { used: at + take, message };
+  }
+}
+
+/** Resolves when `socket` can be written again, or is closed. */
+function drained(socket: net.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done);
+      socket.off("close", done);
+      resolve();
+    };
+    socket.on("drain", done);
+    socket.on("close", done);
+  });
+}
+
 /** Binds TCP, then UDP on the same port (trying again when 0 picked a port UDP holds). */
 async function listen(
   hostname: string,
   port: number,
 ): Promise<{ tcp: net.Server; udp: dgram.Socket; port: number }> {
   for (let attempt = 1;; attempt++) {
-    const tcp = net.createServer();
+    // Half-open: a client that sends its queries then its FIN still gets
+    // the answers; the server closes its side after the last one.
+    const tcp = net.createServer({ allowHalfOpen: true });
     await new Promise<void>((resolve, reject) => {
       tcp.once("error", reject);
       tcp.listen({ host: hostname, port }, () => {

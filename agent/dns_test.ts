@@ -13,13 +13,18 @@ import {
   type DnsLookup,
   type DnsMessage,
   type DnsRecord,
+  type DnsViews,
   encodeWithin,
+  MAX_QUERIES_IN_FLIGHT,
   MAX_UDP_PAYLOAD,
   normalizeDomain,
   startDns,
+  TCP_IDLE_MS,
+  TCP_MAX_CONNECTIONS,
   viewsLookup,
 } from "./dns.ts";
 import { Views } from "./views.ts";
+import { until } from "../tests/_wait.ts";
 
 const NOERROR = 0;
 const FORMERR = 1;
@@ -29,6 +34,7 @@ const NOTIMP = 4;
 const REFUSED = 5;
 const TC = dnsPacket.TRUNCATED_RESPONSE;
 const AA = dnsPacket.AUTHORITATIVE_ANSWER;
+const DO = 0x8000; // in the OPT record's flags (RFC 3225)
 
 function instance(
   service: string,
@@ -669,6 +675,17 @@ Deno.test("startDns: a failing read is SERVFAIL, and the server goes on", async 
     );
     assert.equal(rcode(failed), SERVFAIL);
     assert.equal(failed.id, 4242);
+    // With EDNS0, the SERVFAIL carries an OPT record too (RFC 6891 6.1.1).
+    const edns = decode(
+      await udp(
+        port,
+        encodeQuery("cache.service.discover", "A", {
+          additionals: [{ type: "OPT", name: ".", udpPayloadSize: 1232 }],
+        }),
+      ),
+    );
+    assert.equal(rcode(edns), SERVFAIL);
+    assert.deepEqual(edns.additionals?.map((r) => r.type), ["OPT"]);
     fail = false;
     const ok = decode(await udp(port, encodeQuery("cache.service.discover")));
     assert.deepEqual(datas(ok.answers), ["10.0.0.1"]);
@@ -850,4 +867,614 @@ Deno.test("answer: leader.SERVICE is the set's leader alone: the oldest passing 
   const none = await answer(query("leader.db.service.discover"), critical);
   assert.equal(rcode(none), NOERROR);
   assert.deepEqual(none.answers, []);
+});
+
+// ---------------------------------------------------------------------------
+// What one client can do to the server
+
+/** A query header: id 0x0102, RD, the opcode, and the four section counts as given. */
+function header(opcode: number, counts: number[]): Uint8Array {
+  const out = new Uint8Array(12);
+  out[0] = 0x01;
+  out[1] = 0x02;
+  out[2] = (opcode << 3) | 0x01;
+  counts.forEach((count, i) => {
+    out[4 + 2 * i] = count >> 8;
+    out[5 + 2 * i] = count & 0xff;
+  });
+  return out;
+}
+
+/** A header-only answer to the query `bytes`: its id, QR, its opcode and RD, the rcode. */
+function headerOnly(bytes: Uint8Array, code: number): number[] {
+  return [
+    bytes[0],
+    bytes[1],
+    0x80 | (bytes[2] & 0x79),
+    code,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ];
+}
+
+/**
+ * A query of `count` questions, each named by a compression pointer to the
+ * name of the one before: reading them all follows count²/2 pointers.
+ */
+function pointerChain(count: number): Uint8Array {
+  const out = new Uint8Array(12 + 5 + 6 * (count - 1));
+  out.set(header(0, [count]));
+  out.set([0, 0, 1, 0, 1], 12); // the root, A, IN
+  for (let i = 1, at = 17, previous = 12; i < count; i++, at += 6) {
+    out.set([0xc0 | (previous >> 8), previous & 0xff, 0, 1, 0, 1], at);
+    previous = at;
+  }
+  return out;
+}
+
+/** A query for the name of these raw labels, A IN, with RD. */
+function rawQuery(labels: Uint8Array[]): Uint8Array {
+  const name = labels.flatMap((label) => [label.length, ...label]);
+  return new Uint8Array([...header(0, [1]), ...name, 0, 0, 1, 0, 1]);
+}
+
+Deno.test("startDns: the header's counts are checked before the body is read", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    const record = {
+      type: "A",
+      name: "cache.service.discover",
+      data: "10.0.0.1",
+    };
+    const opt = { type: "OPT", name: ".", udpPayloadSize: 1232 };
+    const question = encodeQuery("cache.service.discover").subarray(12);
+    const malformed: Record<string, Uint8Array> = {
+      "200 questions": encodeQuery("cache.service.discover", "A", {
+        questions: Array(200).fill({
+          type: "A",
+          name: "cache.service.discover",
+        }),
+      }),
+      "2,700 questions, each named by a pointer to the one before":
+        pointerChain(2700),
+      "a name that points to itself": new Uint8Array([
+        ...header(0, [1]),
+        0xc0,
+        12,
+        0,
+        1,
+        0,
+        1,
+      ]),
+      "QDCOUNT 65535 and one question": new Uint8Array([
+        ...header(0, [65535]),
+        ...question,
+      ]),
+      "an answer record": encodeQuery("cache.service.discover", "A", {
+        answers: [record],
+      }),
+      "an authority record": encodeQuery("cache.service.discover", "A", {
+        authorities: [record],
+      }),
+      "two OPT records": encodeQuery("cache.service.discover", "A", {
+        additionals: [opt, opt],
+      }),
+    };
+    // Each is answered by a header alone: FORMERR, or NOTIMP for an opcode
+    // other than QUERY, whatever the body holds.
+    for (const opcode of [1, 2, 4, 5, 6, 15]) {
+      malformed[`opcode ${opcode}`] = header(opcode, [1, 3, 2, 1]);
+    }
+    const seen: Record<string, string> = {};
+    const expected: Record<string, string> = {};
+    for (const [what, bytes] of Object.entries(malformed)) {
+      const reply = await udp(port, bytes);
+      const code = what.startsWith("opcode") ? NOTIMP : FORMERR;
+      expected[what] = `header only, rcode ${code}`;
+      seen[what] = !reply ? "no answer" : reply.length === 12 &&
+          headerOnly(bytes, code).every((byte, i) => reply[i] === byte)
+        ? `header only, rcode ${code}`
+        : `${reply.length} bytes, rcode ${reply[3] & 0xf}`;
+    }
+    assert.deepEqual(seen, expected);
+    const after = decode(
+      await udp(port, encodeQuery("cache.service.discover")),
+    );
+    assert.deepEqual(datas(after.answers), ["10.0.0.1"]);
+  });
+});
+
+Deno.test("startDns: the root name with EDNS0 is REFUSED like any name outside the zone", async () => {
+  await withServer(async (port) => {
+    const opt = { type: "OPT", name: ".", udpPayloadSize: 1232 };
+    for (const type of ["NS", "A", "SOA"]) {
+      const reply = decode(
+        await udp(port, encodeQuery(".", type, { additionals: [opt] })),
+      );
+      assert.equal(rcode(reply), REFUSED, type);
+      assert.deepEqual(reply.questions, [{ name: ".", type, class: "IN" }]);
+      assert.equal(reply.additionals?.[0]?.type, "OPT");
+    }
+  });
+});
+
+Deno.test("startDns: a label with a dot or bytes that are not UTF-8 names nothing, and the question comes back as sent", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    const text = (label: string) => new TextEncoder().encode(label);
+    const cases: [string, Uint8Array[], number][] = [
+      ["a dot in a label", [text("cache.service"), text("discover")], NXDOMAIN],
+      [
+        "a byte that is not UTF-8, in the zone",
+        [new Uint8Array([0xff]), text("service"), text("Discover")],
+        NXDOMAIN,
+      ],
+      [
+        "a byte that is not UTF-8, out of the zone",
+        [text("cache"), text("service"), new Uint8Array([0x64, 0xff])],
+        REFUSED,
+      ],
+    ];
+    for (const [what, labels, code] of cases) {
+      const bytes = rawQuery(labels);
+      const reply = await udp(port, bytes);
+      assert.ok(reply, what);
+      assert.equal(reply[3] & 0xf, code, what);
+      assert.deepEqual([reply[4], reply[5], reply[6], reply[7]], [0, 1, 0, 0]);
+      assert.deepEqual(
+        [...reply.subarray(12, bytes.length)],
+        [...bytes.subarray(12)],
+        `${what}: the question is echoed byte for byte`,
+      );
+    }
+  });
+});
+
+Deno.test("answer: only ASCII letters fold: a name with the Kelvin sign is not the zone's", async () => {
+  const lookup = fakeLookup([
+    instance("cache", "10.0.0.1:1", { attrs: { key: "v" } }),
+  ]);
+  const kube = { domain: "kube" };
+  for (const name of ["cache.service.\u212Aube", "\u212Aube"]) {
+    const a = await answer(query(name), lookup, kube);
+    assert.equal(rcode(a), REFUSED, name);
+  }
+  const attr = await answer(query("cache.v.\u212Aey.attr.discover"), lookup);
+  assert.equal(rcode(attr), NXDOMAIN);
+});
+
+Deno.test("answer: the DO bit of the query is copied into the OPT record, and nothing is signed", async () => {
+  const lookup = fakeLookup(CACHE);
+  for (const flags of [0, DO]) {
+    for (const name of ["cache.service.discover", "nope.service.discover"]) {
+      const a = await answer(
+        query(name, "A", {
+          additionals: [{
+            type: "OPT",
+            name: ".",
+            udpPayloadSize: 1232,
+            ednsVersion: 0,
+            flags,
+          }],
+        }),
+        lookup,
+      );
+      const opt = a.additionals!.find((r) => r.type === "OPT");
+      assert.equal((opt?.flags ?? 0) & DO, flags, `${name} ${flags}`);
+      assert.ok(
+        [...a.answers!, ...a.authorities!].every((r) =>
+          !["RRSIG", "NSEC", "NSEC3"].includes(r.type)
+        ),
+      );
+    }
+  }
+});
+
+Deno.test("answer: zone transfers and the mailbox types are not implemented", async () => {
+  const lookup = fakeLookup(CACHE);
+  for (const type of ["AXFR", "IXFR", "UNKNOWN_253", "UNKNOWN_254"]) {
+    for (const name of ["discover", "cache.service.discover"]) {
+      const a = await answer(query(name, type), lookup);
+      assert.equal(rcode(a), NOTIMP, `${name} ${type}`);
+      assert.deepEqual(a.answers, [], `${name} ${type}`);
+    }
+  }
+});
+
+Deno.test("encodeWithin: the records read depend on the room, not on how many are given", () => {
+  const name = "big.service.discover";
+  let reads = 0;
+  const response = (count: number): DnsMessage => ({
+    type: "response",
+    id: 1,
+    flags: AA,
+    questions: [{ type: "A", name }],
+    answers: Array.from({ length: count }, (_, i) => ({
+      type: "A" as const,
+      name,
+      get data() {
+        reads++;
+        return `10.${i >> 16}.${(i >> 8) & 0xff}.${i & 0xff}`;
+      },
+    })),
+  });
+  const many = response(60_000);
+  const cut = dnsPacket.decode(Buffer.from(encodeWithin(many, 512)));
+  // A 512-byte answer holds at most 41 records: the cut reads a few times
+  // that many, whatever the service holds.
+  assert.ok(reads < 1_000, `${reads} record reads for 512 bytes`);
+  assert.equal(cut.flag_tc, true);
+  assert.ok(cut.answers!.length > 20, `${cut.answers!.length} answers`);
+  reads = 0;
+  const tcp = dnsPacket.decode(Buffer.from(encodeWithin(many, 65535)));
+  // And a 65535-byte one at most 5,460.
+  assert.ok(reads < 40_000, `${reads} record reads for 65535 bytes`);
+  assert.equal(tcp.flag_tc, true);
+  // More records than a header can count (65535) still make an answer.
+  const most = dnsPacket.decode(
+    Buffer.from(encodeWithin(response(70_000), 512)),
+  );
+  assert.equal(most.flag_tc, true);
+  assert.ok(most.answers!.length > 20);
+});
+
+/** Reads `count` framed TCP answers from `conn`; fewer if it ends or `ms` pass. */
+async function readFrames(
+  conn: Deno.Conn,
+  count: number,
+  ms: number,
+): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = [];
+  let buffered = new Uint8Array(0);
+  const chunk = new Uint8Array(65536);
+  const deadline = Date.now() + ms;
+  while (out.length < count) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const n = await Promise.race([
+      conn.read(chunk).catch(() => null),
+      new Promise<"late">((resolve) =>
+        timer = setTimeout(() => resolve("late"), left)
+      ),
+    ]);
+    clearTimeout(timer);
+    if (n === null || n === "late") break;
+    const next = new Uint8Array(buffered.length + n);
+    next.set(buffered);
+    next.set(chunk.subarray(0, n), buffered.length);
+    buffered = next;
+    while (buffered.length >= 2) {
+      const length = (buffered[0] << 8) | buffered[1];
+      if (buffered.length < 2 + length) break;
+      out.push(buffered.slice(2, 2 + length));
+      buffered = buffered.slice(2 + length);
+    }
+  }
+  return out;
+}
+
+/** Resolves once the server closed `conn` (a read ends or fails), or rejects after `ms`. */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<void> {
+  const chunk = new Uint8Array(65536);
+  const deadline = Date.now() + ms;
+  while (true) {
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      throw new Error(`the connection is still open after ${ms} ms`);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const n = await Promise.race([
+      conn.read(chunk).catch(() => null),
+      new Promise<"late">((resolve) =>
+        timer = setTimeout(() => resolve("late"), left)
+      ),
+    ]);
+    clearTimeout(timer);
+    if (n === null) return;
+    if (n === "late") {
+      throw new Error(`the connection is still open after ${ms} ms`);
+    }
+  }
+}
+
+Deno.test("startDns TCP: pipelined queries are all answered, in order, past the read-ahead bounds", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    // 200 queries (more than TCP_MAX_PIPELINED), then 4 padded to 30,000
+    // bytes each with EDNS0 padding (more than TCP_READ_AHEAD_BYTES), all in
+    // one write.
+    const padded = {
+      additionals: [{
+        type: "OPT",
+        name: ".",
+        udpPayloadSize: 1232,
+        options: [{ code: 12, length: 30_000 }],
+      }],
+    };
+    const count = 204;
+    const queries = Array.from({ length: count }, (_, id) => [
+      ...frame(
+        encodeQuery("cache.service.discover", "A", {
+          id,
+          ...(id < 200 ? {} : padded),
+        }),
+      ),
+    ]);
+    const answers = await tcp(port, new Uint8Array(queries.flat()), count);
+    assert.equal(answers.length, count);
+    assert.deepEqual(
+      answers.map((a) => decode(a).id),
+      Array.from({ length: count }, (_, id) => id),
+    );
+    assert.ok(answers.every((a) => datas(decode(a).answers)[0] === "10.0.0.1"));
+  });
+});
+
+Deno.test("startDns TCP: a client that half-closes after its query still gets the answer", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      await conn.write(frame(encodeQuery("cache.service.discover")));
+      await conn.closeWrite();
+      const answers = await readFrames(conn, 1, 10_000);
+      assert.equal(answers.length, 1);
+      assert.deepEqual(datas(decode(answers[0]).answers), ["10.0.0.1"]);
+      // Then the server closes its side too.
+      await closedWithin(conn, 5000);
+    } finally {
+      conn.close();
+    }
+  }, (backend) => {
+    // Every lookup takes 300 ms: the client's FIN comes in before the answer.
+    const views = new Views(backend, { idleMs: 50 });
+    const acquire = views.acquire.bind(views);
+    views.acquire = async (scope) => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return acquire(scope);
+    };
+    return views;
+  });
+});
+
+Deno.test("startDns TCP: a connection is closed TCP_IDLE_MS after its last answer, whether it trickles bytes or never reads", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    for (let i = 0; i < 1000; i++) {
+      await put(backend, "big", `10.3.${i >> 8}.${i & 0xff}:80`);
+    }
+    // Generous: the server closes both TCP_IDLE_MS after its last answer;
+    // the client that never reads first fills the socket buffers.
+    const bound = TCP_IDLE_MS + 30_000;
+
+    // One byte every 500 ms of a query that never ends.
+    const trickle = async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await conn.write(frame(encodeQuery("cache.service.discover")));
+        assert.equal((await readFrames(conn, 1, 5000)).length, 1);
+        let sending = true;
+        const bytes = (async () => {
+          await conn.write(new Uint8Array([0xff, 0xff]));
+          while (sending) {
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            if (sending) await conn.write(new Uint8Array([0])).catch(() => {});
+          }
+        })();
+        try {
+          await closedWithin(conn, bound);
+        } finally {
+          sending = false;
+          await bytes.catch(() => {});
+        }
+      } finally {
+        conn.close();
+      }
+    };
+    // Queries for 16 KB answers, four every 50 ms, never reading one.
+    const deaf = async () => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const four = new Uint8Array(
+        Array.from({ length: 4 }, () => [
+          ...frame(encodeQuery("big.service.discover")),
+        ]).flat(),
+      );
+      const deadline = Date.now() + bound;
+      try {
+        while (true) {
+          if (Date.now() > deadline) {
+            throw new Error(
+              `a client that never reads is served after ${bound} ms`,
+            );
+          }
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const wrote = await Promise.race([
+            conn.write(four).then(() => true, () => false),
+            new Promise<true>((resolve) =>
+              timer = setTimeout(() => resolve(true), deadline - Date.now() + 1)
+            ),
+          ]);
+          clearTimeout(timer);
+          if (!wrote) return; // closed by the server
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      } finally {
+        conn.close();
+      }
+    };
+    await Promise.all([trickle(), deaf()]);
+    // Others are still served.
+    const [after] = await tcp(
+      port,
+      frame(encodeQuery("cache.service.discover")),
+      1,
+    );
+    assert.deepEqual(datas(decode(after).answers), ["10.0.0.1"]);
+  });
+});
+
+Deno.test("startDns TCP: at most TCP_MAX_CONNECTIONS; a new one closes the one idle the longest", async () => {
+  await withServer(async (port, backend) => {
+    await put(backend, "cache", "10.0.0.1:6379");
+    const conns: Deno.Conn[] = [];
+    try {
+      for (let i = 0; i < TCP_MAX_CONNECTIONS; i++) {
+        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      }
+      // The second one asks something: the first is now the one idle the longest.
+      await conns[1].write(frame(encodeQuery("cache.service.discover")));
+      assert.equal((await readFrames(conns[1], 1, 5000)).length, 1);
+      const [answer] = await tcp(
+        port,
+        frame(encodeQuery("cache.service.discover")),
+        1,
+      );
+      assert.deepEqual(datas(decode(answer).answers), ["10.0.0.1"]);
+      // The server makes room at once; 5 s is well below TCP_IDLE_MS.
+      await closedWithin(conns[0], 5000);
+      await conns[1].write(frame(encodeQuery("cache.service.discover")));
+      assert.equal((await readFrames(conns[1], 1, 5000)).length, 1);
+    } finally {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch {
+          // closed
+        }
+      }
+    }
+  });
+});
+
+Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer; the next are SERVFAIL at once", async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => open = resolve);
+  let acquired = 0;
+  const views: DnsViews = {
+    acquire: async () => {
+      acquired++;
+      await gate;
+      return {
+        view: {
+          connected: true,
+          list: () => [instance("cache", "10.0.0.1:1")],
+        },
+        release() {},
+      };
+    },
+  };
+  const dns = await startDns(views, { hostname: "127.0.0.1", port: 0 });
+  const socket = dgram.createSocket("udp4");
+  const codes = new Map<number, number>();
+  socket.on("message", (message: Buffer) => {
+    codes.set(message.readUInt16BE(0), message[3] & 0xf);
+  });
+  const send = (id: number) =>
+    new Promise<void>((resolve, reject) =>
+      socket.send(
+        encodeQuery("cache.service.discover", "A", { id }),
+        dns.port,
+        "127.0.0.1",
+        (error) => error ? reject(error) : resolve(),
+      )
+    );
+  try {
+    await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+    // In batches, each waited for: no datagram is lost to a full buffer.
+    for (let id = 0; id < MAX_QUERIES_IN_FLIGHT; id++) {
+      await send(id);
+      if (id % 64 === 63 || id === MAX_QUERIES_IN_FLIGHT - 1) {
+        await until(() => acquired === id + 1, `${id + 1} lookups waiting`);
+      }
+    }
+    const extra = Array.from(
+      { length: 8 },
+      (_, i) => MAX_QUERIES_IN_FLIGHT + i,
+    );
+    for (const id of extra) await send(id);
+    await until(
+      () => extra.every((id) => codes.get(id) === SERVFAIL),
+      "SERVFAIL for the queries past the bound",
+    );
+    assert.equal(acquired, MAX_QUERIES_IN_FLIGHT);
+    assert.equal(codes.size, extra.length);
+    open();
+    // The waiting queries are answered (a burst the test's socket may not
+    // hold whole), and the next query is answered again.
+    const next = MAX_QUERIES_IN_FLIGHT + extra.length;
+    await until(async () => {
+      await send(next);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      return codes.get(next) === NOERROR;
+    }, "a query answered after the lookups went on");
+    assert.ok(codes.size > extra.length + 1, `${codes.size} answers`);
+    assert.ok(
+      [...codes].every(([id, code]) =>
+        code === (extra.includes(id) ? SERVFAIL : NOERROR)
+      ),
+    );
+  } finally {
+    open();
+    socket.close();
+    await dns.close();
+  }
+});
+
+Deno.test("startDns TCP: when every connection is being answered, a new one is closed", async () => {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => open = resolve);
+  let acquired = 0;
+  const views: DnsViews = {
+    acquire: async () => {
+      acquired++;
+      await gate;
+      return {
+        view: {
+          connected: true,
+          list: () => [instance("cache", "10.0.0.1:1")],
+        },
+        release() {},
+      };
+    },
+  };
+  const dns = await startDns(views, { hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < TCP_MAX_CONNECTIONS; i++) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: dns.port,
+      });
+      conns.push(conn);
+      await conn.write(frame(encodeQuery("cache.service.discover")));
+    }
+    await until(
+      () => acquired === TCP_MAX_CONNECTIONS,
+      "every connection's query being answered",
+    );
+    const extra = await Deno.connect({ hostname: "127.0.0.1", port: dns.port });
+    conns.push(extra);
+    await closedWithin(extra, 5000);
+    open();
+    for (const conn of conns.slice(0, -1)) {
+      assert.equal((await readFrames(conn, 1, 10_000)).length, 1);
+    }
+  } finally {
+    open();
+    for (const conn of conns) {
+      try {
+        conn.close();
+      } catch {
+        // closed
+      }
+    }
+    await dns.close();
+  }
 });

@@ -374,3 +374,48 @@ Deno.test(
     ]);
   },
 );
+
+Deno.test("dns: what the server does not do gets a plain answer: root REFUSED, AXFR and UPDATE NOTIMP", async () => {
+  await withDns(async ({ port }) => {
+    // dig asks with EDNS0 by default: the root is outside the zone.
+    assert.match(await dig(port, ".", "NS"), /status: REFUSED/);
+    // DNSSEC: the DO bit comes back (RFC 3225), with no signature.
+    const dnssec = await dig(port, "+dnssec", "cache.service.discover", "A");
+    assert.match(dnssec, /EDNS: version: 0, flags: do; udp: 1232/);
+    assert.doesNotMatch(dnssec, /RRSIG/);
+    const axfr = await dig(port, "+comments", "discover", "AXFR");
+    assert.match(axfr, /status: NOTIMP/);
+    assert.match(axfr, /Transfer failed/);
+    const update = new Deno.Command("nsupdate", {
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = update.stdin.getWriter();
+    await writer.write(
+      new TextEncoder().encode(
+        `server 127.0.0.1 ${port}\nzone discover\nupdate add x.discover 0 A 127.0.0.1\nsend\n`,
+      ),
+    );
+    await writer.close();
+    const { stdout, stderr } = await update.output();
+    const decoder = new TextDecoder();
+    assert.match(
+      decoder.decode(stdout) + decoder.decode(stderr),
+      /update failed: NOTIMP/,
+    );
+    // Pipelined over one TCP connection, every answer comes back.
+    const kept = await dig(
+      port,
+      "+tcp",
+      "+keepopen",
+      "cache.service.discover",
+      "nope.service.discover",
+      "cache.service.discover",
+    );
+    assert.deepEqual(
+      [...kept.matchAll(/status: (\w+)/g)].map((m) => m[1]),
+      ["NOERROR", "NXDOMAIN", "NOERROR"],
+    );
+  });
+});
