@@ -1353,7 +1353,11 @@ Deno.test("startDns TCP: at most TCP_MAX_CONNECTIONS; a new one closes the one i
   });
 });
 
-Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer; the next are SERVFAIL at once", async () => {
+/**
+ * Views whose lookups wait until `open()`: one instance of `cache` then;
+ * `acquired()` counts the lookups begun.
+ */
+function gatedViews() {
   let open!: () => void;
   const gate = new Promise<void>((resolve) => open = resolve);
   let acquired = 0;
@@ -1370,6 +1374,11 @@ Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer
       };
     },
   };
+  return { views, open: () => open(), acquired: () => acquired };
+}
+
+Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer; the next are SERVFAIL at once", async () => {
+  const { views, open, acquired } = gatedViews();
   const dns = await startDns(views, { hostname: "127.0.0.1", port: 0 });
   const socket = dgram.createSocket("udp4");
   const codes = new Map<number, number>();
@@ -1391,7 +1400,7 @@ Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer
     for (let id = 0; id < MAX_QUERIES_IN_FLIGHT; id++) {
       await send(id);
       if (id % 64 === 63 || id === MAX_QUERIES_IN_FLIGHT - 1) {
-        await until(() => acquired === id + 1, `${id + 1} lookups waiting`);
+        await until(() => acquired() === id + 1, `${id + 1} lookups waiting`);
       }
     }
     const extra = Array.from(
@@ -1403,7 +1412,7 @@ Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer
       () => extra.every((id) => codes.get(id) === SERVFAIL),
       "SERVFAIL for the queries past the bound",
     );
-    assert.equal(acquired, MAX_QUERIES_IN_FLIGHT);
+    assert.equal(acquired(), MAX_QUERIES_IN_FLIGHT);
     assert.equal(codes.size, extra.length);
     open();
     // The waiting queries are answered (a burst the test's socket may not
@@ -1428,22 +1437,7 @@ Deno.test("startDns: at most MAX_QUERIES_IN_FLIGHT queries wait for their answer
 });
 
 Deno.test("startDns TCP: when every connection is being answered, a new one is closed", async () => {
-  let open!: () => void;
-  const gate = new Promise<void>((resolve) => open = resolve);
-  let acquired = 0;
-  const views: DnsViews = {
-    acquire: async () => {
-      acquired++;
-      await gate;
-      return {
-        view: {
-          connected: true,
-          list: () => [instance("cache", "10.0.0.1:1")],
-        },
-        release() {},
-      };
-    },
-  };
+  const { views, open, acquired } = gatedViews();
   const dns = await startDns(views, { hostname: "127.0.0.1", port: 0 });
   const conns: Deno.Conn[] = [];
   try {
@@ -1456,7 +1450,7 @@ Deno.test("startDns TCP: when every connection is being answered, a new one is c
       await conn.write(frame(encodeQuery("cache.service.discover")));
     }
     await until(
-      () => acquired === TCP_MAX_CONNECTIONS,
+      () => acquired() === TCP_MAX_CONNECTIONS,
       "every connection's query being answered",
     );
     const extra = await Deno.connect({ hostname: "127.0.0.1", port: dns.port });
