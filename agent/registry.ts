@@ -190,7 +190,22 @@ export interface RegistryOptions {
   log: Logger;
   /** Runs the health checks of the instances registered here. */
   checks?: Checks;
+  /**
+   * Most check runs a second one owner's checks may ask for, in all (the
+   * sum of 1/interval over its checks): a registration whose check would
+   * go beyond is refused with `LimitExceeded`, so that no client can make
+   * the agent spend its CPU on checks without bound.
+   *
+   * @default {MAX_CHECK_RUNS_PER_SECOND}
+   */
+  maxCheckRunsPerSecond?: number;
 }
+
+/**
+ * The default of {@linkcode RegistryOptions.maxCheckRunsPerSecond}: 1,000
+ * checks every second, or 100 every 0.1 s, per client.
+ */
+export const MAX_CHECK_RUNS_PER_SECOND = 1000;
 
 /** What to register. */
 export interface Registration {
@@ -621,6 +636,9 @@ export class Registry {
     { key, signal }: { key: string; signal?: AbortSignal },
   ): Promise<Instance> {
     const { service, addr, attrs } = registration;
+    if (registration.check) {
+      this.#requireCheckRate(owner, key, registration.check);
+    }
     for (let attempt = 1;; attempt++) {
       abandoned(signal);
       const entry = view.get(service, addr);
@@ -876,6 +894,30 @@ export class Registry {
       initial: health.check,
       onChange: () => this.#healthChanged(key),
     });
+  }
+
+  /**
+   * Refuses a check that would take the runs a second of `owner`'s checks
+   * (other than the one of `key`, which it replaces) past the limit.
+   */
+  #requireCheckRate(owner: Owner, key: string, spec: CheckSpec): void {
+    const max = this.#options.maxCheckRunsPerSecond ??
+      MAX_CHECK_RUNS_PER_SECOND;
+    let rate = 1000 / spec.intervalMs;
+    for (const held of owner.keys) {
+      const running = this.#checkOf.get(held);
+      if (held !== key && running?.owner === owner.id) {
+        rate += 1000 / running.spec.intervalMs;
+      }
+    }
+    // A thousandth of a run a second for the rounding of the sum.
+    if (rate <= max + 1e-3) return;
+    throw new RpcError(
+      ErrorCode.LimitExceeded,
+      `limit reached: this client's checks would run ${
+        Number(rate.toPrecision(6))
+      } times a second in all (the sum of 1/interval over its checks), more than ${max}; use longer intervals or fewer checks`,
+    );
   }
 
   #report(key: string, owner: string, state: HealthState): void {

@@ -456,19 +456,62 @@ const CHECK: CheckSpec = {
   successesBeforePassing: 1,
 };
 
-async function withChecks(backend = new MemoryBackend()) {
+async function withChecks(
+  backend = new MemoryBackend(),
+  limits: { maxRegistrations?: number; maxCheckRunsPerSecond?: number } = {},
+) {
   const views = new Views(backend);
   await views.open();
   const { view } = await views.acquire("svc");
   const checks = new ScriptedChecks();
   const registry = new Registry(backend, views, {
     ttlMs: 10_000,
-    maxRegistrations: 3,
+    maxRegistrations: limits.maxRegistrations ?? 3,
+    maxCheckRunsPerSecond: limits.maxCheckRunsPerSecond,
     log: createLogger("error", { write: () => {} }),
     checks,
   });
   return { view, registry, backend, checks, views };
 }
+
+Deno.test("an owner's checks run at most maxCheckRunsPerSecond times a second in all: beyond, a registration is refused and changes nothing", async () => {
+  const { view, registry, checks } = await withChecks(undefined, {
+    maxRegistrations: 10,
+    maxCheckRunsPerSecond: 3,
+  });
+  const a = registry.attach("a"), b = registry.attach("b");
+  const every = (seconds: number) => ({
+    ...CHECK,
+    intervalMs: seconds * 1000,
+    timeoutMs: 100,
+  });
+  await registry.register(a, { ...reg("h:1"), check: every(1) });
+  await registry.register(a, { ...reg("h:2"), check: every(0.5) }); // 3 a second
+  await assert.rejects(
+    registry.register(a, { ...reg("h:3"), check: every(10) }),
+    (e: unknown) =>
+      isCode(ErrorCode.LimitExceeded)(e) &&
+      /checks would run 3\.1 times a second in all .* more than 3;/.test(
+        (e as Error).message,
+      ),
+  );
+  assert.equal(view.get("svc", "h:3"), undefined, "nothing written");
+  // A faster check of a held instance, same attributes: it replaces the
+  // instance's own check in the sum (2 + 2), and is refused too.
+  await assert.rejects(
+    registry.register(a, { ...reg("h:1"), check: every(0.5) }),
+    isCode(ErrorCode.LimitExceeded),
+  );
+  assert.equal(checks.started.length, 2, "no check started");
+  await registry.register(a, { ...reg("h:1"), check: every(1) }); // the same
+  await registry.register(a, reg("h:5")); // no check: no runs
+  // Each client has its own runs a second.
+  await registry.register(b, { ...reg("h:4"), check: every(0.5) });
+  // A check that goes makes room.
+  await registry.unregister(a, { service: "svc", addr: "h:2" });
+  await registry.register(a, { ...reg("h:3"), check: every(0.5) });
+  assert.equal(checks.size, 3);
+});
 
 Deno.test("an instance with a check starts critical and is written only when its health changes", async () => {
   const { view, registry, checks } = await withChecks();

@@ -542,7 +542,7 @@ export const openrpcDocument: OpenRpcDocument = {
       LimitExceeded: {
         code: ErrorCode.LimitExceeded,
         message:
-          "maxRegistrations (per owner), maxSubscriptions (per session) or 10,000 calls under way (per session) was reached; the message names it.",
+          "maxRegistrations or 1,000 check runs a second (per owner), maxSubscriptions (per session) or 10,000 calls under way (per session) was reached; the message names it.",
       },
       UnknownSubscription: {
         code: ErrorCode.UnknownSubscription,
