@@ -150,9 +150,11 @@ Deno.test({
     const path = tcpProxy(etcdPort);
     const p = prefix();
     try {
-      await using agent = await spawnAgent(
-        agentArgs(`http://127.0.0.1:${path.port}`, p),
-      );
+      await using agent = await spawnAgent([
+        ...agentArgs(`http://127.0.0.1:${path.port}`, p),
+        "--log-level",
+        "warn", // the last one given counts: its warnings go in a failure's report
+      ]);
       await using owner = await connect(agent.url, fast);
       await owner.register("web", "10.0.0.1:80");
       await owner.register("web", "10.0.0.2:80", { attrs: { v: "2" } });
@@ -216,7 +218,16 @@ Deno.test({
             JSON.stringify(truth),
         "the unregistered instance is gone and the live one is back",
         30_000,
-      );
+      ).catch(async (error) => {
+        // What each side holds, and what the agent said, for the report.
+        throw new Error(
+          `${error.message}; connected ${set.connected}, the set holds ${
+            JSON.stringify(addrs(set))
+          }, etcd ${
+            JSON.stringify(await etcdAddrs(cluster, p, "web").catch(String))
+          }; the agent logged:\n${agent.stderr().slice(-4000)}`,
+        );
+      });
       assert.equal(signals.at(-1), "sync");
       assert.equal(set.get("10.0.0.2:80")?.attrs.v, "2");
       // Retried after the outage, the unregister finds nothing to remove,
