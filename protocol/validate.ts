@@ -283,6 +283,22 @@ function validateFilter(value: unknown): Filter | undefined {
 export const MAX_NOTE_LENGTH = 256;
 /** Longest accepted check URL or TCP target, in characters. */
 export const MAX_CHECK_TARGET_LENGTH = 2048;
+
+/**
+ * Ports that `fetch` refuses to reach (the Fetch standard's "bad ports",
+ * mostly other protocols' well-known ports): an HTTP check on one would
+ * fail at every run.
+ */
+const FETCH_BLOCKED_PORTS: ReadonlySet<number> = new Set(
+  (
+    "1 7 9 11 13 15 17 19 20 21 22 23 25 37 42 43 53 69 77 79 87 95 101 102 " +
+    "103 104 109 110 111 113 115 117 119 123 135 137 139 143 161 179 389 427 " +
+    "465 512 513 514 515 526 530 531 532 540 548 554 556 563 587 601 636 989 " +
+    "990 993 995 1719 1720 1723 2049 3659 4045 4190 5060 5061 6000 6566 6665 " +
+    "6666 6667 6668 6669 6679 6697 10080"
+  ).split(" ").map(Number),
+);
+
 /** Shortest accepted check `interval`, in seconds. */
 export const MIN_CHECK_INTERVAL = 0.1;
 /** Longest accepted check `interval`, in seconds (one day). */
@@ -379,6 +395,14 @@ export function validateCheck(value: unknown, field = "check"): CheckParams {
       throw invalidParams(
         `${field}.http`,
         `must be an http:// or https:// URL of at most ${MAX_CHECK_TARGET_LENGTH} characters`,
+        c.http,
+      );
+    }
+    const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
+    if (FETCH_BLOCKED_PORTS.has(port)) {
+      throw invalidParams(
+        `${field}.http`,
+        `port ${port} is one that HTTP clients refuse to reach (a "bad port" of the Fetch standard), so this check could never pass; check it with {"tcp": "${url.hostname}:${port}"} instead`,
         c.http,
       );
     }

@@ -751,6 +751,19 @@ Deno.test("validateCheck() rejects what it cannot run, naming the field", () => 
     () => validateCheck({ http: `http://x/${"a".repeat(3000)}` }),
     "check.http",
   );
+  // A port that fetch refuses to reach: the check could never pass.
+  for (const http of ["http://x:6000/h", "https://x:22/", "http://x:10080"]) {
+    assertInvalid(() => validateCheck({ http }), "check.http", http);
+  }
+  assert.throws(
+    () => validateCheck({ http: "http://db.local:6000/h" }),
+    /port 6000 .*\{"tcp": "db\.local:6000"\} instead/,
+  );
+  assert.equal(
+    validateCheck({ http: "http://x:6001/" }).http,
+    "http://x:6001/",
+  );
+  assert.equal(validateCheck({ tcp: "x:6000" }).tcp, "x:6000");
   assertInvalid(() => validateCheck({ tcp: "x" }), "check.tcp");
   assertInvalid(
     () => validateCheck({ tcp: "x:1", script: "rm" }),
