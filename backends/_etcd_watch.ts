@@ -209,12 +209,19 @@ export class StateWatch {
       }
       return;
     }
-    this.#held = [];
+    let held: IWatchResponse[] = [];
+    this.#held = held;
     this.#hooks.status(false);
     try {
       await this.#hooks.retrying("catch up", async () => {
+        if (this.#held !== held) {
+          // Another catch-up holds the events now, and reads afresh.
+          if (this.#held || this.#closed) return true;
+          // An attempt that failed after letting the events through: hold
+          // them again for this read.
+          this.#held = held = [];
+        }
         if (await this.#hooks.readState() === undefined) return true;
-        const held = this.#held!;
         this.#held = undefined;
         for (const response of held) this.#onData(response);
         // Lost during the read: the stream's return catches up.
@@ -222,7 +229,9 @@ export class StateWatch {
         return true;
       });
     } finally {
-      this.#held = undefined;
+      // Only what this catch-up holds: another one may have begun since
+      // it let the events through.
+      if (this.#held === held) this.#held = undefined;
     }
   }
 

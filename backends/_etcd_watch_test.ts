@@ -102,6 +102,55 @@ Deno.test("StateWatch.catchUp: says down, holds events during the read, applies 
   await watch.close();
 });
 
+Deno.test("StateWatch.catchUp begun as another lets its held events through: each holds its own events, and the second ends live", async () => {
+  const { client, watches } = fakeClient();
+  const reads: ((revision: number) => void)[] = [];
+  let reading = 0;
+  const { log, hooks: h } = hooks(() => {
+    reading++;
+    if (reading === 1 || reading > 3) return Promise.resolve(10 * reading);
+    return new Promise((resolve) => reads.push(resolve));
+  });
+  const errors: string[] = [];
+  let watch: StateWatch | undefined;
+  let second: Promise<void> | undefined;
+  const status = h.status;
+  h.status = (up) => {
+    status(up);
+    // The first catch-up says live: another begins at once (the lease
+    // came back while the stream did, say).
+    if (up && log.filter((l) => l === "up").length === 2) {
+      second = watch!.catchUp();
+    }
+  };
+  h.retrying = async (_what, attempt) => {
+    for (let i = 0; i < 3; i++) {
+      try {
+        if (await attempt()) return;
+      } catch (error) {
+        errors.push(String(error));
+      }
+    }
+  };
+  watch = new StateWatch(client, "/p/", h);
+  await watch.start();
+  const first = watch.catchUp();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  reads[0](20);
+  await first;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  watches[0].watcher.emit("data", response(8)); // during the second read: held
+  reads[1](30);
+  await second;
+  assert.deepEqual(errors, []);
+  assert.deepEqual(log, [
+    ...["read", "up"], // start
+    ...["down", "read", "up"], // the first catch-up
+    ...["down", "read", "apply 8", "up"], // the second
+  ]);
+  await watch.close();
+});
+
 Deno.test("StateWatch: a lost stream says down, and catches up when it is back", async () => {
   const { client, watches } = fakeClient();
   const { log, warnings, hooks: h } = hooks(() => Promise.resolve(5));
