@@ -112,7 +112,6 @@ Deno.test("StateWatch.catchUp begun as another lets its held events through: eac
     return new Promise((resolve) => reads.push(resolve));
   });
   const errors: string[] = [];
-  let watch: StateWatch | undefined;
   let second: Promise<void> | undefined;
   const status = h.status;
   h.status = (up) => {
@@ -120,7 +119,7 @@ Deno.test("StateWatch.catchUp begun as another lets its held events through: eac
     // The first catch-up says live: another begins at once (the lease
     // came back while the stream did, say).
     if (up && log.filter((l) => l === "up").length === 2) {
-      second = watch!.catchUp();
+      second = watch.catchUp();
     }
   };
   h.retrying = async (_what, attempt) => {
@@ -132,7 +131,7 @@ Deno.test("StateWatch.catchUp begun as another lets its held events through: eac
       }
     }
   };
-  watch = new StateWatch(client, "/p/", h);
+  const watch = new StateWatch(client, "/p/", h);
   await watch.start();
   const first = watch.catchUp();
   await new Promise((resolve) => setTimeout(resolve, 0));
