@@ -140,7 +140,7 @@ const AGENT_FLAGS: readonly Flag[] = [
     value: "SECONDS",
     default: String(DEFAULT_IDLE_MS / 1000),
     help:
-      "keep watching a service this long after nothing on this agent uses it (a client that comes back finds it warm); fractions accepted",
+      "keep watching a service this long after nothing on this agent uses it (a client that comes back finds it warm; one without instances: at most 5 s); fractions accepted",
   },
   {
     name: "max-watches",

@@ -755,6 +755,11 @@ export class View implements BackendWatcher, Trimmable {
     this.#settling = undefined;
   }
 
+  /** Whether the view holds no instance. */
+  get empty(): boolean {
+    return this.#services.size === 0;
+  }
+
   /** Revision of the latest change applied. */
   get revision(): number {
     return this.#revision;

@@ -16,10 +16,15 @@
  * subscription (the dashboard) watches everything and costs what the
  * whole registry costs.
  *
+ * A scope that holds no instance when it goes idle (a lookup of a name
+ * nobody registered, say) stays for at most {@linkcode EMPTY_IDLE_MS}, and
+ * is the first to close for room: lookups of random names, however many,
+ * never push out a warm view of a service that has instances.
+ *
  * Bounds: at most {@linkcode ViewsOptions.maxScopes} scopes at once (the
- * oldest idle ones are closed first to make room; when every scope is in
- * use, a new one fails with -32002), and one history budget for all of
- * them ({@linkcode HistoryBudget}).
+ * oldest idle ones are closed first to make room, empty ones before the
+ * others; when every scope is in use, a new one fails with -32002), and
+ * one history budget for all of them ({@linkcode HistoryBudget}).
  *
  * @module
  */
@@ -64,12 +69,21 @@ export interface ViewsOptions {
    * @default {10000}
    */
   maxScopes?: number;
+  /**
+   * How long a scope nobody holds stays watched when it holds no instance
+   * as it goes idle, in milliseconds (at most `idleMs`).
+   *
+   * @default {EMPTY_IDLE_MS}
+   */
+  emptyIdleMs?: number;
 }
 
 /** Default of {@linkcode ViewsOptions.idleMs}: 30 s. */
 export const DEFAULT_IDLE_MS = 30_000;
 /** Default of {@linkcode ViewsOptions.maxScopes}. */
 export const DEFAULT_MAX_SCOPES = 10_000;
+/** Default of {@linkcode ViewsOptions.emptyIdleMs}: 5 s. */
+export const EMPTY_IDLE_MS = 5_000;
 
 /** A hold on one scope's view; see {@linkcode Views.hold}. */
 export interface Hold {
@@ -160,8 +174,14 @@ export class Views {
   readonly #budget: HistoryBudget;
   readonly #idleMs: number;
   readonly #maxScopes: number;
+  readonly #emptyIdleMs: number;
   #scopes = new Map<string, Scope>();
-  /** Scopes nobody holds, oldest first: the first to close for room. */
+  /**
+   * Scopes nobody holds, oldest first, that held no instance as they went
+   * idle: the first to close for room.
+   */
+  #idleEmpty = new Set<Scope>();
+  /** The other scopes nobody holds, oldest first: the next to close for room. */
   #idle = new Set<Scope>();
   #connected = false;
   #epoch = `unset-${crypto.randomUUID()}`;
@@ -188,6 +208,10 @@ export class Views {
     this.#budget = new HistoryBudget(options);
     this.#idleMs = options.idleMs ?? DEFAULT_IDLE_MS;
     this.#maxScopes = options.maxScopes ?? DEFAULT_MAX_SCOPES;
+    this.#emptyIdleMs = Math.min(
+      this.#idleMs,
+      options.emptyIdleMs ?? EMPTY_IDLE_MS,
+    );
   }
 
   /** Opens the backend; resolves as {@linkcode Backend.open} does. */
@@ -246,6 +270,7 @@ export class Views {
       held.idle = undefined;
     }
     this.#idle.delete(held);
+    this.#idleEmpty.delete(held);
     return new ScopeHold(held, this.#letGo);
   }
 
@@ -331,6 +356,7 @@ export class Views {
     const scopes = [...this.#scopes.values()];
     this.#scopes.clear();
     this.#idle.clear();
+    this.#idleEmpty.clear();
     await Promise.all(scopes.map((scope) => this.#stop(scope)));
   }
 
@@ -342,7 +368,8 @@ export class Views {
       );
     }
     if (this.#scopes.size >= this.#maxScopes) {
-      const oldest = this.#idle.values().next().value;
+      const oldest = this.#idleEmpty.values().next().value ??
+        this.#idle.values().next().value;
       if (oldest === undefined) {
         throw new RpcError(
           ErrorCode.LimitExceeded,
@@ -360,14 +387,19 @@ export class Views {
 
   #idleOut(scope: Scope) {
     if (this.#closed || this.#scopes.get(scope.name) !== scope) return;
-    this.#idle.add(scope);
-    scope.idle = setTimeout(() => this.#drop(scope), this.#idleMs);
+    const empty = scope.view.empty;
+    (empty ? this.#idleEmpty : this.#idle).add(scope);
+    scope.idle = setTimeout(
+      () => this.#drop(scope),
+      empty ? this.#emptyIdleMs : this.#idleMs,
+    );
   }
 
   #drop(scope: Scope) {
     if (scope.holds > 0 || this.#scopes.get(scope.name) !== scope) return;
     this.#scopes.delete(scope.name);
     this.#idle.delete(scope);
+    this.#idleEmpty.delete(scope);
     void this.#stop(scope);
   }
 

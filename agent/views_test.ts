@@ -8,7 +8,7 @@ import type {
 } from "../backends/backend.ts";
 import { MemoryBackend } from "../backends/memory.ts";
 import { ErrorCode, RpcError } from "../protocol/errors.ts";
-import { Views } from "./views.ts";
+import { Views, type ViewsOptions } from "./views.ts";
 
 /** A memory backend that counts the watches open per scope. */
 class Counting extends MemoryBackend {
@@ -37,7 +37,7 @@ const record = (service: string, addr: string) => ({
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function setup(options: { idleMs?: number; maxScopes?: number } = {}) {
+async function setup(options: ViewsOptions = {}) {
   const backend = new Counting();
   const views = new Views(backend, options);
   await views.open();
@@ -99,6 +99,36 @@ Deno.test("Views: beyond maxScopes the oldest idle scope makes room; when all ar
   assert.equal(views.size, 2);
   b.release();
   c.release();
+  await views.close();
+});
+
+Deno.test("Views: an empty idle scope makes room first and goes after emptyIdleMs: lookups of names nobody registered never push out a warm service", async () => {
+  const { backend, views } = await setup({
+    maxScopes: 3,
+    idleMs: 60_000,
+    emptyIdleMs: 100,
+  });
+  await backend.put(record("db", "h:1"));
+  (await views.acquire("db")).release();
+  for (const name of ["x1", "x2"]) (await views.acquire(name)).release();
+  // The table is full: the oldest empty scope makes room, not the older db.
+  const x3 = await views.acquire("x3");
+  assert.equal(backend.watching("db"), 1, "the warm service stays watched");
+  assert.equal(backend.watching("x1"), 0, "the oldest empty scope made room");
+  assert.equal(backend.watching("x2"), 1);
+  x3.release();
+  await sleep(400);
+  assert.equal(backend.watching("x2"), 0, "empty and idle: gone");
+  assert.equal(backend.watching("x3"), 0, "empty and idle: gone");
+  assert.equal(backend.watching("db"), 1, "with instances: kept for idleMs");
+  assert.equal(views.size, 1);
+  // A scope emptied while held goes idle as an empty one.
+  const db = await views.acquire("db");
+  await backend.delete("db", "h:1");
+  await db.view.settled;
+  db.release();
+  await sleep(400);
+  assert.equal(backend.watching("db"), 0, "emptied, then idle: gone");
   await views.close();
 });
 
