@@ -77,24 +77,59 @@ const record = (addr: string, owner = "o1") => ({
   registeredAt: 1,
 });
 
-/** A backend reaching etcd through `holder`, watching every service. */
-async function backendThrough(holder: TcpProxy, keyPrefix: string) {
+/** What {@linkcode withLateBackend} gives its test. */
+interface LateBackend {
+  holder: TcpProxy;
+  /** A client straight to etcd, to see what it holds. */
+  etcd: Etcd3;
+  backend: EtcdBackend;
+  /** The revision of each removal the backend's watch delivered, by address. */
+  deletes: Map<string, number>;
+  /** The etcd key of an instance of `svc`. */
+  key(addr: string): string;
+}
+
+/**
+ * Runs `fn` with a backend that reaches etcd through a proxy that can
+ * hold etcd's answers, watching every service, once its watch shows `records` (of
+ * `svc`, written with `ifOwner: null`); closes everything after.
+ */
+async function withLateBackend(
+  records: string[],
+  fn: (late: LateBackend) => Promise<void>,
+): Promise<void> {
+  using holder = tcpProxy(etcdPort);
+  const p = prefix();
+  const etcd = new Etcd3({ hosts: cluster.endpoints });
   const backend = new EtcdBackend({
     endpoints: [`http://127.0.0.1:${holder.port}`],
-    prefix: keyPrefix,
+    prefix: p,
     callTimeout: CALL_TIMEOUT_MS,
   });
   const deletes = new Map<string, number>();
-  await openWatching(backend, {
-    reset: () => {},
-    status: () => {},
-    changes: (changes) => {
-      for (const c of changes) {
-        if (c.type === "delete") deletes.set(c.addr, c.revision);
-      }
-    },
-  });
-  return { backend, deletes };
+  try {
+    await openWatching(backend, {
+      reset: () => {},
+      status: () => {},
+      changes: (changes) => {
+        for (const c of changes) {
+          if (c.type === "delete") deletes.set(c.addr, c.revision);
+        }
+      },
+    });
+    for (const addr of records) {
+      await backend.put(record(addr), { ifOwner: null });
+    }
+    await until(
+      () => records.every((addr) => backend.version("svc", addr) !== undefined),
+      "the watch shows the records",
+    );
+    const key = (addr: string) => `${p}instances/svc/${addr}`;
+    await fn({ holder, etcd, backend, deletes, key });
+  } finally {
+    etcd.close();
+    await backend.close();
+  }
 }
 
 /** The record etcd holds at `key`: its owner and mod revision, if any. */
@@ -135,88 +170,67 @@ Deno.test({
   ...etcdTest,
   name:
     "etcd backend, answer late: a conditional delete etcd applied is not answered as 'no record'",
-  async fn() {
-    using holder = tcpProxy(etcdPort);
-    const p = prefix();
-    const etcd = new Etcd3({ hosts: cluster.endpoints });
-    const { backend, deletes } = await backendThrough(holder, p);
-    try {
-      await backend.put(record("h:1"), { ifOwner: null });
-      await until(
-        () => backend.version("svc", "h:1") !== undefined,
-        "the watch shows the record",
-      );
-      const key = `${p}instances/svc/h:1`;
-      const [result] = await withLateAnswers(
-        holder,
-        () => [backend.delete("svc", "h:1", { ifOwner: "o1" })],
-        async () => (await stored(etcd, key)) === undefined,
-      );
-      assert.equal(await stored(etcd, key), undefined, "etcd removed it");
-      await until(() => deletes.has("h:1"), "the watch shows the removal");
-      assertRemoved(result, deletes.get("h:1"), "delete ifOwner");
-    } finally {
-      etcd.close();
-      await backend.close();
-    }
-  },
+  fn: () =>
+    withLateBackend(
+      ["h:1"],
+      async ({ holder, etcd, backend, deletes, key }) => {
+        const [result] = await withLateAnswers(
+          holder,
+          () => [backend.delete("svc", "h:1", { ifOwner: "o1" })],
+          async () => (await stored(etcd, key("h:1"))) === undefined,
+        );
+        assert.equal(
+          await stored(etcd, key("h:1")),
+          undefined,
+          "etcd removed it",
+        );
+        await until(() => deletes.has("h:1"), "the watch shows the removal");
+        assertRemoved(result, deletes.get("h:1"), "delete ifOwner");
+      },
+    ),
 });
 
 Deno.test({
   ...etcdTest,
   name:
     "etcd backend, answer late: writes of one transaction etcd applied are not answered as conflicts or 'no record'",
-  async fn() {
-    using holder = tcpProxy(etcdPort);
-    const p = prefix();
-    const etcd = new Etcd3({ hosts: cluster.endpoints });
-    const { backend, deletes } = await backendThrough(holder, p);
-    try {
-      await backend.put(record("h:3"));
-      await backend.put(record("h:4"));
-      await until(
-        () =>
-          backend.version("svc", "h:3") !== undefined &&
-          backend.version("svc", "h:4") !== undefined,
-        "the watch shows the records",
-      );
-      const key = (addr: string) => `${p}instances/svc/${addr}`;
-      // Made in one turn: they go to etcd in one transaction.
-      const [created, removed, gone] = await withLateAnswers<
-        number | undefined
-      >(
-        holder,
-        () => [
-          backend.put(record("h:2"), { ifOwner: null }),
-          backend.delete("svc", "h:3", { ifOwner: "o1" }),
-          backend.delete("svc", "h:4"),
-        ],
-        async () =>
-          (await stored(etcd, key("h:2"))) !== undefined &&
-          (await stored(etcd, key("h:3"))) === undefined &&
-          (await stored(etcd, key("h:4"))) === undefined,
-      );
-      const now = await stored(etcd, key("h:2"));
-      assert.equal(now?.owner, "o1", "etcd stored the registration");
-      if ("value" in created) {
-        assert.equal(created.value, now.modRevision, "the put's revision");
-      } else {
-        assert.ok(
-          !(created.error instanceof OwnerConflictError),
-          `put ifOwner null: etcd stored it, but the backend answered ${created.error}`,
+  fn: () =>
+    withLateBackend(
+      ["h:3", "h:4"],
+      async ({ holder, etcd, backend, deletes, key }) => {
+        // Made in one turn: they go to etcd in one transaction.
+        const [created, removed, gone] = await withLateAnswers<
+          number | undefined
+        >(
+          holder,
+          () => [
+            backend.put(record("h:2"), { ifOwner: null }),
+            backend.delete("svc", "h:3", { ifOwner: "o1" }),
+            backend.delete("svc", "h:4"),
+          ],
+          async () =>
+            (await stored(etcd, key("h:2"))) !== undefined &&
+            (await stored(etcd, key("h:3"))) === undefined &&
+            (await stored(etcd, key("h:4"))) === undefined,
         );
-      }
-      await until(
-        () => deletes.has("h:3") && deletes.has("h:4"),
-        "the watch shows the removals",
-      );
-      assertRemoved(removed, deletes.get("h:3"), "delete ifOwner");
-      assertRemoved(gone, deletes.get("h:4"), "unconditional delete");
-    } finally {
-      etcd.close();
-      await backend.close();
-    }
-  },
+        const now = await stored(etcd, key("h:2"));
+        assert.equal(now?.owner, "o1", "etcd stored the registration");
+        if ("value" in created) {
+          assert.equal(created.value, now.modRevision, "the put's revision");
+        } else {
+          assert.ok(
+            !(created.error instanceof OwnerConflictError),
+            `put ifOwner null: etcd stored it, but the backend answered ${created.error}`,
+          );
+        }
+        await until(
+          () => deletes.has("h:3") && deletes.has("h:4"),
+          "the watch shows the removals",
+        );
+        assertRemoved(removed, deletes.get("h:3"), "delete ifOwner");
+        assertRemoved(gone, deletes.get("h:4"), "unconditional delete");
+      },
+    ),
 });
 
 Deno.test({
