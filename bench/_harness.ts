@@ -8,6 +8,7 @@
  */
 
 import { type AgentProcess, spawnServer } from "../tools/agent_process.ts";
+export { etcdAgentArgs } from "../tools/etcd.ts";
 
 /** How a figure is judged against its baseline or on its own. */
 export type Target =
@@ -489,34 +490,4 @@ export async function settle(
     }
   } catch { /* not Linux: nothing to wait for */ }
   return { busy, waitedMs: Date.now() - started };
-}
-
-/**
- * The command-line arguments of a benchmark agent on etcd: the etcd
- * backend at `endpoints`, under `prefix` (a new one by default), logging
- * warnings only.
- *
- * @example Usage
- * ```ts ignore
- * await using agent = await spawnAgent(etcdAgentArgs(cluster.endpoints));
- * ```
- *
- * @param endpoints The etcd endpoints.
- * @param prefix The key prefix.
- * @returns The arguments.
- */
-export function etcdAgentArgs(
-  endpoints: readonly string[],
-  prefix = `/bench-${crypto.randomUUID().slice(0, 8)}/`,
-): string[] {
-  return [
-    "--backend",
-    "etcd",
-    "--etcd-endpoints",
-    endpoints.join(","),
-    "--etcd-prefix",
-    prefix,
-    "--log-level",
-    "warn",
-  ];
 }

@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { type AgentProcess, spawnAgent } from "../tools/agent_process.ts";
-import { startEtcd } from "../tools/etcd.ts";
+import { etcdAgentArgs, startEtcd } from "../tools/etcd.ts";
 import { openRaw, type RawSocket } from "./_raw_socket.ts";
 
 type Json = Record<string, unknown>;
@@ -1070,12 +1070,7 @@ Deno.test({
   // the memory backend, registrations run almost as fast as they arrive,
   // and how many are under way then depends on the machine.
   await using cluster = await startEtcd();
-  await using agent = await spawnAgent([
-    "--backend",
-    "etcd",
-    "--etcd-endpoints",
-    cluster.endpoints[0],
-  ]);
+  await using agent = await spawnAgent(etcdAgentArgs(cluster.endpoints));
   await using witness = await Witness.open(agent.url);
   await using raw = await openRaw(agent.url);
   const frames = 20;

@@ -15,6 +15,40 @@ import { freePort, restartableProcess } from "./_process.ts";
 
 export { freePort };
 
+/**
+ * The command-line arguments of an agent on etcd (for `spawnAgent`): the
+ * etcd backend at `endpoints`, under `prefix` (a new one by default, so
+ * that agents of different tests or benchmarks never share records),
+ * logging warnings only.
+ *
+ * @example Usage
+ * ```ts ignore
+ * import { etcdAgentArgs, startEtcd } from "./etcd.ts";
+ * import { spawnAgent } from "./agent_process.ts";
+ * await using cluster = await startEtcd();
+ * await using agent = await spawnAgent(etcdAgentArgs(cluster.endpoints));
+ * ```
+ *
+ * @param endpoints The etcd endpoints.
+ * @param prefix The key prefix.
+ * @returns The arguments.
+ */
+export function etcdAgentArgs(
+  endpoints: readonly string[],
+  prefix = `/agent-${crypto.randomUUID().slice(0, 8)}/`,
+): string[] {
+  return [
+    "--backend",
+    "etcd",
+    "--etcd-endpoints",
+    endpoints.join(","),
+    "--etcd-prefix",
+    prefix,
+    "--log-level",
+    "warn",
+  ];
+}
+
 /** One etcd member. */
 export interface EtcdMember {
   /** Member name. */
