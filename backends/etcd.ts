@@ -202,8 +202,13 @@ interface ScopeWatch {
   /** The key prefix watched. */
   readonly range: string;
   readonly sink: BackendWatcher;
-  /** What this scope's reads and events told about each key: for conditional writes. */
+  /**
+   * What this scope's reads and events told about each key: for
+   * conditional writes. Read it through `EtcdBackend.#index`.
+   */
   readonly known: Map<string, Known>;
+  /** The last full read, while `known` does not hold it yet (see `EtcdBackend.#index`). */
+  unindexed?: UnindexedRead;
   /** Revision of the scope's last full read: events up to it are in it. */
   readRevision: number;
   /** Where the first read starts, when it is in the past (see `watch`). */
@@ -215,6 +220,18 @@ interface ScopeWatch {
   said?: boolean;
   tried: boolean;
   closed: boolean;
+}
+
+/**
+ * A full read of a scope, delivered and not yet in the scope's `known`:
+ * its keys, records and key-values, at the same index.
+ */
+interface UnindexedRead {
+  keys: string[];
+  records: StoredRecord[];
+  kvs: StoredKeyValue[];
+  /** Read at a past revision: it says nothing of who keeps a record now. */
+  past: boolean;
 }
 
 /** What the backend runs on while open. */
@@ -506,7 +523,9 @@ export class EtcdBackend implements Backend {
    * @returns Whether the record is kept alive by this agent.
    */
   keeps(service: string, addr: string): boolean {
-    return this.#mine.has(this.#codec.key(service, addr));
+    const key = this.#codec.key(service, addr);
+    for (const entry of this.#watchesOf(key)) this.#index(entry);
+    return this.#mine.has(key);
   }
 
   /**
@@ -825,6 +844,8 @@ export class EtcdBackend implements Backend {
     try {
       await retrying("restore the lease", async () => {
         const leaseId = await on.lease.current();
+        // Whatever the last reads said of who keeps a record counts.
+        for (const entry of this.#entries()) this.#index(entry);
         // All at once: they go to etcd in shared transactions.
         const restored = await Promise.allSettled(
           [...this.#mine].map(([key, record]) =>
@@ -945,19 +966,24 @@ export class EtcdBackend implements Backend {
 
   /** What the watches of the key's service (or of `"*"`) know of a key. */
   #knownOf(key: string): Known | undefined {
+    for (const entry of this.#watchesOf(key)) {
+      const known = this.#index(entry).get(key);
+      if (known) return known;
+    }
+    return undefined;
+  }
+
+  /** The watches whose scope holds a key: its service's, and `"*"`. */
+  *#watchesOf(key: string): Iterable<ScopeWatch> {
     let service: string;
     try {
       [service] = this.#codec.split(key);
     } catch {
-      return undefined;
+      return;
     }
     for (const scope of [service, ALL_SERVICES]) {
-      for (const entry of this.#scopes.get(scope) ?? []) {
-        const known = entry.known.get(key);
-        if (known) return known;
-      }
+      yield* this.#scopes.get(scope) ?? [];
     }
-    return undefined;
   }
 
   /** Runs `attempt` until it says it is done, retrying failures until close. */
@@ -1048,30 +1074,61 @@ export class EtcdBackend implements Backend {
     entry: ScopeWatch,
     delivered?: () => void,
   ): Promise<number | undefined> {
-    const { client, lease } = this.#open();
+    const { client } = this.#open();
     const past = await this.#readPast(entry);
     const { revision, clusterId, kvs } = past ??
       await readAll(entry.range, this.#query(client));
     if (this.#closed || entry.closed) return undefined;
     this.#epoch = `etcd-${clusterId}`;
-    const records: StoredRecord[] = [];
-    entry.known.clear();
+    const read: UnindexedRead = {
+      keys: [],
+      records: [],
+      kvs: [],
+      past: past !== undefined,
+    };
     for (const kv of kvs) {
       const key = kv.key.toString();
       const record = this.#decode(kv, key);
       if (!record) continue;
-      const known = knownOf(record, kv);
-      records.push(record);
-      entry.known.set(key, known);
-      // (A past state says nothing of who keeps a record now.)
-      if (!past && this.#mine.size > 0 && !lease.ours(known.lease)) {
+      read.keys.push(key);
+      read.records.push(record);
+      read.kvs.push(kv);
+    }
+    entry.readRevision = revision;
+    // What the read says of each key waits until the reset is delivered,
+    // the subscribers' snapshots are sent, and the watch is created:
+    // anything that needs it first indexes it then.
+    entry.unindexed = read;
+    setTimeout(() => this.#index(entry), 0);
+    entry.sink.reset({ revision, epoch: this.#epoch, records: read.records });
+    delivered?.();
+    return revision;
+  }
+
+  /**
+   * A scope's `known`, with its last full read in it: the read replaces
+   * what was there. Keys another agent's lease holds now are no longer
+   * this agent's to keep.
+   */
+  #index(entry: ScopeWatch): Map<string, Known> {
+    const read = entry.unindexed;
+    if (read === undefined) return entry.known;
+    entry.unindexed = undefined;
+    const lease = this.#on?.lease;
+    const known = entry.known;
+    known.clear();
+    const { keys, records, kvs } = read;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      const held = knownOf(records[i], kvs[i]);
+      known.set(key, held);
+      if (
+        !read.past && lease && this.#mine.size > 0 && !lease.ours(held.lease)
+      ) {
         this.#mine.delete(key);
       }
     }
-    entry.readRevision = revision;
-    entry.sink.reset({ revision, epoch: this.#epoch, records });
-    delivered?.();
-    return revision;
+    return known;
   }
 
   /**
@@ -1109,6 +1166,7 @@ export class EtcdBackend implements Backend {
   #apply(entry: ScopeWatch, response: IWatchResponse) {
     const lease = this.#on?.lease;
     if (!lease || entry.closed) return;
+    const known = this.#index(entry);
     const changes: BackendChange[] = [];
     for (const event of response.events) {
       const kv = event.kv;
@@ -1119,13 +1177,13 @@ export class EtcdBackend implements Backend {
       if (event.type === "Put") {
         const record = this.#decode(kv, key);
         if (!record) continue;
-        const known = knownOf(record, kv);
-        entry.known.set(key, known);
+        const held = knownOf(record, kv);
+        known.set(key, held);
         // Written by another agent (or by hand): it keeps the record now.
-        if (!lease.ours(known.lease)) this.#mine.delete(key);
+        if (!lease.ours(held.lease)) this.#mine.delete(key);
         changes.push({ type: "put", revision, record });
       } else {
-        entry.known.delete(key);
+        known.delete(key);
         let service: string, addr: string;
         try {
           [service, addr] = this.#codec.split(key);

@@ -390,6 +390,49 @@ Deno.test({
 
 Deno.test({
   ...etcdTest,
+  name:
+    "etcd backend: what a read says of a record counts from its delivery on: who keeps it and its version",
+  async fn() {
+    const p = prefix();
+    // Neither watches every service: a learns of b's write by its read.
+    const a = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
+    const b = new EtcdBackend({ endpoints: cluster.endpoints, prefix: p });
+    await using _ = {
+      [Symbol.asyncDispose]: async () => {
+        await a.close();
+        await b.close();
+      },
+    };
+    await b.open(recorder().watcher);
+    const first = await openWatching(a, recorder().watcher, "svc");
+    await a.put(record("h:1"));
+    assert.ok(a.keeps("svc", "h:1"));
+    // a stops watching the service; b writes the record under its lease.
+    await first.close();
+    const rb = await b.put(record("h:1"));
+    // a reads the service again, and is asked in the same turn as the
+    // read's delivery, before anything else runs.
+    const seen: { keeps: boolean; version?: string }[] = [];
+    const delivered = Promise.withResolvers<void>();
+    const again = a.watch("svc", {
+      changes: () => {},
+      reset: () => {
+        seen.push({
+          keeps: a.keeps("svc", "h:1"),
+          version: a.version("svc", "h:1"),
+        });
+        delivered.resolve();
+      },
+      status: () => {},
+    });
+    await delivered.promise;
+    await again.close();
+    assert.deepEqual(seen, [{ keeps: false, version: String(rb) }]);
+  },
+});
+
+Deno.test({
+  ...etcdTest,
   name: "etcd backend: a record is released only on its owner's behalf",
   async fn() {
     const p = prefix();
