@@ -506,20 +506,21 @@ export class InitialFrames implements SnapshotWriter {
   /** Counts the pieces pushed since `#from`. */
   #measure() {
     const parts = this.#parts;
-    const counting = this.#send === undefined;
+    // Counting without keeping the text: a kept frame is counted whole.
+    const exact = this.#send === undefined && this.#kept === undefined;
     for (let i = this.#from; i < parts.length; i++) {
       const part = parts[i];
       if (typeof part === "string") {
         this.#length += part.length;
-        if (counting) this.#exact += part.length;
+        if (exact) this.#exact += part.length;
       } else {
         // A number's text is at most 24 characters.
         this.#length += 24;
-        if (counting) this.#exact += numberLength(part);
+        if (exact) this.#exact += numberLength(part);
       }
     }
     // Counting keeps no text, beyond the frames it may keep whole.
-    if (counting && this.#kept === undefined) parts.length = this.#from;
+    if (exact) parts.length = this.#from;
   }
 
   /**

@@ -1160,6 +1160,21 @@ export class View implements BackendWatcher, Trimmable {
   /** The records of a reset, then the removal of what is not in them (`seen` collects their keys; without it, the view was empty). */
   #apply(records: StoredRecord[], revision: number, seen?: Set<string>) {
     if (!seen) {
+      if (this.#quiet && this.#subscribers.size === 0) {
+        // Nothing to keep in the history and nobody to tell: the records
+        // only fill the view (a backend's state holds each key once).
+        let service: string | undefined;
+        let entries: Map<string, Held> | undefined;
+        for (const record of records) {
+          if (entries === undefined || record.service !== service) {
+            service = record.service;
+            entries = this.#services.get(service);
+            if (!entries) this.#services.set(service, entries = new Map());
+          }
+          entries.set(record.addr, { record, revision });
+        }
+        return;
+      }
       for (const record of records) this.#put(record, revision);
       return;
     }
