@@ -1095,9 +1095,9 @@ export class EtcdBackend implements Backend {
       read.kvs.push(kv);
     }
     entry.readRevision = revision;
-    // What the read says of each key waits until the reset is delivered,
-    // the subscribers' snapshots are sent, and the watch is created:
-    // anything that needs it first indexes it then.
+    // What the read says of each key waits until the reset is delivered
+    // and the subscribers waiting for it have their snapshots (they are
+    // sent before timers run): anything that needs it sooner indexes it.
     entry.unindexed = read;
     setTimeout(() => this.#index(entry), 0);
     entry.sink.reset({ revision, epoch: this.#epoch, records: read.records });
