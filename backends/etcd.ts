@@ -123,9 +123,9 @@ import {
   createClient,
   PROBE_TIMEOUT_MS,
   probeOptions,
-  QuietLog,
   withHealth,
 } from "./_etcd_client.ts";
+import { QuietLog } from "./quiet_log.ts";
 import { AgentLease } from "./_etcd_lease.ts";
 import { type PageQuery, rangeCall, readAll, readPages } from "./_etcd_read.ts";
 import {
