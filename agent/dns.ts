@@ -141,6 +141,7 @@ import {
   ATTR_KEY_PATTERN,
   SERVICE_NAME_PATTERN,
 } from "../protocol/validate.ts";
+import { QUIET_SUMMARY_MS, QuietLog } from "../backends/quiet_log.ts";
 import type { Logger } from "./log.ts";
 
 export type {
@@ -189,6 +190,13 @@ export const TCP_READ_AHEAD_BYTES = 65_536;
  * past it is answered `SERVFAIL` at once.
  */
 export const MAX_QUERIES_IN_FLIGHT = 512;
+
+/**
+ * Most services whose failed reads a DNS server remembers until they are
+ * read again (see {@linkcode DnsOptions.log}); services past it are logged
+ * as the others, and not waited for.
+ */
+export const MAX_FAILED_SERVICES = 1024;
 
 /** The DO bit of an `OPT` record's flags (RFC 3225). */
 const DNSSEC_OK = 0x8000;
@@ -314,7 +322,12 @@ export interface DnsOptions extends AnswerOptions {
   /** Port to listen on (UDP and TCP); 0 picks a free one. */
   port: number;
   /**
-   * Where failures go.
+   * Where failures go. Queries it cannot answer are a few lines of each
+   * kind, then a count (see `QuietLog`) at most every 30 s. The rest of the
+   * count is written once every service whose read failed (up to
+   * {@linkcode MAX_FAILED_SERVICES} of them) is read again, or once a read
+   * succeeds 30 s after the last failure, or when the server stops.
+   * Queries refused past {@linkcode MAX_QUERIES_IN_FLIGHT} are not logged.
    *
    * @default {nothing is logged}
    */
@@ -1104,8 +1117,43 @@ export async function startDns(
     domain: normalizeDomain(options.domain ?? DEFAULT_DNS_DOMAIN),
     ttl: checkTtl(options.ttl ?? DEFAULT_DNS_TTL),
   };
-  const lookup = viewsLookup(views);
   const log = options.log;
+  // While the store cannot be read, every query for a service the agent
+  // holds nothing of fails: the first lines of each kind say so, then a
+  // count (see `QuietLog`). The rest of the count is written once every
+  // service whose read failed is read again, or once a read succeeds
+  // QUIET_SUMMARY_MS after the last failure (a service never asked for
+  // again holds it back no longer), or when the server stops.
+  const failures = log && new QuietLog(log);
+  const unread = new Set<string>();
+  let failedAt: number | undefined;
+  const read = viewsLookup(views);
+  const lookup: DnsLookup = async (service) => {
+    let instances: readonly Instance[];
+    try {
+      instances = await read(service);
+    } catch (error) {
+      failedAt = Date.now();
+      if (unread.size < MAX_FAILED_SERVICES) unread.add(service);
+      throw error;
+    }
+    if (failedAt !== undefined) {
+      unread.delete(service);
+      if (unread.size === 0 || Date.now() - failedAt >= QUIET_SUMMARY_MS) {
+        unread.clear();
+        failedAt = undefined;
+        failures?.settle();
+      }
+    }
+    return instances;
+  };
+  /** Logs a query not answered: the kind of error makes the kind of line. */
+  const fails = (name: string, message: string, error: unknown) => {
+    failures?.warn(
+      `${message} (${error instanceof Error ? error.name : "error"})`,
+      { name, error },
+    );
+  };
 
   const domain = answerOptions.domain!;
   let inFlight = 0;
@@ -1160,7 +1208,7 @@ export async function startDns(
       try {
         response = await answer(query, lookup, answerOptions);
       } catch (error) {
-        log?.warn("dns: cannot answer", { name: question.name, error });
+        fails(question.name, "dns: cannot answer", error);
         response = failure(query);
       } finally {
         inFlight--;
@@ -1175,7 +1223,7 @@ export async function startDns(
         asked,
       );
     } catch (error) {
-      log?.warn("dns: cannot encode the answer", { error });
+      fails(question.name, "dns: cannot encode the answer", error);
       return headerOnly(head, RCODE.SERVFAIL);
     }
   };
@@ -1282,6 +1330,7 @@ export async function startDns(
     port,
     close() {
       closing ??= (async () => {
+        failures?.settle();
         for (const socket of connections.keys()) socket.destroy();
         await Promise.all([
           new Promise<void>((resolve) => udp.close(() => resolve())),

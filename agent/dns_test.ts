@@ -24,6 +24,8 @@ import {
   viewsLookup,
 } from "./dns.ts";
 import { Views } from "./views.ts";
+import type { Logger } from "./log.ts";
+import { QUIET_LINES, QUIET_SUMMARY_MS } from "../backends/quiet_log.ts";
 import { until } from "../tests/_wait.ts";
 
 const NOERROR = 0;
@@ -517,11 +519,16 @@ async function withServer(
     backend: MemoryBackend,
   ) => Promise<void>,
   views?: (backend: MemoryBackend) => Views,
+  log?: Logger,
 ) {
   const backend = new MemoryBackend();
   const all = views?.(backend) ?? new Views(backend, { idleMs: 50 });
   await all.open();
-  const dns = await startDns(all, { hostname: "127.0.0.1", port: 0 });
+  const dns = await startDns(all, {
+    hostname: "127.0.0.1",
+    port: 0,
+    ...(log ? { log } : {}),
+  });
   try {
     await fn(dns.port, backend);
   } finally {
@@ -529,6 +536,17 @@ async function withServer(
     await all.close();
     await backend.close();
   }
+}
+
+/** Views whose reads of a service fail ("store down") while `fail` says so. */
+function failingViews(fail: (service: string) => boolean) {
+  return (backend: MemoryBackend) => {
+    const views = new Views(backend, { idleMs: 50 });
+    const acquire = views.acquire.bind(views);
+    views.acquire = (scope) =>
+      fail(scope) ? Promise.reject(new Error("store down")) : acquire(scope);
+    return views;
+  };
 }
 
 function put(backend: MemoryBackend, service: string, addr: string) {
@@ -637,6 +655,112 @@ Deno.test("startDns: answers over UDP and TCP on one port", async () => {
   });
 });
 
+/** A logger keeping warnings, and what it said of one message. */
+function warningLog() {
+  const warnings: [string, Record<string, unknown>?][] = [];
+  const log: Logger = {
+    debug() {},
+    info() {},
+    warn: (message, fields) => void warnings.push([message, fields]),
+    error: (message, fields) => void warnings.push([message, fields]),
+  };
+  const said = (message: string) =>
+    warnings.filter(([m]) => m === message).map(([, f]) => f);
+  return { log, said };
+}
+
+const CANNOT_ANSWER = "dns: cannot answer (Error)";
+const COUNTED = "repeated warnings not logged";
+
+Deno.test("startDns: while reads fail, a few lines say so, then a count once the services that failed are read again", async () => {
+  let fail = true;
+  const { log, said } = warningLog();
+  const queries = QUIET_LINES + 7;
+  await withServer(
+    async (port, backend) => {
+      await put(backend, "cache", "10.0.0.1:6379");
+      await put(backend, "web", "10.0.0.2:80");
+      for (let i = 0; i < queries; i++) {
+        const failed = decode(
+          await udp(port, encodeQuery("cache.service.discover")),
+        );
+        assert.equal(rcode(failed), SERVFAIL);
+        // Another service still read meanwhile ends nothing, and neither
+        // does a query answered without a read (class CH: REFUSED).
+        const web = decode(
+          await udp(port, encodeQuery("web.service.discover")),
+        );
+        assert.deepEqual(datas(web.answers), ["10.0.0.2"]);
+        const refused = decode(
+          await udp(
+            port,
+            encodeQuery("cache.service.discover", "A", {
+              questions: [{
+                type: "A",
+                name: "cache.service.discover",
+                class: "CH",
+              }],
+            }),
+          ),
+        );
+        assert.notEqual(rcode(refused), SERVFAIL);
+      }
+      // An outage under a steady stream of queries is a few lines, not one
+      // line a query.
+      const lines = said(CANNOT_ANSWER);
+      assert.equal(lines.length, QUIET_LINES);
+      assert.equal(lines[0]?.name, "cache.service.discover");
+      assert.match(String(lines[0]?.error), /store down/);
+      assert.deepEqual(said(COUNTED), []);
+      fail = false;
+      const ok = decode(await udp(port, encodeQuery("cache.service.discover")));
+      assert.deepEqual(datas(ok.answers), ["10.0.0.1"]);
+      // The service that failed is read: what was not logged is counted.
+      assert.deepEqual(said(COUNTED).map((f) => [f?.count, f?.like]), [
+        [queries - QUIET_LINES, CANNOT_ANSWER],
+      ]);
+      // The next outage is logged again from its first query; what it does
+      // not log is counted when the server stops.
+      fail = true;
+      for (let i = 0; i < QUIET_LINES + 1; i++) {
+        await udp(port, encodeQuery("cache.service.discover"));
+      }
+      assert.equal(said(CANNOT_ANSWER).length, 2 * QUIET_LINES);
+      assert.equal(said(COUNTED).length, 1);
+    },
+    failingViews((service) => fail && service === "cache"),
+    log,
+  );
+  assert.deepEqual(said(COUNTED).map((f) => f?.count), [
+    queries - QUIET_LINES,
+    1,
+  ]);
+});
+
+// Waits QUIET_SUMMARY_MS (30 s) for the count; bounded by the test runner.
+Deno.test("startDns: a service that failed and is not asked for again holds the count back for QUIET_SUMMARY_MS at most", async () => {
+  let fail = true;
+  const { log, said } = warningLog();
+  await withServer(
+    async (port, backend) => {
+      await put(backend, "web", "10.0.0.2:80");
+      for (let i = 0; i < QUIET_LINES + 2; i++) {
+        await udp(port, encodeQuery("gone.service.discover"));
+      }
+      assert.equal(said(CANNOT_ANSWER).length, QUIET_LINES);
+      fail = false;
+      await udp(port, encodeQuery("web.service.discover"));
+      assert.deepEqual(said(COUNTED), [], "'gone' was not read again yet");
+      await new Promise((resolve) => setTimeout(resolve, QUIET_SUMMARY_MS));
+      const web = decode(await udp(port, encodeQuery("web.service.discover")));
+      assert.deepEqual(datas(web.answers), ["10.0.0.2"]);
+      assert.deepEqual(said(COUNTED).map((f) => f?.count), [2]);
+    },
+    failingViews((service) => fail && service === "gone"),
+    log,
+  );
+});
+
 Deno.test("startDns: large answers are truncated over UDP and complete over TCP", async () => {
   await withServer(async (port, backend) => {
     for (let i = 0; i < 300; i++) {
@@ -689,13 +813,7 @@ Deno.test("startDns: a failing read is SERVFAIL, and the server goes on", async 
     fail = false;
     const ok = decode(await udp(port, encodeQuery("cache.service.discover")));
     assert.deepEqual(datas(ok.answers), ["10.0.0.1"]);
-  }, (backend) => {
-    const views = new Views(backend, { idleMs: 50 });
-    const acquire = views.acquire.bind(views);
-    views.acquire = (scope) =>
-      fail ? Promise.reject(new Error("store down")) : acquire(scope);
-    return views;
-  });
+  }, failingViews(() => fail));
 });
 
 Deno.test("startDns: malformed packets never stop the server", async () => {
