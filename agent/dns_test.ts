@@ -15,6 +15,7 @@ import {
   type DnsRecord,
   type DnsViews,
   encodeWithin,
+  MAX_FAILED_SERVICES,
   MAX_QUERIES_IN_FLIGHT,
   MAX_UDP_PAYLOAD,
   normalizeDomain,
@@ -757,6 +758,37 @@ Deno.test("startDns: a service that failed and is not asked for again holds the 
       assert.deepEqual(said(COUNTED).map((f) => f?.count), [2]);
     },
     failingViews((service) => fail && service === "gone"),
+    log,
+  );
+});
+
+Deno.test("startDns: at most MAX_FAILED_SERVICES failed services hold the count back", async () => {
+  let fail = true;
+  const { log, said } = warningLog();
+  const name = (i: number) => `s${i}.service.discover`;
+  await withServer(
+    async (port) => {
+      // One service more than the bound fails.
+      for (let i = 0; i <= MAX_FAILED_SERVICES; i++) {
+        assert.equal(
+          rcode(decode(await udp(port, encodeQuery(name(i))))),
+          SERVFAIL,
+        );
+      }
+      assert.equal(said(CANNOT_ANSWER).length, QUIET_LINES);
+      fail = false;
+      for (let i = 0; i < MAX_FAILED_SERVICES - 1; i++) {
+        await udp(port, encodeQuery(name(i)));
+      }
+      assert.deepEqual(said(COUNTED), [], "one remembered service is unread");
+      // The last remembered one read, the count comes: the service past the
+      // bound, never read again, is not waited for.
+      await udp(port, encodeQuery(name(MAX_FAILED_SERVICES - 1)));
+      assert.deepEqual(said(COUNTED).map((f) => f?.count), [
+        MAX_FAILED_SERVICES + 1 - QUIET_LINES,
+      ]);
+    },
+    failingViews(() => fail),
     log,
   );
 });
