@@ -699,7 +699,15 @@ const SETTLED: Promise<void> = Promise.resolve();
  * ```
  */
 export class View implements BackendWatcher, Trimmable {
-  #services = new Map<string, Map<string, Held>>();
+  /** What the view holds, by service and address (see {@linkcode View.#services}). */
+  #held = new Map<string, Map<string, Held>>();
+  /**
+   * A first state not yet in {@linkcode View.#held}: its entries, each key
+   * once. The snapshots and leaders of the subscribers that waited for it
+   * are taken from it as it is; anything else fills the maps first, and so
+   * does a timer, once those subscribers' frames are on their way.
+   */
+  #unfilled: Held[] | undefined;
   #subscribers = new Map<string, Set<Subscriber>>();
   /** The leader each subscriber of one service was last told of. */
   #leaders = new Map<Subscriber, Held | undefined>();
@@ -749,6 +757,47 @@ export class View implements BackendWatcher, Trimmable {
     return this.#settling?.promise ?? SETTLED;
   }
 
+  /** The maps of what the view holds, with a first state put in them if it is not yet. */
+  get #services(): Map<string, Map<string, Held>> {
+    const unfilled = this.#unfilled;
+    if (unfilled !== undefined) {
+      this.#unfilled = undefined;
+      let service: string | undefined;
+      let entries: Map<string, Held> | undefined;
+      for (const held of unfilled) {
+        const record = held.record;
+        if (entries === undefined || record.service !== service) {
+          service = record.service;
+          entries = this.#held.get(service);
+          if (!entries) this.#held.set(service, entries = new Map());
+        }
+        entries.set(record.addr, held);
+      }
+    }
+    return this.#held;
+  }
+
+  /**
+   * The entries of a service (of every service for `"*"`), in groups,
+   * without filling the maps: the read-only walks of snapshots, lists and
+   * leaders.
+   */
+  #groups(service: string): Iterable<Held>[] {
+    const unfilled = this.#unfilled;
+    if (unfilled !== undefined) {
+      return [
+        service === ALL_SERVICES
+          ? unfilled
+          : unfilled.filter((held) => held.record.service === service),
+      ];
+    }
+    if (service === ALL_SERVICES) {
+      return [...this.#held.values()].map((entries) => entries.values());
+    }
+    const entries = this.#held.get(service);
+    return entries ? [entries.values()] : [];
+  }
+
   /** The view has its first state, or knows that it cannot have it now. */
   #settle(): void {
     this.#settling?.resolve();
@@ -796,11 +845,8 @@ export class View implements BackendWatcher, Trimmable {
    */
   list(service: string, filter?: SetFilter): Instance[] {
     const out: Instance[] = [];
-    const groups = service === ALL_SERVICES
-      ? this.#services.values()
-      : [this.#services.get(service) ?? new Map<string, Held>()];
-    for (const entries of groups) {
-      for (const held of entries.values()) {
+    for (const entries of this.#groups(service)) {
+      for (const held of entries) {
         if (selects(held.record, filter, filter?.health)) {
           out.push(instanceOf(held));
         }
@@ -827,11 +873,8 @@ export class View implements BackendWatcher, Trimmable {
     admits?: (service: string) => boolean,
   ): Snapshot {
     const held: Held[] = [];
-    const groups = service === ALL_SERVICES
-      ? this.#services.values()
-      : [this.#services.get(service) ?? new Map<string, Held>()];
-    for (const entries of groups) {
-      for (const entry of entries.values()) {
+    for (const entries of this.#groups(service)) {
+      for (const entry of entries) {
         if (admits && !admits(entry.record.service)) continue;
         if (selects(entry.record, filter, filter?.health)) held.push(entry);
       }
@@ -879,10 +922,8 @@ export class View implements BackendWatcher, Trimmable {
   }
 
   #leaderOf(service: string, filter?: SetFilter): Held | undefined {
-    const entries = this.#services.get(service);
-    if (!entries) return undefined;
     let leader: Held | undefined;
-    for (const held of entries.values()) {
+    for (const held of this.#groups(service)[0] ?? []) {
       if (!selects(held.record, filter, filter?.health)) continue;
       if (leader === undefined || precedes(rankOf(held), rankOf(leader))) {
         leader = held;
@@ -1162,17 +1203,13 @@ export class View implements BackendWatcher, Trimmable {
     if (!seen) {
       if (this.#quiet && this.#subscribers.size === 0) {
         // Nothing to keep in the history and nobody to tell: the records
-        // only fill the view (a backend's state holds each key once).
-        let service: string | undefined;
-        let entries: Map<string, Held> | undefined;
-        for (const record of records) {
-          if (entries === undefined || record.service !== service) {
-            service = record.service;
-            entries = this.#services.get(service);
-            if (!entries) this.#services.set(service, entries = new Map());
-          }
-          entries.set(record.addr, { record, revision });
-        }
+        // only fill the view (a backend's state holds each key once), after
+        // the snapshots of those who waited for them are taken.
+        const unfilled: Held[] = [];
+        for (const record of records) unfilled.push({ record, revision });
+        if (unfilled.length === 0) return;
+        this.#unfilled = unfilled;
+        setTimeout(() => void this.#services, 0);
         return;
       }
       for (const record of records) this.#put(record, revision);

@@ -982,3 +982,68 @@ Deno.test("capture writes the set as it was when taken, whatever the view applie
   assert.equal(view.capture("svc", { attrs: { zone: "c" } }).size, 1);
   assert.equal(view.capture("*", undefined, (s) => s !== "svc").size, 0);
 });
+
+Deno.test("a first state answers the same before and after the view files it, and what follows it applies to it", async () => {
+  const records: StoredRecord[] = [
+    { ...rec("h:2", { zone: "a" }, "o", "api"), created: 4 },
+    { ...rec("h:1", {}, "o", "api"), created: 3 },
+    rec("h:9", {}, "p", "db"),
+  ];
+  const fresh = () => {
+    const view = new View();
+    view.reset({ revision: 7, epoch: "e", records });
+    return view;
+  };
+  const answers = (view: View) => ({
+    list: view.list("*").map((instance) => instance.id),
+    api: textsOf(view.capture("api", undefined)),
+    zoneA: textsOf(view.capture("api", { attrs: { zone: "a" } })),
+    all: textsOf(view.capture("*", undefined)),
+    leader: view.leaderEvent("api"),
+  });
+  // Asked right after the first state, as its first subscribers ask.
+  const early = fresh();
+  const first = answers(early);
+  assert.deepEqual(first.list, ["api/h:2", "api/h:1", "db/h:9"]);
+  assert.equal(first.api.length, 2);
+  assert.equal(JSON.parse(first.leader).instance.addr, "h:1");
+  // A lookup by key files it: the same answers after.
+  assert.equal(early.get("db", "h:9")?.owner, "p");
+  assert.deepEqual(answers(early), first);
+  assert.deepEqual(early.catalog(), [
+    { service: "api", instances: 2 },
+    { service: "db", instances: 1 },
+  ]);
+  assert.equal(early.empty, false);
+  // Left alone, it is filed once its turn is over: the same answers.
+  const idle = fresh();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(answers(idle), first);
+  // A subscriber that follows the leader of the first state, then changes
+  // right after it: told of the leader only when the leader changes.
+  const changed = fresh();
+  const api = listener("api");
+  changed.subscribe(api.sub);
+  changed.changes([
+    {
+      type: "put",
+      revision: 8,
+      record: { ...rec("h:2", { zone: "b" }, "o", "api"), created: 4 },
+    },
+  ]);
+  changed.changes([
+    { type: "delete", revision: 9, service: "api", addr: "h:1" },
+  ]);
+  assert.deepEqual(api.got, ["update h:2 8", "down h:1 9"]);
+  assert.deepEqual(api.leaders, ["h:2 9"]);
+  assert.deepEqual(changed.list("*").map((instance) => instance.id), [
+    "api/h:2",
+    "db/h:9",
+  ]);
+  // A reset right after the first state tells only the differences.
+  const again = fresh();
+  const db = listener("db");
+  again.subscribe(db.sub);
+  again.reset({ revision: 10, epoch: "e", records: records.slice(0, 2) });
+  assert.deepEqual(db.got, ["down h:9 10"]);
+});
