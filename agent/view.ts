@@ -702,12 +702,13 @@ export class View implements BackendWatcher, Trimmable {
   /** What the view holds, by service and address (see {@linkcode View.#services}). */
   #held = new Map<string, Map<string, Held>>();
   /**
-   * A first state not yet in {@linkcode View.#held}: its entries, each key
-   * once. The snapshots and leaders of the subscribers that waited for it
+   * A first state of one service not yet in {@linkcode View.#held}: its
+   * entries, each address once, in the backend's order (the order the map
+   * keeps). The snapshots and leaders of the subscribers that waited for it
    * are taken from it as it is; anything else fills the maps first, and so
    * does a timer, once those subscribers' frames are on their way.
    */
-  #unfilled: Held[] | undefined;
+  #unfilled: { service: string; entries: Held[] } | undefined;
   #subscribers = new Map<string, Set<Subscriber>>();
   /** The leader each subscriber of one service was last told of. */
   #leaders = new Map<Subscriber, Held | undefined>();
@@ -762,17 +763,9 @@ export class View implements BackendWatcher, Trimmable {
     const unfilled = this.#unfilled;
     if (unfilled !== undefined) {
       this.#unfilled = undefined;
-      let service: string | undefined;
-      let entries: Map<string, Held> | undefined;
-      for (const held of unfilled) {
-        const record = held.record;
-        if (entries === undefined || record.service !== service) {
-          service = record.service;
-          entries = this.#held.get(service);
-          if (!entries) this.#held.set(service, entries = new Map());
-        }
-        entries.set(record.addr, held);
-      }
+      const entries = new Map<string, Held>();
+      for (const held of unfilled.entries) entries.set(held.record.addr, held);
+      this.#held.set(unfilled.service, entries);
     }
     return this.#held;
   }
@@ -785,11 +778,9 @@ export class View implements BackendWatcher, Trimmable {
   #groups(service: string): Iterable<Held>[] {
     const unfilled = this.#unfilled;
     if (unfilled !== undefined) {
-      return [
-        service === ALL_SERVICES
-          ? unfilled
-          : unfilled.filter((held) => held.record.service === service),
-      ];
+      return service === ALL_SERVICES || service === unfilled.service
+        ? [unfilled.entries]
+        : [];
     }
     if (service === ALL_SERVICES) {
       return [...this.#held.values()].map((entries) => entries.values());
@@ -922,6 +913,7 @@ export class View implements BackendWatcher, Trimmable {
   }
 
   #leaderOf(service: string, filter?: SetFilter): Held | undefined {
+    if (service === ALL_SERVICES) return undefined; // a set of every service has none
     let leader: Held | undefined;
     for (const held of this.#groups(service)[0] ?? []) {
       if (!selects(held.record, filter, filter?.health)) continue;
@@ -1203,13 +1195,32 @@ export class View implements BackendWatcher, Trimmable {
     if (!seen) {
       if (this.#quiet && this.#subscribers.size === 0) {
         // Nothing to keep in the history and nobody to tell: the records
-        // only fill the view (a backend's state holds each key once), after
-        // the snapshots of those who waited for them are taken.
-        const unfilled: Held[] = [];
-        for (const record of records) unfilled.push({ record, revision });
-        if (unfilled.length === 0) return;
-        this.#unfilled = unfilled;
-        setTimeout(() => void this.#services, 0);
+        // only fill the view (a backend's state holds each key once). Those
+        // of one service go in its map after the snapshots of those who
+        // waited for them are taken.
+        if (records.length === 0) return;
+        const service = records[0].service;
+        const entries: Held[] = [];
+        for (const record of records) {
+          if (record.service !== service) break;
+          entries.push({ record, revision });
+        }
+        if (entries.length === records.length) {
+          this.#unfilled = { service, entries };
+          setTimeout(() => void this.#services, 0);
+          return;
+        }
+        const services = this.#services;
+        let current: string | undefined;
+        let map: Map<string, Held> | undefined;
+        for (const record of records) {
+          if (map === undefined || record.service !== current) {
+            current = record.service;
+            map = services.get(current);
+            if (!map) services.set(current, map = new Map());
+          }
+          map.set(record.addr, { record, revision });
+        }
         return;
       }
       for (const record of records) this.#put(record, revision);

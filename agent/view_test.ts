@@ -986,12 +986,12 @@ Deno.test("capture writes the set as it was when taken, whatever the view applie
 Deno.test("a first state answers the same before and after the view files it, and what follows it applies to it", async () => {
   const records: StoredRecord[] = [
     { ...rec("h:2", { zone: "a" }, "o", "api"), created: 4 },
-    { ...rec("h:1", {}, "o", "api"), created: 3 },
-    rec("h:9", {}, "p", "db"),
+    { ...rec("h:1", {}, "p", "api"), created: 3 },
+    { ...rec("h:3", {}, "o", "api"), created: 5 },
   ];
-  const fresh = () => {
+  const fresh = (state = records) => {
     const view = new View();
-    view.reset({ revision: 7, epoch: "e", records });
+    view.reset({ revision: 7, epoch: "e", records: state });
     return view;
   };
   const answers = (view: View) => ({
@@ -999,23 +999,27 @@ Deno.test("a first state answers the same before and after the view files it, an
     api: textsOf(view.capture("api", undefined)),
     zoneA: textsOf(view.capture("api", { attrs: { zone: "a" } })),
     all: textsOf(view.capture("*", undefined)),
+    other: textsOf(view.capture("db", undefined)),
     leader: view.leaderEvent("api"),
+    none: view.leaderEvent("db"),
   });
   // Asked right after the first state, as its first subscribers ask.
   const early = fresh();
   const first = answers(early);
-  assert.deepEqual(first.list, ["api/h:2", "api/h:1", "db/h:9"]);
-  assert.equal(first.api.length, 2);
+  assert.deepEqual(first.list, ["api/h:2", "api/h:1", "api/h:3"]);
+  assert.equal(first.api.length, 3);
+  assert.equal(first.zoneA.length, 1);
+  assert.deepEqual(first.all, first.api);
+  assert.deepEqual(first.other, []);
   assert.equal(JSON.parse(first.leader).instance.addr, "h:1");
-  // A lookup by key files it: the same answers after.
-  assert.equal(early.get("db", "h:9")?.owner, "p");
+  assert.equal(JSON.parse(first.none).instance, null);
+  // A lookup by key needs the maps: the same answers after.
+  assert.equal(early.get("api", "h:1")?.owner, "p");
+  assert.equal(early.get("db", "h:1"), undefined);
   assert.deepEqual(answers(early), first);
-  assert.deepEqual(early.catalog(), [
-    { service: "api", instances: 2 },
-    { service: "db", instances: 1 },
-  ]);
+  assert.deepEqual(early.catalog(), [{ service: "api", instances: 3 }]);
   assert.equal(early.empty, false);
-  // Left alone, it is filed once its turn is over: the same answers.
+  // Left alone past its turn: the same answers.
   const idle = fresh();
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.deepEqual(answers(idle), first);
@@ -1038,12 +1042,28 @@ Deno.test("a first state answers the same before and after the view files it, an
   assert.deepEqual(api.leaders, ["h:2 9"]);
   assert.deepEqual(changed.list("*").map((instance) => instance.id), [
     "api/h:2",
-    "db/h:9",
+    "api/h:3",
   ]);
   // A reset right after the first state tells only the differences.
   const again = fresh();
-  const db = listener("db");
-  again.subscribe(db.sub);
+  const watching = listener("api");
+  again.subscribe(watching.sub);
   again.reset({ revision: 10, epoch: "e", records: records.slice(0, 2) });
-  assert.deepEqual(db.got, ["down h:9 10"]);
+  assert.deepEqual(watching.got, ["down h:3 10"]);
+  // A first state of several services (a view of every service), in any
+  // order: listed by service, as the maps hold it.
+  const mixed = fresh([records[0], rec("h:9", {}, "p", "db"), records[1]]);
+  assert.deepEqual(mixed.list("*").map((instance) => instance.id), [
+    "api/h:2",
+    "api/h:1",
+    "db/h:9",
+  ]);
+  assert.deepEqual(
+    textsOf(mixed.capture("*", undefined)).map((json) =>
+      JSON.parse(json).instance.id
+    ),
+    ["api/h:2", "api/h:1", "db/h:9"],
+  );
+  assert.equal(JSON.parse(mixed.leaderEvent("api")).instance.addr, "h:1");
+  assert.equal(JSON.parse(mixed.leaderEvent("*")).instance, null);
 });
