@@ -207,7 +207,15 @@ export class ServiceSet extends EventTarget
   readonly service: string;
   /** The attribute filter the agent applies. */
   readonly filter: Readonly<Record<string, string>> | undefined;
-  #online = new Map<string, Instance>();
+  /** The instances in the set, by id (see {@linkcode ServiceSet.#online}). */
+  #members = new Map<string, Instance>();
+  /**
+   * The set's first state, as the agent sent it (a snapshot holds each
+   * instance once), until something needs the instances by id:
+   * {@linkcode ServiceSet.online} reads it as it is, so that the set is
+   * ready without indexing first.
+   */
+  #first?: Instance[];
   /** The leader, kept up to date with every change (not in a `"*"` set). */
   #leader?: Instance;
   #offline = new Map<string, Instance>();
@@ -285,7 +293,7 @@ export class ServiceSet extends EventTarget
    * @returns A fresh array, in the order the instances joined.
    */
   online(): Instance[] {
-    return [...this.#online.values()];
+    return this.#first ? [...this.#first] : [...this.#online.values()];
   }
 
   /**
@@ -472,18 +480,30 @@ export class ServiceSet extends EventTarget
     this.dispatchEvent(new Event("close"));
   }
 
+  /** The instances in the set, by id, with the first state put in them if it is not yet. */
+  get #online(): Map<string, Instance> {
+    const first = this.#first;
+    if (first !== undefined) {
+      this.#first = undefined;
+      for (const instance of first) this.#members.set(instance.id, instance);
+    }
+    return this.#members;
+  }
+
   #resync(staged: Instance[], revision: number) {
     if (!this.#ready && this.#online.size === 0 && this.#offline.size === 0) {
-      // The first state: nothing to compare it with, nobody to tell.
-      for (const instance of staged) this.#online.set(instance.id, instance);
-    } else {
-      const state = new Map<string, Instance>();
-      for (const instance of staged) state.set(instance.id, instance);
-      for (const instance of [...this.#online.values()]) {
-        if (!state.has(instance.id)) this.#remove(instance, revision);
-      }
-      for (const instance of state.values()) this.#add(instance, revision);
+      // The first state: nothing to compare it with, nobody to tell. It is
+      // indexed by id once something needs that.
+      if (staged.length > 0) this.#first = staged;
+      this.#lead(leaderOf(staged), revision);
+      return;
     }
+    const state = new Map<string, Instance>();
+    for (const instance of staged) state.set(instance.id, instance);
+    for (const instance of [...this.#online.values()]) {
+      if (!state.has(instance.id)) this.#remove(instance, revision);
+    }
+    for (const instance of state.values()) this.#add(instance, revision);
     this.#lead(leaderOf(this.#online.values()), revision);
   }
 

@@ -351,3 +351,41 @@ Deno.test("a leader that comes back in a new life (one update with a greater cre
   assert.equal(set.leader()?.addr, "h:2");
   assert.deepEqual(leaders, ["h:2 2"]);
 });
+
+Deno.test("a first state is served as it came until something needs it by address: the same instances, leader and updates either way", async () => {
+  const first = [inst("h:3", 7), inst("h:1", 5), inst("h:2", 6)];
+  const start = async (index: boolean) => {
+    const { set, control } = opened();
+    control.beginSnapshot();
+    control.apply({ kind: "snapshot", revision: 8, instances: first });
+    control.apply(ev("current", 8));
+    await control.initialized;
+    if (index) assert.equal(set.get("h:2")?.revision, 6);
+    const updates: string[] = [];
+    const leaders: string[] = [];
+    set.addEventListener("update", (e) => updates.push(show(e)));
+    set.addEventListener("leader", (e) => leaders.push(`${e.instance?.addr}`));
+    return { set, control, updates, leaders };
+  };
+  const asItCame = await start(false);
+  const indexed = await start(true);
+  for (const { set } of [asItCame, indexed]) {
+    assert.deepEqual(set.online().map((i) => i.addr), ["h:3", "h:1", "h:2"]);
+    assert.equal(set.leader()?.addr, "h:1");
+    // online() is a copy: changing it changes nothing in the set.
+    set.online().length = 0;
+    assert.equal(set.online().length, 3);
+  }
+  for (const { control } of [asItCame, indexed]) {
+    control.apply(ev("update", 9, inst("h:3", 9, { v: "2" })));
+    control.apply(ev("down", 10, inst("h:1", 5)));
+    control.apply(ev("up", 11, inst("h:4", 11)));
+  }
+  for (const { set, updates, leaders } of [asItCame, indexed]) {
+    assert.deepEqual(updates, ["update h:3 9", "down h:1 10", "up h:4 11"]);
+    assert.deepEqual(leaders, ["h:2"]);
+    assert.deepEqual(set.online().map((i) => i.addr), ["h:3", "h:2", "h:4"]);
+    assert.equal(set.get("h:1"), undefined);
+    assert.deepEqual(set.offline().map((i) => i.addr), ["h:1"]);
+  }
+});
