@@ -352,7 +352,7 @@ Deno.test("a leader that comes back in a new life (one update with a greater cre
   assert.deepEqual(leaders, ["h:2 2"]);
 });
 
-Deno.test("a first state is served as it came until something needs it by address: the same instances, leader and updates either way", async () => {
+Deno.test("a first state gives the same instances, leader and updates whether something needs it by address first or not", async () => {
   const first = [inst("h:3", 7), inst("h:1", 5), inst("h:2", 6)];
   const start = async (index: boolean) => {
     const { set, control } = opened();
@@ -388,4 +388,32 @@ Deno.test("a first state is served as it came until something needs it by addres
     assert.equal(set.get("h:1"), undefined);
     assert.deepEqual(set.offline().map((i) => i.addr), ["h:1"]);
   }
+  // A set of every service keeps the agent's order and has no leader.
+  const all = openSet("*", undefined, () => Promise.resolve());
+  all.control.beginSnapshot();
+  all.control.apply({
+    kind: "snapshot",
+    revision: 8,
+    instances: [
+      { ...inst("h:1", 5), id: "db/h:1", service: "db" },
+      ...first,
+    ],
+  });
+  all.control.apply(ev("current", 8));
+  assert.deepEqual(all.set.online().map((i) => i.id), [
+    "db/h:1",
+    "svc/h:3",
+    "svc/h:1",
+    "svc/h:2",
+  ]);
+  assert.equal(all.set.leader(), undefined);
+  assert.equal(all.set.get("db/h:1")?.service, "db");
+  // An empty first state, then an instance.
+  const { set: empty, control } = opened();
+  control.beginSnapshot();
+  control.apply(ev("current", 8));
+  assert.deepEqual(empty.online(), []);
+  control.apply(ev("up", 9, inst("h:5", 9)));
+  assert.deepEqual(empty.online().map((i) => i.addr), ["h:5"]);
+  assert.equal(empty.leader()?.addr, "h:5");
 });
