@@ -763,11 +763,24 @@ export class View implements BackendWatcher, Trimmable {
     const unfilled = this.#unfilled;
     if (unfilled !== undefined) {
       this.#unfilled = undefined;
-      const entries = new Map<string, Held>();
-      for (const held of unfilled.entries) entries.set(held.record.addr, held);
-      this.#held.set(unfilled.service, entries);
+      this.#file(unfilled.entries);
     }
     return this.#held;
+  }
+
+  /** Puts entries of a first state in the maps, by service and address. */
+  #file(entries: Held[]): void {
+    let service: string | undefined;
+    let map: Map<string, Held> | undefined;
+    for (const held of entries) {
+      const record = held.record;
+      if (map === undefined || record.service !== service) {
+        service = record.service;
+        map = this.#held.get(service);
+        if (!map) this.#held.set(service, map = new Map());
+      }
+      map.set(record.addr, held);
+    }
   }
 
   /**
@@ -1200,26 +1213,17 @@ export class View implements BackendWatcher, Trimmable {
         // waited for them are taken.
         if (records.length === 0) return;
         const service = records[0].service;
+        let one = true;
         const entries: Held[] = [];
         for (const record of records) {
-          if (record.service !== service) break;
+          if (record.service !== service) one = false;
           entries.push({ record, revision });
         }
-        if (entries.length === records.length) {
+        if (one) {
           this.#unfilled = { service, entries };
           setTimeout(() => void this.#services, 0);
-          return;
-        }
-        const services = this.#services;
-        let current: string | undefined;
-        let map: Map<string, Held> | undefined;
-        for (const record of records) {
-          if (map === undefined || record.service !== current) {
-            current = record.service;
-            map = services.get(current);
-            if (!map) services.set(current, map = new Map());
-          }
-          map.set(record.addr, { record, revision });
+        } else {
+          this.#file(entries);
         }
         return;
       }
