@@ -1065,11 +1065,8 @@ export class View implements BackendWatcher, Trimmable {
       if (now && sameLife(now.record, record)) continue;
       push({ record, revision: past.revision }, now);
     }
-    const groups = service === ALL_SERVICES
-      ? this.#services.values()
-      : [this.#services.get(service) ?? new Map<string, Held>()];
-    for (const entries of groups) {
-      for (const held of entries.values()) {
+    for (const entries of this.#groups(service)) {
+      for (const held of entries) {
         const { service, addr } = held.record;
         if (!seen.has(instanceKey(service, addr))) push(undefined, held);
       }
